@@ -1,0 +1,78 @@
+"""Reading the parts of a wheel that rewheel needs: its name, METADATA and RECORD."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
+
+from .errors import IntegrityError, RewheelError
+
+
+def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
+    """Project name (normalized) and version of a wheel file name."""
+    try:
+        name, version, _build, _tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
+        raise RewheelError(f"not a valid wheel file name: {filename!r}") from exc
+    return name, str(version)
+
+
+def _dist_info_dir(zf: zipfile.ZipFile, filename: str) -> str:
+    tops = {n.split("/", 1)[0] for n in zf.namelist()}
+    dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
+    if len(dist_infos) != 1:
+        raise IntegrityError(f"wheel {filename} has {len(dist_infos)} .dist-info directories")
+    return dist_infos[0]
+
+
+def read_metadata_bytes(wheel: Path) -> bytes:
+    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``)."""
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(f"{_dist_info_dir(zf, wheel.name)}/METADATA")
+
+
+def parse_metadata(data: bytes) -> Message:
+    return BytesParser().parsebytes(data)
+
+
+def requires_dist(metadata: bytes) -> list[Requirement]:
+    """The ``Requires-Dist`` entries of a core metadata file."""
+    out = []
+    for value in parse_metadata(metadata).get_all("Requires-Dist") or []:
+        try:
+            out.append(Requirement(value))
+        except InvalidRequirement as exc:
+            raise RewheelError(f"invalid Requires-Dist {value!r}: {exc}") from exc
+    return out
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    path: str
+    hash: str | None  # "sha256=<urlsafe b64, no padding>" as RECORD writes it
+    size: int | None
+
+
+def parse_record(data: bytes) -> list[RecordEntry]:
+    entries = []
+    for row in csv.reader(io.StringIO(data.decode("utf-8"))):
+        if not row:
+            continue
+        path = row[0]
+        digest = row[1] if len(row) > 1 and row[1] else None
+        size = int(row[2]) if len(row) > 2 and row[2] else None
+        entries.append(RecordEntry(path, digest, size))
+    return entries
+
+
+def read_record(wheel: Path) -> list[RecordEntry]:
+    with zipfile.ZipFile(wheel) as zf:
+        return parse_record(zf.read(f"{_dist_info_dir(zf, wheel.name)}/RECORD"))
