@@ -1,0 +1,157 @@
+"""PEP 517 hook calls for one source tree, run inside one build environment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pyproject_hooks import (
+    BackendUnavailable,
+    BuildBackendHookCaller,
+    HookMissing,
+    UnsupportedOperation,
+)
+
+from .buildenv import BuildEnvironment
+from .errors import BuildError, CommandFailed, RewheelError
+from .pyproject import BuildSystem
+from .types import Runner
+
+
+class Backend:
+    """The build backend of ``source_dir``, called through ``runner`` with ``env``'s Python."""
+
+    def __init__(
+        self,
+        source_dir: Path,
+        build_system: BuildSystem,
+        env: BuildEnvironment,
+        runner: Runner,
+        *,
+        log: Path,
+        package: str,
+        version: str,
+        timeout: float | None = None,
+        isolate_network: bool = True,
+    ) -> None:
+        self._source_dir = source_dir
+        self._build_system = build_system
+        self._env = env
+        self._runner = runner
+        self._log = log
+        self._package = package
+        self._version = version
+        self._timeout = timeout
+        self._isolate_network = isolate_network
+        with self._translated("backend-setup"):
+            self._caller = BuildBackendHookCaller(
+                str(source_dir),
+                build_system.backend,
+                backend_path=list(build_system.backend_path) or None,
+                runner=self._run_hook,
+                python_executable=str(env.python),
+            )
+
+    def get_requires_for_build_wheel(
+        self, config_settings: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """What the backend needs, beyond build-system.requires, to build a wheel."""
+        with self._translated("get-requires"):
+            result = self._caller.get_requires_for_build_wheel(config_settings)
+            if not isinstance(result, list) or not all(isinstance(r, str) for r in result):
+                raise self._error("get-requires", f"hook returned {result!r}, not a list of str")
+            for req in result:
+                try:
+                    Requirement(req)
+                except InvalidRequirement as exc:
+                    raise self._error("get-requires", f"invalid requirement {req!r}") from exc
+            return list(result)
+
+    def build_wheel(self, out_dir: Path, config_settings: Mapping[str, Any] | None = None) -> Path:
+        """Build a wheel into ``out_dir`` and return its path."""
+        with self._translated("build-wheel"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            name = self._caller.build_wheel(str(out_dir), config_settings)
+            if not isinstance(name, str) or "/" in name or not name.endswith(".whl"):
+                raise self._error("build-wheel", f"hook returned {name!r}, not a wheel file name")
+            wheel = out_dir / name
+            if not wheel.is_file():
+                raise self._error("build-wheel", f"the backend did not write {name}")
+            return wheel
+
+    def _error(self, step: str, message: str) -> BuildError:
+        return BuildError(
+            message, package=self._package, version=self._version, step=step, log_path=self._log
+        )
+
+    @contextlib.contextmanager
+    def _translated(self, step: str) -> Iterator[None]:
+        """Every way a hook call can fail, as one BuildError naming the package, step and log."""
+        backend = self._build_system.backend
+        try:
+            yield
+        except BuildError:
+            raise
+        except CommandFailed as exc:
+            why = "timed out" if exc.timed_out else f"failed ({exc.message})"
+            raise self._error(step, f"backend {backend} {why}") from exc
+        except BackendUnavailable as exc:
+            self._append_log(f"=== cannot import backend {backend}\n{exc.traceback}\n")
+            detail = str(exc).splitlines()[0] if str(exc) else "cannot import it"
+            raise self._error(step, f"backend {backend} is unavailable: {detail}") from exc
+        except HookMissing as exc:
+            raise self._error(step, f"backend {backend} has no hook {exc.hook_name}") from exc
+        except UnsupportedOperation as exc:
+            self._append_log(f"=== unsupported operation\n{exc.traceback}\n")
+            raise self._error(step, f"backend {backend} does not support this") from exc
+        except (RewheelError, OSError, ValueError, KeyError, TypeError) as exc:
+            # Unreadable hook output, a bad backend-path, a file system failure.
+            raise self._error(step, f"{type(exc).__name__}: {exc}") from exc
+
+    def _run_hook(
+        self,
+        cmd: Sequence[str],
+        cwd: str | None = None,
+        extra_environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """The subprocess runner handed to pyproject_hooks."""
+        environ = dict(self._env.environ)
+        environ.update(extra_environ or {})
+        self._runner(
+            cmd,
+            cwd=Path(cwd) if cwd else self._source_dir,
+            env=environ,
+            log=self._log,
+            timeout=self._timeout,
+            isolate_network=self._isolate_network,
+        )
+        self._move_warnings_to_log(Path(cmd[-1]) / "output.json")
+
+    def _move_warnings_to_log(self, output: Path) -> None:
+        """Put the backend's warnings in the build log instead of re-raising them here.
+
+        pyproject_hooks re-emits them with warnings.warn in this process, where they would reach
+        the user's terminal (or fail a test run with warnings as errors) out of context.
+        """
+        try:
+            data = json.loads(output.read_text(encoding="utf-8"))
+            found = data.pop("warnings", None) if isinstance(data, dict) else None
+            if not found:
+                return
+            lines = [
+                f"=== backend warning: {w.get('filename')}:{w.get('lineno')}: {w.get('message')}"
+                for w in found
+                if isinstance(w, dict)
+            ]
+            self._append_log("\n".join(lines) + "\n")
+            output.write_text(json.dumps(data), encoding="utf-8")
+        except (OSError, ValueError):
+            return  # leave the output alone; pyproject_hooks reports what it can
+
+    def _append_log(self, text: str) -> None:
+        with contextlib.suppress(OSError), self._log.open("a", encoding="utf-8") as f:
+            f.write(text)

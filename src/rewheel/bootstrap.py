@@ -1,0 +1,434 @@
+"""The bootstrap: from requirements to a repository of wheels built from source, bottom-up.
+
+This module is the policy only. It resolves, decides what must be built and in which order, and
+keeps every core busy; all I/O (index, downloads, build environments, backends, the repository)
+goes through a ``Steps`` object, which tests replace with a fake.
+
+One pass runs as asyncio tasks, one per (name, version). A node resolves its build environment,
+waits for the wheels of that environment (each its own node, deduplicated), then takes one of the
+``jobs`` build slots. Slots go to the node with the longest chain of builds waiting behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName
+from packaging.version import Version
+
+from .errors import BuildError, RewheelError
+from .resolver import Pin, Resolution
+from .scheduler import PrioritySlots, WaitGraph
+from .types import EdgeKind, WheelRef
+
+T = TypeVar("T")
+NodeKey = tuple[NormalizedName, str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An sdist downloaded, checked and extracted, with its ``build-system.requires`` read."""
+
+    pin: Pin
+    sdist_path: Path
+    sdist_sha256: str
+    source_dir: Path
+    build_requires: tuple[str, ...]
+    backend: Any = None  # what the Steps need to call the backend again (opaque here)
+
+
+@dataclass(frozen=True)
+class Built:
+    wheel: WheelRef
+    metadata: bytes  # the built wheel's METADATA
+    seconds: float
+    log: Path
+
+
+@dataclass(frozen=True)
+class Cached:
+    """What an earlier run recorded for the same sdist."""
+
+    wheel: WheelRef
+    build_requires: tuple[str, ...]
+    backend_requires: tuple[str, ...]
+    cache_key: str
+    record: Mapping[str, Any]
+
+
+class Steps(Protocol):
+    def resolve(
+        self,
+        requirements: Sequence[Requirement],
+        *,
+        kinds: Mapping[str, EdgeKind],
+        parent: Pin | None,
+        preferred: Mapping[NormalizedName, Version],
+        purpose: str,
+    ) -> Resolution: ...
+
+    def cached(self, pin: Pin) -> Cached | None: ...
+
+    def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str: ...
+
+    def prepare(self, pin: Pin) -> Prepared: ...
+
+    def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> Any: ...
+
+    def get_requires(self, prepared: Prepared, env: Any) -> list[str]: ...
+
+    def build(self, prepared: Prepared, env: Any) -> Built: ...
+
+    def drifted(self, pin: Pin, built_metadata: bytes) -> bool: ...
+
+    def save_record(self, record: Mapping[str, Any]) -> None: ...
+
+
+class Reporter:
+    """Progress hooks; each does nothing by default."""
+
+    def resolved(self, purpose: str, count: int) -> None:
+        pass
+
+    def step(self, node: str, step: str) -> None:
+        pass
+
+    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
+        pass
+
+    def failed(self, node: str, error: RewheelError) -> None:
+        pass
+
+
+@dataclass
+class BootstrapResult:
+    order: list[dict[str, Any]]  # build-order.json
+    graph: dict[str, Any]  # graph.json
+    failures: dict[str, RewheelError]  # node -> its own error (not "a dependency failed")
+    built: int = 0
+    reused: int = 0
+    drifted: list[str] = field(default_factory=list)
+    max_parallel_builds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class DependencyFailed(BuildError):
+    """A node could not be built because something its build needs failed."""
+
+
+def _key(pin: Pin) -> NodeKey:
+    return (pin.name, str(pin.version))
+
+
+def _node_id(pin: Pin) -> str:
+    return f"{pin.name}=={pin.version}"
+
+
+def _parse_requirements(texts: Sequence[str], pin: Pin, step: str) -> list[Requirement]:
+    out = []
+    for text in texts:
+        try:
+            out.append(Requirement(text))
+        except InvalidRequirement as exc:
+            raise BuildError(
+                f"invalid requirement {text!r}: {exc}",
+                package=pin.name,
+                version=str(pin.version),
+                step=step,
+            ) from exc
+    return out
+
+
+class Bootstrapper:
+    def __init__(
+        self,
+        steps: Steps,
+        *,
+        jobs: int,
+        reporter: Reporter | None = None,
+        threads: int = 32,
+    ) -> None:
+        self.steps = steps
+        self.jobs = jobs
+        self.reporter = reporter or Reporter()
+        self.threads = threads
+
+    def run(self, requirements: Sequence[Requirement], *, max_passes: int = 3) -> BootstrapResult:
+        """Bootstrap ``requirements``; resolve again while built wheels contradict predictions."""
+        result = asyncio.run(_Pass(self).run(requirements))
+        passes = 1
+        while result.drifted and result.ok and passes < max_passes:
+            # A built wheel's Requires-Dist differed from what the resolver was told: resolve
+            # again, now from the built metadata. Unchanged nodes are reused from the cache.
+            result = asyncio.run(_Pass(self).run(requirements))
+            passes += 1
+        return result
+
+
+class _Pass:
+    def __init__(self, owner: Bootstrapper) -> None:
+        self.steps = owner.steps
+        self.reporter = owner.reporter
+        self.jobs = owner.jobs
+        self.threads = owner.threads
+        self.weights: dict[NodeKey, float] = {}
+        self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
+        self.slots: PrioritySlots[NodeKey] = PrioritySlots(owner.jobs, self.waits.chain)
+        self.tasks: dict[NodeKey, asyncio.Task[WheelRef]] = {}
+        self.pins: dict[NodeKey, Pin] = {}
+        self.edges: list[dict[str, Any]] = []
+        self.edge_seen: set[tuple[str | None, str, str, str]] = set()
+        self.order: list[dict[str, Any]] = []
+        self.failures: dict[str, RewheelError] = {}
+        self.drifted: list[str] = []
+        self.built = 0
+        self.reused = 0
+        self.pool: ThreadPoolExecutor | None = None
+
+    async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self.pool is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def run(self, requirements: Sequence[Requirement]) -> BootstrapResult:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="rewheel") as pool:
+            self.pool = pool
+            top = await self._io(
+                self.steps.resolve,
+                requirements,
+                kinds={},
+                parent=None,
+                preferred={},
+                purpose="the requested packages",
+            )
+            self.reporter.resolved("the requested packages", len(top.pins))
+            self._add_edges(top)
+            tops = [self._ensure(pin) for pin in top.sorted_pins()]
+            await asyncio.gather(*tops, return_exceptions=True)
+            # Every node a top-level one needed has finished with it.
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        return self._result()
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def _ensure(self, pin: Pin) -> asyncio.Task[WheelRef]:
+        key = _key(pin)
+        task = self.tasks.get(key)
+        if task is None:
+            self.pins[key] = pin
+            task = asyncio.create_task(self._node(pin), name=_node_id(pin))
+            task.add_done_callback(functools.partial(self._forget_waits, key))
+            self.tasks[key] = task
+        return task
+
+    def _forget_waits(self, key: NodeKey, _task: object) -> None:
+        self.waits.done(key)
+
+    async def _node(self, pin: Pin) -> WheelRef:
+        node = _node_id(pin)
+        try:
+            return await self._node_inner(pin)
+        except DependencyFailed:
+            raise
+        except RewheelError as exc:
+            self.failures[node] = exc
+            self.reporter.failed(node, exc)
+            raise
+        except Exception as exc:  # a bug or an unexpected OS error: still one node's failure
+            err = BuildError(
+                f"unexpected error: {exc!r}", package=pin.name, version=str(pin.version)
+            )
+            self.failures[node] = err
+            self.reporter.failed(node, err)
+            raise err from exc
+
+    async def _node_inner(self, pin: Pin) -> WheelRef:
+        node = _node_id(pin)
+        started = time.monotonic()
+        cached = await self._io(self.steps.cached, pin)
+        if cached is not None:
+            self.weights[_key(pin)] = float(cached.record.get("seconds") or 1.0)
+            self.reporter.step(node, "check-cache")
+            env = await self._build_env(
+                pin, cached.build_requires, cached.backend_requires, preferred={}
+            )
+            if self.steps.cache_key(pin, env) == cached.cache_key:
+                earlier = dict(cached.record)
+                self._finish(pin, earlier, cached=True, seconds=time.monotonic() - started)
+                return cached.wheel
+
+        self.reporter.step(node, "prepare")
+        prepared = await self._io(self.steps.prepare, pin)
+        env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
+        async with self._slot(pin):
+            self.reporter.step(node, "get-requires")
+            handle = await self._io(self.steps.create_env, prepared, env1, name="env")
+            backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
+        env2 = env1
+        if backend_requires:
+            preferred = {w.name: Version(w.version) for w in env1}
+            env2 = await self._build_env(
+                pin, prepared.build_requires, backend_requires, preferred=preferred
+            )
+        async with self._slot(pin):
+            self.reporter.step(node, "build")
+            if env2 != env1:
+                handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
+            built = await self._io(self.steps.build, prepared, handle)
+        if self.steps.drifted(pin, built.metadata):
+            self.drifted.append(node)
+        record: dict[str, Any] = {
+            "name": pin.name,
+            "version": str(pin.version),
+            "sdist_url": pin.sdist.url,
+            "sdist_sha256": prepared.sdist_sha256,
+            "wheel": built.wheel.filename,
+            "wheel_sha256": built.wheel.sha256,
+            "why": [],
+            "build_env": [w.as_record() for w in env2],
+            "build_system_requires": list(prepared.build_requires),
+            "backend_requires": list(backend_requires),
+            "cache_key": self.steps.cache_key(pin, env2),
+            "seconds": round(built.seconds, 3),
+            "log": str(built.log),
+        }
+        self.steps.save_record(record)
+        self._finish(pin, record, cached=False, seconds=built.seconds)
+        return built.wheel
+
+    def _finish(self, pin: Pin, record: dict[str, Any], *, cached: bool, seconds: float) -> None:
+        self.order.append(record)
+        if cached:
+            self.reused += 1
+        else:
+            self.built += 1
+        self.reporter.done(_node_id(pin), str(record["wheel"]), cached=cached, seconds=seconds)
+
+    async def _build_env(
+        self,
+        pin: Pin,
+        build_requires: Sequence[str],
+        backend_requires: Sequence[str],
+        *,
+        preferred: Mapping[NormalizedName, Version],
+    ) -> list[WheelRef]:
+        """Resolve a build environment and wait until each of its wheels is in the repository."""
+        system = _parse_requirements(build_requires, pin, "build-env")
+        backend = _parse_requirements(backend_requires, pin, "get-requires")
+        kinds = {str(r): EdgeKind.BUILD_SYSTEM for r in system}
+        kinds.update({str(r): EdgeKind.BUILD_BACKEND for r in backend if str(r) not in kinds})
+        if not system and not backend:
+            return []
+        resolution = await self._io(
+            self.steps.resolve,
+            [*system, *backend],
+            kinds=kinds,
+            parent=pin,
+            preferred=preferred,
+            purpose=f"the build environment of {_node_id(pin)}",
+        )
+        self._add_edges(resolution)
+        return await self._wait_for(pin, resolution.sorted_pins())
+
+    async def _wait_for(self, waiter: Pin, pins: Sequence[Pin]) -> list[WheelRef]:
+        tasks = []
+        for pin in pins:
+            cycle = self.waits.add(_key(waiter), _key(pin))
+            if cycle is not None:
+                chain = " -> ".join(f"{n}=={v}" for n, v in cycle)
+                raise BuildError(
+                    f"build dependency cycle: {chain}; such a package cannot be built from "
+                    "source alone",
+                    package=waiter.name,
+                    version=str(waiter.version),
+                    step="build-env",
+                )
+            tasks.append(self._ensure(pin))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        failed = [
+            _node_id(p) for p, r in zip(pins, results, strict=True) if isinstance(r, BaseException)
+        ]
+        if failed:
+            raise DependencyFailed(
+                f"its build environment needs {', '.join(failed)}, which failed",
+                package=waiter.name,
+                version=str(waiter.version),
+                step="build-env",
+            )
+        return sorted((r for r in results if isinstance(r, WheelRef)), key=lambda w: w.name)
+
+    def _slot(self, pin: Pin) -> _SlotContext:
+        return _SlotContext(self.slots, _key(pin))
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _add_edges(self, resolution: Resolution) -> None:
+        for edge in resolution.edges:
+            child = resolution.pins.get(edge.child)
+            if child is None:
+                continue
+            parent = _node_id(edge.parent) if edge.parent is not None else None
+            seen = (parent, _node_id(child), edge.requirement, edge.kind.value)
+            if seen in self.edge_seen:
+                continue
+            self.edge_seen.add(seen)
+            self.edges.append(
+                {
+                    "from": parent,
+                    "to": _node_id(child),
+                    "requirement": edge.requirement,
+                    "kind": edge.kind.value,
+                }
+            )
+
+    def _result(self) -> BootstrapResult:
+        why: dict[str, list[dict[str, Any]]] = {}
+        for e in self.edges:
+            why.setdefault(e["to"], []).append(
+                {"package": e["from"], "requirement": e["requirement"], "kind": e["kind"]}
+            )
+        order = []
+        for record in self.order:
+            node = f"{record['name']}=={record['version']}"
+            order.append({**record, "why": why.get(node, [])})
+        nodes = sorted(
+            {f"{p.name}=={p.version}": p for p in self.pins.values()}.items(),
+        )
+        graph = {
+            "nodes": [
+                {"id": node, "name": pin.name, "version": str(pin.version)} for node, pin in nodes
+            ],
+            "edges": self.edges,
+        }
+        return BootstrapResult(
+            order=order,
+            graph=graph,
+            failures=self.failures,
+            built=self.built,
+            reused=self.reused,
+            drifted=self.drifted,
+            max_parallel_builds=self.slots.max_busy,
+        )
+
+
+class _SlotContext:
+    def __init__(self, slots: PrioritySlots[NodeKey], key: NodeKey) -> None:
+        self.slots = slots
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        await self.slots.acquire(self.key)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slots.release(self.key)

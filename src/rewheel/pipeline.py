@@ -1,0 +1,246 @@
+"""The concrete steps of a bootstrap on this machine: the I/O half of ``bootstrap.Steps``.
+
+Each step works on one (name, version) in its own folder under the repository's ``work/`` folder
+and writes one log per package under ``logs/``. A failed step leaves its folder for inspection;
+the next attempt starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.tags import sys_tags
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from .backend import Backend
+from .bootstrap import Built, Cached, Prepared
+from .buildenv import BuildEnvironment, EnvBuilder
+from .errors import BuildError, IntegrityError
+from .extract import extract_sdist
+from .fsutil import sha256_file
+from .metadata import MetadataSource
+from .pyproject import BuildSystem, read_build_system
+from .repository import Repository
+from .resolver import Pin, Resolution, Resolver
+from .types import EdgeKind, Runner, Upstream, WheelRef
+from .wheelfile import read_metadata_bytes, wheel_name_version
+
+# Bumped when the meaning of a cache key changes, so old records stop matching.
+CACHE_FORMAT = 1
+
+
+def interpreter_tag() -> str:
+    """The interpreter and platform a wheel is built for: part of every cache key."""
+    impl = sys.implementation
+    best = next(iter(sys_tags()))
+    return f"{impl.name}-{impl.version.major}.{impl.version.minor}-{best}"
+
+
+def compile_parallelism(jobs: int, cores: int | None = None) -> dict[str, str]:
+    """Variables that size a build's own parallel compile jobs so that ``jobs`` builds together
+    use the cores without oversubscribing them."""
+    cores = cores or os.cpu_count() or 1
+    per_build = str(max(1, cores // max(1, jobs)))
+    return {
+        "MAKEFLAGS": f"-j{per_build}",
+        "CMAKE_BUILD_PARALLEL_LEVEL": per_build,
+        "MAX_JOBS": per_build,
+        "NPY_NUM_BUILD_JOBS": per_build,
+        "CARGO_BUILD_JOBS": per_build,
+    }
+
+
+class LocalSteps:
+    """Implements ``bootstrap.Steps`` with the upstream index, uv, pyproject-hooks and the repo."""
+
+    def __init__(
+        self,
+        *,
+        repo: Repository,
+        upstream: Upstream,
+        resolver: Resolver,
+        metadata: MetadataSource,
+        env_builder: EnvBuilder,
+        runner: Runner,
+        jobs: int,
+        build_timeout: float | None = None,
+        isolate_network: bool = True,
+    ) -> None:
+        self.repo = repo
+        self.upstream = upstream
+        self.resolver = resolver
+        self.metadata = metadata
+        self.env_builder = env_builder
+        self.runner = runner
+        self.build_timeout = build_timeout
+        self.isolate_network = isolate_network
+        self.extra_env = compile_parallelism(jobs)
+        self.tag = interpreter_tag()
+
+    # -- resolution and cache ----------------------------------------------------------------
+
+    def resolve(
+        self,
+        requirements: Sequence[Requirement],
+        *,
+        kinds: Mapping[str, EdgeKind],
+        parent: Pin | None,
+        preferred: Mapping[NormalizedName, Version],
+        purpose: str,
+    ) -> Resolution:
+        kind = EdgeKind.TOPLEVEL if parent is None else EdgeKind.BUILD_SYSTEM
+        return self.resolver.resolve(
+            requirements,
+            kind=kind,
+            parent=parent,
+            kinds=kinds,
+            preferred=preferred,
+            purpose=purpose,
+        )
+
+    def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
+        data = {
+            "format": CACHE_FORMAT,
+            "sdist_sha256": pin.sdist.sha256,
+            "build_env": sorted(w.sha256 for w in build_env),
+            "interpreter": self.tag,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def _record_path(self, pin: Pin) -> Path:
+        return self.repo.records_dir / f"{pin.name}-{pin.version}.json"
+
+    def cached(self, pin: Pin) -> Cached | None:
+        path = self._record_path(pin)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or pin.sdist.sha256 is None:
+            return None
+        if record.get("sdist_sha256") != pin.sdist.sha256:
+            return None
+        for ref in self.repo.find_wheels(pin.name, str(pin.version)):
+            if ref.filename == record.get("wheel") and ref.sha256 == record.get("wheel_sha256"):
+                return Cached(
+                    wheel=ref,
+                    build_requires=tuple(record.get("build_system_requires", ())),
+                    backend_requires=tuple(record.get("backend_requires", ())),
+                    cache_key=str(record.get("cache_key")),
+                    record=record,
+                )
+        return None
+
+    def save_record(self, record: Mapping[str, Any]) -> None:
+        self.repo.save_record(record)
+
+    def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
+        return self.metadata.drift(pin.name, pin.version, built_metadata)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _workdir(self, pin: Pin) -> Path:
+        return self.repo.work_dir / f"{pin.name}-{pin.version}"
+
+    def _log(self, pin: Pin) -> Path:
+        return self.repo.logs_dir / f"{pin.name}-{pin.version}.log"
+
+    def prepare(self, pin: Pin) -> Prepared:
+        log = self._log(pin)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"# rewheel build log of {pin}\n# sdist {pin.sdist.url}\n")
+        sdist = self.upstream.download(pin.sdist, self.repo.sdists_dir)
+        digest = sha256_file(sdist)
+        if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
+            raise IntegrityError(
+                f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
+                package=pin.name,
+                version=str(pin.version),
+                step="download",
+            )
+        work = self._workdir(pin)
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        source = extract_sdist(sdist, work, package=pin.name)
+        build_system = read_build_system(source, package=pin.name)
+        return Prepared(
+            pin=pin,
+            sdist_path=sdist,
+            sdist_sha256=digest,
+            source_dir=source,
+            build_requires=build_system.requires,
+            backend=build_system,
+        )
+
+    def create_env(
+        self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str
+    ) -> BuildEnvironment:
+        pin = prepared.pin
+        work = self._workdir(pin)
+        dest = work / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        return self.env_builder.create(
+            dest,
+            wheels,
+            log=self._log(pin),
+            home=work / "home",
+            package=pin.name,
+            version=str(pin.version),
+        )
+
+    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
+        assert isinstance(prepared.backend, BuildSystem)
+        env = BuildEnvironment(
+            path=env.path,
+            python=env.python,
+            environ={**env.environ, **self.extra_env},
+            installed=env.installed,
+        )
+        return Backend(
+            prepared.source_dir,
+            prepared.backend,
+            env,
+            self.runner,
+            log=self._log(prepared.pin),
+            package=prepared.pin.name,
+            version=str(prepared.pin.version),
+            timeout=self.build_timeout,
+            isolate_network=self.isolate_network,
+        )
+
+    def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
+        return self._backend(prepared, env).get_requires_for_build_wheel()
+
+    def build(self, prepared: Prepared, env: BuildEnvironment) -> Built:
+        pin = prepared.pin
+        started = time.monotonic()
+        out = self._workdir(pin) / "dist"
+        out.mkdir(parents=True, exist_ok=True)
+        wheel = self._backend(prepared, env).build_wheel(out)
+        name, version = wheel_name_version(wheel.name)
+        if name != canonicalize_name(pin.name) or Version(version) != pin.version:
+            raise BuildError(
+                f"the backend built {wheel.name}, not a wheel of {pin}",
+                package=pin.name,
+                version=str(pin.version),
+                step="build-wheel",
+                log_path=self._log(pin),
+            )
+        metadata = read_metadata_bytes(wheel)
+        ref = self.repo.publish_wheel(wheel)
+        self.repo.regenerate_index()
+        seconds = time.monotonic() - started
+        shutil.rmtree(self._workdir(pin), ignore_errors=True)
+        return Built(wheel=ref, metadata=metadata, seconds=seconds, log=self._log(pin))

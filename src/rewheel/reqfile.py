@@ -1,0 +1,88 @@
+"""Requirements and constraints files: one PEP 508 requirement a line.
+
+Comments, blank lines, line continuations and nested ``-r``/``-c`` files are understood. Options
+that would point rewheel at another index are refused: the upstream is given on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .errors import ConfigError
+
+
+@dataclass
+class RequirementSet:
+    requirements: list[Requirement] = field(default_factory=list)
+    constraints: list[Requirement] = field(default_factory=list)
+
+
+def parse_requirement(text: str, *, where: str = "the command line") -> Requirement:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise ConfigError(f"invalid requirement {text!r} in {where}: {exc}", step="input") from exc
+    if req.url:
+        raise ConfigError(
+            f"{text!r} in {where}: direct URL requirements are not supported; rewheel takes "
+            "sdists from the index",
+            step="input",
+        )
+    return req
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        if full:
+            out.append((start, full))
+    return out
+
+
+def read_file(path: Path, into: RequirementSet, *, constraint: bool, seen: set[Path]) -> None:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path} includes itself", step="input")
+    seen = seen | {path}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", step="input") from exc
+    for number, line in _logical_lines(text):
+        where = f"{path}:{number}"
+        if line.startswith(("-r ", "--requirement ", "-c ", "--constraint ")):
+            option, _, target = line.partition(" ")
+            nested = (path.parent / target.strip()).resolve()
+            is_constraint = constraint or option in ("-c", "--constraint")
+            read_file(nested, into, constraint=is_constraint, seen=seen)
+            continue
+        if line.startswith("-"):
+            raise ConfigError(f"{where}: option {line.split()[0]!r} is not supported", step="input")
+        req = parse_requirement(line, where=where)
+        (into.constraints if constraint else into.requirements).append(req)
+
+
+def collect(
+    requirements: list[str], requirement_files: list[Path], constraint_files: list[Path]
+) -> RequirementSet:
+    out = RequirementSet()
+    for text in requirements:
+        out.requirements.append(parse_requirement(text))
+    for path in requirement_files:
+        read_file(path, out, constraint=False, seen=set())
+    for path in constraint_files:
+        read_file(path, out, constraint=True, seen=set())
+    return out

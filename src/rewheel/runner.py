@@ -1,0 +1,160 @@
+"""Running build commands: output to a log, own process group, timeout, optional network cut-off."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandFailed
+
+_log = logging.getLogger(__name__)
+
+_probe_lock = threading.Lock()
+_probe_result: list[str] | None = None  # the prefix that works, [] if none; None: not probed
+_PROBE_TIMEOUT = 10.0
+
+
+def _network_prefix() -> list[str]:
+    """The command prefix that puts a process in an empty network namespace, [] if none works.
+
+    ``--map-root-user`` creates a user namespace too, so that this works without root where the
+    kernel allows unprivileged user namespaces. Probed once per process.
+    """
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _probe_unshare()
+        return list(_probe_result)
+
+
+def _probe_unshare() -> list[str]:
+    unshare = shutil.which("unshare")
+    true = shutil.which("true")
+    if unshare is None or true is None:
+        return []
+    prefix = [unshare, "--net", "--map-root-user"]
+    try:
+        done = subprocess.run(
+            [*prefix, true],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return prefix if done.returncode == 0 else []
+
+
+def network_isolation_available() -> bool:
+    """Whether commands can be run without network access on this machine."""
+    return bool(_network_prefix())
+
+
+def _kill_group(pgid: int) -> None:
+    # ProcessLookupError: the group is already gone.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class SubprocessRunner:
+    """The real :class:`rewheel.types.Runner`.
+
+    ``on_notice`` receives, once per runner, the news that network isolation was asked for but is
+    not available here (default: a logging warning).
+    """
+
+    def __init__(self, *, on_notice: Callable[[str], None] | None = None) -> None:
+        self._on_notice = on_notice or _log.warning
+        self._notice_lock = threading.Lock()
+        self._noticed = False
+
+    def __call__(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None = None,
+        isolate_network: bool = False,
+    ) -> None:
+        cmd = [str(c) for c in cmd]
+        full = cmd
+        if isolate_network:
+            prefix = _network_prefix()
+            if prefix:
+                full = prefix + cmd
+            else:
+                self._notice_once(
+                    "network isolation is not available on this machine "
+                    "(unshare --net --map-root-user failed); running builds with network access"
+                )
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            out.write(f"\n=== {stamp} in {cwd}\n$ {shlex.join(full)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    full,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    # Its own process group, so that a timeout can kill everything it started.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                out.write(f"=== cannot run: {exc}\n".encode())
+                raise CommandFailed(
+                    f"cannot run {cmd[0]}: {exc}", cmd=cmd, returncode=None, log_path=log
+                ) from exc
+
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait()
+                out.write(f"=== timed out after {timeout:g}s, process group killed\n".encode())
+                raise CommandFailed(
+                    f"{cmd[0]} timed out after {timeout:g}s",
+                    cmd=cmd,
+                    returncode=None,
+                    log_path=log,
+                    timed_out=True,
+                ) from None
+            except BaseException:
+                _kill_group(proc.pid)
+                proc.wait()
+                raise
+            # Whatever it left running in the background (build servers, daemons) would outlive
+            # the build environment it uses and keep writing to the log.
+            _kill_group(proc.pid)
+
+            out.write(f"=== exit status {returncode}\n".encode())
+        if returncode != 0:
+            if returncode < 0:
+                what = f"was killed by signal {-returncode}"
+            else:
+                what = f"exited with status {returncode}"
+            raise CommandFailed(f"{cmd[0]} {what}", cmd=cmd, returncode=returncode, log_path=log)
+
+    def _notice_once(self, message: str) -> None:
+        with self._notice_lock:
+            if self._noticed:
+                return
+            self._noticed = True
+        self._on_notice(message)

@@ -1,0 +1,237 @@
+"""install_into_venv: a venv filled from one local index, whatever pip/uv settings are around.
+
+The helpers here (tiny wheels written by hand, a PEP 503 index served from a directory) are used
+by tests/test_verify.py too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import subprocess
+import threading
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from rewheel.errors import ConfigError, RewheelError
+from rewheel.fsutil import sha256_file
+from rewheel.install import install_into_venv
+from rewheel.types import WheelRef
+from rewheel.wheelfile import wheel_name_version
+
+
+def record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(
+    dest: Path,
+    name: str,
+    version: str,
+    files: Mapping[str, bytes],
+    *,
+    entry_points: str | None = None,
+    requires: Iterable[str] = (),
+) -> Path:
+    """Write a pure-Python wheel holding ``files`` (archive path -> content), RECORD and all."""
+    dist_info = f"{name}-{version}.dist-info"
+    members = dict(files)
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    members[f"{dist_info}/METADATA"] = metadata.encode()
+    members[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if entry_points is not None:
+        members[f"{dist_info}/entry_points.txt"] = entry_points.encode()
+    record = "".join(f"{p},{record_hash(c)},{len(c)}\n" for p, c in members.items())
+    record += f"{dist_info}/RECORD,,\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, content in members.items():
+            zf.writestr(member, content)
+        zf.writestr(f"{dist_info}/RECORD", record)
+    return path
+
+
+def wheel_ref(path: Path) -> WheelRef:
+    name, version = wheel_name_version(path.name)
+    return WheelRef(name, version, path.name, sha256_file(path))
+
+
+def write_index(root: Path, wheels: Iterable[Path]) -> Path:
+    """A static PEP 503 index of ``wheels`` under ``root``: root/simple/<name>/index.html."""
+    by_project: dict[str, list[Path]] = {}
+    for wheel in wheels:
+        by_project.setdefault(canonicalize_name(wheel.name.split("-")[0]), []).append(wheel)
+    files = root / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    for project, paths in by_project.items():
+        links = []
+        for path in paths:
+            (files / path.name).write_bytes(path.read_bytes())
+            href = f"../../files/{path.name}#sha256={sha256_file(path)}"
+            links.append(f'<a href="{html.escape(href)}">{html.escape(path.name)}</a><br>')
+        page = root / "simple" / project / "index.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    return root
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` over HTTP on localhost; yields the URL of its simple/ index."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=directory))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """name -> version of what is installed in ``venv``, from its dist-info directory names."""
+    out = {}
+    for dist_info in venv.glob("lib/python*/site-packages/*.dist-info"):
+        name, _, version = dist_info.name[: -len(".dist-info")].partition("-")
+        out[name] = version
+    return out
+
+
+ALPHA_INIT = b"def main():\n    print('alpha says hi')\n"
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An index with alpha 1.0 (console script, needs beta) and beta 1.0."""
+    wheels = tmp_path_factory.mktemp("wheels")
+    alpha = make_wheel(
+        wheels,
+        "alpha",
+        "1.0",
+        {"alpha/__init__.py": ALPHA_INIT},
+        entry_points="[console_scripts]\nalpha-cli = alpha:main\n",
+        requires=["beta"],
+    )
+    beta = make_wheel(wheels, "beta", "1.0", {"beta.py": b"X = 1\n"})
+    with serve(write_index(tmp_path_factory.mktemp("index"), [alpha, beta])) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def other_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Another index (and find-links dir) that holds higher versions: alpha 9.0, beta 9.0."""
+    wheels = tmp_path_factory.mktemp("other-wheels")
+    alpha = make_wheel(wheels, "alpha", "9.0", {"alpha/__init__.py": b""}, requires=["beta"])
+    beta = make_wheel(wheels, "beta", "9.0", {"beta.py": b""})
+    with serve(write_index(tmp_path_factory.mktemp("other-index"), [alpha, beta])) as url:
+        yield url, wheels
+
+
+def test_installs_from_the_index_without_seed_packages(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    log = tmp_path / "install.log"
+    install_into_venv(["alpha"], venv, index_url=index, log=log)
+    assert installed(venv) == {"alpha": "1.0", "beta": "1.0"}  # no pip, no setuptools
+    out = subprocess.run([venv / "bin" / "alpha-cli"], capture_output=True, text=True, check=True)
+    assert out.stdout == "alpha says hi\n"
+    assert "uv" in log.read_text() and "alpha" in log.read_text()
+
+
+def test_inherited_pip_and_uv_settings_are_ignored(
+    index: str,
+    other_index: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    other_url, other_wheels = other_index
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL"):
+        monkeypatch.setenv(var, other_url)
+    monkeypatch.setenv("UV_INDEX", other_url)
+    monkeypatch.setenv("UV_DEFAULT_INDEX", other_url)
+    monkeypatch.setenv("UV_FIND_LINKS", str(other_wheels))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(other_wheels))
+    # A user uv.toml that adds the other index, where a user-level uv would find it.
+    config = tmp_path / "config"
+    (config / "uv").mkdir(parents=True)
+    (config / "uv" / "uv.toml").write_text(f'extra-index-url = ["{other_url}"]\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    # ... and a project uv.toml in the directory the install is started from.
+    (tmp_path / "uv.toml").write_text(f'extra-index-url = ["{other_url}"]\n')
+    monkeypatch.chdir(tmp_path)
+
+    venv = tmp_path / "venv"
+    install_into_venv(["alpha"], venv, index_url=index)
+    assert installed(venv) == {"alpha": "1.0", "beta": "1.0"}
+
+
+def test_constraints_are_applied(index: str, tmp_path: Path) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("# pins\nbeta<1.0  # none satisfies this\n")
+    with pytest.raises(RewheelError) as info:
+        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+    assert info.value.step == "install"
+
+
+def test_constraints_with_index_options_are_refused(
+    index: str, other_index: tuple[str, Path], tmp_path: Path
+) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"--extra-index-url {other_index[0]}\nbeta==9.0\n")
+    with pytest.raises(ConfigError, match="extra-index-url"):
+        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+    assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    "requirement", ["alpha @ https://example.invalid/alpha-9.0-py3-none-any.whl", "-e .", ""]
+)
+def test_requirements_that_bypass_the_index_are_refused(
+    requirement: str, index: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError):
+        install_into_venv([requirement], tmp_path / "venv", index_url=index)
+    assert not (tmp_path / "venv").exists()
+
+
+def test_failure_names_the_step_and_log_and_leaves_no_venv(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    log = tmp_path / "logs" / "install.log"
+    with pytest.raises(RewheelError) as info:
+        install_into_venv(["alpha", "gamma"], venv, index_url=index, log=log)
+    assert info.value.step == "install"
+    assert info.value.log_path == log
+    assert "gamma" in log.read_text()
+    assert not venv.exists()
+
+
+def test_failure_without_log_carries_uv_output(index: str, tmp_path: Path) -> None:
+    with pytest.raises(RewheelError, match="gamma"):
+        install_into_venv(["gamma"], tmp_path / "venv", index_url=index)
+
+
+def test_refuses_an_existing_environment(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "keep").write_text("")
+    with pytest.raises(RewheelError, match="not empty"):
+        install_into_venv(["beta"], venv, index_url=index)
+    assert (venv / "keep").exists()

@@ -1,0 +1,443 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uv
+
+from rewheel import server as server_module
+from rewheel.repository import Repository
+from rewheel.server import IndexServer, negotiate
+from rewheel.types import WheelRef
+
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+UV_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "application/vnd.pypi.simple.v1+html"
+
+
+def make_wheel(dest_dir: Path, name: str, version: str, module: str) -> Path:
+    """A minimal pure-Python wheel with one module, written by hand."""
+    dist = f"{name}-{version}"
+    files = {
+        f"{module}.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.8\n"
+        ).encode(),
+        f"{dist}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = ""
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{path},sha256={digest},{len(data)}\n"
+    files[f"{dist}.dist-info/RECORD"] = (record + f"{dist}.dist-info/RECORD,,\n").encode()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    r = Repository(tmp_path / "repo")
+    r.ensure_layout()
+    return r
+
+
+@pytest.fixture
+def published(repo: Repository, tmp_path: Path) -> WheelRef:
+    ref = repo.publish_wheel(make_wheel(tmp_path / "build", "Tiny_Pkg", "1.0", "tiny_mod"))
+    repo.regenerate_index()
+    return ref
+
+
+@pytest.fixture
+def log_lines() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def server(repo: Repository, log_lines: list[str]) -> Iterator[IndexServer]:
+    with IndexServer(repo, log=log_lines.append) as srv:
+        yield srv
+
+
+Response = tuple[int, http.client.HTTPMessage, bytes]
+
+
+def request(
+    srv: IndexServer, path: str, *, method: str = "GET", accept: str | None = None
+) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        # skip_accept_encoding: http.client adds no Accept header of its own either.
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        if accept is not None:
+            conn.putheader("Accept", accept)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+# -- negotiation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, ("html", "text/html; charset=utf-8")),
+        ("", ("html", "text/html; charset=utf-8")),
+        ("*/*", ("html", "text/html; charset=utf-8")),
+        ("text/html", ("html", "text/html; charset=utf-8")),
+        (PIP_ACCEPT, ("json", JSON)),
+        (UV_ACCEPT, ("json", JSON)),
+        (HTML, ("html", HTML)),
+        (f"{JSON};q=0.5, {HTML};q=0.9", ("html", HTML)),
+        (f"{JSON}, {HTML}", ("json", JSON)),  # equal q: the one listed first
+        (f"{HTML}, {JSON}", ("html", HTML)),
+        ("application/vnd.pypi.simple.latest+json", ("json", JSON)),
+        ("application/*", ("html", HTML)),
+        (f"*/*;q=0.1, {JSON}", ("json", JSON)),
+        (f"{JSON};q=0, */*", ("html", "text/html; charset=utf-8")),
+        (f"*/*, {JSON};q=0, {HTML};q=0, text/html;q=0", None),
+        ("text/plain", None),
+        ("application/json", None),
+        ("garbage", None),
+    ],
+)
+def test_negotiate(accept: str | None, expected: tuple[str, str] | None) -> None:
+    assert negotiate(accept) == expected
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+def test_project_page_by_negotiation(server: IndexServer, published: WheelRef) -> None:
+    status, headers, body = request(server, "/simple/tiny-pkg/", accept=PIP_ACCEPT)
+    assert status == 200
+    assert headers["Content-Type"] == JSON
+    assert headers["Vary"] == "Accept"
+    assert int(headers["Content-Length"]) == len(body)
+    data = json.loads(body)
+    assert [(f["filename"], f["hashes"]["sha256"]) for f in data["files"]] == [
+        (published.filename, published.sha256)
+    ]
+
+    status, headers, body = request(server, "/simple/tiny-pkg/", accept=HTML)
+    assert (status, headers["Content-Type"]) == (200, HTML)
+    assert f">{published.filename}</a>".encode() in body
+
+    status, headers, body = request(server, "/simple/tiny-pkg/")
+    assert (status, headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert f"#sha256={published.sha256}".encode() in body
+
+    status, _, _ = request(server, "/simple/tiny-pkg/", accept="text/plain")
+    assert status == 406
+
+
+def test_root_page(server: IndexServer, published: WheelRef) -> None:
+    status, headers, body = request(server, "/simple/", accept=JSON)
+    assert (status, headers["Content-Type"]) == (200, JSON)
+    assert json.loads(body)["projects"] == [{"name": "tiny-pkg"}]
+    status, _, body = request(server, "/simple/")
+    assert status == 200 and b'href="tiny-pkg/"' in body
+
+
+def test_root_page_of_an_empty_repository(server: IndexServer) -> None:
+    status, _, body = request(server, "/simple/", accept=JSON)
+    assert status == 200 and json.loads(body)["projects"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/", "/simple/"),
+        ("/simple", "/simple/"),
+        ("/simple/tiny-pkg", "/simple/tiny-pkg/"),
+        ("/simple/Tiny_Pkg/", "/simple/tiny-pkg/"),
+        ("/simple/Tiny.PKG", "/simple/tiny-pkg/"),
+        ("/simple/tiny--pkg/?x=1", "/simple/tiny-pkg/"),
+        ("/simple/A%3Cb%3E/", "/simple/a%3Cb%3E/"),
+    ],
+)
+def test_redirects(server: IndexServer, published: WheelRef, path: str, location: str) -> None:
+    status, headers, _ = request(server, path)
+    assert (status, headers["Location"]) == (301, location)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/simple/unknown/",
+        "/simple/tiny-pkg/index.html",
+        "/simple/tiny-pkg/extra/",
+        "/wheels/",
+        "/wheels/missing-1.0-py3-none-any.whl",
+        "/wheels/not-a-wheel.txt",
+        "/records/",
+        "/build-order.json",
+        "/favicon.ico",
+    ],
+)
+def test_not_found(server: IndexServer, published: WheelRef, path: str) -> None:
+    status, _, _ = request(server, path, accept=JSON)
+    assert status == 404
+
+
+def test_unknown_project_is_404_in_every_format(server: IndexServer) -> None:
+    for accept in (None, JSON, HTML):
+        status, _, _ = request(server, "/simple/requests/", accept=accept)
+        assert status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/wheels/../build-order.json",
+        "/wheels/%2e%2e/build-order.json",
+        "/wheels/%2E%2E%2Fbuild-order.json",
+        "/wheels/..%2fbuild-order.json",
+        "/wheels/..%5cbuild-order.json",
+        "/simple/..%2F..%2Fwheels/",
+        "/simple/%2e%2e/",
+        "/wheels/%00.whl",
+        "/wheels/%ff.whl",
+    ],
+)
+def test_path_traversal_is_refused(server: IndexServer, repo: Repository, path: str) -> None:
+    repo.write_json("build-order.json", {"secret": True})
+    status, _, body = request(server, path)
+    assert status == 400
+    assert b"secret" not in body
+
+
+def test_wheel_and_metadata_downloads(
+    server: IndexServer, repo: Repository, published: WheelRef
+) -> None:
+    wheel_bytes = repo.wheel_path(published).read_bytes()
+    status, headers, body = request(server, f"/wheels/{published.filename}")
+    assert status == 200
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert int(headers["Content-Length"]) == len(wheel_bytes)
+    assert body == wheel_bytes
+
+    status, headers, body = request(server, f"/wheels/{published.filename}.metadata")
+    assert status == 200
+    assert body == (repo.wheels_dir / f"{published.filename}.metadata").read_bytes()
+    assert body.startswith(b"Metadata-Version:")
+
+
+def test_temporary_files_are_not_served(server: IndexServer, repo: Repository) -> None:
+    (repo.wheels_dir / ".tiny_pkg-1.0-py3-none-any.whl.abc.tmp").write_bytes(b"partial")
+    (repo.wheels_dir / ".hidden-1.0-py3-none-any.whl").write_bytes(b"partial")
+    assert request(server, "/wheels/.tiny_pkg-1.0-py3-none-any.whl.abc.tmp")[0] == 404
+    assert request(server, "/wheels/.hidden-1.0-py3-none-any.whl")[0] == 404
+
+
+def test_head(server: IndexServer, repo: Repository, published: WheelRef) -> None:
+    status, headers, body = request(server, f"/wheels/{published.filename}", method="HEAD")
+    assert status == 200 and body == b""
+    assert int(headers["Content-Length"]) == repo.wheel_path(published).stat().st_size
+
+    status, headers, body = request(server, "/simple/tiny-pkg/", method="HEAD", accept=JSON)
+    assert (status, headers["Content-Type"], body) == (200, JSON, b"")
+    page = (repo.simple_dir / "tiny-pkg" / "index.json").read_bytes()
+    assert int(headers["Content-Length"]) == len(page)
+
+    status, headers, body = request(server, "/simple/Tiny_Pkg/", method="HEAD")
+    assert (status, headers["Location"], body) == (301, "/simple/tiny-pkg/", b"")
+    assert request(server, "/simple/nothing/", method="HEAD")[:1] == (404,)
+
+
+def test_pages_are_read_fresh(server: IndexServer, repo: Repository, tmp_path: Path) -> None:
+    assert request(server, "/simple/later/")[0] == 404
+    repo.publish_wheel(make_wheel(tmp_path / "later", "later", "2.0", "later"))
+    repo.regenerate_index()
+    status, _, body = request(server, "/simple/later/", accept=JSON)
+    assert status == 200 and json.loads(body)["versions"] == ["2.0"]
+
+
+def test_concurrent_requests(server: IndexServer, repo: Repository, published: WheelRef) -> None:
+    wheel_bytes = repo.wheel_path(published).read_bytes()
+    results: list[tuple[str, int, bytes]] = []
+    lock = threading.Lock()
+    paths = ["/simple/", "/simple/tiny-pkg/", f"/wheels/{published.filename}"] * 10
+
+    def fetch(path: str) -> None:
+        status, _, body = request(server, path, accept=JSON)
+        with lock:
+            results.append((path, status, body))
+
+    threads = [threading.Thread(target=fetch, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert len(results) == len(paths)
+    assert all(status == 200 for _, status, _ in results)
+    assert all(body == wheel_bytes for path, _, body in results if path.startswith("/wheels/"))
+
+
+def test_keep_alive_connection_serves_several_requests(
+    server: IndexServer, published: WheelRef
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for path in ("/simple/", "/simple/tiny-pkg/", "/simple/nope/", "/simple/tiny-pkg/"):
+            conn.request("GET", path, headers={"Accept": JSON})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == (404 if "nope" in path else 200)
+    finally:
+        conn.close()
+
+
+def test_logging_goes_to_the_callback_only(
+    repo: Repository, published: WheelRef, capfd: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[str] = []
+    with IndexServer(repo, log=lines.append) as srv:
+        request(srv, "/simple/tiny-pkg/")
+        request(srv, "/simple/absent/")
+    with IndexServer(repo) as srv:  # no callback: silent
+        request(srv, "/simple/absent/")
+        request(srv, "/wheels/..%2fx")
+    assert any('"GET /simple/tiny-pkg/ HTTP/1.1" 200' in line for line in lines)
+    assert any("404" in line for line in lines)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+def test_url_and_stop(repo: Repository) -> None:
+    srv = IndexServer(repo)
+    assert srv.url == f"http://127.0.0.1:{srv.port}/simple"
+    srv.start()
+    assert request(srv, "/simple/")[0] == 200
+    srv.stop()
+    with pytest.raises(ConnectionRefusedError):
+        request(srv, "/simple/")
+    srv.stop()  # idempotent
+
+
+def test_serve_forever_in_the_foreground(repo: Repository) -> None:
+    srv = IndexServer(repo)
+    thread = threading.Thread(target=srv.serve_forever)
+    thread.start()
+    try:
+        assert request(srv, "/simple/")[0] == 200
+    finally:
+        srv._httpd.shutdown()  # what a signal handler of `rewheel serve` would do
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+# -- real installers ----------------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    """This machine's environment without any pip/uv configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # pip reads /etc/pip.conf and /etc/xdg/pip/pip.conf even with --isolated; this stops it.
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def _record_formats(monkeypatch: pytest.MonkeyPatch, *, force_html: bool) -> list[str]:
+    """Record the format the server picks for each page; with force_html, answer HTML only."""
+    chosen: list[str] = []
+    real = server_module.negotiate
+
+    def recording(accept: str | None) -> tuple[str, str] | None:
+        result = real(accept)
+        if result is not None and force_html:
+            result = ("html", HTML)
+        chosen.append("none" if result is None else result[0])
+        return result
+
+    monkeypatch.setattr(server_module, "negotiate", recording)
+    return chosen
+
+
+def _install_cmd(installer: str, url: str, target: Path) -> list[str]:
+    if installer == "uv":
+        return [
+            uv.find_uv_bin(),
+            "pip",
+            "install",
+            "--no-config",
+            "--no-cache",
+            "--python",
+            sys.executable,
+            "--index-url",
+            url,
+            "--target",
+            str(target),
+            "Tiny.Pkg",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--isolated",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--index-url",
+        url,
+        "--target",
+        str(target),
+        "Tiny.Pkg",
+    ]
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize("page_format", ["json", "html"])
+def test_real_install(
+    repo: Repository,
+    published: WheelRef,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    installer: str,
+    page_format: str,
+) -> None:
+    chosen = _record_formats(monkeypatch, force_html=page_format == "html")
+    requested: list[str] = []
+    target = tmp_path / "target"
+    with IndexServer(repo, log=requested.append) as srv:
+        proc = subprocess.run(
+            _install_cmd(installer, srv.url, target),
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (target / "tiny_mod.py").read_text() == "VERSION = '1.0'\n"
+    assert (target / "Tiny_Pkg-1.0.dist-info" / "METADATA").exists()
+    # It came from this server, and the page was in the format under test.
+    assert any(f"GET /wheels/{published.filename} " in line for line in requested)
+    assert chosen and set(chosen) == {page_format}
