@@ -43,8 +43,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     dist_info = f"{NAME}-{VERSION}.dist-info"
     files = {
         f"{NAME}.py": b"ANSWER = 42\\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: mybackend\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n".encode()
+        ),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\\nGenerator: mybackend\\n"
+            b"Root-Is-Purelib: true\\nTag: py3-none-any\\n"
+        ),
     }
     record = "".join(f"{p},{_hash(d)},{len(d)}\\n" for p, d in files.items())
     record += f"{dist_info}/RECORD,,\\n"
@@ -194,7 +199,7 @@ def test_backend_warnings_go_to_the_log(
 @pytest.mark.parametrize(
     ("build_system", "message", "in_log"),
     [
-        (BuildSystem((), "no_such_backend", (".",)), "unavailable", "No module named"),
+        (BuildSystem((), "no_such_backend", (".",)), "unavailable", "Cannot find module"),
         (BuildSystem((), "mybackend:missing_object", (".",)), "failed", "missing_object"),
         (BuildSystem((), "json", ()), "failed", "has no attribute 'build_wheel'"),
     ],

@@ -201,6 +201,15 @@ def test_constraints_with_index_options_are_refused(
     assert not (tmp_path / "venv").exists()
 
 
+def test_hashes_in_constraints_are_passed_on(index: str, tmp_path: Path) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"beta==1.0 --hash=sha256:{'0' * 64}\n")
+    with pytest.raises(RewheelError) as info:
+        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+    assert not isinstance(info.value, ConfigError)  # accepted by us, refused by uv's hash check
+    assert "hash" in str(info.value).lower()
+
+
 @pytest.mark.parametrize(
     "requirement", ["alpha @ https://example.invalid/alpha-9.0-py3-none-any.whl", "-e .", ""]
 )

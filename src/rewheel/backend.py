@@ -100,7 +100,7 @@ class Backend:
             why = "timed out" if exc.timed_out else f"failed ({exc.message})"
             raise self._error(step, f"backend {backend} {why}") from exc
         except BackendUnavailable as exc:
-            self._append_log(f"=== cannot import backend {backend}\n{exc.traceback}\n")
+            self._append_log(f"=== cannot import backend {backend}\n{exc}\n")
             detail = str(exc).splitlines()[0] if str(exc) else "cannot import it"
             raise self._error(step, f"backend {backend} is unavailable: {detail}") from exc
         except HookMissing as exc:

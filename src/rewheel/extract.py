@@ -159,7 +159,9 @@ def _make_dest(dest_parent: Path, name: str | None, package: str | None) -> Path
         if name is None:
             return Path(tempfile.mkdtemp(prefix="src-", dir=dest_parent))
         if name in ("", ".", "..") or "/" in name or "\\" in name:
-            raise RewheelError(f"invalid extraction directory name {name!r}", package=package)
+            raise RewheelError(
+                f"invalid extraction directory name {name!r}", package=package, step=_STEP
+            )
         dest = dest_parent / name
         dest.mkdir()  # must be new: an old tree would mix with this one
         return dest

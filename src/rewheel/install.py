@@ -2,12 +2,14 @@
 
 Everything that could make uv look elsewhere is switched off: uv's configuration files
 (``--no-config``), every inherited ``UV_*`` and ``PIP_*`` variable, the user's home and XDG
-directories and uv's shared cache. The only index uv sees is the one passed in.
+directories (``buildenv.scrubbed_environ``), uv's shared cache, options inside a constraints file
+and direct-URL requirements. The only index uv sees is the one passed in.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,39 +19,16 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from .buildenv import scrubbed_environ
 from .errors import ConfigError, RewheelError
 
 _STEP = "install"
-
-# Variables that point an interpreter or an installer at other code or configuration.
-_DROP_PREFIXES = ("PIP_", "UV_", "PYTHON")
-_DROP_NAMES = frozenset({"VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV"})
+_HASH_OPTION = re.compile(r"\s--hash[=\s]\S+")
 
 # What older uv versions wrote into every venv: a distutils patch run at startup through a
 # ``.pth`` file. Python >= 3.10 does not need it, and `rewheel verify` accepts no file in
 # site-packages that no wheel put there, so it is removed right after the venv is made.
 _VIRTUALENV_PATCH = ("_virtualenv.pth", "_virtualenv.py")
-
-
-def _scrubbed_environ(base: Mapping[str, str], *, home: Path) -> dict[str, str]:
-    """``base`` without installer/interpreter settings, with HOME and XDG dirs under ``home``."""
-    env = {
-        key: value
-        for key, value in base.items()
-        if not key.startswith(_DROP_PREFIXES)
-        and key not in _DROP_NAMES
-        and key != "HOME"
-        and not key.startswith("XDG_")
-    }
-    env["HOME"] = str(home)
-    env["XDG_CONFIG_HOME"] = str(home / ".config")
-    env["XDG_CACHE_HOME"] = str(home / ".cache")
-    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
-    env["XDG_STATE_HOME"] = str(home / ".local" / "state")
-    # System-wide uv.toml is searched in XDG_CONFIG_DIRS; point it at nothing.
-    env["XDG_CONFIG_DIRS"] = str(home / ".xdg-config-dirs")
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
 
 
 def _check_requirement(text: str, where: str) -> None:
@@ -82,7 +61,7 @@ def _check_constraints(path: Path) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read constraints file {path}: {exc}", step=_STEP) from exc
     for number, line in enumerate(text.replace("\\\n", "").splitlines(), start=1):
-        line = line.split(" #", 1)[0].strip()
+        line = _HASH_OPTION.sub("", line.split(" #", 1)[0]).strip()
         if line and not line.startswith("#"):
             _check_requirement(line, f"in {path} line {number}")
 
@@ -166,7 +145,7 @@ def _create_and_install(
         work = Path(tmp)
         home = work / "home"
         home.mkdir()
-        env = _scrubbed_environ(os.environ, home=home)
+        env = scrubbed_environ(os.environ, home=home)
         # cwd is an empty directory so that no uv.toml/pyproject.toml nearby is ever consulted.
         _run(
             [

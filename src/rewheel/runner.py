@@ -101,8 +101,14 @@ class SubprocessRunner:
                     "(unshare --net --map-root-user failed); running builds with network access"
                 )
 
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = log.open("ab")
+        except OSError as exc:
+            raise CommandFailed(
+                f"cannot open log {log}: {exc}", cmd=cmd, returncode=None, log_path=log
+            ) from exc
+        with out:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             out.write(f"\n=== {stamp} in {cwd}\n$ {shlex.join(full)}\n".encode())
             out.flush()

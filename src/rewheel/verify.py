@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import base64
 import configparser
+import csv
 import hashlib
 import json
 import os
@@ -320,7 +321,7 @@ def _load_wheel(ref: WheelRef, path: Path) -> WheelContents | str:
         if sha256_file(path) != ref.sha256:
             return f"repository wheel {ref.filename} does not match its recorded sha256"
         return read_wheel(ref, path)
-    except (OSError, RewheelError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+    except (OSError, RewheelError, zipfile.BadZipFile, KeyError, ValueError, csv.Error) as exc:
         return f"cannot read repository wheel {ref.filename}: {exc}"
 
 
@@ -573,7 +574,7 @@ class _Checker:
     def _record(self, dist_info: Path, name: str, version: str) -> dict[str, RecordEntry] | None:
         try:
             entries = parse_record((dist_info / "RECORD").read_bytes())
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, ValueError, csv.Error):
             return None
         out = {}
         for entry in entries:
