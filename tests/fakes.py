@@ -35,6 +35,9 @@ from rewheel.wheelfile import requires_dist
 
 _FIXED_MTIME = 1_600_000_000
 
+# {project as written: {version: Release | [Requires-Dist, ...]}}
+Projects = Mapping[str, Mapping[str, Any]]
+
 
 @dataclass(frozen=True)
 class Release:
@@ -48,6 +51,7 @@ class Release:
     wheels: tuple[str, ...] = ()  # tags of the upstream wheels, e.g. ("py3-none-any",)
     wheel_metadata: bool = True  # whether the wheels' core metadata is served (PEP 658)
     pkg_info: str | None = None  # the sdist's PKG-INFO; default: Metadata 2.2, static
+    has_pkg_info: bool = True  # False: an sdist without PKG-INFO (not a valid sdist, but seen)
 
 
 def core_metadata(
@@ -71,10 +75,12 @@ def dist_name(name: str) -> str:
     return canonicalize_name(name).replace("-", "_")
 
 
-def sdist_bytes(name: str, version: str, pkg_info: str, fmt: str = "tar.gz") -> bytes:
+def sdist_bytes(name: str, version: str, pkg_info: str | None, fmt: str = "tar.gz") -> bytes:
     """A minimal deterministic sdist: ``{dist}-{version}/PKG-INFO`` and a ``setup.py``."""
     top = f"{dist_name(name)}-{version}"
-    members = {f"{top}/PKG-INFO": pkg_info.encode(), f"{top}/setup.py": b"raise SystemExit(1)\n"}
+    members = {f"{top}/setup.py": b"raise SystemExit(1)\n"}
+    if pkg_info is not None:
+        members[f"{top}/PKG-INFO"] = pkg_info.encode()
     buf = io.BytesIO()
     if fmt == "zip":
         with zipfile.ZipFile(buf, "w") as zf:
@@ -105,7 +111,7 @@ def _sha256(data: bytes) -> str:
 class FakeUpstream:
     """``rewheel.types.Upstream`` over a dict of projects; counts what is asked of it."""
 
-    def __init__(self, projects: Mapping[str, Mapping[str, Release | Sequence[str]]]) -> None:
+    def __init__(self, projects: Projects) -> None:
         self.releases: dict[NormalizedName, dict[str, Release]] = {}
         self.written: dict[NormalizedName, str] = {}
         self._content: dict[str, bytes] = {}  # filename -> sdist bytes or wheel METADATA
@@ -136,7 +142,9 @@ class FakeUpstream:
                     requires_python=rel.requires_python,
                 )
                 filename = f"{dist}-{version}.{rel.sdist_format}"
-                data = sdist_bytes(project, version, pkg_info, rel.sdist_format)
+                data = sdist_bytes(
+                    project, version, pkg_info if rel.has_pkg_info else None, rel.sdist_format
+                )
                 self._content[filename] = data
                 files.append(self._file(filename, data, rel))
             for tag in rel.wheels:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import pytest
-from fakes import FakeUpstream, Release, StaticMetadata
+from fakes import FakeUpstream, Projects, Release, StaticMetadata
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -14,8 +12,6 @@ from packaging.version import Version
 from rewheel.errors import NoSdistError, ResolutionError
 from rewheel.resolver import Pin, Resolution, Resolver, TargetEnvironment
 from rewheel.types import EdgeKind
-
-Projects = Mapping[str, Mapping[str, Release | Sequence[str]]]
 
 
 def target(python: str) -> TargetEnvironment:
@@ -40,7 +36,7 @@ def versions(res: Resolution) -> dict[str, str]:
 
 
 def test_picks_the_newest_version_that_has_an_sdist() -> None:
-    projects = {
+    projects: Projects = {
         "a": {
             "1.0": [],
             "1.5": [],
@@ -53,7 +49,7 @@ def test_picks_the_newest_version_that_has_an_sdist() -> None:
 
 
 def test_a_project_with_wheels_only_is_a_no_sdist_error_naming_it() -> None:
-    projects = {
+    projects: Projects = {
         "app": {"1.0": ["BinOnly>=1"]},
         "BinOnly": {"1.0": Release(sdist=False, wheels=("py3-none-any",))},
     }
@@ -64,13 +60,13 @@ def test_a_project_with_wheels_only_is_a_no_sdist_error_naming_it() -> None:
 
 
 def test_requires_python_filters_versions_for_the_target() -> None:
-    projects = {"a": {"1.0": Release(), "2.0": Release(requires_python=">=3.8")}}
+    projects: Projects = {"a": {"1.0": Release(), "2.0": Release(requires_python=">=3.8")}}
     assert versions(resolve(projects, "a", target=target("3.7.9"))) == {"a": "1.0"}
     assert versions(resolve(projects, "a", target=target("3.12.1"))) == {"a": "2.0"}
 
 
 def test_yanked_versions_are_skipped_unless_pinned_exactly() -> None:
-    projects = {"a": {"1.0": Release(), "1.1": Release(yanked=True)}}
+    projects: Projects = {"a": {"1.0": Release(), "1.1": Release(yanked=True)}}
     assert versions(resolve(projects, "a")) == {"a": "1.0"}
     assert versions(resolve(projects, "a>=1.0")) == {"a": "1.0"}
     assert versions(resolve(projects, "a==1.1")) == {"a": "1.1"}
@@ -80,7 +76,7 @@ def test_yanked_versions_are_skipped_unless_pinned_exactly() -> None:
 
 
 def test_prereleases_only_when_asked_or_named() -> None:
-    projects = {"a": {"1.0": [], "2.0b1": []}, "b": {"1.0": ["a>=2.0b1"]}}
+    projects: Projects = {"a": {"1.0": [], "2.0b1": []}, "b": {"1.0": ["a>=2.0b1"]}}
     assert versions(resolve(projects, "a")) == {"a": "1.0"}
     assert versions(resolve(projects, "a", allow_prereleases=True)) == {"a": "2.0b1"}
     assert versions(resolve(projects, "a>=2.0b1")) == {"a": "2.0b1"}
@@ -89,7 +85,7 @@ def test_prereleases_only_when_asked_or_named() -> None:
 
 
 def test_markers_are_evaluated_against_the_target_environment() -> None:
-    projects = {
+    projects: Projects = {
         "app": {"1.0": ['backport; python_version < "3.8"', 'win; sys_platform == "win32x"']},
         "backport": {"1.0": []},
         "win": {"1.0": []},
@@ -104,7 +100,7 @@ def test_markers_are_evaluated_against_the_target_environment() -> None:
 
 
 def test_an_extra_pulls_its_requirements_as_edges_of_the_base_package() -> None:
-    projects = {
+    projects: Projects = {
         "a": {"1.0": ["b", 'c; extra == "x"', 'd; extra == "y"']},
         "b": {"1.0": []},
         "c": {"1.0": []},
@@ -123,20 +119,20 @@ def test_an_extra_pulls_its_requirements_as_edges_of_the_base_package() -> None:
 
 
 def test_constraints_restrict_but_do_not_add() -> None:
-    projects = {"a": {"1.0": ["b"]}, "b": {"1.0": [], "2.0": []}, "c": {"1.0": []}}
+    projects: Projects = {"a": {"1.0": ["b"]}, "b": {"1.0": [], "2.0": []}, "c": {"1.0": []}}
     constraints = [Requirement("b<2"), Requirement("c==1.0"), Requirement('a<1; os_name == "x"')]
     res = resolve(projects, "a", constraints=constraints)
     assert versions(res) == {"a": "1.0", "b": "1.0"}
 
 
 def test_a_constraint_that_excludes_everything_is_a_conflict() -> None:
-    projects = {"a": {"1.0": []}}
+    projects: Projects = {"a": {"1.0": []}}
     with pytest.raises(ResolutionError):
         resolve(projects, "a", constraints=[Requirement("a>=2")])
 
 
 def test_names_are_normalized_as_pep_503_says() -> None:
-    projects = {
+    projects: Projects = {
         "Foo_Bar": {"1.0": [], "2.0": [], "3.0": []},
         "app": {"1.0": ["FOO.bar>=2"]},
     }
@@ -147,7 +143,7 @@ def test_names_are_normalized_as_pep_503_says() -> None:
 
 def test_backtracks_when_the_newest_choice_conflicts() -> None:
     # Greedy newest picks a 2.0, whose c==1.0 clashes with b's c>=2; a 1.0 works.
-    projects = {
+    projects: Projects = {
         "a": {"1.0": ["c"], "2.0": ["c==1.0"]},
         "b": {"1.0": ["c>=2"]},
         "c": {"1.0": [], "2.0": []},
@@ -157,7 +153,7 @@ def test_backtracks_when_the_newest_choice_conflicts() -> None:
 
 
 def test_a_real_conflict_reports_the_chains_from_the_top() -> None:
-    projects = {
+    projects: Projects = {
         "a": {"1.0": ["c<2"]},
         "b": {"1.0": ["c>=2"]},
         "c": {"1.0": [], "2.0": []},
@@ -171,7 +167,7 @@ def test_a_real_conflict_reports_the_chains_from_the_top() -> None:
 
 
 def test_conflict_chain_goes_through_intermediate_packages() -> None:
-    projects = {
+    projects: Projects = {
         "x": {"1.0": ["b"]},
         "b": {"1.0": ["c>=2"]},
         "c": {"1.0": [], "2.0": []},
@@ -186,7 +182,7 @@ def test_conflict_chain_goes_through_intermediate_packages() -> None:
 def test_conflict_chain_is_the_shortest_path_to_a_requested_package() -> None:
     # b is asked for directly and by a (which is pinned first): the chain must not go the long
     # way round through a.
-    projects = {
+    projects: Projects = {
         "a": {"1.0": ["b"]},
         "b": {"1.0": ["c>=2"]},
         "c": {"1.0": [], "2.0": []},
@@ -205,7 +201,7 @@ def test_an_unknown_project_is_a_resolution_error() -> None:
 
 
 def test_preferred_versions_are_chosen_when_they_fit() -> None:
-    projects = {"a": {"1.0": [], "2.0": [], "3.0": []}}
+    projects: Projects = {"a": {"1.0": [], "2.0": [], "3.0": []}}
     r = resolver(projects)
     prefer = {NormalizedName("a"): Version("2.0")}
     assert versions(r.resolve([Requirement("a")], preferred=prefer)) == {"a": "2.0"}
@@ -215,7 +211,7 @@ def test_preferred_versions_are_chosen_when_they_fit() -> None:
 
 
 def test_edges_carry_the_kinds_of_a_build_environment() -> None:
-    projects = {
+    projects: Projects = {
         "setuptools": {"70.0": ["wheel-helper"]},
         "wheel-helper": {"1.0": []},
         "cython": {"3.0": []},

@@ -216,8 +216,10 @@ class _Pass:
             self._add_edges(top)
             tops = [self._ensure(pin) for pin in top.sorted_pins()]
             await asyncio.gather(*tops, return_exceptions=True)
-            # Every node a top-level one needed has finished with it.
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            # Wait for every node, not only those the top-level ones still awaited: a node that
+            # hit a cycle may have started others, which may start more, before the pool closes.
+            while pending := [t for t in self.tasks.values() if not t.done()]:
+                await asyncio.gather(*pending, return_exceptions=True)
         return self._result()
 
     # -- nodes -------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class MetadataSource:
         self._rank = {t: i for i, t in enumerate(self.tags)}
         self._lock = threading.Lock()
         self._cache: dict[tuple[NormalizedName, Version], tuple[str, bytes]] = {}
+        # The prediction a resolution used, kept apart from ``_cache``: another resolution may
+        # read the freshly built wheel (replacing the cache entry) before ``drift()`` is asked.
+        self._predicted: dict[tuple[NormalizedName, Version], bytes] = {}
 
     def requires_dist(
         self, name: NormalizedName, version: Version, sdist: IndexFile
@@ -106,15 +109,19 @@ class MetadataSource:
         found = self._predict(name, version, sdist)
         with self._lock:
             self._cache[key] = found
+            self._predicted[key] = found[1]
         return found
 
     def drift(self, name: NormalizedName, version: Version, built: bytes) -> bool:
-        """True when a prediction was used for (name, version) and the built wheel disagrees."""
+        """True when a prediction was used for (name, version) and the built wheel disagrees.
+
+        Answers once per prediction: later resolutions read the built wheel itself.
+        """
         with self._lock:
-            hit = self._cache.get((name, version))
-        if hit is None or hit[0] == "built":
+            predicted = self._predicted.pop((name, version), None)
+        if predicted is None:
             return False
-        return _requirement_set(hit[1]) != _requirement_set(built)
+        return _requirement_set(predicted) != _requirement_set(built)
 
     def _predict(
         self, name: NormalizedName, version: Version, sdist: IndexFile

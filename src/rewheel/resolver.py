@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import resolvelib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     NormalizedName,
@@ -29,6 +29,7 @@ from .errors import NoSdistError, ResolutionError, UpstreamError
 from .types import EdgeKind, IndexFile, ProjectPage, Upstream
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+_REQUESTED = "(requested)"  # the top of a conflict's chain: the caller's own requirements
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,7 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         page = self.upstream.get_project(name)
         versions = sdist_versions(page, self.target.python_version)
         constraint = self.constraints.get(name)
-        exact_pin = any(
-            len(r.specifier) == 1 and next(iter(r.specifier)).operator in ("==", "===")
-            for r in reqs
-        )
+        exact_pin = any(len(r.specifier) == 1 and _is_exact(next(iter(r.specifier))) for r in reqs)
         out = []
         for version, sdist in versions.items():
             if version in bad:
@@ -205,8 +203,9 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
     def _allows(self, spec: SpecifierSet, version: Version) -> bool:
         if self.allow_prereleases:
             return spec.contains(version, prereleases=True)
-        # packaging admits a pre-release only where the specifier itself names one.
-        return spec.contains(version)
+        # A pre-release only where the specifier itself names one. Explicit, since packaging 26
+        # admits pre-releases in ``contains`` by default.
+        return spec.contains(version, prereleases=bool(spec.prereleases))
 
     def is_satisfied_by(self, requirement: Requirement, candidate: Candidate) -> bool:
         if canonicalize_name(requirement.name) != candidate.name:
@@ -290,6 +289,8 @@ class Resolver:
             self.allow_prereleases,
             preferred or {},
         )
+        for r in wanted:  # so that a conflict's chain stops at a package asked for directly
+            provider.asked_by[canonicalize_name(r.name)].add(_REQUESTED)
         resolver: resolvelib.Resolver[Requirement, Candidate, str] = resolvelib.Resolver(
             provider, _NullReporter()
         )
@@ -350,6 +351,11 @@ class Resolver:
         return ResolutionError(f"conflicting requirements{where}", chains=chains, package=purpose)
 
 
+def _is_exact(spec: Specifier) -> bool:
+    """An exact pin as PEP 592 means it: ``===`` or ``==`` without a wildcard."""
+    return spec.operator == "===" or (spec.operator == "==" and not spec.version.endswith(".*"))
+
+
 def _safe_page(upstream: Upstream, name: NormalizedName) -> ProjectPage | None:
     try:
         return upstream.get_project(name)
@@ -362,7 +368,7 @@ def _chain_to_top(
 ) -> list[str]:
     """The shortest path of requirers from a top-level requirement down to ``parent``."""
     if parent is None:
-        return ["(requested)"]
+        return [_REQUESTED]
     # Breadth-first search upwards through who asked for whom.
     start = str(parent)
     seen = {start}
@@ -371,13 +377,13 @@ def _chain_to_top(
         path = queue.popleft()
         name = canonicalize_name(path[-1].split("[", 1)[0].split("==", 1)[0])
         askers = asked_by.get(name, set())
-        if not askers:
-            return ["(requested)", *reversed(path)]
+        if not askers or _REQUESTED in askers:
+            return [_REQUESTED, *reversed(path)]
         for asker in sorted(askers):
             if asker not in seen:
                 seen.add(asker)
                 queue.append([*path, asker])
-    return ["(requested)", start]
+    return [_REQUESTED, start]
 
 
 def _dedupe(edges: Iterable[Edge]) -> list[Edge]:

@@ -1,0 +1,312 @@
+"""The bootstrap's policy with ``FakeSteps``: order, deduplication, parallelism, failures, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from fakes import FakeSteps, FakeUpstream, Projects
+from packaging.requirements import Requirement
+
+from rewheel.bootstrap import (
+    Bootstrapper,
+    BootstrapResult,
+    DependencyFailed,
+    Reporter,
+    _Pass,
+)
+from rewheel.errors import BuildError, RewheelError
+
+TIMEOUT = 10.0
+
+
+def run(
+    steps: FakeSteps, reqs: Sequence[str], *, jobs: int = 2, reporter: Reporter | None = None
+) -> BootstrapResult:
+    """``Bootstrapper.run`` in a thread, so that a hang fails the test instead of blocking it."""
+    out: list[BootstrapResult | BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(
+                Bootstrapper(steps, jobs=jobs, reporter=reporter).run(
+                    [Requirement(r) for r in reqs]
+                )
+            )
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(TIMEOUT)
+    assert not t.is_alive(), f"the bootstrap did not finish within {TIMEOUT}s"
+    (result,) = out
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def order_nodes(result: BootstrapResult) -> list[str]:
+    return [f"{r['name']}=={r['version']}" for r in result.order]
+
+
+def assert_build_envs_first(result: BootstrapResult) -> None:
+    position = {node: i for i, node in enumerate(order_nodes(result))}
+    for i, record in enumerate(result.order):
+        for w in record["build_env"]:
+            assert position[f"{w['name']}=={w['version']}"] < i, (record["name"], w)
+
+
+# A tree where every package is built with the same tools: setuptools and wheel, both built with
+# flit-core, plus cython for the ones whose backend asks for it.
+TOOLS: Projects = {
+    "flit-core": {"3.9": []},
+    "setuptools": {"70.0": []},
+    "wheel": {"0.43": []},
+    "cython": {"3.0": []},
+}
+
+
+def shared_tools_steps(n: int) -> tuple[FakeSteps, list[str]]:
+    apps = [f"app{i}" for i in range(n)]
+    projects: dict[str, Any] = {**TOOLS, "meta": {"1.0": apps}}
+    projects.update({a: {"1.0": []} for a in apps})
+    build = {a: ["setuptools>=60", "wheel"] for a in [*apps, "meta"]}
+    build.update({"setuptools": ["flit-core"], "wheel": ["flit-core"], "cython": ["setuptools"]})
+    backend = {a: ["cython"] for a in apps[::2]}
+    steps = FakeSteps(FakeUpstream(projects), build_requires=build, backend_requires=backend)
+    return steps, apps
+
+
+def test_every_node_is_built_once_even_when_many_share_build_tools() -> None:
+    steps, apps = shared_tools_steps(12)
+    result = run(steps, ["meta"], jobs=4)
+    assert result.ok, result.failures
+    expected = {f"{a}==1.0" for a in [*apps, "meta"]} | {
+        "flit-core==3.9",
+        "setuptools==70.0",
+        "wheel==0.43",
+        "cython==3.0",
+    }
+    assert set(steps.builds) == expected
+    assert set(steps.builds.values()) == {1}
+    assert set(steps.prepares.values()) == {1}
+    assert result.built == len(expected) and result.reused == 0
+    assert sorted(order_nodes(result)) == sorted(expected)
+    assert steps.violations == []
+
+
+def test_builds_start_only_after_their_build_environment_exists() -> None:
+    steps, _apps = shared_tools_steps(6)
+    result = run(steps, ["meta"], jobs=3)
+    assert result.ok, result.failures
+    assert steps.violations == []
+    for node, env in steps.build_envs.items():
+        for dep in env:
+            assert steps.index("build-end", dep) < steps.index("build-start", node), (node, dep)
+    # The backend's own requirement is in the environment the wheel was built in.
+    assert "cython==3.0" in steps.build_envs["app0==1.0"]
+    assert "cython==3.0" not in steps.build_envs["app1==1.0"]
+    assert_build_envs_first(result)
+    by_node = {f"{r['name']}=={r['version']}": r for r in result.order}
+    assert by_node["app0==1.0"]["backend_requires"] == ["cython"]
+    assert by_node["app0==1.0"]["build_system_requires"] == ["setuptools>=60", "wheel"]
+
+
+def test_the_graph_records_why_each_package_is_there() -> None:
+    steps, _apps = shared_tools_steps(2)
+    result = run(steps, ["meta"])
+    edges = {(e["from"], e["to"], e["kind"]) for e in result.graph["edges"]}
+    assert (None, "meta==1.0", "toplevel") in edges
+    assert ("meta==1.0", "app0==1.0", "install") in edges
+    assert ("app0==1.0", "setuptools==70.0", "build-system") in edges
+    assert ("app0==1.0", "cython==3.0", "build-backend") in edges
+    assert ("setuptools==70.0", "flit-core==3.9", "build-system") in edges
+    nodes = {n["id"] for n in result.graph["nodes"]}
+    assert {"meta==1.0", "app0==1.0", "app1==1.0", "flit-core==3.9"} <= nodes
+    why = {f"{r['name']}=={r['version']}": r["why"] for r in result.order}
+    assert {"package": "app0==1.0", "requirement": "cython", "kind": "build-backend"} in why[
+        "cython==3.0"
+    ]
+
+
+def test_independent_builds_overlap_up_to_jobs() -> None:
+    projects: Projects = {f"leaf{i}": {"1.0": []} for i in range(6)}
+    steps = FakeSteps(FakeUpstream(projects), default_duration=0.05)
+    result = run(steps, list(projects), jobs=2)
+    assert result.ok
+    assert steps.max_concurrent_builds == 2
+    assert steps.max_concurrent_busy <= 2
+    assert result.max_parallel_builds == 2
+
+
+def test_one_job_builds_one_at_a_time() -> None:
+    projects: Projects = {f"leaf{i}": {"1.0": []} for i in range(4)}
+    steps = FakeSteps(FakeUpstream(projects), default_duration=0.01)
+    result = run(steps, list(projects), jobs=1)
+    assert result.ok
+    assert steps.max_concurrent_busy == 1
+    assert result.max_parallel_builds == 1
+
+
+def test_the_slot_goes_to_the_node_with_the_longest_chain_of_waiters() -> None:
+    # One slot. "blocker" takes it first (its prepare is instant) and builds for a while; in the
+    # meantime "shallow" (nobody waits for it) and "deep" (mid waits for it, top waits for mid)
+    # both queue for the slot. When it frees, deep must go first.
+    projects: Projects = {
+        "blocker": {"1.0": []},
+        "shallow": {"1.0": []},
+        "top": {"1.0": []},
+        "mid": {"1.0": []},
+        "deep": {"1.0": []},
+    }
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"top": ["mid"], "mid": ["deep"]},
+        durations={"blocker": 0.3},
+        prepare_durations={"shallow": 0.02, "top": 0.02, "mid": 0.02, "deep": 0.02},
+    )
+    result = run(steps, ["blocker", "shallow", "top"], jobs=1)
+    assert result.ok
+    builds = [node for event, node in steps.events if event == "build-start"]
+    assert builds[0] == "blocker==1.0"
+    assert builds.index("deep==1.0") < builds.index("shallow==1.0")
+    gets = [node for event, node in steps.events if event == "get-requires"]
+    assert gets.index("deep==1.0") < gets.index("shallow==1.0")
+
+
+def test_a_failure_fails_its_dependents_and_spares_the_rest() -> None:
+    projects: Projects = {
+        "app": {"1.0": []},
+        "mid": {"1.0": []},
+        "broken": {"1.0": []},
+        "fine": {"1.0": []},
+        "tool": {"1.0": []},
+    }
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"app": ["mid"], "mid": ["broken"], "fine": ["tool"]},
+        fail={"broken"},
+    )
+
+    class Failures(Reporter):
+        def __init__(self) -> None:
+            self.failed_nodes: list[str] = []
+
+        def failed(self, node: str, error: RewheelError) -> None:
+            self.failed_nodes.append(node)
+
+    reporter = Failures()
+    result = run(steps, ["app", "fine"], reporter=reporter)
+    assert not result.ok
+    assert list(result.failures) == ["broken==1.0"]
+    assert isinstance(result.failures["broken==1.0"], BuildError)
+    assert reporter.failed_nodes == ["broken==1.0"]
+    assert set(order_nodes(result)) == {"fine==1.0", "tool==1.0"}
+    assert "app==1.0" not in steps.builds and "mid==1.0" not in steps.builds
+
+
+def test_dependents_of_a_failure_raise_dependency_failed() -> None:
+    projects: Projects = {"app": {"1.0": []}, "mid": {"1.0": []}, "broken": {"1.0": []}}
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"app": ["mid"], "mid": ["broken"]},
+        fail={"broken"},
+    )
+    one = _Pass(Bootstrapper(steps, jobs=2))
+    result = asyncio.run(asyncio.wait_for(one.run([Requirement("app")]), TIMEOUT))
+    errors = {f"{n}=={v}": t.exception() for (n, v), t in one.tasks.items()}
+    assert isinstance(errors["app==1.0"], DependencyFailed)
+    assert isinstance(errors["mid==1.0"], DependencyFailed)
+    assert "broken==1.0" in str(errors["mid==1.0"])
+    assert not isinstance(errors["broken==1.0"], DependencyFailed)
+    assert list(result.failures) == ["broken==1.0"]
+
+
+@pytest.mark.parametrize(
+    "build_requires",
+    [
+        {"a": ["b"], "b": ["a"]},
+        {"a": ["a"]},
+        {"a": ["b"], "b": ["c"], "c": ["a"]},
+    ],
+    ids=["two", "self", "three"],
+)
+def test_a_build_cycle_is_an_error_not_a_hang(build_requires: dict[str, list[str]]) -> None:
+    projects: Projects = {"a": {"1.0": []}, "b": {"1.0": []}, "c": {"1.0": []}, "z": {"1.0": []}}
+    steps = FakeSteps(FakeUpstream(projects), build_requires=build_requires)
+    result = run(steps, ["a", "z"])
+    assert not result.ok
+    (error,) = result.failures.values()
+    assert isinstance(error, BuildError)
+    assert "cycle" in str(error)
+    assert "a==1.0" in str(error)
+    assert "a==1.0" not in steps.builds
+    assert order_nodes(result) == ["z==1.0"]
+
+
+def test_cache_hits_do_no_build_and_count_as_reused() -> None:
+    steps, _apps = shared_tools_steps(3)
+    first = run(steps, ["meta"])
+    assert first.ok and first.reused == 0
+    builds = sum(steps.builds.values())
+    second = run(steps, ["meta"])
+    assert second.ok
+    assert sum(steps.builds.values()) == builds  # no new build
+    assert second.built == 0 and second.reused == builds
+    assert sorted(order_nodes(second)) == sorted(order_nodes(first))
+    assert_build_envs_first(second)
+
+
+def test_a_changed_cache_key_rebuilds() -> None:
+    steps, _apps = shared_tools_steps(2)
+    run(steps, ["meta"])
+    builds = sum(steps.builds.values())
+    steps.key_salt = "another interpreter"
+    second = run(steps, ["meta"])
+    assert second.built == builds and second.reused == 0
+    assert set(steps.builds.values()) == {2}
+
+
+def test_drift_makes_a_second_pass_with_the_built_metadata() -> None:
+    # The index says app needs nothing; the wheel built from its sdist says it needs "late".
+    projects: Projects = {"app": {"1.0": []}, "late": {"1.0": []}, "tool": {"1.0": []}}
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"app": ["tool"]},
+        drift={"app": ["late"]},
+    )
+    result = run(steps, ["app"])
+    assert result.ok, result.failures
+    assert steps.resolves.count("the requested packages") == 2
+    assert result.drifted == []  # the second pass agreed with itself
+    assert set(order_nodes(result)) == {"app==1.0", "late==1.0", "tool==1.0"}
+    # app and tool were reused from the first pass; only late is new.
+    assert result.reused == 2 and result.built == 1
+    assert set(steps.builds.values()) == {1}
+
+
+def test_no_second_pass_without_drift() -> None:
+    steps = FakeSteps(FakeUpstream({"app": {"1.0": []}}))
+    result = run(steps, ["app"])
+    assert result.ok and result.drifted == []
+    assert steps.resolves.count("the requested packages") == 1
+
+
+def test_nodes_started_by_a_node_that_then_hit_a_cycle_still_finish() -> None:
+    # z needs b, b needs a-new and z (cycle: b fails after starting a-new). a-new, slow to
+    # prepare, starts aa and then finds its own cycle through b. Nobody awaits aa any more, but
+    # the pass must still let it finish rather than close its thread pool under it.
+    projects: Projects = {n: {"1.0": []} for n in ["z", "b", "a-new", "aa"]}
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"z": ["b"], "b": ["a-new", "z"], "a-new": ["aa", "b"]},
+        prepare_durations={"a-new": 0.05, "aa": 0.03},
+    )
+    result = run(steps, ["z"])
+    assert set(result.failures) == {"b==1.0", "a-new==1.0"}
+    assert all("cycle" in str(e) for e in result.failures.values())
+    assert order_nodes(result) == ["aa==1.0"]

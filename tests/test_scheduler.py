@@ -1,0 +1,156 @@
+"""WaitGraph (cycles, chain weights) and PrioritySlots (bounded, by priority, cancellation-safe)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rewheel.errors import ConfigError
+from rewheel.scheduler import PrioritySlots, WaitGraph
+
+# -- WaitGraph -------------------------------------------------------------------------------
+
+
+def test_a_node_waiting_for_itself_is_a_cycle() -> None:
+    g: WaitGraph[str] = WaitGraph()
+    assert g.add("a", "a") == ["a", "a"]
+
+
+def test_the_edge_closing_a_three_cycle_is_refused_with_the_cycle() -> None:
+    g: WaitGraph[str] = WaitGraph()
+    assert g.add("a", "b") is None
+    assert g.add("b", "c") is None
+    assert g.add("c", "a") == ["c", "a", "b", "c"]
+    # The refused edge was not recorded: c waits for nothing.
+    assert g.path("c", "a") is None
+    assert g.path("a", "c") == ["a", "b", "c"]
+
+
+def test_a_diamond_is_not_a_cycle() -> None:
+    g: WaitGraph[str] = WaitGraph()
+    for waiter, waited in [("top", "l"), ("top", "r"), ("l", "base"), ("r", "base")]:
+        assert g.add(waiter, waited) is None
+
+
+def test_done_removes_the_waits_on_a_node() -> None:
+    g: WaitGraph[str] = WaitGraph()
+    g.add("a", "b")
+    g.add("b", "c")
+    g.done("c")
+    assert g.path("a", "c") is None
+    assert g.add("c", "a") is None  # no longer a cycle: b does not wait for c any more
+
+
+def test_chain_is_the_heaviest_line_of_waiters() -> None:
+    weights = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 10.0}
+    g: WaitGraph[str] = WaitGraph(weights.__getitem__)
+    g.add("a", "b")  # a waits for b, b waits for c
+    g.add("b", "c")
+    assert g.chain("a") == 1.0
+    assert g.chain("b") == 3.0
+    assert g.chain("c") == 6.0
+    g.add("d", "c")  # a heavier waiter on c
+    assert g.chain("c") == 13.0
+    g.done("c")
+    assert g.chain("c") == 3.0
+
+
+def test_chain_counts_nodes_with_the_default_weight() -> None:
+    g: WaitGraph[int] = WaitGraph()
+    for i in range(5):
+        g.add(i + 1, i)  # 5 waits for 4 ... 1 waits for 0
+    assert g.chain(0) == 6.0
+    assert g.chain(5) == 1.0
+
+
+# -- PrioritySlots ---------------------------------------------------------------------------
+
+
+def test_at_least_one_slot() -> None:
+    with pytest.raises(ConfigError):
+        PrioritySlots(0, lambda _k: 0.0)
+
+
+def test_never_more_holders_than_slots() -> None:
+    async def main() -> tuple[int, int]:
+        slots: PrioritySlots[int] = PrioritySlots(3, lambda _k: 0.0)
+        holding = 0
+        most = 0
+
+        async def worker(i: int) -> None:
+            nonlocal holding, most
+            await slots.acquire(i)
+            holding += 1
+            most = max(most, holding)
+            await asyncio.sleep(0.001 * (i % 3))
+            holding -= 1
+            slots.release(i)
+
+        await asyncio.gather(*(worker(i) for i in range(20)))
+        assert not slots.busy and not slots.waiting
+        return most, slots.max_busy
+
+    assert asyncio.run(main()) == (3, 3)
+
+
+def test_a_freed_slot_goes_to_the_highest_priority_waiter() -> None:
+    priority = {"x": 1.0, "y": 5.0, "z": 3.0, "w": 3.0}
+
+    async def main() -> list[str]:
+        slots: PrioritySlots[str] = PrioritySlots(1, lambda k: priority.get(k, 0.0))
+        order: list[str] = []
+        await slots.acquire("holder")
+
+        async def waiter(key: str) -> None:
+            await slots.acquire(key)
+            order.append(key)
+            await asyncio.sleep(0)
+            slots.release(key)
+
+        tasks = [asyncio.create_task(waiter(k)) for k in ["x", "z", "y", "w"]]
+        await asyncio.sleep(0.01)
+        assert sorted(slots.waiting) == ["w", "x", "y", "z"]
+        priority["x"] = 4.0  # asked when the slot frees, not when the waiter queued
+        slots.release("holder")
+        await asyncio.gather(*tasks)
+        return order
+
+    # Equal priorities (z, w) keep the order in which they asked.
+    assert asyncio.run(main()) == ["y", "x", "z", "w"]
+
+
+def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    async def main() -> None:
+        slots: PrioritySlots[str] = PrioritySlots(1, lambda k: 10.0 if k == "gone" else 0.0)
+        await slots.acquire("holder")
+        gone = asyncio.create_task(slots.acquire("gone"))
+        other = asyncio.create_task(slots.acquire("other"))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert slots.waiting == ["other"]
+        slots.release("holder")
+        await asyncio.wait_for(other, 1)
+        assert slots.busy == {"other"}
+
+    asyncio.run(main())
+
+
+def test_a_waiter_cancelled_just_as_it_gets_the_slot_gives_it_back() -> None:
+    async def main() -> None:
+        slots: PrioritySlots[str] = PrioritySlots(1, lambda _k: 0.0)
+        await slots.acquire("holder")
+        late = asyncio.create_task(slots.acquire("late"))
+        await asyncio.sleep(0.01)
+        slots.release("holder")  # hands the slot to "late", which has not run yet...
+        late.cancel()  # ...and is cancelled before it could
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert not slots.busy
+        # The slot is free again, not leaked.
+        await asyncio.wait_for(slots.acquire("next"), 1)
+        assert slots.busy == {"next"}
+
+    asyncio.run(main())
