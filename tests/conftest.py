@@ -61,6 +61,7 @@ def run_bootstrap(
         repo=repo,
         index_url=upstream.url,
         jobs=jobs,
+        work_dir=repo.parent / f"{repo.name}-work",
     )
     return app.bootstrap(options)
 

@@ -18,7 +18,7 @@ from .buildenv import EnvBuilder
 from .http import HttpClient
 from .install import install_into_venv
 from .metadata import MetadataSource
-from .pipeline import LocalSteps
+from .pipeline import LocalSteps, default_work_root
 from .repository import Repository
 from .resolver import Resolver
 from .runner import SubprocessRunner
@@ -41,6 +41,7 @@ class BootstrapOptions:
     build_timeout: float | None = None
     isolate_network: bool = True
     strict_hashes: bool = False
+    work_dir: Path | None = None
 
 
 def bootstrap(
@@ -91,6 +92,7 @@ def bootstrap(
                     env_builder=env_builder,
                     runner=runner,
                     jobs=options.jobs,
+                    work_root=options.work_dir or default_work_root(repo),
                     build_timeout=options.build_timeout,
                     isolate_network=options.isolate_network,
                 )

@@ -46,6 +46,19 @@ def interpreter_tag() -> str:
     return f"{impl.name}-{impl.version.major}.{impl.version.minor}-{best}"
 
 
+def default_work_root(repo: Repository) -> Path:
+    """Where sdists are extracted and build environments made.
+
+    Builds create and delete many small files; on a memory file system that costs far less than on
+    disk. The folder depends only on the repository, so build paths are the same in every run.
+    """
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        digest = hashlib.sha256(str(repo.root.resolve()).encode()).hexdigest()[:12]
+        return shm / f"rewheel-{digest}"
+    return repo.work_dir
+
+
 def compile_parallelism(jobs: int, cores: int | None = None) -> dict[str, str]:
     """Variables that size a build's own parallel compile jobs so that ``jobs`` builds together
     use the cores without oversubscribing them."""
@@ -73,10 +86,12 @@ class LocalSteps:
         env_builder: EnvBuilder,
         runner: Runner,
         jobs: int,
+        work_root: Path | None = None,
         build_timeout: float | None = None,
         isolate_network: bool = True,
     ) -> None:
         self.repo = repo
+        self.work_root = work_root or repo.work_dir
         self.upstream = upstream
         self.resolver = resolver
         self.metadata = metadata
@@ -150,7 +165,7 @@ class LocalSteps:
     # -- building ----------------------------------------------------------------------------
 
     def _workdir(self, pin: Pin) -> Path:
-        return self.repo.work_dir / f"{pin.name}-{pin.version}"
+        return self.work_root / f"{pin.name}-{pin.version}"
 
     def _log(self, pin: Pin) -> Path:
         return self.repo.logs_dir / f"{pin.name}-{pin.version}.log"
