@@ -54,6 +54,9 @@ def run_bootstrap(
     *,
     constraints: Sequence[str] = (),
     jobs: int = 2,
+    keep_going: bool = False,
+    settings_dir: Path | None = None,
+    variant: str | None = None,
 ) -> BootstrapResult:
     options = app.BootstrapOptions(
         requirements=[Requirement(r) for r in requirements],
@@ -62,6 +65,9 @@ def run_bootstrap(
         index_url=upstream.url,
         jobs=jobs,
         work_dir=repo.parent / f"{repo.name}-work",
+        keep_going=keep_going,
+        settings_dir=settings_dir,
+        variant=variant,
     )
     return app.bootstrap(options)
 

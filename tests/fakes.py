@@ -401,6 +401,12 @@ class FakeSteps:
         predicted = {str(r) for r in self.upstream.requires(pin.name, pin.version)}
         return predicted != {str(r) for r in requires_dist(built_metadata)}
 
+    def prebuilt(self, pin: Pin) -> Built | None:
+        return None
+
+    def record_extras(self, pin: Pin) -> Mapping[str, Any]:
+        return {}
+
     def save_record(self, record: Mapping[str, Any]) -> None:
         with self.lock:
             self.records[f"{record['name']}=={record['version']}"] = dict(record)

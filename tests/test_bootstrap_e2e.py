@@ -132,7 +132,7 @@ def test_failed_build_names_package_step_and_log_and_rerun_goes_on(
     upstream.sdist("bad", "1.0", build_requires=["tool-a"], fail_build=True)
     upstream.sdist("app", "1.0", install_requires=["good", "bad"])
     repo = tmp_path / "repo"
-    result = run_bootstrap(upstream, repo, ["app"])
+    result = run_bootstrap(upstream, repo, ["app"], keep_going=True)
     assert not result.ok
     error = result.failures["bad==1.0"]
     assert error.package == "bad"

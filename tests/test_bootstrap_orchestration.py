@@ -24,7 +24,12 @@ TIMEOUT = 10.0
 
 
 def run(
-    steps: FakeSteps, reqs: Sequence[str], *, jobs: int = 2, reporter: Reporter | None = None
+    steps: FakeSteps,
+    reqs: Sequence[str],
+    *,
+    jobs: int = 2,
+    reporter: Reporter | None = None,
+    keep_going: bool = True,
 ) -> BootstrapResult:
     """``Bootstrapper.run`` in a thread, so that a hang fails the test instead of blocking it."""
     out: list[BootstrapResult | BaseException] = []
@@ -32,7 +37,7 @@ def run(
     def target() -> None:
         try:
             out.append(
-                Bootstrapper(steps, jobs=jobs, reporter=reporter).run(
+                Bootstrapper(steps, jobs=jobs, reporter=reporter, keep_going=keep_going).run(
                     [Requirement(r) for r in reqs]
                 )
             )
@@ -209,6 +214,21 @@ def test_a_failure_fails_its_dependents_and_spares_the_rest() -> None:
     assert "app==1.0" not in steps.builds and "mid==1.0" not in steps.builds
 
 
+def test_without_keep_going_the_run_stops_at_the_first_failure() -> None:
+    projects: Projects = {"broken": {"1.0": []}, "slow": {"1.0": []}, "tool": {"1.0": []}}
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"slow": ["tool"]},
+        prepare_durations={"slow": 0.3},
+        fail={"broken"},
+    )
+    result = run(steps, ["broken", "slow"], keep_going=False)
+    assert list(result.failures) == ["broken==1.0"]
+    # Still being prepared when broken failed: never built, and not counted as a failure.
+    assert "slow==1.0" not in steps.builds
+    assert "slow==1.0" not in order_nodes(result)
+
+
 def test_dependents_of_a_failure_raise_dependency_failed() -> None:
     projects: Projects = {"app": {"1.0": []}, "mid": {"1.0": []}, "broken": {"1.0": []}}
     steps = FakeSteps(
@@ -216,7 +236,7 @@ def test_dependents_of_a_failure_raise_dependency_failed() -> None:
         build_requires={"app": ["mid"], "mid": ["broken"]},
         fail={"broken"},
     )
-    one = _Pass(Bootstrapper(steps, jobs=2))
+    one = _Pass(Bootstrapper(steps, jobs=2, keep_going=True))
     result = asyncio.run(asyncio.wait_for(one.run([Requirement("app")]), TIMEOUT))
     errors = {f"{n}=={v}": t.exception() for (n, v), t in one.tasks.items()}
     assert isinstance(errors["app==1.0"], DependencyFailed)

@@ -15,6 +15,7 @@ from packaging.version import Version
 
 from .bootstrap import Bootstrapper, BootstrapResult, Reporter
 from .buildenv import EnvBuilder
+from .errors import ConfigError
 from .http import HttpClient
 from .install import install_into_venv
 from .metadata import MetadataSource
@@ -23,6 +24,7 @@ from .repository import Repository
 from .resolver import Resolver
 from .runner import SubprocessRunner
 from .server import IndexServer
+from .settings import Settings
 from .upstream import HttpUpstream
 from .verify import VerifyReport, verify_venv
 
@@ -41,6 +43,9 @@ class BootstrapOptions:
     build_timeout: float | None = None
     isolate_network: bool = True
     strict_hashes: bool = False
+    settings_dir: Path | None = None
+    variant: str | None = None
+    keep_going: bool = False
     work_dir: Path | None = None
 
 
@@ -50,6 +55,9 @@ def bootstrap(
     reporter: Reporter | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> BootstrapResult:
+    settings = Settings(options.settings_dir, variant=options.variant)
+    if options.variant is not None and options.variant not in settings.variants():
+        raise ConfigError(f"no settings declare the variant {options.variant!r}", step="settings")
     repo = Repository(options.repo)
     repo.ensure_layout()
     with repo.locked():
@@ -74,7 +82,7 @@ def bootstrap(
             resolver = Resolver(
                 upstream,
                 metadata,
-                constraints=options.constraints,
+                constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
             )
             runner = SubprocessRunner(on_notice=notice)
@@ -95,10 +103,11 @@ def bootstrap(
                     work_root=options.work_dir or default_work_root(repo),
                     build_timeout=options.build_timeout,
                     isolate_network=options.isolate_network,
+                    settings=settings,
                 )
-                result = Bootstrapper(steps, jobs=options.jobs, reporter=reporter).run(
-                    options.requirements
-                )
+                result = Bootstrapper(
+                    steps, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
+                ).run(options.requirements)
         finally:
             client.close()
         repo.write_json("build-order.json", result.order)

@@ -89,6 +89,12 @@ class Steps(Protocol):
 
     def drifted(self, pin: Pin, built_metadata: bytes) -> bool: ...
 
+    def prebuilt(self, pin: Pin) -> Built | None:
+        """The upstream's own wheel, published, when the settings allow-list ``pin``; else None."""
+        ...
+
+    def record_extras(self, pin: Pin) -> Mapping[str, Any]: ...
+
     def save_record(self, record: Mapping[str, Any]) -> None: ...
 
 
@@ -127,6 +133,10 @@ class DependencyFailed(BuildError):
     """A node could not be built because something its build needs failed."""
 
 
+class NotAttempted(DependencyFailed):
+    """A node left unbuilt because the run stopped at the first failure (no --keep-going)."""
+
+
 def _key(pin: Pin) -> NodeKey:
     return (pin.name, str(pin.version))
 
@@ -158,9 +168,11 @@ class Bootstrapper:
         jobs: int,
         reporter: Reporter | None = None,
         threads: int = 32,
+        keep_going: bool = False,
     ) -> None:
         self.steps = steps
         self.jobs = jobs
+        self.keep_going = keep_going
         self.reporter = reporter or Reporter()
         self.threads = threads
 
@@ -182,6 +194,8 @@ class _Pass:
         self.reporter = owner.reporter
         self.jobs = owner.jobs
         self.threads = owner.threads
+        self.keep_going = owner.keep_going
+        self.stopping = False
         self.weights: dict[NodeKey, float] = {}
         self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
         self.slots: PrioritySlots[NodeKey] = PrioritySlots(owner.jobs, self.waits.chain)
@@ -246,6 +260,8 @@ class _Pass:
         except RewheelError as exc:
             self.failures[node] = exc
             self.reporter.failed(node, exc)
+            if not self.keep_going:
+                self.stopping = True
             raise
         except Exception as exc:  # a bug or an unexpected OS error: still one node's failure
             err = BuildError(
@@ -253,6 +269,8 @@ class _Pass:
             )
             self.failures[node] = err
             self.reporter.failed(node, err)
+            if not self.keep_going:
+                self.stopping = True
             raise err from exc
 
     async def _node_inner(self, pin: Pin) -> WheelRef:
@@ -270,10 +288,33 @@ class _Pass:
                 self._finish(pin, earlier, cached=True, seconds=time.monotonic() - started)
                 return cached.wheel
 
+        self._check_stopping(pin)
+        prebuilt = await self._io(self.steps.prebuilt, pin)
+        if prebuilt is not None:
+            taken: dict[str, Any] = {
+                "name": pin.name,
+                "version": str(pin.version),
+                "sdist_url": None,
+                "sdist_sha256": None,
+                "wheel": prebuilt.wheel.filename,
+                "wheel_sha256": prebuilt.wheel.sha256,
+                "why": [],
+                "build_env": [],
+                "prebuilt": True,
+                "cache_key": None,
+                "seconds": round(prebuilt.seconds, 3),
+                "log": str(prebuilt.log),
+            }
+            self.steps.save_record(taken)
+            self._finish(pin, taken, cached=False, seconds=prebuilt.seconds)
+            return prebuilt.wheel
+
         self.reporter.step(node, "prepare")
         prepared = await self._io(self.steps.prepare, pin)
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
+        self._check_stopping(pin)
         async with self._slot(pin):
+            self._check_stopping(pin)
             self.reporter.step(node, "get-requires")
             handle = await self._io(self.steps.create_env, prepared, env1, name="env")
             backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
@@ -283,7 +324,9 @@ class _Pass:
             env2 = await self._build_env(
                 pin, prepared.build_requires, backend_requires, preferred=preferred
             )
+        self._check_stopping(pin)
         async with self._slot(pin):
+            self._check_stopping(pin)
             self.reporter.step(node, "build")
             if env2 != env1:
                 handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
@@ -304,10 +347,20 @@ class _Pass:
             "cache_key": self.steps.cache_key(pin, env2),
             "seconds": round(built.seconds, 3),
             "log": str(built.log),
+            **self.steps.record_extras(pin),
         }
         self.steps.save_record(record)
         self._finish(pin, record, cached=False, seconds=built.seconds)
         return built.wheel
+
+    def _check_stopping(self, pin: Pin) -> None:
+        if self.stopping:
+            raise NotAttempted(
+                "not built: the run stopped at the first failure (--keep-going builds on)",
+                package=pin.name,
+                version=str(pin.version),
+                step="scheduling",
+            )
 
     def _finish(self, pin: Pin, record: dict[str, Any], *, cached: bool, seconds: float) -> None:
         self.order.append(record)

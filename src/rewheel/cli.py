@@ -118,6 +118,19 @@ def cli() -> None:
     help="Let backends reach the network (by default builds run in an empty network namespace).",
 )
 @click.option("--strict-hashes", is_flag=True, help="Refuse index files listed without sha256.")
+@click.option(
+    "--settings",
+    "settings_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Per-package settings folder (_defaults.toml and <name>.toml files).",
+)
+@click.option("--variant", default=None, help="Settings variant to build (e.g. cpu, cuda).")
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="Build all that can be built after a failure, then list the failures.",
+)
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
 def bootstrap(
@@ -131,6 +144,9 @@ def bootstrap(
     build_timeout: float | None,
     no_network_isolation: bool,
     strict_hashes: bool,
+    settings_dir: Path | None,
+    variant: str | None,
+    keep_going: bool,
     verbose: int,
     quiet: int,
 ) -> None:
@@ -148,6 +164,9 @@ def bootstrap(
         build_timeout=build_timeout,
         isolate_network=not no_network_isolation,
         strict_hashes=strict_hashes,
+        settings_dir=settings_dir,
+        variant=variant,
+        keep_going=keep_going,
     )
     verbosity = 1 + verbose - quiet
     reporter = LineReporter(verbosity)

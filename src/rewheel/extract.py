@@ -179,9 +179,10 @@ def _make_dest(dest_parent: Path, name: str | None, package: str | None) -> Path
         ) from exc
 
 
-def _unsafe_name(name: str) -> str | None:
-    """Why a member name is refused, or None. Stricter than tarfile's filter, which rewrites
-    absolute names instead of refusing them."""
+def unsafe_member_name(name: str) -> str | None:
+    """Why an archive member name is refused, or None: empty, NUL, absolute (also as a Windows
+    drive or with backslashes) or with a ``..`` part. Stricter than tarfile's filter, which
+    rewrites absolute names instead of refusing them. Wheels are checked with it too."""
     if not name:
         return "empty member name"
     if "\x00" in name:
@@ -204,7 +205,7 @@ def _extract_tar(archive: Path, mode: str, dest: Path, budget: _Budget) -> None:
             # decompressing the whole archive first.
             for member in tf:
                 budget.add_member()
-                why = _unsafe_name(member.name)
+                why = unsafe_member_name(member.name)
                 if why:
                     raise budget.refuse(why)
                 if member.isfile():
@@ -219,7 +220,7 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             budget.add_member()
-            why = _unsafe_name(info.filename)
+            why = unsafe_member_name(info.filename)
             if why:
                 raise budget.refuse(why)
             mode = info.external_attr >> 16

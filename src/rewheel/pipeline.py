@@ -19,24 +19,27 @@ from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from .backend import Backend
 from .bootstrap import Built, Cached, Prepared
 from .buildenv import BuildEnvironment, EnvBuilder
-from .errors import BuildError, IntegrityError
+from .errors import BuildError, CommandFailed, IntegrityError
 from .extract import extract_sdist
 from .fsutil import sha256_file
 from .metadata import MetadataSource
 from .pyproject import BuildSystem, read_build_system
+from .recipes import RecipeContext, load_recipe
 from .repository import Repository
 from .resolver import Pin, Resolution, Resolver
-from .types import EdgeKind, Runner, Upstream, WheelRef
+from .settings import PackageSettings, Settings, apply_to_requirements
+from .systools import SystemTool, check_tools
+from .types import EdgeKind, IndexFile, Runner, Upstream, WheelRef
 from .wheelfile import read_metadata_bytes, wheel_name_version
 
 # Bumped when the meaning of a cache key changes, so old records stop matching.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def interpreter_tag() -> str:
@@ -89,7 +92,10 @@ class LocalSteps:
         work_root: Path | None = None,
         build_timeout: float | None = None,
         isolate_network: bool = True,
+        settings: Settings | None = None,
     ) -> None:
+        self.settings = settings or Settings()
+        self._tools: dict[tuple[str, str], list[SystemTool]] = {}
         self.repo = repo
         self.work_root = work_root or repo.work_dir
         self.upstream = upstream
@@ -114,6 +120,15 @@ class LocalSteps:
         purpose: str,
     ) -> Resolution:
         kind = EdgeKind.TOPLEVEL if parent is None else EdgeKind.BUILD_SYSTEM
+        if parent is not None:
+            # A build environment: the package's settings add, drop, or leave to the system.
+            pkg = self.package_settings(parent)
+            texts, system = apply_to_requirements([str(r) for r in requirements], pkg)
+            tools = check_tools(system, package=parent.name, version=str(parent.version))
+            self._tools[(parent.name, str(parent.version))] = tools
+            requirements = [Requirement(t) for t in texts]
+            if not requirements:
+                return Resolution(pins={})
         return self.resolver.resolve(
             requirements,
             kind=kind,
@@ -129,8 +144,69 @@ class LocalSteps:
             "sdist_sha256": pin.sdist.sha256,
             "build_env": sorted(w.sha256 for w in build_env),
             "interpreter": self.tag,
+            "settings": self.package_settings(pin).digest(),
+            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def _key(pin: Pin) -> tuple[str, str]:
+        return (pin.name, str(pin.version))
+
+    def package_settings(self, pin: Pin) -> PackageSettings:
+        return self.settings.for_package(pin.name, pin.version)
+
+    def record_extras(self, pin: Pin) -> dict[str, Any]:
+        """What the settings and the system contributed to a build, for its record."""
+        pkg = self.package_settings(pin)
+        extras: dict[str, Any] = {
+            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])]
+        }
+        if not pkg.is_default:
+            extras["settings"] = pkg.as_record()
+        return extras
+
+    def prebuilt(self, pin: Pin) -> Built | None:
+        """The upstream's wheel of ``pin``, if its settings allow-list it, checked and published."""
+        if not self.package_settings(pin).prebuilt:
+            return None
+        started = time.monotonic()
+        ranks = {tag: i for i, tag in enumerate(sys_tags())}
+        best: tuple[int, IndexFile] | None = None
+        for f in self.upstream.get_project(pin.name).files:
+            if not f.filename.endswith(".whl") or f.yanked:
+                continue
+            _n, version, _b, tags = parse_wheel_filename(f.filename)
+            rank = min((ranks[t] for t in tags if t in ranks), default=None)
+            if version == pin.version and rank is not None and (best is None or rank < best[0]):
+                best = (rank, f)
+        if best is None:
+            raise BuildError(
+                "allow-listed as pre-built, but the index has no wheel of it for this interpreter",
+                package=pin.name,
+                version=str(pin.version),
+                step="prebuilt",
+            )
+        chosen = best[1]
+        if chosen.sha256 is None:
+            raise IntegrityError(
+                f"pre-built wheel {chosen.filename} is listed without a sha256",
+                package=pin.name,
+                version=str(pin.version),
+                step="prebuilt",
+            )
+        path = self.upstream.download(chosen, self.repo.root / "cache" / "prebuilt")
+        ref = self.repo.publish_wheel(path)
+        self.repo.regenerate_index()
+        log = self._log(pin)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"# {pin}: pre-built wheel {chosen.url} (sha256 {chosen.sha256})\n")
+        return Built(
+            wheel=ref,
+            metadata=read_metadata_bytes(path),
+            seconds=time.monotonic() - started,
+            log=log,
+        )
 
     def _record_path(self, pin: Pin) -> Path:
         return self.repo.records_dir / f"{pin.name}-{pin.version}.json"
@@ -188,6 +264,7 @@ class LocalSteps:
             shutil.rmtree(work)
         work.mkdir(parents=True)
         source = extract_sdist(sdist, work, package=pin.name)
+        self._apply_patches(pin, source, log)
         build_system = read_build_system(source, package=pin.name)
         return Prepared(
             pin=pin,
@@ -197,6 +274,24 @@ class LocalSteps:
             build_requires=build_system.requires,
             backend=build_system,
         )
+
+    def _apply_patches(self, pin: Pin, source: Path, log: Path) -> None:
+        for patch in self.package_settings(pin).patches:
+            try:
+                self.runner(
+                    ["patch", "-p1", "--batch", "--forward", "-i", str(patch.path)],
+                    cwd=source,
+                    env=dict(os.environ),
+                    log=log,
+                )
+            except CommandFailed as exc:
+                raise BuildError(
+                    f"patch {patch.path.name} does not apply",
+                    package=pin.name,
+                    version=str(pin.version),
+                    step="patch",
+                    log_path=log,
+                ) from exc
 
     def create_env(
         self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str
@@ -215,14 +310,18 @@ class LocalSteps:
             version=str(pin.version),
         )
 
-    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
-        assert isinstance(prepared.backend, BuildSystem)
-        env = BuildEnvironment(
+    def _with_build_vars(self, prepared: Prepared, env: BuildEnvironment) -> BuildEnvironment:
+        """The environment with what every build gets added, then the package's settings."""
+        return BuildEnvironment(
             path=env.path,
             python=env.python,
-            environ={**env.environ, **self.extra_env},
+            environ={**env.environ, **self.extra_env, **self.package_settings(prepared.pin).env},
             installed=env.installed,
         )
+
+    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
+        assert isinstance(prepared.backend, BuildSystem)
+        env = self._with_build_vars(prepared, env)
         return Backend(
             prepared.source_dir,
             prepared.backend,
@@ -236,14 +335,32 @@ class LocalSteps:
         )
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
-        return self._backend(prepared, env).get_requires_for_build_wheel()
+        config = self.package_settings(prepared.pin).config_settings or None
+        return self._backend(prepared, env).get_requires_for_build_wheel(config)
 
     def build(self, prepared: Prepared, env: BuildEnvironment) -> Built:
         pin = prepared.pin
         started = time.monotonic()
         out = self._workdir(pin) / "dist"
         out.mkdir(parents=True, exist_ok=True)
-        wheel = self._backend(prepared, env).build_wheel(out)
+        pkg = self.package_settings(pin)
+        if pkg.recipe is not None:
+            build_env = self._with_build_vars(prepared, env)
+            wheel = load_recipe(pkg.recipe).build_wheel(
+                RecipeContext(
+                    name=pin.name,
+                    version=pin.version,
+                    source_dir=prepared.source_dir,
+                    out_dir=out,
+                    python=build_env.python,
+                    environ=build_env.environ,
+                    runner=self.runner,
+                    log=self._log(pin),
+                    config_settings=pkg.config_settings,
+                )
+            )
+        else:
+            wheel = self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
         name, version = wheel_name_version(wheel.name)
         if name != canonicalize_name(pin.name) or Version(version) != pin.version:
             raise BuildError(

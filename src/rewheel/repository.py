@@ -16,6 +16,7 @@ stale ``.*.tmp`` files, which are ignored and later removed.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
@@ -23,18 +24,26 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
-from .errors import IntegrityError, RepositoryError, RewheelError
+from .errors import IntegrityError, RepositoryError, RewheelError, UnsafeArchiveError
+from .extract import unsafe_member_name
 from .fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from .index_pages import (
     PageFile,
@@ -45,7 +54,7 @@ from .index_pages import (
     wheel_url,
 )
 from .types import WheelRef
-from .wheelfile import parse_metadata, read_metadata_bytes, wheel_name_version
+from .wheelfile import parse_metadata, parse_record, read_metadata_bytes, wheel_name_version
 
 _CHUNK = 1 << 20
 # A version as it may appear in a record's file name (PEP 440 text, possibly not normalized).
@@ -71,6 +80,32 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _os_error_text(exc: OSError, where: Path) -> str:
+    """An OSError as a sentence; a full disk is said so plainly, with the place that is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device (or quota) of {where}"
+    return str(exc)
+
+
+def unsafe_wheel_member(info: zipfile.ZipInfo) -> str | None:
+    """Why a wheel member is refused, or None: a name that could escape the install directory,
+    or a link or special file (installers would write a symlink's target text as a file, or
+    worse). Zip has no hard links; a unix mode in ``external_attr`` tells the file type."""
+    why = unsafe_member_name(info.filename)
+    if why:
+        return why
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if info.is_dir():
+        return (
+            None if kind in (0, stat.S_IFDIR) else f"directory {info.filename!r} of type {kind:o}"
+        )
+    if kind == stat.S_IFLNK:
+        return f"symlink member {info.filename!r}"
+    if kind not in (0, stat.S_IFREG):
+        return f"special file {info.filename!r} (type {kind:o})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -236,7 +271,10 @@ class Repository:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise RepositoryError(
-                f"cannot publish {filename}: {exc}", package=name, version=version, step="publish"
+                f"cannot publish {filename}: {_os_error_text(exc, self.wheels_dir)}",
+                package=name,
+                version=version,
+                step="publish",
             ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -249,6 +287,7 @@ class Repository:
         """The wheel's METADATA, after checking it describes the file name's project/version."""
         try:
             with zipfile.ZipFile(wheel) as zf:
+                self._check_members(zf, wheel.name)
                 bad = zf.testzip()
             if bad is not None:
                 raise IntegrityError(
@@ -258,7 +297,7 @@ class Repository:
                     step="publish",
                 )
             data = read_metadata_bytes(wheel)
-        except IntegrityError as exc:
+        except (IntegrityError, UnsafeArchiveError) as exc:
             exc.package, exc.version, exc.step = name, version, "publish"
             raise
         except (
@@ -269,6 +308,7 @@ class Repository:
             RuntimeError,  # an encrypted member
             zipfile.BadZipFile,
             zipfile.LargeZipFile,
+            zlib.error,  # a damaged deflate stream
         ) as exc:
             raise RepositoryError(
                 f"cannot read the metadata of {wheel.name}: {exc}",
@@ -294,6 +334,32 @@ class Repository:
             )
         return data
 
+    @staticmethod
+    def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
+        """Refuse a wheel that would write outside its install directory, through a member's
+        name, its RECORD, a link, or a name given twice (two tools could pick different ones)."""
+        seen: set[str] = set()
+        records: list[str] = []
+        for info in zf.infolist():
+            why = unsafe_wheel_member(info)
+            if why is None and info.filename in seen:
+                why = f"member {info.filename!r} appears twice"
+            if why:
+                raise UnsafeArchiveError(f"wheel {filename}: {why}")
+            seen.add(info.filename)
+            parts = info.filename.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "RECORD":
+                records.append(info.filename)
+        for record in records:
+            try:
+                entries = parse_record(zf.read(record))
+            except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+                raise IntegrityError(f"wheel {filename}: unreadable {record}: {exc}") from exc
+            for entry in entries:
+                why = unsafe_member_name(entry.path)
+                if why:
+                    raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")
+
     def _wheel_files(self) -> list[Path]:
         if not self.wheels_dir.is_dir():
             return []
@@ -316,7 +382,15 @@ class Repository:
             except FileNotFoundError:
                 continue  # replaced or removed meanwhile
             refs.append(WheelRef(name=name, version=version, filename=path.name, sha256=sha256))
-        return sorted(refs, key=lambda r: (r.name, _version_sort_key(r.version), r.filename))
+        return sorted(
+            refs,
+            key=lambda r: (
+                r.name,
+                _version_sort_key(r.version),
+                _build_tag(r.filename),
+                r.filename,
+            ),
+        )
 
     def _sha256(self, path: Path) -> str:
         key = _FileKey.of(path)
@@ -409,7 +483,13 @@ class Repository:
                 return
         except OSError:
             pass
-        atomic_write_bytes(path, data)
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            # The page keeps its old content: pages are replaced whole or not at all.
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="index"
+            ) from exc
 
     # -- records and other JSON -----------------------------------------------------------------
 
@@ -425,7 +505,16 @@ class Repository:
         normalized = canonicalize_name(name)
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", normalized):
             raise RepositoryError(f"invalid project name {name!r}", step="record")
-        atomic_write_json(self.records_dir / f"{normalized}-{version}.json", dict(record))
+        path = self.records_dir / f"{normalized}-{version}.json"
+        try:
+            atomic_write_json(path, dict(record))
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}",
+                package=name,
+                version=version,
+                step="record",
+            ) from exc
 
     def load_records(self) -> list[dict[str, Any]]:
         if not self.records_dir.is_dir():
@@ -448,7 +537,21 @@ class Repository:
         rel = PurePosixPath(relname)
         if rel.is_absolute() or not rel.parts or ".." in rel.parts or "\\" in relname:
             raise RepositoryError(f"not a path inside the repository: {relname!r}", step="write")
-        atomic_write_json(self.root.joinpath(*rel.parts), data)
+        path = self.root.joinpath(*rel.parts)
+        try:
+            atomic_write_json(path, data)
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="write"
+            ) from exc
+
+
+def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:
+    """A wheel's build tag as the wheel spec orders it: none first, then by number, then text."""
+    try:
+        return parse_wheel_filename(filename)[2]
+    except InvalidWheelFilename:
+        return ()
 
 
 def _version_sort_key(version: str) -> tuple[int, Version | None, str]:

@@ -17,6 +17,10 @@ API::
         import_name: str | None = None # module name, default from name ("Foo.Bar" -> "foo_bar")
         legacy: bool = False           # only setup.py + PKG-INFO, no pyproject.toml
         sdist_format: str = "tar.gz"   # or "zip"
+        # Hostile or slow backends (tests of isolation, timeouts and kills), tinybackend only:
+        probe_files: list[str]         # build_info "probed": {path: readable?}, "~" expanded
+        build_seconds: float = 0.0     # build_wheel first runs a child that sleeps this long
+        build_fetch_url: str | None    # build_wheel first GETs this URL (fails without network)
 
     make_sdist(spec, dest_dir) -> Path  # {dist}-{version}.tar.gz (PEP 625) or .zip
     make_wheel(spec, dest_dir) -> Path  # prebuilt {dist}-{version}-py3-none-any.whl
@@ -41,6 +45,11 @@ An sdist (top directory ``{dist}-{version}/``) holds ``PKG-INFO``, ``<import_nam
      "env": [sorted names of PIP_* and UV_* environment variables, all of them],
      "sys_prefix": ..., "sys_executable": ...,
      "pip_importable": bool, "setuptools_importable": bool, "config_settings": {...}}
+
+With ``probe_files``, build_info also has ``"probed": {path as given: bool}``: whether the build
+could open that file for reading, after ``os.path.expanduser``. With ``build_seconds``,
+build_wheel writes one line ``"<its pid> <child pid>"`` to ``.tinybackend-pids`` in the source
+tree, then waits for a child process (same process group) that sleeps that long.
 
 ``requirements`` covers build_requires + dynamic_requires; the build fails loudly if one of them
 (without an environment marker) is not installed, which proves the build env really holds it.
@@ -97,8 +106,17 @@ def _installed_versions(requirements):
     return found
 
 
-def build_info(requirements, config_settings):
-    return {
+def _readable(path):
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
+
+
+def build_info(requirements, config_settings, probe_files=()):
+    info = {
         "requirements": _installed_versions(requirements),
         "env": sorted(k for k in os.environ if k.startswith(("PIP_", "UV_"))),
         "sys_prefix": sys.prefix,
@@ -107,10 +125,13 @@ def build_info(requirements, config_settings):
         "setuptools_importable": importlib.util.find_spec("setuptools") is not None,
         "config_settings": dict(config_settings or {}),
     }
+    if probe_files:
+        info["probed"] = {path: _readable(path) for path in probe_files}
+    return info
 
 
-def build_info_bytes(requirements, config_settings):
-    info = build_info(requirements, config_settings)
+def build_info_bytes(requirements, config_settings, probe_files=()):
+    info = build_info(requirements, config_settings, probe_files)
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
 """
 
@@ -241,6 +262,26 @@ def _tree_files(root, skip_top=()):
     return files
 
 
+def _slow_or_networked(spec):
+    """What SdistSpec.build_seconds and build_fetch_url ask build_wheel to do first."""
+    seconds = spec.get("build_seconds", 0)
+    if seconds:
+        import subprocess
+
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({float(seconds)!r})"]
+        )
+        with open(".tinybackend-pids", "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {child.pid}\n")
+        child.wait()
+    url = spec.get("build_fetch_url")
+    if url:
+        import urllib.request
+
+        with urllib.request.urlopen(url, timeout=10) as response:
+            response.read()
+
+
 # ---- PEP 517 hooks ----
 
 def get_requires_for_build_wheel(config_settings=None):
@@ -270,7 +311,12 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             f"tinybackend: build_wheel of {spec['name']} {spec['version']} fails on purpose "
             "(SdistSpec.fail_build=True)"
         )
-    info = build_info_bytes(spec["build_requires"] + spec["dynamic_requires"], config_settings)
+    _slow_or_networked(spec)
+    info = build_info_bytes(
+        spec["build_requires"] + spec["dynamic_requires"],
+        config_settings,
+        spec.get("probe_files", ()),
+    )
     package = spec["import_name"]
     files = {
         f"{package}/{rel}": data
@@ -355,6 +401,9 @@ class SdistSpec:
     import_name: str | None = None
     legacy: bool = False
     sdist_format: str = "tar.gz"
+    probe_files: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
+    build_fetch_url: str | None = None
 
 
 def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
@@ -419,7 +468,7 @@ def _spec_data(spec: SdistSpec) -> dict[str, Any]:
     requires_dist = [str(Requirement(r)) for r in spec.install_requires]
     for extra, reqs in spec.extras.items():
         requires_dist += [_with_extra_marker(r, extra) for r in reqs]
-    return {
+    data: dict[str, Any] = {
         "name": spec.name,
         "dist": dist,
         "version": str(Version(spec.version)),
@@ -433,6 +482,14 @@ def _spec_data(spec: SdistSpec) -> dict[str, Any]:
         "dynamic_requires": list(spec.dynamic_requires),
         "fail_build": spec.fail_build,
     }
+    # Only when set, so that the sdists of every other spec stay byte for byte as they were.
+    if spec.probe_files:
+        data["probe_files"] = list(spec.probe_files)
+    if spec.build_seconds:
+        data["build_seconds"] = float(spec.build_seconds)
+    if spec.build_fetch_url:
+        data["build_fetch_url"] = spec.build_fetch_url
+    return data
 
 
 def _with_extra_marker(requirement: str, extra: str) -> str:

