@@ -173,7 +173,8 @@ def test_root_page_of_an_empty_repository(server: IndexServer) -> None:
 @pytest.mark.parametrize(
     ("path", "location"),
     [
-        ("/", "/simple/"),
+        ("/", "/browse/"),
+        ("/browse", "/browse/"),
         ("/simple", "/simple/"),
         ("/simple/tiny-pkg", "/simple/tiny-pkg/"),
         ("/simple/Tiny_Pkg/", "/simple/tiny-pkg/"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,16 +14,22 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .bootstrap import Bootstrapper, BootstrapResult, Reporter
+from .bootstrap import Bootstrapper, BootstrapResult, Reporter, Steps
+from .browse_pages import write_browse
 from .buildenv import EnvBuilder
+from .chain import ChainReport, verify_chain
 from .errors import ConfigError
 from .http import HttpClient
 from .install import install_into_venv
 from .metadata import MetadataSource
 from .pipeline import LocalSteps, default_work_root
+from .provenance import Signer
+from .rebuild import RebuildResult, rebuild_check
 from .repository import Repository
+from .reproducible import claimed_work_root
 from .resolver import Resolver
 from .runner import SubprocessRunner
+from .sbom import write_sbom
 from .server import IndexServer
 from .settings import Settings
 from .upstream import HttpUpstream
@@ -47,6 +54,9 @@ class BootstrapOptions:
     variant: str | None = None
     keep_going: bool = False
     work_dir: Path | None = None
+    signing_key: Path | None = None  # Ed25519 PEM: sign each provenance statement (DSSE)
+    dask: str | None = None  # run the builds on a Dask cluster: tcp://HOST:PORT or local:N
+    advertise_host: str | None = None  # the address Dask workers reach this machine at
 
 
 def bootstrap(
@@ -58,6 +68,7 @@ def bootstrap(
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
         raise ConfigError(f"no settings declare the variant {options.variant!r}", step="settings")
+    signer = Signer(options.signing_key) if options.signing_key is not None else None
     repo = Repository(options.repo)
     repo.ensure_layout()
     with repo.locked():
@@ -86,7 +97,12 @@ def bootstrap(
                 allow_prereleases=options.allow_prereleases,
             )
             runner = SubprocessRunner(on_notice=notice)
-            with IndexServer(repo) as server:
+            # Dask workers upload their wheels to the index server: only they get this token.
+            upload_token = secrets.token_urlsafe(32) if options.dask is not None else None
+            with (
+                IndexServer(repo, _listen_host(options), upload_token=upload_token) as server,
+                claimed_work_root(options.work_dir or default_work_root(repo)) as work_root,
+            ):
                 env_builder = EnvBuilder(
                     index_url=server.url,
                     runner=runner,
@@ -100,19 +116,50 @@ def bootstrap(
                     env_builder=env_builder,
                     runner=runner,
                     jobs=options.jobs,
-                    work_root=options.work_dir or default_work_root(repo),
+                    work_root=work_root,
                     build_timeout=options.build_timeout,
                     isolate_network=options.isolate_network,
                     settings=settings,
+                    signer=signer,
                 )
-                result = Bootstrapper(
-                    steps, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
-                ).run(options.requirements)
+                with _build_steps(options, steps, server) as chosen:
+                    result = Bootstrapper(
+                        chosen, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
+                    ).run(options.requirements)
         finally:
             client.close()
         repo.write_json("build-order.json", result.order)
         repo.write_json("graph.json", result.graph)
+        write_browse(repo)
         return result
+
+
+def _listen_host(options: BootstrapOptions) -> str:
+    """The index server listens on loopback, unless Dask workers elsewhere must reach it."""
+    host = options.advertise_host if options.dask is not None else None
+    if host is None:
+        return "127.0.0.1"
+    return "::" if ":" in host else "0.0.0.0"
+
+
+@contextlib.contextmanager
+def _build_steps(
+    options: BootstrapOptions, local: LocalSteps, server: IndexServer
+) -> Iterator[Steps]:
+    """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster."""
+    if options.dask is None:
+        yield local
+        return
+    try:
+        from .dask_steps import dask_steps  # an optional dependency: rewheel[dask]
+    except ImportError as exc:
+        raise ConfigError(
+            f"--dask needs dask.distributed (pip install 'rewheel[dask]'): {exc}", step="dask"
+        ) from exc
+    with dask_steps(
+        local, options.dask, server=server, advertise_host=options.advertise_host
+    ) as steps:
+        yield steps
 
 
 def install(
@@ -145,7 +192,72 @@ def serve(repo_root: Path, host: str, port: int, log: Callable[[str], None] | No
     repo = Repository(repo_root)
     repo.ensure_layout()
     repo.regenerate_index()
+    write_browse(repo)
     server = IndexServer(repo, host, port, log=log)
     print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+def chain_of_custody(
+    *,
+    repo_root: Path,
+    packages: Sequence[tuple[str, str]] | None,
+    installed_only: bool = False,
+    allow_prebuilt: bool = False,
+    upstream_url: str | None = None,
+    public_key: Path | None = None,
+) -> ChainReport:
+    """``verify_chain`` on the repository; ``upstream_url`` also checks sdists against the index."""
+    repo = Repository(repo_root)
+    if not repo.wheels_dir.is_dir():
+        raise ConfigError(f"{repo_root} is not a rewheel repository (no wheels/)", step="verify")
+    client = HttpClient() if upstream_url is not None else None
+    try:
+        upstream = (
+            HttpUpstream(upstream_url, client, cache_dir=repo.root / "cache" / "http")
+            if upstream_url is not None and client is not None
+            else None
+        )
+        return verify_chain(
+            repo,
+            packages,
+            allow_prebuilt=allow_prebuilt,
+            upstream=upstream,
+            public_key=public_key,
+            installed_only=installed_only,
+        )
+    finally:
+        if client is not None:
+            client.close()
+
+
+def sbom(*, venv: Path | None, repo_root: Path, output: Path | None) -> str:
+    """A CycloneDX SBOM (JSON) of ``venv``, or of the repository when no venv is given."""
+    return write_sbom(output, venv=venv, repo_root=repo_root)
+
+
+def rebuild(
+    packages: Sequence[str],
+    *,
+    repo_root: Path,
+    jobs: int,
+    isolate_network: bool = True,
+    build_timeout: float | None = None,
+    settings_dir: Path | None = None,
+    variant: str | None = None,
+    notice: Callable[[str], None] | None = None,
+    progress: Callable[[RebuildResult], None] | None = None,
+) -> list[RebuildResult]:
+    """Build ``packages`` (all when none) again without publishing; compare with the repository."""
+    return rebuild_check(
+        repo_root,
+        packages,
+        jobs=jobs,
+        isolate_network=isolate_network,
+        build_timeout=build_timeout,
+        settings_dir=settings_dir,
+        variant=variant,
+        notice=notice,
+        progress=progress,
+    )

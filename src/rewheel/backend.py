@@ -19,7 +19,29 @@ from pyproject_hooks import (
 from .buildenv import BuildEnvironment
 from .errors import BuildError, CommandFailed, RewheelError
 from .pyproject import BuildSystem
+from .runner import network_isolation_available
 from .types import Runner
+
+# What a failed connection or name lookup prints (Python, curl, git, pip ...): in a build without
+# network these mean that the build tried to download something.
+_NETWORK_FAILURES = (
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "No address associated with hostname",
+    "[Errno 101]",
+    "[Errno -3]",
+    "[Errno -2]",
+    "Could not resolve host",
+    "Failed to establish a new connection",
+)
+_NO_NETWORK = "the build tried to reach the network; builds run without network"
+_LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for those
+
+
+def mentions_network_failure(output: str) -> bool:
+    """Whether a command's output shows that it failed to reach the network."""
+    return any(text in output for text in _NETWORK_FAILURES)
 
 
 class Backend:
@@ -47,6 +69,7 @@ class Backend:
         self._version = version
         self._timeout = timeout
         self._isolate_network = isolate_network
+        self._hook_log_start = 0  # where the output of the last hook call begins in the log
         with self._translated("backend-setup"):
             self._caller = BuildBackendHookCaller(
                 str(source_dir),
@@ -83,6 +106,20 @@ class Backend:
                 raise self._error("build-wheel", f"the backend did not write {name}")
             return wheel
 
+    def _network_was_cut(self) -> bool:
+        # Without a working unshare the hook ran with network: its network errors are real ones.
+        return self._isolate_network and network_isolation_available()
+
+    def _hook_output(self) -> str:
+        """The end of what the last hook call wrote to the log."""
+        try:
+            with self._log.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(self._hook_log_start, size - _LOG_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
     def _error(self, step: str, message: str) -> BuildError:
         return BuildError(
             message, package=self._package, version=self._version, step=step, log_path=self._log
@@ -98,7 +135,10 @@ class Backend:
             raise
         except CommandFailed as exc:
             why = "timed out" if exc.timed_out else f"failed ({exc.message})"
-            raise self._error(step, f"backend {backend} {why}") from exc
+            message = f"backend {backend} {why}"
+            if self._network_was_cut() and mentions_network_failure(self._hook_output()):
+                message += f": {_NO_NETWORK}"
+            raise self._error(step, message) from exc
         except BackendUnavailable as exc:
             self._append_log(f"=== cannot import backend {backend}\n{exc}\n")
             detail = str(exc).splitlines()[0] if str(exc) else "cannot import it"
@@ -121,6 +161,10 @@ class Backend:
         """The subprocess runner handed to pyproject_hooks."""
         environ = dict(self._env.environ)
         environ.update(extra_environ or {})
+        try:
+            self._hook_log_start = self._log.stat().st_size
+        except OSError:
+            self._hook_log_start = 0
         self._runner(
             cmd,
             cwd=Path(cwd) if cwd else self._source_dir,

@@ -4,55 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from . import __version__, app
-from .bootstrap import BootstrapResult, Reporter
+from .chain import ChainReport
+from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .errors import RewheelError
+from .graph_export import read_graph, to_dot, to_html, why_lines
+from .progress import make_reporter
+from .rebuild import RebuildResult
 from .reqfile import collect
-
-
-class LineReporter(Reporter):
-    """Plain timestamped progress lines on stderr."""
-
-    def __init__(self, verbosity: int) -> None:
-        self.verbosity = verbosity
-        self.start = time.monotonic()
-
-    def _say(self, text: str, level: int = 1) -> None:
-        if self.verbosity >= level:
-            elapsed = time.monotonic() - self.start
-            click.echo(f"[{elapsed:7.1f}s] {text}", err=True)
-
-    def resolved(self, purpose: str, count: int) -> None:
-        self._say(f"resolved {purpose}: {count} packages")
-
-    def step(self, node: str, step: str) -> None:
-        self._say(f"{node}: {step}", level=2)
-
-    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
-        if cached:
-            self._say(f"{node}: reused {wheel}", level=2)
-        else:
-            self._say(f"{node}: built {wheel} in {seconds:.1f}s")
-
-    def failed(self, node: str, error: RewheelError) -> None:
-        self._say(f"{node}: FAILED: {error}", level=0)
-
-
-def _summary(result: BootstrapResult, repo: Path, seconds: float) -> None:
-    click.echo(
-        f"{result.built} built, {result.reused} reused, {len(result.failures)} failed "
-        f"in {seconds:.1f}s; repository {repo}",
-        err=True,
-    )
-    for node, error in sorted(result.failures.items()):
-        click.echo(f"  failed: {node}: {error}", err=True)
-
 
 _repo_option = click.option(
     "--repo",
@@ -64,10 +28,56 @@ _repo_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command's options also read ``REWHEEL_<OPTION>`` (``REWHEEL_JOBS=8``)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # Without this, click would name them REWHEEL_<COMMAND>_<OPTION>.
+        cmd.context_settings.setdefault("auto_envvar_prefix", ENV_PREFIX)
+        super().add_command(cmd, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Each command's whole first sentence, wrapped, rather than cut at the terminal's width.
+        rows = [
+            (name, cmd.get_short_help_str(limit=200))
+            for name in self.list_commands(ctx)
+            if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_EPILOG = """\b
+Examples:
+  rewheel bootstrap requests              build requests and its whole tree from source
+  rewheel bootstrap -r requirements.txt -c constraints.txt -j 8
+  rewheel install requests --venv .venv   install from the repository alone
+  rewheel verify --venv .venv             check every installed file against the repository
+  rewheel serve --host 0.0.0.0            share the index and its pages (http://HOST:8080/)
+  rewheel why setuptools                  every chain of requirements that brings it in
+  rewheel graph --html graph.html         draw the dependency graph
+
+\b
+Settings: the long options, as keys of [tool.rewheel] in ./pyproject.toml or of
+./rewheel.toml (jobs = 8, index-url = "..."), or as REWHEEL_<OPTION> environment
+variables (REWHEEL_JOBS=8). The command line wins, then the environment, then the file.
+Progress goes to stderr; data (why, graph --dot) to stdout. Docs: docs/ in the source.
+"""
+
+
+@click.group(
+    cls=_Commands,
+    epilog=_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="rewheel")
 def cli() -> None:
-    """Rebuild a Python dependency tree from source and serve it as a package index."""
+    """Rebuild a Python dependency tree from source and serve it as a package index.
+
+    Every wheel is built from its sdist, in a build environment holding only wheels built the
+    same way, build tools included.
+    """
 
 
 @cli.command()
@@ -131,6 +141,25 @@ def cli() -> None:
     is_flag=True,
     help="Build all that can be built after a failure, then list the failures.",
 )
+@click.option(
+    "--dask",
+    "dask",
+    metavar="ADDRESS",
+    default=None,
+    help="Run the builds on a Dask cluster: its scheduler (tcp://HOST:PORT), or local:N for N "
+    "local worker processes. Needs rewheel[dask]; see docs/dask.md.",
+)
+@click.option(
+    "--advertise-host",
+    default=None,
+    help="With --dask: the address of this machine that the workers can reach.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
+)
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
 def bootstrap(
@@ -147,6 +176,9 @@ def bootstrap(
     settings_dir: Path | None,
     variant: str | None,
     keep_going: bool,
+    dask: str | None,
+    advertise_host: str | None,
+    signing_key: Path | None,
     verbose: int,
     quiet: int,
 ) -> None:
@@ -154,6 +186,8 @@ def bootstrap(
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
+    if advertise_host is not None and dask is None:
+        raise click.UsageError("--advertise-host goes with --dask")
     options = app.BootstrapOptions(
         requirements=reqs.requirements,
         constraints=reqs.constraints,
@@ -167,14 +201,15 @@ def bootstrap(
         settings_dir=settings_dir,
         variant=variant,
         keep_going=keep_going,
+        signing_key=signing_key,
+        dask=dask,
+        advertise_host=advertise_host,
     )
-    verbosity = 1 + verbose - quiet
-    reporter = LineReporter(verbosity)
-    started = time.monotonic()
-    result = app.bootstrap(
-        options, reporter=reporter, notice=lambda text: reporter._say(f"note: {text}")
-    )
-    _summary(result, repo, time.monotonic() - started)
+    # A live display when stderr is a terminal, timestamped lines otherwise.
+    reporter = make_reporter(1 + verbose - quiet)
+    with reporter:
+        result = app.bootstrap(options, reporter=reporter, notice=reporter.note)
+    reporter.summary(result, repo)
     if not result.ok:
         sys.exit(1)
 
@@ -205,24 +240,79 @@ def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: P
 @cli.command()
 @click.option(
     "--venv",
-    required=True,
+    default=None,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="The virtual environment to check.",
+    help="The virtual environment to check (without it: every wheel of the repository).",
 )
 @_repo_option
-def verify(venv: Path, repo: Path) -> None:
-    """Check that every file installed in VENV comes from a wheel of the repository."""
-    report = app.verify(venv, repo_root=repo)
-    for name, version in report.checked:
-        click.echo(f"ok      {name} {version}")
-    for problem in report.problems:
-        where = f" {problem.path}" if problem.path else ""
-        version = f" {problem.version}" if problem.version else ""
-        click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
-    if not report.ok:
+@click.option(
+    "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
+)
+@click.option(
+    "--check-upstream",
+    is_flag=True,
+    help="Also compare each sdist's sha256 with what the upstream index lists now.",
+)
+@click.option(
+    "--index-url",
+    default=app.DEFAULT_INDEX,
+    show_default=True,
+    envvar="REWHEEL_INDEX_URL",
+    help="The upstream index, for --check-upstream.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
+)
+def verify(
+    venv: Path | None,
+    repo: Path,
+    allow_prebuilt: bool,
+    check_upstream: bool,
+    index_url: str,
+    public_key: Path | None,
+) -> None:
+    """Check that every file installed in VENV comes from a wheel of the repository, and the
+    chain of custody of those wheels (or of all of them): built from source here, their
+    dependencies and their build tools too."""
+    venv_ok = True
+    packages = None
+    if venv is not None:
+        report = app.verify(venv, repo_root=repo)
+        for name, version in report.checked:
+            click.echo(f"ok      {name} {version}")
+        for problem in report.problems:
+            where = f" {problem.path}" if problem.path else ""
+            version = f" {problem.version}" if problem.version else ""
+            click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
+        venv_ok, packages = report.ok, report.checked
+    chain = app.chain_of_custody(
+        repo_root=repo,
+        packages=packages,
+        installed_only=venv is not None,
+        allow_prebuilt=allow_prebuilt,
+        upstream_url=index_url if check_upstream else None,
+        public_key=public_key,
+    )
+    _echo_chain(chain)
+    if venv is not None and not venv_ok:
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
+    if not chain.ok:
+        broken = sum(not e.ok for e in chain.entries)
+        click.echo(
+            f"chain of custody broken for {broken} of {len(chain.entries)} wheel(s)", err=True
+        )
+    if not venv_ok or not chain.ok:
         sys.exit(1)
-    click.echo(f"{len(report.checked)} distributions verified against {repo}", err=True)
+    if venv is not None:
+        click.echo(f"{len(report.checked)} distributions verified against {repo}", err=True)
+    click.echo(
+        f"chain of custody holds for {len(chain.entries)} wheel(s): built from source, "
+        "dependencies built from source, build tools built from source",
+        err=True,
+    )
 
 
 @cli.command()
@@ -230,13 +320,170 @@ def verify(venv: Path, repo: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 def serve(repo: Path, host: str, port: int) -> None:
-    """Serve the repository as a PEP 503/691 package index."""
+    """Serve the repository: the index for installers and browsable pages for people."""
     app.serve(repo, host, port)
+
+
+@cli.command()
+@_repo_option
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the graph as one self-contained web page (nothing fetched from elsewhere).",
+)
+@click.option("--dot", is_flag=True, help="Print the graph in Graphviz DOT to stdout.")
+def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
+    """Draw the dependency graph of the last bootstrap (a web page, or Graphviz DOT)."""
+    if html_file is None and not dot:
+        raise click.UsageError("give --html FILE, --dot, or both")
+    dependency_graph = read_graph(repo)
+    if html_file is not None:
+        html_file.write_text(to_html(dependency_graph), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
+    if dot:
+        click.echo(to_dot(dependency_graph), nl=False)
+
+
+@cli.command()
+@click.argument("package")
+@_repo_option
+def why(package: str, repo: Path) -> None:
+    """Show every chain of requirements that brings PACKAGE (name or name==version) in."""
+    for line in why_lines(read_graph(repo), package):
+        click.echo(line)
+
+
+def _echo_chain(report: ChainReport) -> None:
+    for e in report.entries:
+        tag = "chain  " if e.ok else "CHAIN  "
+        click.echo(
+            f"{tag} {e.name} {e.version}: built from source {e.source}, "
+            f"dependencies {e.dependencies}, build tools {e.build_tools}"
+        )
+        for problem in e.problems:
+            click.echo(f"          - {problem}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@cli.command()
+@click.option(
+    "--venv",
+    default=None,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Describe this virtual environment (default: the whole repository).",
+)
+@_repo_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the SBOM here (default: standard output).",
+)
+def sbom(venv: Path | None, repo: Path, output: Path | None) -> None:
+    """Write a CycloneDX SBOM (JSON) of VENV or of the repository, build tools included."""
+    text = app.sbom(venv=venv, repo_root=repo, output=output)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"wrote {output}", err=True)
+
+
+@cli.command()
+@click.argument("packages", nargs=-1)
+@click.option("--check", is_flag=True, help="Compare with the published wheels (required).")
+@_repo_option
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    envvar="REWHEEL_JOBS",
+    help="Builds to run at once.",
+)
+@click.option(
+    "--build-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds a single backend hook may run before it is killed.",
+)
+@click.option("--no-network-isolation", is_flag=True, help="Let backends reach the network.")
+@click.option(
+    "--settings",
+    "settings_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="The per-package settings folder the wheels were built with.",
+)
+@click.option("--variant", default=None, help="The settings variant the wheels were built with.")
+def rebuild(
+    packages: tuple[str, ...],
+    check: bool,
+    repo: Path,
+    jobs: int,
+    build_timeout: float | None,
+    no_network_isolation: bool,
+    settings_dir: Path | None,
+    variant: str | None,
+) -> None:
+    """Build PACKAGES (name or name==version; all when none) again from their records, in fresh
+    environments of the same wheels, and compare each with the published wheel bit for bit."""
+    if not check:
+        raise click.UsageError("rebuild only checks (it never replaces a wheel): give --check")
+
+    def show(result: RebuildResult) -> None:
+        label = f"{result.name} {result.version} {result.wheel}"
+        if result.status == "identical":
+            click.echo(f"same    {label}")
+        elif result.status == "different":
+            click.echo(f"DIFFERS {label} (rebuilt: {result.kept})")
+            for line in result.differences[:50]:
+                click.echo(f"          - {line}")
+            if len(result.differences) > 50:
+                click.echo(f"          ... and {len(result.differences) - 50} more")
+        elif result.status == "skipped":
+            click.echo(f"skipped {label}: {result.reason}")
+        else:
+            click.echo(f"FAILED  {label}: {result.reason}")
+
+    results = app.rebuild(
+        list(packages),
+        repo_root=repo,
+        jobs=jobs,
+        isolate_network=not no_network_isolation,
+        build_timeout=build_timeout,
+        settings_dir=settings_dir,
+        variant=variant,
+        notice=lambda text: click.echo(f"note: {text}", err=True),
+        progress=show,
+    )
+    counts = {s: sum(r.status == s for r in results) for s in ("identical", "different")}
+    failed = sum(r.status == "failed" for r in results)
+    click.echo(
+        f"{len(results)} rebuilt: {counts['identical']} identical, {counts['different']} "
+        f"different, {failed} failed",
+        err=True,
+    )
+    if counts["different"] or failed:
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="rewheel")
+        # Defaults from ./rewheel.toml or ./pyproject.toml; the environment and the command line
+        # override them (click: command line > environment > default_map > default).
+        source = find_config(Path.cwd())
+        defaults = default_map(source, schema_from_click(cli)) if source is not None else None
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="rewheel",
+            auto_envvar_prefix=ENV_PREFIX,
+            default_map=defaults,
+        )
     except RewheelError as exc:
         click.echo(f"rewheel: error: {exc}", err=True)
         sys.exit(2)

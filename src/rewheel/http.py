@@ -8,6 +8,7 @@ retried with bounded exponential backoff; anything else is returned or raised at
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from urllib3.exceptions import (
 )
 
 from . import __version__
-from .errors import ConfigError, IntegrityError, UpstreamError
+from .errors import ConfigError, IntegrityError, RewheelError, UpstreamError
 from .fsutil import atomic_write_bytes
 
 _T = TypeVar("_T")
@@ -110,6 +111,15 @@ def _final_url(url: str, resp: urllib3.BaseHTTPResponse) -> str:
         if step.redirect_location and step.url:
             final = urljoin(urljoin(final, step.url), step.redirect_location)
     return final
+
+
+def _local_failure(dest: Path, exc: OSError) -> RewheelError:
+    """A download that could not be written here: not the index's fault, not worth a retry."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"No space left on the file system of {dest.parent} (disk or quota full)"
+    else:
+        why = str(exc)
+    return RewheelError(f"cannot save {dest.name}: {why}", step="download")
 
 
 class PageCache:
@@ -285,6 +295,9 @@ class HttpClient:
             if expected is None or digest == expected:
                 try:
                     os.replace(tmp, dest)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise _local_failure(dest, exc) from exc
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
@@ -333,6 +346,11 @@ class HttpClient:
                 tmp.unlink(missing_ok=True)
                 return _Again(f"truncated body: {received} of {length} bytes")
             return tmp, digest.hexdigest()
+        except OSError as exc:
+            # urllib3 turns socket errors into its own; an OSError here is the local disk's.
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise _local_failure(dest, exc) from exc
         except BaseException:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)

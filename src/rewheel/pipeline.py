@@ -7,6 +7,7 @@ the next attempt starts afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from packaging.tags import sys_tags
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from .attest import Attestor
 from .backend import Backend
 from .bootstrap import Built, Cached, Prepared
 from .buildenv import BuildEnvironment, EnvBuilder
@@ -29,10 +31,13 @@ from .errors import BuildError, CommandFailed, IntegrityError
 from .extract import extract_sdist
 from .fsutil import sha256_file
 from .metadata import MetadataSource
+from .provenance import Signer
 from .pyproject import BuildSystem, read_build_system
 from .recipes import RecipeContext, load_recipe
 from .repository import Repository
+from .reproducible import default_build_root, reproducible_env, source_date_epoch
 from .resolver import Pin, Resolution, Resolver
+from .rust import RustSources, check_rust_sources, crates_io_reachable
 from .settings import PackageSettings, Settings, apply_to_requirements
 from .systools import SystemTool, check_tools
 from .types import EdgeKind, IndexFile, Runner, Upstream, WheelRef
@@ -49,17 +54,14 @@ def interpreter_tag() -> str:
     return f"{impl.name}-{impl.version.major}.{impl.version.minor}-{best}"
 
 
-def default_work_root(repo: Repository) -> Path:
-    """Where sdists are extracted and build environments made.
+def default_work_root(repo: Repository | None = None) -> Path:
+    """Where sdists are extracted and build environments made: <root>/<name>-<version>.
 
-    Builds create and delete many small files; on a memory file system that costs far less than on
-    disk. The folder depends only on the repository, so build paths are the same in every run.
+    The same folder in every run and for every repository (on a memory file system when there is
+    one), so that build paths cannot make two builds differ. ``reproducible.claimed_work_root``
+    keeps two runs out of each other's way.
     """
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        digest = hashlib.sha256(str(repo.root.resolve()).encode()).hexdigest()[:12]
-        return shm / f"rewheel-{digest}"
-    return repo.work_dir
+    return default_build_root()
 
 
 def compile_parallelism(jobs: int, cores: int | None = None) -> dict[str, str]:
@@ -93,9 +95,11 @@ class LocalSteps:
         build_timeout: float | None = None,
         isolate_network: bool = True,
         settings: Settings | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._tools: dict[tuple[str, str], list[SystemTool]] = {}
+        self._rust: dict[tuple[str, str], RustSources] = {}
         self.repo = repo
         self.work_root = work_root or repo.work_dir
         self.upstream = upstream
@@ -105,7 +109,14 @@ class LocalSteps:
         self.runner = runner
         self.build_timeout = build_timeout
         self.isolate_network = isolate_network
-        self.extra_env = compile_parallelism(jobs)
+        # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
+        # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
+        self.extra_env = {
+            **compile_parallelism(jobs),
+            "PYTHONHASHSEED": "0",
+            "CARGO_NET_OFFLINE": "true",
+        }
+        self.attestor = Attestor(repo, signer=signer, network_isolated=isolate_network)
         self.tag = interpreter_tag()
 
     # -- resolution and cache ----------------------------------------------------------------
@@ -124,12 +135,17 @@ class LocalSteps:
             # A build environment: the package's settings add, drop, or leave to the system.
             pkg = self.package_settings(parent)
             texts, system = apply_to_requirements([str(r) for r in requirements], pkg)
-            tools = check_tools(system, package=parent.name, version=str(parent.version))
+            # Every declared tool is checked and recorded, asked for by the build or not.
+            asked = {r.name for r in system}
+            declared = [r for r in pkg.system_tools if r.name not in asked]
+            tools = check_tools(
+                [*system, *declared], package=parent.name, version=str(parent.version)
+            )
             self._tools[(parent.name, str(parent.version))] = tools
             requirements = [Requirement(t) for t in texts]
             if not requirements:
                 return Resolution(pins={})
-        return self.resolver.resolve(
+        resolution = self.resolver.resolve(
             requirements,
             kind=kind,
             parent=parent,
@@ -137,6 +153,8 @@ class LocalSteps:
             preferred=preferred,
             purpose=purpose,
         )
+        self.attestor.saw_resolution(resolution)  # why each package is needed, for provenance
+        return resolution
 
     def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
         data = {
@@ -164,6 +182,9 @@ class LocalSteps:
         }
         if not pkg.is_default:
             extras["settings"] = pkg.as_record()
+        rust = self._rust.get(self._key(pin))
+        if rust is not None:
+            extras["rust"] = rust.as_record()
         return extras
 
     def prebuilt(self, pin: Pin) -> Built | None:
@@ -233,7 +254,7 @@ class LocalSteps:
         return None
 
     def save_record(self, record: Mapping[str, Any]) -> None:
-        self.repo.save_record(record)
+        self.repo.save_record({**record, **self.attestor.record_fields(record)})
 
     def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
         return self.metadata.drift(pin.name, pin.version, built_metadata)
@@ -263,8 +284,19 @@ class LocalSteps:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        source = extract_sdist(sdist, work, package=pin.name)
+        # A fixed name, not a random one: the build path must not change from run to run.
+        source = extract_sdist(sdist, work, package=pin.name, name="src")
         self._apply_patches(pin, source, log)
+        rust = check_rust_sources(
+            source,
+            package=pin.name,
+            version=str(pin.version),
+            network=crates_io_reachable,
+            runner=self.runner,
+            log=log,
+        )
+        if rust is not None:
+            self._rust[self._key(pin)] = rust
         build_system = read_build_system(source, package=pin.name)
         return Prepared(
             pin=pin,
@@ -335,14 +367,33 @@ class LocalSteps:
         )
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
-        config = self.package_settings(prepared.pin).config_settings or None
-        return self._backend(prepared, env).get_requires_for_build_wheel(config)
+        pkg = self.package_settings(prepared.pin)
+        if pkg.recipe is not None:
+            # A recipe replaces the declared backend, which may not even be installed.
+            self.attestor.saw_backend_requires(prepared.pin, [])
+            return []
+        config = pkg.config_settings or None
+        requires = self._backend(prepared, env).get_requires_for_build_wheel(config)
+        self.attestor.saw_backend_requires(prepared.pin, requires)
+        return requires
 
-    def build(self, prepared: Prepared, env: BuildEnvironment) -> Built:
+    def build(
+        self, prepared: Prepared, env: BuildEnvironment, *, unpublished_dir: Path | None = None
+    ) -> Built:
+        """Build the wheel and publish it with its provenance; with ``unpublished_dir``, move it
+        there instead (a check by ``rebuild``: no provenance, the repository left alone)."""
         pin = prepared.pin
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         out = self._workdir(pin) / "dist"
         out.mkdir(parents=True, exist_ok=True)
+        repro = reproducible_env(
+            env.environ,
+            source_dir=prepared.source_dir,
+            name=pin.name,
+            version=str(pin.version),
+            epoch=source_date_epoch(prepared.sdist_path),
+        )
+        env = dataclasses.replace(env, environ={**env.environ, **repro})
         pkg = self.package_settings(pin)
         if pkg.recipe is not None:
             build_env = self._with_build_vars(prepared, env)
@@ -371,8 +422,23 @@ class LocalSteps:
                 log_path=self._log(pin),
             )
         metadata = read_metadata_bytes(wheel)
-        ref = self.repo.publish_wheel(wheel)
-        self.repo.regenerate_index()
+        if unpublished_dir is not None:
+            unpublished_dir.mkdir(parents=True, exist_ok=True)
+            kept = Path(shutil.move(wheel, unpublished_dir / wheel.name))
+            ref = WheelRef(name=name, version=version, filename=kept.name, sha256=sha256_file(kept))
+        else:
+            ref = self.repo.publish_wheel(wheel)
+            self.attestor.attest(
+                prepared,
+                env,
+                ref,
+                reproducibility=repro,
+                started=wall_started,
+                build_path=self._workdir(pin),
+                log=self._log(pin),
+                system=self.record_extras(pin).get("system_tools", ()),
+            )
+            self.repo.regenerate_index()
         seconds = time.monotonic() - started
         shutil.rmtree(self._workdir(pin), ignore_errors=True)
         return Built(wheel=ref, metadata=metadata, seconds=seconds, log=self._log(pin))

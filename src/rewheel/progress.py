@@ -292,6 +292,8 @@ class RichReporter(ProgressReporter):
         self.verbosity = verbosity
         self._live: Live | None = None
         self._refresh_per_second = refresh_per_second
+        # One spinner for the run: it animates from the time of its first frame.
+        self._spinner = Spinner("dots", style="cyan")
 
     # -- the context: the live display runs while the bootstrap does -----------------------------
 
@@ -387,7 +389,8 @@ class RichReporter(ProgressReporter):
         remaining = known - done
         if done and remaining and elapsed > 0:
             head.append(f"  ·  ~{_duration(remaining * elapsed / done)} left", style="dim")
-        parts: list[RenderableType] = [Spinner("dots", text=head, style="cyan")]
+        self._spinner.update(text=head)
+        parts: list[RenderableType] = [self._spinner]
 
         workers = [(node, n) for node, n in active if n.step in _WORKER_STEPS]
         if workers:

@@ -36,8 +36,8 @@ from .fsutil import atomic_write_bytes, sha256_file
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
-# What a build of this type means is documented in README.md ("Provenance, SBOM and
-# reproducibility"): a PEP 517 build_wheel of one sdist in a fresh venv of exactly the listed wheels.
+# Documented in README.md ("Provenance, SBOM and reproducibility"): a PEP 517 build_wheel of one
+# sdist in a fresh venv of exactly the listed wheels.
 BUILD_TYPE = "urn:rewheel:build-type:pep517-wheel:v1"
 DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -263,14 +263,13 @@ def check_statement(
         if sources[0].get("uri") != record.get("sdist_url"):
             problems.append("the sdist URL of the provenance and of the build record differ")
     in_provenance = sorted(
-        (str(d.get("annotations", {}).get("package")), str(d.get("annotations", {}).get("version")))
-        + (str(_sha256_of(d)),)
+        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), _sha256_of(d))
         for d in deps
         if _role(d, "build-environment")
     )
     recorded = record.get("build_env") or []
     in_record = sorted(
-        (str(canonicalize_name(str(w.get("name")))), str(w.get("version")), str(w.get("sha256")))
+        (str(canonicalize_name(str(w.get("name")))), str(w.get("version")), w.get("sha256"))
         for w in recorded
         if isinstance(w, Mapping)
     )
@@ -377,7 +376,9 @@ class Signer:
         try:
             key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot load the signing key {key_file}: {exc}", step="sign") from exc
+            raise ConfigError(
+                f"cannot load the signing key {key_file}: {exc}", step="sign"
+            ) from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"{key_file} is not an Ed25519 private key", step="sign")
         self._key = key

@@ -85,7 +85,7 @@ def _fsync_dir(path: Path) -> None:
 def _os_error_text(exc: OSError, where: Path) -> str:
     """An OSError as a sentence; a full disk is said so plainly, with the place that is full."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device (or quota) of {where}"
+        return f"No space left on the file system of {where} (disk or quota full)"
     return str(exc)
 
 
@@ -411,6 +411,10 @@ class Repository:
         if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
             raise RepositoryError(f"not a plain file name: {ref.filename!r}", step="repository")
         return self.wheels_dir / ref.filename
+
+    def provenance_path(self, ref: WheelRef) -> Path:
+        """``wheels/<wheel>.provenance.json``: the wheel's in-toto/SLSA provenance statement."""
+        return self.wheel_path(ref).with_name(f"{ref.filename}.provenance.json")
 
     # -- index ----------------------------------------------------------------------------------
 

@@ -38,13 +38,42 @@ def _network_prefix() -> list[str]:
 
 def _probe_unshare() -> list[str]:
     unshare = shutil.which("unshare")
-    true = shutil.which("true")
-    if unshare is None or true is None:
+    if unshare is None:
         return []
     prefix = [unshare, "--net", "--map-root-user"]
+    return prefix if _probe([*prefix, "true"]) else []
+
+
+_guard_result: list[str] | None = None
+
+
+def _orphan_guard_prefix() -> list[str]:
+    """The prefix that kills a command when rewheel dies (even by SIGKILL), [] if none works.
+
+    Commands run in their own session (so that a timeout can kill their group), which also means
+    that killing rewheel's process group does not reach them: without this, a killed run would
+    leave a backend writing into the folders the next run builds in. ``setpriv --pdeathsig``
+    (util-linux) asks the kernel to send SIGKILL when the thread that started it ends.
+    """
+    global _guard_result
+    with _probe_lock:
+        if _guard_result is None:
+            setpriv = shutil.which("setpriv")
+            prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+            if prefix and not _probe([*prefix, "true"]):
+                prefix = []
+            _guard_result = prefix
+        return list(_guard_result)
+
+
+def _probe(cmd: list[str]) -> bool:
+    """Whether ``cmd`` (a prefix and a last program found on PATH) runs and exits 0."""
+    true = shutil.which(cmd[-1])
+    if true is None:
+        return False
     try:
         done = subprocess.run(
-            [*prefix, true],
+            [*cmd[:-1], true],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -52,8 +81,16 @@ def _probe_unshare() -> list[str]:
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
-        return []
-    return prefix if done.returncode == 0 else []
+        return False
+    return done.returncode == 0
+
+
+def _findable(program: str, env: Mapping[str, str]) -> bool:
+    """Whether ``program`` can be executed as the first word of a command run with ``env``.
+
+    Checked before a prefix runs it, so that a missing program still fails as one that cannot
+    be run, not as one that exited with 127."""
+    return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
 
 
 def network_isolation_available() -> bool:
@@ -90,16 +127,20 @@ class SubprocessRunner:
         isolate_network: bool = False,
     ) -> None:
         cmd = [str(c) for c in cmd]
-        full = cmd
+        shown = cmd  # what the log shows: the command and its network prefix
         if isolate_network:
             prefix = _network_prefix()
             if prefix:
-                full = prefix + cmd
+                shown = prefix + cmd
             else:
                 self._notice_once(
                     "network isolation is not available on this machine "
                     "(unshare --net --map-root-user failed); running builds with network access"
                 )
+        guard = _orphan_guard_prefix()
+        if guard and not _findable(cmd[0], env):
+            guard = []  # let Popen report the missing program itself
+        full = shown[: len(shown) - len(cmd)] + guard + cmd
 
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +151,7 @@ class SubprocessRunner:
             ) from exc
         with out:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            out.write(f"\n=== {stamp} in {cwd}\n$ {shlex.join(full)}\n".encode())
+            out.write(f"\n=== {stamp} in {cwd}\n$ {shlex.join(shown)}\n".encode())
             out.flush()
             try:
                 proc = subprocess.Popen(

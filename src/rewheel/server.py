@@ -2,14 +2,23 @@
 
 Pages are read from disk on every request (the builder publishes while the server runs) and only
 what the repository holds is served: an unknown project is a 404, never a pass-through upstream.
+
+For builds on other machines (``rewheel.dask_steps``) the server also hands out the repository's
+sdists (``GET /sdists/<file>``) and, only when started with an upload token, takes uploads into a
+staging folder (``PUT /uploads/<job>/<file>``, see ``_Handler._receive_upload``). Nothing uploaded
+is served or published by the server itself: the coordinator decides what to publish.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
+import re
 import socket
 import stat
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -23,6 +32,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
+from .browse_pages import BROWSE_DIR, Site, render_index
+from .errors import ConfigError
 from .index_pages import HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, render_root_html, render_root_json
 from .repository import Repository
 
@@ -30,6 +41,15 @@ LogCallback = Callable[[str], None]
 
 _CHUNK = 1 << 16
 _POLL_INTERVAL = 0.05  # how soon stop() takes effect
+
+# Uploads: the header carrying the sha256 the uploader claims for the body, and what may be sent.
+SHA256_HEADER = "X-Rewheel-SHA256"
+UPLOAD_SUFFIXES = (".whl", ".log")
+DEFAULT_MAX_UPLOAD = 4 << 30
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The archive formats an sdist in the repository can have (those extract.py reads).
+_SDIST_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 
 # What a simple page can be served as, in the order preferred when a client ranks several equally
 # and said nothing else. The "latest" aliases of PEP 691 are answered with the v1 content type.
@@ -145,10 +165,19 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(send_body=False)
 
-    def _handle(self, *, send_body: bool) -> None:
+    def do_PUT(self) -> None:
+        self._handle(send_body=True, upload=True)
+
+    def _handle(self, *, send_body: bool, upload: bool = False) -> None:
         try:
-            self._route(send_body)
+            if upload:
+                self._receive_upload()
+            else:
+                self._route(send_body)
         except _Refused as exc:
+            if upload:
+                # The body may be unread: the connection cannot carry another request.
+                self.close_connection = True
             self._send_status(exc.status, send_body)
         except UnicodeDecodeError:
             self._send_status(HTTPStatus.BAD_REQUEST, send_body)
@@ -158,8 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, send_body: bool) -> None:
         segments = _path_segments(self.path)
         repo = self.server.repo
-        if segments in ([""], ["simple"]):
+        if segments in ([""], ["browse"]):
+            # People land on the browsable pages; installers are given /simple/ explicitly.
+            self._redirect("/browse/", send_body)
+        elif segments == ["simple"]:
             self._redirect("/simple/", send_body)
+        elif segments[0] == "browse" and len(segments) == 2:
+            self._send_browse_page(repo, segments[1] or "index.html", send_body)
+        elif segments[0] == "logs" and len(segments) == 2 and segments[1].endswith(".log"):
+            self._send_static(repo.logs_dir, segments[1], "text/plain; charset=utf-8", send_body)
         elif segments[0] == "simple" and segments[1:] == [""]:
             self._send_page(repo.simple_dir, send_body, root=True)
         elif segments[0] == "simple" and len(segments) in (2, 3) and segments[1]:
@@ -171,7 +207,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_page(repo.simple_dir / normalized, send_body, root=False)
         elif segments[0] == "wheels" and len(segments) == 2:
-            self._send_wheel_file(repo.wheels_dir, segments[1], send_body)
+            if not segments[1].endswith((".whl", ".whl.metadata")):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.wheels_dir, segments[1], send_body)
+        elif segments[0] == "sdists" and len(segments) == 2:
+            # Read-only, for build workers on other machines; sdists are public upstream files.
+            if not segments[1].lower().endswith(_SDIST_SUFFIXES):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.sdists_dir, segments[1], send_body)
         else:
             raise _Refused(HTTPStatus.NOT_FOUND)
 
@@ -198,12 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
-    def _send_wheel_file(self, wheels_dir: Path, filename: str, send_body: bool) -> None:
-        # Temporary files of a publish in progress start with "." and are never served.
-        if filename.startswith(".") or not filename.endswith((".whl", ".whl.metadata")):
+    def _send_file(self, directory: Path, filename: str, send_body: bool) -> None:
+        # Temporary files of a publish or download in progress start with "." and are never served.
+        if filename.startswith("."):
             raise _Refused(HTTPStatus.NOT_FOUND)
         try:
-            f: BinaryIO = (wheels_dir / filename).open("rb")
+            f: BinaryIO = (directory / filename).open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise _Refused(HTTPStatus.NOT_FOUND) from None
         with f:
@@ -221,6 +264,118 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                     remaining -= len(chunk)
 
+    def _receive_upload(self) -> None:
+        """``PUT /uploads/<job>/<file>``: store the body as ``<upload_dir>/<job>/<file>``.
+
+        Refused (404) unless the server has an upload token; the request must carry it as
+        ``Authorization: Bearer <token>`` (else 401), the body's sha256 in ``X-Rewheel-SHA256``
+        and a ``Content-Length``. A body whose hash differs from the claim is dropped (422). The
+        file appears under its name only complete and checked; an upload of the same name again
+        replaces it. 201 on success.
+        """
+        server = self.server
+        segments = _path_segments(self.path)
+        if server.upload_token is None or server.upload_dir is None:
+            raise _Refused(HTTPStatus.NOT_FOUND)
+        if len(segments) != 3 or segments[0] != "uploads":
+            raise _Refused(HTTPStatus.NOT_FOUND)
+        job, filename = segments[1], segments[2]
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), server.upload_token.encode()
+        ):
+            raise _Refused(HTTPStatus.UNAUTHORIZED)
+        if (
+            not _JOB_ID.match(job)
+            or filename.startswith(".")
+            or not filename.endswith(UPLOAD_SUFFIXES)
+        ):
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        claimed = (self.headers.get(SHA256_HEADER) or "").strip().lower()
+        if not _SHA256_HEX.match(claimed):
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise _Refused(HTTPStatus.LENGTH_REQUIRED)  # chunked bodies are not taken
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.strip().isdigit():
+            raise _Refused(HTTPStatus.LENGTH_REQUIRED)
+        length = int(length_text)
+        if length > server.max_upload:
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+
+        folder = server.upload_dir / job
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            remaining = length
+            with os.fdopen(fd, "wb") as out:
+                while remaining > 0:
+                    chunk = self.rfile.read(min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    remaining -= len(chunk)
+            if remaining:
+                self.close_connection = True  # the client went away mid-body
+                return
+            if digest.hexdigest() != claimed:
+                raise _Refused(HTTPStatus.UNPROCESSABLE_ENTITY)
+            os.replace(tmp, folder / filename)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if server.log is not None:
+            server.log(f"received {job}/{filename} ({length} bytes, sha256 {claimed})")
+        self._send_status(HTTPStatus.CREATED, send_body=True)
+
+    def _send_browse_page(self, repo: Repository, name: str, send_body: bool) -> None:
+        if not name.endswith(".html"):
+            raise _Refused(HTTPStatus.NOT_FOUND)
+        try:
+            self._send_static(repo.root / BROWSE_DIR, name, "text/html; charset=utf-8", send_body)
+        except _Refused:
+            if name != "index.html":
+                raise
+            # Pages not written yet (nothing bootstrapped, or an older repository).
+            body = render_index(Site(projects=())).encode("utf-8")
+            self._send_bytes(body, "text/html; charset=utf-8", send_body)
+
+    def _send_static(self, directory: Path, name: str, content_type: str, send_body: bool) -> None:
+        """A regular file directly in ``directory``: no hidden files, no symbolic links."""
+        if name.startswith("."):
+            raise _Refused(HTTPStatus.NOT_FOUND)
+        try:
+            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            raise _Refused(HTTPStatus.NOT_FOUND) from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            # A log may grow while it is sent: send the size it had when opened.
+            self._send_headers(st.st_size, content_type)
+            remaining = st.st_size
+            while send_body and remaining > 0 and (chunk := f.read(min(_CHUNK, remaining))):
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+            if remaining and send_body:
+                self.close_connection = True  # the file shrank: the promised length was not sent
+
+    def _send_bytes(self, body: bytes, content_type: str, send_body: bool) -> None:
+        self._send_headers(len(body), content_type)
+        if send_body:
+            self.wfile.write(body)
+
+    def _send_headers(self, length: int, content_type: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+
     def _redirect(self, location: str, send_body: bool) -> None:
         body = f"Moved to {location}\n".encode()
         self.send_response(HTTPStatus.MOVED_PERMANENTLY)
@@ -236,6 +391,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Bearer realm="rewheel uploads"')
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -257,10 +416,16 @@ class _Server(ThreadingHTTPServer):
         repo: Repository,
         log: LogCallback | None,
         family: socket.AddressFamily,
+        upload_token: str | None = None,
+        upload_dir: Path | None = None,
+        max_upload: int = DEFAULT_MAX_UPLOAD,
     ) -> None:
         self.address_family = family
         self.repo = repo
         self.log = log
+        self.upload_token = upload_token
+        self.upload_dir = upload_dir
+        self.max_upload = max_upload
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -270,7 +435,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class IndexServer:
-    """Serves ``repo`` as a PEP 503/691 index at ``url``."""
+    """Serves ``repo`` as a PEP 503/691 index at ``url``.
+
+    With ``upload_token`` it also takes uploads into ``upload_dir`` (default
+    ``repo.work_dir / "uploads"``); without one, uploads are refused as if the route did not exist.
+    """
 
     def __init__(
         self,
@@ -279,10 +448,25 @@ class IndexServer:
         port: int = 0,
         *,
         log: LogCallback | None = None,
+        upload_token: str | None = None,
+        upload_dir: Path | None = None,
+        max_upload: int = DEFAULT_MAX_UPLOAD,
     ) -> None:
+        if upload_token is not None and len(upload_token) < 16:
+            raise ConfigError("an upload token must have at least 16 characters", step="serve")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.upload_token = upload_token
+        self.upload_dir = (upload_dir or repo.work_dir / "uploads") if upload_token else None
         # Bound here, so that ``url`` is known (port 0 picks a free port) before serving.
-        self._httpd = _Server((host, port), repo, log, family)
+        self._httpd = _Server(
+            (host, port),
+            repo,
+            log,
+            family,
+            upload_token=upload_token,
+            upload_dir=self.upload_dir,
+            max_upload=max_upload,
+        )
         self._host = host
         self._thread: threading.Thread | None = None
         self._closed = False

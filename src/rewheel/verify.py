@@ -33,6 +33,9 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .chain import ChainEntry as ChainEntry
+from .chain import ChainReport as ChainReport
+from .chain import verify_chain as verify_chain
 from .errors import RewheelError, VerifyError
 from .fsutil import sha256_file
 from .types import WheelRef

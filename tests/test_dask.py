@@ -1,0 +1,414 @@
+"""Builds on a Dask cluster: the same repository as a local run, and a worker lost mid-build."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Upstream
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from rewheel import app
+from rewheel.bootstrap import BootstrapResult
+from rewheel.errors import BuildError, ConfigError, IntegrityError
+from rewheel.fsutil import sha256_file
+from rewheel.repository import Repository
+from rewheel.resolver import Pin
+from rewheel.server import IndexServer
+from rewheel.settings import PackageSettings
+from rewheel.types import IndexFile
+
+distributed = pytest.importorskip("distributed")
+
+from rewheel.dask_steps import error_from_result, parse_dask_target  # noqa: E402
+from rewheel.dask_worker import (  # noqa: E402
+    BUILD,
+    EnvSpec,
+    Job,
+    JobResult,
+    WorkerTransferError,
+    claim_build_root,
+    run_job,
+    worker_resource,
+)
+
+# Record fields that must not depend on where a build ran.
+STABLE = (
+    "name",
+    "version",
+    "sdist_url",
+    "sdist_sha256",
+    "wheel",
+    "wheel_sha256",
+    "why",
+    "build_env",
+    "build_system_requires",
+    "backend_requires",
+    "cache_key",
+)
+
+
+def _options(upstream: Upstream, repo: Path, work: Path, **kwargs: Any) -> app.BootstrapOptions:
+    return app.BootstrapOptions(
+        requirements=[Requirement("app")],
+        repo=repo,
+        index_url=upstream.url,
+        jobs=2,
+        work_dir=work,
+        **kwargs,
+    )
+
+
+def _order(repo: Path) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads((repo / "build-order.json").read_text())
+    return data
+
+
+def _check_repository(repo: Path) -> dict[str, dict[str, Any]]:
+    """What any finished run must leave; returns the build-order entries by name."""
+    order = _order(repo)
+    position = {e["wheel_sha256"]: i for i, e in enumerate(order)}
+    for i, entry in enumerate(order):
+        for dep in entry["build_env"]:
+            assert position[dep["sha256"]] < i, f"{entry['name']} built before its build env"
+    published = {ref.filename: ref.sha256 for ref in Repository(repo).wheels()}
+    assert published == {e["wheel"]: e["wheel_sha256"] for e in order}
+    for entry in order:
+        assert sha256_file(repo / "wheels" / entry["wheel"]) == entry["wheel_sha256"]
+        record = json.loads(
+            (repo / "records" / f"{entry['name']}-{entry['version']}.json").read_text()
+        )
+        assert record["wheel_sha256"] == entry["wheel_sha256"]
+        page = json.loads((repo / "simple" / entry["name"] / "index.json").read_text())
+        assert entry["wheel"] in {f["filename"] for f in page["files"]}
+    # Nothing staged is left behind: every upload was published or thrown away.
+    uploads = repo / "work" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    return {e["name"]: e for e in order}
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with its lists sorted: the order of reasons and edges follows timing."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return sorted((_canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    return value
+
+
+def _tree(up: Upstream) -> None:
+    up.sdist("tool-a", "1.0")
+    up.sdist("dyn-tool", "1.0")
+    # get-requires asks for more: the build runs as a second task, in a second environment.
+    up.sdist("lib-b", "1.0", build_requires=["tool-a"], dynamic_requires=["dyn-tool"])
+    up.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
+
+
+def test_local_cluster_builds_what_a_local_run_builds(upstream: Upstream, tmp_path: Path) -> None:
+    _tree(upstream)
+    work = tmp_path / "work"  # one build path for both runs, as on one machine
+    local = app.bootstrap(_options(upstream, tmp_path / "local", work))
+    assert local.ok, local.failures
+
+    started = time.monotonic()
+    remote = app.bootstrap(_options(upstream, tmp_path / "dask", work, dask="local:2"))
+    seconds = time.monotonic() - started
+    assert remote.ok, remote.failures
+    assert remote.built == 4 and seconds < 40
+
+    by_local = _check_repository(tmp_path / "local")
+    by_dask = _check_repository(tmp_path / "dask")
+    assert sorted(by_dask) == ["app", "dyn-tool", "lib-b", "tool-a"]
+    for name, entry in by_local.items():
+        for key in STABLE:
+            assert _canonical(by_dask[name][key]) == _canonical(entry[key]), (name, key)
+    graphs = [json.loads((tmp_path / r / "graph.json").read_text()) for r in ("local", "dask")]
+    assert _canonical(graphs[0]) == _canonical(graphs[1])
+
+    # The workers' logs reached the coordinator: two tasks for lib-b, one for the others.
+    lib_log = (tmp_path / "dask" / "logs" / "lib-b-1.0.log").read_text()
+    assert lib_log.count("on Dask worker tcp://") == 2
+    assert "=== get-requires on Dask worker" in lib_log and "=== build on Dask worker" in lib_log
+    assert "did not arrive" not in lib_log
+
+    # Run again: everything is reused from the cache, no cluster work needed.
+    again = app.bootstrap(_options(upstream, tmp_path / "dask", work, dask="local:1"))
+    assert again.ok and again.built == 0 and again.reused == 4
+
+
+def test_a_failing_build_fails_once_with_the_workers_log(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("broken", "1.0", fail_build=True)
+    result = app.bootstrap(
+        app.BootstrapOptions(
+            requirements=[Requirement("broken")],
+            repo=tmp_path / "repo",
+            index_url=upstream.url,
+            jobs=1,
+            work_dir=tmp_path / "work",
+            dask="local:1",
+        )
+    )
+    error = result.failures["broken==1.0"]
+    assert isinstance(error, BuildError) and error.step == "build-wheel"
+    assert "on tcp://" in error.message
+    assert error.log_path == tmp_path / "repo" / "logs" / "broken-1.0.log"
+    log = error.log_path.read_text()
+    # Not retried: the task ran once and returned the failure.
+    assert log.count("on Dask worker") == 1
+    assert "fails on purpose" in log
+    assert not list((tmp_path / "repo" / "wheels").glob("*.whl"))
+
+
+SLOW_HOOK = """
+    _marker = {marker!r}
+    if not os.path.exists(_marker):
+        # First attempt: tell the test which process group to kill, then wait to be killed.
+        with open(_marker + ".tmp", "w") as f:
+            f.write(str(os.getpgid(0)))
+        os.rename(_marker + ".tmp", _marker)
+        import time
+        time.sleep(30)
+"""
+
+
+def _slow_sdist(up: Upstream, name: str, marker: Path, **kwargs: Any) -> None:
+    """An sdist whose first build_wheel hangs until killed (the next ones build at once)."""
+    path = up.sdist(name, "1.0", **kwargs)
+    members = []
+    with tarfile.open(path) as tf:
+        for member in tf:
+            content = tf.extractfile(member) if member.isfile() else None
+            members.append((member, content.read() if content is not None else None))
+    hook = "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tf:
+        for member, data in members:
+            if member.name.endswith("_backend/tinybackend.py"):
+                assert data is not None and hook.encode() in data
+                data = data.replace(
+                    hook.encode(), (hook + SLOW_HOOK.format(marker=str(marker))).encode()
+                )
+                member.size = len(data)
+            tf.addfile(member, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(out.getvalue())
+    up.index.add(path)
+
+
+def test_a_worker_lost_mid_build_is_replaced(upstream: Upstream, tmp_path: Path) -> None:
+    marker = tmp_path / "slow-build-started"
+    upstream.sdist("tool-a", "1.0")
+    _slow_sdist(upstream, "slow-pkg", marker, build_requires=["tool-a"])
+    upstream.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["slow-pkg"])
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            resources={worker_resource(): 1},
+            dashboard_address="127.0.0.1:0",  # any free port: 8787 may be taken
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        outcome: list[BootstrapResult | BaseException] = []
+
+        def run() -> None:
+            try:
+                options = _options(
+                    upstream, tmp_path / "repo", tmp_path / "work", dask=cluster.scheduler_address
+                )
+                outcome.append(app.bootstrap(options))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.05)
+        running = [
+            a for a, keys in client.processing().items() if any("slow-pkg" in k for k in keys)
+        ]
+        assert len(running) == 1
+        pid = client.run(os.getpid, workers=running)[running[0]]
+        # The machine is gone: the worker and the build it ran.
+        os.kill(pid, signal.SIGKILL)
+        os.killpg(int(marker.read_text()), signal.SIGKILL)
+        thread.join(60)
+        assert not thread.is_alive()
+
+    (result,) = outcome
+    assert isinstance(result, BootstrapResult)
+    assert result.ok, result.failures
+    by_name = _check_repository(tmp_path / "repo")
+    assert sorted(by_name) == ["app", "slow-pkg", "tool-a"]
+    log = (tmp_path / "repo" / "logs" / "slow-pkg-1.0.log").read_text()
+    # Only the attempt that finished reported back, from a worker other than the lost one.
+    assert log.count("on Dask worker") == 1
+    assert running[0] not in log
+
+
+# -- a worker's task, outside Dask --------------------------------------------------------------
+
+
+def _job(
+    up: Upstream, tmp_path: Path, coordinator: str, *, fail_build: bool = False, **changes: Any
+) -> Job:
+    sdist = up.sdist("solo", "1.0", fail_build=fail_build)
+    repo = Repository(tmp_path / "coordinator")
+    repo.sdists_dir.mkdir(parents=True, exist_ok=True)
+    (repo.sdists_dir / sdist.name).write_bytes(sdist.read_bytes())
+    pin = Pin(
+        name=canonicalize_name("solo"),
+        version=Version("1.0"),
+        sdist=IndexFile(sdist.name, f"{up.url}/x", sha256_file(sdist)),
+    )
+    fields: dict[str, Any] = {
+        "job_id": "job1",
+        "step": BUILD,
+        "coordinator": coordinator,
+        "token": "k" * 32,
+        "pin": pin,
+        "sdist_filename": sdist.name,
+        "sdist_sha256": sha256_file(sdist),
+        "env": EnvSpec(wheels=(), name="env"),
+        "work_root": str(tmp_path / "build-root"),
+        "settings": PackageSettings(),
+        "patches": (),
+        "build_timeout": 60.0,
+        "isolate_network": True,
+        **changes,
+    }
+    return Job(**fields)
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Any:
+    repo = Repository(tmp_path / "coordinator")
+    repo.ensure_layout()
+    with IndexServer(repo, upload_token="k" * 32) as server:
+        yield server
+
+
+def test_run_job_builds_and_uploads(
+    upstream: Upstream, tmp_path: Path, coordinator: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REWHEEL_WORKER_DIR", str(tmp_path / "worker"))
+    job = _job(upstream, tmp_path, f"http://127.0.0.1:{coordinator.port}")
+    result = run_job(job)
+    assert result.error is None and result.wheel == "solo-1.0-py3-none-any.whl"
+    assert result.log_uploaded and result.build_path == str(tmp_path / "build-root" / "solo-1.0")
+    assert coordinator.upload_dir is not None
+    staged = coordinator.upload_dir / "job1"
+    assert sha256_file(staged / result.wheel) == result.sha256
+    assert "build_wheel" in (staged / "solo-1.0.log").read_text()
+    # The worker keeps nothing but its caches.
+    assert not (tmp_path / "build-root" / "solo-1.0").exists()
+    assert list((tmp_path / "worker" / "jobs").iterdir()) == []
+
+
+def test_run_job_raises_only_transfer_failures(
+    upstream: Upstream, tmp_path: Path, coordinator: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REWHEEL_WORKER_DIR", str(tmp_path / "worker"))
+    url = f"http://127.0.0.1:{coordinator.port}"
+    with pytest.raises(WorkerTransferError, match="HTTP 401"):
+        run_job(_job(upstream, tmp_path, url, token="wrong" * 8))
+    with pytest.raises(WorkerTransferError, match="cannot fetch the sdist"):
+        run_job(_job(upstream, tmp_path, url, sdist_sha256="0" * 64))
+    # A build that fails is a result: nothing for Dask to retry.
+    failed = run_job(_job(upstream, tmp_path, url, job_id="job2", fail_build=True))
+    assert failed.error is not None and failed.error[0] == "BuildError"
+    assert failed.error[2] == "build-wheel" and failed.log_uploaded
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+
+
+def test_parse_dask_target() -> None:
+    assert parse_dask_target("local:3").local_workers == 3
+    assert parse_dask_target(" tcp://10.0.0.1:8786 ").address == "tcp://10.0.0.1:8786"
+    assert parse_dask_target("tls://sched:8786").address == "tls://sched:8786"
+    for bad in ("local:0", "local:x", "local:", "sched:8786", "", "tcp://"):
+        with pytest.raises(ConfigError):
+            parse_dask_target(bad)
+
+
+def test_worker_resource_names_interpreter_and_platform() -> None:
+    name = worker_resource()
+    assert name.startswith(f"py{sys.version_info.major}.{sys.version_info.minor}-")
+    assert name.endswith(f"-{sys.platform}-{platform.machine().lower()}")
+
+
+def test_worker_resource_for_the_dask_worker_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rewheel.dask_worker"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == f"{worker_resource()}=1\n"
+
+
+def test_error_from_result_keeps_kind_and_step(tmp_path: Path) -> None:
+    sdist = IndexFile("foo-1.0.tar.gz", "http://x/foo-1.0.tar.gz", None)
+    pin = Pin(name=canonicalize_name("foo"), version=Version("1.0"), sdist=sdist)
+    log = tmp_path / "foo-1.0.log"
+    err = error_from_result(
+        JobResult(worker="tcp://w:1", error=("IntegrityError", "bad", "download")), pin, log
+    )
+    assert isinstance(err, IntegrityError)
+    assert (err.package, err.version, err.step, err.log_path) == ("foo", "1.0", "download", log)
+    assert err.message == "bad (on tcp://w:1)"
+    # An error class the coordinator does not rebuild is reported as a BuildError.
+    other = error_from_result(JobResult(error=("CommandFailed", "x", None)), pin, log)
+    assert type(other) is BuildError
+
+
+def test_claim_build_root_falls_back_when_the_package_is_busy(tmp_path: Path) -> None:
+    preferred, fallback = tmp_path / "shared", tmp_path / "own"
+    with claim_build_root(preferred, "foo-1.0", fallback) as first:
+        assert first == preferred
+        with claim_build_root(preferred, "foo-1.0", fallback) as second:
+            assert second == fallback / "1"
+        # Another package is free in the preferred root.
+        with claim_build_root(preferred, "bar-1.0", fallback) as other:
+            assert other == preferred
+    # Released: the next job gets the preferred root again.
+    with claim_build_root(preferred, "foo-1.0", fallback) as again:
+        assert again == preferred
+    fd = os.open(preferred / "foo-1.0.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it any more
+    finally:
+        os.close(fd)
+
+
+def test_unwritable_preferred_root_falls_back(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with claim_build_root(blocker / "sub", "foo-1.0", tmp_path / "own") as root:
+        assert root == tmp_path / "own" / "1"
+
+
+def test_advertise_host_needs_dask() -> None:
+    from click.testing import CliRunner
+
+    from rewheel.cli import cli
+
+    out = CliRunner().invoke(cli, ["bootstrap", "app", "--advertise-host", "10.1.2.3"])
+    assert out.exit_code == 2 and "--advertise-host goes with --dask" in out.output

@@ -1,0 +1,195 @@
+"""Builds that misbehave: read the user's credentials, hang, or try the network."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from conftest import Upstream, build_info
+from packaging.requirements import Requirement
+
+from rewheel import app, runner
+from rewheel.backend import Backend, mentions_network_failure
+from rewheel.bootstrap import BootstrapResult
+from rewheel.buildenv import BuildEnvironment
+from rewheel.cli import main
+from rewheel.errors import BuildError, CommandFailed
+from rewheel.pyproject import BuildSystem
+from rewheel.repository import Repository
+
+NO_NETWORK = "the build tried to reach the network; builds run without network"
+
+
+def _bootstrap(up: Upstream, repo: Path, reqs: list[str], **options: object) -> BootstrapResult:
+    return app.bootstrap(
+        app.BootstrapOptions(
+            requirements=[Requirement(r) for r in reqs],
+            repo=repo,
+            index_url=up.url,
+            jobs=1,
+            work_dir=repo.parent / "work",
+            **options,  # type: ignore[arg-type]
+        )
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_cli_says_when_network_isolation_is_unavailable(
+    upstream: Upstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upstream.sdist("demo", "1.0")
+    monkeypatch.setattr(runner, "_probe_result", [])  # as on a machine where unshare fails
+    args = [
+        "bootstrap",
+        "--repo",
+        str(tmp_path / "repo"),
+        "--index-url",
+        upstream.url,
+        "-j",
+        "1",
+        "demo",
+    ]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 0, err
+    assert "note: network isolation is not available on this machine" in err
+    assert err.count("network isolation is not available") == 1  # once per run
+
+
+def test_a_build_cannot_read_the_users_credentials(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    secrets = [".netrc", ".pypirc", ".config/pip/pip.conf", ".config/uv/uv.toml"]
+    for rel in secrets:
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text("password = hunter2\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    probes = [f"~/{rel}" for rel in secrets] + ["pyproject.toml"]  # the last one: a control
+    upstream.sdist("demo", "1.0", probe_files=probes)
+    repo = tmp_path / "repo"
+    result = _bootstrap(upstream, repo, ["demo"])
+    assert result.ok, result.failures
+    (ref,) = Repository(repo).find_wheels("demo", "1.0")
+    probed = build_info(repo / "wheels" / ref.filename)["probed"]
+    assert probed == {**{p: False for p in probes[:-1]}, "pyproject.toml": True}
+
+
+def test_a_hanging_build_is_killed_with_its_process_group(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("slow", "1.0", build_seconds=120)
+    repo = tmp_path / "repo"
+    result = _bootstrap(upstream, repo, ["slow"], build_timeout=1.0)
+    error = result.failures["slow==1.0"]
+    assert isinstance(error, BuildError)
+    assert error.step == "build-wheel"
+    assert "timed out" in str(error)
+    assert error.log_path is not None and "process group killed" in error.log_path.read_text()
+    # The backend and the child it started are both gone.
+    (pid_file,) = (tmp_path / "work").rglob(".tinybackend-pids")
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+    assert not Repository(repo).find_wheels("slow", "1.0")
+
+
+@pytest.mark.skipif(
+    not runner.network_isolation_available(), reason="no network isolation on this machine"
+)
+def test_a_build_that_tries_the_network_is_told_why_it_failed(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    probe = upstream.url.replace("/simple", "/build-probe")
+    upstream.sdist("greedy", "1.0", build_fetch_url=probe)
+    result = _bootstrap(upstream, tmp_path / "repo", ["greedy"])
+    error = result.failures["greedy==1.0"]
+    assert isinstance(error, BuildError)
+    assert NO_NETWORK in str(error)
+    assert not [p for _m, p in upstream.index.requests if "build-probe" in p]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("urllib.error.URLError: <urlopen error [Errno 101] Network is unreachable>", True),
+        ("socket.gaierror: [Errno -3] Temporary failure in name resolution", True),
+        ("socket.gaierror: [Errno -2] Name or service not known", True),
+        ("curl: (6) Could not resolve host: example.com", True),
+        ("Failed to establish a new connection: [Errno 111] Connection refused", True),
+        ("error: command 'gcc' failed: No such file or directory", False),
+        ("FileNotFoundError: [Errno 2] No such file or directory: 'x'", False),
+    ],
+)
+def test_mentions_network_failure(output: str, expected: bool) -> None:
+    assert mentions_network_failure(output) is expected
+
+
+class _FailingRunner:
+    """Fails every hook call, having written ``output`` to the log."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def __call__(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None = None,
+        isolate_network: bool = False,
+    ) -> None:
+        with log.open("a") as f:
+            f.write(self.output)
+        raise CommandFailed("python exited with status 1", cmd=cmd, returncode=1, log_path=log)
+
+
+UNREACHABLE = "OSError: [Errno 101] Network is unreachable\n"
+
+
+@pytest.mark.parametrize(
+    ("isolated", "output", "told"),
+    [
+        (True, UNREACHABLE, True),
+        (False, UNREACHABLE, False),  # it had network: the failure is not ours to explain
+        (True, "ValueError: bad\n", False),  # the earlier step's output does not count
+    ],
+)
+def test_the_network_sentence_only_when_the_network_was_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool, output: str, told: bool
+) -> None:
+    monkeypatch.setattr("rewheel.backend.network_isolation_available", lambda: True)
+    log = tmp_path / "build.log"
+    log.write_text("earlier step: " + UNREACHABLE)
+    env = BuildEnvironment(tmp_path, Path(sys.executable), dict(os.environ), ())
+    backend = Backend(
+        tmp_path,
+        BuildSystem(requires=(), backend="anything"),
+        env,
+        _FailingRunner(output),
+        log=log,
+        package="demo",
+        version="1.0",
+        isolate_network=isolated,
+    )
+    with pytest.raises(BuildError) as info:
+        backend.build_wheel(tmp_path / "dist")
+    assert (NO_NETWORK in str(info.value)) is told
+    assert "failed (python exited with status 1)" in str(info.value)

@@ -1,0 +1,360 @@
+"""Rust sdists: are their crates vendored (rust.py), and does a bootstrap refuse them early."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from conftest import Upstream, run_bootstrap
+from support.sdists import SdistSpec, make_sdist
+
+from rewheel import pipeline, rust
+from rewheel.errors import BuildError, CommandFailed
+from rewheel.rust import Crate, check_rust_sources, parse_lock, vendor_config
+
+CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
+CRATES = [("libc", "0.2.190"), ("once_cell", "1.21.4"), ("zmij", "1.0.23")]
+
+
+def lock_text(
+    crates: Sequence[tuple[str, str]], *, git: Sequence[tuple[str, str, str]] = ()
+) -> str:
+    out = ['version = 4\n\n[[package]]\nname = "demo"\nversion = "0.1.0"\n']
+    for name, version in crates:
+        out.append(
+            f'[[package]]\nname = "{name}"\nversion = "{version}"\nsource = "{CRATES_IO}"\n'
+            f'checksum = "{name}-{version}-sum"\n'
+        )
+    for name, version, source in git:
+        out.append(f'[[package]]\nname = "{name}"\nversion = "{version}"\nsource = "{source}"\n')
+    return "\n".join(out)
+
+
+def rust_tree(
+    root: Path,
+    *,
+    crates: Sequence[tuple[str, str]] = CRATES,
+    vendored: Sequence[tuple[str, str]] | None = None,
+    config: bool = True,
+    subdir: str = "",
+) -> Path:
+    """A source tree with a Cargo.toml/Cargo.lock (in ``subdir``) and, if asked, vendored crates
+    under include/cargo with a .cargo/config.toml that replaces crates.io with them."""
+    base = root / subdir if subdir else root
+    base.mkdir(parents=True, exist_ok=True)
+    deps = "".join(f'{name} = "{version}"\n' for name, version in crates)
+    (base / "Cargo.toml").write_text(
+        f'[package]\nname = "demo"\nversion = "0.1.0"\n\n[dependencies]\n{deps}'
+    )
+    (base / "Cargo.lock").write_text(lock_text(crates))
+    if vendored is not None:
+        for name, version in vendored:
+            vendor_crate(root / "include" / "cargo", name, version)
+    if config:
+        (root / ".cargo").mkdir(exist_ok=True)
+        (root / ".cargo" / "config.toml").write_text(
+            '[source.crates-io]\nreplace-with = "vendored-sources"\n\n'
+            '[source.vendored-sources]\ndirectory = "include/cargo"\n'
+        )
+    return root
+
+
+def vendor_crate(directory: Path, name: str, version: str, *, versioned: bool = True) -> None:
+    folder = directory / (f"{name}-{version}" if versioned else name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".cargo-checksum.json").write_text('{"files": {}, "package": "x"}')
+    (folder / "Cargo.toml").write_text(f'[package]\nname = "{name}"\nversion = "{version}"\n')
+
+
+def offline() -> bool:
+    return False
+
+
+def never_asked() -> bool:
+    raise AssertionError("the network must not be asked about")
+
+
+class FakeCargo:
+    """A runner that records commands; ``cargo vendor`` fills the folder unless ``fetch`` is off."""
+
+    def __init__(self, crates: Sequence[tuple[str, str]] = CRATES, *, fetch: bool = True) -> None:
+        self.calls: list[tuple[list[str], Path, Mapping[str, str]]] = []
+        self.crates = crates
+        self.fetch = fetch
+
+    def __call__(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None = None,
+        isolate_network: bool = False,
+    ) -> None:
+        self.calls.append((list(cmd), cwd, env))
+        if self.fetch:
+            for name, version in self.crates:
+                vendor_crate(cwd / cmd[-1], name, version, versioned=False)
+
+
+def test_a_tree_without_cargo_toml_is_not_rust(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    assert check_rust_sources(tmp_path, package="p", version="1", network=never_asked) is None
+
+
+def test_vendored_crates_are_counted_and_recorded(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES)
+    found = check_rust_sources(tree, package="demo", version="0.1.0", network=never_asked)
+    assert found is not None
+    assert found.crates == 3  # the tree's own crate (no source) is not one of them
+    assert found.vendored_dir == "include/cargo"
+    assert found.vendored_by == "sdist"
+    assert found.manifests == ("Cargo.toml",) and found.lockfiles == ("Cargo.lock",)
+    assert found.lock_sha256 == rust.lock_digest(parse_lock(lock_text(CRATES)))
+    assert json.loads(json.dumps(found.as_record()))["crates"] == 3
+
+
+def test_the_lock_digest_changes_with_a_checksum(tmp_path: Path) -> None:
+    one = parse_lock(lock_text(CRATES))
+    other = parse_lock(lock_text(CRATES).replace("libc-0.2.190-sum", "tampered"))
+    assert rust.lock_digest(one) != rust.lock_digest(other)
+    assert rust.lock_digest(one) == rust.lock_digest(reversed(one))
+
+
+def test_missing_crates_without_network_fail_with_what_to_do(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=None, config=False)
+    with pytest.raises(BuildError) as info:
+        check_rust_sources(tree, package="maturin", version="1.16.0", network=offline)
+    err = info.value
+    assert err.step == "rust-vendor" and err.package == "maturin"
+    text = str(err)
+    assert text.startswith("maturin==1.16.0 [rust-vendor]: Rust sdist: 3 of 3 crates")
+    assert "crates.io cannot be reached" in text and "libc 0.2.190" in text
+    assert "[build] prebuilt = true" in text and "vendor the crates with a patch" in text
+
+
+def test_partly_vendored_counts_only_the_missing(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES[:2])
+    with pytest.raises(BuildError, match=r"1 of 3 crates are not vendored \(zmij 1\.0\.23\)"):
+        check_rust_sources(tree, package="demo", version="0.1.0", network=offline)
+
+
+def test_plain_folders_must_hold_the_locked_version(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES[1:])
+    vendor_crate(tree / "include" / "cargo", "libc", "0.2.190", versioned=False)
+    assert check_rust_sources(tree, package="d", version="1", network=never_asked) is not None
+    vendor_crate(tree / "include" / "cargo", "libc", "0.2.1", versioned=False)
+    with pytest.raises(BuildError, match="1 of 3"):
+        check_rust_sources(tree, package="d", version="1", network=offline)
+
+
+def test_a_folder_without_checksum_file_is_not_vendored(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES)
+    (tree / "include" / "cargo" / "zmij-1.0.23" / ".cargo-checksum.json").unlink()
+    with pytest.raises(BuildError, match="1 of 3"):
+        check_rust_sources(tree, package="d", version="1", network=offline)
+
+
+def test_replacement_is_followed_through_legacy_config_and_chains(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=None, config=False)
+    for name, version in CRATES:
+        vendor_crate(tree / "third_party" / "crates", name, version)
+    (tree / ".cargo").mkdir()
+    (tree / ".cargo" / "config").write_text(
+        '[source.crates-io]\nreplace-with = "mirror"\n'
+        '[source.mirror]\nreplace-with = "local"\n'
+        '[source.local]\ndirectory = "third_party/crates"\n'
+    )
+    found = check_rust_sources(tree, package="d", version="1", network=never_asked)
+    assert found is not None and found.vendored_dir == "third_party/crates"
+
+
+def test_the_manifest_named_by_tool_maturin_is_used(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES, subdir="src/rust")
+    (tree / "pyproject.toml").write_text('[tool.maturin]\nmanifest-path = "src/rust/Cargo.toml"\n')
+    found = check_rust_sources(tree, package="d", version="1", network=never_asked)
+    assert found is not None
+    assert found.manifests == ("src/rust/Cargo.toml",) and found.crates == 3
+
+
+def test_manifests_two_levels_down_are_found_but_not_vendored_crates(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES, subdir="rust/ext")
+    # A vendored crate's own Cargo.toml and Cargo.lock (two levels down) are not the build's.
+    (tree / "include" / "cargo" / "libc-0.2.190" / "Cargo.lock").write_text(lock_text([("x", "1")]))
+    assert rust.find_manifests(tree) == [tree / "rust" / "ext" / "Cargo.toml"]
+    found = check_rust_sources(tree, package="d", version="1", network=never_asked)
+    assert found is not None and found.crates == 3
+
+
+def test_no_lockfile(tmp_path: Path) -> None:
+    (tmp_path / "Cargo.toml").write_text('[package]\nname = "d"\nversion = "1.0.0"\n')
+    found = check_rust_sources(tmp_path, package="d", version="1", network=never_asked)
+    assert found is not None and found.crates == 0 and found.vendored_dir is None
+    (tmp_path / "Cargo.toml").write_text(
+        '[package]\nname = "d"\nversion = "1.0.0"\n[dependencies]\nlibc = "0.2"\n'
+    )
+    with pytest.raises(BuildError, match=r"has dependencies but no Cargo\.lock"):
+        check_rust_sources(tmp_path, package="d", version="1", network=never_asked)
+
+
+def test_with_network_cargo_vendor_fetches_and_config_is_written(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=None, config=False)
+    cargo = FakeCargo()
+    log = tmp_path / "build.log"
+    found = check_rust_sources(
+        tree, package="d", version="1", network=lambda: True, runner=cargo, log=log
+    )
+    assert found is not None
+    assert (found.crates, found.vendored_by, found.vendored_dir) == (
+        3,
+        "cargo vendor",
+        rust.VENDOR_DIR,
+    )
+    [(cmd, cwd, env)] = cargo.calls
+    manifest = str(tree / "Cargo.toml")
+    assert cmd == ["cargo", "vendor", "--locked", "--manifest-path", manifest, rust.VENDOR_DIR]
+    assert cwd == tree and "CARGO_NET_OFFLINE" not in env
+    config = tomllib.loads((tree / ".cargo" / "config.toml").read_text())
+    assert config["source"]["crates-io"]["replace-with"] == "rewheel-vendored"
+    assert config["source"]["rewheel-vendored"]["directory"] == rust.VENDOR_DIR
+
+
+def test_cargo_vendor_that_fetches_nothing_is_caught(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=None, config=False)
+    with pytest.raises(BuildError, match="left 3 of 3 crates missing"):
+        check_rust_sources(
+            tree,
+            package="d",
+            version="1",
+            network=lambda: True,
+            runner=FakeCargo(fetch=False),
+            log=tmp_path / "log",
+        )
+
+
+def test_cargo_vendor_failure_is_a_build_error(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=None, config=False)
+
+    def failing(cmd: Sequence[str], **_kw: object) -> None:
+        raise CommandFailed("cargo exited with status 101", cmd=cmd, returncode=101)
+
+    with pytest.raises(BuildError, match="`cargo vendor` failed") as info:
+        check_rust_sources(
+            tree, package="d", version="1", network=lambda: True, runner=failing, log=tmp_path
+        )
+    assert info.value.step == "rust-vendor"
+
+
+def test_an_incomplete_replacement_of_its_own_is_not_merged(tmp_path: Path) -> None:
+    tree = rust_tree(tmp_path, vendored=CRATES[:1])
+    cargo = FakeCargo()
+    with pytest.raises(BuildError, match="does not hold every crate"):
+        check_rust_sources(
+            tree, package="d", version="1", network=lambda: True, runner=cargo, log=tmp_path
+        )
+    assert cargo.calls == []
+
+
+def test_git_crates_and_their_replacement(tmp_path: Path) -> None:
+    source = "git+https://example.org/a/b?branch=main#0123abcd"
+    crates = parse_lock(lock_text([("libc", "0.2.190")], git=[("b", "0.3.0", source)]))
+    assert [c.origin for c in crates] == ["git+https://example.org/a/b?branch=main", "crates-io"]
+    tables = tomllib.loads(vendor_config(crates, "v"))["source"]
+    git_table = tables["git+https://example.org/a/b?branch=main"]
+    assert git_table == {
+        "git": "https://example.org/a/b",
+        "branch": "main",
+        "replace-with": "rewheel-vendored",
+    }
+    # The replacement found again from a table keyed by another name, as users write them.
+    for_b = {"mine": {"git": "https://example.org/a/b", "branch": "main", "replace-with": "v"}}
+    tables2 = {**for_b, "v": {"directory": str(tmp_path)}}
+    assert rust.replacement_dir(tables2, crates[0].origin) == tmp_path
+    assert rust.replacement_dir(tables2, "git+https://example.org/a/b?branch=dev") is None
+
+
+def test_lock_format_1_checksums(tmp_path: Path) -> None:
+    text = (
+        f'[[package]]\nname = "libc"\nversion = "0.2.1"\nsource = "{CRATES_IO}"\n\n'
+        f'[metadata]\n"checksum libc 0.2.1 ({CRATES_IO})" = "abc"\n'
+    )
+    assert parse_lock(text) == [Crate("libc", "0.2.1", CRATES_IO, "abc")]
+
+
+def test_the_crates_io_probe_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def probe() -> bool:
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(rust, "_probe_result", None)
+    monkeypatch.setattr(rust, "_probe_crates_io", probe)
+    assert rust.crates_io_reachable() is False
+    assert rust.crates_io_reachable() is False
+    assert calls == [1]
+
+
+# -- in a bootstrap ------------------------------------------------------------------------
+
+
+def add_to_sdist(sdist: Path, files: Mapping[str, str]) -> None:
+    """Rewrites a synthetic .tar.gz sdist with more files in its top folder."""
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    with tarfile.open(sdist) as tf:
+        for member in tf:
+            handle = tf.extractfile(member)
+            members.append((member, handle.read() if handle is not None else b""))
+    top = members[0][0].name.split("/", 1)[0]
+    with tarfile.open(sdist, "w:gz") as tf:
+        for member, data in members:
+            tf.addfile(member, io.BytesIO(data))
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(text.encode())
+            info.mtime = members[0][0].mtime
+            tf.addfile(info, io.BytesIO(text.encode()))
+
+
+def test_bootstrap_refuses_an_unvendored_rust_sdist_before_building(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "crates_io_reachable", offline)
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=False)
+    upstream.index.add(sdist)
+    result = run_bootstrap(upstream, tmp_path / "repo", ["rusty"])
+    [failure] = result.failures.values()
+    assert failure.step == "rust-vendor" and "3 of 3 crates" in str(failure)
+    assert not list((tmp_path / "repo" / "wheels").glob("*.whl"))
+
+
+def test_bootstrap_records_the_vendored_crates(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "crates_io_reachable", never_asked)
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=True)
+    upstream.index.add(sdist)
+    result = run_bootstrap(upstream, tmp_path / "repo", ["rusty"])
+    assert not result.failures
+    record = json.loads((tmp_path / "repo" / "records" / "rusty-1.0.json").read_text())
+    assert record["rust"]["crates"] == 3 and record["rust"]["vendored_dir"] == "include/cargo"
+
+
+def make_rust_sdist(tmp_path: Path, name: str, *, vendored: bool) -> Path:
+    """A synthetic sdist (tinybackend) with a Rust tree added: Cargo.toml, Cargo.lock."""
+    out = tmp_path / "rust-sdists"
+    out.mkdir(exist_ok=True)
+    sdist = make_sdist(SdistSpec(name, "1.0"), out)
+    tree = rust_tree(tmp_path / "tree", vendored=CRATES if vendored else None, config=vendored)
+    files = {
+        str(p.relative_to(tree)): p.read_text() for p in sorted(tree.rglob("*")) if p.is_file()
+    }
+    add_to_sdist(sdist, files)
+    return sdist
