@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 import tomllib
 from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -358,3 +360,22 @@ def make_rust_sdist(tmp_path: Path, name: str, *, vendored: bool) -> Path:
     }
     add_to_sdist(sdist, files)
     return sdist
+
+
+def test_the_probe_says_whether_the_index_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Ok(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Ok) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        monkeypatch.setattr(rust, "CRATES_IO_PROBE_URL", f"http://127.0.0.1:{port}/config.json")
+        assert rust._probe_crates_io() is True
+        server.shutdown()
+    # Nothing listens there any more.
+    assert rust._probe_crates_io() is False

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,18 +65,45 @@ def default_work_root(repo: Repository | None = None) -> Path:
     return default_build_root()
 
 
-def compile_parallelism(jobs: int, cores: int | None = None) -> dict[str, str]:
-    """Variables that size a build's own parallel compile jobs so that ``jobs`` builds together
-    use the cores without oversubscribing them."""
-    cores = cores or os.cpu_count() or 1
-    per_build = str(max(1, cores // max(1, jobs)))
+def compile_parallelism(n: int, workdir: Path) -> dict[str, str]:
+    """Variables that let one build run ``n`` compile jobs at once, whatever it is built with.
+
+    setuptools has no variable for it, but reads an extra config file named by
+    ``DIST_EXTRA_CONFIG``: ``[build_ext] parallel`` compiles extension modules in parallel.
+    """
+    cfg = workdir / "rewheel-build-ext.cfg"
+    cfg.write_text(f"[build_ext]\nparallel = {n}\n")
     return {
-        "MAKEFLAGS": f"-j{per_build}",
-        "CMAKE_BUILD_PARALLEL_LEVEL": per_build,
-        "MAX_JOBS": per_build,
-        "NPY_NUM_BUILD_JOBS": per_build,
-        "CARGO_BUILD_JOBS": per_build,
+        "MAKEFLAGS": f"-j{n}",
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(n),
+        "MAX_JOBS": str(n),
+        "NPY_NUM_BUILD_JOBS": str(n),
+        "CARGO_BUILD_JOBS": str(n),
+        "DIST_EXTRA_CONFIG": str(cfg),
     }
+
+
+class CoreBudget:
+    """Hands each build the cores no other build holds, at least one.
+
+    A build alone (a long Cython or numpy build that everything waits for) gets every core; builds
+    that start while others run get what is left, so that together they stay near the core count.
+    """
+
+    def __init__(self, cores: int | None = None) -> None:
+        self.cores = cores or os.cpu_count() or 1
+        self._in_use = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            n = max(1, min(self.cores, self.cores - self._in_use))
+            self._in_use += n
+            return n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._in_use -= n
 
 
 class LocalSteps:
@@ -111,8 +139,8 @@ class LocalSteps:
         self.isolate_network = isolate_network
         # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
+        self.cores = CoreBudget()
         self.extra_env = {
-            **compile_parallelism(jobs),
             "PYTHONHASHSEED": "0",
             "CARGO_NET_OFFLINE": "true",
         }
@@ -393,7 +421,25 @@ class LocalSteps:
             version=str(pin.version),
             epoch=source_date_epoch(prepared.sdist_path),
         )
-        env = dataclasses.replace(env, environ={**env.environ, **repro})
+        cores = self.cores.take()
+        try:
+            compile_vars = compile_parallelism(cores, self._workdir(pin))
+            env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
+            return self._build(prepared, env, out, repro, started, wall_started, unpublished_dir)
+        finally:
+            self.cores.give(cores)
+
+    def _build(
+        self,
+        prepared: Prepared,
+        env: BuildEnvironment,
+        out: Path,
+        repro: Mapping[str, str],
+        started: float,
+        wall_started: float,
+        unpublished_dir: Path | None,
+    ) -> Built:
+        pin = prepared.pin
         pkg = self.package_settings(pin)
         if pkg.recipe is not None:
             build_env = self._with_build_vars(prepared, env)
