@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -13,7 +14,9 @@ import sys
 import tarfile
 import threading
 import time
+import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,18 +26,18 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from rewheel import app
-from rewheel.bootstrap import BootstrapResult
+from rewheel.bootstrap import BootstrapResult, Prepared
 from rewheel.errors import BuildError, ConfigError, IntegrityError
 from rewheel.fsutil import sha256_file
 from rewheel.repository import Repository
 from rewheel.resolver import Pin
 from rewheel.server import IndexServer
-from rewheel.settings import PackageSettings
+from rewheel.settings import PackageSettings, Patch
 from rewheel.types import IndexFile
 
 distributed = pytest.importorskip("distributed")
 
-from rewheel.dask_steps import error_from_result, parse_dask_target  # noqa: E402
+from rewheel.dask_steps import DaskSteps, error_from_result, parse_dask_target  # noqa: E402
 from rewheel.dask_worker import (  # noqa: E402
     BUILD,
     EnvSpec,
@@ -324,6 +327,39 @@ def test_run_job_builds_and_uploads(
     assert list((tmp_path / "worker" / "jobs").iterdir()) == []
 
 
+SOLO_PATCH = "".join(
+    line + "\n"
+    for line in (
+        "--- a/solo/__init__.py",
+        "+++ b/solo/__init__.py",
+        "@@ -1,3 +1,4 @@",
+        ' """solo: a rewheel test package."""',
+        " ",  # the blank line, as context
+        ' __version__ = "1.0"',
+        "+PATCHED = True",
+    )
+)
+
+
+def test_run_job_applies_the_settings_it_is_sent(
+    upstream: Upstream, tmp_path: Path, coordinator: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REWHEEL_WORKER_DIR", str(tmp_path / "worker"))
+    patch = tmp_path / "settings" / "solo.patch"  # a path of the coordinator: not read here
+    data = SOLO_PATCH.encode()
+    settings = PackageSettings(
+        patches=(Patch(path=patch, sha256=hashlib.sha256(data).hexdigest()),),
+        config_settings={"answer": "42"},
+    )
+    url = f"http://127.0.0.1:{coordinator.port}"
+    result = run_job(_job(upstream, tmp_path, url, settings=settings, patches=(data,)))
+    assert result.error is None and result.wheel is not None
+    assert coordinator.upload_dir is not None
+    with zipfile.ZipFile(coordinator.upload_dir / "job1" / result.wheel) as zf:
+        assert b"PATCHED = True" in zf.read("solo/__init__.py")
+        assert json.loads(zf.read("solo/_build_info.json"))["config_settings"] == {"answer": "42"}
+
+
 def test_run_job_raises_only_transfer_failures(
     upstream: Upstream, tmp_path: Path, coordinator: IndexServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -337,6 +373,101 @@ def test_run_job_raises_only_transfer_failures(
     failed = run_job(_job(upstream, tmp_path, url, job_id="job2", fail_build=True))
     assert failed.error is not None and failed.error[0] == "BuildError"
     assert failed.error[2] == "build-wheel" and failed.log_uploaded
+
+
+# -- the coordinator's handling of task outcomes, with a fake Dask client -----------------------
+
+
+class _FakeFuture:
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.released = False
+
+    def result(self) -> Any:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def release(self) -> None:
+        self.released = True
+
+
+class _FakeClient:
+    def __init__(self, outcome: Any) -> None:
+        self.future = _FakeFuture(outcome)
+        self.submitted: list[dict[str, Any]] = []
+
+    def submit(self, fn: Any, job: Job, **kwargs: Any) -> _FakeFuture:
+        self.submitted.append({"fn": fn, "job": job, **kwargs})
+        return self.future
+
+
+def _dask_steps(tmp_path: Path, client: _FakeClient) -> DaskSteps:
+    repo = Repository(tmp_path / "repo")
+    repo.logs_dir.mkdir(parents=True)
+    local = SimpleNamespace(
+        repo=repo,
+        work_root=tmp_path / "build-root",
+        build_timeout=None,
+        isolate_network=True,
+        package_settings=lambda pin: PackageSettings(),
+        attestor=SimpleNamespace(saw_backend_requires=lambda pin, requires: None),
+    )
+    return DaskSteps(
+        local,  # type: ignore[arg-type]
+        client,  # type: ignore[arg-type]
+        coordinator_url="http://127.0.0.1:1/",
+        upload_token="k" * 32,
+        upload_dir=tmp_path / "uploads",
+        resource="py3.11-linux-x86_64",
+    )
+
+
+def _prepared(tmp_path: Path) -> Prepared:
+    sdist = IndexFile("foo-1.0.tar.gz", "http://x/foo-1.0.tar.gz", "a" * 64)
+    pin = Pin(name=canonicalize_name("foo"), version=Version("1.0"), sdist=sdist)
+    return Prepared(
+        pin=pin,
+        sdist_path=tmp_path / "foo-1.0.tar.gz",
+        sdist_sha256="a" * 64,
+        source_dir=tmp_path,
+        build_requires=(),
+    )
+
+
+def test_tasks_ask_for_the_resource_and_retry_only_transfers(tmp_path: Path) -> None:
+    client = _FakeClient(JobResult(worker="tcp://w:1", requires=("cython",)))
+    steps = _dask_steps(tmp_path, client)
+    env = steps.create_env(_prepared(tmp_path), [], name="env")
+    assert steps.get_requires(_prepared(tmp_path), env) == ["cython"]
+    (call,) = client.submitted
+    assert call["fn"] is run_job and call["resources"] == {"py3.11-linux-x86_64": 1}
+    assert call["retries"] == 2 and call["key"].startswith("rewheel-get-requires-foo-1.0-")
+    assert call["job"].coordinator == "http://127.0.0.1:1" and client.future.released
+    log = (tmp_path / "repo" / "logs" / "foo-1.0.log").read_text()
+    assert "=== get-requires on Dask worker tcp://w:1" in log and "did not arrive" in log
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        (
+            distributed.KilledWorker("k", SimpleNamespace(address="tcp://w:9"), 3),
+            r"4 workers were lost while running it \(the last tcp://w:9\)",
+        ),
+        (WorkerTransferError("cannot upload x: HTTP 503"), "cannot upload x: HTTP 503"),
+        (OSError("connection closed"), "the Dask task failed: OSError: connection closed"),
+    ],
+)
+def test_lost_workers_and_transfers_become_build_errors(
+    tmp_path: Path, outcome: BaseException, expected: str
+) -> None:
+    steps = _dask_steps(tmp_path, _FakeClient(outcome))
+    prepared = _prepared(tmp_path)
+    with pytest.raises(BuildError, match=expected) as caught:
+        steps.build(prepared, steps.create_env(prepared, [], name="env"))
+    assert caught.value.package == "foo" and caught.value.step == "build"
+    assert caught.value.log_path == tmp_path / "repo" / "logs" / "foo-1.0.log"
 
 
 # -- pure parts -----------------------------------------------------------------------------------

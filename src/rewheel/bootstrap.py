@@ -320,6 +320,7 @@ class _Pass:
             backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
         env2 = env1
         if backend_requires:
+            self.reporter.step(node, "waiting")
             preferred = {w.name: Version(w.version) for w in env1}
             env2 = await self._build_env(
                 pin, prepared.build_requires, backend_requires, preferred=preferred

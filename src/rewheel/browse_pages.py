@@ -361,16 +361,32 @@ def _version_section(
     return "".join(out)
 
 
-def render_project(project: ProjectInfo, site: Site) -> str:
+@dataclass(frozen=True)
+class _Links:
+    """What every project page looks up about the whole site."""
+
+    known: dict[str, set[str]]  # project -> versions with a section
+    shas: set[str]  # every wheel's sha256
+    users: dict[str, list[str]]  # wheel sha256 -> the builds whose environment held it
+
+    @classmethod
+    def of(cls, site: Site) -> _Links:
+        users: dict[str, list[str]] = {}
+        for p in site.projects:
+            for v in p.versions:
+                for item in (v.record or {}).get("build_env") or []:
+                    if isinstance(item, Mapping) and isinstance(item.get("sha256"), str):
+                        users.setdefault(item["sha256"], []).append(f"{p.name}=={v.version}")
+        return cls(
+            known={p.name: {v.version for v in p.versions} for p in site.projects},
+            shas={w.sha256 for p in site.projects for v in p.versions for w in v.wheels},
+            users=users,
+        )
+
+
+def render_project(project: ProjectInfo, site: Site, links: _Links | None = None) -> str:
     """A project's page: a section per version with files, reasons, build environment, log."""
-    known = _known(site)
-    shas = {w.sha256 for p in site.projects for v in p.versions for w in v.wheels}
-    users: dict[str, list[str]] = {}  # wheel sha256 -> the builds whose environment held it
-    for p in site.projects:
-        for v in p.versions:
-            for item in (v.record or {}).get("build_env") or []:
-                if isinstance(item, Mapping) and isinstance(item.get("sha256"), str):
-                    users.setdefault(item["sha256"], []).append(f"{p.name}=={v.version}")
+    links = links or _Links.of(site)
     versions = " ".join(
         f'<a href="#{_e(quote(version_anchor(v.version), safe=""))}">{_e(v.version)}</a>'
         for v in project.versions
@@ -381,20 +397,20 @@ def render_project(project: ProjectInfo, site: Site) -> str:
         + "</nav>\n"
         f"<h1>{_e(project.name)}</h1>\n"
         f'<p class="versions">versions: {versions}</p>\n'
-        + "".join(_version_section(project, v, known, shas, users) for v in project.versions)
+        + "".join(
+            _version_section(project, v, links.known, links.shas, links.users)
+            for v in project.versions
+        )
     )
     return _page(f"{project.name} · {site.title}", body)
 
 
-def _known(site: Site) -> dict[str, set[str]]:
-    return {p.name: {v.version for v in p.versions} for p in site.projects}
-
-
 def render_site(site: Site) -> dict[str, str]:
     """Every page of ``site`` by file name (graph.html is added by the writer)."""
+    links = _Links.of(site)
     pages = {"index.html": render_index(site)}
     for project in site.projects:
-        pages[page_name(project.name)] = render_project(project, site)
+        pages[page_name(project.name)] = render_project(project, site, links)
     return pages
 
 

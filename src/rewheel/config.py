@@ -64,7 +64,7 @@ def parse_source(path: Path, text: str) -> ConfigSource | None:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", step="config") from exc
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     if path.name != PYPROJECT_TOML:
         return ConfigSource(path, data, "")
     tool = data.get("tool")
@@ -72,7 +72,7 @@ def parse_source(path: Path, text: str) -> ConfigSource | None:
         return None
     table = tool["rewheel"]
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: tool.rewheel must be a table", step="config")
+        raise ConfigError(f"{path}: tool.rewheel must be a table")
     return ConfigSource(path, table, "tool.rewheel.")
 
 
@@ -88,7 +88,7 @@ def find_config(directory: Path) -> ConfigSource | None:
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read it: {exc}", step="config") from exc
+            raise ConfigError(f"{path}: cannot read it: {exc}") from exc
         source = parse_source(path, text)
         if source is not None:
             return source
@@ -160,10 +160,7 @@ def _value(source: ConfigSource, keys: tuple[str, ...], spec: OptionSpec, value:
     base = source.path.parent
 
     def wrong() -> ConfigError:
-        return ConfigError(
-            f"{source.where(*keys)} must be {_KIND_TEXT[spec.kind]}, not {value!r}",
-            step="config",
-        )
+        return ConfigError(f"{source.where(*keys)} must be {_KIND_TEXT[spec.kind]}, not {value!r}")
 
     out: object
     if spec.kind == "bool":
@@ -191,14 +188,14 @@ def _value(source: ConfigSource, keys: tuple[str, ...], spec: OptionSpec, value:
         try:
             spec.convert(out)
         except click.BadParameter as exc:
-            raise ConfigError(f"{source.where(*keys)}: {exc.message}", step="config") from exc
+            raise ConfigError(f"{source.where(*keys)}: {exc.message}") from exc
     return out
 
 
 def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> ConfigError:
     close = difflib.get_close_matches(keys[-1].replace("_", "-"), sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"{source.where(*keys)}: no such option{hint}", step="config")
+    return ConfigError(f"{source.where(*keys)}: no such option{hint}")
 
 
 def default_map(source: ConfigSource, schema: Schema) -> dict[str, dict[str, Any]]:
@@ -211,7 +208,7 @@ def default_map(source: ConfigSource, schema: Schema) -> dict[str, dict[str, Any
             sections.append((key, value))
             continue
         if key in schema:
-            raise ConfigError(f"{source.where(key)} must be a table", step="config")
+            raise ConfigError(f"{source.where(key)} must be a table")
         if key not in every_option:
             raise _unknown(source, (key,), every_option | set(schema))
         # A top-level key sets the option of every command that has it and takes the value

@@ -243,9 +243,11 @@ class DaskSteps:
         try:
             result = future.result()
         except KilledWorker as exc:
+            lost = getattr(exc, "allowed_failures", 0) + 1
+            last = getattr(getattr(exc, "last_worker", None), "address", "?")
             raise fail(
-                f"every worker that ran it was lost ({exc}); a build that kills its worker is "
-                "not tried again"
+                f"{lost} workers were lost while running it (the last {last}); a build that "
+                "kills its workers is not tried again"
             ) from exc
         except RewheelError as exc:  # WorkerTransferError, after its retries
             raise fail(exc.message) from exc
@@ -375,9 +377,9 @@ def dask_steps(
                 client = stack.enter_context(
                     Client(parsed.address, timeout=connect_timeout)  # type: ignore[no-untyped-call]
                 )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: workers did not start
             raise ConfigError(
-                f"cannot reach the Dask scheduler {target}: {exc}", step="dask"
+                f"cannot start or reach Dask at {target}: {exc}", step="dask"
             ) from exc
         deadline = time.monotonic() + wait_for_workers
         while not (workers := _matching_workers(client, resource)):

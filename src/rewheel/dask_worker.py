@@ -33,6 +33,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from .errors import BuildError, RewheelError
 from .fsutil import sha256_file
 from .http import HttpClient, RetryPolicy
 from .metadata import MetadataSource
-from .pipeline import LocalSteps
+from .pipeline import CoreBudget, LocalSteps
 from .repository import Repository
 from .reproducible import reproducible_env, source_date_epoch
 from .resolver import Pin, Resolver
@@ -225,14 +226,18 @@ def _job_settings(job: Job, folder: Path) -> PackageSettings:
     return dataclasses.replace(job.settings, patches=tuple(patches))
 
 
-def _builds_per_worker() -> int:
-    """How many builds this worker runs at once (to size each build's compile jobs)."""
-    try:
-        worker = get_worker()
-    except ValueError:  # not in a Dask worker (tests calling run_job directly)
-        return 1
-    slots = worker.state.total_resources.get(worker_resource())
-    return max(1, int(slots or worker.state.nthreads))
+# One budget for the builds of this worker process: a build alone gets every core of the machine,
+# builds running side by side share them (as in a local run).
+_cores: CoreBudget | None = None
+_cores_lock = threading.Lock()
+
+
+def _core_budget() -> CoreBudget:
+    global _cores
+    with _cores_lock:
+        if _cores is None:
+            _cores = CoreBudget()
+        return _cores
 
 
 def _worker_name() -> str:
@@ -293,7 +298,7 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
     repo = Repository(scratch / "repo")
     runner = SubprocessRunner()
     metadata = MetadataSource(upstream, repo.sdists_dir, built=lambda name, version: None)
-    return LocalSteps(
+    steps = LocalSteps(
         repo=repo,
         upstream=upstream,
         resolver=Resolver(upstream, metadata),
@@ -304,12 +309,14 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
             cache_dir=worker_dir() / "uv-cache",
         ),
         runner=runner,
-        jobs=_builds_per_worker(),
+        jobs=1,  # unused: the core budget below sizes each build
         work_root=build_root,
         build_timeout=job.build_timeout,
         isolate_network=job.isolate_network,
         settings=_JobSettings(_job_settings(job, scratch / "patches")),
     )
+    steps.cores = _core_budget()
+    return steps
 
 
 def _run_steps(job: Job, steps: LocalSteps, out_dir: Path) -> JobResult:

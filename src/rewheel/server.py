@@ -207,7 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_page(repo.simple_dir / normalized, send_body, root=False)
         elif segments[0] == "wheels" and len(segments) == 2:
-            if not segments[1].endswith((".whl", ".whl.metadata")):
+            if not segments[1].endswith(
+                (".whl", ".whl.metadata", ".whl.provenance.json", ".whl.provenance.dsse.json")
+            ):
                 raise _Refused(HTTPStatus.NOT_FOUND)
             self._send_file(repo.wheels_dir, segments[1], send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
