@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --projects >= 4 and --packages <= projects / 2")
 
     out: Path = args.out
+    load_before = os.getloadavg()[0]
     repo = build_repository(out, args.projects, args.versions)
     wheels = len(repo.wheels())
     port = free_port()
@@ -309,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     load = os.getloadavg()[0]
     print(
-        f"\n{os.cpu_count()} cores, 1-minute load average {load:.1f}; command: {' '.join(sys.argv)}"
+        f"\n{os.cpu_count()} cores, 1-minute load average {load_before:.1f} before, {load:.1f} "
+        f"after; command: {' '.join(sys.argv)}"
     )
     errors = [s for r in results for s in r.error_samples]
     for sample in errors[:10]:
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "wheels": wheels,
-            "load_average": load,
+            "load_average_before": load_before,
+            "load_average_after": load,
             "passes": [
                 {
                     **asdict(r),

@@ -224,7 +224,7 @@ def test_publish_refuses_hostile_wheels(tmp_path: Path, case: str) -> None:
     assert not (repo.simple_dir / "demo").exists()
 
 
-def test_publish_accepts_the_same_wheel_untouched(tmp_path: Path) -> None:
+def test_publish_accepts_members_of_the_data_schemes(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "repo")
     wheel = make_wheel(SdistSpec("demo", "1.0"), tmp_path / "built")
     data_member = _member("demo-1.0.data/scripts/tool")

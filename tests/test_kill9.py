@@ -224,6 +224,7 @@ def test_kill_9_then_rerun_gives_the_clean_repository(
         if phase == "download":
             _wait_until("the sdist download", downloading, proc)
             # Meanwhile a second run on the same repository stops at once, and says why.
+            started = time.monotonic()
             second = subprocess.run(
                 [*RUN, "--repo", str(repo), "--index-url", index.url, "k9-app"],
                 env=_env(),
@@ -232,6 +233,8 @@ def test_kill_9_then_rerun_gives_the_clean_repository(
                 timeout=60,
             )
             assert second.returncode == 2, second.stderr
+            # At once: it did not wait for the first run, still stalled in its download.
+            assert time.monotonic() - started < 20
             assert "another rewheel run uses this repository" in second.stderr
             assert str(repo) in second.stderr
             assert proc.poll() is None  # the first run goes on

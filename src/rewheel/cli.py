@@ -27,6 +27,37 @@ _repo_option = click.option(
     help="The local repository (wheels, index, records).",
 )
 
+_jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    envvar="REWHEEL_JOBS",
+    help="Builds to run at once.",
+)
+_build_timeout_option = click.option(
+    "--build-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds a single backend hook may run before it is killed.",
+)
+_no_network_isolation_option = click.option(
+    "--no-network-isolation",
+    is_flag=True,
+    help="Let backends reach the network (by default builds run in an empty network namespace).",
+)
+_settings_option = click.option(
+    "--settings",
+    "settings_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Per-package settings folder (_defaults.toml and <name>.toml files).",
+)
+_variant_option = click.option(
+    "--variant", default=None, help="Settings variant to build (e.g. cpu, cuda)."
+)
+
 
 class _Commands(click.Group):
     """Every command's options also read ``REWHEEL_<OPTION>`` (``REWHEEL_JOBS=8``)."""
@@ -106,36 +137,13 @@ def cli() -> None:
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index sdists come from (PEP 503/691).",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default=True,
-    envvar="REWHEEL_JOBS",
-    help="Builds to run at once.",
-)
+@_jobs_option
 @click.option("--pre", is_flag=True, help="Allow pre-releases.")
-@click.option(
-    "--build-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Seconds a single backend hook may run before it is killed.",
-)
-@click.option(
-    "--no-network-isolation",
-    is_flag=True,
-    help="Let backends reach the network (by default builds run in an empty network namespace).",
-)
+@_build_timeout_option
+@_no_network_isolation_option
 @click.option("--strict-hashes", is_flag=True, help="Refuse index files listed without sha256.")
-@click.option(
-    "--settings",
-    "settings_dir",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="Per-package settings folder (_defaults.toml and <name>.toml files).",
-)
-@click.option("--variant", default=None, help="Settings variant to build (e.g. cpu, cuda).")
+@_settings_option
+@_variant_option
 @click.option(
     "--keep-going",
     is_flag=True,
@@ -396,30 +404,11 @@ def sbom(venv: Path | None, repo: Path, output: Path | None) -> None:
 @click.argument("packages", nargs=-1)
 @click.option("--check", is_flag=True, help="Compare with the published wheels (required).")
 @_repo_option
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default=True,
-    envvar="REWHEEL_JOBS",
-    help="Builds to run at once.",
-)
-@click.option(
-    "--build-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Seconds a single backend hook may run before it is killed.",
-)
-@click.option("--no-network-isolation", is_flag=True, help="Let backends reach the network.")
-@click.option(
-    "--settings",
-    "settings_dir",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="The per-package settings folder the wheels were built with.",
-)
-@click.option("--variant", default=None, help="The settings variant the wheels were built with.")
+@_jobs_option
+@_build_timeout_option
+@_no_network_isolation_option
+@_settings_option
+@_variant_option
 def rebuild(
     packages: tuple[str, ...],
     check: bool,
