@@ -168,6 +168,13 @@ def cli() -> None:
     default=None,
     help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
 )
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build, or the "
+    "repository's work/]. Wheels can record it: keep it the same to rebuild bit for bit.",
+)
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
 def bootstrap(
@@ -187,6 +194,7 @@ def bootstrap(
     dask: str | None,
     advertise_host: str | None,
     signing_key: Path | None,
+    work_dir: Path | None,
     verbose: int,
     quiet: int,
 ) -> None:
@@ -210,6 +218,7 @@ def bootstrap(
         variant=variant,
         keep_going=keep_going,
         signing_key=signing_key,
+        work_dir=work_dir,
         dask=dask,
         advertise_host=advertise_host,
     )
