@@ -123,6 +123,7 @@ class BootstrapResult:
     reused: int = 0
     drifted: list[str] = field(default_factory=list)
     max_parallel_builds: int = 0
+    built_nodes: set[str] = field(default_factory=set)  # built (not reused) in this run
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,10 @@ class DependencyFailed(BuildError):
 
 class NotAttempted(DependencyFailed):
     """A node left unbuilt because the run stopped at the first failure (no --keep-going)."""
+
+
+def _record_node(record: Mapping[str, Any]) -> str:
+    return f"{record['name']}=={record['version']}"
 
 
 def _key(pin: Pin) -> NodeKey:
@@ -179,12 +184,18 @@ class Bootstrapper:
     def run(self, requirements: Sequence[Requirement], *, max_passes: int = 3) -> BootstrapResult:
         """Bootstrap ``requirements``; resolve again while built wheels contradict predictions."""
         result = asyncio.run(_Pass(self).run(requirements))
+        built_here = set(result.built_nodes)
         passes = 1
         while result.drifted and result.ok and passes < max_passes:
             # A built wheel's Requires-Dist differed from what the resolver was told: resolve
             # again, now from the built metadata. Unchanged nodes are reused from the cache.
             result = asyncio.run(_Pass(self).run(requirements))
+            built_here |= result.built_nodes
             passes += 1
+        # Counted over the whole run: a wheel built by an earlier pass was built, not reused.
+        result.built = sum(1 for r in result.order if _record_node(r) in built_here)
+        result.reused = len(result.order) - result.built
+        result.built_nodes = built_here
         return result
 
 
@@ -208,6 +219,7 @@ class _Pass:
         self.drifted: list[str] = []
         self.built = 0
         self.reused = 0
+        self.built_nodes: set[str] = set()
         self.pool: ThreadPoolExecutor | None = None
 
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -369,6 +381,7 @@ class _Pass:
             self.reused += 1
         else:
             self.built += 1
+            self.built_nodes.add(_node_id(pin))
         self.reporter.done(_node_id(pin), str(record["wheel"]), cached=cached, seconds=seconds)
 
     async def _build_env(
@@ -475,6 +488,7 @@ class _Pass:
             reused=self.reused,
             drifted=self.drifted,
             max_parallel_builds=self.slots.max_busy,
+            built_nodes=set(self.built_nodes),
         )
 
 
