@@ -118,6 +118,9 @@ class RunResult:
     cpu_s: float | None = None
     max_rss_mib: float | None = None
     utilisation: float | None = None  # CPU seconds / (wall seconds * cores)
+    # rewheel only: the same ratio from its first build slot taken to its last given back, as
+    # the run itself measured it (repo/run-stats.json).
+    utilisation_building: float | None = None
     load1_before: float | None = None
     note: str = ""
     tail: list[str] = field(default_factory=list)
@@ -389,6 +392,12 @@ class Bench:
         run.cpu_s = float(data["user_s"]) + float(data["sys_s"])
         run.max_rss_mib = float(data["max_rss_kib"]) / 1024
         run.utilisation = ratio(run.cpu_s, run.wall_s * self.cores)
+        stats = tool.run_dir / "repo" / "run-stats.json"
+        if tool.name == "rewheel" and stats.is_file():
+            value = json.loads(stats.read_text(encoding="utf-8")).get(
+                "core_utilisation_while_building"
+            )
+            run.utilisation_building = None if value is None else float(value)
         if data["timed_out"]:
             run.status, run.note = "timeout", f"stopped after {self.timeout:.0f} s"
         elif run.returncode != 0:
@@ -405,7 +414,13 @@ class Bench:
             print(
                 f"[{run.tree}] {run.tool} {run.phase}: ok, {_num(run.wall_s, '.1f')} s wall, "
                 f"{_num(run.cpu_s, '.1f')} s CPU, "
-                f"{_num((run.utilisation or 0) * 100, '.0f')}% of {self.cores} cores, "
+                f"{_num((run.utilisation or 0) * 100, '.0f')}% of {self.cores} cores"
+                + (
+                    f" ({run.utilisation_building * 100:.0f}% while building)"
+                    if run.utilisation_building is not None
+                    else ""
+                )
+                + ", "
                 f"peak RSS {_num(run.max_rss_mib, '.0f')} MiB (load average before: "
                 f"{_num(run.load1_before, '.2f')})",
                 flush=True,
@@ -558,6 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "x = rewheel/fromager ratio (below 1 means rewheel is faster or smaller). "
         "Load average before each run: progress lines above and the JSON."
     )
+    building = [
+        f"{r.tree} {r.utilisation_building * 100:.0f}%"
+        for r in bench.runs
+        if r.tool == "rewheel" and r.phase == "cold" and r.utilisation_building is not None
+    ]
+    if building:
+        print("rewheel, cold, cores busy while builds were under way: " + ", ".join(building))
     print(f"command: {command_line}")
     if args.json:
         payload = {

@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from rewheel.bootstrap import (
     Bootstrapper,
     BootstrapResult,
+    BuildWindow,
     DependencyFailed,
     Reporter,
     _Pass,
@@ -332,3 +333,23 @@ def test_nodes_started_by_a_node_that_then_hit_a_cycle_still_finish() -> None:
     assert set(result.failures) == {"b==1.0", "a-new==1.0"}
     assert all("cycle" in str(e) for e in result.failures.values())
     assert order_nodes(result) == ["aa==1.0"]
+
+
+def test_build_window_measures_from_first_slot_to_last() -> None:
+    ticks = iter([10.0, 14.0, 20.0])
+    cpu = iter([1.0, 5.0, 13.0])
+    window = BuildWindow(clock=lambda: next(ticks), cpu_clock=lambda: next(cpu))
+    assert (window.seconds, window.cpu_seconds) == (0.0, 0.0)
+    window.opened()
+    window.opened()  # a second build starting does not move the start
+    window.closed()
+    window.closed()
+    assert (window.seconds, window.cpu_seconds) == (10.0, 12.0)
+
+
+def test_a_run_reports_its_build_window() -> None:
+    projects: Projects = {"app": {"1.0": []}, "tool": {"1.0": []}}
+    steps = FakeSteps(FakeUpstream(projects), build_requires={"app": ["tool"]})
+    result = run(steps, ["app"])
+    assert result.ok
+    assert result.build_window_seconds > 0

@@ -130,8 +130,29 @@ def bootstrap(
             client.close()
         repo.write_json("build-order.json", result.order)
         repo.write_json("graph.json", result.graph)
+        repo.write_json("run-stats.json", run_stats(result, options.jobs))
         write_browse(repo)
         return result
+
+
+def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
+    """Figures of the last run, for people and benchmarks: how much was built and how busy the
+    cores were while builds were under way."""
+    cores = os.cpu_count() or 1
+    window = result.build_window_seconds
+    return {
+        "built": result.built,
+        "reused": result.reused,
+        "failed": len(result.failures),
+        "jobs": jobs,
+        "cores": cores,
+        "max_parallel_builds": result.max_parallel_builds,
+        "build_window_seconds": round(window, 3),
+        "build_window_cpu_seconds": round(result.build_window_cpu_seconds, 3),
+        "core_utilisation_while_building": (
+            round(result.build_window_cpu_seconds / (window * cores), 3) if window > 0 else None
+        ),
+    }
 
 
 def _listen_host(options: BootstrapOptions) -> str:

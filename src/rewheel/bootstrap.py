@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -124,6 +125,9 @@ class BootstrapResult:
     drifted: list[str] = field(default_factory=list)
     max_parallel_builds: int = 0
     built_nodes: set[str] = field(default_factory=set)  # built (not reused) in this run
+    # Wall and CPU seconds from the first build slot taken to the last given back.
+    build_window_seconds: float = 0.0
+    build_window_cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -185,17 +189,21 @@ class Bootstrapper:
         """Bootstrap ``requirements``; resolve again while built wheels contradict predictions."""
         result = asyncio.run(_Pass(self).run(requirements))
         built_here = set(result.built_nodes)
+        window, window_cpu = result.build_window_seconds, result.build_window_cpu_seconds
         passes = 1
         while result.drifted and result.ok and passes < max_passes:
             # A built wheel's Requires-Dist differed from what the resolver was told: resolve
             # again, now from the built metadata. Unchanged nodes are reused from the cache.
             result = asyncio.run(_Pass(self).run(requirements))
             built_here |= result.built_nodes
+            window += result.build_window_seconds
+            window_cpu += result.build_window_cpu_seconds
             passes += 1
         # Counted over the whole run: a wheel built by an earlier pass was built, not reused.
         result.built = sum(1 for r in result.order if _record_node(r) in built_here)
         result.reused = len(result.order) - result.built
         result.built_nodes = built_here
+        result.build_window_seconds, result.build_window_cpu_seconds = window, window_cpu
         return result
 
 
@@ -220,6 +228,7 @@ class _Pass:
         self.built = 0
         self.reused = 0
         self.built_nodes: set[str] = set()
+        self.window = BuildWindow()
         self.pool: ThreadPoolExecutor | None = None
 
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -438,7 +447,7 @@ class _Pass:
         return sorted((r for r in results if isinstance(r, WheelRef)), key=lambda w: w.name)
 
     def _slot(self, pin: Pin) -> _SlotContext:
-        return _SlotContext(self.slots, _key(pin))
+        return _SlotContext(self.slots, _key(pin), self.window)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -489,16 +498,55 @@ class _Pass:
             drifted=self.drifted,
             max_parallel_builds=self.slots.max_busy,
             built_nodes=set(self.built_nodes),
+            build_window_seconds=self.window.seconds,
+            build_window_cpu_seconds=self.window.cpu_seconds,
         )
 
 
+def process_cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (builds end with their hook)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class BuildWindow:
+    """From the first build slot taken to the last one given back: how busy the cores were."""
+
+    clock: Callable[[], float] = time.monotonic
+    cpu_clock: Callable[[], float] = process_cpu_seconds
+    start: float | None = None
+    cpu_start: float = 0.0
+    end: float = 0.0
+    cpu_end: float = 0.0
+
+    def opened(self) -> None:
+        if self.start is None:
+            self.start, self.cpu_start = self.clock(), self.cpu_clock()
+
+    def closed(self) -> None:
+        self.end, self.cpu_end = self.clock(), self.cpu_clock()
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.start is None else max(0.0, self.end - self.start)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return 0.0 if self.start is None else max(0.0, self.cpu_end - self.cpu_start)
+
+
 class _SlotContext:
-    def __init__(self, slots: PrioritySlots[NodeKey], key: NodeKey) -> None:
+    def __init__(self, slots: PrioritySlots[NodeKey], key: NodeKey, window: BuildWindow) -> None:
         self.slots = slots
         self.key = key
+        self.window = window
 
     async def __aenter__(self) -> None:
         await self.slots.acquire(self.key)
+        self.window.opened()
 
     async def __aexit__(self, *exc: object) -> None:
         self.slots.release(self.key)
+        self.window.closed()
