@@ -220,3 +220,32 @@ def test_inherited_pip_and_uv_settings_never_reach_a_build(
     (tool,) = app_entry["build_env"]
     assert (tool["name"], tool["version"]) == ("tool-a", "1.0")
     assert tool["sha256"] == Repository(repo).find_wheels("tool-a", "1.0")[0].sha256
+
+
+def test_a_rerun_with_nothing_changed_only_revalidates_pages(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    assert run_bootstrap(upstream, repo, ["app"]).built == 2
+    assert (repo / "last-run.json").is_file()
+    before = len(upstream.index.requests)
+    again = run_bootstrap(upstream, repo, ["app"])
+    assert (again.built, again.reused) == (0, 2)
+    new = upstream.index.requests[before:]
+    assert new and all(path.startswith("/simple/") for _m, path in new), new
+
+    # A new upstream release is a change: the run resolves again and builds it.
+    upstream.sdist("tool-a", "2.0")
+    third = run_bootstrap(upstream, repo, ["app"])
+    assert third.ok
+    assert Repository(repo).find_wheels("tool-a", "2.0")
+    # A removed wheel is a change too.
+    (ref,) = Repository(repo).find_wheels("app", "1.0")
+    for path in (repo / "wheels").glob("app-1.0*"):
+        path.unlink()
+    fourth = run_bootstrap(upstream, repo, ["app"])
+    assert fourth.built >= 1
+    assert Repository(repo).find_wheels("app", "1.0")
+    assert ref.filename

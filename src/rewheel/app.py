@@ -3,37 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .bootstrap import Bootstrapper, BootstrapResult, Reporter, Steps
-from .browse_pages import write_browse
-from .buildenv import EnvBuilder
-from .chain import ChainReport, verify_chain
+from . import runstate
 from .errors import ConfigError
 from .http import HttpClient
-from .install import install_into_venv
-from .metadata import MetadataSource
-from .pipeline import LocalSteps, default_work_root
-from .provenance import Signer
-from .rebuild import RebuildResult, rebuild_check
+from .report import BootstrapResult, Reporter
 from .repository import Repository
-from .reproducible import claimed_work_root
-from .resolver import Resolver
-from .runner import SubprocessRunner
-from .sbom import write_sbom
-from .server import IndexServer
+from .runstate import CACHE_FORMAT, interpreter_tag
 from .settings import Settings
 from .upstream import HttpUpstream
-from .verify import VerifyReport, verify_venv
+
+if TYPE_CHECKING:
+    from .bootstrap import Steps
+    from .chain import ChainReport
+    from .pipeline import LocalSteps
+    from .rebuild import RebuildResult
+    from .server import IndexServer
+    from .verify import VerifyReport
+
+# The build machinery, the verifier and the SBOM library are imported where they are used: a
+# re-run of bootstrap with nothing to do should not pay for loading them.
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 DEFAULT_REPO = Path("rewheel-repo")
@@ -68,7 +69,6 @@ def bootstrap(
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
         raise ConfigError(f"no settings declare the variant {options.variant!r}", step="settings")
-    signer = Signer(options.signing_key) if options.signing_key is not None else None
     repo = Repository(options.repo)
     repo.ensure_layout()
     with repo.locked():
@@ -80,6 +80,32 @@ def bootstrap(
                 cache_dir=repo.root / "cache" / "http",
                 strict=options.strict_hashes,
             )
+            fp = runstate.fingerprint(
+                requirements=options.requirements,
+                constraints=options.constraints,
+                settings_dir=options.settings_dir,
+                variant=options.variant,
+                index_url=options.index_url,
+                allow_prereleases=options.allow_prereleases,
+                interpreter=interpreter_tag(),
+                cache_format=CACHE_FORMAT,
+            )
+            if options.dask is None and (same := _same_as_last_run(repo, upstream, fp)):
+                return same
+            # From here on the repository may change: the last run's state no longer holds.
+            (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
+
+            from .bootstrap import Bootstrapper
+            from .buildenv import EnvBuilder
+            from .metadata import MetadataSource
+            from .pipeline import LocalSteps, default_work_root
+            from .provenance import Signer
+            from .reproducible import claimed_work_root
+            from .resolver import Resolver
+            from .runner import SubprocessRunner
+            from .server import IndexServer
+
+            signer = Signer(options.signing_key) if options.signing_key is not None else None
 
             def built_metadata(name: NormalizedName, version: Version) -> bytes | None:
                 for ref in repo.find_wheels(name, str(version)):
@@ -131,8 +157,31 @@ def bootstrap(
         repo.write_json("build-order.json", result.order)
         repo.write_json("graph.json", result.graph)
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
+        if result.ok:
+            repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
+        from .browse_pages import write_browse
+
         write_browse(repo)
         return result
+
+
+def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
+    """The last run's result, when nothing that made it has changed (see ``runstate``)."""
+    last = runstate.load(repo.root)
+    if last is None:
+        return None
+    try:
+        order = json.loads((repo.root / "build-order.json").read_text())
+        graph = json.loads((repo.root / "graph.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(order, list) or not isinstance(graph, dict):
+        return None
+    if not runstate.unchanged(
+        last, fp, page_digest=upstream.page_digest, order=order, wheels=repo.wheels()
+    ):
+        return None
+    return BootstrapResult(order=order, graph=graph, failures={}, built=0, reused=len(order))
 
 
 def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
@@ -192,7 +241,11 @@ def install(
 ) -> None:
     repo = Repository(repo_root)
     repo.ensure_layout()
+    from .server import IndexServer
+
     with IndexServer(repo) as server:
+        from .install import install_into_venv
+
         install_into_venv(
             requirements,
             venv,
@@ -206,6 +259,8 @@ def install(
 def verify(venv: Path, *, repo_root: Path) -> VerifyReport:
     repo = Repository(repo_root)
     wheels = [(ref, repo.wheel_path(ref)) for ref in repo.wheels()]
+    from .verify import verify_venv
+
     return verify_venv(venv, wheels)
 
 
@@ -213,6 +268,9 @@ def serve(repo_root: Path, host: str, port: int, log: Callable[[str], None] | No
     repo = Repository(repo_root)
     repo.ensure_layout()
     repo.regenerate_index()
+    from .browse_pages import write_browse
+    from .server import IndexServer
+
     write_browse(repo)
     server = IndexServer(repo, host, port, log=log)
     print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
@@ -230,6 +288,8 @@ def chain_of_custody(
     public_key: Path | None = None,
 ) -> ChainReport:
     """``verify_chain`` on the repository; ``upstream_url`` also checks sdists against the index."""
+    from .chain import verify_chain
+
     repo = Repository(repo_root)
     if not repo.wheels_dir.is_dir():
         raise ConfigError(f"{repo_root} is not a rewheel repository (no wheels/)", step="verify")
@@ -255,6 +315,8 @@ def chain_of_custody(
 
 def sbom(*, venv: Path | None, repo_root: Path, output: Path | None) -> str:
     """A CycloneDX SBOM (JSON) of ``venv``, or of the repository when no venv is given."""
+    from .sbom import write_sbom
+
     return write_sbom(output, venv=venv, repo_root=repo_root)
 
 
@@ -271,6 +333,8 @@ def rebuild(
     progress: Callable[[RebuildResult], None] | None = None,
 ) -> list[RebuildResult]:
     """Build ``packages`` (all when none) again without publishing; compare with the repository."""
+    from .rebuild import rebuild_check
+
     return rebuild_check(
         repo_root,
         packages,

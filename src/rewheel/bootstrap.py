@@ -17,7 +17,7 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -26,9 +26,22 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from .errors import BuildError, RewheelError
+from .report import BootstrapResult, Reporter
 from .resolver import Pin, Resolution
 from .scheduler import PrioritySlots, WaitGraph
 from .types import EdgeKind, WheelRef
+
+__all__ = [
+    "BootstrapResult",
+    "Bootstrapper",
+    "Built",
+    "Cached",
+    "DependencyFailed",
+    "NotAttempted",
+    "Prepared",
+    "Reporter",
+    "Steps",
+]
 
 T = TypeVar("T")
 NodeKey = tuple[NormalizedName, str]
@@ -97,41 +110,6 @@ class Steps(Protocol):
     def record_extras(self, pin: Pin) -> Mapping[str, Any]: ...
 
     def save_record(self, record: Mapping[str, Any]) -> None: ...
-
-
-class Reporter:
-    """Progress hooks; each does nothing by default."""
-
-    def resolved(self, purpose: str, count: int) -> None:
-        pass
-
-    def step(self, node: str, step: str) -> None:
-        pass
-
-    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
-        pass
-
-    def failed(self, node: str, error: RewheelError) -> None:
-        pass
-
-
-@dataclass
-class BootstrapResult:
-    order: list[dict[str, Any]]  # build-order.json
-    graph: dict[str, Any]  # graph.json
-    failures: dict[str, RewheelError]  # node -> its own error (not "a dependency failed")
-    built: int = 0
-    reused: int = 0
-    drifted: list[str] = field(default_factory=list)
-    max_parallel_builds: int = 0
-    built_nodes: set[str] = field(default_factory=set)  # built (not reused) in this run
-    # Wall and CPU seconds from the first build slot taken to the last given back.
-    build_window_seconds: float = 0.0
-    build_window_cpu_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
 
 
 class DependencyFailed(BuildError):

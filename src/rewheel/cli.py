@@ -6,17 +6,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__, app
-from .chain import ChainReport
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .errors import RewheelError
 from .graph_export import read_graph, to_dot, to_html, why_lines
 from .progress import make_reporter
-from .rebuild import RebuildResult
 from .reqfile import collect
+
+if TYPE_CHECKING:
+    from .chain import ChainReport
+    from .rebuild import RebuildResult
 
 _repo_option = click.option(
     "--repo",

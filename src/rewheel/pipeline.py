@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,21 +37,12 @@ from .recipes import RecipeContext, load_recipe
 from .repository import Repository
 from .reproducible import default_build_root, reproducible_env, source_date_epoch
 from .resolver import Pin, Resolution, Resolver
+from .runstate import CACHE_FORMAT, interpreter_tag
 from .rust import RustSources, check_rust_sources, crates_io_reachable
 from .settings import PackageSettings, Settings, apply_to_requirements
 from .systools import SystemTool, check_tools
 from .types import EdgeKind, IndexFile, Runner, Upstream, WheelRef
 from .wheelfile import read_metadata_bytes, wheel_name_version
-
-# Bumped when the meaning of a cache key changes, so old records stop matching.
-CACHE_FORMAT = 2
-
-
-def interpreter_tag() -> str:
-    """The interpreter and platform a wheel is built for: part of every cache key."""
-    impl = sys.implementation
-    best = next(iter(sys_tags()))
-    return f"{impl.name}-{impl.version.major}.{impl.version.minor}-{best}"
 
 
 def default_work_root(repo: Repository | None = None) -> Path:

@@ -28,8 +28,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from .bootstrap import BootstrapResult, Reporter
 from .errors import RewheelError
+from .report import BootstrapResult, Reporter
 
 Clock = Callable[[], float]
 

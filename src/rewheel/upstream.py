@@ -118,6 +118,7 @@ class HttpUpstream:
         self._fetched: dict[Path, str] = {}
         self._count_lock = threading.Lock()
         self.request_counts: Counter[str] = Counter()
+        self.page_digests: dict[str, str] = {}
 
     def _count(self, kind: str) -> None:
         with self._count_lock:
@@ -142,7 +143,17 @@ class HttpUpstream:
         if response.status != 200:
             raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step="index")
         content_type = response.headers.get("Content-Type")
-        return parse_page(response.body, content_type, response.url or url, name)
+        page = parse_page(response.body, content_type, response.url or url, name)
+        with self._count_lock:
+            self.page_digests[name] = hashlib.sha256(response.body).hexdigest()
+        return page
+
+    def page_digest(self, name: NormalizedName) -> str:
+        """The sha256 of the project's page as fetched this run ("absent" for an unknown one):
+        a run whose every page is unchanged resolves exactly as before."""
+        self.get_project(name)
+        with self._count_lock:
+            return self.page_digests.get(name, "absent")
 
     def get_metadata(self, file: IndexFile) -> bytes | None:
         if not file.has_metadata:
