@@ -393,7 +393,8 @@ class Bench:
         run.max_rss_mib = float(data["max_rss_kib"]) / 1024
         run.utilisation = ratio(run.cpu_s, run.wall_s * self.cores)
         stats = tool.run_dir / "repo" / "run-stats.json"
-        if tool.name == "rewheel" and stats.is_file():
+        # Only a cold run writes fresh figures: a re-run with nothing to do leaves the last ones.
+        if tool.name == "rewheel" and phase == "cold" and stats.is_file():
             value = json.loads(stats.read_text(encoding="utf-8")).get(
                 "core_utilisation_while_building"
             )

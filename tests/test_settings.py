@@ -161,3 +161,28 @@ def test_settings_shape_a_real_build_and_its_record(upstream: Upstream, tmp_path
     again = run_bootstrap(upstream, repo, ["app"], settings_dir=settings)
     assert again.ok, again.failures
     assert again.built == 1
+
+
+def test_an_allow_listed_package_takes_the_upstream_wheel_and_says_so(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    from rewheel.chain import verify_chain
+    from rewheel.fsutil import sha256_file
+
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["binary-only"])
+    upstream.sdist("binary-only", "1.0", build_requires=["tool-a"], fail_build=True)
+    wheel = upstream.wheel("binary-only", "1.0")
+    settings = tmp_path / "settings"
+    _write(settings, "binary-only.toml", "[build]\nprebuilt = true\n")
+    repo = tmp_path / "repo"
+    result = run_bootstrap(upstream, repo, ["app"], settings_dir=settings)
+    assert result.ok, result.failures
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    taken = order["binary-only"]
+    assert taken["prebuilt"] is True
+    assert taken["build_env"] == []
+    assert taken["wheel_sha256"] == sha256_file(wheel)  # the upstream's bytes, checked
+    # verify names it, unless told to accept pre-built wheels.
+    assert not verify_chain(Repository(repo)).ok
+    assert verify_chain(Repository(repo), allow_prebuilt=True).ok
