@@ -221,3 +221,27 @@ def test_wrong_hash_is_a_build_env_error(tmp_path: Path, local_index: tuple[str,
     assert info.value.package == "demo"
     assert info.value.log_path == log
     assert "hash" in log.read_text().lower()
+
+
+def test_temporary_names_follow_the_seed_in_a_build_environment(tmp_path: Path) -> None:
+    import subprocess
+
+    builder = EnvBuilder(index_url="http://127.0.0.1:9/unused/", runner=SubprocessRunner())
+    env = builder.create(tmp_path / "venv", [], log=tmp_path / "env.log", home=tmp_path / "home")
+    code = "import tempfile; print(tempfile.mkdtemp())"
+
+    def name(seed: str | None, where: str) -> str:
+        tmp = tmp_path / where
+        tmp.mkdir(exist_ok=True)
+        environ = {**env.environ, "TMPDIR": str(tmp)}
+        if seed is not None:
+            environ["REWHEEL_TEMP_SEED"] = seed
+        out = subprocess.run(
+            [str(env.python), "-c", code], env=environ, capture_output=True, text=True, check=True
+        )
+        return Path(out.stdout.strip()).name
+
+    # Same seed, fresh folders: the same name each time; another seed, or none, another name.
+    assert name("pkg-1.0-1", "a") == name("pkg-1.0-1", "b")
+    assert name("pkg-1.0-1", "c") != name("pkg-2.0-1", "d")
+    assert name(None, "e") != name(None, "f")

@@ -233,7 +233,10 @@ def test_reproducible_env_keeps_existing_compiler_flags(tmp_path: Path) -> None:
         "PYTHONHASHSEED": "0",
         "CFLAGS": f"-O2 {flag}",
         "CXXFLAGS": flag,
+        "TMPDIR": str(tmp_path / "tmp"),
+        "REWHEEL_TEMP_SEED": "a-1-5",
     }
+    assert (tmp_path / "tmp").is_dir()
 
 
 def test_claimed_work_root_moves_aside_when_another_run_holds_it(tmp_path: Path) -> None:

@@ -82,6 +82,29 @@ def requirements_text(wheels: Sequence[WheelRef]) -> str:
     return "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels)
 
 
+# Written into every build environment. Some backends build in a mkdtemp() folder (the aio-libs
+# in-tree backend does) and the random name ends up in the compiled extension's debug data. With
+# REWHEEL_TEMP_SEED set (the reproducibility variables set it), temporary names come from a
+# generator seeded by it, so that a rebuild in the same place gives the same bytes.
+SITECUSTOMIZE = """\
+import os
+
+if os.environ.get("REWHEEL_TEMP_SEED"):
+    import random
+    import tempfile
+
+    class _SeededNames(tempfile._RandomNameSequence):
+        @property
+        def rng(self):
+            if getattr(self, "_rewheel_pid", None) != os.getpid():
+                self._rewheel_pid = os.getpid()
+                self._rng = random.Random(os.environ["REWHEEL_TEMP_SEED"])
+            return self._rng
+
+    tempfile._name_sequence = _SeededNames()
+"""
+
+
 class EnvBuilder:
     """Creates build environments with uv, installing wheels only from ``index_url``."""
 
@@ -149,6 +172,11 @@ class EnvBuilder:
             "creating the venv",
         )
         env_python = dest / "bin" / "python"
+        for site_packages in dest.glob("lib/python*/site-packages"):
+            try:
+                (site_packages / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+            except OSError as exc:
+                raise fail(f"cannot write sitecustomize.py into {site_packages}: {exc}") from exc
         if wheels:
             reqs = dest / "rewheel-build-requirements.txt"
             try:

@@ -63,8 +63,15 @@ def reproducible_env(
 ) -> dict[str, str]:
     """The variables to add to a build's ``environ`` (existing C flags are kept)."""
     prefix_map = f"-ffile-prefix-map={source_dir}=/rewheel/{name}-{version}"
+    # A temporary folder of the build's own, and temporary names from a fixed seed (see
+    # buildenv.SITECUSTOMIZE): backends that build in mkdtemp() folders then build in the same
+    # place every time.
+    tmp = source_dir.parent / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     return {
         "SOURCE_DATE_EPOCH": str(epoch),
+        "TMPDIR": str(tmp),
+        "REWHEEL_TEMP_SEED": f"{name}-{version}-{epoch}",
         "PYTHONHASHSEED": HASH_SEED,
         "CFLAGS": _add_flag(environ.get("CFLAGS"), prefix_map),
         "CXXFLAGS": _add_flag(environ.get("CXXFLAGS"), prefix_map),
