@@ -62,12 +62,15 @@ def reproducible_env(
     epoch: int,
 ) -> dict[str, str]:
     """The variables to add to a build's ``environ`` (existing C flags are kept)."""
-    prefix_map = f"-ffile-prefix-map={source_dir}=/rewheel/{name}-{version}"
     # A temporary folder of the build's own, and temporary names from a fixed seed (see
     # buildenv.SITECUSTOMIZE): backends that build in mkdtemp() folders then build in the same
-    # place every time.
+    # place every time. Both folders are mapped to fixed names in compiled debug data.
     tmp = source_dir.parent / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    prefix_map = (
+        f"-ffile-prefix-map={source_dir}=/rewheel/{name}-{version} "
+        f"-ffile-prefix-map={tmp}=/rewheel/{name}-{version}-tmp"
+    )
     return {
         "SOURCE_DATE_EPOCH": str(epoch),
         "TMPDIR": str(tmp),
