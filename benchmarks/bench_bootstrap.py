@@ -121,6 +121,9 @@ class RunResult:
     # rewheel only: the same ratio from its first build slot taken to its last given back, as
     # the run itself measured it (repo/run-stats.json).
     utilisation_building: float | None = None
+    # rewheel only: the machine's busy share of its CPU while builds waited for a slot.
+    utilisation_queued: float | None = None
+    queued_s: float | None = None
     load1_before: float | None = None
     note: str = ""
     tail: list[str] = field(default_factory=list)
@@ -395,10 +398,12 @@ class Bench:
         stats = tool.run_dir / "repo" / "run-stats.json"
         # Only a cold run writes fresh figures: a re-run with nothing to do leaves the last ones.
         if tool.name == "rewheel" and phase == "cold" and stats.is_file():
-            value = json.loads(stats.read_text(encoding="utf-8")).get(
-                "core_utilisation_while_building"
-            )
+            figures = json.loads(stats.read_text(encoding="utf-8"))
+            value = figures.get("core_utilisation_while_building")
             run.utilisation_building = None if value is None else float(value)
+            queued = figures.get("core_utilisation_while_queued")
+            run.utilisation_queued = None if queued is None else float(queued)
+            run.queued_s = figures.get("queued_seconds")
         if data["timed_out"]:
             run.status, run.note = "timeout", f"stopped after {self.timeout:.0f} s"
         elif run.returncode != 0:
@@ -581,6 +586,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if building:
         print("rewheel, cold, cores busy while builds were under way: " + ", ".join(building))
+    queued = [
+        f"{r.tree} {r.utilisation_queued * 100:.0f}% over {r.queued_s or 0:.1f} s"
+        for r in bench.runs
+        if r.tool == "rewheel" and r.phase == "cold" and r.utilisation_queued is not None
+    ]
+    if queued:
+        print("rewheel, cold, cores busy while builds waited for a slot: " + ", ".join(queued))
     print(f"command: {command_line}")
     if args.json:
         payload = {

@@ -16,6 +16,7 @@ from rewheel.bootstrap import (
     BootstrapResult,
     BuildWindow,
     DependencyFailed,
+    QueueWindow,
     Reporter,
     _Pass,
 )
@@ -353,3 +354,16 @@ def test_a_run_reports_its_build_window() -> None:
     result = run(steps, ["app"])
     assert result.ok
     assert result.build_window_seconds > 0
+
+
+def test_queue_window_counts_cpu_only_while_work_waits_for_a_slot() -> None:
+    ticks = iter([0.0, 4.0, 10.0, 11.0])
+    samples = iter([(100, 200), (180, 300), (200, 400), (290, 500)])
+    window = QueueWindow(sample=lambda: next(samples), clock=lambda: next(ticks))
+    window.changed(False)  # nothing was waiting: nothing to close
+    window.changed(True)
+    window.changed(False)
+    window.changed(True)
+    window.changed(False)
+    assert window.seconds == 5.0
+    assert (window.busy, window.total) == (80 + 90, 100 + 100)

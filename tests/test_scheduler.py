@@ -154,3 +154,30 @@ def test_a_waiter_cancelled_just_as_it_gets_the_slot_gives_it_back() -> None:
         assert slots.busy == {"next"}
 
     asyncio.run(main())
+
+
+def test_the_queue_callback_says_when_work_starts_and_stops_waiting() -> None:
+    events: list[bool] = []
+
+    async def main() -> None:
+        slots: PrioritySlots[str] = PrioritySlots(1, lambda _k: 0.0, on_queue=events.append)
+        await slots.acquire("a")
+        assert events == []  # a free slot: nothing waited
+        b = asyncio.create_task(slots.acquire("b"))
+        c = asyncio.create_task(slots.acquire("c"))
+        await asyncio.sleep(0.01)
+        assert events == [True]  # once, when the first waiter queued
+        slots.release("a")
+        await b
+        assert events == [True]  # c still waits
+        slots.release("b")
+        await c
+        assert events == [True, False]
+        d = asyncio.create_task(slots.acquire("d"))
+        await asyncio.sleep(0.01)
+        d.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await d
+        assert events == [True, False, True, False]
+
+    asyncio.run(main())

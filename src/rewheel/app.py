@@ -189,6 +189,7 @@ def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
     cores were while builds were under way."""
     cores = os.cpu_count() or 1
     window = result.build_window_seconds
+    busy = result.queued_cpu[0]
     return {
         "built": result.built,
         "reused": result.reused,
@@ -200,6 +201,11 @@ def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
         "build_window_cpu_seconds": round(result.build_window_cpu_seconds, 3),
         "core_utilisation_while_building": (
             round(result.build_window_cpu_seconds / (window * cores), 3) if window > 0 else None
+        ),
+        # While builds were queued for a slot: the machine's busy share of its CPU time.
+        "queued_seconds": round(result.queued_seconds, 3),
+        "core_utilisation_while_queued": (
+            round(busy / total, 3) if (total := result.queued_cpu[1]) > 0 else None
         ),
     }
 

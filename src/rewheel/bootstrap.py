@@ -168,6 +168,7 @@ class Bootstrapper:
         result = asyncio.run(_Pass(self).run(requirements))
         built_here = set(result.built_nodes)
         window, window_cpu = result.build_window_seconds, result.build_window_cpu_seconds
+        queued, (busy, total) = result.queued_seconds, result.queued_cpu
         passes = 1
         while result.drifted and result.ok and passes < max_passes:
             # A built wheel's Requires-Dist differed from what the resolver was told: resolve
@@ -176,12 +177,15 @@ class Bootstrapper:
             built_here |= result.built_nodes
             window += result.build_window_seconds
             window_cpu += result.build_window_cpu_seconds
+            queued += result.queued_seconds
+            busy, total = busy + result.queued_cpu[0], total + result.queued_cpu[1]
             passes += 1
         # Counted over the whole run: a wheel built by an earlier pass was built, not reused.
         result.built = sum(1 for r in result.order if _record_node(r) in built_here)
         result.reused = len(result.order) - result.built
         result.built_nodes = built_here
         result.build_window_seconds, result.build_window_cpu_seconds = window, window_cpu
+        result.queued_seconds, result.queued_cpu = queued, (busy, total)
         return result
 
 
@@ -195,7 +199,10 @@ class _Pass:
         self.stopping = False
         self.weights: dict[NodeKey, float] = {}
         self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
-        self.slots: PrioritySlots[NodeKey] = PrioritySlots(owner.jobs, self.waits.chain)
+        self.queue = QueueWindow()
+        self.slots: PrioritySlots[NodeKey] = PrioritySlots(
+            owner.jobs, self.waits.chain, on_queue=self.queue.changed
+        )
         self.tasks: dict[NodeKey, asyncio.Task[WheelRef]] = {}
         self.pins: dict[NodeKey, Pin] = {}
         self.edges: list[dict[str, Any]] = []
@@ -478,6 +485,8 @@ class _Pass:
             built_nodes=set(self.built_nodes),
             build_window_seconds=self.window.seconds,
             build_window_cpu_seconds=self.window.cpu_seconds,
+            queued_seconds=self.queue.seconds,
+            queued_cpu=(self.queue.busy, self.queue.total),
         )
 
 
@@ -513,6 +522,49 @@ class BuildWindow:
     @property
     def cpu_seconds(self) -> float:
         return 0.0 if self.start is None else max(0.0, self.cpu_end - self.cpu_start)
+
+
+def machine_cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine since boot, from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields)
+    return total - idle, total
+
+
+@dataclass
+class QueueWindow:
+    """While work waits for a build slot, every slot being taken: how busy the cores were.
+
+    Read from the machine's own CPU counters, so builds still running count too; on a quiet
+    machine that is the builds' CPU. This is the figure a scheduler answers for: when there is
+    more work than slots, are the cores busy?
+    """
+
+    sample: Callable[[], tuple[int, int] | None] = machine_cpu_jiffies
+    clock: Callable[[], float] = time.monotonic
+    seconds: float = 0.0
+    busy: int = 0
+    total: int = 0
+    _since: float | None = None
+    _at: tuple[int, int] | None = None
+
+    def changed(self, queued: bool) -> None:
+        if queued:
+            self._since, self._at = self.clock(), self.sample()
+            return
+        if self._since is None:
+            return
+        self.seconds += self.clock() - self._since
+        now = self.sample()
+        if now is not None and self._at is not None:
+            self.busy += now[0] - self._at[0]
+            self.total += now[1] - self._at[1]
+        self._since = self._at = None
 
 
 class _SlotContext:

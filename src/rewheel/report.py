@@ -38,6 +38,10 @@ class BootstrapResult:
     # Wall and CPU seconds from the first build slot taken to the last given back.
     build_window_seconds: float = 0.0
     build_window_cpu_seconds: float = 0.0
+    # Wall seconds during which work waited for a build slot, and the machine's (busy, total)
+    # CPU time over them.
+    queued_seconds: float = 0.0
+    queued_cpu: tuple[int, int] = (0, 0)
 
     @property
     def ok(self) -> bool:

@@ -81,9 +81,17 @@ class PrioritySlots(Generic[K]):
     """A semaphore of ``n`` slots that, when a slot frees, hands it to the waiter whose priority
     (asked at that moment, since priorities change as the graph grows) is highest."""
 
-    def __init__(self, n: int, priority: Callable[[K], float]) -> None:
+    def __init__(
+        self,
+        n: int,
+        priority: Callable[[K], float],
+        on_queue: Callable[[bool], None] | None = None,
+    ) -> None:
+        """``on_queue(True)`` is called when work starts waiting for a slot (every slot is
+        taken), ``on_queue(False)`` when nothing waits any more."""
         if n < 1:
             raise ConfigError("the number of parallel jobs must be at least 1")
+        self._on_queue = on_queue or (lambda _queued: None)
         self._free = n
         self._priority = priority
         self._waiting: list[tuple[K, int, asyncio.Future[None]]] = []
@@ -97,6 +105,8 @@ class PrioritySlots(Generic[K]):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, next(self._counter), fut))
+        if len(self._waiting) == 1:
+            self._on_queue(True)
         try:
             await fut
         except asyncio.CancelledError:
@@ -104,6 +114,8 @@ class PrioritySlots(Generic[K]):
                 self.release(key)  # the slot was handed over just as we were cancelled
             else:
                 self._waiting = [w for w in self._waiting if w[2] is not fut]
+                if not self._waiting:
+                    self._on_queue(False)
             raise
 
     def _take(self, key: K) -> None:
@@ -117,6 +129,12 @@ class PrioritySlots(Generic[K]):
         self._wake()
 
     def _wake(self) -> None:
+        was_queued = bool(self._waiting)
+        self._hand_over()
+        if was_queued and not self._waiting:
+            self._on_queue(False)
+
+    def _hand_over(self) -> None:
         while self._free > 0 and self._waiting:
             # Highest priority first; among equals, the earliest to ask.
             ranked = [(-self._priority(k), order, k, fut) for k, order, fut in self._waiting]
