@@ -141,7 +141,6 @@ def bootstrap(
                     metadata=metadata,
                     env_builder=env_builder,
                     runner=runner,
-                    jobs=options.jobs,
                     work_root=work_root,
                     build_timeout=options.build_timeout,
                     isolate_network=options.isolate_network,

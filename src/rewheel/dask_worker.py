@@ -309,7 +309,6 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
             cache_dir=worker_dir() / "uv-cache",
         ),
         runner=runner,
-        jobs=1,  # unused: the core budget below sizes each build
         work_root=build_root,
         build_timeout=job.build_timeout,
         isolate_network=job.isolate_network,

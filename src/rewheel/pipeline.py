@@ -108,7 +108,6 @@ class LocalSteps:
         metadata: MetadataSource,
         env_builder: EnvBuilder,
         runner: Runner,
-        jobs: int,
         work_root: Path | None = None,
         build_timeout: float | None = None,
         isolate_network: bool = True,

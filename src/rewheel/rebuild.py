@@ -258,7 +258,6 @@ def rebuild_check(
                 cache_dir=repo.root / "cache" / "uv",
             ),
             runner=runner,
-            jobs=jobs,
             work_root=work_root,
             build_timeout=build_timeout,
             isolate_network=isolate_network,

@@ -24,7 +24,7 @@ from packaging.utils import (
 
 from .errors import IntegrityError, UpstreamError
 from .fsutil import sha256_file
-from .http import HttpClient, PageCache
+from .http import HttpClient, PageCache, Response
 from .index_parse import parse_page
 from .types import IndexFile, ProjectPage
 
@@ -111,6 +111,7 @@ class HttpUpstream:
         self._client = client
         self._cache = PageCache(cache_dir) if cache_dir is not None else None
         self._pages: OncePerKey[str, ProjectPage] = OncePerKey()
+        self._raw: OncePerKey[str, Response | None] = OncePerKey()
         self._metadata: OncePerKey[str, bytes | None] = OncePerKey()
         self._file_locks = _KeyedLocks()
         # Digests of files this run downloaded without an index hash, so that they are not fetched
@@ -132,6 +133,19 @@ class HttpUpstream:
         return self._pages.get(name, lambda: self._fetch_project(name))
 
     def _fetch_project(self, name: NormalizedName) -> ProjectPage:
+        # Not through the memo of raw pages: a resolution keeps only the parsed page.
+        response = self._fetch_raw(name)
+        if response is None:
+            return ProjectPage(name=name, files=())
+        content_type = response.headers.get("Content-Type")
+        url = self.project_url(name)
+        return parse_page(response.body, content_type, response.url or url, name)
+
+    def _raw_page(self, name: NormalizedName) -> Response | None:
+        """The project's page as the index sent it, for ``page_digest``; None if unknown."""
+        return self._raw.get(name, lambda: self._fetch_raw(name))
+
+    def _fetch_raw(self, name: NormalizedName) -> Response | None:
         url = self.project_url(name)
         self._count("project")
         try:
@@ -139,21 +153,18 @@ class HttpUpstream:
         except UpstreamError as exc:
             raise UpstreamError(exc.message, package=name, step="index") from exc
         if response.status in (404, 410):
-            return ProjectPage(name=name, files=())
+            return None
         if response.status != 200:
             raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step="index")
-        content_type = response.headers.get("Content-Type")
-        page = parse_page(response.body, content_type, response.url or url, name)
         with self._count_lock:
             self.page_digests[name] = hashlib.sha256(response.body).hexdigest()
-        return page
+        return response
 
     def page_digest(self, name: NormalizedName) -> str:
         """The sha256 of the project's page as fetched this run ("absent" for an unknown one):
-        a run whose every page is unchanged resolves exactly as before."""
-        self.get_project(name)
-        with self._count_lock:
-            return self.page_digests.get(name, "absent")
+        a run whose every page is unchanged resolves exactly as before. Nothing is parsed."""
+        name = canonicalize_name(name)
+        return "absent" if self._raw_page(name) is None else self.page_digests[name]
 
     def get_metadata(self, file: IndexFile) -> bytes | None:
         if not file.has_metadata:
