@@ -73,6 +73,30 @@ def compile_parallelism(n: int, workdir: Path) -> dict[str, str]:
     }
 
 
+def build_cache_key(
+    *,
+    sdist_sha256: str | None,
+    build_env: Sequence[WheelRef],
+    interpreter: str,
+    settings_digest: str,
+    system_tools: Sequence[SystemTool],
+) -> str:
+    """What a wheel's bytes can depend on, hashed: equal keys mean a build may be reused.
+
+    The order of the build environment does not matter, nor do names or versions beyond what
+    the wheels' sha256 already say; where the wheels were installed from does not either.
+    """
+    data = {
+        "format": CACHE_FORMAT,
+        "sdist_sha256": sdist_sha256,
+        "build_env": sorted(w.sha256 for w in build_env),
+        "interpreter": interpreter,
+        "settings": settings_digest,
+        "system_tools": [t.as_record() for t in system_tools],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 class CoreBudget:
     """Hands each build the cores no other build holds, at least one.
 
@@ -174,15 +198,13 @@ class LocalSteps:
         return resolution
 
     def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
-        data = {
-            "format": CACHE_FORMAT,
-            "sdist_sha256": pin.sdist.sha256,
-            "build_env": sorted(w.sha256 for w in build_env),
-            "interpreter": self.tag,
-            "settings": self.package_settings(pin).digest(),
-            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])],
-        }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return build_cache_key(
+            sdist_sha256=pin.sdist.sha256,
+            build_env=build_env,
+            interpreter=self.tag,
+            settings_digest=self.package_settings(pin).digest(),
+            system_tools=self._tools.get(self._key(pin), []),
+        )
 
     @staticmethod
     def _key(pin: Pin) -> tuple[str, str]:
