@@ -268,16 +268,9 @@ class LocalSteps:
             log=log,
         )
 
-    def _record_path(self, pin: Pin) -> Path:
-        return self.repo.records_dir / f"{pin.name}-{pin.version}.json"
-
     def cached(self, pin: Pin) -> Cached | None:
-        path = self._record_path(pin)
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(record, dict) or pin.sdist.sha256 is None:
+        record = self.repo.load_record(pin.name, str(pin.version))
+        if record is None or pin.sdist.sha256 is None:
             return None
         if record.get("sdist_sha256") != pin.sdist.sha256:
             return None

@@ -506,10 +506,9 @@ class Repository:
             raise RepositoryError(
                 f"version {version!r} cannot name a record file", package=name, step="record"
             )
-        normalized = canonicalize_name(name)
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", normalized):
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", canonicalize_name(name)):
             raise RepositoryError(f"invalid project name {name!r}", step="record")
-        path = self.records_dir / f"{normalized}-{version}.json"
+        path = self.record_path(name, version)
         try:
             atomic_write_json(path, dict(record))
         except OSError as exc:
@@ -519,6 +518,17 @@ class Repository:
                 version=version,
                 step="record",
             ) from exc
+
+    def record_path(self, name: str, version: str) -> Path:
+        return self.records_dir / f"{canonicalize_name(name)}-{version}.json"
+
+    def load_record(self, name: str, version: str) -> dict[str, Any] | None:
+        """The record of one build, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads(self.record_path(name, version).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def load_records(self) -> list[dict[str, Any]]:
         if not self.records_dir.is_dir():
