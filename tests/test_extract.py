@@ -127,16 +127,17 @@ HOSTILE_TARS: dict[str, list[TarMember]] = {
 }
 
 
+@pytest.mark.parametrize("allow_links", [False, True], ids=["links-refused", "links-allowed"])
 @pytest.mark.parametrize("case", sorted(HOSTILE_TARS))
 def test_hostile_tar_is_refused_and_nothing_is_left(
-    layout: tuple[Path, Path, Callable[[], set[Path]]], case: str
+    layout: tuple[Path, Path, Callable[[], set[Path]]], case: str, allow_links: bool
 ) -> None:
     archives, work, snapshot = layout
     (archives.parent / "outside").write_text("keep")
     archive = make_tar(archives / "demo-1.0.tar.gz", HOSTILE_TARS[case])
     before = snapshot()
     with pytest.raises(UnsafeArchiveError) as info:
-        extract_sdist(archive, work, package="demo")
+        extract_sdist(archive, work, package="demo", allow_links=allow_links)
     assert info.value.package == "demo"
     assert info.value.step == "extract"
     assert snapshot() - before <= {work}  # only the (now empty) parent may be new
@@ -145,28 +146,49 @@ def test_hostile_tar_is_refused_and_nothing_is_left(
     assert not Path("/tmp/rewheel-test-evil").exists()
 
 
-def test_links_inside_the_tree_are_allowed(tmp_path: Path) -> None:
-    archive = make_tar(
-        tmp_path / "demo-1.0.tar.gz",
-        [
-            _file("demo-1.0/real.txt", b"data"),
-            _link("demo-1.0/sym.txt", "real.txt", tarfile.SYMTYPE),
-            _link("demo-1.0/hard.txt", "demo-1.0/real.txt", tarfile.LNKTYPE),
-        ],
-    )
-    root = extract_sdist(archive, tmp_path / "work")
+IN_TREE_LINKS = [
+    _file("demo-1.0/real.txt", b"data"),
+    _link("demo-1.0/sym.txt", "real.txt", tarfile.SYMTYPE),
+    _link("demo-1.0/hard.txt", "demo-1.0/real.txt", tarfile.LNKTYPE),
+]
+
+
+def test_links_inside_the_tree_are_allowed_when_asked(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "demo-1.0.tar.gz", IN_TREE_LINKS)
+    root = extract_sdist(archive, tmp_path / "work", allow_links=True)
+    assert (root / "sym.txt").is_symlink()
     assert (root / "sym.txt").read_bytes() == b"data"
     assert (root / "hard.txt").read_bytes() == b"data"
+    assert (root / "hard.txt").stat().st_ino == (root / "real.txt").stat().st_ino
 
 
-def test_tar_without_data_filter_is_refused(
+@pytest.mark.parametrize(("member", "kind"), [("sym.txt", "symbolic"), ("hard.txt", "hard")])
+def test_links_are_refused_by_default_naming_package_member_and_setting(
+    tmp_path: Path, member: str, kind: str
+) -> None:
+    links = [m for m in IN_TREE_LINKS if m[0].name in ("demo-1.0/real.txt", f"demo-1.0/{member}")]
+    archive = make_tar(tmp_path / "demo-1.0.tar.gz", links)
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_sdist(archive, tmp_path / "work", package="demo")
+    text = str(info.value)
+    assert info.value.package == "demo" and text.startswith("demo [extract]")
+    assert f"demo-1.0/{member}" in text and f"{kind} link" in text
+    assert "allow_links = true" in text
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_tar_extraction_does_not_need_the_data_filter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = make_tar(tmp_path / "demo-1.0.tar.gz", SDIST)
+    """Every check is ours: a Python without tarfile's filters (or with holes in them) is safe."""
     monkeypatch.delattr(tarfile, "data_filter")
-    with pytest.raises(UnsafeArchiveError, match="data filter"):
-        extract_sdist(archive, tmp_path / "work", package="demo")
-    assert not (tmp_path / "work").exists() or list((tmp_path / "work").iterdir()) == []
+    monkeypatch.delattr(tarfile, "tar_filter")
+    archive = make_tar(tmp_path / "demo-1.0.tar.gz", SDIST)
+    assert (extract_sdist(archive, tmp_path / "work") / "run.sh").is_file()
+    hostile = make_tar(tmp_path / "evil-1.0.tar.gz", HOSTILE_TARS["symlink-then-write-through"])
+    with pytest.raises(UnsafeArchiveError):
+        extract_sdist(hostile, tmp_path / "work", package="evil", allow_links=True)
+    assert not (tmp_path / "work" / "evil").exists()  # "up/evil" through "up" -> ".."
 
 
 def test_member_count_limit(tmp_path: Path) -> None:

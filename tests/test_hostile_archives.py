@@ -1,5 +1,6 @@
-"""Hostile archives beyond tests/test_extract.py: mode bits, sdists that combine, wheels at publish
-time and RECORD entries that escape at verify time."""
+"""Hostile archives beyond tests/test_extract.py: mode bits, sdists that combine, links that try to
+lead extraction out of its folder (CVE-2025-4517 among them), wheels at publish time and RECORD
+entries that escape at verify time."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from support.sdists import SdistSpec, make_wheel
 
 from rewheel.errors import RewheelError, UnsafeArchiveError
-from rewheel.extract import extract_sdist, unsafe_member_name
+from rewheel.extract import extract_sdist, link_target_problem, unsafe_member_name
 from rewheel.repository import Repository
 from rewheel.verify import verify_venv
 
@@ -112,8 +113,8 @@ def test_two_sdists_never_share_a_tree(tmp_path: Path) -> None:
         tmp_path / "other" / "demo-1.0.tar.gz", [_tar_file("demo-1.0/pkg/planted.py", data=b"evil")]
     )
     work = tmp_path / "work"
-    a = extract_sdist(first, work, package="demo")
-    b = extract_sdist(second, work, package="demo")
+    a = extract_sdist(first, work, package="demo", allow_links=True)
+    b = extract_sdist(second, work, package="demo", allow_links=True)
     assert a != b and a.parent != b.parent
     assert (a / "pkg").is_symlink()
     assert list((a / "real").iterdir()) == []  # nothing was written through the first's link
@@ -121,9 +122,9 @@ def test_two_sdists_never_share_a_tree(tmp_path: Path) -> None:
     assert (b / "pkg" / "planted.py").read_bytes() == b"evil"
     assert list(outside.iterdir()) == []
     # Named extractions (as the pipeline makes them) must be new as well.
-    extract_sdist(first, work, package="demo", name="demo-1.0")
+    extract_sdist(first, work, package="demo", name="demo-1.0", allow_links=True)
     with pytest.raises(RewheelError, match="already exists"):
-        extract_sdist(second, work, package="demo", name="demo-1.0")
+        extract_sdist(second, work, package="demo", name="demo-1.0", allow_links=True)
 
 
 def test_zip_member_under_a_file_is_refused_and_cleaned(tmp_path: Path) -> None:
@@ -154,6 +155,197 @@ def test_zip_member_under_a_file_is_refused_and_cleaned(tmp_path: Path) -> None:
 )
 def test_unsafe_member_name(name: str, refused: bool) -> None:
     assert (unsafe_member_name(name) is not None) == refused
+
+
+def _outside_of(tmp_path: Path, dest_parent: Path) -> set[Path]:
+    """Everything under tmp_path that is not under ``dest_parent`` (where extractions go)."""
+    return {p for p in tmp_path.rglob("*") if not p.is_relative_to(dest_parent)}
+
+
+def _cve_2025_4517_tar(path: Path, levels: int, payload: bytes) -> Path:
+    """The public shape of CVE-2025-4517 (CPython gh-135034), aimed at ``<dest>/../..``.
+
+    Each level is a directory with a 247-character name and a one-letter symlink to it, so the
+    member names stay short (``a/b/c/...``) while the paths they resolve to grow by 248 per level.
+    Past PATH_MAX, ``os.path.realpath`` (non-strict) stops resolving and goes on lexically, which
+    is all tarfile's ``data`` filter checks with: ``<letters>/lll`` -> ``../`` * levels is really
+    the extraction directory, but looks like a directory deep inside it, so ``escape`` ->
+    ``<letters>/lll/../..`` looks inside too, and the file written through ``escape`` lands two
+    levels above the extraction directory.
+    """
+    long_dir = "d" * 247
+    letters = [chr(ord("a") + i) for i in range(levels)]
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    here = ""
+    for letter in letters:
+        members.append(_tar_entry(f"{here}{long_dir}", tarfile.DIRTYPE))
+        members.append(_tar_entry(f"{here}{letter}", tarfile.SYMTYPE, link=long_dir))
+        here += f"{letter}/"
+    deep_link = here + "l" * 254
+    members.append(_tar_entry(deep_link, tarfile.SYMTYPE, link="../" * levels))
+    members.append(_tar_entry("escape", tarfile.SYMTYPE, link=deep_link + "/../.."))
+    members.append(_tar_file("escape/outside/evil.pth", data=payload))
+    return _tar(path, members)
+
+
+@pytest.mark.parametrize("allow_links", [False, True], ids=["links-refused", "links-allowed"])
+def test_cve_2025_4517_symlink_chain_past_path_max_is_refused(
+    tmp_path: Path, allow_links: bool
+) -> None:
+    """On Pythons whose tarfile has the hole (3.11.7 here) the data filter lets this write
+    ``outside/evil.pth``; the extraction must refuse it and write nothing outside its folder."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "archives").mkdir()
+    work = tmp_path / "work"
+    levels = 16
+    dest = work / "src"
+    # Really past PATH_MAX: what the deep link's path resolves to is too long to lstat.
+    assert len(str(dest)) + levels * 248 + 1 + 254 > os.pathconf("/", "PC_PATH_MAX")
+    archive = _cve_2025_4517_tar(tmp_path / "archives" / "evil-1.0.tar.gz", levels, b"import os\n")
+    before = _outside_of(tmp_path, work)
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_sdist(archive, work, package="evil", name="src", allow_links=allow_links)
+    assert info.value.package == "evil"
+    assert "member 'a" in str(info.value)  # "a" itself, or "a/ddd..." through it
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert _outside_of(tmp_path, work) == before
+    assert list(work.iterdir()) == []
+
+
+def test_link_that_climbs_after_a_name_is_refused_whatever_the_member_order(
+    tmp_path: Path,
+) -> None:
+    """``m -> a/b/l/../../..`` reads as ``.`` but, once ``a/b/l -> ../../q`` exists, the kernel
+    resolves it to ``<dest>/..``: a text-only check must not accept ``..`` after a name."""
+    climbing: tuple[tarfile.TarInfo, bytes | None]
+    climbing = _tar_entry("demo-1.0/m", tarfile.SYMTYPE, link="a/b/l/../../..")
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [
+        _tar_entry("demo-1.0/q", tarfile.DIRTYPE),
+        _tar_entry("demo-1.0/a/b", tarfile.DIRTYPE),
+        _tar_entry("demo-1.0/a/b/l", tarfile.SYMTYPE, link="../../q"),
+    ]
+    for order in ([climbing, *members], [*members, climbing]):
+        archive = _tar(tmp_path / "demo-1.0.tar.gz", order)
+        with pytest.raises(UnsafeArchiveError, match=r"'\.\.' after a name"):
+            extract_sdist(archive, tmp_path / "work", package="demo", allow_links=True)
+        assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_member_through_an_extracted_link_is_refused(tmp_path: Path) -> None:
+    """Even a link that stays inside is never written through (it could be swapped or climb)."""
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_entry("demo-1.0/real", tarfile.DIRTYPE),
+            _tar_entry("demo-1.0/pkg", tarfile.SYMTYPE, link="real"),
+            _tar_file("demo-1.0/pkg/planted.py", data=b"evil"),
+        ],
+    )
+    with pytest.raises(UnsafeArchiveError, match=r"runs through the symbolic link 'demo-1\.0/pkg'"):
+        extract_sdist(archive, tmp_path / "work", package="demo", allow_links=True)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        _tar_file("demo-1.0/link", data=b"replaces the link"),
+        _tar_entry("demo-1.0/link", tarfile.SYMTYPE, link="other"),
+        _tar_entry("demo-1.0/link", tarfile.LNKTYPE, link="demo-1.0/other"),
+    ],
+    ids=["file", "symlink", "hardlink"],
+)
+def test_a_member_never_replaces_a_link(
+    tmp_path: Path, second: tuple[tarfile.TarInfo, bytes | None]
+) -> None:
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_file("demo-1.0/other"),
+            _tar_entry("demo-1.0/link", tarfile.SYMTYPE, link="other"),
+            second,
+        ],
+    )
+    with pytest.raises(UnsafeArchiveError, match="would replace the symbolic link"):
+        extract_sdist(archive, tmp_path / "work", package="demo", allow_links=True)
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        (
+            [
+                _tar_entry("demo-1.0/real", tarfile.DIRTYPE),
+                _tar_file("demo-1.0/real/f"),
+                _tar_entry("demo-1.0/pkg", tarfile.SYMTYPE, link="real"),
+                _tar_entry("demo-1.0/hard", tarfile.LNKTYPE, link="demo-1.0/pkg/f"),
+            ],
+            "runs through the symbolic link",
+        ),
+        (
+            [
+                _tar_file("demo-1.0/f"),
+                _tar_entry("demo-1.0/sym", tarfile.SYMTYPE, link="f"),
+                _tar_entry("demo-1.0/hard", tarfile.LNKTYPE, link="demo-1.0/sym"),
+            ],
+            "hard link to the symbolic link",
+        ),
+        ([_tar_entry("demo-1.0/hard", tarfile.LNKTYPE, link="demo-1.0/nothing")], "not extracted"),
+        ([_tar_entry("demo-1.0/hard", tarfile.LNKTYPE, link="demo-1.0/../..")], "not a member"),
+    ],
+    ids=["through-symlink", "to-symlink", "to-missing", "dotdot"],
+)
+def test_hard_links_only_to_earlier_files_of_the_tree(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], why: str
+) -> None:
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", members)
+    with pytest.raises(UnsafeArchiveError, match=why):
+        extract_sdist(archive, tmp_path / "work", package="demo", allow_links=True)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def _zip_with_link(path: Path, link: str, target: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("demo-1.0/real.txt", b"data")
+        info = zipfile.ZipInfo(link)
+        info.create_system = 3
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, target)
+    return path
+
+
+def test_zip_links_follow_the_same_rules(tmp_path: Path) -> None:
+    inside = _zip_with_link(tmp_path / "demo-1.0.zip", "demo-1.0/sym.txt", "real.txt")
+    with pytest.raises(UnsafeArchiveError, match="allow_links"):
+        extract_sdist(inside, tmp_path / "work", package="demo")
+    root = extract_sdist(inside, tmp_path / "work", package="demo", allow_links=True)
+    assert (root / "sym.txt").is_symlink() and (root / "sym.txt").read_bytes() == b"data"
+    out = _zip_with_link(tmp_path / "evil-1.0.zip", "demo-1.0/sym.txt", "../../../etc/passwd")
+    with pytest.raises(UnsafeArchiveError, match="leaves the extraction directory"):
+        extract_sdist(out, tmp_path / "work2", package="evil", allow_links=True)
+    assert list((tmp_path / "work2").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("member", "target", "refused"),
+    [
+        ("d/link", "x", False),
+        ("d/link", "./x/../", True),
+        ("d/link", "..", False),  # the extraction directory itself
+        ("d/e/link", "../../x/y", False),
+        ("d/link", "../..", True),
+        ("link", "..", True),
+        ("d/link", "x/../y", True),
+        ("d/link", "/etc/passwd", True),
+        ("d/link", "C:/evil", True),
+        ("d/link", "..\\..\\x", True),
+        ("d/link", "", True),
+        ("d/link", "x\x00", True),
+    ],
+)
+def test_link_target_problem(member: str, target: str, refused: bool) -> None:
+    parts = tuple(member.split("/"))
+    assert (link_target_problem(parts, target) is not None) == refused
 
 
 # -- wheels at publish time ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from conftest import Upstream, build_info, run_bootstrap
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from support.sdists import SdistSpec, make_sdist
 
 from rewheel.errors import BuildError, ConfigError
 from rewheel.repository import Repository
@@ -55,6 +57,7 @@ def test_defaults_package_version_and_variant_merge(tmp_path: Path) -> None:
         ("Six.toml", "", "normalized name"),
         ("six.toml", "[env\n", "invalid TOML"),
         ("six.toml", '[pins]\nx = "<1"\n', "_defaults.toml"),
+        ("six.toml", '[build]\nallow_links = "yes"\n', "build.allow_links"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(
@@ -186,3 +189,51 @@ def test_an_allow_listed_package_takes_the_upstream_wheel_and_says_so(
     # verify names it, unless told to accept pre-built wheels.
     assert not verify_chain(Repository(repo)).ok
     assert verify_chain(Repository(repo), allow_prebuilt=True).ok
+
+
+def _with_symlink(sdist: Path, name: str, target: str) -> Path:
+    """``sdist`` rewritten in place with one more member: a symlink ``name`` -> ``target``."""
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(sdist) as tf:
+        for member in tf:
+            f = tf.extractfile(member) if member.isfile() else None
+            members.append((member, f.read() if f is not None else None))
+    link = tarfile.TarInfo(name)
+    link.type, link.linkname = tarfile.SYMTYPE, target
+    with tarfile.open(sdist, "w:gz") as tf:
+        for member, data in [*members, (link, None)]:
+            tf.addfile(member, io.BytesIO(data) if data is not None else None)
+    return sdist
+
+
+def test_sdist_links_are_refused_unless_the_package_allows_them(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
+    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "PKG-INFO"))
+    repo = tmp_path / "repo"
+    refused = run_bootstrap(upstream, repo, ["app"], keep_going=True)
+    assert not refused.ok
+    (error,) = refused.failures.values()
+    assert "app-1.0/LICENSE" in str(error)
+    assert "`[build] allow_links = true`" in str(error)
+
+    settings = tmp_path / "settings"
+    _write(settings, "app.toml", "[build]\nallow_links = true\n")
+    allowed = run_bootstrap(upstream, repo, ["app"], settings_dir=settings)
+    assert allowed.ok, allowed.failures
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    assert order["app"]["settings"]["allow_links"] is True
+
+
+def test_allow_links_merges_and_is_part_of_the_digest(tmp_path: Path) -> None:
+    _write(tmp_path, "_defaults.toml", "[build]\nallow_links = true\n")
+    _write(tmp_path, "six.toml", '[versions."1.0"]\nbuild = { allow_links = false }\n')
+    settings = Settings(tmp_path)
+    six = canonicalize_name("six")
+    assert settings.for_package(six, Version("2.0")).allow_links is True
+    off = settings.for_package(six, Version("1.0"))
+    assert off.allow_links is False
+    assert off.as_record()["allow_links"] is False
+    assert PackageSettings().allow_links is False
+    assert PackageSettings(allow_links=True).digest() != PackageSettings().digest()

@@ -15,6 +15,7 @@ named by the normalized project name. Every key is optional::
     system_tools = ["patchelf>=0.11"]  # provided by the system: checked, recorded, not built
     recipe = "orjson-cargo"            # a custom build recipe (entry point rewheel.recipes)
     prebuilt = false                   # take the upstream wheel instead of building (allow-list)
+    allow_links = false                # extract symbolic and hard links of the sdist (inside it)
 
     [[patches]]                # applied in order, with `patch -p1`, to the extracted sdist
     file = "numpy/0001-fix.patch"       # relative to the settings folder
@@ -49,7 +50,14 @@ from .errors import ConfigError
 
 DEFAULTS_FILE = "_defaults.toml"
 _TOP_KEYS = {"env", "config_settings", "build", "patches", "versions", "variants", "pins"}
-_BUILD_KEYS = {"requires_add", "requires_remove", "system_tools", "recipe", "prebuilt"}
+_BUILD_KEYS = {
+    "requires_add",
+    "requires_remove",
+    "system_tools",
+    "recipe",
+    "prebuilt",
+    "allow_links",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class PackageSettings:
     system_tools: tuple[Requirement, ...] = ()
     recipe: str | None = None
     prebuilt: bool = False
+    allow_links: bool = False  # sdist links are refused unless set (see extract.extract_sdist)
     patches: tuple[Patch, ...] = ()
     sources: tuple[str, ...] = ()  # the settings files that contributed
 
@@ -85,6 +94,7 @@ class PackageSettings:
             "system_tools": [str(r) for r in self.system_tools],
             "recipe": self.recipe,
             "prebuilt": self.prebuilt,
+            "allow_links": self.allow_links,
             "patches": [{"file": p.path.name, "sha256": p.sha256} for p in self.patches],
             "files": list(self.sources),
         }
@@ -159,10 +169,11 @@ def _parse_layer(data: Mapping[str, Any], path: Path, base: Path, where: str) ->
             if not isinstance(build["recipe"], str):
                 raise _fail(path, f"{where}build.recipe", "must be a string")
             layer.build["recipe"] = build["recipe"]
-        if "prebuilt" in build:
-            if not isinstance(build["prebuilt"], bool):
-                raise _fail(path, f"{where}build.prebuilt", "must be true or false")
-            layer.build["prebuilt"] = build["prebuilt"]
+        for key in ("prebuilt", "allow_links"):
+            if key in build:
+                if not isinstance(build[key], bool):
+                    raise _fail(path, f"{where}build.{key}", "must be true or false")
+                layer.build[key] = build[key]
     for i, entry in enumerate(data.get("patches", [])):
         key = f"{where}patches[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
@@ -269,7 +280,7 @@ class Settings:
             config.update(layer.config_settings)
             for key in ("requires_add", "requires_remove", "system_tools"):
                 build.setdefault(key, []).extend(layer.build.get(key, []))
-            for key in ("recipe", "prebuilt"):
+            for key in ("recipe", "prebuilt", "allow_links"):
                 if key in layer.build:
                     build[key] = layer.build[key]
             patches.extend(p for p, spec in layer.patches if spec is None or version in spec)
@@ -283,6 +294,7 @@ class Settings:
             system_tools=tuple(Requirement(r) for r in build.get("system_tools", [])),
             recipe=build.get("recipe"),
             prebuilt=bool(build.get("prebuilt", False)),
+            allow_links=bool(build.get("allow_links", False)),
             patches=tuple(patches),
             sources=tuple(sources),
         )
