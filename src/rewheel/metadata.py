@@ -14,16 +14,22 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from packaging.requirements import Requirement
 from packaging.tags import Tag, sys_tags
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import Version
 
+from .errors import UnsafeArchiveError
 from .types import IndexFile, Upstream
 from .wheelfile import parse_metadata, requires_dist
 
 BuiltMetadata = Callable[[NormalizedName, Version], bytes | None]
+
+# The most core metadata (an sdist's PKG-INFO, a PEP 658 file) read from upstream. Real ones are a
+# few KiB, long descriptions included; a compressed PKG-INFO of gigabytes is an attack.
+MAX_METADATA_BYTES = 1 << 20
 
 
 def static_sdist_metadata(pkg_info: bytes) -> bytes | None:
@@ -41,13 +47,20 @@ def static_sdist_metadata(pkg_info: bytes) -> bytes | None:
     return pkg_info
 
 
-def read_pkg_info(sdist: Path) -> bytes | None:
-    """The top-level PKG-INFO of an sdist, read without extracting anything."""
+def read_pkg_info(sdist: Path, limit: int = MAX_METADATA_BYTES) -> bytes | None:
+    """The top-level PKG-INFO of an sdist, read without extracting anything.
+
+    Read in bounded chunks, whatever size the archive claims: a PKG-INFO longer than ``limit``
+    bytes once decompressed raises ``UnsafeArchiveError``.
+    """
     name = sdist.name
     if name.endswith(".zip"):
         with zipfile.ZipFile(sdist) as zf:
             members = [m for m in zf.namelist() if m.count("/") == 1 and m.endswith("/PKG-INFO")]
-            return zf.read(members[0]) if members else None
+            if not members:
+                return None
+            with zf.open(members[0]) as content_zip:
+                return _read_at_most(content_zip, limit, sdist, members[0])
     with tarfile.open(sdist) as tf:
         for member in tf:
             if (
@@ -55,9 +68,23 @@ def read_pkg_info(sdist: Path) -> bytes | None:
                 and member.name.count("/") == 1
                 and member.name.endswith("/PKG-INFO")
             ):
-                f = tf.extractfile(member)
-                return f.read() if f else None
+                content = tf.extractfile(member)
+                if content is None:
+                    return None
+                with content:
+                    return _read_at_most(content, limit, sdist, member.name)
     return None
+
+
+def _read_at_most(f: IO[bytes], limit: int, sdist: Path, member: str) -> bytes:
+    data = f.read(limit + 1)  # both readers decompress only as much as is asked for
+    if len(data) > limit:
+        raise UnsafeArchiveError(
+            f"{sdist.name}: {member} is larger than the limit of {limit} bytes for core "
+            "metadata; refused (a real PKG-INFO is a few KiB: this sdist is broken or hostile)",
+            step="metadata",
+        )
+    return data
 
 
 class MetadataSource:
@@ -132,7 +159,12 @@ class MetadataSource:
             if data is not None:
                 return "upstream-wheel-metadata", data
         local = self.upstream.download(sdist, self.sdist_dir)
-        pkg_info = read_pkg_info(local)
+        try:
+            pkg_info = read_pkg_info(local)
+        except UnsafeArchiveError as exc:
+            raise UnsafeArchiveError(
+                exc.message, package=name, version=str(version), step="metadata"
+            ) from exc
         if pkg_info is not None and static_sdist_metadata(pkg_info) is not None:
             return "sdist-pkg-info", pkg_info
         if pkg_info is not None:

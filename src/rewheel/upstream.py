@@ -5,6 +5,7 @@ Everything is fetched at most once per run, even when many worker threads ask at
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 from collections import Counter
@@ -22,7 +23,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from .errors import IntegrityError, UpstreamError
+from .errors import IntegrityError, RewheelError, UpstreamError
 from .fsutil import sha256_file
 from .http import HttpClient, PageCache, Response
 from .index_parse import parse_page
@@ -36,6 +37,14 @@ ACCEPT = (
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
+_E = TypeVar("_E", bound=RewheelError)
+
+
+def _blamed(exc: _E, package: str | None, step: str) -> _E:
+    """``exc`` again, naming the package it happened to; its class and data are kept."""
+    again = copy.copy(exc)
+    again.package, again.step = package, step
+    return again
 
 
 class OncePerKey(Generic[_K, _V]):
@@ -95,7 +104,9 @@ class HttpUpstream:
 
     ``strict`` refuses files the index lists without a sha256. ``cache_dir`` keeps project pages
     between runs, revalidated with conditional requests. ``request_counts`` counts the requests
-    made, by kind ("project", "metadata", "download"), retries not included.
+    made, by kind ("project", "metadata", "download"), retries not included. The client's
+    ``Limits`` bound pages, PEP 658 metadata and downloads (a download also by the size the index
+    lists for it, when it does).
     """
 
     def __init__(
@@ -151,7 +162,7 @@ class HttpUpstream:
         try:
             response = self._client.get(url, {"Accept": ACCEPT}, cache=self._cache, step="index")
         except UpstreamError as exc:
-            raise UpstreamError(exc.message, package=name, step="index") from exc
+            raise _blamed(exc, name, "index") from exc
         if response.status in (404, 410):
             return None
         if response.status != 200:
@@ -176,9 +187,11 @@ class HttpUpstream:
         package = _project_of(file.filename)
         self._count("metadata")
         try:
-            response = self._client.get(url, cache=self._cache, step="metadata")
+            response = self._client.get(
+                url, cache=self._cache, step="metadata", limit="metadata_bytes"
+            )
         except UpstreamError as exc:
-            raise UpstreamError(exc.message, package=package, step="metadata") from exc
+            raise _blamed(exc, package, "metadata") from exc
         if response.status == 404:
             return None  # listed but not served: the caller falls back to the file itself
         if response.status != 200:
@@ -218,9 +231,9 @@ class HttpUpstream:
             dest_dir.mkdir(parents=True, exist_ok=True)
             self._count("download")
             try:
-                digest = self._client.download_to(file.url, target, file.sha256)
+                digest = self._client.download_to(file.url, target, file.sha256, size=file.size)
             except (UpstreamError, IntegrityError) as exc:
-                raise type(exc)(exc.message, package=package, step="download") from exc
+                raise _blamed(exc, package, "download") from exc
             if file.sha256 is None:
                 self._fetched[target] = digest
             return target
