@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 import html
 import http.client
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +313,96 @@ def test_the_full_record_is_shown_as_escaped_json(repo: Repository) -> None:
     page = (out / "app.html").read_text()
     pre = page.split("<pre>")[1].split("</pre>")[0]
     assert json.loads(html.unescape(pre))["name"] == "app"
+
+
+# -- hostile records and planted links --------------------------------------------------------
+
+
+def _anchor_hrefs(page: str) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'<a\b[^>]*\bhref="([^"]*)"', page)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)//https://files.example/app-2.0.tar.gz",
+        " javascript:alert(1)",
+        "java\tscript:alert(1)",
+        "\x01javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        "//evil.example/app-2.0.tar.gz",
+        "https:\\\\evil.example\\app-2.0.tar.gz",
+    ],
+)
+def test_only_http_urls_become_links(url: str) -> None:
+    s = site()
+    app = s.projects[0]
+    record = {**(app.versions[0].record or {}), "sdist_url": url}
+    hostile = dataclasses.replace(app.versions[0], record=record)
+    project = dataclasses.replace(app, versions=(hostile, *app.versions[1:]))
+    page = render_site(dataclasses.replace(s, projects=(project, *s.projects[1:])))["app.html"]
+    for href in _anchor_hrefs(page):
+        scheme = href.split(":", 1)[0].lower() if ":" in href else ""
+        assert scheme in ("", "http", "https"), href
+        assert href.startswith(("http://", "https://")) or ":" not in href, href
+        assert not href.startswith("//"), href
+    assert html.escape(url, quote=True) in page  # still shown, as text
+
+
+def test_an_https_sdist_url_is_a_link() -> None:
+    page = render_site(site())["app.html"]
+    assert '<a href="https://files.example/app-2.0.tar.gz">app-2.0.tar.gz</a>' in page
+
+
+def test_the_policy_allows_exactly_the_pages_own_scripts_and_styles(repo: Repository) -> None:
+    from rewheel.server import CONTENT_SECURITY_POLICY
+
+    directives = {}
+    for directive in CONTENT_SECURITY_POLICY.split(";"):
+        name, _, value = directive.strip().partition(" ")
+        directives[name] = value
+    assert directives["default-src"] == "'none'"
+    assert "unsafe" not in CONTENT_SECURITY_POLICY
+    out = write_browse(repo)
+    pages = {p.name: p.read_text() for p in out.iterdir()}
+    assert {"index.html", "app.html", "graph.html"} <= set(pages)
+    for name, page in pages.items():
+        scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+        styles = re.findall(r"<style>(.*?)</style>", page, re.S)
+        assert styles and (scripts or name not in ("index.html", "graph.html"))
+        for source, directive in [(s, "script-src") for s in scripts] + [
+            (s, "style-src") for s in styles
+        ]:
+            digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in directives[directive].split(), (name, directive)
+        # Nothing the policy would block without saying: no inline handlers or style attributes.
+        assert not re.search(r"<[^>]*\s(on\w+|style)\s*=", page, re.I), name
+        # The graph's data is a JSON block, not a script the policy has to allow.
+        assert len(re.findall(r"<script\b", page)) == len(scripts) + page.count(
+            '<script type="application/json"'
+        )
+
+
+def test_nothing_is_read_through_a_symbolic_link(repo: Repository, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text(
+        json.dumps({"name": "tool", "version": "1.0", "sdist_url": "https://TOP-SECRET/"})
+    )
+    metadata = tmp_path / "METADATA"
+    metadata.write_text("Metadata-Version: 2.1\nName: app\nVersion: 2.0\nSummary: TOP-SECRET\n")
+    (repo.records_dir / "tool-1.0.json").unlink(missing_ok=True)
+    (repo.records_dir / "tool-1.0.json").symlink_to(secret)
+    app = _ref(repo, "app")
+    (repo.wheels_dir / f"{app.filename}.metadata").unlink()
+    (repo.wheels_dir / f"{app.filename}.metadata").symlink_to(metadata)
+    (repo.logs_dir / "leak.log").symlink_to(secret)
+    (repo.wheels_dir / "leak-1.0-py3-none-any.whl").symlink_to(repo.wheel_path(app))
+    (repo.root / "build-order.json").unlink()
+    (repo.root / "build-order.json").symlink_to(secret)
+    out = write_browse(repo)
+    for page in out.iterdir():
+        text = page.read_text()
+        assert "TOP-SECRET" not in text, page.name
+        assert "leak" not in text, page.name

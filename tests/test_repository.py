@@ -174,6 +174,15 @@ def test_wheels_and_find_wheels(repo: Repository, tmp_path: Path) -> None:
     assert repo.find_wheels("gamma", "1.0") == []
 
 
+def test_a_planted_link_is_never_listed_as_a_wheel(repo: Repository, tmp_path: Path) -> None:
+    ref = repo.publish_wheel(make_wheel(tmp_path / "1", "alpha", "1.0"))
+    elsewhere = make_wheel(tmp_path / "2", "beta", "1.0")
+    (repo.wheels_dir / elsewhere.name).symlink_to(elsewhere)
+    assert repo.wheels() == [ref]
+    repo.regenerate_index()
+    assert not (repo.root / "simple" / "beta").exists()
+
+
 def test_wheels_notices_a_replaced_file(repo: Repository, tmp_path: Path) -> None:
     ref = repo.publish_wheel(make_wheel(tmp_path / "a"))
     assert repo.wheels() == [ref]

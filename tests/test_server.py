@@ -442,3 +442,32 @@ def test_real_install(
     # It came from this server, and the page was in the format under test.
     assert any(f"GET /wheels/{published.filename} " in line for line in requested)
     assert chosen and set(chosen) == {page_format}
+
+
+def test_every_response_carries_a_content_security_policy_and_nosniff(
+    server: IndexServer, published: WheelRef, repo: Repository
+) -> None:
+    (repo.logs_dir / "tiny_pkg-1.0.log").write_text("log\n")
+    responses = [
+        request(server, path, method=method, accept=accept)
+        for path, method, accept in [
+            ("/", "GET", None),  # 301
+            ("/browse/", "GET", None),
+            ("/simple/", "GET", PIP_ACCEPT),
+            ("/simple/tiny-pkg/", "GET", HTML),
+            ("/simple/tiny-pkg/", "GET", "application/json"),  # 406
+            ("/simple/missing/", "GET", None),  # 404
+            (f"/wheels/{published.filename}", "GET", None),
+            (f"/wheels/{published.filename}", "HEAD", None),
+            ("/logs/tiny_pkg-1.0.log", "GET", None),
+            ("/logs/..%2fx.log", "GET", None),  # 400
+            ("/simple/", "DELETE", None),  # 501, answered by http.server itself
+        ]
+    ]
+    statuses = sorted({status for status, _, _ in responses})
+    assert statuses == [200, 301, 400, 404, 406, 501]
+    for status, headers, _ in responses:
+        assert headers["X-Content-Type-Options"] == "nosniff", status
+        policy = headers["Content-Security-Policy"]
+        assert policy == server_module.CONTENT_SECURITY_POLICY, status
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy

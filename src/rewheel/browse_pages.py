@@ -6,19 +6,26 @@ Links are relative: ``../wheels/<file>``, ``../logs/<log>``, ``<project>.html#v-
 The installers' pages under ``simple/`` are a different thing and are not touched here.
 
 ``collect`` reads the repository, ``render_site`` is pure (values in, HTML text out, every value
-escaped: names, requirements and metadata are not trusted), ``write_browse`` writes the files.
+escaped: names, requirements and metadata are not trusted; only ``http(s)://`` addresses become
+links), ``write_browse`` writes the files. What a build could have planted in the repository is
+not trusted either: nothing is read through a symbolic link (``open_below``), and the pages' own
+scripts and styles are the only ones ``content_security_policy`` lets a browser run.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import html
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
@@ -26,13 +33,16 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import RepositoryError, RewheelError
 from .fsutil import atomic_write_text
-from .graph_export import parse_graph, to_html
+from .graph_export import INLINE_SCRIPTS, INLINE_STYLES, parse_graph, to_html
 from .repository import Repository
 from .wheelfile import parse_metadata
 
 BROWSE_DIR = "browse"
 PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json")
 _PAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.html$")
+# An address shown as a link: spelled out with its scheme, nothing a browser would strip or fold
+# (spaces, controls, backslashes) so that what is checked is what the browser follows.
+_LINKABLE_URL = re.compile(r"^https?://[^\s\x00-\x1f\x7f\\]+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,7 +189,7 @@ def render_index(site: Site) -> str:
 
 
 # Fills in the server's address when served over HTTP, and filters the table as one types.
-_INDEX_SCRIPT = """<script>
+_INDEX_JS = """
 if (location.protocol.startsWith("http")) {
   document.getElementById("origin").textContent = location.origin;
 }
@@ -189,8 +199,28 @@ document.getElementById("filter").addEventListener("input", function (ev) {
     row.hidden = q !== "" && !row.dataset.name.includes(q);
   }
 });
-</script>
 """
+_INDEX_SCRIPT = f"<script>{_INDEX_JS}</script>\n"
+
+
+def _csp_hashes(sources: Iterable[str]) -> str:
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+        for text in sources
+    )
+
+
+def content_security_policy() -> str:
+    """The Content-Security-Policy the pages are served with: nothing but their own inline
+    scripts and styles (allowed by hash, so an injected one would not run), no requests at all
+    but the inline favicon, and no framing. Links and ``location`` still work.
+    """
+    return (
+        "default-src 'none'; "
+        f"script-src {_csp_hashes((_INDEX_JS, *INLINE_SCRIPTS))}; "
+        f"style-src {_csp_hashes((_CSS, *INLINE_STYLES))}; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def _why(version: VersionInfo, known: Mapping[str, set[str]]) -> str:
@@ -254,6 +284,17 @@ def _build_env(record: Mapping[str, Any], known: Mapping[str, set[str]], shas: s
         + "\n".join(rows)
         + "\n</tbody></table>\n"
     )
+
+
+def _url_link(url: str) -> str:
+    """A link to ``url`` when it is an ``http(s)://`` address, else the address as plain text.
+
+    A record is written from what an index said: ``javascript:`` or ``data:`` must not become
+    something to click on.
+    """
+    if _LINKABLE_URL.match(url):
+        return f'<a href="{_e(url)}">{_e(url.rsplit("/", 1)[-1])}</a>'
+    return f'<code class="url">{_e(url)}</code>'
 
 
 def _dl(items: Iterable[tuple[str, str]]) -> str:
@@ -328,7 +369,7 @@ def _version_section(
             built.append(("source", "the upstream's pre-built wheel (allowed by the settings)"))
         url = record.get("sdist_url")
         if isinstance(url, str) and url:
-            built.append(("sdist", f'<a href="{_e(url)}">{_e(url.rsplit("/", 1)[-1])}</a>'))
+            built.append(("sdist", _url_link(url)))
         if record.get("sdist_sha256"):
             built.append(
                 ("sdist sha256", f'<code class="sha256">{_e(record["sdist_sha256"])}</code>')
@@ -431,9 +472,59 @@ def _normal_version(version: str) -> str:
         return version
 
 
-def _read_json(path: Path) -> Any:
+def open_below(root: Path, path: Path) -> BinaryIO:
+    """Open the regular file ``path`` (``root`` or a folder under it) without following a
+    symbolic link anywhere below ``root``: not the file, not a folder on the way.
+
+    Each folder is opened relative to the one before with ``O_NOFOLLOW`` (no window for a link
+    to be swapped in between a check and the open). A link, a missing file or anything but a
+    regular file raises ``OSError``; a missing one ``FileNotFoundError``. ``root`` itself is
+    taken as given.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise FileNotFoundError(f"{path} is not under {root}") from None
+    if not parts or any(part in (".", "..") for part in parts):
+        raise IsADirectoryError(f"{path} names no file under {root}")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
+            )
+            os.close(folder)
+            folder = inner
+        # O_NONBLOCK: opening a FIFO planted in place of a file does not hang the reader.
+        fd = os.open(
+            parts[-1],
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+            dir_fd=folder,
+        )
+    finally:
+        os.close(folder)
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise IsADirectoryError(f"{path} is not a regular file")
+    return f
+
+
+def _read_below(root: Path, path: Path) -> bytes:
+    with open_below(root, path) as f:
+        return f.read()
+
+
+def _is_file_no_link(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _read_json(repo: Repository, path: Path) -> Any:
+    try:
+        return json.loads(_read_below(repo.root, path).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -443,14 +534,14 @@ def _read_json(path: Path) -> Any:
 def _records(repo: Repository) -> tuple[dict[tuple[str, str], dict[str, Any]], set[Any]]:
     """Records by (name, version): records/ first, build-order.json (with ``why``) over them."""
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    if repo.records_dir.is_dir():
+    if repo.records_dir.is_dir() and not repo.records_dir.is_symlink():
         for path in sorted(repo.records_dir.glob("*.json")):
-            data = _read_json(path) if not path.name.startswith(".") else None
+            data = _read_json(repo, path) if not path.name.startswith(".") else None
             if isinstance(data, dict) and "name" in data and "version" in data:
                 key = (canonicalize_name(str(data["name"])), _normal_version(str(data["version"])))
                 by_key[key] = data
     in_last_run = set()
-    order = _read_json(repo.root / "build-order.json")
+    order = _read_json(repo, repo.root / "build-order.json")
     if isinstance(order, list):
         for data in order:
             if isinstance(data, dict) and "name" in data and "version" in data:
@@ -467,20 +558,28 @@ def default_title(repo: Repository) -> str:
 def collect(repo: Repository, *, title: str | None = None, has_graph: bool = False) -> Site:
     """What the pages show, read from the repository's wheels, records and logs."""
     records, in_last_run = _records(repo)
+    # Only what the server would hand out is linked: regular files, not symbolic links.
     logs = (
-        {p.name for p in repo.logs_dir.iterdir() if p.is_file()}
-        if repo.logs_dir.is_dir()
+        {p.name for p in repo.logs_dir.iterdir() if _is_file_no_link(p)}
+        if repo.logs_dir.is_dir() and not repo.logs_dir.is_symlink()
         else set()
     )
-    present = {p.name for p in repo.wheels_dir.iterdir()} if repo.wheels_dir.is_dir() else set()
+    present = (
+        {p.name for p in repo.wheels_dir.iterdir() if _is_file_no_link(p)}
+        if repo.wheels_dir.is_dir() and not repo.wheels_dir.is_symlink()
+        else set()
+    )
     grouped: dict[str, dict[str, list[WheelInfo]]] = {}
     metadata: dict[tuple[str, str], bytes] = {}
     for ref in repo.wheels():
         path = repo.wheel_path(ref)
         try:
-            size = path.stat().st_size
+            st = path.lstat()
         except FileNotFoundError:
             continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a symbolic link: not served, so not shown
+        size = st.st_size
         provenance = tuple(
             ref.filename + suffix
             for suffix in PROVENANCE_SUFFIXES
@@ -492,7 +591,7 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
         key = (str(ref.name), _normal_version(ref.version))
         if key not in metadata:
             with contextlib.suppress(OSError):
-                metadata[key] = path.with_name(path.name + ".metadata").read_bytes()
+                metadata[key] = _read_below(repo.root, path.with_name(path.name + ".metadata"))
     projects = []
     for name in sorted(grouped):
         versions: list[VersionInfo] = []
@@ -540,7 +639,7 @@ def write_browse(repo: Repository) -> Path:
     out = repo.root / BROWSE_DIR
     title = default_title(repo)
     graph_page = None
-    graph = _read_json(repo.root / "graph.json")
+    graph = _read_json(repo, repo.root / "graph.json")
     if graph is not None:
         # A malformed graph.json: the other pages are still worth having.
         with contextlib.suppress(RewheelError):

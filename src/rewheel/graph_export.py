@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,12 +262,14 @@ def _script_json(data: object) -> str:
 
 def to_html(graph: Graph, title: str = "rewheel dependency graph") -> str:
     """One self-contained page (inline CSS and JS, nothing fetched) that draws the graph."""
-    return (
-        _PAGE.replace("@TITLE@", html.escape(title))
-        .replace("@STYLE@", _STYLE)
-        .replace("@SCRIPT@", _SCRIPT)
-        .replace("@DATA@", _script_json(graph_data(graph)))
-    )
+    values = {
+        "TITLE": html.escape(title),
+        "STYLE": _STYLE,
+        "SCRIPT": _SCRIPT,
+        "DATA": _script_json(graph_data(graph)),
+    }
+    # One pass: a title or a name that spells a placeholder is not expanded in turn.
+    return _PLACEHOLDER.sub(lambda m: values[m[1]], _PAGE)
 
 
 _STYLE = """
@@ -642,3 +645,9 @@ _SCRIPT = r"""
   window.rewheelGraph = {select: select, layers: layers};
 })();
 """
+
+_PLACEHOLDER = re.compile(r"@(TITLE|STYLE|SCRIPT|DATA)@")
+# What the page runs and styles itself with, for the Content-Security-Policy it is served with
+# (browse_pages.content_security_policy allows exactly these by hash).
+INLINE_SCRIPTS = (_SCRIPT,)
+INLINE_STYLES = (_STYLE,)

@@ -123,6 +123,14 @@ class _FileKey:
         return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def _plain_file(path: Path) -> bool:
+    """Whether ``path`` itself is a regular file (a link to one is not)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 class Repository:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -366,7 +374,9 @@ class Repository:
         return sorted(
             p
             for p in self.wheels_dir.iterdir()
-            if p.name.endswith(".whl") and not p.name.startswith(".") and p.is_file()
+            # A link is no wheel of ours (a build or a local user may have planted it to list
+            # another file's hash): only plain files count.
+            if p.name.endswith(".whl") and not p.name.startswith(".") and _plain_file(p)
         )
 
     def wheels(self) -> list[WheelRef]:

@@ -7,6 +7,17 @@ For builds on other machines (``rewheel.dask_steps``) the server also hands out 
 sdists (``GET /sdists/<file>``) and, only when started with an upload token, takes uploads into a
 staging folder (``PUT /uploads/<job>/<file>``, see ``_Handler._receive_upload``). Nothing uploaded
 is served or published by the server itself: the coordinator decides what to publish.
+
+Clients are not trusted to be polite. One thread (the event loop) accepts every connection and
+reads request headers without blocking; a connection is handed to one of at most
+``max_connections`` worker threads only once its request headers are complete, and a kept-alive
+connection goes back to the loop between requests. A client that sends nothing, or half a
+request, costs a socket, never a thread: it is closed when its headers are not complete
+``header_timeout`` seconds after it connected (or after its next request began), an idle
+kept-alive one after ``IDLE_TIMEOUT``, and when ``max_waiting`` connections are open but not
+being handled, the one waiting longest is closed to make room. A body (an upload, a file sent)
+must keep moving at ``MIN_TRANSFER_RATE`` on average. Nothing is read through a symbolic link
+(``open_below``), and every response carries a Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -14,33 +25,63 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import os
 import re
+import resource
+import secrets
+import selectors
 import socket
-import stat
-import tempfile
 import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from .browse_pages import BROWSE_DIR, Site, render_index
+from .browse_pages import BROWSE_DIR, Site, content_security_policy, open_below, render_index
 from .errors import ConfigError
 from .index_pages import HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, render_root_html, render_root_json
 from .repository import Repository
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 LogCallback = Callable[[str], None]
 
 _CHUNK = 1 << 16
 _POLL_INTERVAL = 0.05  # how soon stop() takes effect
+
+# Connections (see the module's docstring).
+DEFAULT_MAX_CONNECTIONS = 64  # requests handled at once: the number of worker threads at most
+DEFAULT_MAX_WAITING = 1024  # connections open but not being handled (less if few descriptors)
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a client to send a request's headers, whole
+IDLE_TIMEOUT = 60.0  # a kept-alive connection with no next request is closed after this
+IO_TIMEOUT = 30.0  # one read or write of a body that makes no progress at all
+MIN_TRANSFER_RATE = 64 << 10  # bytes per second a body must average (after a grace period)
+_MAX_HEADER_BYTES = 64 << 10  # request line and headers together
+_HEADER_END = re.compile(rb"\n\r?\n")
+_SWEEP_INTERVAL = 0.1  # how often the loop closes the connections past their time
+_ACCEPT_BURST = 64
+_ACCEPT_PAUSE = 0.1  # out of file descriptors, with nothing to close: wait that long
+_STOP_JOIN = 5.0  # how long stop() waits for the workers, all together
+_REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+# Sent with every response. The browsable pages run their own inline script and style, allowed
+# by hash; nothing else runs or loads, whatever a page holds.
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 # Uploads: the header carrying the sha256 the uploader claims for the body, and what may be sent.
 SHA256_HEADER = "X-Rewheel-SHA256"
@@ -149,15 +190,113 @@ def _path_segments(raw_path: str) -> list[str]:
     return segments
 
 
+@dataclass(eq=False)
+class _Connection:
+    """A client's connection: its socket, what was read of its next request, its time limit."""
+
+    sock: socket.socket
+    address: Any
+    deadline: float  # time.monotonic() by which the request headers must be complete
+    buffer: bytearray = field(default_factory=bytearray)
+    idle: bool = False  # kept alive after a response, and nothing of a next request came yet
+
+
+class _Reader(io.BufferedIOBase):
+    """A connection's request stream: the bytes the event loop already read, then the socket.
+
+    What a request leaves unread stays in ``buffer`` (the connection's own), so a client that
+    sends its next request early loses nothing. ``read(n)`` returns what one ``recv`` gives
+    (fewer than ``n`` bytes, empty only at the end): readers of a body loop until they have it.
+    """
+
+    def __init__(self, sock: socket.socket, buffer: bytearray) -> None:
+        super().__init__()
+        self._sock = sock
+        self.buffer = buffer
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        chunk = self._sock.recv(_CHUNK)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        limit = -1 if size is None else size
+        searched = 0
+        while True:
+            end = self.buffer.find(b"\n", searched)
+            if end >= 0:
+                n = end + 1
+                break
+            searched = len(self.buffer)
+            if 0 <= limit <= len(self.buffer) or not self._fill():
+                n = len(self.buffer)
+                break
+        return self._take(n if limit < 0 else min(n, limit))
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self.buffer))
+        if size and not self.buffer:
+            self._fill()
+        return self._take(min(size, len(self.buffer)))
+
+    def read1(self, size: int = -1, /) -> bytes:
+        return self.read(size)
+
+
+class _Writer(io.BufferedIOBase):
+    """A connection's response stream: every write is sent whole (within the socket's timeout)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self._sock.sendall(data)
+        return memoryview(data).nbytes
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One request on a ``_Connection`` whose request headers the event loop already read."""
+
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: installers fetch many pages from one host
     server_version = "rewheel"
     sys_version = ""
-    timeout = 60  # an idle keep-alive connection does not hold its thread for ever
-    # Headers and body go out in separate writes; with Nagle each keep-alive response would wait
-    # for a delayed ACK (~40 ms).
-    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        # Instead of StreamRequestHandler's: the bytes already read come first.
+        conn: _Connection = self.request
+        self.connection = conn.sock
+        self.rfile = _Reader(conn.sock, conn.buffer)
+        self.wfile = _Writer(conn.sock)
+
+    def handle(self) -> None:
+        # One request: a kept-alive connection waits for its next one in the event loop, not here.
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass  # nothing is buffered, and the server decides what becomes of the socket
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        super().send_response(code, message)
+        # Every response, errors and redirects included.
+        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.send_header("X-Content-Type-Options", "nosniff")
 
     def do_GET(self) -> None:
         self._handle(send_body=True)
@@ -195,7 +334,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif segments[0] == "browse" and len(segments) == 2:
             self._send_browse_page(repo, segments[1] or "index.html", send_body)
         elif segments[0] == "logs" and len(segments) == 2 and segments[1].endswith(".log"):
-            self._send_static(repo.logs_dir, segments[1], "text/plain; charset=utf-8", send_body)
+            self._send_file(
+                repo.logs_dir, segments[1], "text/plain; charset=utf-8", send_body, no_cache=True
+            )
         elif segments[0] == "simple" and segments[1:] == [""]:
             self._send_page(repo.simple_dir, send_body, root=True)
         elif segments[0] == "simple" and len(segments) in (2, 3) and segments[1]:
@@ -211,12 +352,12 @@ class _Handler(BaseHTTPRequestHandler):
                 (".whl", ".whl.metadata", ".whl.provenance.json", ".whl.provenance.dsse.json")
             ):
                 raise _Refused(HTTPStatus.NOT_FOUND)
-            self._send_file(repo.wheels_dir, segments[1], send_body)
+            self._send_file(repo.wheels_dir, segments[1], "application/octet-stream", send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
             # Read-only, for build workers on other machines; sdists are public upstream files.
             if not segments[1].lower().endswith(_SDIST_SUFFIXES):
                 raise _Refused(HTTPStatus.NOT_FOUND)
-            self._send_file(repo.sdists_dir, segments[1], send_body)
+            self._send_file(repo.sdists_dir, segments[1], "application/octet-stream", send_body)
         else:
             raise _Refused(HTTPStatus.NOT_FOUND)
 
@@ -227,13 +368,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fmt, content_type = chosen
         try:
-            body = (page_dir / f"index.{fmt}").read_bytes()
+            with open_below(self.server.repo.root, page_dir / f"index.{fmt}") as f:
+                body = f.read()
         except (FileNotFoundError, NotADirectoryError):
             if not root:
                 raise _Refused(HTTPStatus.NOT_FOUND) from None
             # A repository nothing was published to yet is an empty index, not an error.
             text = render_root_json([]) if fmt == "json" else render_root_html([])
             body = text.encode("utf-8")
+        except OSError:
+            raise _Refused(HTTPStatus.NOT_FOUND) from None  # a symbolic link, a special file
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -243,37 +387,64 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
-    def _send_file(self, directory: Path, filename: str, send_body: bool) -> None:
-        # Temporary files of a publish or download in progress start with "." and are never served.
-        if filename.startswith("."):
+    def _send_file(
+        self,
+        directory: Path,
+        name: str,
+        content_type: str,
+        send_body: bool,
+        *,
+        no_cache: bool = False,
+    ) -> None:
+        """A regular file directly in ``directory``, never through a symbolic link. Temporary
+        files of a publish or download in progress start with "." and are never served."""
+        if name.startswith("."):
             raise _Refused(HTTPStatus.NOT_FOUND)
         try:
-            f: BinaryIO = (directory / filename).open("rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            f = open_below(self.server.repo.root, directory / name)
+        except OSError:
             raise _Refused(HTTPStatus.NOT_FOUND) from None
         with f:
-            # The size of the file we opened, even if a publish replaces the name meanwhile.
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused(HTTPStatus.NOT_FOUND)
+            # The size of the file opened, even if a publish replaces the name or a log grows.
+            size = os.fstat(f.fileno()).st_size
             self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(st.st_size))
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(size))
+            if no_cache:
+                self.send_header("Cache-Control", "no-cache")
             self.end_headers()
-            if send_body:
-                remaining = st.st_size
-                while remaining > 0 and (chunk := f.read(min(_CHUNK, remaining))):
-                    self.wfile.write(chunk)
-                    remaining -= len(chunk)
+            if not send_body:
+                return
+            deadline = self._transfer_deadline(size)
+            remaining = size
+            while remaining > 0 and (chunk := f.read(min(_CHUNK, remaining))):
+                self._io_budget(deadline)
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+            if remaining:
+                self.close_connection = True  # the file shrank: the promised length was not sent
+
+    def _transfer_deadline(self, length: int) -> float:
+        """When a body of ``length`` bytes must be through: ``header_timeout`` of grace, then
+        ``MIN_TRANSFER_RATE``. A client that drips a body (or reads one a byte at a time) does
+        not hold a worker for longer."""
+        return time.monotonic() + self.server.header_timeout + length / MIN_TRANSFER_RATE
+
+    def _io_budget(self, deadline: float) -> None:
+        """Let the next read or write of a body wait no later than ``deadline``."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the body moved slower than the minimum transfer rate")
+        self.connection.settimeout(min(IO_TIMEOUT, left))
 
     def _receive_upload(self) -> None:
         """``PUT /uploads/<job>/<file>``: store the body as ``<upload_dir>/<job>/<file>``.
 
         Refused (404) unless the server has an upload token; the request must carry it as
         ``Authorization: Bearer <token>`` (else 401), the body's sha256 in ``X-Rewheel-SHA256``
-        and a ``Content-Length``. A body whose hash differs from the claim is dropped (422). The
-        file appears under its name only complete and checked; an upload of the same name again
-        replaces it. 201 on success.
+        and a ``Content-Length``. A body whose hash differs from the claim is dropped (422), one
+        that arrives too slowly (``MIN_TRANSFER_RATE``) too. The file appears under its name only
+        complete and checked; an upload of the same name again replaces it. 201 on success.
         """
         server = self.server
         segments = _path_segments(self.path)
@@ -305,29 +476,39 @@ class _Handler(BaseHTTPRequestHandler):
         if length > server.max_upload:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
 
-        folder = server.upload_dir / job
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".tmp")
-        tmp = Path(tmp_name)
+        folder = _open_job_folder(server.upload_dir, job)
         try:
-            digest = hashlib.sha256()
-            remaining = length
-            with os.fdopen(fd, "wb") as out:
-                while remaining > 0:
-                    chunk = self.rfile.read(min(_CHUNK, remaining))
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    out.write(chunk)
-                    remaining -= len(chunk)
-            if remaining:
-                self.close_connection = True  # the client went away mid-body
-                return
-            if digest.hexdigest() != claimed:
-                raise _Refused(HTTPStatus.UNPROCESSABLE_ENTITY)
-            os.replace(tmp, folder / filename)
+            tmp = f".{filename}.{secrets.token_hex(8)}.tmp"
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=folder,
+            )
+            try:
+                digest = hashlib.sha256()
+                remaining = length
+                deadline = self._transfer_deadline(length)
+                with os.fdopen(fd, "wb") as out:
+                    while remaining > 0:
+                        self._io_budget(deadline)
+                        chunk = self.rfile.read(min(_CHUNK, remaining))
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        out.write(chunk)
+                        remaining -= len(chunk)
+                if remaining:
+                    self.close_connection = True  # the client went away mid-body
+                    return
+                if digest.hexdigest() != claimed:
+                    raise _Refused(HTTPStatus.UNPROCESSABLE_ENTITY)
+                os.replace(tmp, filename, src_dir_fd=folder, dst_dir_fd=folder)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=folder)
         finally:
-            tmp.unlink(missing_ok=True)
+            os.close(folder)
         if server.log is not None:
             server.log(f"received {job}/{filename} ({length} bytes, sha256 {claimed})")
         self._send_status(HTTPStatus.CREATED, send_body=True)
@@ -336,7 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not name.endswith(".html"):
             raise _Refused(HTTPStatus.NOT_FOUND)
         try:
-            self._send_static(repo.root / BROWSE_DIR, name, "text/html; charset=utf-8", send_body)
+            self._send_file(
+                repo.root / BROWSE_DIR, name, "text/html; charset=utf-8", send_body, no_cache=True
+            )
         except _Refused:
             if name != "index.html":
                 raise
@@ -344,39 +527,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = render_index(Site(projects=())).encode("utf-8")
             self._send_bytes(body, "text/html; charset=utf-8", send_body)
 
-    def _send_static(self, directory: Path, name: str, content_type: str, send_body: bool) -> None:
-        """A regular file directly in ``directory``: no hidden files, no symbolic links."""
-        if name.startswith("."):
-            raise _Refused(HTTPStatus.NOT_FOUND)
-        try:
-            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            raise _Refused(HTTPStatus.NOT_FOUND) from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused(HTTPStatus.NOT_FOUND)
-            # A log may grow while it is sent: send the size it had when opened.
-            self._send_headers(st.st_size, content_type)
-            remaining = st.st_size
-            while send_body and remaining > 0 and (chunk := f.read(min(_CHUNK, remaining))):
-                self.wfile.write(chunk)
-                remaining -= len(chunk)
-            if remaining and send_body:
-                self.close_connection = True  # the file shrank: the promised length was not sent
-
     def _send_bytes(self, body: bytes, content_type: str, send_body: bool) -> None:
-        self._send_headers(len(body), content_type)
-        if send_body:
-            self.wfile.write(body)
-
-    def _send_headers(self, length: int, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
+        if send_body:
+            self.wfile.write(body)
 
     def _redirect(self, location: str, send_body: bool) -> None:
         body = f"Moved to {location}\n".encode()
@@ -407,8 +565,41 @@ class _Handler(BaseHTTPRequestHandler):
             log(f"{self.address_string()} {format % args}")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def _open_job_folder(upload_dir: Path, job: str) -> int:
+    """A descriptor of ``upload_dir/job``, made if need be; refused (409) if it is anything but
+    a folder (a symbolic link planted there would send the upload elsewhere)."""
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    base = os.open(upload_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(job, dir_fd=base)
+        try:
+            return os.open(
+                job, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base
+            )
+        except OSError:
+            raise _Refused(HTTPStatus.CONFLICT) from None
+    finally:
+        os.close(base)
+
+
+def _default_max_waiting(max_connections: int) -> int:
+    """``DEFAULT_MAX_WAITING``, or fewer where this process may open few files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_WAITING
+    return max(16, min(DEFAULT_MAX_WAITING, soft // 2 - max_connections))
+
+
+class _Server(HTTPServer):
+    """The listening socket, the event loop that reads requests, and the workers that answer.
+
+    The loop (``serve_forever``) owns the connections that wait (``_waiting``: for a first
+    request, or idle between two); a connection whose request headers are complete goes to
+    ``_ready``, a worker takes it (``_active``) and hands it back through ``_returned`` when it
+    stays open. ``_lock`` guards everything but ``_waiting``, which only the loop touches.
+    """
+
     allow_reuse_address = True
     request_queue_size = 128  # installers open many connections at once; the default is 5
 
@@ -421,6 +612,10 @@ class _Server(ThreadingHTTPServer):
         upload_token: str | None = None,
         upload_dir: Path | None = None,
         max_upload: int = DEFAULT_MAX_UPLOAD,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         self.address_family = family
         self.repo = repo
@@ -428,12 +623,258 @@ class _Server(ThreadingHTTPServer):
         self.upload_token = upload_token
         self.upload_dir = upload_dir
         self.max_upload = max_upload
+        self.max_connections = max_connections
+        self.max_waiting = max_waiting
+        self.header_timeout = header_timeout
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._ready: deque[_Connection] = deque()
+        self._returned: deque[_Connection] = deque()
+        self._active: set[_Connection] = set()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._closing = False
+        self._waiting: dict[_Connection, None] = {}  # oldest first
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
         super().__init__(address, _Handler)
+        self.socket.setblocking(False)
+        # Written to by workers (a connection handed back) and by shutdown(): wakes the loop.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # -- the event loop -------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections and read their requests until ``shutdown()``."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                next_sweep = 0.0
+                resume_accepting: float | None = None
+                while not self._stop.is_set():
+                    for key, _ in selector.select(poll_interval):
+                        if key.fileobj is self._wake_r:
+                            self._drain_wake()
+                        elif key.fileobj is self.socket:
+                            if not self._accept(selector):
+                                # Out of descriptors with none to free: do not spin on accept.
+                                selector.unregister(self.socket)
+                                resume_accepting = time.monotonic() + _ACCEPT_PAUSE
+                        else:
+                            self._receive(selector, key.data)
+                    self._take_back(selector)
+                    now = time.monotonic()
+                    if now >= next_sweep:
+                        self._sweep(selector, now)
+                        next_sweep = now + _SWEEP_INTERVAL
+                    if resume_accepting is not None and now >= resume_accepting:
+                        selector.register(self.socket, selectors.EVENT_READ)
+                        resume_accepting = None
+                for conn in list(self._waiting):
+                    self._drop(selector, conn)
+        finally:
+            for conn in list(self._waiting):
+                _close(conn)
+            self._waiting.clear()
+            self._stop.clear()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (running in another thread) and wait until it has."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (the loop will wake anyway) or closed
+            self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _accept(self, selector: selectors.BaseSelector) -> bool:
+        """Take the connections in the backlog; False when out of file descriptors."""
+        for _ in range(_ACCEPT_BURST):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                # EMFILE, ENFILE, ENOBUFS: free a descriptor (the connection waiting longest).
+                if not self._waiting:
+                    return False
+                self._drop(selector, next(iter(self._waiting)))
+                continue
+            if self._waiting_count() >= self.max_waiting:
+                if not self._waiting:
+                    sock.close()  # every open connection waits for a worker: refuse
+                    continue
+                self._drop(selector, next(iter(self._waiting)))
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                # Headers and body go out in separate writes; with Nagle each keep-alive
+                # response would wait for a delayed ACK (~40 ms).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(sock, address, time.monotonic() + self.header_timeout)
+            self._wait_for_request(selector, conn)
+        return True
+
+    def _waiting_count(self) -> int:
+        """Connections open and not being handled: waiting, ready, or being handed back."""
+        with self._lock:
+            return len(self._waiting) + len(self._ready) + len(self._returned)
+
+    def _wait_for_request(self, selector: selectors.BaseSelector, conn: _Connection) -> None:
+        if _HEADER_END.search(conn.buffer):
+            self._dispatch(conn)  # a request that came early, with the one before
+            return
+        self._waiting[conn] = None
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _receive(self, selector: selectors.BaseSelector, conn: _Connection) -> None:
+        try:
+            data = conn.sock.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(selector, conn)
+            return
+        if conn.idle:
+            conn.idle = False
+            conn.deadline = time.monotonic() + self.header_timeout
+        searched = max(0, len(conn.buffer) - 2)
+        conn.buffer += data
+        if _HEADER_END.search(conn.buffer, searched):
+            del self._waiting[conn]
+            selector.unregister(conn.sock)
+            self._dispatch(conn)
+        elif len(conn.buffer) > _MAX_HEADER_BYTES:
+            self._drop(selector, conn, _HEADERS_TOO_LARGE)
+
+    def _sweep(self, selector: selectors.BaseSelector, now: float) -> None:
+        for conn in [c for c in self._waiting if c.deadline <= now]:
+            self._drop(selector, conn, _REQUEST_TIMEOUT if conn.buffer.strip() else b"")
+
+    def _drop(self, selector: selectors.BaseSelector, conn: _Connection, last: bytes = b"") -> None:
+        """Close a waiting connection, after ``last`` if the socket takes it at once."""
+        if conn in self._waiting:
+            del self._waiting[conn]
+            selector.unregister(conn.sock)
+        if last:
+            with contextlib.suppress(OSError):
+                conn.sock.send(last)
+        _close(conn)
+
+    def _take_back(self, selector: selectors.BaseSelector) -> None:
+        with self._lock:
+            back = list(self._returned)
+            self._returned.clear()
+        for conn in back:
+            self._wait_for_request(selector, conn)
+
+    # -- the workers ----------------------------------------------------------------------------
+
+    def _dispatch(self, conn: _Connection) -> None:
+        with self._work:
+            self._ready.append(conn)
+            if len(self._ready) > self._idle_workers and len(self._workers) < self.max_connections:
+                worker = threading.Thread(
+                    target=self._work_loop,
+                    name=f"rewheel-serve-{len(self._workers) + 1}",
+                    daemon=True,
+                )
+                self._workers.append(worker)
+                worker.start()
+            self._work.notify()
+
+    def _work_loop(self) -> None:
+        done: _Connection | None = None  # the connection just answered, kept open
+        while True:
+            with self._work:
+                if done is not None:
+                    # Handed back and counted idle at once: the loop never sees one without the
+                    # other, so a kept-alive client's next request starts no extra worker.
+                    self._active.discard(done)
+                    if self._closing or self._stop.is_set():
+                        _close(done)
+                    else:
+                        done.idle = not done.buffer
+                        wait = IDLE_TIMEOUT if done.idle else self.header_timeout
+                        done.deadline = time.monotonic() + wait
+                        self._returned.append(done)
+                        self._wake()
+                self._idle_workers += 1
+                while not self._ready and not self._closing:
+                    self._work.wait()
+                self._idle_workers -= 1
+                if self._closing:
+                    return
+                conn = self._ready.popleft()
+                self._active.add(conn)
+            done = conn if self._answer(conn) else None
+            if done is None:
+                with self._lock:
+                    self._active.discard(conn)
+                _close(conn, gracefully=True)
+
+    def _answer(self, conn: _Connection) -> bool:
+        """Handle the request whose headers ``conn`` holds; True if the connection stays open."""
+        try:
+            conn.sock.settimeout(IO_TIMEOUT)
+            # The request is the connection, not its socket: _Handler.setup unwraps it.
+            handler = _Handler(cast(Any, conn), conn.address, self)
+            conn.sock.setblocking(False)
+        except Exception:
+            self.handle_error(conn.sock, conn.address)
+            return False
+        return not handler.close_connection
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr; a dropped client is not worth that.
         if self.log is not None:
             self.log(f"error serving {client_address}: {traceback.format_exc().strip()}")
+
+    def server_close(self) -> None:
+        """Close the listening socket and every connection; wait (a while) for the workers."""
+        super().server_close()
+        with self._work:
+            self._closing = True
+            leftover = [*self._ready, *self._returned]
+            self._ready.clear()
+            self._returned.clear()
+            active = list(self._active)
+            workers = list(self._workers)
+            self._work.notify_all()
+        for conn in leftover:
+            _close(conn)
+        for conn in active:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # its worker stops waiting on it
+        until = time.monotonic() + _STOP_JOIN
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, until - time.monotonic()))
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _close(conn: _Connection, *, gracefully: bool = False) -> None:
+    if gracefully:
+        # As socketserver does: the end of the response is sent before the socket goes.
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+    with contextlib.suppress(OSError):
+        conn.sock.close()
 
 
 class IndexServer:
@@ -441,6 +882,11 @@ class IndexServer:
 
     With ``upload_token`` it also takes uploads into ``upload_dir`` (default
     ``repo.work_dir / "uploads"``); without one, uploads are refused as if the route did not exist.
+
+    At most ``max_connections`` requests are handled at once (one thread each); at most
+    ``max_waiting`` connections are kept open meanwhile (default: ``DEFAULT_MAX_WAITING``, fewer
+    if the process may open few files), each closed if it does not send a request's headers
+    within ``header_timeout`` seconds.
     """
 
     def __init__(
@@ -453,9 +899,18 @@ class IndexServer:
         upload_token: str | None = None,
         upload_dir: Path | None = None,
         max_upload: int = DEFAULT_MAX_UPLOAD,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_waiting: int | None = None,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         if upload_token is not None and len(upload_token) < 16:
             raise ConfigError("an upload token must have at least 16 characters", step="serve")
+        if max_connections < 1:
+            raise ConfigError("the server must handle at least 1 connection", step="serve")
+        if max_waiting is not None and max_waiting < 1:
+            raise ConfigError("the server must keep at least 1 connection waiting", step="serve")
+        if not header_timeout > 0:
+            raise ConfigError("the header timeout must be more than 0 seconds", step="serve")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.upload_token = upload_token
         self.upload_dir = (upload_dir or repo.work_dir / "uploads") if upload_token else None
@@ -468,6 +923,9 @@ class IndexServer:
             upload_token=upload_token,
             upload_dir=self.upload_dir,
             max_upload=max_upload,
+            max_connections=max_connections,
+            max_waiting=max_waiting or _default_max_waiting(max_connections),
+            header_timeout=header_timeout,
         )
         self._host = host
         self._thread: threading.Thread | None = None
