@@ -13,7 +13,7 @@ from rewheel.buildenv import BuildEnvironment, EnvBuilder
 from rewheel.errors import BuildError
 from rewheel.pyproject import BuildSystem, read_build_system
 from rewheel.runner import SubprocessRunner
-from rewheel.types import Runner
+from rewheel.types import Confinement, Runner
 from rewheel.wheelfile import read_metadata_bytes, wheel_name_version
 
 # A stdlib-only in-tree backend. FAIL / SLEEP / WARN in its config_settings make it misbehave.
@@ -105,6 +105,7 @@ class RecordingRunner:
         log: Path,
         timeout: float | None = None,
         isolate_network: bool = False,
+        confine: Confinement | None = None,
     ) -> None:
         self.calls.append(
             {

@@ -24,6 +24,11 @@ def test_scrubbed_environ_drops_installer_and_python_settings(tmp_path: Path) ->
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "TMPDIR": "/var/tmp",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "GITHUB_TOKEN": "ghp_x",
+        "SSH_AUTH_SOCK": "/run/user/0/agent.sock",
+        "REWHEEL_INDEX_PASSWORD": "hunter2",
+        "MY_FAVOURITE": "anything not on the allow-list",
         "CFLAGS": "-O2",
         "SOURCE_DATE_EPOCH": "1700000000",
         "HOME": "/root",
@@ -68,6 +73,15 @@ def test_scrubbed_environ_drops_installer_and_python_settings(tmp_path: Path) ->
         assert Path(env[key]).is_relative_to(home), key
     for kept in ("PATH", "LANG", "TMPDIR", "CFLAGS", "SOURCE_DATE_EPOCH"):
         assert env[kept] == base[kept]
+    # An allow-list, not a deny-list: secrets and anything unknown stay outside.
+    for secret in (
+        "AWS_SECRET_ACCESS_KEY",
+        "GITHUB_TOKEN",
+        "SSH_AUTH_SOCK",
+        "REWHEEL_INDEX_PASSWORD",
+        "MY_FAVOURITE",
+    ):
+        assert secret not in env
     assert base["PIP_INDEX_URL"]  # the input is not changed
     assert "SOURCE_DATE_EPOCH" not in scrubbed_environ({"PATH": "/bin"}, home=home)
 

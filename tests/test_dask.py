@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -31,6 +32,7 @@ from rewheel.errors import BuildError, ConfigError, IntegrityError
 from rewheel.fsutil import sha256_file
 from rewheel.repository import Repository
 from rewheel.resolver import Pin
+from rewheel.sandbox import SandboxPolicy
 from rewheel.server import IndexServer
 from rewheel.settings import PackageSettings, Patch
 from rewheel.types import IndexFile
@@ -233,8 +235,14 @@ def test_a_worker_lost_mid_build_is_replaced(upstream: Upstream, tmp_path: Path)
 
         def run() -> None:
             try:
+                # Without the sandbox: the slow build tells the test its process group through
+                # a file outside its folder, which the sandbox would (rightly) not let it write.
                 options = _options(
-                    upstream, tmp_path / "repo", tmp_path / "work", dask=cluster.scheduler_address
+                    upstream,
+                    tmp_path / "repo",
+                    tmp_path / "work",
+                    dask=cluster.scheduler_address,
+                    sandbox=False,
                 )
                 outcome.append(app.bootstrap(options))
             except BaseException as exc:
@@ -410,6 +418,7 @@ def _dask_steps(tmp_path: Path, client: _FakeClient) -> DaskSteps:
         work_root=tmp_path / "build-root",
         build_timeout=None,
         isolate_network=True,
+        sandbox=SandboxPolicy(bwrap=None),
         package_settings=lambda pin: PackageSettings(),
         attestor=SimpleNamespace(saw_backend_requires=lambda pin, requires: None),
     )
@@ -534,6 +543,24 @@ def test_unwritable_preferred_root_falls_back(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with claim_build_root(blocker / "sub", "foo-1.0", tmp_path / "own") as root:
         assert root == tmp_path / "own" / "1"
+
+
+def test_a_preferred_root_that_is_a_link_or_open_to_others_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with claim_build_root(link, "foo-1.0", tmp_path / "own") as root:
+        assert root == tmp_path / "own" / "1"
+    assert list(target.iterdir()) == []  # nothing made through the link
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with claim_build_root(shared, "foo-1.0", tmp_path / "own") as root:
+        assert root == tmp_path / "own" / "1"
+    assert stat.S_IMODE((tmp_path / "own" / "1").stat().st_mode) == 0o700
 
 
 def test_advertise_host_needs_dask() -> None:

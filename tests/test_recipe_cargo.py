@@ -27,6 +27,7 @@ from rewheel.recipe_cargo import (
     write_wheel,
 )
 from rewheel.recipes import RecipeContext
+from rewheel.types import Confinement
 from rewheel.wheelfile import read_metadata_bytes, read_record
 
 pytestmark = pytest.mark.skipif(
@@ -68,6 +69,7 @@ class FakeCargo:
         log: Path,
         timeout: float | None = None,
         isolate_network: bool = False,
+        confine: Confinement | None = None,
     ) -> None:
         self.calls.append((list(cmd), cwd, dict(env), isolate_network))
         if cmd[0] == sys.executable:

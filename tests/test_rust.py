@@ -18,6 +18,7 @@ from support.sdists import SdistSpec, make_sdist
 from rewheel import pipeline, rust
 from rewheel.errors import BuildError, CommandFailed
 from rewheel.rust import Crate, check_rust_sources, parse_lock, vendor_config
+from rewheel.types import Confinement
 
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 CRATES = [("libc", "0.2.190"), ("once_cell", "1.21.4"), ("zmij", "1.0.23")]
@@ -98,6 +99,7 @@ class FakeCargo:
         log: Path,
         timeout: float | None = None,
         isolate_network: bool = False,
+        confine: Confinement | None = None,
     ) -> None:
         self.calls.append((list(cmd), cwd, env))
         if self.fetch:

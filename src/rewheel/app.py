@@ -22,6 +22,7 @@ from .http import HttpClient
 from .report import BootstrapResult, Reporter
 from .repository import Repository
 from .runstate import CACHE_FORMAT, interpreter_tag
+from .sandbox import limits_with, make_policy
 from .settings import Settings
 from .upstream import HttpUpstream
 
@@ -50,6 +51,7 @@ class BootstrapOptions:
     allow_prereleases: bool = False
     build_timeout: float | None = None
     isolate_network: bool = True
+    sandbox: bool = True  # build code in bubblewrap; False only when the user says --no-sandbox
     strict_hashes: bool = False
     settings_dir: Path | None = None
     variant: str | None = None
@@ -70,6 +72,12 @@ def bootstrap(
     if options.variant is not None and options.variant not in settings.variants():
         raise ConfigError(f"no settings declare the variant {options.variant!r}", step="settings")
     repo = Repository(options.repo)
+    # Before anything else: a machine that cannot sandbox builds refuses to build at all.
+    sandbox = make_policy(
+        enabled=options.sandbox,
+        limits=limits_with(options.build_timeout),
+        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
+    )
     repo.ensure_layout()
     with repo.locked():
         client = HttpClient()
@@ -122,7 +130,7 @@ def bootstrap(
                 constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
             )
-            runner = SubprocessRunner(on_notice=notice)
+            runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
             # Dask workers upload their wheels to the index server: only they get this token.
             upload_token = secrets.token_urlsafe(32) if options.dask is not None else None
             with (
@@ -146,6 +154,7 @@ def bootstrap(
                     isolate_network=options.isolate_network,
                     settings=settings,
                     signer=signer,
+                    sandbox=sandbox,
                 )
                 with _build_steps(options, steps, server) as chosen:
                     result = Bootstrapper(
@@ -162,6 +171,11 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+def _key_dirs(key: Path | None) -> list[Path]:
+    """The folder of the signing key: never shown to a build, even if it is on PATH."""
+    return [] if key is None else [key.resolve().parent]
 
 
 def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
@@ -269,7 +283,15 @@ def verify(venv: Path, *, repo_root: Path) -> VerifyReport:
     return verify_venv(venv, wheels)
 
 
-def serve(repo_root: Path, host: str, port: int, log: Callable[[str], None] | None = None) -> None:
+def serve(
+    repo_root: Path,
+    host: str,
+    port: int,
+    log: Callable[[str], None] | None = None,
+    *,
+    max_connections: int = 64,
+    header_timeout: float = 10.0,
+) -> None:
     repo = Repository(repo_root)
     repo.ensure_layout()
     repo.regenerate_index()
@@ -277,7 +299,14 @@ def serve(repo_root: Path, host: str, port: int, log: Callable[[str], None] | No
     from .server import IndexServer
 
     write_browse(repo)
-    server = IndexServer(repo, host, port, log=log)
+    server = IndexServer(
+        repo,
+        host,
+        port,
+        log=log,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+    )
     print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -331,6 +360,7 @@ def rebuild(
     repo_root: Path,
     jobs: int,
     isolate_network: bool = True,
+    sandbox: bool = True,
     build_timeout: float | None = None,
     settings_dir: Path | None = None,
     variant: str | None = None,
@@ -345,6 +375,9 @@ def rebuild(
         packages,
         jobs=jobs,
         isolate_network=isolate_network,
+        sandbox=make_policy(
+            enabled=sandbox, limits=limits_with(build_timeout), hidden=[repo_root.resolve()]
+        ),
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,

@@ -41,9 +41,15 @@ class Attestor:
     """Remembers what a run learns about each build and writes its provenance. Thread-safe."""
 
     def __init__(
-        self, repo: Repository, *, signer: Signer | None = None, network_isolated: bool = True
+        self,
+        repo: Repository,
+        *,
+        signer: Signer | None = None,
+        network_isolated: bool = True,
+        sandbox: Mapping[str, Any] | None = None,
     ) -> None:
         self.repo = repo
+        self.sandbox = dict(sandbox or {"kind": "none"})
         self.signer = signer
         self.network_isolated = network_isolated
         self._lock = threading.Lock()
@@ -111,6 +117,7 @@ class Attestor:
             source_date_epoch=epoch,
             build_path=str(build_path),
             network_isolated=self.network_isolated,
+            sandbox=self.sandbox,
             started=started,
             finished=finished,
             log_name=log.name,

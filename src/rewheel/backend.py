@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .buildenv import BuildEnvironment
 from .errors import BuildError, CommandFailed, RewheelError
 from .pyproject import BuildSystem
 from .runner import network_isolation_available
-from .types import Runner
+from .types import Confinement, Runner
 
 # What a failed connection or name lookup prints (Python, curl, git, pip ...): in a build without
 # network these mean that the build tried to download something.
@@ -34,9 +35,23 @@ _NETWORK_FAILURES = (
     "[Errno -2]",
     "Could not resolve host",
     "Failed to establish a new connection",
+    # In the sandbox's network namespace only loopback exists, and nothing listens there.
+    "[Errno 111] Connection refused",
 )
 _NO_NETWORK = "the build tried to reach the network; builds run without network"
 _LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for those
+
+
+_MAX_HOOK_OUTPUT = 16 << 20  # the largest output.json a hook may leave for pyproject_hooks
+
+
+def _plain_file(path: Path, *, max_size: int | None = None) -> bool:
+    """Whether ``path`` itself (not what a link points at) is a regular file, small enough."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return max_size is not None  # no output at all: pyproject_hooks reports that itself
+    return stat.S_ISREG(st.st_mode) and (max_size is None or st.st_size <= max_size)
 
 
 def mentions_network_failure(output: str) -> bool:
@@ -59,6 +74,7 @@ class Backend:
         version: str,
         timeout: float | None = None,
         isolate_network: bool = True,
+        confine: Confinement | None = None,
     ) -> None:
         self._source_dir = source_dir
         self._build_system = build_system
@@ -69,6 +85,10 @@ class Backend:
         self._version = version
         self._timeout = timeout
         self._isolate_network = isolate_network
+        # What the hooks may see: by default the source tree (writable) and the environment.
+        self._confine = confine or Confinement(
+            readable=(env.path,), writable=(source_dir,), network=not isolate_network
+        )
         self._hook_log_start = 0  # where the output of the last hook call begins in the log
         with self._translated("backend-setup"):
             self._caller = BuildBackendHookCaller(
@@ -104,6 +124,9 @@ class Backend:
             wheel = out_dir / name
             if not wheel.is_file():
                 raise self._error("build-wheel", f"the backend did not write {name}")
+            if not _plain_file(wheel):
+                # A link would make rewheel publish whatever file it points at.
+                raise self._error("build-wheel", f"{name} is not a plain file (a link?)")
             return wheel
 
     def _network_was_cut(self) -> bool:
@@ -165,6 +188,9 @@ class Backend:
             self._hook_log_start = self._log.stat().st_size
         except OSError:
             self._hook_log_start = 0
+        # pyproject_hooks runs [python, its _in_process.py, hook name, control folder]: the
+        # hook reads the script and writes its answer into the control folder.
+        control = Path(cmd[-1])
         self._runner(
             cmd,
             cwd=Path(cwd) if cwd else self._source_dir,
@@ -172,8 +198,18 @@ class Backend:
             log=self._log,
             timeout=self._timeout,
             isolate_network=self._isolate_network,
+            confine=self._confine.adding(readable=[Path(cmd[1])], writable=[control]),
         )
-        self._move_warnings_to_log(Path(cmd[-1]) / "output.json")
+        output = control / "output.json"
+        if not _plain_file(output, max_size=_MAX_HOOK_OUTPUT):
+            # pyproject_hooks would open it next: a link to a device or FIFO, or a huge file,
+            # would hang rewheel or fill its memory.
+            raise self._error(
+                "hook-output",
+                f"the hook's output.json is not a plain file of at most "
+                f"{_MAX_HOOK_OUTPUT >> 20} MiB",
+            )
+        self._move_warnings_to_log(output)
 
     def _move_warnings_to_log(self, output: Path) -> None:
         """Put the backend's warnings in the build log instead of re-raising them here.

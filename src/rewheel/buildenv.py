@@ -16,38 +16,25 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from .errors import BuildError, CommandFailed
+from .sandbox import allowed_environ
 from .types import Runner, WheelRef
 
 _STEP = "build-env"
 
-# Variables that change how Python, pip or uv behave, or which environment they think they are in.
-_DROP_PREFIXES = ("PIP_", "UV_", "PYTHON", "CONDA_", "_CONDA_", "PIPX_", "SETUPTOOLS_", "_PYTHON_")
-_DROP_NAMES = frozenset(
-    {
-        "VIRTUAL_ENV",
-        "VIRTUAL_ENV_PROMPT",
-        "CONDA_PREFIX",
-        "__PYVENV_LAUNCHER__",
-        "DISTUTILS_USE_SDK",
-        "PEP517_BUILD_BACKEND",
-        "_PYPROJECT_HOOKS_BUILD_BACKEND",
-        "_PYPROJECT_HOOKS_BACKEND_PATH_JSON",
-    }
-)
-
 
 def scrubbed_environ(base: Mapping[str, str], *, home: Path) -> dict[str, str]:
-    """A copy of ``base`` for running installers and builds that cannot see this machine's setup.
+    """The variables of ``base`` that installers and builds may see, and this machine's setup not.
 
-    HOME and the XDG base directories move under ``home``; XDG_CONFIG_DIRS points at an empty
-    directory there, so that system-wide files such as /etc/xdg/pip/pip.conf are not found.
-    Everything else (PATH, LANG, TMPDIR, compiler flags, SOURCE_DATE_EPOCH) is kept.
+    Only an allow-list passes (``sandbox.ENV_ALLOWED``: PATH, locale, compilers and their flags,
+    SOURCE_DATE_EPOCH, rustup's home): no token, agent socket, password or installer setting
+    does. HOME and the XDG base directories move under ``home``; XDG_CONFIG_DIRS points at an
+    empty directory there, so that system-wide files such as /etc/xdg/pip/pip.conf are not found.
+    rustup's proxies (cargo, rustc) are told where their toolchains are, since HOME has moved.
     """
-    env = {
-        key: value
-        for key, value in base.items()
-        if key not in _DROP_NAMES and not key.startswith(_DROP_PREFIXES)
-    }
+    env = allowed_environ(base)
+    rustup = Path(base.get("RUSTUP_HOME") or Path(base.get("HOME") or Path.home()) / ".rustup")
+    if rustup.is_dir():
+        env["RUSTUP_HOME"] = str(rustup)
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),

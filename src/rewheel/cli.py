@@ -43,12 +43,18 @@ _build_timeout_option = click.option(
     "--build-timeout",
     type=click.FloatRange(min=1),
     default=None,
-    help="Seconds a single backend hook may run before it is killed.",
+    help="Seconds a single backend hook may run before it is killed [default: 3600].",
 )
 _no_network_isolation_option = click.option(
     "--no-network-isolation",
     is_flag=True,
     help="Let backends reach the network (by default builds run in an empty network namespace).",
+)
+_no_sandbox_option = click.option(
+    "--no-sandbox",
+    is_flag=True,
+    help="Build without the bubblewrap sandbox (build code then sees and can change all that "
+    "your user can); recorded in every record and provenance.",
 )
 _settings_option = click.option(
     "--settings",
@@ -144,6 +150,7 @@ def cli() -> None:
 @click.option("--pre", is_flag=True, help="Allow pre-releases.")
 @_build_timeout_option
 @_no_network_isolation_option
+@_no_sandbox_option
 @click.option("--strict-hashes", is_flag=True, help="Refuse index files listed without sha256.")
 @_settings_option
 @_variant_option
@@ -175,8 +182,9 @@ def cli() -> None:
     "--work-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build, or the "
-    "repository's work/]. Wheels can record it: keep it the same to rebuild bit for bit.",
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
+    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
+    "Wheels can record it: keep it the same to rebuild bit for bit.",
 )
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
@@ -190,6 +198,7 @@ def bootstrap(
     pre: bool,
     build_timeout: float | None,
     no_network_isolation: bool,
+    no_sandbox: bool,
     strict_hashes: bool,
     settings_dir: Path | None,
     variant: str | None,
@@ -216,6 +225,7 @@ def bootstrap(
         allow_prereleases=pre,
         build_timeout=build_timeout,
         isolate_network=not no_network_isolation,
+        sandbox=not no_sandbox,
         strict_hashes=strict_hashes,
         settings_dir=settings_dir,
         variant=variant,
@@ -339,9 +349,23 @@ def verify(
 @_repo_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-def serve(repo: Path, host: str, port: int) -> None:
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Requests handled at once; idle and half-sent connections hold none.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send its request headers.",
+)
+def serve(repo: Path, host: str, port: int, max_connections: int, header_timeout: float) -> None:
     """Serve the repository: the index for installers and browsable pages for people."""
-    app.serve(repo, host, port)
+    app.serve(repo, host, port, max_connections=max_connections, header_timeout=header_timeout)
 
 
 @cli.command()
@@ -419,6 +443,7 @@ def sbom(venv: Path | None, repo: Path, output: Path | None) -> None:
 @_jobs_option
 @_build_timeout_option
 @_no_network_isolation_option
+@_no_sandbox_option
 @_settings_option
 @_variant_option
 def rebuild(
@@ -428,6 +453,7 @@ def rebuild(
     jobs: int,
     build_timeout: float | None,
     no_network_isolation: bool,
+    no_sandbox: bool,
     settings_dir: Path | None,
     variant: str | None,
 ) -> None:
@@ -456,6 +482,7 @@ def rebuild(
         repo_root=repo,
         jobs=jobs,
         isolate_network=not no_network_isolation,
+        sandbox=not no_sandbox,
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,

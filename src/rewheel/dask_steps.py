@@ -220,6 +220,7 @@ class DaskSteps:
             patches=tuple(p.path.read_bytes() for p in settings.patches),
             build_timeout=self.local.build_timeout,
             isolate_network=self.local.isolate_network,
+            sandbox=self.local.sandbox.enabled,
         )
 
     def _run(self, prepared: Prepared, env: EnvSpec, step: str) -> tuple[JobResult, str]:

@@ -46,15 +46,16 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from .buildenv import EnvBuilder
-from .errors import BuildError, RewheelError
+from .errors import BuildError, RepositoryError, RewheelError
 from .fsutil import sha256_file
 from .http import HttpClient, RetryPolicy
 from .metadata import MetadataSource
 from .pipeline import CoreBudget, LocalSteps
 from .repository import Repository
-from .reproducible import reproducible_env, source_date_epoch
+from .reproducible import ensure_private_dir, reproducible_env, source_date_epoch
 from .resolver import Pin, Resolver
 from .runner import SubprocessRunner
+from .sandbox import limits_with, make_policy
 from .server import SHA256_HEADER
 from .settings import PackageSettings, Patch, Settings
 from .types import IndexFile, ProjectPage, WheelRef
@@ -108,6 +109,7 @@ class Job:
     patches: tuple[bytes, ...]  # the content of each of settings.patches, in order
     build_timeout: float | None
     isolate_network: bool
+    sandbox: bool = True  # the worker refuses to build when it cannot sandbox, unless False
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,19 @@ def claim_build_root(preferred: Path, name_version: str, fallback: Path) -> Iter
 
     ``preferred`` (the coordinator's root: the same build path as a local run) when it can be
     created and no other job holds that package there, else ``fallback/1``, ``fallback/2``...
-    Lock files are left in place: removing one could let two holders in.
+    Lock files are left in place: removing one could let two holders in. Roots are checked as
+    ``reproducible.ensure_private_dir`` does for a local run.
     """
     candidates = [preferred, *(fallback / str(n) for n in range(1, 101))]
     for root in candidates:
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(root / f"{name_version}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+            # Private to this user, as a local run's root: another user's folder, a link or a
+            # folder others can write to is passed over.
+            root.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(root)
+            lock = root / f"{name_version}.lock"
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except (OSError, RepositoryError):
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -296,7 +303,14 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
     """A ``LocalSteps`` on this worker: the same preparation and build code as a local run."""
     upstream = _CoordinatorSdist(client, job)
     repo = Repository(scratch / "repo")
-    runner = SubprocessRunner()
+    # Each worker boxes builds with its own bwrap, or refuses (the coordinator's --no-sandbox
+    # is the only way out).
+    sandbox = make_policy(
+        enabled=job.sandbox,
+        limits=limits_with(job.build_timeout),
+        hidden=[scratch.resolve(), worker_dir().resolve()],
+    )
+    runner = SubprocessRunner(sandbox=sandbox)
     metadata = MetadataSource(upstream, repo.sdists_dir, built=lambda name, version: None)
     steps = LocalSteps(
         repo=repo,
@@ -313,6 +327,7 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
         build_timeout=job.build_timeout,
         isolate_network=job.isolate_network,
         settings=_JobSettings(_job_settings(job, scratch / "patches")),
+        sandbox=sandbox,
     )
     steps.cores = _core_budget()
     return steps

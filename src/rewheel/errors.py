@@ -21,6 +21,7 @@ class RewheelError(Exception):
         version: str | None = None,
         step: str | None = None,
         log_path: Path | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -28,6 +29,7 @@ class RewheelError(Exception):
         self.version = version
         self.step = step
         self.log_path = log_path
+        self.hint = hint  # what the user can do about it
 
     def __str__(self) -> str:
         where = ""
@@ -38,6 +40,8 @@ class RewheelError(Exception):
         text = f"{where}: {self.message}" if where else self.message
         if self.log_path is not None:
             text += f" (log: {self.log_path})"
+        if self.hint:
+            text += f"; {self.hint}"
         return text
 
 
@@ -109,8 +113,10 @@ class CommandFailed(RewheelError):
         returncode: int | None,
         log_path: Path | None = None,
         timed_out: bool = False,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message, log_path=log_path, step="subprocess")
         self.cmd = list(cmd)
         self.returncode = returncode
         self.timed_out = timed_out
+        self.limit = limit  # the resource limit that stopped it ("wall time", ...), if one did

@@ -39,10 +39,15 @@ from .reproducible import default_build_root, reproducible_env, source_date_epoc
 from .resolver import Pin, Resolution, Resolver
 from .runstate import CACHE_FORMAT, interpreter_tag
 from .rust import RustSources, check_rust_sources, crates_io_reachable
+from .sandbox import SandboxPolicy
 from .settings import PackageSettings, Settings, apply_to_requirements
 from .systools import SystemTool, check_tools
-from .types import EdgeKind, IndexFile, Runner, Upstream, WheelRef
+from .types import Confinement, EdgeKind, IndexFile, Runner, Upstream, WheelRef
 from .wheelfile import read_metadata_bytes, wheel_name_version
+
+# The folders of a package's work folder that its build code may write: the extracted sdist
+# (with the build's TMPDIR inside it), its HOME and the wheel's output folder.
+_BUILD_WRITABLE = ("src", "home", "dist", "tmp")
 
 
 def default_work_root(repo: Repository | None = None) -> Path:
@@ -137,6 +142,7 @@ class LocalSteps:
         isolate_network: bool = True,
         settings: Settings | None = None,
         signer: Signer | None = None,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._tools: dict[tuple[str, str], list[SystemTool]] = {}
@@ -157,7 +163,14 @@ class LocalSteps:
             "PYTHONHASHSEED": "0",
             "CARGO_NET_OFFLINE": "true",
         }
-        self.attestor = Attestor(repo, signer=signer, network_isolated=isolate_network)
+        # How builds were contained, for every record and provenance.
+        self.sandbox = sandbox or SandboxPolicy(bwrap=None)
+        self.attestor = Attestor(
+            repo,
+            signer=signer,
+            network_isolated=isolate_network,
+            sandbox=self.sandbox.as_record(),
+        )
         self.tag = interpreter_tag()
 
     # -- resolution and cache ----------------------------------------------------------------
@@ -217,7 +230,8 @@ class LocalSteps:
         """What the settings and the system contributed to a build, for its record."""
         pkg = self.package_settings(pin)
         extras: dict[str, Any] = {
-            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])]
+            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])],
+            "sandbox": self.sandbox.as_record(),
         }
         if not pkg.is_default:
             extras["settings"] = pkg.as_record()
@@ -296,6 +310,16 @@ class LocalSteps:
     def _workdir(self, pin: Pin) -> Path:
         return self.work_root / f"{pin.name}-{pin.version}"
 
+    def confinement(self, pin: Pin) -> Confinement:
+        """What the build code of ``pin`` may see: its work folder read-only (its build
+        environments, the compile settings rewheel writes), and inside it, writable, its source
+        tree, home and output folders. Nothing else of the machine's but the system view."""
+        work = self._workdir(pin)
+        writable = tuple(work / d for d in _BUILD_WRITABLE)
+        for d in writable:
+            d.mkdir(parents=True, exist_ok=True)
+        return Confinement(readable=(work,), writable=writable, network=not self.isolate_network)
+
     def _log(self, pin: Pin) -> Path:
         return self.repo.logs_dir / f"{pin.name}-{pin.version}.log"
 
@@ -317,7 +341,13 @@ class LocalSteps:
             shutil.rmtree(work)
         work.mkdir(parents=True)
         # A fixed name, not a random one: the build path must not change from run to run.
-        source = extract_sdist(sdist, work, package=pin.name, name="src")
+        source = extract_sdist(
+            sdist,
+            work,
+            package=pin.name,
+            name="src",
+            allow_links=self.package_settings(pin).allow_links,
+        )
         self._apply_patches(pin, source, log)
         rust = check_rust_sources(
             source,
@@ -379,7 +409,14 @@ class LocalSteps:
         return BuildEnvironment(
             path=env.path,
             python=env.python,
-            environ={**env.environ, **self.extra_env, **self.package_settings(prepared.pin).env},
+            environ={
+                **env.environ,
+                # A temporary folder the sandbox lets it write (the build step moves it into
+                # the source tree's parent, see reproducible_env).
+                "TMPDIR": str(self._workdir(prepared.pin) / "tmp"),
+                **self.extra_env,
+                **self.package_settings(prepared.pin).env,
+            },
             installed=env.installed,
         )
 
@@ -396,6 +433,7 @@ class LocalSteps:
             version=str(prepared.pin.version),
             timeout=self.build_timeout,
             isolate_network=self.isolate_network,
+            confine=self.confinement(prepared.pin),
         )
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
@@ -458,8 +496,17 @@ class LocalSteps:
                     runner=self.runner,
                     log=self._log(pin),
                     config_settings=pkg.config_settings,
+                    confine=self.confinement(pin),
                 )
             )
+            if wheel.is_symlink() or not wheel.is_file():
+                raise BuildError(
+                    f"the recipe's wheel {wheel.name} is not a plain file",
+                    package=pin.name,
+                    version=str(pin.version),
+                    step="build-wheel",
+                    log_path=self._log(pin),
+                )
         else:
             wheel = self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
         name, version = wheel_name_version(wheel.name)

@@ -103,6 +103,8 @@ class BuildFacts:
     log_sha256: str | None = None
     builder_version: str = __version__
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # How the build code was contained (sandbox.SandboxPolicy.as_record()).
+    sandbox: Mapping[str, Any] = field(default_factory=lambda: {"kind": "none"})
 
 
 def _descriptor(
@@ -185,6 +187,7 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                     "reproducibilityEnvironment": dict(facts.reproducibility),
                     "buildPath": facts.build_path,
                     "networkIsolated": facts.network_isolated,
+                    "sandbox": dict(facts.sandbox),
                     "platform": dict(facts.platform),
                 },
                 "resolvedDependencies": dependencies,

@@ -34,6 +34,7 @@ from .repository import Repository
 from .reproducible import claimed_work_root
 from .resolver import Pin, Resolver
 from .runner import SubprocessRunner
+from .sandbox import SandboxPolicy
 from .server import IndexServer
 from .settings import Settings
 from .types import IndexFile, ProjectPage, WheelRef
@@ -223,6 +224,7 @@ def rebuild_check(
     *,
     jobs: int = os.cpu_count() or 1,
     isolate_network: bool = True,
+    sandbox: SandboxPolicy | None = None,
     build_timeout: float | None = None,
     settings_dir: Path | None = None,
     variant: str | None = None,
@@ -240,7 +242,7 @@ def rebuild_check(
     upstream = _RecordedSdists(repo.sdists_dir)
     settings = Settings(settings_dir, variant=variant)
     metadata = MetadataSource(upstream, repo.sdists_dir, built=lambda _n, _v: None)
-    runner = SubprocessRunner(on_notice=notice)
+    runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
     with (
         repo.locked(),
         IndexServer(repo) as server,
@@ -262,6 +264,7 @@ def rebuild_check(
             build_timeout=build_timeout,
             isolate_network=isolate_network,
             settings=settings,
+            sandbox=sandbox,
         )
         rebuilder = Rebuilder(repo, steps, repo.work_dir / "rebuild")
 

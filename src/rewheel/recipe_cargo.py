@@ -438,12 +438,18 @@ class MaturinCargoRecipe:
         with tempfile.TemporaryDirectory(prefix="rewheel-probe-") as tmp:
             out = Path(tmp) / "interpreter.json"
             try:
+                # The build environment's python runs the .pth files of the wheels installed
+                # there (built from sdists too): in the sandbox, like any build code.
+                confine = ctx.confine.adding(writable=[Path(tmp)]) if ctx.confine else None
                 ctx.runner(
                     [str(ctx.python), "-c", _PROBE, str(out)],
                     cwd=ctx.source_dir,
                     env=ctx.environ,
                     log=ctx.log,
+                    confine=confine,
                 )
+                if out.is_symlink() or out.stat().st_size > 1 << 20:
+                    raise ValueError("the probe's answer is not a small plain file")
                 return Interpreter.from_probe(json.loads(out.read_text()))
             except (CommandFailed, OSError, ValueError, KeyError, TypeError) as exc:
                 raise _refuse(ctx, f"could not ask {ctx.python} about itself: {exc}") from exc
@@ -474,7 +480,15 @@ class MaturinCargoRecipe:
             cmd += ["--config", f"build.rustflags = [{json.dumps(remap)}]"]
         try:
             ctx.runner(["rustc", "-vV"], cwd=project.manifest.parent, env=env, log=ctx.log)
-            ctx.runner(cmd, cwd=project.manifest.parent, env=env, log=ctx.log, isolate_network=True)
+            # Build scripts and proc macros are the package's code: in the sandbox.
+            ctx.runner(
+                cmd,
+                cwd=project.manifest.parent,
+                env=env,
+                log=ctx.log,
+                isolate_network=True,
+                confine=ctx.confine,
+            )
         except CommandFailed as exc:
             raise BuildError(
                 f"cargo build failed: {exc.message}",
@@ -484,7 +498,7 @@ class MaturinCargoRecipe:
                 log_path=ctx.log,
             ) from exc
         library = target / "release" / f"lib{project.lib_name}.so"
-        if not library.is_file():
+        if library.is_symlink() or not library.is_file():  # a link: whatever it points at
             raise _refuse(ctx, f"found no {library.name} in {library.parent} after cargo build")
         return library
 

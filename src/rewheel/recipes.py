@@ -17,7 +17,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from .errors import ConfigError
-from .types import Runner
+from .types import Confinement, Runner
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class RecipeContext:
     runner: Runner
     log: Path
     config_settings: Mapping[str, Any]
+    # What the build code may see: pass it to every runner call that runs the package's code
+    # (compilers, build scripts), so that it runs in the sandbox.
+    confine: Confinement | None = None
 
 
 class BuildRecipe(Protocol):

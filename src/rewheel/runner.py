@@ -1,10 +1,17 @@
-"""Running build commands: output to a log, own process group, timeout, optional network cut-off."""
+"""Running commands: output to a log, own process group, limits; build code in the sandbox.
+
+Commands that run build code (``confine=...``) go through ``sandbox.bwrap_argv`` when the run has a
+sandbox, and get the run's ``sandbox.Limits`` in every case: a wall time, per-process limits set
+with util-linux ``prlimit``, a watch on the size of their writable folders, and a cap on the
+output kept in the log.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -13,8 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import CommandFailed
+from .sandbox import Limits, SandboxPolicy, bwrap_argv
+from .types import Confinement
 
 _log = logging.getLogger(__name__)
 
@@ -104,17 +114,127 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+_prlimit_result: list[str] | None = None
+
+
+def _prlimit() -> str | None:
+    """util-linux ``prlimit``, which sets resource limits on the command it runs."""
+    global _prlimit_result
+    with _probe_lock:
+        if _prlimit_result is None:
+            found = shutil.which("prlimit")
+            _prlimit_result = [found] if found and _probe([found, "true"]) else []
+        return _prlimit_result[0] if _prlimit_result else None
+
+
+def _rlimit_prefix(limits: Limits) -> list[str]:
+    """The prefix that applies ``limits``' per-process limits (inherited by every child)."""
+    prlimit = _prlimit()
+    if prlimit is None:
+        return []
+    args = [prlimit, "--core=0"]
+    if limits.memory_bytes is not None:
+        args.append(f"--as={limits.memory_bytes}")
+    if limits.file_bytes is not None:
+        args.append(f"--fsize={limits.file_bytes}")
+    return [*args, "--"]
+
+
+def folder_bytes(paths: Sequence[Path], stop_at: int | None = None) -> int:
+    """The space the files under ``paths`` take (links not followed; stops once past
+    ``stop_at``)."""
+    total = 0
+    stack = [str(p) for p in paths]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+        if stop_at is not None and total > stop_at:
+            break
+    return total
+
+
+def _size_text(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):g} GiB"
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+_EFBIG = b"[Errno 27] File too large"
+
+
+class _Pump(threading.Thread):
+    """Copies a command's output from a pipe into its log, keeping at most ``cap`` bytes.
+
+    A pipe, not the log file itself, is what the command gets: it cannot reopen, truncate or
+    grow the log past the cap. Stops at end of file, or once ``stop`` is set and nothing more
+    is waiting (a left-over process outside the sandbox may hold the pipe open).
+    """
+
+    def __init__(self, fd: int, out: BinaryIO, cap: int) -> None:
+        super().__init__(daemon=True)
+        self._fd = fd
+        self._out = out
+        self._left = cap
+        self.stop = threading.Event()
+        self.dropped = 0
+        # EFBIG as Python prints it (Python ignores SIGXFSZ, so its writes fail instead).
+        self.file_too_large = False
+
+    def run(self) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([self._fd], [], [], 0.1)
+                if not ready:
+                    if self.stop.is_set():
+                        return
+                    continue
+                data = os.read(self._fd, 1 << 16)
+                if not data:
+                    return
+                self.file_too_large = self.file_too_large or _EFBIG in data
+                kept = data[: max(self._left, 0)]
+                self._left -= len(kept)
+                self.dropped += len(data) - len(kept)
+                if kept:
+                    self._out.write(kept)
+                    self._out.flush()
+        except OSError:
+            return
+        finally:
+            os.close(self._fd)
+
+
 class SubprocessRunner:
     """The real :class:`rewheel.types.Runner`.
 
-    ``on_notice`` receives, once per runner, the news that network isolation was asked for but is
-    not available here (default: a logging warning).
+    ``sandbox`` is how confined commands (``confine=...``: build code) run: inside bubblewrap
+    when it has a bwrap, and in every case under its limits. ``on_notice`` receives, once per
+    runner, the news that network isolation was asked for but is not available here (default: a
+    logging warning).
     """
 
-    def __init__(self, *, on_notice: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_notice: Callable[[str], None] | None = None,
+        sandbox: SandboxPolicy | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
         self._on_notice = on_notice or _log.warning
         self._notice_lock = threading.Lock()
         self._noticed = False
+        self.sandbox = sandbox or SandboxPolicy(bwrap=None)
+        self._poll = poll_seconds
 
     def __call__(
         self,
@@ -125,22 +245,41 @@ class SubprocessRunner:
         log: Path,
         timeout: float | None = None,
         isolate_network: bool = False,
+        confine: Confinement | None = None,
     ) -> None:
         cmd = [str(c) for c in cmd]
-        shown = cmd  # what the log shows: the command and its network prefix
-        if isolate_network:
-            prefix = _network_prefix()
-            if prefix:
-                shown = prefix + cmd
-            else:
-                self._notice_once(
-                    "network isolation is not available on this machine "
-                    "(unshare --net --map-root-user failed); running builds with network access"
-                )
-        guard = _orphan_guard_prefix()
-        if guard and not _findable(cmd[0], env):
-            guard = []  # let Popen report the missing program itself
-        full = shown[: len(shown) - len(cmd)] + guard + cmd
+        limits = self.sandbox.limits if confine is not None else None
+        if limits is not None and limits.wall_seconds is not None:
+            timeout = limits.wall_seconds if timeout is None else min(timeout, limits.wall_seconds)
+        if confine is not None and self.sandbox.enabled:
+            full = _rlimit_prefix(self.sandbox.limits) + bwrap_argv(
+                self.sandbox,
+                cmd,
+                cwd=cwd,
+                readable=confine.readable,
+                writable=confine.writable,
+                network=confine.network,
+            )
+            shown = full
+        else:
+            shown = cmd  # what the log shows: the command and its network prefix
+            if isolate_network or (confine is not None and not confine.network):
+                prefix = _network_prefix()
+                if prefix:
+                    shown = prefix + cmd
+                else:
+                    self._notice_once(
+                        "network isolation is not available on this machine "
+                        "(unshare --net --map-root-user failed); running builds with network access"
+                    )
+            guard = _orphan_guard_prefix()
+            if guard and not _findable(cmd[0], env):
+                guard = []  # let Popen report the missing program itself
+            rlimits = _rlimit_prefix(limits) if limits is not None else []
+            full = rlimits + shown[: len(shown) - len(cmd)] + guard + cmd
+        watched = tuple(confine.writable) if confine is not None else ()
+        folder_cap = limits.folder_bytes if limits is not None else None
+        output_cap = limits.output_bytes if limits is not None else 1 << 40
 
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -153,51 +292,104 @@ class SubprocessRunner:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             out.write(f"\n=== {stamp} in {cwd}\n$ {shlex.join(shown)}\n".encode())
             out.flush()
+            read_end, write_end = os.pipe()
             try:
                 proc = subprocess.Popen(
                     full,
                     cwd=cwd,
                     env=dict(env),
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
+                    stdout=write_end,
                     stderr=subprocess.STDOUT,
                     # Its own process group, so that a timeout can kill everything it started.
                     start_new_session=True,
                 )
             except OSError as exc:
+                os.close(read_end)
                 out.write(f"=== cannot run: {exc}\n".encode())
                 raise CommandFailed(
                     f"cannot run {cmd[0]}: {exc}", cmd=cmd, returncode=None, log_path=log
                 ) from exc
-
+            finally:
+                os.close(write_end)
+            pump = _Pump(read_end, out, output_cap)
+            pump.start()
             try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                proc.wait()
-                out.write(f"=== timed out after {timeout:g}s, process group killed\n".encode())
-                raise CommandFailed(
-                    f"{cmd[0]} timed out after {timeout:g}s",
-                    cmd=cmd,
-                    returncode=None,
-                    log_path=log,
-                    timed_out=True,
-                ) from None
+                returncode, stopped = self._wait(proc, timeout, watched, folder_cap)
             except BaseException:
                 _kill_group(proc.pid)
                 proc.wait()
                 raise
-            # Whatever it left running in the background (build servers, daemons) would outlive
-            # the build environment it uses and keep writing to the log.
-            _kill_group(proc.pid)
-
+            finally:
+                # Whatever it left running in the background (build servers, daemons) would
+                # outlive the build environment it uses and keep writing to the log.
+                _kill_group(proc.pid)
+                pump.stop.set()
+                pump.join()
+            if pump.dropped:
+                out.write(
+                    f"=== {pump.dropped} more bytes of output dropped "
+                    f"(the log keeps {_size_text(output_cap)} per command)\n".encode()
+                )
+            if stopped is not None:
+                limit, message = stopped
+                out.write(f"=== {message}, process group killed\n".encode())
+                raise CommandFailed(
+                    f"{cmd[0]} {message}",
+                    cmd=cmd,
+                    returncode=None,
+                    log_path=log,
+                    timed_out=limit == "wall time",
+                    limit=limit,
+                )
             out.write(f"=== exit status {returncode}\n".encode())
         if returncode != 0:
-            if returncode < 0:
+            hit: str | None = None
+            too_large = returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or pump.file_too_large
+            if too_large and limits is not None and limits.file_bytes is not None:
+                hit = "file size"
+                what = f"wrote a file larger than the limit of {_size_text(limits.file_bytes)}"
+            elif returncode < 0:
                 what = f"was killed by signal {-returncode}"
             else:
                 what = f"exited with status {returncode}"
-            raise CommandFailed(f"{cmd[0]} {what}", cmd=cmd, returncode=returncode, log_path=log)
+            raise CommandFailed(
+                f"{cmd[0]} {what}", cmd=cmd, returncode=returncode, log_path=log, limit=hit
+            )
+
+    def _wait(
+        self,
+        proc: subprocess.Popen[bytes],
+        timeout: float | None,
+        watched: Sequence[Path],
+        folder_cap: int | None,
+    ) -> tuple[int, tuple[str, str] | None]:
+        """Wait for ``proc``; ``(status, None)``, or ``(-1, (limit, message))`` if it was
+        stopped for going past its wall time or the size of its writable folders."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watching = bool(watched) and folder_cap is not None
+        while True:
+            wait = self._poll if watching else None
+            if deadline is not None:
+                left = max(deadline - time.monotonic(), 0.0)
+                wait = left if wait is None else min(wait, left)
+            try:
+                return proc.wait(timeout=wait), None
+            except subprocess.TimeoutExpired:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                _kill_group(proc.pid)
+                proc.wait()
+                return -1, ("wall time", f"timed out after {timeout:g}s")
+            if watched and folder_cap is not None:
+                used = folder_bytes(watched, stop_at=folder_cap)
+                if used > folder_cap:
+                    _kill_group(proc.pid)
+                    proc.wait()
+                    return -1, (
+                        "folder size",
+                        f"wrote more than the limit of {_size_text(folder_cap)} into its folders",
+                    )
 
     def _notice_once(self, message: str) -> None:
         with self._notice_lock:

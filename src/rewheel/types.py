@@ -92,10 +92,35 @@ class Why:
         return {"package": self.parent, "requirement": self.requirement, "kind": self.kind.value}
 
 
+@dataclass(frozen=True)
+class Confinement:
+    """What an untrusted command (a build hook, a recipe's compiler) may see of this machine.
+
+    With the sandbox on, only these paths (and a read-only view of the system) exist for it:
+    ``readable`` read-only, ``writable`` read-write (mounted after the readable ones, so a
+    writable folder may sit inside a readable one). ``network``: whether it keeps the network.
+    """
+
+    readable: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    network: bool = False
+
+    def adding(
+        self, *, readable: Sequence[Path] = (), writable: Sequence[Path] = ()
+    ) -> Confinement:
+        return Confinement(
+            readable=(*self.readable, *readable),
+            writable=(*self.writable, *writable),
+            network=self.network,
+        )
+
+
 class Runner(Protocol):
     """Runs a subprocess, its output appended to ``log``.
 
-    Raises ``rewheel.errors.CommandFailed`` on a non-zero exit or a timeout.
+    With ``confine``, the command is untrusted build code: it runs in the sandbox (when the run
+    has one), seeing only what ``confine`` names. Raises ``rewheel.errors.CommandFailed`` on a
+    non-zero exit, a timeout or another limit reached.
     """
 
     def __call__(
@@ -107,4 +132,5 @@ class Runner(Protocol):
         log: Path,
         timeout: float | None = None,
         isolate_network: bool = False,
+        confine: Confinement | None = None,
     ) -> None: ...

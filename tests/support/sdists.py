@@ -21,6 +21,9 @@ API::
         probe_files: list[str]         # build_info "probed": {path: readable?}, "~" expanded
         build_seconds: float = 0.0     # build_wheel first runs a child that sleeps this long
         build_fetch_url: str | None    # build_wheel first GETs this URL (fails without network)
+        attack: str | None             # Python source defining attack(hook) -> dict: run first
+                                       # in get_requires_for_build_wheel and build_wheel;
+                                       # build_info "attack" holds what the build_wheel run found
 
     make_sdist(spec, dest_dir) -> Path  # {dist}-{version}.tar.gz (PEP 625) or .zip
     make_wheel(spec, dest_dir) -> Path  # prebuilt {dist}-{version}-py3-none-any.whl
@@ -115,7 +118,7 @@ def _readable(path):
         return False
 
 
-def build_info(requirements, config_settings, probe_files=()):
+def build_info(requirements, config_settings, probe_files=(), attack=None):
     info = {
         "requirements": _installed_versions(requirements),
         "env": sorted(k for k in os.environ if k.startswith(("PIP_", "UV_"))),
@@ -127,11 +130,13 @@ def build_info(requirements, config_settings, probe_files=()):
     }
     if probe_files:
         info["probed"] = {path: _readable(path) for path in probe_files}
+    if attack is not None:
+        info["attack"] = attack
     return info
 
 
-def build_info_bytes(requirements, config_settings, probe_files=()):
-    info = build_info(requirements, config_settings, probe_files)
+def build_info_bytes(requirements, config_settings, probe_files=(), attack=None):
+    info = build_info(requirements, config_settings, probe_files, attack)
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
 """
 
@@ -284,7 +289,19 @@ def _slow_or_networked(spec):
 
 # ---- PEP 517 hooks ----
 
+def _attack(hook):
+    """SdistSpec.attack: hostile code run by a hook; returns what it found (JSON-able)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attack.py")
+    if not os.path.exists(path):
+        return None
+    scope = {"__name__": "tinybackend_attack", "__file__": path}
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), scope)
+    return scope["attack"](hook)
+
+
 def get_requires_for_build_wheel(config_settings=None):
+    _attack("get_requires_for_build_wheel")
     return list(_spec()["dynamic_requires"])
 
 
@@ -311,11 +328,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             f"tinybackend: build_wheel of {spec['name']} {spec['version']} fails on purpose "
             "(SdistSpec.fail_build=True)"
         )
+    found = _attack("build_wheel")
     _slow_or_networked(spec)
     info = build_info_bytes(
         spec["build_requires"] + spec["dynamic_requires"],
         config_settings,
         spec.get("probe_files", ()),
+        found,
     )
     package = spec["import_name"]
     files = {
@@ -404,6 +423,7 @@ class SdistSpec:
     probe_files: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
     build_fetch_url: str | None = None
+    attack: str | None = None
 
 
 def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
@@ -425,6 +445,8 @@ def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
         files["pyproject.toml"] = _pyproject_toml(spec).encode("utf-8")
         files["_backend/tinybackend.py"] = _BACKEND_SOURCE.encode("utf-8")
         files["_backend/spec.json"] = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+        if spec.attack is not None:
+            files["_backend/attack.py"] = spec.attack.encode("utf-8")
     archive = {f"{top}/{path}": content for path, content in files.items()}
     if spec.sdist_format == "zip":
         out, blob = dest_dir / f"{top}.zip", _zip_bytes(archive)
