@@ -364,32 +364,53 @@ class SubprocessRunner:
         watched: Sequence[Path],
         folder_cap: int | None,
     ) -> tuple[int, tuple[str, str] | None]:
-        """Wait for ``proc``; ``(status, None)``, or ``(-1, (limit, message))`` if it was
-        stopped for going past its wall time or the size of its writable folders."""
+        """Wait for ``proc``; ``(status, None)``, or ``(status, (limit, message))`` if it was
+        stopped for going past its wall time or the size of its writable folders.
+
+        The wait itself blocks (no polling that would add latency to every hook); a watchdog
+        thread checks the limits and kills the process group when one is passed.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         watching = bool(watched) and folder_cap is not None
-        while True:
-            wait = self._poll if watching else None
-            if deadline is not None:
-                left = max(deadline - time.monotonic(), 0.0)
-                wait = left if wait is None else min(wait, left)
-            try:
-                return proc.wait(timeout=wait), None
-            except subprocess.TimeoutExpired:
-                pass
-            if deadline is not None and time.monotonic() >= deadline:
-                _kill_group(proc.pid)
-                proc.wait()
-                return -1, ("wall time", f"timed out after {timeout:g}s")
-            if watched and folder_cap is not None:
-                used = folder_bytes(watched, stop_at=folder_cap)
-                if used > folder_cap:
-                    _kill_group(proc.pid)
-                    proc.wait()
-                    return -1, (
-                        "folder size",
-                        f"wrote more than the limit of {_size_text(folder_cap)} into its folders",
+        stopped: list[tuple[str, str]] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while True:
+                wait = self._poll if watching else None
+                if deadline is not None:
+                    left = max(deadline - time.monotonic(), 0.0)
+                    wait = left if wait is None else min(wait, left)
+                if done.wait(wait):
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    stopped.append(("wall time", f"timed out after {timeout:g}s"))
+                elif watching and folder_cap is not None:
+                    if folder_bytes(watched, stop_at=folder_cap) <= folder_cap:
+                        continue
+                    stopped.append(
+                        (
+                            "folder size",
+                            f"wrote more than the limit of {_size_text(folder_cap)} "
+                            "into its folders",
+                        )
                     )
+                else:
+                    continue
+                _kill_group(proc.pid)
+                return
+
+        watchdog = None
+        if deadline is not None or watching:
+            watchdog = threading.Thread(target=watch, name="rewheel-limits", daemon=True)
+            watchdog.start()
+        try:
+            returncode = proc.wait()
+        finally:
+            done.set()
+            if watchdog is not None:
+                watchdog.join()
+        return returncode, (stopped[0] if stopped else None)
 
     def _notice_once(self, message: str) -> None:
         with self._notice_lock:
