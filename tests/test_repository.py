@@ -144,9 +144,38 @@ def test_publish_rejects_bad_wheels(
 def test_publish_rejects_a_file_that_is_not_a_zip(repo: Repository, tmp_path: Path) -> None:
     bogus = tmp_path / "demo-1.0-py3-none-any.whl"
     bogus.write_bytes(b"not a zip")
-    with pytest.raises(RepositoryError, match="cannot read the metadata") as info:
+    with pytest.raises(IntegrityError, match="does not start with a zip member") as info:
         repo.publish_wheel(bogus)
     assert (info.value.package, info.value.version) == ("demo", "1.0")
+    assert _listing(repo.wheels_dir) == []
+    # A zip file with something before it (zip readers skip it) is no wheel either.
+    real = make_wheel(tmp_path / "real")
+    padded = tmp_path / "padded" / real.name
+    padded.parent.mkdir()
+    with padded.open("wb") as f:
+        f.seek(64 << 20)  # a sparse hole: nothing on the build's disk, 64 MiB in a copy
+        f.write(real.read_bytes())
+    with pytest.raises(IntegrityError, match="does not start with a zip member"):
+        repo.publish_wheel(padded)
+    assert _listing(repo.wheels_dir) == []
+
+
+def test_a_metadata_bomb_is_not_read_whole(repo: Repository, tmp_path: Path) -> None:
+    real = make_wheel(tmp_path / "real")
+    bomb = tmp_path / "bomb" / real.name
+    bomb.parent.mkdir()
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/METADATA"):
+                with out.open(info.filename, "w", force_zip64=True) as m:
+                    m.write(data)
+                    for _ in range(20):
+                        m.write(b" " * (1 << 20))
+            else:
+                out.writestr(info, data)
+    with pytest.raises(IntegrityError, match="METADATA file larger than 16 MiB"):
+        repo.publish_wheel(bomb)
     assert _listing(repo.wheels_dir) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pyproject_hooks import (
 
 from .buildenv import BuildEnvironment
 from .errors import BuildError, CommandFailed, RewheelError
+from .fsutil import remove_tree
 from .pyproject import BuildSystem
 from .runner import network_isolation_available
 from .types import Confinement, Runner
@@ -43,6 +45,7 @@ _LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for thos
 
 
 _MAX_HOOK_OUTPUT = 16 << 20  # the largest output.json a hook may leave for pyproject_hooks
+_MAX_WARNINGS_TEXT = 64 << 10  # how much of a hook's warnings goes into the log
 
 
 def _plain_file(path: Path, *, max_size: int | None = None) -> bool:
@@ -52,6 +55,28 @@ def _plain_file(path: Path, *, max_size: int | None = None) -> bool:
     except OSError:
         return max_size is not None  # no output at all: pyproject_hooks reports that itself
     return stat.S_ISREG(st.st_mode) and (max_size is None or st.st_size <= max_size)
+
+
+def _tidy_control_folder(control: Path) -> None:
+    """Leave only plain ``input.json`` and ``output.json`` in a hook's control folder.
+
+    The hook could write there; pyproject_hooks removes the folder with ``TemporaryDirectory``,
+    whose cleanup in Python 3.11.7 changes the mode of whatever a link it finds points at
+    (CVE-2023-6597) and fails on trees deeper than the recursion limit. What the hook left is
+    removed here first, without following anything.
+    """
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(control.lstat().st_mode):
+            control.chmod(0o700)
+    with contextlib.suppress(OSError), os.scandir(control) as entries:
+        left = [
+            Path(e.path)
+            for e in entries
+            if not (e.name in ("input.json", "output.json") and e.is_file(follow_symlinks=False))
+        ]
+    for path in left:
+        with contextlib.suppress(OSError):
+            remove_tree(path)
 
 
 def mentions_network_failure(output: str) -> bool:
@@ -201,14 +226,17 @@ class Backend:
             confine=self._confine.adding(readable=[Path(cmd[1])], writable=[control]),
         )
         output = control / "output.json"
-        if not _plain_file(output, max_size=_MAX_HOOK_OUTPUT):
-            # pyproject_hooks would open it next: a link to a device or FIFO, or a huge file,
-            # would hang rewheel or fill its memory.
-            raise self._error(
-                "hook-output",
-                f"the hook's output.json is not a plain file of at most "
-                f"{_MAX_HOOK_OUTPUT >> 20} MiB",
-            )
+        try:
+            if not _plain_file(output, max_size=_MAX_HOOK_OUTPUT):
+                # pyproject_hooks would open it next: a link to a device or FIFO, or a huge
+                # file, would hang rewheel or fill its memory.
+                raise self._error(
+                    "hook-output",
+                    f"the hook's output.json is not a plain file of at most "
+                    f"{_MAX_HOOK_OUTPUT >> 20} MiB",
+                )
+        finally:
+            _tidy_control_folder(control)
         self._move_warnings_to_log(output)
 
     def _move_warnings_to_log(self, output: Path) -> None:
@@ -222,12 +250,18 @@ class Backend:
             found = data.pop("warnings", None) if isinstance(data, dict) else None
             if not found:
                 return
+            # The hook wrote these: one line each (no forged "=== exit status 0" line), and
+            # no more of them than the log keeps of any output.
             lines = [
-                f"=== backend warning: {w.get('filename')}:{w.get('lineno')}: {w.get('message')}"
+                "=== backend warning: "
+                + repr(f"{w.get('filename')}:{w.get('lineno')}: {w.get('message')}")[1:-1]
                 for w in found
                 if isinstance(w, dict)
             ]
-            self._append_log("\n".join(lines) + "\n")
+            text = "\n".join(lines)
+            if len(text) > _MAX_WARNINGS_TEXT:
+                text = text[:_MAX_WARNINGS_TEXT] + "\n=== more backend warnings dropped"
+            self._append_log(text + "\n")
             output.write_text(json.dumps(data), encoding="utf-8")
         except (OSError, ValueError):
             return  # leave the output alone; pyproject_hooks reports what it can

@@ -16,7 +16,8 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from .errors import BuildError, CommandFailed
-from .sandbox import allowed_environ
+from .fsutil import make_dirs_below
+from .sandbox import allowed_environ, rust_toolchain
 from .types import Runner, WheelRef
 
 _STEP = "build-env"
@@ -35,6 +36,10 @@ def scrubbed_environ(base: Mapping[str, str], *, home: Path) -> dict[str, str]:
     rustup = Path(base.get("RUSTUP_HOME") or Path(base.get("HOME") or Path.home()) / ".rustup")
     if rustup.is_dir():
         env["RUSTUP_HOME"] = str(rustup)
+        # Pinned, so that no rust-toolchain.toml in an sdist chooses what cargo and rustc are.
+        toolchain = env.get("RUSTUP_TOOLCHAIN") or rust_toolchain(base)
+        if toolchain:
+            env["RUSTUP_TOOLCHAIN"] = toolchain
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
@@ -132,8 +137,10 @@ class EnvBuilder:
         environ = scrubbed_environ(os.environ, home=home)
         cache_dir = self._cache_dir or home / ".cache" / "uv"
         try:
+            home.mkdir(parents=True, exist_ok=True)
+            # The build may have written HOME before (an earlier hook): no link is followed.
             for d in _home_dirs(environ):
-                d.mkdir(parents=True, exist_ok=True)
+                make_dirs_below(home, d)
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fail(f"cannot prepare {home}: {exc}") from exc

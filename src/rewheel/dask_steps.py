@@ -49,7 +49,7 @@ from .errors import (
     UnsafeArchiveError,
     UpstreamError,
 )
-from .fsutil import sha256_file
+from .fsutil import remove_tree, sha256_file
 from .pipeline import LocalSteps
 from .resolver import Pin, Resolution
 from .server import IndexServer
@@ -173,7 +173,8 @@ class DaskSteps:
     def prepare(self, pin: Pin) -> Prepared:
         prepared = self.local.prepare(pin)
         # The workers extract it themselves; this copy was only for reading build-system.
-        shutil.rmtree(self.local.work_root / f"{pin.name}-{pin.version}", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(self.local.work_root / f"{pin.name}-{pin.version}")
         return prepared
 
     # -- remote ------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from packaging.version import Version
 
 from .buildenv import EnvBuilder
 from .errors import BuildError, RepositoryError, RewheelError
-from .fsutil import sha256_file
+from .fsutil import remove_tree, sha256_file
 from .http import HttpClient, RetryPolicy
 from .metadata import MetadataSource
 from .pipeline import CoreBudget, LocalSteps
@@ -385,7 +385,8 @@ def run_job(job: Job) -> JobResult:
                     result = _run_steps(job, steps, out_dir)
                 finally:
                     # The log goes to the coordinator; nobody looks in a worker's folders.
-                    shutil.rmtree(root / name_version, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        remove_tree(root / name_version)
             if result.wheel is not None and result.sha256 is not None:
                 uploader.put(out_dir / result.wheel, result.sha256)
         except WorkerTransferError:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RewheelError, UnsafeArchiveError
+from .fsutil import remove_tree
 
 _STEP = "extract"
 _TAR_SUFFIXES = {
@@ -69,6 +69,9 @@ class ExtractLimits:
     # small sdists of text compress well and are harmless anyway.
     max_ratio: float = 200.0
     ratio_floor: int = 32 << 20
+    # Folders in one member's path: deep enough for any real tree, shallow enough that no tool
+    # (Python's recursive rmtree, PATH_MAX-bound programs) chokes on what is extracted.
+    max_depth: int = 64
 
 
 class _Budget:
@@ -83,6 +86,7 @@ class _Budget:
         self._package = package
         self.members = 0
         self.total = 0
+        self.max_depth = limits.max_depth
 
     def refuse(self, why: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"{self._archive.name}: {why}", package=self._package, step=_STEP)
@@ -140,7 +144,8 @@ def extract_sdist(
         finally:
             tree.close()
     except BaseException as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(dest)
         if isinstance(exc, OSError) and exc.errno is not None:
             # A real I/O failure (disk full, permissions), not a fault of the archive.
             raise RewheelError(
@@ -435,7 +440,10 @@ def _checked_parts(name: str, budget: _Budget) -> tuple[str, ...]:
     why = unsafe_member_name(name)
     if why:
         raise budget.refuse(why)
-    return _member_parts(name)
+    parts = _member_parts(name)
+    if len(parts) > budget.max_depth:
+        raise budget.refuse(f"member path deeper than {budget.max_depth} folders: {name[:200]!r}")
+    return parts
 
 
 def _tar_file_mode(mode: int) -> int:

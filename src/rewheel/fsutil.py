@@ -1,10 +1,13 @@
-"""Small filesystem helpers: hashing and atomic writes (temporary file, fsync, rename)."""
+"""Small filesystem helpers: hashing, atomic writes (temporary file, fsync, rename), and
+removing trees that build code left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -40,3 +43,79 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _open_dir(name: str, dir_fd: int) -> int:
+    """Open the folder ``name`` below ``dir_fd`` without following a link, giving it owner
+    permissions first if it has none (a build may leave folders of mode 000)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        # Known to be a folder (lstat), and no process of the build is left to swap it.
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything below it, as left behind by code that is not trusted.
+
+    A link is removed, never followed; a folder without permissions is given owner permissions
+    (the folder itself, found with lstat: Python 3.11's ``TemporaryDirectory`` cleanup chmods
+    through links, CVE-2023-6597); it neither recurses nor builds long paths, so a tree deeper
+    than Python's recursion limit or PATH_MAX goes too, with a few file descriptors open at a
+    time. A path that does not exist is fine.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink()
+        return
+    top = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = _open_dir(path.name, top)
+        names: list[str] = []  # the folders between path and fd
+        while True:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o700)  # so that its entries can be removed
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if child is not None:
+                inner = _open_dir(child, fd)
+                os.close(fd)
+                fd = inner
+                names.append(child)
+                continue
+            if not names:
+                os.close(fd)
+                os.rmdir(path.name, dir_fd=top)
+                return
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            os.rmdir(names.pop(), dir_fd=up)
+            fd = up
+    finally:
+        os.close(top)
+
+
+def make_dirs_below(base: Path, target: Path) -> None:
+    """``mkdir -p`` of ``target`` inside ``base``, through no link: every folder on the way must
+    be a real folder (build code may have put links in ``base``). Raises OSError otherwise."""
+    rel = target.relative_to(base)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in rel.parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)

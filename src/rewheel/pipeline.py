@@ -7,6 +7,7 @@ the next attempt starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +30,7 @@ from .bootstrap import Built, Cached, Prepared
 from .buildenv import BuildEnvironment, EnvBuilder
 from .errors import BuildError, CommandFailed, IntegrityError
 from .extract import extract_sdist
-from .fsutil import sha256_file
+from .fsutil import remove_tree, sha256_file
 from .metadata import MetadataSource
 from .provenance import Signer
 from .pyproject import BuildSystem, read_build_system
@@ -169,7 +170,7 @@ class LocalSteps:
             repo,
             signer=signer,
             network_isolated=isolate_network,
-            sandbox=self.sandbox.as_record(),
+            sandbox=self.sandbox.as_record(network_isolated=isolate_network),
         )
         self.tag = interpreter_tag()
 
@@ -231,7 +232,7 @@ class LocalSteps:
         pkg = self.package_settings(pin)
         extras: dict[str, Any] = {
             "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])],
-            "sandbox": self.sandbox.as_record(),
+            "sandbox": self.sandbox.as_record(network_isolated=self.isolate_network),
         }
         if not pkg.is_default:
             extras["settings"] = pkg.as_record()
@@ -338,7 +339,7 @@ class LocalSteps:
             )
         work = self._workdir(pin)
         if work.exists():
-            shutil.rmtree(work)
+            remove_tree(work)  # the last build's: its code may have left anything there
         work.mkdir(parents=True)
         # A fixed name, not a random one: the build path must not change from run to run.
         source = extract_sdist(
@@ -356,6 +357,8 @@ class LocalSteps:
             network=crates_io_reachable,
             runner=self.runner,
             log=log,
+            confine=self.confinement(pin),
+            home=work / "home",
         )
         if rust is not None:
             self._rust[self._key(pin)] = rust
@@ -394,7 +397,7 @@ class LocalSteps:
         work = self._workdir(pin)
         dest = work / name
         if dest.exists():
-            shutil.rmtree(dest)
+            remove_tree(dest)
         return self.env_builder.create(
             dest,
             wheels,
@@ -537,5 +540,6 @@ class LocalSteps:
             )
             self.repo.regenerate_index()
         seconds = time.monotonic() - started
-        shutil.rmtree(self._workdir(pin), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(self._workdir(pin))
         return Built(wheel=ref, metadata=metadata, seconds=seconds, log=self._log(pin))

@@ -14,10 +14,12 @@ pyproject.toml); its tag is the build interpreter's most specific one on the pla
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import tomllib
@@ -35,6 +37,7 @@ from packaging.version import Version
 
 from . import __version__
 from .errors import BuildError, CommandFailed
+from .fsutil import remove_tree
 from .recipes import RecipeContext
 
 STEP = "recipe-maturin-cargo"
@@ -340,13 +343,38 @@ def write_wheel(
     return path
 
 
-def _package_files(folder: Path, base: Path) -> dict[str, bytes]:
-    """The Python package's files, by their path in the wheel (no bytecode)."""
+def tree_bytes(tree: Path, path: Path) -> bytes | None:
+    """The content of ``path``, a plain file of ``tree`` (None if there is none).
+
+    After the build's code has run, the tree is the build's: a link there (or a linked folder on
+    the way) could point at any file of the machine, which would then be published; a FIFO would
+    hang rewheel. So the real path must stay inside the tree, and the file must be regular.
+    """
+    try:
+        real = path.resolve()
+        if not real.is_relative_to(tree.resolve()) or not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read()
+
+
+def _package_files(folder: Path, base: Path, tree: Path) -> dict[str, bytes]:
+    """The Python package's plain files, by their path in the wheel (no bytecode, no links)."""
     out: dict[str, bytes] = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
-            continue
-        out[path.relative_to(base).as_posix()] = path.read_bytes()
+    for root, dirs, names in os.walk(folder):  # links to folders are not followed
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            path = Path(root) / name
+            if path.suffix in (".pyc", ".pyo"):
+                continue
+            data = tree_bytes(tree, path)
+            if data is not None:
+                out[path.relative_to(base).as_posix()] = data
     return out
 
 
@@ -382,8 +410,11 @@ class MaturinCargoRecipe:
             raise _refuse(ctx, f"builds for CPython on Linux only: {exc}") from exc
 
         library = self._cargo_build(ctx, project)
+        library_bytes = tree_bytes(ctx.source_dir, library)
+        if library_bytes is None:  # a link, or a linked folder on the way: whatever it points at
+            raise _refuse(ctx, f"found no plain file {library.name} in the tree after cargo build")
         init_name = "PyInit_" + project.module.rsplit(".", 1)[-1]
-        if init_name.encode() not in library.read_bytes():
+        if init_name.encode() not in library_bytes:
             raise _refuse(
                 ctx,
                 f"found no {init_name} in {library.name}: module-name does not match the "
@@ -393,17 +424,21 @@ class MaturinCargoRecipe:
         parts = project.module.split(".")
         files: dict[str, bytes] = {}
         if project.python_source is not None:
-            files.update(_package_files(project.python_source / parts[0], project.python_source))
+            files.update(
+                _package_files(
+                    project.python_source / parts[0], project.python_source, ctx.source_dir
+                )
+            )
             ext = "/".join(parts if len(parts) > 1 else [parts[0], parts[0]])
         else:
             files[f"{parts[0]}/__init__.py"] = _init_for(parts[0])
-            stub = ctx.source_dir / f"{parts[0]}.pyi"
-            if stub.is_file():
-                files[f"{parts[0]}/__init__.pyi"] = stub.read_bytes()
+            stub = tree_bytes(ctx.source_dir, ctx.source_dir / f"{parts[0]}.pyi")
+            if stub is not None:
+                files[f"{parts[0]}/__init__.pyi"] = stub
                 files[f"{parts[0]}/py.typed"] = b""
             ext = f"{parts[0]}/{parts[0]}"
         ext_name = ext + interp.ext_suffix
-        files[ext_name] = library.read_bytes()
+        files[ext_name] = library_bytes
 
         dist = canonicalize_name(str(ctx.name)).replace("-", "_")
         dist_info = f"{dist}-{ctx.version}.dist-info"
@@ -420,10 +455,10 @@ class MaturinCargoRecipe:
         if entry_points is not None:
             info["entry_points.txt"] = entry_points.encode()
         for licence in meta.get_all("License-File") or []:
-            path = (ctx.source_dir / licence).resolve()
-            if not path.is_relative_to(ctx.source_dir.resolve()) or not path.is_file():
+            text = tree_bytes(ctx.source_dir, ctx.source_dir / licence)
+            if text is None:
                 raise _refuse(ctx, f"finds no License-File {licence} in the sdist")
-            info[f"licenses/{licence}"] = path.read_bytes()
+            info[f"licenses/{licence}"] = text
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         return write_wheel(
             ctx.out_dir / f"{dist}-{ctx.version}-{tag}.whl",
@@ -435,24 +470,30 @@ class MaturinCargoRecipe:
         )
 
     def _interpreter(self, ctx: RecipeContext) -> Interpreter:
-        with tempfile.TemporaryDirectory(prefix="rewheel-probe-") as tmp:
-            out = Path(tmp) / "interpreter.json"
-            try:
-                # The build environment's python runs the .pth files of the wheels installed
-                # there (built from sdists too): in the sandbox, like any build code.
-                confine = ctx.confine.adding(writable=[Path(tmp)]) if ctx.confine else None
-                ctx.runner(
-                    [str(ctx.python), "-c", _PROBE, str(out)],
-                    cwd=ctx.source_dir,
-                    env=ctx.environ,
-                    log=ctx.log,
-                    confine=confine,
-                )
-                if out.is_symlink() or out.stat().st_size > 1 << 20:
-                    raise ValueError("the probe's answer is not a small plain file")
-                return Interpreter.from_probe(json.loads(out.read_text()))
-            except (CommandFailed, OSError, ValueError, KeyError, TypeError) as exc:
-                raise _refuse(ctx, f"could not ask {ctx.python} about itself: {exc}") from exc
+        # The build environment's python runs the .pth files of the wheels installed there
+        # (built from sdists too): in the sandbox, like any build code, isolated (-I: no
+        # module of the source tree shadows the probe's), away from the tree, and its answer
+        # read only if it is a plain file (not a link, not a FIFO that would hang rewheel).
+        tmp = Path(tempfile.mkdtemp(prefix="rewheel-probe-"))
+        out = tmp / "interpreter.json"
+        try:
+            confine = ctx.confine.adding(writable=[tmp]) if ctx.confine else None
+            ctx.runner(
+                [str(ctx.python), "-I", "-c", _PROBE, str(out)],
+                cwd=tmp,
+                env=ctx.environ,
+                log=ctx.log,
+                confine=confine,
+            )
+            answer = tree_bytes(tmp, out)
+            if answer is None or len(answer) > 1 << 20:
+                raise ValueError("the probe's answer is not a small plain file")
+            return Interpreter.from_probe(json.loads(answer))
+        except (CommandFailed, OSError, ValueError, KeyError, TypeError) as exc:
+            raise _refuse(ctx, f"could not ask {ctx.python} about itself: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
 
     def _cargo_build(self, ctx: RecipeContext, project: MaturinProject) -> Path:
         env = cargo_environ(ctx)
@@ -479,7 +520,15 @@ class MaturinCargoRecipe:
         else:
             cmd += ["--config", f"build.rustflags = [{json.dumps(remap)}]"]
         try:
-            ctx.runner(["rustc", "-vV"], cwd=project.manifest.parent, env=env, log=ctx.log)
+            # In the box too: the build environment's PATH comes first, and a wheel of it may
+            # have put a `rustc` script there.
+            ctx.runner(
+                ["rustc", "-vV"],
+                cwd=project.manifest.parent,
+                env=env,
+                log=ctx.log,
+                confine=ctx.confine,
+            )
             # Build scripts and proc macros are the package's code: in the sandbox.
             ctx.runner(
                 cmd,
@@ -498,7 +547,7 @@ class MaturinCargoRecipe:
                 log_path=ctx.log,
             ) from exc
         library = target / "release" / f"lib{project.lib_name}.so"
-        if library.is_symlink() or not library.is_file():  # a link: whatever it points at
+        if not library.is_file():
             raise _refuse(ctx, f"found no {library.name} in {library.parent} after cargo build")
         return library
 

@@ -294,6 +294,17 @@ class Repository:
     def _validated_metadata(self, wheel: Path, name: NormalizedName, version: str) -> bytes:
         """The wheel's METADATA, after checking it describes the file name's project/version."""
         try:
+            with wheel.open("rb") as f:
+                start = f.read(4)
+            if start != b"PK\x03\x04":
+                # Zip readers skip what comes before the archive: a build could pad a wheel
+                # with a sparse hole that costs it nothing and the repository all of it.
+                raise IntegrityError(
+                    f"wheel {wheel.name} does not start with a zip member; refused",
+                    package=name,
+                    version=version,
+                    step="publish",
+                )
             with zipfile.ZipFile(wheel) as zf:
                 self._check_members(zf, wheel.name)
                 bad = zf.testzip()

@@ -15,6 +15,7 @@ import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 from .errors import CommandFailed
 from .sandbox import Limits, SandboxPolicy, bwrap_argv
+from .seccomp import build_filter
 from .types import Confinement
 
 _log = logging.getLogger(__name__)
@@ -140,26 +142,97 @@ def _rlimit_prefix(limits: Limits) -> list[str]:
     return [*args, "--"]
 
 
-def folder_bytes(paths: Sequence[Path], stop_at: int | None = None) -> int:
-    """The space the files under ``paths`` take (links not followed; stops once past
-    ``stop_at``)."""
-    total = 0
-    stack = [str(p) for p in paths]
-    while stack:
+def _seccomp_fd() -> int | None:
+    """A new file descriptor holding the seccomp program for bwrap (which reads it once)."""
+    program = build_filter()
+    if program is None:
+        return None
+    fd = os.memfd_create("rewheel-seccomp", 0)
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def folder_usage(paths: Sequence[Path], stop_at: int | None = None) -> tuple[int, int]:
+    """``(space taken, largest file)`` under ``paths``: what the build has written there.
+
+    Walked by folder descriptor, never by path and never through a link, so that paths longer
+    than PATH_MAX are counted too; a folder the owner cannot read is given owner read and search
+    permission first (it is the build's own). Stops counting once past ``stop_at``.
+    """
+    total = largest = 0
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    for top in paths:
         try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+            stack = [os.open(top, flags)]
         except OSError:
             continue
-        if stop_at is not None and total > stop_at:
-            break
+        while stack:
+            fd = stack.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        total += st.st_blocks * 512
+                        if stat.S_ISREG(st.st_mode):
+                            largest = max(largest, st.st_size)
+                        elif stat.S_ISDIR(st.st_mode):
+                            with contextlib.suppress(OSError):
+                                stack.append(_open_readable_dir(entry.name, fd, st.st_mode))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            if stop_at is not None and total > stop_at:
+                for left in stack:
+                    os.close(left)
+                return total, largest
+    return total, largest
+
+
+def _open_readable_dir(name: str, dir_fd: int, mode: int) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        os.chmod(name, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IXUSR, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
+def unlinked_bytes(root_pid: int) -> int:
+    """The space held by files that the processes below ``root_pid`` keep open but that have no
+    name any more (deleted, or memfd): invisible to a walk of the folders, real memory on a
+    RAM-backed build folder."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, seen = 0, set()
+    todo = [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 0 and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
     return total
 
 
@@ -251,7 +324,10 @@ class SubprocessRunner:
         limits = self.sandbox.limits if confine is not None else None
         if limits is not None and limits.wall_seconds is not None:
             timeout = limits.wall_seconds if timeout is None else min(timeout, limits.wall_seconds)
+        pass_fds: tuple[int, ...] = ()
         if confine is not None and self.sandbox.enabled:
+            seccomp = _seccomp_fd()
+            pass_fds = () if seccomp is None else (seccomp,)
             full = _rlimit_prefix(self.sandbox.limits) + bwrap_argv(
                 self.sandbox,
                 cmd,
@@ -259,6 +335,7 @@ class SubprocessRunner:
                 readable=confine.readable,
                 writable=confine.writable,
                 network=confine.network,
+                seccomp_fd=seccomp,
             )
             shown = full
         else:
@@ -303,6 +380,7 @@ class SubprocessRunner:
                     stderr=subprocess.STDOUT,
                     # Its own process group, so that a timeout can kill everything it started.
                     start_new_session=True,
+                    pass_fds=pass_fds,
                 )
             except OSError as exc:
                 os.close(read_end)
@@ -312,6 +390,8 @@ class SubprocessRunner:
                 ) from exc
             finally:
                 os.close(write_end)
+                for fd in pass_fds:
+                    os.close(fd)
             pump = _Pump(read_end, out, output_cap)
             pump.start()
             try:
@@ -345,7 +425,14 @@ class SubprocessRunner:
             out.write(f"=== exit status {returncode}\n".encode())
         if returncode != 0:
             hit: str | None = None
-            too_large = returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or pump.file_too_large
+            # Said by the signal, or by Python (which ignores SIGXFSZ and gets EFBIG), and then
+            # only believed when a file of that size is there: the output is the build's.
+            too_large = returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or (
+                pump.file_too_large
+                and limits is not None
+                and limits.file_bytes is not None
+                and folder_usage(watched)[1] >= limits.file_bytes
+            )
             if too_large and limits is not None and limits.file_bytes is not None:
                 hit = "file size"
                 what = f"wrote a file larger than the limit of {_size_text(limits.file_bytes)}"
@@ -386,7 +473,8 @@ class SubprocessRunner:
                 if deadline is not None and time.monotonic() >= deadline:
                     stopped.append(("wall time", f"timed out after {timeout:g}s"))
                 elif watching and folder_cap is not None:
-                    if folder_bytes(watched, stop_at=folder_cap) <= folder_cap:
+                    used, _largest = folder_usage(watched, stop_at=folder_cap)
+                    if used <= folder_cap and used + unlinked_bytes(proc.pid) <= folder_cap:
                         continue
                     stopped.append(
                         (

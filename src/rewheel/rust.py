@@ -22,8 +22,9 @@ from urllib.parse import parse_qsl
 
 import urllib3
 
+from .buildenv import scrubbed_environ
 from .errors import BuildError, CommandFailed
-from .types import Runner
+from .types import Confinement, Runner
 
 STEP = "rust-vendor"
 CRATES_IO = "crates-io"
@@ -359,12 +360,16 @@ def check_rust_sources(
     network: Callable[[], bool],
     runner: Runner | None = None,
     log: Path | None = None,
+    confine: Confinement | None = None,
+    home: Path | None = None,
 ) -> RustSources | None:
     """None for a tree without Rust; else what its crates are built from.
 
     Raises ``BuildError(step="rust-vendor")`` when crates are missing and cannot be fetched.
     ``network`` is asked only when crates are missing; ``runner`` and ``log`` run and log
-    ``cargo vendor`` then.
+    ``cargo vendor`` then, confined by ``confine`` (with the network: it downloads crates) with
+    the build's scrubbed environment and ``home`` as its HOME and CARGO_HOME's parent: cargo
+    reads configuration from the tree, and rustup's proxy a toolchain file, so it is build code.
     """
     manifests = find_manifests(source_dir)
     if not manifests:
@@ -430,7 +435,16 @@ def check_rust_sources(
     if runner is None or log is None:
         raise fail(f"Rust sdist: {len(absent)} crates are not vendored and no runner was given")
     roots = [next(m for m, lk in lock_of.items() if lk == lock) for lock in locks]
-    _cargo_vendor(source_dir, roots, all_crates, runner=runner, log=log, fail=fail)
+    _cargo_vendor(
+        source_dir,
+        roots,
+        all_crates,
+        runner=runner,
+        log=log,
+        fail=fail,
+        confine=confine,
+        home=home or source_dir.parent / "home",
+    )
     # What cargo vendor did is checked the same way as a vendored sdist.
     still, _dirs = missing_crates(all_crates, source_tables(source_dir, source_dir))
     if still:
@@ -449,6 +463,8 @@ def _cargo_vendor(
     runner: Runner,
     log: Path,
     fail: Callable[[str], BuildError],
+    confine: Confinement | None,
+    home: Path,
 ) -> None:
     config_dir = source_dir / ".cargo"
     existing = _config_files(source_dir)
@@ -464,11 +480,14 @@ def _cargo_vendor(
     for other in roots[1:]:
         cmd += ["--sync", str(other)]
     cmd.append(VENDOR_DIR)
-    env = {k: v for k, v in os.environ.items() if k != "CARGO_NET_OFFLINE"}
+    env = scrubbed_environ(os.environ, home=home)
+    env["CARGO_HOME"] = str(home / ".cargo")
     try:
-        runner(cmd, cwd=source_dir, env=env, log=log)
-    except CommandFailed as exc:
-        raise fail(f"Rust sdist: `cargo vendor` failed: {exc.message}") from exc
+        (home / ".cargo").mkdir(parents=True, exist_ok=True)
+        net = dataclasses.replace(confine, network=True) if confine is not None else None
+        runner(cmd, cwd=source_dir, env=env, log=log, confine=net)
+    except (CommandFailed, OSError) as exc:
+        raise fail(f"Rust sdist: `cargo vendor` failed: {exc}") from exc
     config_dir.mkdir(exist_ok=True)
     text = vendor_config(crates, VENDOR_DIR)
     target = existing[0] if existing else config_dir / "config.toml"

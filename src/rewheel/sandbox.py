@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .seccomp import refused_calls
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -111,6 +112,38 @@ def allowed_environ(base: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if k in ENV_ALLOWED}
 
 
+_toolchain: list[str | None] = []  # the memo of rust_toolchain()
+
+
+def rust_toolchain(environ: Mapping[str, str]) -> str | None:
+    """The Rust toolchain rustup would use outside any project, to pin every build to it.
+
+    rustup's proxies (cargo, rustc) otherwise take the toolchain from a ``rust-toolchain.toml``
+    in the folder they run in, which an sdist can ship and point at programs of its own. Asked
+    once per process, from ``/``; None without rustup.
+    """
+    if not _toolchain:
+        name = None
+        rustup = shutil.which("rustup", path=environ.get("PATH"))
+        if rustup is not None:
+            try:
+                done = subprocess.run(
+                    [rustup, "show", "active-toolchain"],
+                    cwd="/",
+                    env={k: v for k, v in environ.items() if k != "RUSTUP_TOOLCHAIN"},
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                words = done.stdout.split()
+                name = words[0] if done.returncode == 0 and words else None
+            except (OSError, subprocess.SubprocessError):
+                name = None
+        _toolchain.append(name)
+    return _toolchain[0]
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one sandboxed command may use. ``None``: no limit of that kind."""
@@ -145,14 +178,18 @@ class SandboxPolicy:
     def enabled(self) -> bool:
         return self.bwrap is not None
 
-    def as_record(self) -> dict[str, Any]:
+    def as_record(self, *, network_isolated: bool = True) -> dict[str, Any]:
         """What the records and provenance say about how builds were contained."""
         if self.bwrap is None:
             return {"kind": "none", "limits": self.limits.as_record()}
+        namespaces = ["mount", "pid", "network", "ipc", "uts", "user", "cgroup"]
+        if not network_isolated:
+            namespaces.remove("network")
         return {
             "kind": "bubblewrap",
             "version": self.bwrap_version,
-            "namespaces": ["mount", "pid", "network", "ipc", "uts", "user", "cgroup"],
+            "namespaces": namespaces,
+            "seccomp_refused": refused_calls(),
             "readonly_system": [str(p) for p in self.system_paths],
             "limits": self.limits.as_record(),
         }
@@ -202,6 +239,7 @@ def bwrap_argv(
     readable: Sequence[Path],
     writable: Sequence[Path],
     network: bool = False,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``cmd`` in the box (pure: it looks at no file).
 
@@ -225,10 +263,19 @@ def bwrap_argv(
         "ALL",
         "--hostname",
         "rewheel-build",
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--proc",
         "/proc",
+        # A minimal /dev (null, zero, random, tty, ...), read-only but for a small /dev/shm:
+        # bwrap makes it a tmpfs of half the memory, which a build could otherwise fill.
         "--dev",
         "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(64 * MiB),
+        "--tmpfs",
+        "/dev/shm",
         "--perms",
         "1777",
         "--size",
@@ -254,7 +301,7 @@ def bwrap_argv(
         argv += ["--bind", str(p), str(p)]
     # The root itself (a tmpfs bwrap makes) read-only: nothing can be written outside the paths
     # named writable and the two small temporary folders.
-    argv += ["--remount-ro", "/", "--chdir", str(cwd), "--", *cmd]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(cwd), "--", *cmd]
     return argv
 
 

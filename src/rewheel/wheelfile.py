@@ -33,10 +33,25 @@ def _dist_info_dir(zf: zipfile.ZipFile, filename: str) -> str:
     return dist_infos[0]
 
 
+# The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
+# hundred); a wheel a build wrote may hold a bomb.
+MAX_METADATA_BYTES = 16 << 20
+
+
 def read_metadata_bytes(wheel: Path) -> bytes:
-    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``)."""
-    with zipfile.ZipFile(wheel) as zf:
-        return zf.read(f"{_dist_info_dir(zf, wheel.name)}/METADATA")
+    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``),
+    read up to ``MAX_METADATA_BYTES`` whatever its header claims."""
+    with (
+        zipfile.ZipFile(wheel) as zf,
+        zf.open(f"{_dist_info_dir(zf, wheel.name)}/METADATA") as member,
+    ):
+        data = member.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise IntegrityError(
+            f"wheel {wheel.name} has a METADATA file larger than "
+            f"{MAX_METADATA_BYTES >> 20} MiB; refused"
+        )
+    return data
 
 
 def parse_metadata(data: bytes) -> Message:
