@@ -216,17 +216,17 @@ class Backend:
         # pyproject_hooks runs [python, its _in_process.py, hook name, control folder]: the
         # hook reads the script and writes its answer into the control folder.
         control = Path(cmd[-1])
-        self._runner(
-            cmd,
-            cwd=Path(cwd) if cwd else self._source_dir,
-            env=environ,
-            log=self._log,
-            timeout=self._timeout,
-            isolate_network=self._isolate_network,
-            confine=self._confine.adding(readable=[Path(cmd[1])], writable=[control]),
-        )
         output = control / "output.json"
         try:
+            self._runner(
+                cmd,
+                cwd=Path(cwd) if cwd else self._source_dir,
+                env=environ,
+                log=self._log,
+                timeout=self._timeout,
+                isolate_network=self._isolate_network,
+                confine=self._confine.adding(readable=[Path(cmd[1])], writable=[control]),
+            )
             if not _plain_file(output, max_size=_MAX_HOOK_OUTPUT):
                 # pyproject_hooks would open it next: a link to a device or FIFO, or a huge
                 # file, would hang rewheel or fill its memory.
@@ -236,6 +236,7 @@ class Backend:
                     f"{_MAX_HOOK_OUTPUT >> 20} MiB",
                 )
         finally:
+            # Whether the hook succeeded, failed or was killed: pyproject_hooks cleans up next.
             _tidy_control_folder(control)
         self._move_warnings_to_log(output)
 

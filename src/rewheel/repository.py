@@ -54,7 +54,13 @@ from .index_pages import (
     wheel_url,
 )
 from .types import WheelRef
-from .wheelfile import parse_metadata, parse_record, read_metadata_bytes, wheel_name_version
+from .wheelfile import (
+    bytes_outside_members,
+    parse_metadata,
+    parse_record,
+    read_metadata_bytes,
+    wheel_name_version,
+)
 
 _CHUNK = 1 << 20
 # A version as it may appear in a record's file name (PEP 440 text, possibly not normalized).
@@ -129,6 +135,11 @@ def _plain_file(path: Path) -> bool:
         return stat.S_ISREG(path.lstat().st_mode)
     except OSError:
         return False
+
+
+# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
+# so a real wheel shows a few bytes at most).
+_MAX_ZIP_GAP = 1 << 20
 
 
 class Repository:
@@ -301,6 +312,14 @@ class Repository:
                 # with a sparse hole that costs it nothing and the repository all of it.
                 raise IntegrityError(
                     f"wheel {wheel.name} does not start with a zip member; refused",
+                    package=name,
+                    version=version,
+                    step="publish",
+                )
+            gap = bytes_outside_members(wheel)
+            if gap > _MAX_ZIP_GAP:
+                raise IntegrityError(
+                    f"wheel {wheel.name} holds {gap} bytes outside its members; refused",
                     package=name,
                     version=version,
                     step="publish",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import zipfile
 from dataclasses import dataclass
 from email.message import Message
@@ -52,6 +53,29 @@ def read_metadata_bytes(wheel: Path) -> bytes:
             f"{MAX_METADATA_BYTES >> 20} MiB; refused"
         )
     return data
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local header, before its name
+_MAX_DESCRIPTOR = 24  # a data descriptor after a member's data: 12 to 24 bytes
+
+
+def bytes_outside_members(wheel: Path) -> int:
+    """How much of the wheel file is neither a member (header, data, descriptor) nor the central
+    directory: nothing, in a zip any tool wrote. Zip readers skip such gaps, so a build could
+    put a sparse hole there that costs it nothing and a repository its full size."""
+    size = wheel.stat().st_size
+    with wheel.open("rb") as f, zipfile.ZipFile(f) as zf:
+        covered = size - zf.start_dir  # the central directory and the end records
+        for info in zf.infolist():
+            f.seek(info.header_offset)
+            header = f.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size:
+                return size  # a member that starts past the end: nothing adds up
+            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+            covered += _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+            if info.flag_bits & 0x08:
+                covered += _MAX_DESCRIPTOR
+    return max(size - covered, 0)
 
 
 def parse_metadata(data: bytes) -> Message:
