@@ -37,13 +37,13 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support.sdists import SdistSpec, make_sdist  # noqa: E402
 
-from rewheel.backend import Backend  # noqa: E402
-from rewheel.buildenv import EnvBuilder  # noqa: E402
-from rewheel.extract import extract_sdist  # noqa: E402
-from rewheel.pyproject import read_build_system  # noqa: E402
-from rewheel.runner import SubprocessRunner  # noqa: E402
-from rewheel.sandbox import make_policy  # noqa: E402
-from rewheel.types import Confinement  # noqa: E402
+from rewheel.build.backend import Backend  # noqa: E402
+from rewheel.build.buildenv import EnvBuilder  # noqa: E402
+from rewheel.build.extract import extract_sdist  # noqa: E402
+from rewheel.build.pyproject import read_build_system  # noqa: E402
+from rewheel.build.runner import SubprocessRunner  # noqa: E402
+from rewheel.build.sandbox import make_policy  # noqa: E402
+from rewheel.core.types import Confinement  # noqa: E402
 
 
 def _figures(seconds: list[float]) -> dict[str, float | int]:

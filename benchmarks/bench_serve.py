@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from support.sdists import SdistSpec, make_wheel  # noqa: E402
 from uv import find_uv_bin  # noqa: E402
 
-from rewheel.repository import Repository  # noqa: E402
+from rewheel.repo.repository import Repository  # noqa: E402
 
 HOST = "127.0.0.1"  # never anything else: this is a load generator
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"

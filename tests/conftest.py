@@ -14,7 +14,7 @@ from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
 from rewheel import app
-from rewheel.bootstrap import BootstrapResult
+from rewheel.core.bootstrap import BootstrapResult
 
 
 class Upstream:

@@ -1,6 +1,6 @@
 """In-memory fakes for the resolver, the metadata source and the bootstrap.
 
-- ``FakeUpstream`` implements ``rewheel.types.Upstream`` from a dict
+- ``FakeUpstream`` implements ``rewheel.core.types.Upstream`` from a dict
   ``{project (as written): {version: Release | [requires_dist...]}}``. Sdists it "downloads" are
   small real archives (tar.gz or zip) holding a PKG-INFO, so ``metadata.read_pkg_info`` works.
 - ``StaticMetadata`` implements ``resolver.MetadataSource`` from the same dict.
@@ -27,11 +27,11 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.bootstrap import Built, Cached, Prepared
-from rewheel.errors import BuildError
-from rewheel.resolver import Pin, Resolution, Resolver, TargetEnvironment
-from rewheel.types import EdgeKind, IndexFile, ProjectPage, WheelRef
-from rewheel.wheelfile import requires_dist
+from rewheel.core.bootstrap import Built, Cached, Prepared
+from rewheel.core.errors import BuildError
+from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
+from rewheel.core.types import EdgeKind, IndexFile, ProjectPage, WheelRef
+from rewheel.repo.wheelfile import requires_dist
 
 _FIXED_MTIME = 1_600_000_000
 
@@ -109,7 +109,7 @@ def _sha256(data: bytes) -> str:
 
 
 class FakeUpstream:
-    """``rewheel.types.Upstream`` over a dict of projects; counts what is asked of it."""
+    """``rewheel.core.types.Upstream`` over a dict of projects; counts what is asked of it."""
 
     def __init__(self, projects: Projects) -> None:
         self.releases: dict[NormalizedName, dict[str, Release]] = {}

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from pyproject_hooks import HookMissing, UnsupportedOperation
 
-from rewheel.backend import Backend
-from rewheel.buildenv import BuildEnvironment, EnvBuilder
-from rewheel.errors import BuildError
-from rewheel.pyproject import BuildSystem, read_build_system
-from rewheel.runner import SubprocessRunner
-from rewheel.types import Confinement, Runner
-from rewheel.wheelfile import read_metadata_bytes, wheel_name_version
+from rewheel.build.backend import Backend
+from rewheel.build.buildenv import BuildEnvironment, EnvBuilder
+from rewheel.build.pyproject import BuildSystem, read_build_system
+from rewheel.build.runner import SubprocessRunner
+from rewheel.core.errors import BuildError
+from rewheel.core.types import Confinement, Runner
+from rewheel.repo.wheelfile import read_metadata_bytes, wheel_name_version
 
 # A stdlib-only in-tree backend. FAIL / SLEEP / WARN in its config_settings make it misbehave.
 MYBACKEND = """

@@ -10,8 +10,8 @@ from conftest import Upstream, build_info, run_bootstrap
 from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.errors import NoSdistError, ResolutionError
-from rewheel.repository import Repository
+from rewheel.core.errors import NoSdistError, ResolutionError
+from rewheel.repo.repository import Repository
 
 # Variables rewheel sets on purpose in a build, to keep any pip run inside it away from configs
 # and indexes. Anything else named PIP_*/UV_* in a build was inherited, and must not be there.

@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeSteps, FakeUpstream, Projects
 from packaging.requirements import Requirement
 
-from rewheel.bootstrap import (
+from rewheel.core.bootstrap import (
     Bootstrapper,
     BootstrapResult,
     BuildWindow,
@@ -20,7 +20,7 @@ from rewheel.bootstrap import (
     Reporter,
     _Pass,
 )
-from rewheel.errors import BuildError, RewheelError
+from rewheel.core.errors import BuildError, RewheelError
 
 TIMEOUT = 10.0
 

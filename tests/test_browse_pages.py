@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.browse_pages import (
+from rewheel.core.types import WheelRef
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import IndexServer
+from rewheel.ui.browse_pages import (
     ProjectInfo,
     Site,
     VersionInfo,
@@ -25,9 +28,6 @@ from rewheel.browse_pages import (
     render_site,
     write_browse,
 )
-from rewheel.repository import Repository
-from rewheel.server import IndexServer
-from rewheel.types import WheelRef
 
 SHA_A = "a" * 64
 SHA_T = "b" * 64
@@ -357,7 +357,7 @@ def test_an_https_sdist_url_is_a_link() -> None:
 
 
 def test_the_policy_allows_exactly_the_pages_own_scripts_and_styles(repo: Repository) -> None:
-    from rewheel.server import CONTENT_SECURITY_POLICY
+    from rewheel.serve.server import CONTENT_SECURITY_POLICY
 
     directives = {}
     for directive in CONTENT_SECURITY_POLICY.split(";"):

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from conftest import Upstream
 
 from rewheel.cli import cli
-from rewheel.graph_export import chains, read_graph
-from rewheel.repository import Repository
-from rewheel.server import IndexServer
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import IndexServer
+from rewheel.ui.graph_export import chains, read_graph
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

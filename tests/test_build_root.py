@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.errors import RepositoryError
-from rewheel.reproducible import claimed_work_root, default_build_root, ensure_private_dir
+from rewheel.build.reproducible import claimed_work_root, default_build_root, ensure_private_dir
+from rewheel.core.errors import RepositoryError
 
 OTHER_UID = 12345
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")

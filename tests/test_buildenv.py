@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from rewheel.buildenv import EnvBuilder, requirements_text, scrubbed_environ
-from rewheel.errors import BuildError
-from rewheel.runner import SubprocessRunner
-from rewheel.types import WheelRef
+from rewheel.build.buildenv import EnvBuilder, requirements_text, scrubbed_environ
+from rewheel.build.runner import SubprocessRunner
+from rewheel.core.errors import BuildError
+from rewheel.core.types import WheelRef
 
 
 def test_scrubbed_environ_drops_installer_and_python_settings(tmp_path: Path) -> None:

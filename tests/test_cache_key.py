@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from rewheel.pipeline import build_cache_key
-from rewheel.systools import SystemTool
-from rewheel.types import WheelRef
+from rewheel.build.pipeline import build_cache_key
+from rewheel.build.systools import SystemTool
+from rewheel.core.types import WheelRef
 
 TOOL = WheelRef(canonicalize_name("tool"), "1.0", "tool-1.0-py3-none-any.whl", "a" * 64)
 OTHER = WheelRef(canonicalize_name("other"), "2.0", "other-2.0-py3-none-any.whl", "b" * 64)

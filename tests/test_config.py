@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from rewheel import app
-from rewheel.bootstrap import BootstrapResult
 from rewheel.cli import cli, main
 from rewheel.config import default_map, find_config, parse_source, schema_from_click
-from rewheel.errors import ConfigError
+from rewheel.core.bootstrap import BootstrapResult
+from rewheel.core.errors import ConfigError
 
 SCHEMA = schema_from_click(cli)
 

@@ -24,13 +24,13 @@ from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
 from rewheel import app
-from rewheel.chain import Verdict, verify_chain
 from rewheel.cli import cli
-from rewheel.http import HttpClient
-from rewheel.provenance import PREDICATE_TYPE, STATEMENT_TYPE
-from rewheel.rebuild import rebuild_check
-from rewheel.repository import Repository
-from rewheel.upstream import HttpUpstream
+from rewheel.index.http import HttpClient
+from rewheel.index.upstream import HttpUpstream
+from rewheel.repo.repository import Repository
+from rewheel.trust.chain import Verdict, verify_chain
+from rewheel.trust.provenance import PREDICATE_TYPE, STATEMENT_TYPE
+from rewheel.trust.rebuild import rebuild_check
 
 
 def _tree(up: Upstream) -> None:

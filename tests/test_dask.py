@@ -27,20 +27,20 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from rewheel import app
-from rewheel.bootstrap import BootstrapResult, Prepared
-from rewheel.errors import BuildError, ConfigError, IntegrityError
-from rewheel.fsutil import sha256_file
-from rewheel.repository import Repository
-from rewheel.resolver import Pin
-from rewheel.sandbox import SandboxPolicy
-from rewheel.server import IndexServer
-from rewheel.settings import PackageSettings, Patch
-from rewheel.types import IndexFile
+from rewheel.build.sandbox import SandboxPolicy
+from rewheel.build.settings import PackageSettings, Patch
+from rewheel.core.bootstrap import BootstrapResult, Prepared
+from rewheel.core.errors import BuildError, ConfigError, IntegrityError
+from rewheel.core.fsutil import sha256_file
+from rewheel.core.resolver import Pin
+from rewheel.core.types import IndexFile
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import IndexServer
 
 distributed = pytest.importorskip("distributed")
 
-from rewheel.dask_steps import DaskSteps, error_from_result, parse_dask_target  # noqa: E402
-from rewheel.dask_worker import (  # noqa: E402
+from rewheel.dask.dask_steps import DaskSteps, error_from_result, parse_dask_target  # noqa: E402
+from rewheel.dask.dask_worker import (  # noqa: E402
     BUILD,
     EnvSpec,
     Job,
@@ -499,7 +499,10 @@ def test_worker_resource_names_interpreter_and_platform() -> None:
 
 def test_worker_resource_for_the_dask_worker_command() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "rewheel.dask_worker"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "rewheel.dask.dask_worker"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert done.stdout == f"{worker_resource()}=1\n"
 

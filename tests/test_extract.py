@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.errors import RewheelError, UnsafeArchiveError
-from rewheel.extract import ExtractLimits, extract_sdist
+from rewheel.build.extract import ExtractLimits, extract_sdist
+from rewheel.core.errors import RewheelError, UnsafeArchiveError
 
 TarMember = tuple[tarfile.TarInfo, bytes | None]
 

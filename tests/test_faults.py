@@ -22,12 +22,12 @@ from conftest import Upstream, run_bootstrap
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
 from rewheel import app
+from rewheel.build.extract import extract_sdist
 from rewheel.cli import main
-from rewheel.errors import IntegrityError, RepositoryError, RewheelError, UpstreamError
-from rewheel.extract import extract_sdist
-from rewheel.http import HttpClient, RetryPolicy
-from rewheel.repository import Repository
-from rewheel.types import IndexFile
+from rewheel.core.errors import IntegrityError, RepositoryError, RewheelError, UpstreamError
+from rewheel.core.types import IndexFile
+from rewheel.index.http import HttpClient, RetryPolicy
+from rewheel.repo.repository import Repository
 
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05, connect_timeout=2.0, read_timeout=0.5)
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from rewheel.cli import cli
-from rewheel.errors import ConfigError, RepositoryError
-from rewheel.graph_export import (
+from rewheel.core.errors import ConfigError, RepositoryError
+from rewheel.ui.graph_export import (
     chains,
     find_nodes,
     format_chain,

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.errors import RewheelError, UnsafeArchiveError
-from rewheel.extract import extract_sdist, link_target_problem, unsafe_member_name
-from rewheel.repository import Repository
-from rewheel.verify import verify_venv
+from rewheel.build.extract import extract_sdist, link_target_problem, unsafe_member_name
+from rewheel.core.errors import RewheelError, UnsafeArchiveError
+from rewheel.repo.repository import Repository
+from rewheel.trust.verify import verify_venv
 
 
 @pytest.fixture

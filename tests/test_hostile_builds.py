@@ -11,15 +11,16 @@ import pytest
 from conftest import Upstream, build_info
 from packaging.requirements import Requirement
 
-from rewheel import app, runner
-from rewheel.backend import Backend, mentions_network_failure
-from rewheel.bootstrap import BootstrapResult
-from rewheel.buildenv import BuildEnvironment
+from rewheel import app
+from rewheel.build import runner
+from rewheel.build.backend import Backend, mentions_network_failure
+from rewheel.build.buildenv import BuildEnvironment
+from rewheel.build.pyproject import BuildSystem
 from rewheel.cli import main
-from rewheel.errors import BuildError, CommandFailed
-from rewheel.pyproject import BuildSystem
-from rewheel.repository import Repository
-from rewheel.types import Confinement
+from rewheel.core.bootstrap import BootstrapResult
+from rewheel.core.errors import BuildError, CommandFailed
+from rewheel.core.types import Confinement
+from rewheel.repo.repository import Repository
 
 NO_NETWORK = "the build tried to reach the network; builds run without network"
 
@@ -194,7 +195,7 @@ UNREACHABLE = "OSError: [Errno 101] Network is unreachable\n"
 def test_the_network_sentence_only_when_the_network_was_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool, output: str, told: bool
 ) -> None:
-    monkeypatch.setattr("rewheel.backend.network_isolation_available", lambda: True)
+    monkeypatch.setattr("rewheel.build.backend.network_isolation_available", lambda: True)
     log = tmp_path / "build.log"
     log.write_text("earlier step: " + UNREACHABLE)
     env = BuildEnvironment(tmp_path, Path(sys.executable), dict(os.environ), ())

@@ -28,10 +28,10 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.errors import UnsafeArchiveError, UpstreamError
-from rewheel.http import HttpClient, LimitExceeded, Limits, RetryPolicy
-from rewheel.metadata import MAX_METADATA_BYTES, MetadataSource, read_pkg_info
-from rewheel.upstream import HttpUpstream
+from rewheel.build.metadata import MAX_METADATA_BYTES, MetadataSource, read_pkg_info
+from rewheel.core.errors import UnsafeArchiveError, UpstreamError
+from rewheel.index.http import HttpClient, LimitExceeded, Limits, RetryPolicy
+from rewheel.index.upstream import HttpUpstream
 
 MiB = 1 << 20
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"

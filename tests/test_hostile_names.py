@@ -13,9 +13,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
-from rewheel.repository import Repository
-from rewheel.resolver import sdist_versions
-from rewheel.types import IndexFile, ProjectPage
+from rewheel.core.resolver import sdist_versions
+from rewheel.core.types import IndexFile, ProjectPage
+from rewheel.repo.repository import Repository
 
 
 def test_every_spelling_of_a_name_is_one_build(upstream: Upstream, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.repository import Repository
-from rewheel.server import IndexServer
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import IndexServer
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -324,7 +324,7 @@ def test_too_many_waiting_connections_close_the_oldest(repo: Repository) -> None
 
 
 def test_a_slow_upload_body_does_not_hold_a_worker(repo: Repository) -> None:
-    from rewheel.server import SHA256_HEADER
+    from rewheel.serve.server import SHA256_HEADER
 
     token = "t" * 32
     before = threading.active_count()

@@ -4,7 +4,7 @@ import json
 import random
 from html.parser import HTMLParser
 
-from rewheel.index_pages import (
+from rewheel.index.index_pages import (
     PageFile,
     project_url,
     project_versions,

@@ -5,9 +5,9 @@ import json
 import pytest
 from packaging.utils import NormalizedName, canonicalize_name
 
-from rewheel.errors import UpstreamError
-from rewheel.index_parse import parse_html_page, parse_json_page, parse_page
-from rewheel.types import IndexFile
+from rewheel.core.errors import UpstreamError
+from rewheel.core.types import IndexFile
+from rewheel.index.index_parse import parse_html_page, parse_json_page, parse_page
 
 NAME: NormalizedName = canonicalize_name("foo-bar")
 PAGE = "https://index.example/simple/foo-bar/"

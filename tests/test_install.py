@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from rewheel.errors import ConfigError, RewheelError
-from rewheel.fsutil import sha256_file
-from rewheel.install import install_into_venv
-from rewheel.types import WheelRef
-from rewheel.wheelfile import wheel_name_version
+from rewheel.core.errors import ConfigError, RewheelError
+from rewheel.core.fsutil import sha256_file
+from rewheel.core.types import WheelRef
+from rewheel.repo.wheelfile import wheel_name_version
+from rewheel.trust.install import install_into_venv
 
 
 def record_hash(data: bytes) -> str:

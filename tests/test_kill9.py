@@ -24,7 +24,7 @@ from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist
 from test_hostile_builds import running_with
 
-from rewheel.pipeline import default_work_root
+from rewheel.build.pipeline import default_work_root
 
 SPECS = [
     SdistSpec("k9-tool", "1.0"),

@@ -10,8 +10,8 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from rewheel.metadata import MetadataSource, read_pkg_info, static_sdist_metadata
-from rewheel.types import IndexFile
+from rewheel.build.metadata import MetadataSource, read_pkg_info, static_sdist_metadata
+from rewheel.core.types import IndexFile
 
 A = NormalizedName("a")
 V1 = Version("1.0")

@@ -11,9 +11,9 @@ from fakes import FakeSteps, FakeUpstream
 from packaging.requirements import Requirement
 from rich.console import Console
 
-from rewheel.bootstrap import Bootstrapper, BootstrapResult
-from rewheel.errors import BuildError
-from rewheel.progress import (
+from rewheel.core.bootstrap import Bootstrapper, BootstrapResult
+from rewheel.core.errors import BuildError
+from rewheel.ui.progress import (
     LineReporter,
     RichReporter,
     make_reporter,

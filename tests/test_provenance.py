@@ -17,9 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.requirements import Requirement
 
 from rewheel import app
-from rewheel.chain import Verdict, verify_chain
-from rewheel.errors import ConfigError
-from rewheel.provenance import (
+from rewheel.build.reproducible import (
+    MIN_EPOCH,
+    claimed_work_root,
+    reproducible_env,
+    source_date_epoch,
+)
+from rewheel.core.errors import ConfigError
+from rewheel.repo.repository import Repository
+from rewheel.trust.chain import Verdict, verify_chain
+from rewheel.trust.provenance import (
     BuildFacts,
     EnvWheel,
     Signer,
@@ -30,8 +37,6 @@ from rewheel.provenance import (
     statement_bytes,
     write_provenance,
 )
-from rewheel.repository import Repository
-from rewheel.reproducible import MIN_EPOCH, claimed_work_root, reproducible_env, source_date_epoch
 
 SDIST_SHA = "a" * 64
 TOOL_SHA = "b" * 64

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
-from rewheel.errors import ConfigError
-from rewheel.pyproject import (
+from rewheel.build.pyproject import (
     LEGACY_BACKEND,
     BuildSystem,
     parse_build_system,
     read_build_system,
 )
+from rewheel.core.errors import ConfigError
 
 DEFAULT = BuildSystem(requires=("setuptools>=40.8.0",), backend=LEGACY_BACKEND, backend_path=())
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.errors import ConfigError
-from rewheel.rebuild import diff_wheels, select_records
+from rewheel.core.errors import ConfigError
+from rewheel.trust.rebuild import diff_wheels, select_records
 
 
 def _zip(

@@ -16,9 +16,8 @@ from conftest import Upstream, run_bootstrap
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from rewheel import pipeline
-from rewheel.errors import BuildError
-from rewheel.recipe_cargo import (
+from rewheel.build import pipeline
+from rewheel.build.recipe_cargo import (
     Interpreter,
     MaturinCargoRecipe,
     entry_points_text,
@@ -26,9 +25,10 @@ from rewheel.recipe_cargo import (
     wheel_tag,
     write_wheel,
 )
-from rewheel.recipes import RecipeContext
-from rewheel.types import Confinement
-from rewheel.wheelfile import read_metadata_bytes, read_record
+from rewheel.build.recipes import RecipeContext
+from rewheel.core.errors import BuildError
+from rewheel.core.types import Confinement
+from rewheel.repo.wheelfile import read_metadata_bytes, read_record
 
 pytestmark = pytest.mark.skipif(
     not sysconfig.get_platform().startswith("linux-") or sys.implementation.name != "cpython",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.errors import IntegrityError, RepositoryError, RewheelError
-from rewheel.fsutil import sha256_file
-from rewheel.repository import Repository
-from rewheel.types import WheelRef
+from rewheel.core.errors import IntegrityError, RepositoryError, RewheelError
+from rewheel.core.fsutil import sha256_file
+from rewheel.core.types import WheelRef
+from rewheel.repo.repository import Repository
 
 
 def make_wheel(
@@ -380,7 +380,7 @@ def test_lock_held_by_another_process(repo: Repository) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from rewheel.repository import Repository\n"
+        "from rewheel.repo.repository import Repository\n"
         "with Repository(Path(sys.argv[1])).locked():\n"
         "    print('locked', flush=True)\n"
         "    sys.stdin.readline()\n"

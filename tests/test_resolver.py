@@ -9,9 +9,9 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.errors import NoSdistError, ResolutionError
-from rewheel.resolver import Pin, Resolution, Resolver, TargetEnvironment
-from rewheel.types import EdgeKind
+from rewheel.core.errors import NoSdistError, ResolutionError
+from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
+from rewheel.core.types import EdgeKind
 
 
 def target(python: str) -> TargetEnvironment:

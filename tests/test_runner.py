@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rewheel import runner as runner_mod
-from rewheel.errors import CommandFailed
-from rewheel.runner import SubprocessRunner, network_isolation_available
+from rewheel.build import runner as runner_mod
+from rewheel.build.runner import SubprocessRunner, network_isolation_available
+from rewheel.core.errors import CommandFailed
 
 PY = sys.executable
 

@@ -15,10 +15,10 @@ import pytest
 from conftest import Upstream, run_bootstrap
 from support.sdists import SdistSpec, make_sdist
 
-from rewheel import pipeline, rust
-from rewheel.errors import BuildError, CommandFailed
-from rewheel.rust import Crate, check_rust_sources, parse_lock, vendor_config
-from rewheel.types import Confinement
+from rewheel.build import pipeline, rust
+from rewheel.build.rust import Crate, check_rust_sources, parse_lock, vendor_config
+from rewheel.core.errors import BuildError, CommandFailed
+from rewheel.core.types import Confinement
 
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 CRATES = [("libc", "0.2.190"), ("once_cell", "1.21.4"), ("zmij", "1.0.23")]

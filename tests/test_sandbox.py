@@ -11,9 +11,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from rewheel import app
-from rewheel.errors import CommandFailed, ConfigError
-from rewheel.runner import SubprocessRunner
-from rewheel.sandbox import (
+from rewheel.build.runner import SubprocessRunner
+from rewheel.build.sandbox import (
     ENV_ALLOWED,
     Limits,
     SandboxPolicy,
@@ -22,7 +21,8 @@ from rewheel.sandbox import (
     make_policy,
     system_view,
 )
-from rewheel.types import Confinement
+from rewheel.core.errors import CommandFailed, ConfigError
+from rewheel.core.types import Confinement
 
 PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")  # visible in the box; our venv is not
 MiB = 1 << 20

@@ -29,7 +29,7 @@ from support.sdists import SdistSpec, make_sdist
 from test_hostile_builds import running_with
 
 from rewheel import app
-from rewheel.repository import Repository
+from rewheel.repo.repository import Repository
 
 INDEX_PASSWORD = "hunter2-index-password"
 TOKEN = "rewheel-daemon-7f3a91"

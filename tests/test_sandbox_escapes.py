@@ -47,9 +47,10 @@ from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist
 from test_hostile_builds import running_with
 
-from rewheel import app, pipeline
-from rewheel.repository import Repository
-from rewheel.sandbox import Limits
+from rewheel import app
+from rewheel.build import pipeline
+from rewheel.build.sandbox import Limits
+from rewheel.repo.repository import Repository
 
 MiB = 1 << 20
 TESTS = Path(__file__).parent
@@ -1002,7 +1003,7 @@ from packaging.requirements import Requirement
 from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist
 from rewheel import app
-from rewheel.sandbox import Limits
+from rewheel.build.sandbox import Limits
 
 P = json.loads(sys.argv[1])
 if P.get("folder_bytes"):

@@ -7,8 +7,8 @@ from email.message import Message
 
 from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
 
-from rewheel.sbom import Package, bom_json, licenses_of, link_runtime, make_bom
-from rewheel.wheelfile import parse_metadata
+from rewheel.repo.wheelfile import parse_metadata
+from rewheel.trust.sbom import Package, bom_json, licenses_of, link_runtime, make_bom
 
 
 def _meta(text: str) -> Message:

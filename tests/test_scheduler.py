@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from rewheel.errors import ConfigError
-from rewheel.scheduler import PrioritySlots, WaitGraph
+from rewheel.core.errors import ConfigError
+from rewheel.core.scheduler import PrioritySlots, WaitGraph
 
 # -- WaitGraph -------------------------------------------------------------------------------
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import uv
 
-from rewheel import server as server_module
-from rewheel.repository import Repository
-from rewheel.server import IndexServer, negotiate
-from rewheel.types import WheelRef
+from rewheel.core.types import WheelRef
+from rewheel.repo.repository import Repository
+from rewheel.serve import server as server_module
+from rewheel.serve.server import IndexServer, negotiate
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.errors import ConfigError
-from rewheel.repository import Repository
-from rewheel.server import SHA256_HEADER, IndexServer
+from rewheel.core.errors import ConfigError
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import SHA256_HEADER, IndexServer
 
 TOKEN = "t" * 32
 

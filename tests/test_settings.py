@@ -14,10 +14,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from support.sdists import SdistSpec, make_sdist
 
-from rewheel.errors import BuildError, ConfigError
-from rewheel.repository import Repository
-from rewheel.settings import PackageSettings, Settings, apply_to_requirements
-from rewheel.systools import check_tools, parse_tool_version
+from rewheel.build.settings import PackageSettings, Settings, apply_to_requirements
+from rewheel.build.systools import check_tools, parse_tool_version
+from rewheel.core.errors import BuildError, ConfigError
+from rewheel.repo.repository import Repository
 
 
 def _write(folder: Path, name: str, text: str) -> None:
@@ -169,8 +169,8 @@ def test_settings_shape_a_real_build_and_its_record(upstream: Upstream, tmp_path
 def test_an_allow_listed_package_takes_the_upstream_wheel_and_says_so(
     upstream: Upstream, tmp_path: Path
 ) -> None:
-    from rewheel.chain import verify_chain
-    from rewheel.fsutil import sha256_file
+    from rewheel.core.fsutil import sha256_file
+    from rewheel.trust.chain import verify_chain
 
     upstream.sdist("tool-a", "1.0")
     upstream.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["binary-only"])

@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from pyproject_hooks import BuildBackendHookCaller
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
-from rewheel.wheelfile import parse_metadata, read_metadata_bytes, read_record
+from rewheel.repo.wheelfile import parse_metadata, read_metadata_bytes, read_record
 
 FULL = SdistSpec(
     name="Foo.Bar_baz",

@@ -10,10 +10,10 @@ import pytest
 from packaging.utils import canonicalize_name
 from support.fake_index import FakeIndex
 
-from rewheel.errors import ConfigError, IntegrityError, UpstreamError
-from rewheel.http import HttpClient, PageCache, RetryPolicy, backoff_delay, parse_retry_after
-from rewheel.types import IndexFile
-from rewheel.upstream import ACCEPT, HttpUpstream
+from rewheel.core.errors import ConfigError, IntegrityError, UpstreamError
+from rewheel.core.types import IndexFile
+from rewheel.index.http import HttpClient, PageCache, RetryPolicy, backoff_delay, parse_retry_after
+from rewheel.index.upstream import ACCEPT, HttpUpstream
 
 FOO = canonicalize_name("foo-bar")
 FAST = RetryPolicy(attempts=4, backoff_base=0.001, backoff_max=0.005, retry_after_max=0.05)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_install import make_wheel, record_hash, serve, wheel_ref, write_index
 
-from rewheel.errors import VerifyError
-from rewheel.install import install_into_venv
-from rewheel.types import WheelRef
-from rewheel.verify import UNOWNED, Problem, launcher_runs, split_shebang, verify_venv
+from rewheel.core.errors import VerifyError
+from rewheel.core.types import WheelRef
+from rewheel.trust.install import install_into_venv
+from rewheel.trust.verify import UNOWNED, Problem, launcher_runs, split_shebang, verify_venv
 
 SITE = "lib/python{v}/site-packages"
 

@@ -16,23 +16,23 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from . import runstate
-from .errors import ConfigError
-from .http import HttpClient
-from .report import BootstrapResult, Reporter
-from .repository import Repository
-from .runstate import CACHE_FORMAT, interpreter_tag
-from .sandbox import limits_with, make_policy
-from .settings import Settings
-from .upstream import HttpUpstream
+from .build.sandbox import limits_with, make_policy
+from .build.settings import Settings
+from .core import runstate
+from .core.errors import ConfigError
+from .core.report import BootstrapResult, Reporter
+from .core.runstate import CACHE_FORMAT, interpreter_tag
+from .index.http import HttpClient
+from .index.upstream import HttpUpstream
+from .repo.repository import Repository
 
 if TYPE_CHECKING:
-    from .bootstrap import Steps
-    from .chain import ChainReport
-    from .pipeline import LocalSteps
-    from .rebuild import RebuildResult
-    from .server import IndexServer
-    from .verify import VerifyReport
+    from .build.pipeline import LocalSteps
+    from .core.bootstrap import Steps
+    from .serve.server import IndexServer
+    from .trust.chain import ChainReport
+    from .trust.rebuild import RebuildResult
+    from .trust.verify import VerifyReport
 
 # The build machinery, the verifier and the SBOM library are imported where they are used: a
 # re-run of bootstrap with nothing to do should not pay for loading them.
@@ -103,15 +103,15 @@ def bootstrap(
             # From here on the repository may change: the last run's state no longer holds.
             (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
 
-            from .bootstrap import Bootstrapper
-            from .buildenv import EnvBuilder
-            from .metadata import MetadataSource
-            from .pipeline import LocalSteps, default_work_root
-            from .provenance import Signer
-            from .reproducible import claimed_work_root
-            from .resolver import Resolver
-            from .runner import SubprocessRunner
-            from .server import IndexServer
+            from .build.buildenv import EnvBuilder
+            from .build.metadata import MetadataSource
+            from .build.pipeline import LocalSteps, default_work_root
+            from .build.reproducible import claimed_work_root
+            from .build.runner import SubprocessRunner
+            from .core.bootstrap import Bootstrapper
+            from .core.resolver import Resolver
+            from .serve.server import IndexServer
+            from .trust.provenance import Signer
 
             signer = Signer(options.signing_key) if options.signing_key is not None else None
 
@@ -167,7 +167,7 @@ def bootstrap(
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
         if result.ok:
             repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
-        from .browse_pages import write_browse
+        from .ui.browse_pages import write_browse
 
         write_browse(repo)
         return result
@@ -240,7 +240,7 @@ def _build_steps(
         yield local
         return
     try:
-        from .dask_steps import dask_steps  # an optional dependency: rewheel[dask]
+        from .dask.dask_steps import dask_steps  # an optional dependency: rewheel[dask]
     except ImportError as exc:
         raise ConfigError(
             f"--dask needs dask.distributed (pip install 'rewheel[dask]'): {exc}", step="dask"
@@ -260,10 +260,10 @@ def install(
 ) -> None:
     repo = Repository(repo_root)
     repo.ensure_layout()
-    from .server import IndexServer
+    from .serve.server import IndexServer
 
     with IndexServer(repo) as server:
-        from .install import install_into_venv
+        from .trust.install import install_into_venv
 
         install_into_venv(
             requirements,
@@ -278,7 +278,7 @@ def install(
 def verify(venv: Path, *, repo_root: Path) -> VerifyReport:
     repo = Repository(repo_root)
     wheels = [(ref, repo.wheel_path(ref)) for ref in repo.wheels()]
-    from .verify import verify_venv
+    from .trust.verify import verify_venv
 
     return verify_venv(venv, wheels)
 
@@ -295,8 +295,8 @@ def serve(
     repo = Repository(repo_root)
     repo.ensure_layout()
     repo.regenerate_index()
-    from .browse_pages import write_browse
-    from .server import IndexServer
+    from .serve.server import IndexServer
+    from .ui.browse_pages import write_browse
 
     write_browse(repo)
     server = IndexServer(
@@ -322,7 +322,7 @@ def chain_of_custody(
     public_key: Path | None = None,
 ) -> ChainReport:
     """``verify_chain`` on the repository; ``upstream_url`` also checks sdists against the index."""
-    from .chain import verify_chain
+    from .trust.chain import verify_chain
 
     repo = Repository(repo_root)
     if not repo.wheels_dir.is_dir():
@@ -349,7 +349,7 @@ def chain_of_custody(
 
 def sbom(*, venv: Path | None, repo_root: Path, output: Path | None) -> str:
     """A CycloneDX SBOM (JSON) of ``venv``, or of the repository when no venv is given."""
-    from .sbom import write_sbom
+    from .trust.sbom import write_sbom
 
     return write_sbom(output, venv=venv, repo_root=repo_root)
 
@@ -368,7 +368,7 @@ def rebuild(
     progress: Callable[[RebuildResult], None] | None = None,
 ) -> list[RebuildResult]:
     """Build ``packages`` (all when none) again without publishing; compare with the repository."""
-    from .rebuild import rebuild_check
+    from .trust.rebuild import rebuild_check
 
     return rebuild_check(
         repo_root,

@@ -12,14 +12,14 @@ import click
 
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
-from .errors import RewheelError
-from .graph_export import read_graph, to_dot, to_html, why_lines
-from .progress import make_reporter
+from .core.errors import RewheelError
 from .reqfile import collect
+from .ui.graph_export import read_graph, to_dot, to_html, why_lines
+from .ui.progress import make_reporter
 
 if TYPE_CHECKING:
-    from .chain import ChainReport
-    from .rebuild import RebuildResult
+    from .trust.chain import ChainReport
+    from .trust.rebuild import RebuildResult
 
 _repo_option = click.option(
     "--repo",

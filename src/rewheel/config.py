@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import click
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 REWHEEL_TOML = "rewheel.toml"
 PYPROJECT_TOML = "pyproject.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 @dataclass

@@ -1,0 +1,522 @@
+"""Safe extraction of sdist archives.
+
+An sdist is untrusted input: it may try to write outside its directory (absolute names, ``..``,
+links), create device files, or expand into far more data than it looks. Extraction does not rely
+on tarfile's ``data`` filter, which some supported Pythons have with holes (CVE-2025-4517: a chain
+of symlinks longer than PATH_MAX stops ``realpath`` from resolving, and the filter from seeing
+where a link really goes). tarfile and zipfile only parse here; every member is checked and written
+by ``_Tree``, which walks each path from a descriptor of the new directory with ``O_NOFOLLOW`` and
+so never writes through a link, whatever is on disk.
+
+Links (symbolic and hard) are refused unless the caller allows them (``[build] allow_links`` in a
+package's settings); allowed ones must stay inside the tree by their text alone. Special files are
+always refused. Modes are normalized (no setuid/setgid/sticky, no group/other write). Both formats
+are bounded in member count, total size and compression ratio. On any refusal the partial
+extraction directory is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import lzma
+import os
+import stat
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import RewheelError, UnsafeArchiveError
+from ..core.fsutil import remove_tree
+
+_STEP = "extract"
+_TAR_SUFFIXES = {
+    ".tar.gz": "r:gz",
+    ".tgz": "r:gz",
+    ".tar.bz2": "r:bz2",
+    ".tbz2": "r:bz2",
+    ".tar.xz": "r:xz",
+    ".txz": "r:xz",
+    ".tar": "r:",
+}
+_COPY_CHUNK = 1 << 20
+# What reading a broken or hostile archive raises, besides our own refusals. OSError here is
+# gzip's/bz2's "bad data" kind (no errno); zip raises NotImplementedError for unknown compression
+# methods and RuntimeError for encrypted members.
+_ARCHIVE_FAULTS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    ValueError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Bounds against decompression bombs. The defaults fit every real sdist by a wide margin."""
+
+    max_total_size: int = 4 << 30  # sum of the members' uncompressed sizes
+    max_members: int = 200_000
+    # Uncompressed total / archive size. Only enforced once the total passes ``ratio_floor``, since
+    # small sdists of text compress well and are harmless anyway.
+    max_ratio: float = 200.0
+    ratio_floor: int = 32 << 20
+    # Folders in one member's path: deep enough for any real tree, shallow enough that no tool
+    # (Python's recursive rmtree, PATH_MAX-bound programs) chokes on what is extracted.
+    max_depth: int = 64
+
+
+class _Budget:
+    """Counts members and bytes as they are extracted, refusing before a limit is crossed."""
+
+    def __init__(
+        self, limits: ExtractLimits, archive_size: int, archive: Path, package: str | None
+    ):
+        self._limits = limits
+        self._archive_size = max(archive_size, 1)
+        self._archive = archive
+        self._package = package
+        self.members = 0
+        self.total = 0
+        self.max_depth = limits.max_depth
+
+    def refuse(self, why: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{self._archive.name}: {why}", package=self._package, step=_STEP)
+
+    def add_member(self) -> None:
+        self.members += 1
+        if self.members > self._limits.max_members:
+            raise self.refuse(f"more than {self._limits.max_members} members")
+
+    def add_bytes(self, size: int) -> None:
+        self.total += size
+        limits = self._limits
+        if self.total > limits.max_total_size:
+            raise self.refuse(f"uncompressed size exceeds {limits.max_total_size} bytes")
+        ratio = self.total / self._archive_size
+        if self.total > limits.ratio_floor and ratio > limits.max_ratio:
+            raise self.refuse(f"compression ratio exceeds {limits.max_ratio:g}")
+
+
+def extract_sdist(
+    archive: Path,
+    dest_parent: Path,
+    *,
+    package: str | None = None,
+    name: str | None = None,
+    limits: ExtractLimits | None = None,
+    allow_links: bool = False,
+) -> Path:
+    """Extract ``archive`` into a new directory under ``dest_parent`` and return the source root.
+
+    The new directory is ``dest_parent / name`` (which must not exist) or, without ``name``, a fresh
+    temporary name. The source root is the archive's single top-level directory if it has exactly
+    one, else the extraction directory itself.
+
+    Symbolic and hard links are refused unless ``allow_links``; then only links whose target, read
+    as text against the link's own directory, stays inside the new directory are made, and no
+    member is ever written through a link. Refusals raise ``UnsafeArchiveError``.
+    """
+    limits = limits or ExtractLimits()
+    opener = _archive_kind(archive, package)
+    try:
+        archive_size = archive.stat().st_size
+    except OSError as exc:
+        raise RewheelError(f"cannot read {archive}: {exc}", package=package, step=_STEP) from exc
+
+    dest = _make_dest(dest_parent, name, package)
+    budget = _Budget(limits, archive_size, archive, package)
+    try:
+        tree = _Tree(dest, budget, allow_links=allow_links)
+        try:
+            if opener == "zip":
+                _extract_zip(archive, tree, budget)
+            else:
+                _extract_tar(archive, opener, tree, budget)
+        finally:
+            tree.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            remove_tree(dest)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # A real I/O failure (disk full, permissions), not a fault of the archive.
+            raise RewheelError(
+                f"cannot extract {archive.name}: {exc}", package=package, step=_STEP
+            ) from exc
+        if isinstance(exc, _ARCHIVE_FAULTS) and not isinstance(exc, RewheelError):
+            # Corrupt or unsupported archives.
+            raise budget.refuse(str(exc) or type(exc).__name__) from exc
+        raise
+    return _source_root(dest)
+
+
+def _archive_kind(archive: Path, package: str | None) -> str:
+    lower = archive.name.lower()
+    if lower.endswith(".zip"):
+        return "zip"
+    for suffix, mode in _TAR_SUFFIXES.items():
+        if lower.endswith(suffix):
+            return mode
+    raise UnsafeArchiveError(
+        f"{archive.name}: not a supported sdist archive type", package=package, step=_STEP
+    )
+
+
+def _make_dest(dest_parent: Path, name: str | None, package: str | None) -> Path:
+    try:
+        dest_parent.mkdir(parents=True, exist_ok=True)
+        if name is None:
+            return Path(tempfile.mkdtemp(prefix="src-", dir=dest_parent))
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise RewheelError(
+                f"invalid extraction directory name {name!r}", package=package, step=_STEP
+            )
+        dest = dest_parent / name
+        dest.mkdir()  # must be new: an old tree would mix with this one
+        return dest
+    except FileExistsError as exc:
+        raise RewheelError(
+            f"extraction directory {dest_parent / str(name)} already exists",
+            package=package,
+            step=_STEP,
+        ) from exc
+    except OSError as exc:
+        raise RewheelError(
+            f"cannot create extraction directory under {dest_parent}: {exc}",
+            package=package,
+            step=_STEP,
+        ) from exc
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why an archive member name is refused, or None: empty, NUL, absolute (also as a Windows
+    drive or with backslashes) or with a ``..`` part. Stricter than tarfile's filter, which
+    rewrites absolute names instead of refusing them. Wheels are checked with it too."""
+    if not name:
+        return "empty member name"
+    if "\x00" in name:
+        return f"NUL in member name {name!r}"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(parts[0]) == 2 and parts[0][1] == ":"):
+        return f"absolute member path {name!r}"
+    if ".." in parts:
+        return f"member path with '..': {name!r}"
+    return None
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_MODE = 0o755
+_MAX_ZIP_LINK = 4096  # bytes of a zip symlink's target (its content)
+_LINKS_FIX = (
+    "set `[build] allow_links = true` in the package's settings if this sdist really needs links"
+)
+_HOSTILE = "this sdist is broken or hostile; nothing of it is used"
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    """The path components of a member name already passed by ``unsafe_member_name``."""
+    return tuple(p for p in name.split("/") if p not in ("", "."))
+
+
+def _kind_name(st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    return "special file"
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` quoted for a message, shortened in the middle if long (names can be 4 KiB)."""
+    if len(text) > limit:
+        text = f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+    return repr(text)
+
+
+def link_target_problem(parts: tuple[str, ...], target: str) -> str | None:
+    """Why a symlink at member path ``parts`` may not point to ``target``, or None.
+
+    Decided from the strings alone, never by resolving anything on disk: the target must be
+    relative, may climb with ``..`` only at its start (a ``..`` after a name could climb out of a
+    directory that another link points into) and may not climb above the extraction directory.
+    Together with never writing through a link, this keeps every link inside the tree whatever
+    order the members come in and however long the resolved paths get.
+    """
+    if not target or "\x00" in target:
+        return f"empty or NUL in link target {_shown(target)}"
+    if "\\" in target:
+        return f"backslash in link target {_shown(target)}"
+    first = target.split("/")[0]
+    if target.startswith("/") or (len(first) == 2 and first[1] == ":"):
+        return f"absolute link target {_shown(target)}"
+    steps = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(steps) and steps[ups] == "..":
+        ups += 1
+    if ".." in steps[ups:]:
+        return f"link target {_shown(target)} has '..' after a name"
+    if ups > len(parts) - 1:
+        return f"link target {_shown(target)} leaves the extraction directory"
+    return None
+
+
+class _Tree:
+    """Writes members into a new directory without ever following a link on disk.
+
+    Every path is walked from a descriptor of the extraction directory, one component at a time,
+    with ``O_NOFOLLOW``: a member whose path runs through a symlink (or a file) is refused, not
+    resolved, so nothing depends on ``realpath`` or on tarfile's filters. Files are created with
+    ``O_EXCL | O_NOFOLLOW``; a member never replaces anything but an earlier regular file.
+    """
+
+    def __init__(self, dest: Path, budget: _Budget, *, allow_links: bool) -> None:
+        self._budget = budget
+        self._allow_links = allow_links
+        self._root = os.open(dest, _DIR_FLAGS)
+        self._dir_times: dict[tuple[str, ...], float] = {}
+
+    def close(self) -> None:
+        os.close(self._root)
+
+    def _refuse(self, name: str, why: str) -> UnsafeArchiveError:
+        return self._budget.refuse(f"member {_shown(name)}: {why}")
+
+    def _open_dir(self, parts: tuple[str, ...], name: str, *, create: bool) -> int:
+        """A descriptor of the directory ``parts`` (made if missing and ``create``)."""
+        fd = os.dup(self._root)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        missing = "/".join(parts[: i + 1])
+                        raise self._refuse(name, f"{_shown(missing)} is not extracted") from None
+                    os.mkdir(part, _DIR_MODE, dir_fd=fd)
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    os.fchmod(child, _DIR_MODE)
+                except NotADirectoryError:
+                    # O_NOFOLLOW | O_DIRECTORY: a symlink or a file is in the way.
+                    found = _kind_name(os.stat(part, dir_fd=fd, follow_symlinks=False))
+                    raise self._refuse(
+                        name,
+                        f"its path runs through the {found} {_shown('/'.join(parts[: i + 1]))}; "
+                        + _HOSTILE,
+                    ) from None
+                os.close(fd)
+                fd = child
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _clear(self, parent: int, leaf: str, name: str, *, replace_file: bool) -> None:
+        """Make room for ``leaf``: only an earlier regular file may be replaced (a tar may
+        hold one name twice; the last one wins, as with tar itself)."""
+        try:
+            st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if replace_file and stat.S_ISREG(st.st_mode):
+            os.unlink(leaf, dir_fd=parent)
+            return
+        raise self._refuse(name, f"would replace the {_kind_name(st)} of the same name")
+
+    def directory(self, name: str, parts: tuple[str, ...], mtime: float | None) -> None:
+        if not parts:
+            return  # "./": the extraction directory itself
+        os.close(self._open_dir(parts, name, create=True))
+        if mtime is not None:
+            self._dir_times[parts] = mtime
+
+    def file(
+        self,
+        name: str,
+        parts: tuple[str, ...],
+        chunks: Iterator[bytes],
+        mode: int,
+        mtime: float | None,
+    ) -> None:
+        if not parts:
+            raise self._refuse(name, "a file named like the extraction directory")
+        parent = self._open_dir(parts[:-1], name, create=True)
+        try:
+            self._clear(parent, parts[-1], name, replace_file=True)
+            fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    # Count what is actually decompressed; declared sizes are not trusted.
+                    self._budget.add_bytes(len(chunk))
+                    out.write(chunk)
+                out.flush()
+                os.fchmod(fd, mode)
+                if mtime is not None:
+                    _set_mtime(fd, mtime)
+        finally:
+            os.close(parent)
+
+    def symlink(self, name: str, parts: tuple[str, ...], target: str) -> None:
+        self._links_allowed(name, f"a symbolic link to {_shown(target)}")
+        if not parts:
+            raise self._refuse(name, "a link named like the extraction directory")
+        why = link_target_problem(parts, target)
+        if why:
+            raise self._refuse(name, f"{why}; {_HOSTILE}")
+        parent = self._open_dir(parts[:-1], name, create=True)
+        try:
+            self._clear(parent, parts[-1], name, replace_file=False)
+            os.symlink(target, parts[-1], dir_fd=parent)
+        finally:
+            os.close(parent)
+
+    def hardlink(self, name: str, parts: tuple[str, ...], target: str) -> None:
+        """A tar hard link: ``target`` names an earlier member, from the archive's root."""
+        self._links_allowed(name, f"a hard link to {_shown(target)}")
+        why = unsafe_member_name(target)
+        target_parts = _member_parts(target)
+        if why or not target_parts or not parts:
+            raise self._refuse(name, f"hard link target {_shown(target)} is not a member path")
+        if target_parts == parts:
+            raise self._refuse(name, "a hard link to itself")
+        source = self._open_dir(target_parts[:-1], name, create=False)
+        try:
+            try:
+                st = os.stat(target_parts[-1], dir_fd=source, follow_symlinks=False)
+            except FileNotFoundError:
+                raise self._refuse(
+                    name, f"hard link to {_shown(target)}, which is not extracted"
+                ) from None
+            if not stat.S_ISREG(st.st_mode):
+                raise self._refuse(name, f"hard link to the {_kind_name(st)} {_shown(target)}")
+            parent = self._open_dir(parts[:-1], name, create=True)
+            try:
+                self._clear(parent, parts[-1], name, replace_file=True)
+                os.link(
+                    target_parts[-1],
+                    parts[-1],
+                    src_dir_fd=source,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
+            finally:
+                os.close(parent)
+        finally:
+            os.close(source)
+
+    def _links_allowed(self, name: str, what: str) -> None:
+        if not self._allow_links:
+            raise self._refuse(
+                name, f"is {what}, and links in sdists are refused by default; {_LINKS_FIX}"
+            )
+
+    def finish(self) -> None:
+        """Directory times last (writing into a directory changes its time), deepest first."""
+        for parts in sorted(self._dir_times, reverse=True):
+            fd = self._open_dir(parts, "/".join(parts), create=False)
+            try:
+                _set_mtime(fd, self._dir_times[parts])
+            finally:
+                os.close(fd)
+
+
+def _set_mtime(fd: int, mtime: float) -> None:
+    with contextlib.suppress(OverflowError, ValueError):
+        os.utime(fd, (mtime, mtime))
+
+
+def _checked_parts(name: str, budget: _Budget) -> tuple[str, ...]:
+    budget.add_member()
+    why = unsafe_member_name(name)
+    if why:
+        raise budget.refuse(why)
+    parts = _member_parts(name)
+    if len(parts) > budget.max_depth:
+        raise budget.refuse(f"member path deeper than {budget.max_depth} folders: {name[:200]!r}")
+    return parts
+
+
+def _tar_file_mode(mode: int) -> int:
+    """As tarfile's ``data`` filter: no setuid/setgid/sticky, no group/other write, the
+    executable bits only if the owner's is set, and always readable and writable by the owner."""
+    mode &= 0o755
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
+
+
+def _tar_chunks(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    src = tf.extractfile(member)
+    if src is None:
+        raise tarfile.ReadError(f"cannot read member {member.name!r}")
+    with src:
+        while chunk := src.read(_COPY_CHUNK):
+            yield chunk
+
+
+def _extract_tar(archive: Path, mode: str, tree: _Tree, budget: _Budget) -> None:
+    with tarfile.open(archive, mode) as tf:  # type: ignore[call-overload]
+        # Streams members so that limits are enforced before each one is written, without
+        # decompressing the whole archive first. tarfile only parses; every write is ours.
+        for member in tf:
+            parts = _checked_parts(member.name, budget)
+            if member.isdir():
+                tree.directory(member.name, parts, member.mtime)
+            elif member.isreg():
+                chunks = _tar_chunks(tf, member)
+                tree.file(member.name, parts, chunks, _tar_file_mode(member.mode), member.mtime)
+            elif member.issym():
+                tree.symlink(member.name, parts, member.linkname)
+            elif member.islnk():
+                tree.hardlink(member.name, parts, member.linkname)
+            else:
+                # Devices, fifos, unknown types: an sdist has no use for them.
+                raise budget.refuse(f"special file {member.name!r} (tar type {member.type!r})")
+        tree.finish()
+
+
+def _extract_zip(archive: Path, tree: _Tree, budget: _Budget) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = _checked_parts(info.filename, budget)
+            mode = info.external_attr >> 16
+            kind = stat.S_IFMT(mode)
+            if info.is_dir():
+                if kind not in (0, stat.S_IFDIR):
+                    raise budget.refuse(f"directory {info.filename!r} with file type {kind:o}")
+                tree.directory(info.filename, parts, None)
+            elif kind == stat.S_IFLNK:
+                with zf.open(info) as src:
+                    raw = src.read(_MAX_ZIP_LINK + 1)
+                budget.add_bytes(len(raw))
+                try:
+                    target = raw.decode() if len(raw) <= _MAX_ZIP_LINK else ""
+                except UnicodeDecodeError:
+                    target = ""
+                if not target:
+                    raise budget.refuse(f"symlink {info.filename!r} with an unreadable target")
+                tree.symlink(info.filename, parts, target)
+            elif kind in (0, stat.S_IFREG):
+                with zf.open(info) as src:
+                    chunks = iter(lambda: src.read(_COPY_CHUNK), b"")
+                    tree.file(info.filename, parts, chunks, 0o755 if mode & 0o111 else 0o644, None)
+            else:
+                # Devices, fifos, sockets: an sdist has no use for them.
+                raise budget.refuse(f"special file {info.filename!r} (type {kind:o})")
+
+
+def _source_root(dest: Path) -> Path:
+    entries = list(dest.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        return entries[0]
+    return dest

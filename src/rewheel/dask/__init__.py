@@ -1,0 +1,1 @@
+"""Running builds on a Dask cluster."""

@@ -1,0 +1,414 @@
+"""Builds on a Dask cluster: ``DaskSteps`` runs the heavy steps of a bootstrap as Dask tasks.
+
+The coordinator (the machine running ``rewheel bootstrap --dask ...``) keeps everything that needs
+the repository: resolution, the cache, downloads from upstream, publishing, records. Creating
+build environments, asking backends for requirements and building are ``dask_worker.run_job``
+tasks, submitted as soon as the bootstrap asks for them (it already waits for the wheels of a
+build environment before it does, so the build graph is the task graph).
+
+A task returns a small ``JobResult``. Wheels never travel through the Dask scheduler: the worker
+uploads each one to the coordinator's index server, and the coordinator publishes it only after
+checking that the task's result names it and that the uploaded file has the hash the worker
+claimed.
+
+Retries: Dask reruns a task elsewhere when the worker running it is lost (up to the scheduler's
+``distributed.scheduler.allowed-failures``, 3 by default; after that ``KilledWorker``, reported
+here as a build failure), and, with ``retries=``, after a failed transfer between worker and
+coordinator. A build that fails is a result, not an exception, so it is never retried blindly.
+
+Every task asks for one unit of the resource ``dask_worker.worker_resource()`` names (the
+interpreter and platform of the coordinator), so that it only runs on workers that build for the
+same target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, Future, KilledWorker, LocalCluster
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from ..build.buildenv import BuildEnvironment
+from ..build.pipeline import LocalSteps
+from ..core.bootstrap import Built, Cached, Prepared
+from ..core.errors import (
+    BuildError,
+    ConfigError,
+    IntegrityError,
+    RewheelError,
+    UnsafeArchiveError,
+    UpstreamError,
+)
+from ..core.fsutil import remove_tree, sha256_file
+from ..core.resolver import Pin, Resolution
+from ..core.types import EdgeKind, WheelRef
+from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
+from ..serve.server import IndexServer
+from .dask_worker import BUILD, GET_REQUIRES, EnvSpec, Job, JobResult, run_job, worker_resource
+
+# Reruns of a task after a failed transfer between worker and coordinator (not after a failed
+# build, which is returned as a result and never raised).
+TRANSFER_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class DaskTarget:
+    """Where to run builds: an existing scheduler, or a local cluster of ``local_workers``."""
+
+    address: str | None = None
+    local_workers: int | None = None
+
+
+def parse_dask_target(text: str) -> DaskTarget:
+    """``tcp://HOST:PORT`` (any Dask address with a scheme) or ``local:N``."""
+    text = text.strip()
+    if text.startswith("local:"):
+        count = text.removeprefix("local:")
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"--dask {text!r}: local:N needs a number of workers N >= 1")
+        return DaskTarget(local_workers=int(count))
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme or not rest:
+        raise ConfigError(
+            f"--dask {text!r}: give a scheduler address (tcp://HOST:PORT) or local:N",
+        )
+    return DaskTarget(address=text)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+_RESULT_ERRORS: dict[str, type[RewheelError]] = {
+    cls.__name__: cls
+    for cls in (BuildError, ConfigError, IntegrityError, UnsafeArchiveError, UpstreamError)
+}
+
+
+def error_from_result(result: JobResult, pin: Pin, log: Path) -> RewheelError:
+    """The error a failed task reported, as raised on the coordinator (its log path there)."""
+    assert result.error is not None
+    kind, message, step = result.error
+    cls = _RESULT_ERRORS.get(kind, BuildError)
+    where = f" (on {result.worker})" if result.worker else ""
+    return cls(message + where, package=pin.name, version=str(pin.version), step=step, log_path=log)
+
+
+# -- the coordinator side ------------------------------------------------------------------------
+
+
+class DaskSteps:
+    """``bootstrap.Steps`` that run the builds of a ``LocalSteps`` on a Dask cluster.
+
+    Everything but creating environments, asking for requirements and building is delegated to
+    ``local``, which also does the coordinator's share of a build: its download, its log, and
+    publishing what the worker uploaded.
+    """
+
+    def __init__(
+        self,
+        local: LocalSteps,
+        client: Client,
+        *,
+        coordinator_url: str,
+        upload_token: str,
+        upload_dir: Path,
+        resource: str | None = None,
+        retries: int = TRANSFER_RETRIES,
+    ) -> None:
+        self.local = local
+        self.client = client
+        self.coordinator_url = coordinator_url.rstrip("/")
+        self.upload_token = upload_token
+        self.upload_dir = upload_dir
+        self.resource = resource if resource is not None else worker_resource()
+        self.retries = retries
+        self._lock = threading.Lock()
+        # A wheel built by the get-requires task (nothing more was needed), until build() asks.
+        self._early: dict[tuple[str, str], tuple[EnvSpec, JobResult, str]] = {}
+
+    # -- delegated ---------------------------------------------------------------------------
+
+    def resolve(
+        self,
+        requirements: Sequence[Requirement],
+        *,
+        kinds: Mapping[str, EdgeKind],
+        parent: Pin | None,
+        preferred: Mapping[NormalizedName, Version],
+        purpose: str,
+    ) -> Resolution:
+        return self.local.resolve(
+            requirements, kinds=kinds, parent=parent, preferred=preferred, purpose=purpose
+        )
+
+    def cached(self, pin: Pin) -> Cached | None:
+        return self.local.cached(pin)
+
+    def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
+        return self.local.cache_key(pin, build_env)
+
+    def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
+        return self.local.drifted(pin, built_metadata)
+
+    def prebuilt(self, pin: Pin) -> Built | None:
+        return self.local.prebuilt(pin)
+
+    def record_extras(self, pin: Pin) -> Mapping[str, Any]:
+        return self.local.record_extras(pin)
+
+    def save_record(self, record: Mapping[str, Any]) -> None:
+        self.local.save_record(record)
+
+    def prepare(self, pin: Pin) -> Prepared:
+        prepared = self.local.prepare(pin)
+        # The workers extract it themselves; this copy was only for reading build-system.
+        with contextlib.suppress(OSError):
+            remove_tree(self.local.work_root / f"{pin.name}-{pin.version}")
+        return prepared
+
+    # -- remote ------------------------------------------------------------------------------
+
+    def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> EnvSpec:
+        return EnvSpec(wheels=tuple(wheels), name=name)
+
+    def get_requires(self, prepared: Prepared, env: EnvSpec) -> list[str]:
+        result, job_id = self._run(prepared, env, GET_REQUIRES)
+        requires = list(result.requires or ())
+        self.local.attestor.saw_backend_requires(prepared.pin, requires)
+        if result.wheel is not None:
+            with self._lock:
+                self._early[_key(prepared.pin)] = (env, result, job_id)
+        return requires
+
+    def build(self, prepared: Prepared, env: EnvSpec) -> Built:
+        with self._lock:
+            early = self._early.pop(_key(prepared.pin), None)
+        if early is not None and early[0] == env:
+            _, result, job_id = early
+        else:
+            if early is not None:
+                shutil.rmtree(self.upload_dir / early[2], ignore_errors=True)
+            result, job_id = self._run(prepared, env, BUILD)
+        return self._publish(prepared, env, result, job_id)
+
+    def _log(self, pin: Pin) -> Path:
+        return self.local.repo.logs_dir / f"{pin.name}-{pin.version}.log"
+
+    def _job(self, prepared: Prepared, env: EnvSpec, step: str) -> Job:
+        settings = self.local.package_settings(prepared.pin)
+        return Job(
+            job_id=secrets.token_hex(8),
+            step=step,
+            coordinator=self.coordinator_url,
+            token=self.upload_token,
+            pin=prepared.pin,
+            sdist_filename=prepared.sdist_path.name,
+            sdist_sha256=prepared.sdist_sha256,
+            env=env,
+            work_root=str(self.local.work_root),
+            settings=settings,
+            patches=tuple(p.path.read_bytes() for p in settings.patches),
+            build_timeout=self.local.build_timeout,
+            isolate_network=self.local.isolate_network,
+            sandbox=self.local.sandbox.enabled,
+        )
+
+    def _run(self, prepared: Prepared, env: EnvSpec, step: str) -> tuple[JobResult, str]:
+        pin = prepared.pin
+        log = self._log(pin)
+        job = self._job(prepared, env, step)
+
+        def fail(message: str) -> BuildError:
+            return BuildError(
+                message, package=pin.name, version=str(pin.version), step=step, log_path=log
+            )
+
+        future: Future[JobResult] = self.client.submit(
+            run_job,
+            job,
+            key=f"rewheel-{step}-{pin.name}-{pin.version}-{job.job_id}",
+            resources={self.resource: 1},
+            retries=self.retries,
+            pure=False,
+        )
+        try:
+            result = future.result()
+        except KilledWorker as exc:
+            lost = getattr(exc, "allowed_failures", 0) + 1
+            last = getattr(getattr(exc, "last_worker", None), "address", "?")
+            raise fail(
+                f"{lost} workers were lost while running it (the last {last}); a build that "
+                "kills its workers is not tried again"
+            ) from exc
+        except RewheelError as exc:  # WorkerTransferError, after its retries
+            raise fail(exc.message) from exc
+        except Exception as exc:  # the cluster went away, the task was cancelled, ...
+            raise fail(f"the Dask task failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            future.release()  # type: ignore[no-untyped-call]
+        self._append_log(log, job, result)
+        if result.wheel is None:  # nothing to publish later: nothing to keep
+            shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
+        if result.error is not None:
+            raise error_from_result(result, pin, log)
+        return result, job.job_id
+
+    def _append_log(self, log: Path, job: Job, result: JobResult) -> None:
+        staged = self.upload_dir / job.job_id / log.name
+        with contextlib.suppress(OSError), log.open("ab") as out:
+            out.write(
+                f"\n=== {job.step} on Dask worker {result.worker} (job {job.job_id})\n".encode()
+            )
+            if result.log_uploaded and staged.is_file():
+                with staged.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+            else:
+                out.write(b"=== the worker's log did not arrive\n")
+
+    def _publish(self, prepared: Prepared, env: EnvSpec, result: JobResult, job_id: str) -> Built:
+        pin = prepared.pin
+        log = self._log(pin)
+        staged_dir = self.upload_dir / job_id
+
+        def fail(cls: type[RewheelError], message: str) -> RewheelError:
+            return cls(
+                message, package=pin.name, version=str(pin.version), step="publish", log_path=log
+            )
+
+        try:
+            if result.wheel is None or result.sha256 is None:
+                raise fail(BuildError, "the worker returned no wheel")
+            staged = staged_dir / result.wheel
+            name, version = wheel_name_version(result.wheel)
+            if name != canonicalize_name(pin.name) or Version(version) != pin.version:
+                raise fail(BuildError, f"the worker built {result.wheel}, not a wheel of {pin}")
+            if not staged.is_file():
+                raise fail(BuildError, f"the worker reported {result.wheel} but did not upload it")
+            if sha256_file(staged) != result.sha256:
+                raise fail(IntegrityError, f"uploaded {result.wheel} is not the one built")
+            metadata = read_metadata_bytes(staged)
+            repo = self.local.repo
+            ref = repo.publish_wheel(staged)
+            if ref.sha256 != result.sha256:
+                raise fail(IntegrityError, f"{result.wheel} changed while being published")
+            self.local.attestor.attest(
+                prepared,
+                BuildEnvironment(
+                    path=Path(result.env_path),
+                    python=Path(result.python),
+                    environ={},
+                    installed=env.wheels,
+                ),
+                ref,
+                reproducibility=result.reproducibility,
+                started=result.started,
+                build_path=Path(result.build_path),
+                log=log,
+                system=self.local.record_extras(pin).get("system_tools", ()),
+            )
+            repo.regenerate_index()
+        finally:
+            shutil.rmtree(staged_dir, ignore_errors=True)
+        return Built(wheel=ref, metadata=metadata, seconds=result.seconds, log=log)
+
+    def close(self) -> None:
+        with self._lock:
+            leftovers, self._early = list(self._early.values()), {}
+        for _, _, job_id in leftovers:
+            shutil.rmtree(self.upload_dir / job_id, ignore_errors=True)
+
+
+def _key(pin: Pin) -> tuple[str, str]:
+    return (pin.name, str(pin.version))
+
+
+def _matching_workers(client: Client, resource: str) -> dict[str, dict[str, Any]]:
+    workers: dict[str, dict[str, Any]] = client.scheduler_info()["workers"]
+    return {a: w for a, w in workers.items() if (w.get("resources") or {}).get(resource, 0) >= 1}
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@contextlib.contextmanager
+def dask_steps(
+    local: LocalSteps,
+    target: str,
+    *,
+    server: IndexServer,
+    advertise_host: str | None = None,
+    connect_timeout: float = 10.0,
+    wait_for_workers: float = 30.0,
+) -> Iterator[DaskSteps]:
+    """``DaskSteps`` over ``local``, connected to the cluster ``target`` names (see
+    ``parse_dask_target``), for the time of the ``with`` block.
+
+    ``server`` must have an upload token; workers reach it at ``advertise_host`` (this machine's
+    loopback address when None, which suits only workers on this machine).
+    """
+    parsed = parse_dask_target(target)
+    if server.upload_token is None or server.upload_dir is None:
+        raise ConfigError("the index server takes no uploads (no upload token)", step="dask")
+    resource = worker_resource()
+    with contextlib.ExitStack() as stack:
+        try:
+            if parsed.local_workers is not None:
+                cluster = stack.enter_context(
+                    LocalCluster(  # type: ignore[no-untyped-call]
+                        n_workers=parsed.local_workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        resources={resource: 1},
+                        dashboard_address="127.0.0.1:0",  # any free port: 8787 may be taken
+                    )
+                )
+                client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+            else:
+                client = stack.enter_context(
+                    Client(parsed.address, timeout=connect_timeout)  # type: ignore[no-untyped-call]
+                )
+        except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: workers did not start
+            raise ConfigError(
+                f"cannot start or reach Dask at {target}: {exc}", step="dask"
+            ) from exc
+        deadline = time.monotonic() + wait_for_workers
+        while not (workers := _matching_workers(client, resource)):
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"no worker of the Dask cluster {target} offers the resource {resource!r}; "
+                    f"start workers with: dask worker ... --resources {resource}=1",
+                    step="dask",
+                )
+            time.sleep(0.2)
+        remote = sorted(a for a, w in workers.items() if not _is_loopback(str(w.get("host"))))
+        if advertise_host is None and remote:
+            raise ConfigError(
+                f"workers on other machines ({', '.join(remote[:3])}) cannot reach this "
+                "machine's loopback address: give --advertise-host with an address they can reach",
+                step="dask",
+            )
+        host = _url_host(advertise_host or "127.0.0.1")
+        steps = DaskSteps(
+            local,
+            client,
+            coordinator_url=f"http://{host}:{server.port}",
+            upload_token=server.upload_token,
+            upload_dir=server.upload_dir,
+            resource=resource,
+        )
+        try:
+            yield steps
+        finally:
+            steps.close()

@@ -1,0 +1,1 @@
+"""The local repository: its files, records and index pages, and wheel files."""

@@ -1,0 +1,615 @@
+"""The local repository that rewheel publishes wheels into and serves as a simple index.
+
+Layout under ``root``::
+
+    wheels/<wheel>             published wheels
+    wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
+    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
+    sdists/ logs/ work/ records/
+    .lock                      held by the run that writes the repository
+
+Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
+such as the index server or an installer never sees half a file, and a killed run leaves at most
+stale ``.*.tmp`` files, which are ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from ..build.extract import unsafe_member_name
+from ..core.errors import IntegrityError, RepositoryError, RewheelError, UnsafeArchiveError
+from ..core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
+from ..core.types import WheelRef
+from ..index.index_pages import (
+    PageFile,
+    render_project_html,
+    render_project_json,
+    render_root_html,
+    render_root_json,
+    wheel_url,
+)
+from .wheelfile import (
+    bytes_outside_members,
+    parse_metadata,
+    parse_record,
+    read_metadata_bytes,
+    wheel_name_version,
+)
+
+_CHUNK = 1 << 20
+# A version as it may appear in a record's file name (PEP 440 text, possibly not normalized).
+_SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _same_version(a: str, b: str) -> bool:
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes a rename durable; not possible on every filesystem, which is fine.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _os_error_text(exc: OSError, where: Path) -> str:
+    """An OSError as a sentence; a full disk is said so plainly, with the place that is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"No space left on the file system of {where} (disk or quota full)"
+    return str(exc)
+
+
+def unsafe_wheel_member(info: zipfile.ZipInfo) -> str | None:
+    """Why a wheel member is refused, or None: a name that could escape the install directory,
+    or a link or special file (installers would write a symlink's target text as a file, or
+    worse). Zip has no hard links; a unix mode in ``external_attr`` tells the file type."""
+    why = unsafe_member_name(info.filename)
+    if why:
+        return why
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if info.is_dir():
+        return (
+            None if kind in (0, stat.S_IFDIR) else f"directory {info.filename!r} of type {kind:o}"
+        )
+    if kind == stat.S_IFLNK:
+        return f"symlink member {info.filename!r}"
+    if kind not in (0, stat.S_IFREG):
+        return f"special file {info.filename!r} (type {kind:o})"
+    return None
+
+
+@dataclass(frozen=True)
+class _FileKey:
+    """Identifies one version of a file on disk, to reuse what was computed from it."""
+
+    filename: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> _FileKey:
+        st = path.stat()
+        return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _plain_file(path: Path) -> bool:
+    """Whether ``path`` itself is a regular file (a link to one is not)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
+# so a real wheel shows a few bytes at most).
+_MAX_ZIP_GAP = 1 << 20
+
+
+class Repository:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.wheels_dir = self.root / "wheels"
+        self.sdists_dir = self.root / "sdists"
+        self.logs_dir = self.root / "logs"
+        self.work_dir = self.root / "work"
+        self.records_dir = self.root / "records"
+        self.simple_dir = self.root / "simple"
+        self._lock_path = self.root / ".lock"
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        self._acquire_lock = threading.Lock()  # one thread at a time takes the file lock
+        self._state_lock = threading.Lock()  # guards the lock fd and the caches
+        self._publish_lock = threading.Lock()  # orders the metadata and wheel renames
+        self._index_lock = threading.Lock()  # one regeneration at a time
+        self._sha_cache: dict[_FileKey, str] = {}
+        self._requires_python_cache: dict[_FileKey, str | None] = {}
+
+    # -- layout and lock ------------------------------------------------------------------------
+
+    def ensure_layout(self) -> None:
+        """Create the directories; remove temporary files left by a killed run.
+
+        Temporary files are removed only when no other run holds the lock: a live run's
+        temporary files are not stale.
+        """
+        for d in (
+            self.root,
+            self.wheels_dir,
+            self.sdists_dir,
+            self.logs_dir,
+            self.work_dir,
+            self.records_dir,
+            self.simple_dir,
+        ):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RepositoryError(f"cannot create {d}: {exc}", step="repository") from exc
+        with self._state_lock:
+            held = self._lock_fd is not None
+        if held:
+            self._remove_stale_temp_files()
+            return
+        with contextlib.suppress(RepositoryError), self.locked():
+            self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        candidates = list(self.root.glob(".*.tmp"))
+        for d in (self.wheels_dir, self.records_dir):
+            candidates.extend(d.glob(".*.tmp"))
+        candidates.extend(self.simple_dir.rglob(".*.tmp"))
+        for path in candidates:
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file():
+                    path.unlink()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the repository's lock; fail at once if another run holds it.
+
+        Re-entrant for this object: code that already holds the lock may take it again.
+        """
+        with self._acquire_lock:
+            with self._state_lock:
+                reentered = self._lock_fd is not None
+                if reentered:
+                    self._lock_depth += 1
+            if not reentered:
+                fd = self._acquire_flock()
+                with self._state_lock:
+                    self._lock_fd, self._lock_depth = fd, 1
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                self._lock_depth -= 1
+                fd_to_close = self._lock_fd if self._lock_depth == 0 else None
+                if fd_to_close is not None:
+                    self._lock_fd = None
+            if fd_to_close is not None:
+                os.close(fd_to_close)  # closing the descriptor releases the flock
+
+    def _acquire_flock(self) -> int:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot open the lock file {self._lock_path}: {exc}", step="lock"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RepositoryError(
+                    f"another rewheel run uses this repository ({self.root}); "
+                    "wait for it to finish",
+                    step="lock",
+                ) from exc
+            raise RepositoryError(f"cannot lock {self._lock_path}: {exc}", step="lock") from exc
+        # For a person looking at a stuck lock: which process holds it.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    # -- wheels ---------------------------------------------------------------------------------
+
+    def publish_wheel(self, built: Path) -> WheelRef:
+        """Validate ``built`` and copy it into wheels/ with its core metadata next to it."""
+        filename = built.name
+        try:
+            name, version = wheel_name_version(filename)
+        except RewheelError as exc:
+            raise RepositoryError(exc.message, step="publish") from exc
+        if filename.startswith("."):
+            raise RepositoryError(f"refusing a hidden wheel file {filename!r}", step="publish")
+        metadata = self._validated_metadata(built, name, version)
+
+        self.wheels_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.wheels_dir / filename
+        fd, tmp_name = tempfile.mkstemp(dir=self.wheels_dir, prefix=f".{filename}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, built.open("rb") as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the wheel is for everyone to read
+            sha256 = digest.hexdigest()
+            # Serialized so that the metadata and the wheel of one file name come from the
+            # same publish. Metadata first: a .metadata without its wheel is never listed.
+            with self._publish_lock:
+                atomic_write_bytes(self.wheels_dir / f"{filename}.metadata", metadata)
+                # A rename keeps inode, size and mtime: the key of the file as it will be listed.
+                st = tmp.stat()
+                key = _FileKey(filename, st.st_size, st.st_mtime_ns, st.st_ino)
+                os.replace(tmp, dest)
+            _fsync_dir(self.wheels_dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RepositoryError(
+                f"cannot publish {filename}: {_os_error_text(exc, self.wheels_dir)}",
+                package=name,
+                version=version,
+                step="publish",
+            ) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        with self._state_lock:
+            self._sha_cache[key] = sha256
+        return WheelRef(name=name, version=version, filename=filename, sha256=sha256)
+
+    def _validated_metadata(self, wheel: Path, name: NormalizedName, version: str) -> bytes:
+        """The wheel's METADATA, after checking it describes the file name's project/version."""
+        try:
+            with wheel.open("rb") as f:
+                start = f.read(4)
+            if start != b"PK\x03\x04":
+                # Zip readers skip what comes before the archive: a build could pad a wheel
+                # with a sparse hole that costs it nothing and the repository all of it.
+                raise IntegrityError(
+                    f"wheel {wheel.name} does not start with a zip member; refused",
+                    package=name,
+                    version=version,
+                    step="publish",
+                )
+            gap = bytes_outside_members(wheel)
+            if gap > _MAX_ZIP_GAP:
+                raise IntegrityError(
+                    f"wheel {wheel.name} holds {gap} bytes outside its members; refused",
+                    package=name,
+                    version=version,
+                    step="publish",
+                )
+            with zipfile.ZipFile(wheel) as zf:
+                self._check_members(zf, wheel.name)
+                bad = zf.testzip()
+            if bad is not None:
+                raise IntegrityError(
+                    f"wheel {wheel.name} has a corrupt member {bad!r}",
+                    package=name,
+                    version=version,
+                    step="publish",
+                )
+            data = read_metadata_bytes(wheel)
+        except (IntegrityError, UnsafeArchiveError) as exc:
+            exc.package, exc.version, exc.step = name, version, "publish"
+            raise
+        except (
+            OSError,
+            EOFError,
+            KeyError,
+            NotImplementedError,  # an unsupported compression method
+            RuntimeError,  # an encrypted member
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            zlib.error,  # a damaged deflate stream
+        ) as exc:
+            raise RepositoryError(
+                f"cannot read the metadata of {wheel.name}: {exc}",
+                package=name,
+                version=version,
+                step="publish",
+            ) from exc
+        msg = parse_metadata(data)
+        meta_name, meta_version = msg.get("Name"), msg.get("Version")
+        if meta_name is None or canonicalize_name(str(meta_name)) != name:
+            raise IntegrityError(
+                f"wheel {wheel.name} has METADATA Name {meta_name!r}",
+                package=name,
+                version=version,
+                step="publish",
+            )
+        if meta_version is None or not _same_version(str(meta_version), version):
+            raise IntegrityError(
+                f"wheel {wheel.name} has METADATA Version {meta_version!r}",
+                package=name,
+                version=version,
+                step="publish",
+            )
+        return data
+
+    @staticmethod
+    def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
+        """Refuse a wheel that would write outside its install directory, through a member's
+        name, its RECORD, a link, or a name given twice (two tools could pick different ones)."""
+        seen: set[str] = set()
+        records: list[str] = []
+        for info in zf.infolist():
+            why = unsafe_wheel_member(info)
+            if why is None and info.filename in seen:
+                why = f"member {info.filename!r} appears twice"
+            if why:
+                raise UnsafeArchiveError(f"wheel {filename}: {why}")
+            seen.add(info.filename)
+            parts = info.filename.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "RECORD":
+                records.append(info.filename)
+        for record in records:
+            try:
+                entries = parse_record(zf.read(record))
+            except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+                raise IntegrityError(f"wheel {filename}: unreadable {record}: {exc}") from exc
+            for entry in entries:
+                why = unsafe_member_name(entry.path)
+                if why:
+                    raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")
+
+    def _wheel_files(self) -> list[Path]:
+        if not self.wheels_dir.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.wheels_dir.iterdir()
+            # A link is no wheel of ours (a build or a local user may have planted it to list
+            # another file's hash): only plain files count.
+            if p.name.endswith(".whl") and not p.name.startswith(".") and _plain_file(p)
+        )
+
+    def wheels(self) -> list[WheelRef]:
+        """The wheels in wheels/, sorted by name, version, file name."""
+        refs = []
+        for path in self._wheel_files():
+            try:
+                name, version = wheel_name_version(path.name)
+            except RewheelError:
+                continue  # not ours to list: a wheel file name is how a wheel is known
+            try:
+                sha256 = self._sha256(path)
+            except FileNotFoundError:
+                continue  # replaced or removed meanwhile
+            refs.append(WheelRef(name=name, version=version, filename=path.name, sha256=sha256))
+        return sorted(
+            refs,
+            key=lambda r: (
+                r.name,
+                _version_sort_key(r.version),
+                _build_tag(r.filename),
+                r.filename,
+            ),
+        )
+
+    def _sha256(self, path: Path) -> str:
+        key = _FileKey.of(path)
+        with self._state_lock:
+            cached = self._sha_cache.get(key)
+        if cached is not None:
+            return cached
+        sha256 = sha256_file(path)
+        with self._state_lock:
+            self._sha_cache[key] = sha256
+        return sha256
+
+    def find_wheels(self, name: str, version: str) -> list[WheelRef]:
+        wanted = canonicalize_name(name)
+        return [r for r in self.wheels() if r.name == wanted and _same_version(r.version, version)]
+
+    def wheel_path(self, ref: WheelRef) -> Path:
+        if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
+            raise RepositoryError(f"not a plain file name: {ref.filename!r}", step="repository")
+        return self.wheels_dir / ref.filename
+
+    def provenance_path(self, ref: WheelRef) -> Path:
+        """``wheels/<wheel>.provenance.json``: the wheel's in-toto/SLSA provenance statement."""
+        return self.wheel_path(ref).with_name(f"{ref.filename}.provenance.json")
+
+    # -- index ----------------------------------------------------------------------------------
+
+    def regenerate_index(self) -> None:
+        """Rewrite simple/ from wheels/.
+
+        Project pages are written before the root pages, so the root never links to a page that
+        does not exist yet; pages of projects that are gone are removed after the root stops
+        listing them.
+        """
+        with self._index_lock:
+            self.simple_dir.mkdir(parents=True, exist_ok=True)
+            by_project: dict[str, list[PageFile]] = {}
+            for ref in self.wheels():
+                try:
+                    page_file = self._page_file(ref)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                except (OSError, KeyError, zipfile.BadZipFile, IntegrityError) as exc:
+                    raise RepositoryError(
+                        f"cannot index {ref.filename}: {exc}",
+                        package=ref.name,
+                        version=ref.version,
+                        step="index",
+                    ) from exc
+                by_project.setdefault(ref.name, []).append(page_file)
+            for name, files in sorted(by_project.items()):
+                page_dir = self.simple_dir / name
+                self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
+                self._write_if_changed(page_dir / "index.json", render_project_json(name, files))
+            self._write_if_changed(self.simple_dir / "index.html", render_root_html(by_project))
+            self._write_if_changed(self.simple_dir / "index.json", render_root_json(by_project))
+            for entry in self.simple_dir.iterdir():
+                if entry.is_dir() and entry.name not in by_project:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    def _page_file(self, ref: WheelRef) -> PageFile:
+        path = self.wheel_path(ref)
+        key = _FileKey.of(path)
+        metadata_path = self.wheels_dir / f"{ref.filename}.metadata"
+        try:
+            metadata = metadata_path.read_bytes()
+        except FileNotFoundError:
+            # A wheel put here by hand, or a run killed between the two renames.
+            metadata = read_metadata_bytes(path)
+            atomic_write_bytes(metadata_path, metadata)
+        with self._state_lock:
+            cached = key in self._requires_python_cache
+            requires_python = self._requires_python_cache.get(key)
+        if not cached:
+            value = parse_metadata(metadata).get("Requires-Python")
+            requires_python = str(value).strip() if value is not None else None
+            with self._state_lock:
+                self._requires_python_cache[key] = requires_python
+        return PageFile(
+            filename=ref.filename,
+            url=wheel_url(ref.filename),
+            sha256=ref.sha256,
+            size=key.size,
+            requires_python=requires_python,
+            metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+            version=ref.version,
+        )
+
+    @staticmethod
+    def _write_if_changed(path: Path, text: str) -> None:
+        data = text.encode("utf-8")
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            # The page keeps its old content: pages are replaced whole or not at all.
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="index"
+            ) from exc
+
+    # -- records and other JSON -----------------------------------------------------------------
+
+    def save_record(self, record: Mapping[str, Any]) -> None:
+        """Write ``records/<name>-<version>.json``; the record needs "name" and "version"."""
+        name, version = record.get("name"), record.get("version")
+        if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
+            raise RepositoryError("a build record needs a 'name' and a 'version'", step="record")
+        if not _SAFE_VERSION.match(version):
+            raise RepositoryError(
+                f"version {version!r} cannot name a record file", package=name, step="record"
+            )
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", canonicalize_name(name)):
+            raise RepositoryError(f"invalid project name {name!r}", step="record")
+        path = self.record_path(name, version)
+        try:
+            atomic_write_json(path, dict(record))
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}",
+                package=name,
+                version=version,
+                step="record",
+            ) from exc
+
+    def record_path(self, name: str, version: str) -> Path:
+        return self.records_dir / f"{canonicalize_name(name)}-{version}.json"
+
+    def load_record(self, name: str, version: str) -> dict[str, Any] | None:
+        """The record of one build, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads(self.record_path(name, version).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def load_records(self) -> list[dict[str, Any]]:
+        if not self.records_dir.is_dir():
+            return []
+        out: list[dict[str, Any]] = []
+        for path in sorted(self.records_dir.glob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RepositoryError(f"cannot read record {path}: {exc}", step="record") from exc
+            if not isinstance(data, dict):
+                raise RepositoryError(f"record {path} is not a JSON object", step="record")
+            out.append(data)
+        return out
+
+    def write_json(self, relname: str, data: object) -> None:
+        """Write ``root/relname`` atomically; ``relname`` must stay inside the repository."""
+        rel = PurePosixPath(relname)
+        if rel.is_absolute() or not rel.parts or ".." in rel.parts or "\\" in relname:
+            raise RepositoryError(f"not a path inside the repository: {relname!r}", step="write")
+        path = self.root.joinpath(*rel.parts)
+        try:
+            atomic_write_json(path, data)
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="write"
+            ) from exc
+
+
+def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:
+    """A wheel's build tag as the wheel spec orders it: none first, then by number, then text."""
+    try:
+        return parse_wheel_filename(filename)[2]
+    except InvalidWheelFilename:
+        return ()
+
+
+def _version_sort_key(version: str) -> tuple[int, Version | None, str]:
+    try:
+        return (0, Version(version), version)
+    except InvalidVersion:
+        return (1, None, version)

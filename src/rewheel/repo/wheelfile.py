@@ -1,0 +1,117 @@
+"""Reading the parts of a wheel that rewheel needs: its name, METADATA and RECORD."""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
+
+from ..core.errors import IntegrityError, RewheelError
+
+
+def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
+    """Project name (normalized) and version of a wheel file name."""
+    try:
+        name, version, _build, _tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
+        raise RewheelError(f"not a valid wheel file name: {filename!r}") from exc
+    return name, str(version)
+
+
+def _dist_info_dir(zf: zipfile.ZipFile, filename: str) -> str:
+    tops = {n.split("/", 1)[0] for n in zf.namelist()}
+    dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
+    if len(dist_infos) != 1:
+        raise IntegrityError(f"wheel {filename} has {len(dist_infos)} .dist-info directories")
+    return dist_infos[0]
+
+
+# The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
+# hundred); a wheel a build wrote may hold a bomb.
+MAX_METADATA_BYTES = 16 << 20
+
+
+def read_metadata_bytes(wheel: Path) -> bytes:
+    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``),
+    read up to ``MAX_METADATA_BYTES`` whatever its header claims."""
+    with (
+        zipfile.ZipFile(wheel) as zf,
+        zf.open(f"{_dist_info_dir(zf, wheel.name)}/METADATA") as member,
+    ):
+        data = member.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise IntegrityError(
+            f"wheel {wheel.name} has a METADATA file larger than "
+            f"{MAX_METADATA_BYTES >> 20} MiB; refused"
+        )
+    return data
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local header, before its name
+_MAX_DESCRIPTOR = 24  # a data descriptor after a member's data: 12 to 24 bytes
+
+
+def bytes_outside_members(wheel: Path) -> int:
+    """How much of the wheel file is neither a member (header, data, descriptor) nor the central
+    directory: nothing, in a zip any tool wrote. Zip readers skip such gaps, so a build could
+    put a sparse hole there that costs it nothing and a repository its full size."""
+    size = wheel.stat().st_size
+    with wheel.open("rb") as f, zipfile.ZipFile(f) as zf:
+        covered = size - zf.start_dir  # the central directory and the end records
+        for info in zf.infolist():
+            f.seek(info.header_offset)
+            header = f.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size:
+                return size  # a member that starts past the end: nothing adds up
+            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+            covered += _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+            if info.flag_bits & 0x08:
+                covered += _MAX_DESCRIPTOR
+    return max(size - covered, 0)
+
+
+def parse_metadata(data: bytes) -> Message:
+    return BytesParser().parsebytes(data)
+
+
+def requires_dist(metadata: bytes) -> list[Requirement]:
+    """The ``Requires-Dist`` entries of a core metadata file."""
+    out = []
+    for value in parse_metadata(metadata).get_all("Requires-Dist") or []:
+        try:
+            out.append(Requirement(value))
+        except InvalidRequirement as exc:
+            raise RewheelError(f"invalid Requires-Dist {value!r}: {exc}") from exc
+    return out
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    path: str
+    hash: str | None  # "sha256=<urlsafe b64, no padding>" as RECORD writes it
+    size: int | None
+
+
+def parse_record(data: bytes) -> list[RecordEntry]:
+    entries = []
+    for row in csv.reader(io.StringIO(data.decode("utf-8"))):
+        if not row:
+            continue
+        path = row[0]
+        digest = row[1] if len(row) > 1 and row[1] else None
+        size = int(row[2]) if len(row) > 2 and row[2] else None
+        entries.append(RecordEntry(path, digest, size))
+    return entries
+
+
+def read_record(wheel: Path) -> list[RecordEntry]:
+    with zipfile.ZipFile(wheel) as zf:
+        return parse_record(zf.read(f"{_dist_info_dir(zf, wheel.name)}/RECORD"))

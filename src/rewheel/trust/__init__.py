@@ -1,0 +1,1 @@
+"""Proving it: provenance and signing, verify, chain of custody, SBOM, rebuild, install."""

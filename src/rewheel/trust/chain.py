@@ -1,0 +1,386 @@
+"""The chain of custody of a repository's wheels, checked from the files alone.
+
+For each wheel, three guarantees:
+
+- **source**: it has a build record (not a pre-built one, unless allowed), that record names this
+  very file, and a provenance statement whose subject is this file (name and sha256) and whose
+  sdist and build environment are the record's; the sdist kept in ``sdists/`` (and, when asked,
+  the upstream index) still has the recorded sha256; with a public key, the signature is valid.
+- **dependencies**: every wheel it needs at run time (its ``Requires-Dist`` for this interpreter,
+  recursively) has the source guarantee.
+- **build tools**: every wheel of its build environment (and of theirs, recursively, down to the
+  self-building roots with no build environment), and of each dependency's, is a wheel of the
+  repository with the source guarantee.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ..core.errors import RewheelError
+from ..core.fsutil import sha256_file
+from ..core.types import Upstream, WheelRef
+from ..repo.repository import Repository
+from ..repo.wheelfile import parse_metadata, read_metadata_bytes
+from .provenance import DSSE_SUFFIX, check_envelope, check_statement, sdist_filename
+
+
+class Verdict(enum.IntEnum):
+    """Ordered from best to worst, so that ``max`` combines them."""
+
+    OK = 0
+    PREBUILT = 1  # a pre-built wheel, accepted by --allow-prebuilt
+    BROKEN = 2
+
+    def __str__(self) -> str:
+        return {0: "ok", 1: "pre-built", 2: "BROKEN"}[self.value]
+
+
+@dataclass
+class ChainEntry:
+    name: str
+    version: str
+    wheel: str | None
+    source: Verdict
+    dependencies: Verdict
+    build_tools: Verdict
+    problems: list[str] = field(default_factory=list)  # each names the package it is about
+
+    @property
+    def ok(self) -> bool:
+        return Verdict.BROKEN not in (self.source, self.dependencies, self.build_tools)
+
+
+@dataclass
+class ChainReport:
+    entries: list[ChainEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.entries)
+
+
+def _vkey(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+_Result = tuple[Verdict, list[str]]
+
+
+class _Checker:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        allow_prebuilt: bool,
+        upstream: Upstream | None,
+        public_key: Path | None,
+        installed: set[tuple[str, str]] | None,
+    ) -> None:
+        self.repo = repo
+        self.allow_prebuilt = allow_prebuilt
+        self.upstream = upstream
+        self.public_key = public_key
+        self.installed = installed
+        self.notes: list[str] = []
+        self.wheels = repo.wheels()
+        self.by_sha = {w.sha256: w for w in self.wheels}
+        self.by_name: dict[str, list[WheelRef]] = {}
+        for w in self.wheels:
+            self.by_name.setdefault(w.name, []).append(w)
+        self.records = self._load_records()
+        self._own: dict[str, _Result] = {}
+        self._tools: dict[str, _Result] = {}
+        self._visiting: set[str] = set()
+
+    def _load_records(self) -> dict[tuple[str, str], Any]:
+        out: dict[tuple[str, str], Any] = {}
+        if not self.repo.records_dir.is_dir():
+            return out
+        for path in sorted(self.repo.records_dir.glob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                key = (canonicalize_name(record["name"]), _vkey(str(record["version"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                self.notes.append(f"unreadable build record {path.name}")
+                continue
+            out[key] = record
+        return out
+
+    def record(self, ref: WheelRef) -> Mapping[str, Any] | None:
+        record = self.records.get((ref.name, _vkey(ref.version)))
+        return record if isinstance(record, Mapping) else None
+
+    # -- the wheel itself
+
+    def own(self, ref: WheelRef) -> _Result:
+        if ref.filename not in self._own:
+            self._own[ref.filename] = self._check_own(ref)
+        return self._own[ref.filename]
+
+    def _check_own(self, ref: WheelRef) -> _Result:
+        label = f"{ref.name} {ref.version}"
+        record = self.record(ref)
+        if record is None:
+            return Verdict.BROKEN, [f"{label}: no build record: {ref.filename} was not built here"]
+        if record.get("wheel") != ref.filename or record.get("wheel_sha256") != ref.sha256:
+            return Verdict.BROKEN, [
+                f"{label}: {ref.filename} is not the wheel its build record names"
+                f" ({record.get('wheel')}, sha256 {str(record.get('wheel_sha256'))[:12]}...)"
+            ]
+        if record.get("prebuilt"):
+            if self.allow_prebuilt:
+                return Verdict.PREBUILT, []
+            return Verdict.BROKEN, [
+                f"{label}: a pre-built wheel, not built from source (--allow-prebuilt accepts it)"
+            ]
+        problems = self._check_provenance(ref, record, label)
+        problems += self._check_sdist(ref, record, label)
+        return (Verdict.BROKEN if problems else Verdict.OK), problems
+
+    def _check_provenance(self, ref: WheelRef, record: Mapping[str, Any], label: str) -> list[str]:
+        path = self.repo.provenance_path(ref)
+        try:
+            payload = path.read_bytes()
+            statement = json.loads(payload)
+        except FileNotFoundError:
+            return [f"{label}: no provenance ({path.name})"]
+        except (OSError, ValueError) as exc:
+            return [f"{label}: unreadable provenance {path.name}: {exc}"]
+        problems = [
+            f"{label}: {p}"
+            for p in check_statement(
+                statement, wheel_filename=ref.filename, wheel_sha256=ref.sha256, record=record
+            )
+        ]
+        named = record.get("provenance")
+        if named is not None and named != path.name:
+            problems.append(f"{label}: the build record names another provenance file ({named})")
+        if self.public_key is not None:
+            dsse = path.with_name(ref.filename + DSSE_SUFFIX)
+            try:
+                envelope = json.loads(dsse.read_bytes())
+            except FileNotFoundError:
+                problems.append(f"{label}: provenance is not signed ({dsse.name} missing)")
+            except (OSError, ValueError) as exc:
+                problems.append(f"{label}: unreadable signed provenance {dsse.name}: {exc}")
+            else:
+                why = check_envelope(envelope, payload, self.public_key)
+                if why is not None:
+                    problems.append(f"{label}: {why}")
+        return problems
+
+    def _check_sdist(self, ref: WheelRef, record: Mapping[str, Any], label: str) -> list[str]:
+        url, sha256 = record.get("sdist_url"), record.get("sdist_sha256")
+        if not isinstance(url, str) or not isinstance(sha256, str):
+            return [f"{label}: the build record names no sdist and sha256"]
+        filename = sdist_filename(url)
+        problems = []
+        local = self.repo.sdists_dir / filename
+        if local.is_file() and sha256_file(local) != sha256:
+            problems.append(f"{label}: sdists/{filename} no longer has the recorded sha256")
+        if self.upstream is not None:
+            try:
+                page = self.upstream.get_project(ref.name)
+            except RewheelError as exc:
+                self.notes.append(f"{label}: upstream index not reachable: {exc.message}")
+                return problems
+            listed = [f for f in page.files if f.filename == filename]
+            if not listed:
+                self.notes.append(f"{label}: the upstream index no longer lists {filename}")
+            elif not any(f.sha256 and f.sha256.lower() == sha256 for f in listed):
+                problems.append(
+                    f"{label}: the upstream index lists {filename} with another sha256 than the"
+                    " recorded one"
+                )
+        return problems
+
+    # -- its build environment, recursively
+
+    def tools(self, ref: WheelRef) -> _Result:
+        if ref.filename in self._tools:
+            return self._tools[ref.filename]
+        label = f"{ref.name} {ref.version}"
+        if ref.filename in self._visiting:
+            return Verdict.BROKEN, [f"{label}: its build environment needs itself"]
+        self._visiting.add(ref.filename)
+        try:
+            result = self._check_tools(ref, label)
+        finally:
+            self._visiting.discard(ref.filename)
+        self._tools[ref.filename] = result
+        return result
+
+    def _check_tools(self, ref: WheelRef, label: str) -> _Result:
+        record = self.record(ref)
+        if record is None:
+            return Verdict.BROKEN, [f"{label}: build environment unknown (no build record)"]
+        if record.get("prebuilt"):
+            if self.allow_prebuilt:
+                return Verdict.PREBUILT, []
+            return Verdict.BROKEN, [f"{label}: build tools unknown (a pre-built wheel)"]
+        verdict, problems = Verdict.OK, []
+        env = record.get("build_env")
+        if not isinstance(env, list):
+            return Verdict.BROKEN, [f"{label}: the build record has no build environment list"]
+        for entry in env:
+            if not isinstance(entry, Mapping):
+                return Verdict.BROKEN, [f"{label}: bad build environment entry {entry!r}"]
+            tool = self.by_sha.get(str(entry.get("sha256")))
+            name, version = entry.get("name"), entry.get("version")
+            if tool is None or tool.name != canonicalize_name(str(name)):
+                verdict = Verdict.BROKEN
+                problems.append(
+                    f"{label}: build tool {name} {version} (sha256"
+                    f" {str(entry.get('sha256'))[:12]}...) is not a wheel of the repository"
+                )
+                continue
+            for sub_verdict, sub_problems in (self.own(tool), self.tools(tool)):
+                verdict = max(verdict, sub_verdict)
+                if sub_verdict == Verdict.BROKEN:
+                    problems.append(f"{label}: build tool {tool.name} {tool.version} is not sound")
+                    problems.extend(sub_problems)
+        return verdict, _dedupe(problems)
+
+    # -- what it needs at run time
+
+    def requirements(self, ref: WheelRef) -> list[Requirement]:
+        wheel = self.repo.wheel_path(ref)
+        meta = wheel.with_name(ref.filename + ".metadata")
+        try:
+            data = meta.read_bytes() if meta.is_file() else read_metadata_bytes(wheel)
+        except (OSError, KeyError, zipfile.BadZipFile, RewheelError):
+            return []
+        out = []
+        for text in parse_metadata(data).get_all("Requires-Dist") or []:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                out.append(req)
+        return out
+
+    def dependencies(self, ref: WheelRef) -> tuple[list[WheelRef], list[str]]:
+        """Every wheel ``ref`` needs at run time, recursively, and what cannot be found."""
+        seen = {ref.filename}
+        todo, found, problems = [ref], [], []
+        while todo:
+            current = todo.pop()
+            for req in self.requirements(current):
+                candidates = [
+                    w
+                    for w in self.by_name.get(canonicalize_name(req.name), [])
+                    if req.specifier.contains(w.version, prereleases=True)
+                    and (self.installed is None or (w.name, _vkey(w.version)) in self.installed)
+                ]
+                if not candidates:
+                    problems.append(
+                        f"{current.name} {current.version}: dependency {req} has no wheel in"
+                        " the repository"
+                    )
+                for w in candidates:
+                    if w.filename not in seen:
+                        seen.add(w.filename)
+                        found.append(w)
+                        todo.append(w)
+        return found, problems
+
+    def entry(self, ref: WheelRef) -> ChainEntry:
+        source, problems = self.own(ref)
+        problems = list(problems)
+        deps, missing = self.dependencies(ref)
+        dep_verdict = Verdict.BROKEN if missing else Verdict.OK
+        problems += missing
+        tools_verdict, tool_problems = self.tools(ref)
+        problems += tool_problems
+        for dep in deps:
+            v, p = self.own(dep)
+            dep_verdict = max(dep_verdict, v)
+            if v == Verdict.BROKEN:
+                problems += p
+            v, p = self.tools(dep)
+            tools_verdict = max(tools_verdict, v)
+            if v == Verdict.BROKEN:
+                problems += p
+        return ChainEntry(
+            name=ref.name,
+            version=ref.version,
+            wheel=ref.filename,
+            source=source,
+            dependencies=dep_verdict,
+            build_tools=tools_verdict,
+            problems=_dedupe(problems),
+        )
+
+
+def verify_chain(
+    repo: Repository,
+    packages: Sequence[tuple[str, str]] | None = None,
+    *,
+    allow_prebuilt: bool = False,
+    upstream: Upstream | None = None,
+    public_key: Path | None = None,
+    installed_only: bool = False,
+) -> ChainReport:
+    """Check the chain of custody of ``packages`` ((name, version) pairs; None: every wheel).
+
+    With ``installed_only``, dependencies are looked for among ``packages`` only (they are what a
+    venv holds). ``upstream`` also compares each sdist's sha256 with what the index lists now.
+    """
+    installed = (
+        {(str(canonicalize_name(n)), _vkey(v)) for n, v in packages}
+        if installed_only and packages is not None
+        else None
+    )
+    checker = _Checker(
+        repo,
+        allow_prebuilt=allow_prebuilt,
+        upstream=upstream,
+        public_key=public_key,
+        installed=installed,
+    )
+    report = ChainReport()
+    if packages is None:
+        targets: list[WheelRef] = list(checker.wheels)
+    else:
+        targets = []
+        for name, version in sorted({(canonicalize_name(n), _vkey(v)) for n, v in packages}):
+            refs = [w for w in checker.by_name.get(name, []) if _vkey(w.version) == version]
+            if not refs:
+                report.entries.append(
+                    ChainEntry(
+                        name,
+                        version,
+                        None,
+                        Verdict.BROKEN,
+                        Verdict.BROKEN,
+                        Verdict.BROKEN,
+                        [f"{name} {version}: no wheel in the repository"],
+                    )
+                )
+            targets.extend(refs)
+    report.entries.extend(checker.entry(ref) for ref in targets)
+    report.entries.sort(key=lambda e: (e.name, _vkey(e.version), e.wheel or ""))
+    report.notes = _dedupe(checker.notes)
+    return report

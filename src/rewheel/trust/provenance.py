@@ -1,0 +1,453 @@
+"""Build provenance: an in-toto Statement v1 with a SLSA provenance v1 predicate for each wheel.
+
+``statement()`` is pure: it turns the facts of one build (``BuildFacts``) into the statement.
+``check_statement()`` is its counterpart for ``verify``. The I/O around them is small and kept
+apart: ``system_tools()`` and ``build_platform()`` look at this machine, ``write_provenance()``
+writes the statement (and, given a key, a DSSE envelope signed with Ed25519) beside the wheel.
+
+Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always) and
+``<wheel>.provenance.dsse.json`` (the signed envelope, when a signing key is given).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from packaging.tags import sys_tags
+from packaging.utils import canonicalize_name
+
+from .. import __version__
+from ..core.errors import ConfigError
+from ..core.fsutil import atomic_write_bytes, sha256_file
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+# Documented in README.md ("Provenance, SBOM and reproducibility"): a PEP 517 build_wheel of one
+# sdist in a fresh venv of exactly the listed wheels.
+BUILD_TYPE = "urn:rewheel:build-type:pep517-wheel:v1"
+DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PROVENANCE_SUFFIX = ".provenance.json"
+DSSE_SUFFIX = ".provenance.dsse.json"
+
+
+def builder_id(version: str = __version__) -> str:
+    return f"pkg:pypi/rewheel@{version}"
+
+
+def wheel_purl(name: str, version: str, filename: str | None = None) -> str:
+    purl = f"pkg:pypi/{canonicalize_name(name)}@{version}"
+    return f"{purl}?file_name={filename}" if filename else purl
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A program of this machine that took part in the build."""
+
+    name: str
+    version: str
+    uri: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class EnvWheel:
+    """One wheel of the build environment."""
+
+    name: str
+    version: str
+    sha256: str
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """Everything a provenance statement says about one build, as plain data."""
+
+    name: str
+    version: str
+    wheel_filename: str
+    wheel_sha256: str
+    sdist_url: str
+    sdist_sha256: str
+    build_env: Sequence[EnvWheel]
+    build_system_requires: Sequence[str]
+    backend_requires: Sequence[str]
+    why: Sequence[Mapping[str, str | None]]  # {"package", "requirement", "kind"}
+    tools: Sequence[Tool]
+    platform: Mapping[str, Any]  # build_platform()
+    reproducibility: Mapping[str, str]  # the variables set for reproducible output
+    source_date_epoch: int
+    build_path: str
+    network_isolated: bool
+    started: float  # seconds since the epoch
+    finished: float
+    log_name: str | None = None
+    log_sha256: str | None = None
+    builder_version: str = __version__
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # How the build code was contained (sandbox.SandboxPolicy.as_record()).
+    sandbox: Mapping[str, Any] = field(default_factory=lambda: {"kind": "none"})
+
+
+def _descriptor(
+    name: str,
+    *,
+    uri: str | None,
+    sha256: str | None,
+    annotations: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A SLSA ResourceDescriptor."""
+    out: dict[str, Any] = {"name": name}
+    if uri:
+        out["uri"] = uri
+    if sha256:
+        out["digest"] = {"sha256": sha256}
+    out["annotations"] = dict(annotations)
+    return out
+
+
+def sdist_filename(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]
+
+
+def statement(facts: BuildFacts) -> dict[str, Any]:
+    """The in-toto Statement v1 (SLSA provenance v1 predicate) of one wheel build."""
+    dependencies = [
+        _descriptor(
+            sdist_filename(facts.sdist_url),
+            uri=facts.sdist_url,
+            sha256=facts.sdist_sha256,
+            annotations={"role": "source"},
+        )
+    ]
+    for wheel in sorted(facts.build_env, key=lambda w: (canonicalize_name(w.name), w.version)):
+        dependencies.append(
+            _descriptor(
+                wheel.filename or f"{canonicalize_name(wheel.name)}=={wheel.version}",
+                uri=wheel_purl(wheel.name, wheel.version, wheel.filename),
+                sha256=wheel.sha256,
+                annotations={
+                    "role": "build-environment",
+                    "package": canonicalize_name(wheel.name),
+                    "version": wheel.version,
+                },
+            )
+        )
+    for tool in facts.tools:
+        dependencies.append(
+            _descriptor(
+                tool.name,
+                uri=tool.uri,
+                sha256=tool.sha256,
+                annotations={"role": "tool", "version": tool.version},
+            )
+        )
+    byproducts = []
+    if facts.log_name:
+        byproducts.append(
+            _descriptor(
+                facts.log_name, uri=None, sha256=facts.log_sha256, annotations={"role": "log"}
+            )
+        )
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": facts.wheel_filename, "digest": {"sha256": facts.wheel_sha256}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "package": {"name": facts.name, "version": facts.version},
+                    "source": {"uri": facts.sdist_url, "digest": {"sha256": facts.sdist_sha256}},
+                    "why": [dict(w) for w in facts.why],
+                    "buildSystemRequires": list(facts.build_system_requires),
+                    "backendRequires": list(facts.backend_requires),
+                    **dict(facts.extra),
+                },
+                "internalParameters": {
+                    "sourceDateEpoch": facts.source_date_epoch,
+                    "reproducibilityEnvironment": dict(facts.reproducibility),
+                    "buildPath": facts.build_path,
+                    "networkIsolated": facts.network_isolated,
+                    "sandbox": dict(facts.sandbox),
+                    "platform": dict(facts.platform),
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {
+                    "id": builder_id(facts.builder_version),
+                    "version": {"rewheel": facts.builder_version},
+                },
+                "metadata": {
+                    "startedOn": rfc3339(facts.started),
+                    "finishedOn": rfc3339(facts.finished),
+                },
+                "byproducts": byproducts,
+            },
+        },
+    }
+
+
+def statement_bytes(stmt: Mapping[str, Any]) -> bytes:
+    """The bytes written to ``<wheel>.provenance.json`` (and signed, when signing)."""
+    return (json.dumps(stmt, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------- checking
+
+
+def _role(dep: Mapping[str, Any], role: str) -> bool:
+    annotations = dep.get("annotations")
+    return isinstance(annotations, Mapping) and annotations.get("role") == role
+
+
+def _sha256_of(dep: Mapping[str, Any]) -> str | None:
+    digest = dep.get("digest")
+    if isinstance(digest, Mapping) and isinstance(digest.get("sha256"), str):
+        return str(digest["sha256"])
+    return None
+
+
+def check_statement(
+    stmt: Any,
+    *,
+    wheel_filename: str,
+    wheel_sha256: str,
+    record: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """What is wrong with ``stmt`` as the provenance of this wheel (and its build record)."""
+    if not isinstance(stmt, Mapping):
+        return ["provenance is not a JSON object"]
+    problems = []
+    if stmt.get("_type") != STATEMENT_TYPE:
+        problems.append(f"provenance _type is {stmt.get('_type')!r}, not {STATEMENT_TYPE}")
+    if stmt.get("predicateType") != PREDICATE_TYPE:
+        problems.append(f"provenance predicateType is {stmt.get('predicateType')!r}")
+    subjects = stmt.get("subject")
+    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
+        return [*problems, "provenance must have exactly one subject"]
+    subject = subjects[0]
+    if subject.get("name") != wheel_filename:
+        problems.append(f"provenance subject is {subject.get('name')!r}, not {wheel_filename}")
+    if _sha256_of(subject) != wheel_sha256:
+        problems.append("provenance subject sha256 does not match the wheel")
+    if record is None:
+        return problems
+    predicate = stmt.get("predicate")
+    build = predicate.get("buildDefinition") if isinstance(predicate, Mapping) else None
+    deps = build.get("resolvedDependencies") if isinstance(build, Mapping) else None
+    if not isinstance(deps, list) or not all(isinstance(d, Mapping) for d in deps):
+        return [*problems, "provenance has no resolvedDependencies"]
+    sources = [d for d in deps if _role(d, "source")]
+    if len(sources) != 1:
+        problems.append(f"provenance names {len(sources)} sources, not 1")
+    else:
+        if _sha256_of(sources[0]) != record.get("sdist_sha256"):
+            problems.append("the sdist sha256 of the provenance and of the build record differ")
+        if sources[0].get("uri") != record.get("sdist_url"):
+            problems.append("the sdist URL of the provenance and of the build record differ")
+    in_provenance = sorted(
+        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), _sha256_of(d))
+        for d in deps
+        if _role(d, "build-environment")
+    )
+    recorded = record.get("build_env") or []
+    in_record = sorted(
+        (str(canonicalize_name(str(w.get("name")))), str(w.get("version")), w.get("sha256"))
+        for w in recorded
+        if isinstance(w, Mapping)
+    )
+    if in_provenance != in_record:
+        problems.append("the build environment of the provenance and of the build record differ")
+    return problems
+
+
+# ---------------------------------------------------------------- this machine
+
+
+def _first_line(cmd: Sequence[str]) -> str | None:
+    try:
+        done = subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=30, check=False, stdin=None
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip() if done.returncode == 0 and lines else None
+
+
+def _file_sha256(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return sha256_file(Path(os.path.realpath(path)))
+    except OSError:
+        return None
+
+
+@functools.cache
+def system_tools(python: str = sys.executable) -> tuple[Tool, ...]:
+    """The interpreter, uv and (when there is one) the C compiler, with versions and digests."""
+    from uv import find_uv_bin
+
+    real_python = os.path.realpath(python)
+    tools = [
+        Tool(
+            "python",
+            platform.python_version(),
+            uri=f"file://{real_python}",
+            sha256=_file_sha256(real_python),
+        )
+    ]
+    try:
+        uv_version = importlib.metadata.version("uv")
+    except importlib.metadata.PackageNotFoundError:
+        uv_version = "unknown"
+    uv_bin = find_uv_bin()
+    tools.append(
+        Tool("uv", uv_version, uri=f"pkg:pypi/uv@{uv_version}", sha256=_file_sha256(uv_bin))
+    )
+    cc = shutil.which("cc")
+    if cc is not None:
+        version = _first_line([cc, "--version"]) or "unknown"
+        tools.append(
+            Tool("cc", version, uri=f"file://{os.path.realpath(cc)}", sha256=_file_sha256(cc))
+        )
+    return tuple(tools)
+
+
+@functools.cache
+def build_platform() -> dict[str, Any]:
+    """The interpreter and platform the wheels are built on and for."""
+    libc, libc_version = platform.libc_ver()
+    tags = [str(t) for t in sys_tags()]
+    compiler = next((t.version for t in system_tools() if t.name == "cc"), None)
+    return {
+        "implementation": sys.implementation.name,
+        "pythonVersion": platform.python_version(),
+        "pythonCompiler": platform.python_compiler(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "libc": {"name": libc, "version": libc_version},
+        "compiler": compiler,
+        "bestTag": tags[0] if tags else None,
+        "tagCount": len(tags),
+    }
+
+
+# ---------------------------------------------------------------- signing (DSSE, Ed25519)
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what is actually signed."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+class Signer:
+    """An Ed25519 private key from a PEM file (needs the optional ``cryptography`` package)."""
+
+    def __init__(self, key_file: Path) -> None:
+        try:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        except ImportError as exc:
+            raise ConfigError(
+                "signing needs the 'cryptography' package: pip install 'rewheel[sign]'",
+                step="sign",
+            ) from exc
+        try:
+            key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"cannot load the signing key {key_file}: {exc}", step="sign"
+            ) from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{key_file} is not an Ed25519 private key", step="sign")
+        self._key = key
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.keyid = hashlib.sha256(raw).hexdigest()
+
+    def envelope(self, payload: bytes) -> dict[str, Any]:
+        signature = self._key.sign(pae(DSSE_PAYLOAD_TYPE, payload))
+        return {
+            "payloadType": DSSE_PAYLOAD_TYPE,
+            "payload": base64.b64encode(payload).decode("ascii"),
+            "signatures": [
+                {"keyid": self.keyid, "sig": base64.b64encode(signature).decode("ascii")}
+            ],
+        }
+
+
+def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str | None:
+    """None if ``envelope`` carries ``payload`` with a valid signature by the key, else why not."""
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError as exc:
+        raise ConfigError(
+            "checking signatures needs the 'cryptography' package: pip install 'rewheel[sign]'",
+            step="verify",
+        ) from exc
+    try:
+        key = serialization.load_pem_public_key(public_key_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the public key {public_key_file}: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{public_key_file} is not an Ed25519 public key", step="verify")
+    if not isinstance(envelope, Mapping) or envelope.get("payloadType") != DSSE_PAYLOAD_TYPE:
+        return "the signed envelope is not an in-toto DSSE envelope"
+    try:
+        carried = base64.b64decode(str(envelope.get("payload")), validate=True)
+    except ValueError:
+        return "the signed envelope's payload is not base64"
+    if carried != payload:
+        return "the signed envelope carries another statement than the provenance file"
+    signatures = envelope.get("signatures")
+    for sig in signatures if isinstance(signatures, list) else []:
+        try:
+            key.verify(base64.b64decode(str(sig.get("sig"))), pae(DSSE_PAYLOAD_TYPE, carried))
+        except (InvalidSignature, ValueError, AttributeError):
+            continue
+        return None
+    return "no valid signature by the given public key"
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_provenance(
+    wheel_path: Path, stmt: Mapping[str, Any], *, signer: Signer | None = None
+) -> Path:
+    """Write the statement beside ``wheel_path`` (and its signed envelope); return its path."""
+    payload = statement_bytes(stmt)
+    path = wheel_path.with_name(wheel_path.name + PROVENANCE_SUFFIX)
+    if signer is not None:
+        envelope = signer.envelope(payload)
+        dsse = wheel_path.with_name(wheel_path.name + DSSE_SUFFIX)
+        atomic_write_bytes(dsse, (json.dumps(envelope, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, payload)
+    return path

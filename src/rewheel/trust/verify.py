@@ -1,0 +1,732 @@
+"""Proving that every file of an installed virtual environment came from a repository wheel.
+
+For each ``*.dist-info`` in the venv's site-packages: the repository must hold a wheel of that
+name and version (its file checked against the repository's sha256), each file the installed
+RECORD lists must still hash to what RECORD says, and must be a file of that wheel with the same
+hash. Installers write a few files of their own (INSTALLER, REQUESTED, RECORD, entry-point
+launchers, the first line of ``#!python`` scripts); those are allowed, and their content is
+checked as far as it can be. Last, any file in site-packages or bin/ that no RECORD lists is
+reported: a ``.pth`` file nobody owns runs code at every interpreter start.
+
+Byte-compiled ``__pycache__/*.pyc`` files are not compared (marshal output is not reproducible);
+they are accepted when their source file is one a RECORD lists.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import configparser
+import csv
+import hashlib
+import json
+import os
+import posixpath
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import Message
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ..core.errors import RewheelError, VerifyError
+from ..core.fsutil import sha256_file
+from ..core.types import WheelRef
+from ..repo.wheelfile import RecordEntry, parse_metadata, parse_record, read_record
+from .chain import ChainEntry as ChainEntry
+from .chain import ChainReport as ChainReport
+from .chain import verify_chain as verify_chain
+
+# Problem.distribution of a file that no distribution claims.
+UNOWNED = "(no distribution)"
+
+# Files an installer writes into the dist-info directory that are not in the wheel.
+_INSTALLER_FILES = frozenset(
+    {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json", "uv_cache.json"}
+)
+# A wheel's RECORD and its signatures are replaced, not copied, by installers.
+_RECORD_FILES = frozenset({"RECORD", "RECORD.jws", "RECORD.p7s"})
+# Digests that RECORD may use (PEP 376 forbids md5 and sha1).
+_ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
+_WHEEL_SCHEMES = ("purelib", "platlib", "scripts", "headers", "data")
+_VENV_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+# The /bin/sh trampoline installers write when the interpreter path is too long for "#!".
+_TRAMPOLINE = re.compile(
+    rb"#!/bin/sh\r?\n'''exec' (['\"]?)(?P<interp>[^\n]+?)\1 \"\$0\" \"\$@\"\r?\n' '''\r?\n"
+)
+_BUFSIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    distribution: str
+    version: str | None
+    path: str | None  # relative to the venv
+    reason: str
+
+    def __str__(self) -> str:
+        who = self.distribution + (f"=={self.version}" if self.version else "")
+        return f"{who}: {self.path}: {self.reason}" if self.path else f"{who}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    checked: list[tuple[str, str]] = field(default_factory=list)  # (name, version) found
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# ---------------------------------------------------------------- the venv's layout
+
+
+@dataclass(frozen=True)
+class VenvLayout:
+    """Where a venv keeps things, as posix paths relative to ``root`` with symlinks resolved."""
+
+    root: Path  # real path of the venv
+    purelib: str
+    platlib: str
+    scripts: str
+    include: str  # headers go to <include>/<distribution name>/
+    python_version: str  # "3.11"
+
+    @property
+    def site_dirs(self) -> list[str]:
+        return sorted({self.purelib, self.platlib})
+
+    def key(self, path: Path) -> str | None:
+        """``path`` relative to the venv (directories resolved, not the file); None if outside."""
+        full = Path(os.path.normpath(path))
+        real = Path(os.path.realpath(full.parent)) / full.name
+        try:
+            return real.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+
+def _pyvenv_cfg(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def venv_layout(venv: Path) -> VenvLayout:
+    """The layout of the POSIX venv at ``venv``, from its pyvenv.cfg and directories."""
+    root = Path(os.path.realpath(venv))
+    try:
+        cfg = _pyvenv_cfg((root / "pyvenv.cfg").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VerifyError(f"{venv} is not a virtual environment: {exc}", step="verify") from exc
+    found = re.match(r"(\d+)\.(\d+)", cfg.get("version_info") or cfg.get("version") or "")
+    if found:
+        short = f"{found[1]}.{found[2]}"
+    else:
+        # No version in pyvenv.cfg: take the one lib/pythonX.Y there is.
+        candidates = sorted(p.name[len("python") :] for p in root.glob("lib/python3.*"))
+        if len(candidates) != 1:
+            raise VerifyError(f"cannot tell the Python version of {venv}", step="verify")
+        short = candidates[0]
+
+    def rel(path: Path) -> str:
+        return Path(os.path.realpath(path)).relative_to(root).as_posix()
+
+    purelib = root / "lib" / f"python{short}" / "site-packages"
+    if not purelib.is_dir():
+        raise VerifyError(f"{venv} has no {purelib.relative_to(root)}", step="verify")
+    platlib = root / "lib64" / f"python{short}" / "site-packages"
+    return VenvLayout(
+        root=root,
+        purelib=rel(purelib),
+        platlib=rel(platlib) if platlib.is_dir() else rel(purelib),
+        scripts=rel(root / "bin"),
+        include=f"include/site/python{short}",
+        python_version=short,
+    )
+
+
+# ---------------------------------------------------------------- hashes
+
+
+def _split_hash(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    algo, sep, digest = value.partition("=")
+    return (algo.lower(), digest.rstrip("=")) if sep and digest else None
+
+
+def _digest(data: bytes, algo: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
+
+
+class _FileDigests:
+    """RECORD-style digests of files in the venv, each file read once per algorithm."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, key: str, algo: str) -> str:
+        if (key, algo) not in self._cache:
+            digest = hashlib.new(algo)
+            with (self._root / key).open("rb") as f:
+                while chunk := f.read(_BUFSIZE):
+                    digest.update(chunk)
+            self._cache[key, algo] = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+        return self._cache[key, algo]
+
+
+# ---------------------------------------------------------------- the repository's wheels
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """One file of a wheel, as its RECORD vouches for it."""
+
+    hash: str  # "algo=digest"
+    # A "#!python" script, whose first line installers replace: args after "#!python" and the
+    # sha256 of the rest. None for every other file.
+    shebang_args: str | None = None
+    body_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class WheelContents:
+    ref: WheelRef
+    root_is_purelib: bool
+    files: dict[str, WheelFile]  # archive path -> file; RECORD and its signatures left out
+    launchers: dict[str, tuple[str, str]]  # entry-point script name -> (module, attribute)
+
+
+def parse_entry_points(text: str) -> dict[str, tuple[str, str]]:
+    """Console and GUI scripts of an ``entry_points.txt``: name -> (module, attribute)."""
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise RewheelError(f"invalid entry_points.txt: {exc}") from exc
+    out: dict[str, tuple[str, str]] = {}
+    for group in ("console_scripts", "gui_scripts"):
+        if parser.has_section(group):
+            for name, value in parser.items(group):
+                ep = EntryPoint(name, value, group)
+                out[name] = (ep.module, ep.attr or "")
+    return out
+
+
+_PYTHON_SHEBANG = re.compile(rb"#!pythonw?(?P<args>[ \t][^\r\n]*)?\r?$")
+
+
+def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
+    """What ``path`` would install, from its RECORD, WHEEL and entry_points.txt."""
+    entries = read_record(path)
+    records = [e.path for e in entries if e.path.endswith(".dist-info/RECORD")]
+    if len(records) != 1:
+        raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
+    dist_info = records[0].rsplit("/", 1)[0]
+    hashes = {e.path: e.hash for e in entries}
+    files: dict[str, WheelFile] = {}
+    with zipfile.ZipFile(path) as zf:
+        wheel_meta = parse_metadata(zf.read(f"{dist_info}/WHEEL"))
+        try:
+            entry_points = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+        except KeyError:
+            entry_points = ""
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or (
+                name.startswith(dist_info + "/") and name[len(dist_info) + 1 :] in _RECORD_FILES
+            ):
+                continue
+            parts = name.split("/")
+            is_script = len(parts) > 2 and parts[0].endswith(".data") and parts[1] == "scripts"
+            recorded = hashes.get(name)
+            if recorded is None or is_script:
+                data = zf.read(info)
+                recorded = recorded or f"sha256={_digest(data, 'sha256')}"
+                first, _, body = data.partition(b"\n")
+                shebang = _PYTHON_SHEBANG.match(first) if is_script else None
+                if shebang:
+                    args = (shebang["args"] or b"").strip().decode("utf-8", "replace")
+                    files[name] = WheelFile(recorded, args, hashlib.sha256(body).hexdigest())
+                    continue
+            files[name] = WheelFile(recorded)
+    return WheelContents(
+        ref=ref,
+        root_is_purelib=(wheel_meta.get("Root-Is-Purelib") or "").strip().lower() == "true",
+        files=files,
+        launchers=parse_entry_points(entry_points),
+    )
+
+
+def expected_files(wheel: WheelContents, layout: VenvLayout, name: str) -> dict[str, WheelFile]:
+    """Where installers put each file of ``wheel`` in ``layout``: venv-relative path -> file.
+
+    ``name`` is the distribution's name as its METADATA spells it (headers go under it).
+    """
+    root = layout.purelib if wheel.root_is_purelib else layout.platlib
+    scheme_dirs = {
+        "purelib": layout.purelib,
+        "platlib": layout.platlib,
+        "scripts": layout.scripts,
+        "headers": f"{layout.include}/{name}",
+        "data": "",
+    }
+    out = {}
+    for member, file in wheel.files.items():
+        parts = member.split("/")
+        if len(parts) > 2 and parts[0].endswith(".data"):
+            if parts[1] not in scheme_dirs:
+                continue  # not a scheme installers know: they refuse such a wheel
+            key = posixpath.join(scheme_dirs[parts[1]], *parts[2:])
+        else:
+            key = posixpath.join(root, member)
+        key = posixpath.normpath(key)
+        if not key.startswith("../"):
+            out[key] = file
+    return out
+
+
+class _Repository:
+    """The repository's wheels by (name, version), each read and hash-checked once, if asked."""
+
+    def __init__(self, wheels: Sequence[tuple[WheelRef, Path]]) -> None:
+        self._by_release: dict[tuple[str, str], list[tuple[WheelRef, Path]]] = {}
+        for ref, path in wheels:
+            self._by_release.setdefault((ref.name, _version_key(ref.version)), []).append(
+                (ref, path)
+            )
+        self._loaded: dict[str, WheelContents | str] = {}
+
+    def wheels(self, name: str, version: str) -> list[WheelContents | str]:
+        """Readable wheels of a release, or why one cannot be used; [] if there is none."""
+        refs = self._by_release.get((canonicalize_name(name), _version_key(version)), [])
+        return [self._load(ref, path) for ref, path in refs]
+
+    def _load(self, ref: WheelRef, path: Path) -> WheelContents | str:
+        if ref.filename not in self._loaded:
+            self._loaded[ref.filename] = _load_wheel(ref, path)
+        return self._loaded[ref.filename]
+
+
+def _load_wheel(ref: WheelRef, path: Path) -> WheelContents | str:
+    try:
+        if sha256_file(path) != ref.sha256:
+            return f"repository wheel {ref.filename} does not match its recorded sha256"
+        return read_wheel(ref, path)
+    except (OSError, RewheelError, zipfile.BadZipFile, KeyError, ValueError, csv.Error) as exc:
+        return f"cannot read repository wheel {ref.filename}: {exc}"
+
+
+def _version_key(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+# ---------------------------------------------------------------- installer-written files
+
+
+def split_shebang(content: bytes) -> tuple[str, str, bytes] | None:
+    """Interpreter, its arguments and the rest of an installed script; None without a shebang."""
+    if found := _TRAMPOLINE.match(content):
+        return found["interp"].decode("utf-8", "replace"), "", content[found.end() :]
+    if not content.startswith(b"#!"):
+        return None
+    line, _, body = content.partition(b"\n")
+    try:
+        text = line.rstrip(b"\r")[2:].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    interp, _, args = text.partition(" ")
+    return interp, args.strip(), body
+
+
+def _is_venv_python(layout: VenvLayout, interp: str) -> bool:
+    path = Path(interp)
+    return (
+        path.is_absolute()
+        and layout.key(path) == f"{layout.scripts}/{path.name}"
+        and _VENV_PYTHON.fullmatch(path.name) is not None
+    )
+
+
+def _is_argv0(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Subscript)
+        and _is_attr(node.value, "sys", "argv")
+        and isinstance(node.slice, ast.Constant)
+        and node.slice.value == 0
+    )
+
+
+def _is_attr(node: ast.expr, base: str, attr: str) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == attr
+        and isinstance(node.value, ast.Name)
+        and node.value.id == base
+    )
+
+
+def _attr_chain(node: ast.expr) -> list[str] | None:
+    names: list[str] = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(names)]
+
+
+def _is_prefix(chain: list[str] | None, entry: list[str]) -> bool:
+    return chain is not None and chain == entry[: len(chain)]
+
+
+_LAUNCHER_NODES = (
+    ast.Module, ast.Expr, ast.Constant, ast.Import, ast.ImportFrom, ast.alias, ast.If, ast.Compare,
+    ast.Eq, ast.Name, ast.Load, ast.Store, ast.Call, ast.Attribute, ast.Subscript, ast.Slice,
+    ast.UnaryOp, ast.USub, ast.Assign,
+)  # fmt: skip
+
+
+def launcher_runs(source: str, module: str, attr: str) -> bool:
+    """Whether ``source`` is an entry-point launcher that calls ``module:attr`` and nothing else.
+
+    Installers' templates differ in detail (uv strips "-script.pyw"/".exe" with endswith, pip
+    with re.sub), so the code is checked against a whitelist rather than one text: imports of
+    sys and re, ``from module import head``, assignments to ``sys.argv[0]``, and calls of
+    nothing but sys.exit, re.sub, ``sys.argv[0].endswith`` and, once, ``sys.exit(attr())``.
+    """
+    if not attr:
+        return False
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    entry = attr.split(".")
+    imported = False
+    for stmt in tree.body:
+        match stmt:
+            case ast.Expr(value=ast.Constant(value=str())):
+                pass  # a docstring, or the string that hides a /bin/sh trampoline
+            case ast.Import(names=aliases) if all(
+                a.name in ("sys", "re") and a.asname is None for a in aliases
+            ):
+                pass
+            case ast.ImportFrom(module=m, level=0, names=[ast.alias(name=n, asname=None)]) if (
+                m == module and n == entry[0] and not imported
+            ):
+                imported = True
+            case ast.If(
+                test=ast.Compare(
+                    left=ast.Name(id="__name__"),
+                    ops=[ast.Eq()],
+                    comparators=[ast.Constant(value="__main__")],
+                ),
+                orelse=[],
+            ):
+                pass
+            case _:
+                return False
+    names = {"sys", "re", "__name__", entry[0]}
+    entry_calls = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, _LAUNCHER_NODES):
+            return False
+        match node:
+            case ast.Import() | ast.ImportFrom() if not any(node is s for s in tree.body):
+                return False  # importing runs code: only the imports checked above
+            case ast.Name(id=name) if name not in names:
+                return False
+            case ast.Assign(targets=targets) if not all(_is_argv0(t) for t in targets):
+                return False
+            case ast.Subscript(value=value) if not (
+                _is_attr(value, "sys", "argv") or _is_argv0(value)
+            ):
+                return False
+            case ast.Attribute() if not (
+                _is_attr(node, "sys", "exit")
+                or _is_attr(node, "sys", "argv")
+                or _is_attr(node, "re", "sub")
+                or (node.attr == "endswith" and _is_argv0(node.value))
+                or _is_prefix(_attr_chain(node), entry)
+            ):
+                return False
+            case ast.Call(func=func, args=args, keywords=keywords):
+                if _attr_chain(func) == entry:
+                    if args or keywords:
+                        return False
+                    entry_calls += 1
+                elif _is_attr(func, "sys", "exit"):
+                    if keywords or len(args) != 1:
+                        return False
+                    if not (isinstance(args[0], ast.Call) and _attr_chain(args[0].func) == entry):
+                        return False
+                elif not (
+                    _is_attr(func, "re", "sub")
+                    or (
+                        isinstance(func, ast.Attribute)
+                        and func.attr == "endswith"
+                        and _is_argv0(func.value)
+                    )
+                ):
+                    return False
+    return imported and entry_calls == 1
+
+
+def _installer_file_ok(name: str, data: bytes) -> bool:
+    """Whether an installer-written dist-info file looks like what installers write."""
+    if name in ("INSTALLER", "REQUESTED"):
+        try:
+            return len(data) <= 1024 and len(data.decode("utf-8").splitlines()) <= 1
+        except UnicodeDecodeError:
+            return False
+    if name.endswith(".json"):
+        try:
+            return isinstance(json.loads(data), dict)
+        except ValueError:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- checking one distribution
+
+
+def _pyc_source(key: str) -> str | None:
+    """``a/mod.py`` for ``a/__pycache__/mod.cpython-311.pyc``; None for anything else."""
+    parent, name = posixpath.split(key)
+    if posixpath.basename(parent) != "__pycache__" or not name.endswith(".pyc"):
+        return None
+    return posixpath.join(posixpath.dirname(parent), name.split(".", 1)[0] + ".py")
+
+
+@dataclass
+class _Installed:
+    """One installed distribution as its dist-info describes it."""
+
+    name: str
+    version: str
+    dist_info: str  # venv-relative
+    record: dict[str, RecordEntry]  # venv-relative path -> entry
+    intact: set[str]  # paths that exist and hash to what RECORD says
+
+
+class _Checker:
+    def __init__(self, layout: VenvLayout, repository: _Repository) -> None:
+        self.layout = layout
+        self.repository = repository
+        self.digests = _FileDigests(layout.root)
+        self.report = VerifyReport()
+        self.owned: set[str] = set()
+
+    def problem(self, dist: str, version: str | None, path: str | None, reason: str) -> None:
+        self.report.problems.append(Problem(dist, version, path, reason))
+
+    # -- the installed side
+
+    def distribution(self, dist_info: Path) -> None:
+        layout = self.layout
+        di_key = layout.key(dist_info) or dist_info.name
+        stem = dist_info.name[: -len(".dist-info")]
+        fallback_name, _, fallback_version = stem.partition("-")
+        metadata = self._metadata(dist_info)
+        name = (metadata.get("Name") or "").strip() if metadata else ""
+        version = (metadata.get("Version") or "").strip() if metadata else ""
+        if not name or not version:
+            name, version = fallback_name, fallback_version
+            self.problem(name, version or None, f"{di_key}/METADATA", "METADATA missing or bad")
+        record = self._record(dist_info, name, version)
+        if record is None:
+            self.problem(name, version, f"{di_key}/RECORD", "RECORD missing or unreadable")
+        installed = _Installed(name, version, di_key, record or {}, set())
+        self._check_integrity(installed)
+        self.report.checked.append((name, version))
+
+        candidates = self.repository.wheels(name, version)
+        if not candidates:
+            self.problem(name, version, None, "not in the repository")
+            return
+        wheels = [c for c in candidates if isinstance(c, WheelContents)]
+        if not wheels:
+            for reason in candidates:
+                self.problem(name, version, None, str(reason))
+            return
+        # Several wheels of one release (other tags): judge against the one that fits best.
+        verdicts: list[list[Problem]] = [self._compare(installed, wheel) for wheel in wheels]
+        verdicts.sort(key=len)
+        self.report.problems.extend(verdicts[0])
+
+    def _metadata(self, dist_info: Path) -> Message | None:
+        try:
+            return parse_metadata((dist_info / "METADATA").read_bytes())
+        except OSError:
+            return None
+
+    def _record(self, dist_info: Path, name: str, version: str) -> dict[str, RecordEntry] | None:
+        try:
+            entries = parse_record((dist_info / "RECORD").read_bytes())
+        except (OSError, ValueError, csv.Error):
+            return None
+        out = {}
+        for entry in entries:
+            key = self.layout.key(dist_info.parent / entry.path)
+            if key is None:
+                self.problem(name, version, entry.path, "RECORD lists a path outside the venv")
+                continue
+            out[key] = entry
+        self.owned.update(out)
+        return out
+
+    def _check_integrity(self, dist: _Installed) -> None:
+        """Each file RECORD lists exists and still has the hash RECORD gives it."""
+        record_key = f"{dist.dist_info}/RECORD"
+        for key, entry in sorted(dist.record.items()):
+            path = self.layout.root / key
+            if not path.exists() and not path.is_symlink():
+                self.problem(dist.name, dist.version, key, "missing")
+                continue
+            if path.is_symlink() or not path.is_file():
+                self.problem(dist.name, dist.version, key, "not a regular file")
+                continue
+            split = _split_hash(entry.hash)
+            if split is None:
+                if key == record_key or _pyc_source(key) is not None:
+                    dist.intact.add(key)
+                else:
+                    self.problem(dist.name, dist.version, key, "RECORD gives no hash")
+                continue
+            algo, digest = split
+            if algo not in _ALGORITHMS:
+                self.problem(dist.name, dist.version, key, f"RECORD uses {algo}")
+            elif self.digests(key, algo) != digest:
+                self.problem(dist.name, dist.version, key, "modified after install")
+            else:
+                dist.intact.add(key)
+
+    # -- against the wheel
+
+    def _compare(self, dist: _Installed, wheel: WheelContents) -> list[Problem]:
+        layout = self.layout
+        expected = expected_files(wheel, layout, dist.name)
+        filename = wheel.ref.filename
+        out: list[Problem] = []
+
+        def problem(key: str, reason: str) -> None:
+            out.append(Problem(dist.name, dist.version, key, reason))
+
+        for key in sorted(dist.record):
+            if key not in dist.intact:
+                continue  # already reported
+            directory, base = posixpath.split(key)
+            if directory == dist.dist_info and base in _INSTALLER_FILES:
+                if not _installer_file_ok(base, (layout.root / key).read_bytes()):
+                    problem(key, "installer-written file with unexpected content")
+            elif key in expected:
+                reason = self._same_file(key, expected[key])
+                if reason:
+                    problem(key, f"{reason} {filename}")
+            elif directory == layout.scripts and base in wheel.launchers:
+                module, attr = wheel.launchers[base]
+                if not self._launcher_ok(key, module, attr):
+                    problem(key, f"not a launcher of {module}:{attr}")
+            elif (source := _pyc_source(key)) is not None and source in dist.intact:
+                pass
+            else:
+                problem(key, f"not a file of {filename}")
+        for key in sorted(expected.keys() - dist.record.keys()):
+            problem(key, f"file of {filename} not installed")
+        for script in sorted(wheel.launchers):
+            key = f"{layout.scripts}/{script}"
+            if key not in dist.record and key not in expected:
+                problem(key, f"entry-point launcher of {filename} not installed")
+        return out
+
+    def _same_file(self, key: str, file: WheelFile) -> str | None:
+        """None if the installed ``key`` is ``file`` as an installer writes it, else why not."""
+        if file.body_sha256 is None:
+            split = _split_hash(file.hash)
+            if split is None or split[0] not in _ALGORITHMS:
+                return "no usable hash for it in the RECORD of"
+            return None if self.digests(key, split[0]) == split[1] else "differs from"
+        parsed = split_shebang((self.layout.root / key).read_bytes())
+        if parsed is None or not _is_venv_python(self.layout, parsed[0]):
+            return "script does not start with the venv's python, as in"
+        if parsed[1] not in ("", file.shebang_args):
+            return "script's interpreter arguments differ from"
+        if hashlib.sha256(parsed[2]).hexdigest() != file.body_sha256:
+            return "differs from"
+        return None
+
+    def _launcher_ok(self, key: str, module: str, attr: str) -> bool:
+        parsed = split_shebang((self.layout.root / key).read_bytes())
+        if parsed is None or parsed[1] or not _is_venv_python(self.layout, parsed[0]):
+            return False
+        try:
+            source = parsed[2].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return launcher_runs(source, module, attr)
+
+    # -- files nobody owns
+
+    def unowned(self) -> None:
+        layout = self.layout
+        for site in layout.site_dirs:
+            for dirpath, dirnames, filenames in os.walk(layout.root / site):
+                here = Path(dirpath)
+                # A symlinked directory is not descended into: it is reported as one entry.
+                links = [d for d in dirnames if (here / d).is_symlink()]
+                dirnames[:] = sorted(d for d in dirnames if d not in links)
+                for name in sorted([*filenames, *links]):
+                    key = layout.key(here / name)
+                    if key is None or key in self.owned:
+                        continue
+                    source = _pyc_source(key)
+                    if source is not None and source in self.owned:
+                        continue
+                    reason = "not listed in any RECORD"
+                    if name.endswith(".pth"):
+                        reason += " (a .pth file runs code at interpreter start)"
+                    self.problem(UNOWNED, None, key, reason)
+        scripts = layout.root / layout.scripts
+        venv_files = _venv_scripts(layout.python_version)
+        for entry in sorted(scripts.iterdir()) if scripts.is_dir() else []:
+            key = f"{layout.scripts}/{entry.name}"
+            if key not in self.owned and entry.name not in venv_files:
+                self.problem(UNOWNED, None, key, "not listed in any RECORD")
+
+
+def _venv_scripts(python_version: str) -> frozenset[str]:
+    """Files ``uv venv`` (or ``python -m venv``) itself puts in bin/."""
+    activators = {"activate", "activate.bat", "activate.csh", "activate.fish", "activate.nu"}
+    activators |= {"activate.ps1", "Activate.ps1", "activate.xsh", "activate_this.py"}
+    activators |= {"deactivate.bat", "pydoc.bat"}
+    return frozenset({*activators, "python", "python3", f"python{python_version}"})
+
+
+def verify_venv(venv: Path, wheels: Sequence[tuple[WheelRef, Path]]) -> VerifyReport:
+    """Check every file installed in ``venv`` against the repository's ``wheels``.
+
+    Raises VerifyError only when ``venv`` is not a virtual environment; everything found wrong
+    inside it is a Problem in the report.
+    """
+    checker = _Checker(venv_layout(venv), _Repository(wheels))
+    for site in checker.layout.site_dirs:
+        for dist_info in sorted((checker.layout.root / site).glob("*.dist-info")):
+            if dist_info.is_dir():
+                checker.distribution(dist_info)
+    checker.unowned()
+    checker.report.checked.sort()
+    return checker.report

@@ -1,0 +1,1 @@
+"""What people see: live progress, the browsable pages, the dependency graph."""

@@ -1,0 +1,667 @@
+"""Browsable pages of a repository, for people: what is in it, why, and how each wheel was built.
+
+Written as static files under ``browse/`` (``index.html``, one ``<project>.html`` per project and
+``graph.html``), so they work from ``rewheel serve``, from any static file server or from disk.
+Links are relative: ``../wheels/<file>``, ``../logs/<log>``, ``<project>.html#v-<version>``.
+The installers' pages under ``simple/`` are a different thing and are not touched here.
+
+``collect`` reads the repository, ``render_site`` is pure (values in, HTML text out, every value
+escaped: names, requirements and metadata are not trusted; only ``http(s)://`` addresses become
+links), ``write_browse`` writes the files. What a build could have planted in the repository is
+not trusted either: nothing is read through a symbolic link (``open_below``), and the pages' own
+scripts and styles are the only ones ``content_security_policy`` lets a browser run.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import json
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ..core.errors import RepositoryError, RewheelError
+from ..core.fsutil import atomic_write_text
+from ..repo.repository import Repository
+from ..repo.wheelfile import parse_metadata
+from .graph_export import INLINE_SCRIPTS, INLINE_STYLES, parse_graph, to_html
+
+BROWSE_DIR = "browse"
+PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json")
+_PAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.html$")
+# An address shown as a link: spelled out with its scheme, nothing a browser would strip or fold
+# (spaces, controls, backslashes) so that what is checked is what the browser follows.
+_LINKABLE_URL = re.compile(r"^https?://[^\s\x00-\x1f\x7f\\]+$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    filename: str
+    sha256: str
+    size: int
+    provenance: tuple[
+        str, ...
+    ] = ()  # files beside the wheel in wheels/, e.g. <wheel>.provenance.json
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str  # normalized
+    version: str
+    wheels: tuple[WheelInfo, ...]
+    record: Mapping[str, Any] | None = None  # build-order.json entry, else records/ file
+    in_last_run: bool = False  # listed in build-order.json (so ``why`` is complete)
+    summary: str | None = None
+    requires_python: str | None = None
+    requires_dist: tuple[str, ...] = ()
+    log: str | None = None  # file name in logs/
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    name: str
+    versions: tuple[VersionInfo, ...]  # newest first
+
+    @property
+    def latest(self) -> VersionInfo:
+        return self.versions[0]
+
+
+@dataclass(frozen=True)
+class Site:
+    projects: tuple[ProjectInfo, ...]
+    has_graph: bool = False
+    title: str = "rewheel repository"
+
+
+# -- rendering (pure) -------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page_name(project: str) -> str:
+    return f"{canonicalize_name(project)}.html"
+
+
+def version_anchor(version: str) -> str:
+    return f"v-{version}"
+
+
+def version_href(project: str, version: str) -> str:
+    return f"{page_name(project)}#{quote(version_anchor(version), safe='')}"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+_CSS = """
+:root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; --accent: #2563eb;
+        --install: #2b6cb0; --build-system: #c05621; --build-backend: #6b46c1; }
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 0 auto;
+       padding: 16px 24px; }
+a { color: var(--accent); }
+nav { margin-bottom: 8px; font-size: 14px; }
+h1 { margin: 8px 0; } h2 { margin-top: 32px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line);
+         vertical-align: top; }
+th { font-weight: 600; font-size: 13px; color: var(--muted); }
+#projects td:first-child { white-space: nowrap; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
+code.sha256 { word-break: break-all; }
+.muted { color: var(--muted); }
+.kind { font-size: 12px; padding: 0 6px; border-radius: 8px; border: 1px solid;
+        white-space: nowrap; }
+.kind.install { color: var(--install); } .kind.build-system { color: var(--build-system); }
+.kind.build-backend { color: var(--build-backend); } .kind.toplevel { color: var(--muted); }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
+dt { color: var(--muted); } dd { margin: 0; word-break: break-word; }
+ul { margin: 4px 0; padding-left: 20px; }
+input[type=search] { font: inherit; padding: 4px 8px; width: 280px; margin: 8px 0; }
+pre { overflow: auto; font-size: 12px; }
+.versions a { margin-right: 8px; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n"
+        '<link rel="icon" href="data:,">\n'  # no favicon request to the server
+        f"<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"{body}</body>\n</html>\n"
+    )
+
+
+def _kind(kind: str) -> str:
+    return f'<span class="kind {_e(kind)}">{_e(kind)}</span>'
+
+
+def render_index(site: Site) -> str:
+    """The front page: every project, its latest version and summary, and how to install."""
+    wheels = sum(len(v.wheels) for p in site.projects for v in p.versions)
+    links = ['<a href="../simple/">simple index (for installers)</a>']
+    if site.has_graph:
+        links.insert(0, '<a href="graph.html" id="graph-link">dependency graph</a>')
+    rows = []
+    for p in site.projects:
+        latest = p.latest
+        rows.append(
+            f'<tr data-name="{_e(p.name)}"><td><a href="{_e(page_name(p.name))}">{_e(p.name)}</a>'
+            f"</td><td>{_e(latest.version)}</td><td>{len(p.versions)}</td>"
+            f"<td>{_e(latest.summary or '')}</td></tr>\n"
+        )
+    body = (
+        f"<h1>{_e(site.title)}</h1>\n"
+        f'<p id="counts">{len(site.projects)} projects, {wheels} wheels, each built here from '
+        "its sdist. " + " · ".join(links) + "</p>\n"
+        "<p>Install from it: <code>pip install --index-url "
+        '<span id="origin">http://HOST:PORT</span>/simple/ NAME</code></p>\n'
+        '<input type="search" id="filter" placeholder="filter projects" aria-label="filter">\n'
+        '<table id="projects"><thead><tr><th>project</th><th>latest</th><th>versions</th>'
+        "<th>summary</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n"
+    )
+    if not site.projects:
+        body += '<p class="muted">Nothing was built into this repository yet.</p>\n'
+    body += _INDEX_SCRIPT
+    return _page(site.title, body)
+
+
+# Fills in the server's address when served over HTTP, and filters the table as one types.
+_INDEX_JS = """
+if (location.protocol.startsWith("http")) {
+  document.getElementById("origin").textContent = location.origin;
+}
+document.getElementById("filter").addEventListener("input", function (ev) {
+  const q = ev.target.value.trim().toLowerCase().replace(/[-_.]+/g, "-");
+  for (const row of document.querySelectorAll("#projects tbody tr")) {
+    row.hidden = q !== "" && !row.dataset.name.includes(q);
+  }
+});
+"""
+_INDEX_SCRIPT = f"<script>{_INDEX_JS}</script>\n"
+
+
+def _csp_hashes(sources: Iterable[str]) -> str:
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+        for text in sources
+    )
+
+
+def content_security_policy() -> str:
+    """The Content-Security-Policy the pages are served with: nothing but their own inline
+    scripts and styles (allowed by hash, so an injected one would not run), no requests at all
+    but the inline favicon, and no framing. Links and ``location`` still work.
+    """
+    return (
+        "default-src 'none'; "
+        f"script-src {_csp_hashes((_INDEX_JS, *INLINE_SCRIPTS))}; "
+        f"style-src {_csp_hashes((_CSS, *INLINE_STYLES))}; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def _why(version: VersionInfo, known: Mapping[str, set[str]]) -> str:
+    reasons = (version.record or {}).get("why") or []
+    items = []
+    for reason in reasons:
+        if not isinstance(reason, Mapping):
+            continue
+        kind = str(reason.get("kind", ""))
+        requirement = str(reason.get("requirement", ""))
+        parent = reason.get("package")
+        if parent is None:
+            items.append(f"<li>requested as <code>{_e(requirement)}</code> {_kind(kind)}</li>")
+        else:
+            items.append(
+                f"<li>{_node_link(str(parent), known)} needs <code>{_e(requirement)}</code> "
+                f"{_kind(kind)}</li>"
+            )
+    if items:
+        return '<ul class="why">\n' + "\n".join(items) + "\n</ul>\n"
+    if version.in_last_run:
+        return '<p class="muted">No reason recorded.</p>\n'
+    return (
+        '<p class="muted">Not part of the last bootstrap\'s tree (built by an earlier run).</p>\n'
+    )
+
+
+def _node_link(node: str, known: Mapping[str, set[str]]) -> str:
+    name, _, version = node.partition("==")
+    project = canonicalize_name(name)
+    if version in known.get(project, set()):
+        return f'<a href="{_e(version_href(project, version))}">{_e(node)}</a>'
+    return _e(node)
+
+
+def _build_env(record: Mapping[str, Any], known: Mapping[str, set[str]], shas: set[str]) -> str:
+    env = record.get("build_env") or []
+    if not env:
+        if record.get("prebuilt"):
+            return '<p class="muted">None: the upstream\'s own wheel was taken, not built.</p>\n'
+        return '<p class="muted">Empty: built with no other package installed.</p>\n'
+    rows = []
+    for item in env:
+        if not isinstance(item, Mapping):
+            continue
+        name, version, sha256 = (str(item.get(k, "")) for k in ("name", "version", "sha256"))
+        project = canonicalize_name(name)
+        label = f"{project} {version}"
+        if version in known.get(project, set()):
+            cell = (
+                f'<a class="env-link" href="{_e(version_href(project, version))}">{_e(label)}</a>'
+            )
+        else:
+            cell = _e(label)
+        note = "" if sha256 in shas else ' <span class="muted">(not in this repository)</span>'
+        rows.append(
+            f'<tr><td>{cell}</td><td><code class="sha256">{_e(sha256)}</code>{note}</td></tr>'
+        )
+    return (
+        '<table class="build-env"><thead><tr><th>wheel</th><th>sha256</th></tr></thead><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>\n"
+    )
+
+
+def _url_link(url: str) -> str:
+    """A link to ``url`` when it is an ``http(s)://`` address, else the address as plain text.
+
+    A record is written from what an index said: ``javascript:`` or ``data:`` must not become
+    something to click on.
+    """
+    if _LINKABLE_URL.match(url):
+        return f'<a href="{_e(url)}">{_e(url.rsplit("/", 1)[-1])}</a>'
+    return f'<code class="url">{_e(url)}</code>'
+
+
+def _dl(items: Iterable[tuple[str, str]]) -> str:
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in items)
+    return f"<dl>{rows}</dl>\n" if rows else ""
+
+
+def _requirements(values: object) -> str:
+    if not isinstance(values, list) or not values:
+        return '<span class="muted">none</span>'
+    return ", ".join(f"<code>{_e(v)}</code>" for v in values)
+
+
+def _used_by(
+    version: VersionInfo, users: Mapping[str, list[str]], known: Mapping[str, set[str]]
+) -> str:
+    nodes = sorted({node for w in version.wheels for node in users.get(w.sha256, [])})
+    if not nodes:
+        return '<p class="muted">No build environment of this repository held it.</p>\n'
+    items = "".join(f"<li>{_node_link(node, known)}</li>" for node in nodes)
+    return f'<ul class="used-by">{items}</ul>\n'
+
+
+def _version_section(
+    project: ProjectInfo,
+    version: VersionInfo,
+    known: Mapping[str, set[str]],
+    shas: set[str],
+    users: Mapping[str, list[str]],
+) -> str:
+    record = version.record or {}
+    out = [
+        f'<section class="version" id="{_e(version_anchor(version.version))}">\n'
+        f"<h2>{_e(project.name)} {_e(version.version)}</h2>\n"
+    ]
+    facts: list[tuple[str, str]] = []
+    if version.summary:
+        facts.append(("summary", _e(version.summary)))
+    if version.requires_python:
+        facts.append(("requires python", f"<code>{_e(version.requires_python)}</code>"))
+    if version.requires_dist:
+        facts.append(("requires", _requirements(list(version.requires_dist))))
+    out.append(_dl(facts))
+
+    out.append("<h3>Files</h3>\n")
+    rows = []
+    for w in version.wheels:
+        extra = []
+        for fname in w.provenance:
+            label = "signed provenance" if fname.endswith(".dsse.json") else "provenance"
+            extra.append(f'<a class="provenance" href="../wheels/{_e(quote(fname))}">{label}</a>')
+        rows.append(
+            f'<tr><td><a class="wheel" href="../wheels/{_e(quote(w.filename))}">'
+            f"{_e(w.filename)}</a>{' · ' + ' · '.join(extra) if extra else ''}</td>"
+            f"<td>{_size(w.size)}</td>"
+            f'<td><code class="sha256">{_e(w.sha256)}</code></td></tr>'
+        )
+    out.append(
+        '<table class="files"><thead><tr><th>file</th><th>size</th><th>sha256</th></tr>'
+        "</thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+    )
+
+    out.append("<h3>Why it is here</h3>\n")
+    out.append(_why(version, known))
+    out.append("<h3>In the build environment of</h3>\n")
+    out.append(_used_by(version, users, known))
+
+    if record:
+        out.append("<h3>How it was built</h3>\n")
+        built: list[tuple[str, str]] = []
+        if record.get("prebuilt"):
+            built.append(("source", "the upstream's pre-built wheel (allowed by the settings)"))
+        url = record.get("sdist_url")
+        if isinstance(url, str) and url:
+            built.append(("sdist", _url_link(url)))
+        if record.get("sdist_sha256"):
+            built.append(
+                ("sdist sha256", f'<code class="sha256">{_e(record["sdist_sha256"])}</code>')
+            )
+        if "build_system_requires" in record:
+            built.append(("build-system.requires", _requirements(record["build_system_requires"])))
+        if "backend_requires" in record:
+            built.append(("backend asked for", _requirements(record["backend_requires"])))
+        if isinstance(record.get("seconds"), int | float):
+            built.append(("build time", f"{float(record['seconds']):.1f}s"))
+        if record.get("cache_key"):
+            built.append(("cache key", f'<code class="sha256">{_e(record["cache_key"])}</code>'))
+        if version.log:
+            href = f"../logs/{quote(version.log)}"
+            built.append(("log", f'<a class="log" href="{_e(href)}">{_e(version.log)}</a>'))
+        out.append(_dl(built))
+        out.append("<h3>Build environment</h3>\n")
+        out.append(_build_env(record, known, shas))
+        out.append(
+            "<details><summary>the full record</summary><pre>"
+            + _e(json.dumps(record, indent=2, sort_keys=True, default=str))
+            + "</pre></details>\n"
+        )
+    elif version.log:
+        href = f"../logs/{quote(version.log)}"
+        out.append(f'<p><a class="log" href="{_e(href)}">build log</a></p>\n')
+    else:
+        out.append('<p class="muted">No build record for this version.</p>\n')
+    out.append("</section>\n")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Links:
+    """What every project page looks up about the whole site."""
+
+    known: dict[str, set[str]]  # project -> versions with a section
+    shas: set[str]  # every wheel's sha256
+    users: dict[str, list[str]]  # wheel sha256 -> the builds whose environment held it
+
+    @classmethod
+    def of(cls, site: Site) -> _Links:
+        users: dict[str, list[str]] = {}
+        for p in site.projects:
+            for v in p.versions:
+                for item in (v.record or {}).get("build_env") or []:
+                    if isinstance(item, Mapping) and isinstance(item.get("sha256"), str):
+                        users.setdefault(item["sha256"], []).append(f"{p.name}=={v.version}")
+        return cls(
+            known={p.name: {v.version for v in p.versions} for p in site.projects},
+            shas={w.sha256 for p in site.projects for v in p.versions for w in v.wheels},
+            users=users,
+        )
+
+
+def render_project(project: ProjectInfo, site: Site, links: _Links | None = None) -> str:
+    """A project's page: a section per version with files, reasons, build environment, log."""
+    links = links or _Links.of(site)
+    versions = " ".join(
+        f'<a href="#{_e(quote(version_anchor(v.version), safe=""))}">{_e(v.version)}</a>'
+        for v in project.versions
+    )
+    body = (
+        '<nav><a href="index.html">all projects</a>'
+        + (' · <a href="graph.html">dependency graph</a>' if site.has_graph else "")
+        + "</nav>\n"
+        f"<h1>{_e(project.name)}</h1>\n"
+        f'<p class="versions">versions: {versions}</p>\n'
+        + "".join(
+            _version_section(project, v, links.known, links.shas, links.users)
+            for v in project.versions
+        )
+    )
+    return _page(f"{project.name} · {site.title}", body)
+
+
+def render_site(site: Site) -> dict[str, str]:
+    """Every page of ``site`` by file name (graph.html is added by the writer)."""
+    links = _Links.of(site)
+    pages = {"index.html": render_index(site)}
+    for project in site.projects:
+        pages[page_name(project.name)] = render_project(project, site, links)
+    return pages
+
+
+# -- reading the repository -------------------------------------------------------------------
+
+
+def _version_key(version: str) -> tuple[int, Version | None, str]:
+    try:
+        return (1, Version(version), version)
+    except InvalidVersion:
+        return (0, None, version)
+
+
+def _normal_version(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def open_below(root: Path, path: Path) -> BinaryIO:
+    """Open the regular file ``path`` (``root`` or a folder under it) without following a
+    symbolic link anywhere below ``root``: not the file, not a folder on the way.
+
+    Each folder is opened relative to the one before with ``O_NOFOLLOW`` (no window for a link
+    to be swapped in between a check and the open). A link, a missing file or anything but a
+    regular file raises ``OSError``; a missing one ``FileNotFoundError``. ``root`` itself is
+    taken as given.
+    """
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise FileNotFoundError(f"{path} is not under {root}") from None
+    if not parts or any(part in (".", "..") for part in parts):
+        raise IsADirectoryError(f"{path} names no file under {root}")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
+            )
+            os.close(folder)
+            folder = inner
+        # O_NONBLOCK: opening a FIFO planted in place of a file does not hang the reader.
+        fd = os.open(
+            parts[-1],
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+            dir_fd=folder,
+        )
+    finally:
+        os.close(folder)
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise IsADirectoryError(f"{path} is not a regular file")
+    return f
+
+
+def _read_below(root: Path, path: Path) -> bytes:
+    with open_below(root, path) as f:
+        return f.read()
+
+
+def _is_file_no_link(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _read_json(repo: Repository, path: Path) -> Any:
+    try:
+        return json.loads(_read_below(repo.root, path).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a page that cannot show one record is still worth writing
+
+
+def _records(repo: Repository) -> tuple[dict[tuple[str, str], dict[str, Any]], set[Any]]:
+    """Records by (name, version): records/ first, build-order.json (with ``why``) over them."""
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    if repo.records_dir.is_dir() and not repo.records_dir.is_symlink():
+        for path in sorted(repo.records_dir.glob("*.json")):
+            data = _read_json(repo, path) if not path.name.startswith(".") else None
+            if isinstance(data, dict) and "name" in data and "version" in data:
+                key = (canonicalize_name(str(data["name"])), _normal_version(str(data["version"])))
+                by_key[key] = data
+    in_last_run = set()
+    order = _read_json(repo, repo.root / "build-order.json")
+    if isinstance(order, list):
+        for data in order:
+            if isinstance(data, dict) and "name" in data and "version" in data:
+                key = (canonicalize_name(str(data["name"])), _normal_version(str(data["version"])))
+                by_key[key] = data
+                in_last_run.add(key)
+    return by_key, in_last_run
+
+
+def default_title(repo: Repository) -> str:
+    return f"rewheel repository {repo.root.resolve().name}"
+
+
+def collect(repo: Repository, *, title: str | None = None, has_graph: bool = False) -> Site:
+    """What the pages show, read from the repository's wheels, records and logs."""
+    records, in_last_run = _records(repo)
+    # Only what the server would hand out is linked: regular files, not symbolic links.
+    logs = (
+        {p.name for p in repo.logs_dir.iterdir() if _is_file_no_link(p)}
+        if repo.logs_dir.is_dir() and not repo.logs_dir.is_symlink()
+        else set()
+    )
+    present = (
+        {p.name for p in repo.wheels_dir.iterdir() if _is_file_no_link(p)}
+        if repo.wheels_dir.is_dir() and not repo.wheels_dir.is_symlink()
+        else set()
+    )
+    grouped: dict[str, dict[str, list[WheelInfo]]] = {}
+    metadata: dict[tuple[str, str], bytes] = {}
+    for ref in repo.wheels():
+        path = repo.wheel_path(ref)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a symbolic link: not served, so not shown
+        size = st.st_size
+        provenance = tuple(
+            ref.filename + suffix
+            for suffix in PROVENANCE_SUFFIXES
+            if ref.filename + suffix in present
+        )
+        grouped.setdefault(ref.name, {}).setdefault(ref.version, []).append(
+            WheelInfo(ref.filename, ref.sha256, size, provenance)
+        )
+        key = (str(ref.name), _normal_version(ref.version))
+        if key not in metadata:
+            with contextlib.suppress(OSError):
+                metadata[key] = _read_below(repo.root, path.with_name(path.name + ".metadata"))
+    projects = []
+    for name in sorted(grouped):
+        versions: list[VersionInfo] = []
+        for version in sorted(grouped[name], key=_version_key, reverse=True):
+            key = (name, _normal_version(version))
+            record = records.get(key)
+            msg = parse_metadata(metadata[key]) if key in metadata else None
+            summary = msg.get("Summary") if msg is not None else None
+            requires_python = msg.get("Requires-Python") if msg is not None else None
+            requires_dist = (
+                tuple(str(r) for r in (msg.get_all("Requires-Dist") or [])) if msg else ()
+            )
+            log = None
+            recorded_log = record.get("log") if record else None
+            for candidate in (
+                Path(recorded_log).name if isinstance(recorded_log, str) else None,
+                f"{name}-{version}.log",
+            ):
+                if candidate and candidate in logs:
+                    log = candidate
+                    break
+            versions.append(
+                VersionInfo(
+                    name=name,
+                    version=version,
+                    wheels=tuple(sorted(grouped[name][version], key=lambda w: w.filename)),
+                    record=record,
+                    in_last_run=key in in_last_run,
+                    summary=str(summary).strip() if summary else None,
+                    requires_python=str(requires_python).strip() if requires_python else None,
+                    requires_dist=requires_dist,
+                    log=log,
+                )
+            )
+        projects.append(ProjectInfo(name=name, versions=tuple(versions)))
+    return Site(projects=tuple(projects), has_graph=has_graph, title=title or default_title(repo))
+
+
+def write_browse(repo: Repository) -> Path:
+    """Write (or refresh) ``browse/`` from the repository; returns the folder.
+
+    Pages are rewritten only when their text changed, and pages of projects that are gone are
+    removed, so the folder always matches the repository.
+    """
+    out = repo.root / BROWSE_DIR
+    title = default_title(repo)
+    graph_page = None
+    graph = _read_json(repo, repo.root / "graph.json")
+    if graph is not None:
+        # A malformed graph.json: the other pages are still worth having.
+        with contextlib.suppress(RewheelError):
+            graph_page = to_html(parse_graph(graph), title=f"{title}: dependency graph")
+    try:
+        pages = render_site(collect(repo, title=title, has_graph=graph_page is not None))
+        if graph_page is not None:
+            pages["graph.html"] = graph_page
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in pages.items():
+            path = out / name
+            try:
+                if path.read_text(encoding="utf-8") == text:
+                    continue
+            except (OSError, UnicodeDecodeError):
+                pass
+            atomic_write_text(path, text)
+        for path in out.iterdir():
+            if _PAGE_NAME.match(path.name) and path.name not in pages:
+                path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RepositoryError(
+            f"cannot write the browsable pages in {out}: {exc}", step="browse"
+        ) from exc
+    return out

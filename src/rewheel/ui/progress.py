@@ -1,0 +1,424 @@
+"""Progress of a bootstrap: a live display on a terminal, timestamped lines elsewhere, a summary.
+
+The Bootstrapper calls the ``Reporter`` hooks from its event loop thread; the live display is
+redrawn from rich's refresh thread, so the state both read is kept under a lock. Everything goes
+to stderr: stdout is for data (``rewheel why``, ``rewheel graph --dot``).
+
+The total is not known up front (build environments are resolved as the run goes), so the count is
+"done / known so far", and the estimate is for the packages known so far.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import click
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from ..core.errors import RewheelError
+from ..core.report import BootstrapResult, Reporter
+
+Clock = Callable[[], float]
+
+# Steps during which a node holds one of the ``jobs`` build slots: a "worker".
+_WORKER_STEPS = ("get-requires", "build")
+_MAX_WORKER_ROWS = 16
+_SLOWEST = 5
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+# -- the summary (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedBuild:
+    node: str
+    step: str | None
+    reason: str
+    log: Path | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    built: int
+    reused: int
+    failed: list[FailedBuild]
+    slowest: list[tuple[str, float]]  # (node, seconds) of builds of this run, slowest first
+    seconds: float
+    repo: Path
+
+
+def summarize(
+    result: BootstrapResult,
+    repo: Path,
+    seconds: float,
+    *,
+    built_nodes: Collection[str] = (),
+    top: int = _SLOWEST,
+) -> Summary:
+    """What the end of a run reports. ``built_nodes``: nodes built (not reused) during the run."""
+    failed = [
+        FailedBuild(
+            node=node,
+            step=error.step,
+            reason=error.message.splitlines()[0] if error.message else type(error).__name__,
+            log=error.log_path,
+        )
+        for node, error in sorted(result.failures.items())
+    ]
+    timed = []
+    for record in result.order:
+        node = f"{record.get('name')}=={record.get('version')}"
+        secs = record.get("seconds")
+        if node in built_nodes and isinstance(secs, int | float):
+            timed.append((node, float(secs)))
+    timed.sort(key=lambda item: (-item[1], item[0]))
+    return Summary(
+        built=result.built,
+        reused=result.reused,
+        failed=failed,
+        slowest=timed[:top],
+        seconds=seconds,
+        repo=repo,
+    )
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """The summary as plain text lines."""
+    lines = [
+        f"{summary.built} built, {summary.reused} reused, {len(summary.failed)} failed "
+        f"in {_duration(summary.seconds)}; repository {summary.repo}"
+    ]
+    for f in summary.failed:
+        step = f" [{f.step}]" if f.step else ""
+        log = f" (log: {f.log})" if f.log else ""
+        lines.append(f"  failed: {f.node}{step}: {f.reason}{log}")
+    if summary.slowest:
+        slowest = ", ".join(f"{node} {_duration(secs)}" for node, secs in summary.slowest)
+        lines.append(f"  slowest builds: {slowest}")
+    return lines
+
+
+def summary_renderable(summary: Summary) -> RenderableType:
+    """The summary as rich tables."""
+    status = "green" if not summary.failed else "red"
+    head = Text.assemble(
+        (f"{summary.built} built", "bold"),
+        ", ",
+        (f"{summary.reused} reused from cache", "bold"),
+        ", ",
+        (f"{len(summary.failed)} failed", f"bold {status}"),
+        f" in {_duration(summary.seconds)}; repository ",
+        (str(summary.repo), "cyan"),
+    )
+    parts: list[RenderableType] = [head]
+    if summary.failed:
+        table = Table(title="Failed", title_justify="left", box=box.SIMPLE_HEAD, expand=False)
+        table.add_column("package", style="bold red", no_wrap=True)
+        table.add_column("step")
+        table.add_column("reason", overflow="fold")
+        table.add_column("log", style="cyan", overflow="fold")
+        for f in summary.failed:
+            table.add_row(f.node, f.step or "", f.reason, str(f.log) if f.log else "")
+        parts.append(table)
+    if summary.slowest:
+        table = Table(title="Slowest builds", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("package", no_wrap=True)
+        table.add_column("time", justify="right")
+        for node, secs in summary.slowest:
+            table.add_row(node, _duration(secs))
+        parts.append(table)
+    return Group(*parts)
+
+
+# -- what both reporters keep count of ----------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    step: str
+    step_started: float
+
+
+@dataclass
+class _Tally:
+    """Nodes seen, their current step, and what has finished; guarded by the reporter's lock."""
+
+    active: dict[str, _Node] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    built_nodes: set[str] = field(default_factory=set)
+    built: int = 0
+    reused: int = 0
+    failed: int = 0
+
+    def step(self, node: str, step: str, now: float) -> None:
+        self.known.add(node)
+        self.finished.discard(node)  # a later pass may take the node up again
+        self.active[node] = _Node(step, now)
+
+    def finish(self, node: str) -> None:
+        self.known.add(node)
+        self.finished.add(node)
+        self.active.pop(node, None)
+
+    @property
+    def count(self) -> str:
+        return f"{len(self.finished)}/{len(self.known)}"
+
+
+class ProgressReporter(Reporter):
+    """A reporter the command line drives: used as a context around the run, then summarizes."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.lock = threading.Lock()
+        self.tally = _Tally()
+
+    def note(self, text: str) -> None:
+        """Something the user should know that is not a package's progress."""
+
+    def summary(self, result: BootstrapResult, repo: Path) -> None:
+        """Report the end of the run."""
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
+
+    def _summarize(self, result: BootstrapResult, repo: Path) -> Summary:
+        with self.lock:
+            built_nodes = set(self.tally.built_nodes)
+        return summarize(result, repo, self.clock() - self.start, built_nodes=built_nodes)
+
+
+class LineReporter(ProgressReporter):
+    """Plain timestamped progress lines on stderr, for logs and pipes."""
+
+    def __init__(
+        self,
+        verbosity: int,
+        *,
+        echo: Callable[[str], None] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(clock)
+        self.verbosity = verbosity
+        self.echo = echo or (lambda text: click.echo(text, err=True))
+
+    def _say(self, text: str, level: int = 1) -> None:
+        if self.verbosity >= level:
+            elapsed = self.clock() - self.start
+            self.echo(f"[{elapsed:7.1f}s] {text}")
+
+    def note(self, text: str) -> None:
+        self._say(f"note: {text}")
+
+    def resolved(self, purpose: str, count: int) -> None:
+        self._say(f"resolved {purpose}: {count} packages")
+
+    def step(self, node: str, step: str) -> None:
+        with self.lock:
+            self.tally.step(node, step, self.clock())
+        self._say(f"{node}: {step}", level=2)
+
+    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
+        with self.lock:
+            self.tally.finish(node)
+            if cached:
+                self.tally.reused += 1
+            else:
+                self.tally.built += 1
+                self.tally.built_nodes.add(node)
+            count = self.tally.count
+        if cached:
+            self._say(f"({count}) {node}: reused {wheel}", level=2)
+        else:
+            self._say(f"({count}) {node}: built {wheel} in {seconds:.1f}s")
+
+    def failed(self, node: str, error: RewheelError) -> None:
+        with self.lock:
+            self.tally.finish(node)
+            self.tally.failed += 1
+        self._say(f"{node}: FAILED: {error}", level=0)
+
+    def summary(self, result: BootstrapResult, repo: Path) -> None:
+        for line in summary_lines(self._summarize(result, repo)):
+            self.echo(line)
+
+
+class RichReporter(ProgressReporter):
+    """A live display: done / known with an estimate, and what each build slot is doing."""
+
+    def __init__(
+        self,
+        console: Console,
+        verbosity: int = 1,
+        *,
+        clock: Clock = time.monotonic,
+        refresh_per_second: float = 8,
+    ) -> None:
+        super().__init__(clock)
+        self.console = console
+        self.verbosity = verbosity
+        self._live: Live | None = None
+        self._refresh_per_second = refresh_per_second
+        # One spinner for the run: it animates from the time of its first frame.
+        self._spinner = Spinner("dots", style="cyan")
+
+    # -- the context: the live display runs while the bootstrap does -----------------------------
+
+    def __enter__(self) -> RichReporter:
+        self.start = self.clock()
+        if self.verbosity >= 1:
+            # stdout stays untouched (it is for data); stray writes to stderr go above the display.
+            self._live = Live(
+                console=self.console,
+                get_renderable=self.render,
+                refresh_per_second=self._refresh_per_second,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=True,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # -- the hooks ---------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self.console.print(Text.assemble(("note: ", "yellow"), text))
+
+    def resolved(self, purpose: str, count: int) -> None:
+        if self.verbosity >= 2:
+            self.console.print(Text(f"resolved {purpose}: {count} packages", style="dim"))
+
+    def step(self, node: str, step: str) -> None:
+        with self.lock:
+            self.tally.step(node, step, self.clock())
+        if self.verbosity >= 2:
+            self.console.print(Text.assemble((node, "bold"), f": {step}", style="dim"))
+
+    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
+        with self.lock:
+            self.tally.finish(node)
+            if cached:
+                self.tally.reused += 1
+            else:
+                self.tally.built += 1
+                self.tally.built_nodes.add(node)
+        if cached:
+            if self.verbosity >= 2:
+                self.console.print(Text.assemble(("= ", "blue"), (node, "bold"), " reused"))
+        elif self.verbosity >= 1:
+            self.console.print(
+                Text.assemble(("✓ ", "green"), (node, "bold"), f" built in {_duration(seconds)}")
+            )
+
+    def failed(self, node: str, error: RewheelError) -> None:
+        with self.lock:
+            self.tally.finish(node)
+            self.tally.failed += 1
+        # Failures are shown even with -q.
+        self.console.print(Text.assemble(("✗ ", "bold red"), (node, "bold"), f" failed: {error}"))
+
+    def summary(self, result: BootstrapResult, repo: Path) -> None:
+        self.console.print(summary_renderable(self._summarize(result, repo)))
+
+    # -- the live display --------------------------------------------------------------------
+
+    def render(self) -> RenderableType:
+        """What the live display shows now."""
+        now = self.clock()
+        with self.lock:
+            tally = self.tally
+            done, known = len(tally.finished), len(tally.known)
+            built, reused, failed = tally.built, tally.reused, tally.failed
+            active = sorted(tally.active.items(), key=lambda item: item[1].step_started)
+        elapsed = now - self.start
+        head = Text.assemble(
+            (f"{done}/{known}", "bold"),
+            " packages known so far",
+            "  ·  ",
+            (f"{built} built", "green"),
+            ", ",
+            (f"{reused} reused", "blue"),
+            ", ",
+            (f"{failed} failed", "red" if failed else ""),
+            f"  ·  {_duration(elapsed)}",
+        )
+        remaining = known - done
+        if done and remaining and elapsed > 0:
+            head.append(f"  ·  ~{_duration(remaining * elapsed / done)} left", style="dim")
+        self._spinner.update(text=head)
+        parts: list[RenderableType] = [self._spinner]
+
+        workers = [(node, n) for node, n in active if n.step in _WORKER_STEPS]
+        if workers:
+            table = Table.grid(padding=(0, 2))
+            table.add_column(no_wrap=True)
+            table.add_column(no_wrap=True, style="magenta")
+            table.add_column(justify="right", no_wrap=True)
+            for node, n in workers[:_MAX_WORKER_ROWS]:
+                table.add_row(f"  {node}", n.step, _duration(now - n.step_started))
+            parts.append(table)
+            if len(workers) > _MAX_WORKER_ROWS:
+                parts.append(Text(f"  … and {len(workers) - _MAX_WORKER_ROWS} more", style="dim"))
+        waiting = len(active) - len(workers)
+        if waiting:
+            parts.append(
+                Text(
+                    f"  {waiting} more downloading, checking the cache or waiting for their "
+                    "build environment",
+                    style="dim",
+                )
+            )
+        return Group(*parts)
+
+
+def make_reporter(verbosity: int, stream: IO[str] | None = None) -> ProgressReporter:
+    """The live display when ``stream`` (default stderr) is a capable terminal, else plain lines."""
+    stream = stream if stream is not None else sys.stderr
+    interactive = stream.isatty() and os.environ.get("TERM", "") != "dumb"
+    if interactive:
+        return RichReporter(Console(file=stream), verbosity)
+    return LineReporter(verbosity, echo=lambda text: click.echo(text, file=stream))
