@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.build.extract import extract_sdist, link_target_problem, unsafe_member_name
+from rewheel.build.extract import extract_sdist, link_target_problem
 from rewheel.core.errors import RewheelError, UnsafeArchiveError
+from rewheel.core.paths import unsafe_member_name
 from rewheel.repo.repository import Repository
 from rewheel.trust.verify import verify_venv
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..core.errors import RewheelError, UnsafeArchiveError
 from ..core.fsutil import remove_tree
+from ..core.paths import unsafe_member_name
 
 _STEP = "extract"
 _TAR_SUFFIXES = {
@@ -194,22 +195,6 @@ def _make_dest(dest_parent: Path, name: str | None, package: str | None) -> Path
             package=package,
             step=_STEP,
         ) from exc
-
-
-def unsafe_member_name(name: str) -> str | None:
-    """Why an archive member name is refused, or None: empty, NUL, absolute (also as a Windows
-    drive or with backslashes) or with a ``..`` part. Stricter than tarfile's filter, which
-    rewrites absolute names instead of refusing them. Wheels are checked with it too."""
-    if not name:
-        return "empty member name"
-    if "\x00" in name:
-        return f"NUL in member name {name!r}"
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or (len(parts[0]) == 2 and parts[0][1] == ":"):
-        return f"absolute member path {name!r}"
-    if ".." in parts:
-        return f"member path with '..': {name!r}"
-    return None
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

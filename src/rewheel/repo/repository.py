@@ -42,9 +42,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from ..build.extract import unsafe_member_name
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
+from ..core.paths import unsafe_member_name
 from ..core.types import WheelRef
 from ..index.index_pages import (
     PageFile,
