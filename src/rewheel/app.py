@@ -111,6 +111,7 @@ def bootstrap(
             from .core.bootstrap import Bootstrapper
             from .core.resolver import Resolver
             from .serve.server import IndexServer
+            from .trust.attest import Attestor
             from .trust.provenance import Signer
 
             signer = Signer(options.signing_key) if options.signing_key is not None else None
@@ -153,7 +154,12 @@ def bootstrap(
                     build_timeout=options.build_timeout,
                     isolate_network=options.isolate_network,
                     settings=settings,
-                    signer=signer,
+                    witness=Attestor(
+                        repo,
+                        signer=signer,
+                        network_isolated=options.isolate_network,
+                        sandbox=sandbox.as_record(network_isolated=options.isolate_network),
+                    ),
                     sandbox=sandbox,
                 )
                 with _build_steps(options, steps, server) as chosen:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
@@ -32,8 +32,6 @@ from ..core.runstate import CACHE_FORMAT, interpreter_tag
 from ..core.types import Confinement, EdgeKind, IndexFile, Runner, Upstream, WheelRef
 from ..repo.repository import Repository
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
-from ..trust.attest import Attestor
-from ..trust.provenance import Signer
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
 from .extract import extract_sdist
@@ -126,6 +124,65 @@ class CoreBudget:
             self._in_use -= n
 
 
+class Witness(Protocol):
+    """What LocalSteps tells about each build, and asks to write its provenance once published.
+
+    ``trust.attest.Attestor`` implements it; the build layer only knows this interface, so that
+    signing stays in the trust layer (and in rewheel's own process, after the build's sandbox).
+    """
+
+    def saw_resolution(self, resolution: Resolution) -> None: ...
+
+    def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None: ...
+
+    def attest(
+        self,
+        prepared: Prepared,
+        env: BuildEnvironment,
+        wheel: WheelRef,
+        *,
+        reproducibility: Mapping[str, str],
+        started: float,
+        build_path: Path,
+        log: Path,
+        system: Sequence[Mapping[str, Any]] = (),
+    ) -> Path: ...
+
+    def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class NoWitness:
+    """A ``Witness`` for runs that publish nothing (rebuild checks, Dask workers)."""
+
+    def saw_resolution(self, resolution: Resolution) -> None:
+        return None
+
+    def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None:
+        return None
+
+    def attest(
+        self,
+        prepared: Prepared,
+        env: BuildEnvironment,
+        wheel: WheelRef,
+        *,
+        reproducibility: Mapping[str, str],
+        started: float,
+        build_path: Path,
+        log: Path,
+        system: Sequence[Mapping[str, Any]] = (),
+    ) -> Path:
+        raise BuildError(
+            "this run publishes nothing, so it attests nothing",
+            package=prepared.pin.name,
+            version=str(prepared.pin.version),
+            step="provenance",
+        )
+
+    def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
 class LocalSteps:
     """Implements ``bootstrap.Steps`` with the upstream index, uv, pyproject-hooks and the repo."""
 
@@ -142,7 +199,7 @@ class LocalSteps:
         build_timeout: float | None = None,
         isolate_network: bool = True,
         settings: Settings | None = None,
-        signer: Signer | None = None,
+        witness: Witness | None = None,
         sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.settings = settings or Settings()
@@ -166,12 +223,9 @@ class LocalSteps:
         }
         # How builds were contained, for every record and provenance.
         self.sandbox = sandbox or SandboxPolicy(bwrap=None)
-        self.attestor = Attestor(
-            repo,
-            signer=signer,
-            network_isolated=isolate_network,
-            sandbox=self.sandbox.as_record(network_isolated=isolate_network),
-        )
+        # Who writes the provenance of what is published (trust.attest.Attestor, wired by the
+        # app); nothing where nothing is published.
+        self.attestor: Witness = witness or NoWitness()
         self.tag = interpreter_tag()
 
     # -- resolution and cache ----------------------------------------------------------------
