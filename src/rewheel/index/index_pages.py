@@ -21,7 +21,9 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
+
+from ..core.versions import version_key
 
 # PEP 629 / PEP 700: the version of the simple API these pages follow.
 API_VERSION = "1.1"
@@ -75,18 +77,10 @@ def _file_version(file: PageFile) -> str | None:
         return None
 
 
-def _version_key(version: str) -> tuple[int, Version | None, str]:
-    # Valid versions in PEP 440 order first; anything else after them, as text.
-    try:
-        return (0, Version(version), version)
-    except InvalidVersion:
-        return (1, None, version)
-
-
 def project_versions(files: Iterable[PageFile]) -> list[str]:
     """PEP 700 ``versions``: every version that has a file, in PEP 440 order."""
     versions = {v for f in files if (v := _file_version(f)) is not None}
-    return sorted(versions, key=_version_key)
+    return sorted(versions, key=version_key)
 
 
 def _html_document(title: str, body: list[str]) -> str:

@@ -40,12 +40,12 @@ from packaging.utils import (
     canonicalize_name,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from ..core.paths import unsafe_member_name
 from ..core.types import WheelRef
+from ..core.versions import same_version, version_key
 from ..index.index_pages import (
     PageFile,
     render_project_html,
@@ -69,13 +69,6 @@ _SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
 def _is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
-
-
-def _same_version(a: str, b: str) -> bool:
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 def _fsync_dir(path: Path) -> None:
@@ -363,7 +356,7 @@ class Repository:
                 version=version,
                 step="publish",
             )
-        if meta_version is None or not _same_version(str(meta_version), version):
+        if meta_version is None or not same_version(str(meta_version), version):
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Version {meta_version!r}",
                 package=name,
@@ -426,7 +419,7 @@ class Repository:
             refs,
             key=lambda r: (
                 r.name,
-                _version_sort_key(r.version),
+                version_key(r.version),
                 _build_tag(r.filename),
                 r.filename,
             ),
@@ -445,7 +438,7 @@ class Repository:
 
     def find_wheels(self, name: str, version: str) -> list[WheelRef]:
         wanted = canonicalize_name(name)
-        return [r for r in self.wheels() if r.name == wanted and _same_version(r.version, version)]
+        return [r for r in self.wheels() if r.name == wanted and same_version(r.version, version)]
 
     def wheel_path(self, ref: WheelRef) -> Path:
         if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
@@ -606,10 +599,3 @@ def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:
         return parse_wheel_filename(filename)[2]
     except InvalidWheelFilename:
         return ()
-
-
-def _version_sort_key(version: str) -> tuple[int, Version | None, str]:
-    try:
-        return (0, Version(version), version)
-    except InvalidVersion:
-        return (1, None, version)

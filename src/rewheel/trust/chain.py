@@ -25,11 +25,11 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from ..core.errors import RewheelError
 from ..core.fsutil import sha256_file
 from ..core.types import Upstream, WheelRef
+from ..core.versions import normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata, read_metadata_bytes
 from .provenance import DSSE_SUFFIX, check_envelope, check_statement, sdist_filename
@@ -69,13 +69,6 @@ class ChainReport:
     @property
     def ok(self) -> bool:
         return all(e.ok for e in self.entries)
-
-
-def _vkey(version: str) -> str:
-    try:
-        return str(Version(version))
-    except InvalidVersion:
-        return version
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -120,7 +113,7 @@ class _Checker:
                 continue
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                key = (canonicalize_name(record["name"]), _vkey(str(record["version"])))
+                key = (canonicalize_name(record["name"]), normal_version(str(record["version"])))
             except (OSError, ValueError, KeyError, TypeError):
                 self.notes.append(f"unreadable build record {path.name}")
                 continue
@@ -128,7 +121,7 @@ class _Checker:
         return out
 
     def record(self, ref: WheelRef) -> Mapping[str, Any] | None:
-        record = self.records.get((ref.name, _vkey(ref.version)))
+        record = self.records.get((ref.name, normal_version(ref.version)))
         return record if isinstance(record, Mapping) else None
 
     # -- the wheel itself
@@ -292,7 +285,10 @@ class _Checker:
                     w
                     for w in self.by_name.get(canonicalize_name(req.name), [])
                     if req.specifier.contains(w.version, prereleases=True)
-                    and (self.installed is None or (w.name, _vkey(w.version)) in self.installed)
+                    and (
+                        self.installed is None
+                        or (w.name, normal_version(w.version)) in self.installed
+                    )
                 ]
                 if not candidates:
                     problems.append(
@@ -349,7 +345,7 @@ def verify_chain(
     venv holds). ``upstream`` also compares each sdist's sha256 with what the index lists now.
     """
     installed = (
-        {(str(canonicalize_name(n)), _vkey(v)) for n, v in packages}
+        {(str(canonicalize_name(n)), normal_version(v)) for n, v in packages}
         if installed_only and packages is not None
         else None
     )
@@ -365,8 +361,12 @@ def verify_chain(
         targets: list[WheelRef] = list(checker.wheels)
     else:
         targets = []
-        for name, version in sorted({(canonicalize_name(n), _vkey(v)) for n, v in packages}):
-            refs = [w for w in checker.by_name.get(name, []) if _vkey(w.version) == version]
+        for name, version in sorted(
+            {(canonicalize_name(n), normal_version(v)) for n, v in packages}
+        ):
+            refs = [
+                w for w in checker.by_name.get(name, []) if normal_version(w.version) == version
+            ]
             if not refs:
                 report.entries.append(
                     ChainEntry(
@@ -381,6 +381,6 @@ def verify_chain(
                 )
             targets.extend(refs)
     report.entries.extend(checker.entry(ref) for ref in targets)
-    report.entries.sort(key=lambda e: (e.name, _vkey(e.version), e.wheel or ""))
+    report.entries.sort(key=lambda e: (e.name, normal_version(e.version), e.wheel or ""))
     report.notes = _dedupe(checker.notes)
     return report

@@ -41,10 +41,10 @@ from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
 
 from .. import __version__
 from ..core.errors import RewheelError
+from ..core.versions import normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata, read_metadata_bytes
 from .verify import venv_layout
@@ -72,13 +72,6 @@ class Package:
     build_env: list[str] = field(default_factory=list)  # bom-refs
     runtime_deps: list[str] = field(default_factory=list)  # bom-refs
     build_only: bool = False
-
-
-def _vkey(version: str) -> str:
-    try:
-        return str(Version(version))
-    except InvalidVersion:
-        return version
 
 
 # ---------------------------------------------------------------- licences (pure)
@@ -216,9 +209,9 @@ def bom_json(bom: Bom) -> str:
 def _record_index(repo: Repository) -> dict[tuple[str, str], Mapping[str, Any]]:
     out: dict[tuple[str, str], Mapping[str, Any]] = {}
     for record in repo.load_records() if repo.records_dir.is_dir() else []:
-        out[(canonicalize_name(str(record.get("name"))), _vkey(str(record.get("version"))))] = (
-            record
-        )
+        out[
+            (canonicalize_name(str(record.get("name"))), normal_version(str(record.get("version"))))
+        ] = record
     return out
 
 
@@ -248,7 +241,7 @@ class _Collector:
             return None
         if ref.filename in self.packages:
             return self.packages[ref.filename]
-        record = self.records.get((ref.name, _vkey(ref.version))) or {}
+        record = self.records.get((ref.name, normal_version(ref.version))) or {}
         if record.get("wheel_sha256") != ref.sha256:
             record = {}  # a record of another wheel of this release
         package = Package(
@@ -299,7 +292,8 @@ def venv_packages(venv: Path, repo: Repository | None) -> tuple[list[Package], l
             matching = [
                 w
                 for w in collector.wheels
-                if w.name == canonicalize_name(name) and _vkey(w.version) == _vkey(version)
+                if w.name == canonicalize_name(name)
+                and normal_version(w.version) == normal_version(version)
             ]
             best = _best_wheel([w.filename for w in matching])
             package = next(
@@ -331,7 +325,9 @@ def repository_packages(repo: Repository) -> tuple[list[Package], list[str]]:
     link_runtime(packages)
     by_node: dict[str, list[Package]] = {}
     for p in packages:
-        by_node.setdefault(f"{canonicalize_name(p.name)}=={_vkey(p.version)}", []).append(p)
+        by_node.setdefault(f"{canonicalize_name(p.name)}=={normal_version(p.version)}", []).append(
+            p
+        )
     try:
         graph = json.loads((repo.root / "graph.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -31,11 +31,11 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from ..core.errors import RewheelError, VerifyError
 from ..core.fsutil import sha256_file
 from ..core.types import WheelRef
+from ..core.versions import normal_version
 from ..repo.wheelfile import RecordEntry, parse_metadata, parse_record, read_record
 from .chain import ChainEntry as ChainEntry
 from .chain import ChainReport as ChainReport
@@ -303,14 +303,14 @@ class _Repository:
     def __init__(self, wheels: Sequence[tuple[WheelRef, Path]]) -> None:
         self._by_release: dict[tuple[str, str], list[tuple[WheelRef, Path]]] = {}
         for ref, path in wheels:
-            self._by_release.setdefault((ref.name, _version_key(ref.version)), []).append(
+            self._by_release.setdefault((ref.name, normal_version(ref.version)), []).append(
                 (ref, path)
             )
         self._loaded: dict[str, WheelContents | str] = {}
 
     def wheels(self, name: str, version: str) -> list[WheelContents | str]:
         """Readable wheels of a release, or why one cannot be used; [] if there is none."""
-        refs = self._by_release.get((canonicalize_name(name), _version_key(version)), [])
+        refs = self._by_release.get((canonicalize_name(name), normal_version(version)), [])
         return [self._load(ref, path) for ref, path in refs]
 
     def _load(self, ref: WheelRef, path: Path) -> WheelContents | str:
@@ -326,13 +326,6 @@ def _load_wheel(ref: WheelRef, path: Path) -> WheelContents | str:
         return read_wheel(ref, path)
     except (OSError, RewheelError, zipfile.BadZipFile, KeyError, ValueError, csv.Error) as exc:
         return f"cannot read repository wheel {ref.filename}: {exc}"
-
-
-def _version_key(version: str) -> str:
-    try:
-        return str(Version(version))
-    except InvalidVersion:
-        return version
 
 
 # ---------------------------------------------------------------- installer-written files

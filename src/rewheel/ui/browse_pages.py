@@ -29,10 +29,10 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from ..core.errors import RepositoryError, RewheelError
 from ..core.fsutil import atomic_write_text
+from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
 from .graph_export import INLINE_SCRIPTS, INLINE_STYLES, parse_graph, to_html
@@ -458,20 +458,6 @@ def render_site(site: Site) -> dict[str, str]:
 # -- reading the repository -------------------------------------------------------------------
 
 
-def _version_key(version: str) -> tuple[int, Version | None, str]:
-    try:
-        return (1, Version(version), version)
-    except InvalidVersion:
-        return (0, None, version)
-
-
-def _normal_version(version: str) -> str:
-    try:
-        return str(Version(version))
-    except InvalidVersion:
-        return version
-
-
 def open_below(root: Path, path: Path) -> BinaryIO:
     """Open the regular file ``path`` (``root`` or a folder under it) without following a
     symbolic link anywhere below ``root``: not the file, not a folder on the way.
@@ -538,14 +524,14 @@ def _records(repo: Repository) -> tuple[dict[tuple[str, str], dict[str, Any]], s
         for path in sorted(repo.records_dir.glob("*.json")):
             data = _read_json(repo, path) if not path.name.startswith(".") else None
             if isinstance(data, dict) and "name" in data and "version" in data:
-                key = (canonicalize_name(str(data["name"])), _normal_version(str(data["version"])))
+                key = (canonicalize_name(str(data["name"])), normal_version(str(data["version"])))
                 by_key[key] = data
     in_last_run = set()
     order = _read_json(repo, repo.root / "build-order.json")
     if isinstance(order, list):
         for data in order:
             if isinstance(data, dict) and "name" in data and "version" in data:
-                key = (canonicalize_name(str(data["name"])), _normal_version(str(data["version"])))
+                key = (canonicalize_name(str(data["name"])), normal_version(str(data["version"])))
                 by_key[key] = data
                 in_last_run.add(key)
     return by_key, in_last_run
@@ -588,15 +574,15 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
         grouped.setdefault(ref.name, {}).setdefault(ref.version, []).append(
             WheelInfo(ref.filename, ref.sha256, size, provenance)
         )
-        key = (str(ref.name), _normal_version(ref.version))
+        key = (str(ref.name), normal_version(ref.version))
         if key not in metadata:
             with contextlib.suppress(OSError):
                 metadata[key] = _read_below(repo.root, path.with_name(path.name + ".metadata"))
     projects = []
     for name in sorted(grouped):
         versions: list[VersionInfo] = []
-        for version in sorted(grouped[name], key=_version_key, reverse=True):
-            key = (name, _normal_version(version))
+        for version in newest_first(grouped[name]):
+            key = (name, normal_version(version))
             record = records.get(key)
             msg = parse_metadata(metadata[key]) if key in metadata else None
             summary = msg.get("Summary") if msg is not None else None
