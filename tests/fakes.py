@@ -7,6 +7,8 @@
 - ``FakeSteps`` implements ``bootstrap.Steps``: it resolves with the real ``Resolver`` over a
   ``FakeUpstream`` and simulates builds with short sleeps, recording what happened so that tests
   can check order, concurrency and duplicate work.
+- ``FakeRunner`` implements ``rewheel.core.types.Runner``: it records every call as a
+  ``RunnerCall`` and hands it to ``respond`` (a callback, or a method a subclass overrides).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from packaging.version import Version
 from rewheel.core.bootstrap import Built, Cached, Prepared
 from rewheel.core.errors import BuildError
 from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
-from rewheel.core.types import EdgeKind, IndexFile, ProjectPage, WheelRef
+from rewheel.core.types import Confinement, EdgeKind, IndexFile, ProjectPage, WheelRef
 from rewheel.repo.wheelfile import requires_dist
 
 _FIXED_MTIME = 1_600_000_000
@@ -454,3 +456,45 @@ class _StepsMetadata:
         if built is not None:
             return [Requirement(r) for r in built]
         return self.steps.upstream.requires(name, version)
+
+
+@dataclass(frozen=True)
+class RunnerCall:
+    """One call of a ``Runner``, as ``FakeRunner`` saw it."""
+
+    cmd: list[str]
+    cwd: Path
+    env: dict[str, str]
+    log: Path
+    timeout: float | None
+    isolate_network: bool
+    confine: Confinement | None
+
+
+class FakeRunner:
+    """A ``Runner`` that records its calls and hands each to ``respond`` (default: nothing)."""
+
+    def __init__(self, respond: Callable[[RunnerCall], None] | None = None) -> None:
+        self.calls: list[RunnerCall] = []
+        self._respond = respond
+
+    def __call__(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None = None,
+        isolate_network: bool = False,
+        confine: Confinement | None = None,
+    ) -> None:
+        call = RunnerCall(
+            [str(c) for c in cmd], cwd, dict(env), log, timeout, isolate_network, confine
+        )
+        self.calls.append(call)
+        self.respond(call)
+
+    def respond(self, call: RunnerCall) -> None:
+        if self._respond is not None:
+            self._respond(call)

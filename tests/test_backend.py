@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from fakes import FakeRunner
 from pyproject_hooks import HookMissing, UnsupportedOperation
 
 from rewheel.build.backend import Backend
@@ -13,7 +13,7 @@ from rewheel.build.buildenv import BuildEnvironment, EnvBuilder
 from rewheel.build.pyproject import BuildSystem, read_build_system
 from rewheel.build.runner import SubprocessRunner
 from rewheel.core.errors import BuildError
-from rewheel.core.types import Confinement, Runner
+from rewheel.core.types import Runner
 from rewheel.repo.wheelfile import read_metadata_bytes, wheel_name_version
 
 # A stdlib-only in-tree backend. FAIL / SLEEP / WARN in its config_settings make it misbehave.
@@ -89,34 +89,12 @@ def source(tmp_path: Path) -> Path:
     return tree
 
 
-class RecordingRunner:
-    """Delegates to the real runner, remembering how it was called."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, object]] = []
-        self._real = SubprocessRunner()
-
-    def __call__(
-        self,
-        cmd: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        log: Path,
-        timeout: float | None = None,
-        isolate_network: bool = False,
-        confine: Confinement | None = None,
-    ) -> None:
-        self.calls.append(
-            {
-                "cmd": list(cmd),
-                "cwd": cwd,
-                "env": dict(env),
-                "timeout": timeout,
-                "isolate_network": isolate_network,
-            }
-        )
-        self._real(cmd, cwd=cwd, env=env, log=log, timeout=timeout, isolate_network=False)
+def recording_runner() -> FakeRunner:
+    """Records each call and runs it for real (without network isolation)."""
+    real = SubprocessRunner()
+    return FakeRunner(
+        lambda call: real(call.cmd, cwd=call.cwd, env=call.env, log=call.log, timeout=call.timeout)
+    )
 
 
 def make_backend(
@@ -137,19 +115,18 @@ def make_backend(
 def test_get_requires_returns_what_the_backend_declares(
     source: Path, env: BuildEnvironment, tmp_path: Path
 ) -> None:
-    runner = RecordingRunner()
+    runner = recording_runner()
     backend = make_backend(source, env, runner, tmp_path / "b.log", timeout=60)
     requires = backend.get_requires_for_build_wheel()
     assert requires == ["example-dep>=1.0", "other; python_version>'3'", "marked"]
     (call,) = runner.calls
-    assert call["cmd"][0] == str(env.python)  # type: ignore[index]
-    assert call["cwd"] == source
-    assert call["timeout"] == 60
-    assert call["isolate_network"] is True
-    call_env = call["env"]
-    assert isinstance(call_env, dict)
-    assert call_env["_PYPROJECT_HOOKS_BUILD_BACKEND"] == "mybackend"
-    assert call_env["VIRTUAL_ENV"] == str(env.path)
+    assert call.cmd[0] == str(env.python)
+    assert call.cwd == source
+    assert call.timeout == 60
+    assert call.isolate_network is True
+    assert call.confine is not None and source in call.confine.writable
+    assert call.env["_PYPROJECT_HOOKS_BUILD_BACKEND"] == "mybackend"
+    assert call.env["VIRTUAL_ENV"] == str(env.path)
 
 
 def test_build_wheel_yields_a_wheel(source: Path, env: BuildEnvironment, tmp_path: Path) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from conftest import Upstream, build_info
+from fakes import FakeRunner, RunnerCall
 from packaging.requirements import Requirement
 
 from rewheel import app
@@ -19,7 +19,6 @@ from rewheel.build.pyproject import BuildSystem
 from rewheel.cli import main
 from rewheel.core.bootstrap import BootstrapResult
 from rewheel.core.errors import BuildError, CommandFailed
-from rewheel.core.types import Confinement
 from rewheel.repo.repository import Repository
 
 NO_NETWORK = "the build tried to reach the network; builds run without network"
@@ -159,26 +158,15 @@ def test_mentions_network_failure(output: str, expected: bool) -> None:
     assert mentions_network_failure(output) is expected
 
 
-class _FailingRunner:
+def _failing_runner(output: str) -> FakeRunner:
     """Fails every hook call, having written ``output`` to the log."""
 
-    def __init__(self, output: str) -> None:
-        self.output = output
+    def fail(call: RunnerCall) -> None:
+        with call.log.open("a") as f:
+            f.write(output)
+        raise CommandFailed("python exited with status 1", cmd=call.cmd, returncode=1)
 
-    def __call__(
-        self,
-        cmd: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        log: Path,
-        timeout: float | None = None,
-        isolate_network: bool = False,
-        confine: Confinement | None = None,
-    ) -> None:
-        with log.open("a") as f:
-            f.write(self.output)
-        raise CommandFailed("python exited with status 1", cmd=cmd, returncode=1, log_path=log)
+    return FakeRunner(fail)
 
 
 UNREACHABLE = "OSError: [Errno 101] Network is unreachable\n"
@@ -203,7 +191,7 @@ def test_the_network_sentence_only_when_the_network_was_cut(
         tmp_path,
         BuildSystem(requires=(), backend="anything"),
         env,
-        _FailingRunner(output),
+        _failing_runner(output),
         log=log,
         package="demo",
         version="1.0",

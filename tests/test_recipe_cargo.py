@@ -8,11 +8,11 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from conftest import Upstream, run_bootstrap
+from fakes import FakeRunner, RunnerCall
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -27,7 +27,6 @@ from rewheel.build.recipe_cargo import (
 )
 from rewheel.build.recipes import RecipeContext
 from rewheel.core.errors import BuildError
-from rewheel.core.types import Confinement
 from rewheel.repo.wheelfile import read_metadata_bytes, read_record
 
 pytestmark = pytest.mark.skipif(
@@ -52,35 +51,25 @@ Requires-Python: >=3.10
 """
 
 
-class FakeCargo:
+class FakeCargo(FakeRunner):
     """Runs the interpreter probe for real; ``cargo build`` drops a fake library instead."""
 
     def __init__(self, library: str = "libdemo_ext.so", *, exports: str = "demo_ext") -> None:
+        super().__init__()
         self.library = library
         self.exports = exports
-        self.calls: list[tuple[list[str], Path, dict[str, str], bool]] = []
 
-    def __call__(
-        self,
-        cmd: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        log: Path,
-        timeout: float | None = None,
-        isolate_network: bool = False,
-        confine: Confinement | None = None,
-    ) -> None:
-        self.calls.append((list(cmd), cwd, dict(env), isolate_network))
+    def respond(self, call: RunnerCall) -> None:
+        cmd, env = call.cmd, call.env
         if cmd[0] == sys.executable:
-            subprocess.run(cmd, check=True, env=dict(env), cwd=cwd)
+            subprocess.run(cmd, check=True, env=env, cwd=call.cwd)
         elif Path(cmd[0]).name == "cargo":
             release = Path(env["CARGO_TARGET_DIR"]) / "release"
             release.mkdir(parents=True, exist_ok=True)
             (release / self.library).write_bytes(b"\x7fELF fake PyInit_" + self.exports.encode())
 
-    def cargo_call(self) -> tuple[list[str], Path, dict[str, str], bool]:
-        [call] = [c for c in self.calls if Path(c[0][0]).name == "cargo"]
+    def cargo_call(self) -> RunnerCall:
+        [call] = [c for c in self.calls if Path(c.cmd[0]).name == "cargo"]
         return call
 
 
@@ -192,7 +181,8 @@ def test_mixed_layout_wheel(tmp_path: Path) -> None:
         assert (ext.external_attr >> 16) & 0o777 == 0o755
     assert times == {(2023, 11, 14, 22, 13, 20)}  # SOURCE_DATE_EPOCH, in UTC
 
-    cmd, cwd, env, isolated = cargo.cargo_call()
+    call = cargo.cargo_call()
+    cmd, cwd, env, isolated = call.cmd, call.cwd, call.env, call.isolate_network
     assert cmd[1:7] == ["build", "--release", "--offline", "--locked", "--lib", "--manifest-path"]
     assert cmd[7] == str(source / "Cargo.toml") and cmd[8:10] == ["--features", "fast"]
     assert cmd[10] == "--config" and "--remap-path-prefix=" in cmd[11]

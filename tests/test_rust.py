@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Upstream, run_bootstrap
+from fakes import FakeRunner, RunnerCall
 from support.sdists import SdistSpec, make_sdist
 
 from rewheel.build import pipeline, rust
 from rewheel.build.rust import Crate, check_rust_sources, parse_lock, vendor_config
 from rewheel.core.errors import BuildError, CommandFailed
-from rewheel.core.types import Confinement
 
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 CRATES = [("libc", "0.2.190"), ("once_cell", "1.21.4"), ("zmij", "1.0.23")]
@@ -82,29 +82,18 @@ def never_asked() -> bool:
     raise AssertionError("the network must not be asked about")
 
 
-class FakeCargo:
+class FakeCargo(FakeRunner):
     """A runner that records commands; ``cargo vendor`` fills the folder unless ``fetch`` is off."""
 
     def __init__(self, crates: Sequence[tuple[str, str]] = CRATES, *, fetch: bool = True) -> None:
-        self.calls: list[tuple[list[str], Path, Mapping[str, str]]] = []
+        super().__init__()
         self.crates = crates
         self.fetch = fetch
 
-    def __call__(
-        self,
-        cmd: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        log: Path,
-        timeout: float | None = None,
-        isolate_network: bool = False,
-        confine: Confinement | None = None,
-    ) -> None:
-        self.calls.append((list(cmd), cwd, env))
+    def respond(self, call: RunnerCall) -> None:
         if self.fetch:
             for name, version in self.crates:
-                vendor_crate(cwd / cmd[-1], name, version, versioned=False)
+                vendor_crate(call.cwd / call.cmd[-1], name, version, versioned=False)
 
 
 def test_a_tree_without_cargo_toml_is_not_rust(tmp_path: Path) -> None:
@@ -221,7 +210,8 @@ def test_with_network_cargo_vendor_fetches_and_config_is_written(tmp_path: Path)
         "cargo vendor",
         rust.VENDOR_DIR,
     )
-    [(cmd, cwd, env)] = cargo.calls
+    [call] = cargo.calls
+    cmd, cwd, env = call.cmd, call.cwd, call.env
     manifest = str(tree / "Cargo.toml")
     assert cmd == ["cargo", "vendor", "--locked", "--manifest-path", manifest, rust.VENDOR_DIR]
     assert cwd == tree and "CARGO_NET_OFFLINE" not in env
