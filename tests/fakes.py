@@ -409,9 +409,10 @@ class FakeSteps:
     def record_extras(self, pin: Pin) -> Mapping[str, Any]:
         return {}
 
-    def save_record(self, record: Mapping[str, Any]) -> None:
+    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         with self.lock:
             self.records[f"{record['name']}=={record['version']}"] = dict(record)
+        return record
 
     # -- bookkeeping ---------------------------------------------------------------------------
 

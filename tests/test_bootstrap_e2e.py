@@ -124,6 +124,26 @@ def test_rerun_reuses_everything(upstream: Upstream, tmp_path: Path) -> None:
     assert sorted(order) == ["app", "lib", "tool-a"]
 
 
+def test_a_build_order_entry_has_one_shape_built_or_reused(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    upstream.sdist("other", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    run_bootstrap(upstream, repo, ["app"])
+    fresh = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    # Another package asked for: app and tool-a are reused this time, not rebuilt.
+    second = run_bootstrap(upstream, repo, ["app", "other"])
+    assert second.reused == 2
+    reused = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    for name in ("app", "tool-a"):
+        assert sorted(fresh[name]) == sorted(reused[name]), name
+        assert {"provenance", "source_date_epoch", "build_env_dir"} <= set(fresh[name])
+        record = Repository(repo).load_record(name, "1.0")
+        assert record is not None and sorted(record) == sorted(fresh[name])
+
+
 def test_failed_build_names_package_step_and_log_and_rerun_goes_on(
     upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -354,8 +354,10 @@ class LocalSteps:
                 )
         return None
 
-    def save_record(self, record: Mapping[str, Any]) -> None:
-        self.repo.save_record({**record, **self.attestor.record_fields(record)})
+    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        saved = {**record, **self.attestor.record_fields(record)}
+        self.repo.save_record(saved)
+        return saved
 
     def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
         return self.metadata.drift(pin.name, pin.version, built_metadata)

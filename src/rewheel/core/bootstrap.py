@@ -109,7 +109,10 @@ class Steps(Protocol):
 
     def record_extras(self, pin: Pin) -> Mapping[str, Any]: ...
 
-    def save_record(self, record: Mapping[str, Any]) -> None: ...
+    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Save the build record of a package (adding what the machine knows, such as its
+        provenance) and return it as saved: what ``build-order.json`` lists too."""
+        ...
 
 
 class DependencyFailed(BuildError):
@@ -311,8 +314,8 @@ class _Pass:
                 "seconds": round(prebuilt.seconds, 3),
                 "log": str(prebuilt.log),
             }
-            self.steps.save_record(taken)
-            self._finish(pin, taken, cached=False, seconds=prebuilt.seconds)
+            saved = self.steps.save_record(taken)
+            self._finish(pin, dict(saved), cached=False, seconds=prebuilt.seconds)
             return prebuilt.wheel
 
         self.reporter.step(node, "prepare")
@@ -356,8 +359,10 @@ class _Pass:
             "log": str(built.log),
             **self.steps.record_extras(pin),
         }
-        self.steps.save_record(record)
-        self._finish(pin, record, cached=False, seconds=built.seconds)
+        # As saved, so that a fresh entry of build-order.json has the same fields (provenance,
+        # source_date_epoch, build_env_dir) as the one a later run reuses.
+        saved = self.steps.save_record(record)
+        self._finish(pin, dict(saved), cached=False, seconds=built.seconds)
         return built.wheel
 
     def _check_stopping(self, pin: Pin) -> None:

@@ -167,8 +167,8 @@ class DaskSteps:
     def record_extras(self, pin: Pin) -> Mapping[str, Any]:
         return self.local.record_extras(pin)
 
-    def save_record(self, record: Mapping[str, Any]) -> None:
-        self.local.save_record(record)
+    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        return self.local.save_record(record)
 
     def prepare(self, pin: Pin) -> Prepared:
         prepared = self.local.prepare(pin)
