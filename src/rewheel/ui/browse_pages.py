@@ -35,6 +35,7 @@ from ..core.fsutil import atomic_write_text
 from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
+from .assets import read_asset
 from .graph_export import INLINE_SCRIPTS, INLINE_STYLES, parse_graph, to_html
 
 BROWSE_DIR = "browse"
@@ -113,36 +114,6 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-_CSS = """
-:root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; --accent: #2563eb;
-        --install: #2b6cb0; --build-system: #c05621; --build-backend: #6b46c1; }
-body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 0 auto;
-       padding: 16px 24px; }
-a { color: var(--accent); }
-nav { margin-bottom: 8px; font-size: 14px; }
-h1 { margin: 8px 0; } h2 { margin-top: 32px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 15px; margin: 18px 0 6px; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line);
-         vertical-align: top; }
-th { font-weight: 600; font-size: 13px; color: var(--muted); }
-#projects td:first-child { white-space: nowrap; }
-code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
-code.sha256 { word-break: break-all; }
-.muted { color: var(--muted); }
-.kind { font-size: 12px; padding: 0 6px; border-radius: 8px; border: 1px solid;
-        white-space: nowrap; }
-.kind.install { color: var(--install); } .kind.build-system { color: var(--build-system); }
-.kind.build-backend { color: var(--build-backend); } .kind.toplevel { color: var(--muted); }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
-dt { color: var(--muted); } dd { margin: 0; word-break: break-word; }
-ul { margin: 4px 0; padding-left: 20px; }
-input[type=search] { font: inherit; padding: 4px 8px; width: 280px; margin: 8px 0; }
-pre { overflow: auto; font-size: 12px; }
-.versions a { margin-right: 8px; }
-"""
-
-
 def _page(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -189,17 +160,8 @@ def render_index(site: Site) -> str:
 
 
 # Fills in the server's address when served over HTTP, and filters the table as one types.
-_INDEX_JS = """
-if (location.protocol.startsWith("http")) {
-  document.getElementById("origin").textContent = location.origin;
-}
-document.getElementById("filter").addEventListener("input", function (ev) {
-  const q = ev.target.value.trim().toLowerCase().replace(/[-_.]+/g, "-");
-  for (const row of document.querySelectorAll("#projects tbody tr")) {
-    row.hidden = q !== "" && !row.dataset.name.includes(q);
-  }
-});
-"""
+_CSS = read_asset("browse.css")
+_INDEX_JS = read_asset("browse-index.js")
 _INDEX_SCRIPT = f"<script>{_INDEX_JS}</script>\n"
 
 
