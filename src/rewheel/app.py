@@ -19,7 +19,7 @@ from packaging.version import Version
 from .build.sandbox import limits_with, make_policy
 from .build.settings import Settings
 from .core import runstate
-from .core.errors import ConfigError
+from .core.errors import ConfigError, Step
 from .core.report import BootstrapResult, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .index.http import HttpClient
@@ -70,7 +70,9 @@ def bootstrap(
 ) -> BootstrapResult:
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
-        raise ConfigError(f"no settings declare the variant {options.variant!r}", step="settings")
+        raise ConfigError(
+            f"no settings declare the variant {options.variant!r}", step=Step.SETTINGS
+        )
     repo = Repository(options.repo)
     # Before anything else: a machine that cannot sandbox builds refuses to build at all.
     sandbox = make_policy(
@@ -249,7 +251,7 @@ def _build_steps(
         from .dask.dask_steps import dask_steps  # an optional dependency: rewheel[dask]
     except ImportError as exc:
         raise ConfigError(
-            f"--dask needs dask.distributed (pip install 'rewheel[dask]'): {exc}", step="dask"
+            f"--dask needs dask.distributed (pip install 'rewheel[dask]'): {exc}", step=Step.DASK
         ) from exc
     with dask_steps(
         local, options.dask, server=server, advertise_host=options.advertise_host
@@ -332,7 +334,7 @@ def chain_of_custody(
 
     repo = Repository(repo_root)
     if not repo.wheels_dir.is_dir():
-        raise ConfigError(f"{repo_root} is not a rewheel repository (no wheels/)", step="verify")
+        raise ConfigError(f"{repo_root} is not a rewheel repository (no wheels/)", step=Step.VERIFY)
     client = HttpClient() if upstream_url is not None else None
     try:
         upstream = (

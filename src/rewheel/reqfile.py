@@ -11,7 +11,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .core.errors import ConfigError
+from .core.errors import ConfigError, Step
 
 
 @dataclass
@@ -24,12 +24,14 @@ def parse_requirement(text: str, *, where: str = "the command line") -> Requirem
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise ConfigError(f"invalid requirement {text!r} in {where}: {exc}", step="input") from exc
+        raise ConfigError(
+            f"invalid requirement {text!r} in {where}: {exc}", step=Step.INPUT
+        ) from exc
     if req.url:
         raise ConfigError(
             f"{text!r} in {where}: direct URL requirements are not supported; rewheel takes "
             "sdists from the index",
-            step="input",
+            step=Step.INPUT,
         )
     return req
 
@@ -55,12 +57,12 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def read_file(path: Path, into: RequirementSet, *, constraint: bool, seen: set[Path]) -> None:
     path = path.resolve()
     if path in seen:
-        raise ConfigError(f"{path} includes itself", step="input")
+        raise ConfigError(f"{path} includes itself", step=Step.INPUT)
     seen = seen | {path}
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", step="input") from exc
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", step=Step.INPUT) from exc
     for number, line in _logical_lines(text):
         where = f"{path}:{number}"
         if line.startswith(("-r ", "--requirement ", "-c ", "--constraint ")):
@@ -70,7 +72,9 @@ def read_file(path: Path, into: RequirementSet, *, constraint: bool, seen: set[P
             read_file(nested, into, constraint=is_constraint, seen=seen)
             continue
         if line.startswith("-"):
-            raise ConfigError(f"{where}: option {line.split()[0]!r} is not supported", step="input")
+            raise ConfigError(
+                f"{where}: option {line.split()[0]!r} is not supported", step=Step.INPUT
+            )
         req = parse_requirement(line, where=where)
         (into.constraints if constraint else into.requirements).append(req)
 

@@ -18,7 +18,7 @@ from pyproject_hooks import (
     UnsupportedOperation,
 )
 
-from ..core.errors import BuildError, CommandFailed, RewheelError
+from ..core.errors import BuildError, CommandFailed, RewheelError, Step
 from ..core.fsutil import remove_tree
 from ..core.types import Confinement, Runner
 from .buildenv import BuildEnvironment
@@ -115,7 +115,7 @@ class Backend:
             readable=(env.path,), writable=(source_dir,), network=not isolate_network
         )
         self._hook_log_start = 0  # where the output of the last hook call begins in the log
-        with self._translated("backend-setup"):
+        with self._translated(Step.BACKEND_SETUP):
             self._caller = BuildBackendHookCaller(
                 str(source_dir),
                 build_system.backend,
@@ -128,30 +128,32 @@ class Backend:
         self, config_settings: Mapping[str, Any] | None = None
     ) -> list[str]:
         """What the backend needs, beyond build-system.requires, to build a wheel."""
-        with self._translated("get-requires"):
+        with self._translated(Step.GET_REQUIRES):
             result = self._caller.get_requires_for_build_wheel(config_settings)
             if not isinstance(result, list) or not all(isinstance(r, str) for r in result):
-                raise self._error("get-requires", f"hook returned {result!r}, not a list of str")
+                raise self._error(Step.GET_REQUIRES, f"hook returned {result!r}, not a list of str")
             for req in result:
                 try:
                     Requirement(req)
                 except InvalidRequirement as exc:
-                    raise self._error("get-requires", f"invalid requirement {req!r}") from exc
+                    raise self._error(Step.GET_REQUIRES, f"invalid requirement {req!r}") from exc
             return list(result)
 
     def build_wheel(self, out_dir: Path, config_settings: Mapping[str, Any] | None = None) -> Path:
         """Build a wheel into ``out_dir`` and return its path."""
-        with self._translated("build-wheel"):
+        with self._translated(Step.BUILD_WHEEL):
             out_dir.mkdir(parents=True, exist_ok=True)
             name = self._caller.build_wheel(str(out_dir), config_settings)
             if not isinstance(name, str) or "/" in name or not name.endswith(".whl"):
-                raise self._error("build-wheel", f"hook returned {name!r}, not a wheel file name")
+                raise self._error(
+                    Step.BUILD_WHEEL, f"hook returned {name!r}, not a wheel file name"
+                )
             wheel = out_dir / name
             if not wheel.is_file():
-                raise self._error("build-wheel", f"the backend did not write {name}")
+                raise self._error(Step.BUILD_WHEEL, f"the backend did not write {name}")
             if not _plain_file(wheel):
                 # A link would make rewheel publish whatever file it points at.
-                raise self._error("build-wheel", f"{name} is not a plain file (a link?)")
+                raise self._error(Step.BUILD_WHEEL, f"{name} is not a plain file (a link?)")
             return wheel
 
     def _network_was_cut(self) -> bool:
@@ -231,7 +233,7 @@ class Backend:
                 # pyproject_hooks would open it next: a link to a device or FIFO, or a huge
                 # file, would hang rewheel or fill its memory.
                 raise self._error(
-                    "hook-output",
+                    Step.HOOK_OUTPUT,
                     f"the hook's output.json is not a plain file of at most "
                     f"{_MAX_HOOK_OUTPUT >> 20} MiB",
                 )

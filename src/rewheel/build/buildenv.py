@@ -15,12 +15,12 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from ..core.errors import BuildError, CommandFailed
+from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import make_dirs_below
 from ..core.types import Runner, WheelRef
 from .sandbox import allowed_environ, rust_toolchain
 
-_STEP = "build-env"
+_STEP = Step.BUILD_ENV
 
 
 def scrubbed_environ(base: Mapping[str, str], *, home: Path) -> dict[str, str]:

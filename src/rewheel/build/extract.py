@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import RewheelError, UnsafeArchiveError
+from ..core.errors import RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import remove_tree
 from ..core.paths import unsafe_member_name
 
-_STEP = "extract"
+_STEP = Step.EXTRACT
 _TAR_SUFFIXES = {
     ".tar.gz": "r:gz",
     ".tgz": "r:gz",

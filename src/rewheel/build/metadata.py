@@ -21,7 +21,7 @@ from packaging.tags import Tag, sys_tags
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import Version
 
-from ..core.errors import UnsafeArchiveError
+from ..core.errors import Step, UnsafeArchiveError
 from ..core.types import IndexFile, Upstream
 from ..repo.wheelfile import parse_metadata, requires_dist
 
@@ -82,7 +82,7 @@ def _read_at_most(f: IO[bytes], limit: int, sdist: Path, member: str) -> bytes:
         raise UnsafeArchiveError(
             f"{sdist.name}: {member} is larger than the limit of {limit} bytes for core "
             "metadata; refused (a real PKG-INFO is a few KiB: this sdist is broken or hostile)",
-            step="metadata",
+            step=Step.METADATA,
         )
     return data
 
@@ -163,7 +163,7 @@ class MetadataSource:
             pkg_info = read_pkg_info(local)
         except UnsafeArchiveError as exc:
             raise UnsafeArchiveError(
-                exc.message, package=name, version=str(version), step="metadata"
+                exc.message, package=name, version=str(version), step=Step.METADATA
             ) from exc
         if pkg_info is not None and static_sdist_metadata(pkg_info) is not None:
             return "sdist-pkg-info", pkg_info

@@ -25,7 +25,7 @@ from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filen
 from packaging.version import Version
 
 from ..core.bootstrap import Built, Cached, Prepared
-from ..core.errors import BuildError, CommandFailed, IntegrityError
+from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin, Resolution, Resolver
 from ..core.runstate import CACHE_FORMAT, interpreter_tag
@@ -176,7 +176,7 @@ class NoWitness:
             "this run publishes nothing, so it attests nothing",
             package=prepared.pin.name,
             version=str(prepared.pin.version),
-            step="provenance",
+            step=Step.PROVENANCE,
         )
 
     def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -314,7 +314,7 @@ class LocalSteps:
                 "allow-listed as pre-built, but the index has no wheel of it for this interpreter",
                 package=pin.name,
                 version=str(pin.version),
-                step="prebuilt",
+                step=Step.PREBUILT,
             )
         chosen = best[1]
         if chosen.sha256 is None:
@@ -322,7 +322,7 @@ class LocalSteps:
                 f"pre-built wheel {chosen.filename} is listed without a sha256",
                 package=pin.name,
                 version=str(pin.version),
-                step="prebuilt",
+                step=Step.PREBUILT,
             )
         path = self.upstream.download(chosen, self.repo.root / "cache" / "prebuilt")
         ref = self.repo.publish_wheel(path)
@@ -391,7 +391,7 @@ class LocalSteps:
                 f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
                 package=pin.name,
                 version=str(pin.version),
-                step="download",
+                step=Step.DOWNLOAD,
             )
         work = self._workdir(pin)
         if work.exists():
@@ -442,7 +442,7 @@ class LocalSteps:
                     f"patch {patch.path.name} does not apply",
                     package=pin.name,
                     version=str(pin.version),
-                    step="patch",
+                    step=Step.PATCH,
                     log_path=log,
                 ) from exc
 
@@ -563,7 +563,7 @@ class LocalSteps:
                     f"the recipe's wheel {wheel.name} is not a plain file",
                     package=pin.name,
                     version=str(pin.version),
-                    step="build-wheel",
+                    step=Step.BUILD_WHEEL,
                     log_path=self._log(pin),
                 )
         else:
@@ -574,7 +574,7 @@ class LocalSteps:
                 f"the backend built {wheel.name}, not a wheel of {pin}",
                 package=pin.name,
                 version=str(pin.version),
-                step="build-wheel",
+                step=Step.BUILD_WHEEL,
                 log_path=self._log(pin),
             )
         metadata = read_metadata_bytes(wheel)

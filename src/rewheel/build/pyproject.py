@@ -11,9 +11,9 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 
-_STEP = "pyproject"
+_STEP = Step.PYPROJECT
 # PEP 518: a tree without the table is built by setuptools; PEP 517: one without build-backend by
 # setuptools' legacy backend, which runs setup.py as pip once did.
 DEFAULT_REQUIRES: tuple[str, ...] = ("setuptools>=40.8.0",)

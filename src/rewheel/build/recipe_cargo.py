@@ -36,11 +36,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .. import __version__
-from ..core.errors import BuildError, CommandFailed
+from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
 from .recipes import RecipeContext
 
-STEP = "recipe-maturin-cargo"
+STEP = Step.RECIPE_MATURIN_CARGO
 _MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
 
 # [tool.maturin] keys this recipe implements, and those that do not change the wheel's content.

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 from ..core.types import Confinement, Runner
 
 
@@ -51,5 +51,5 @@ def load_recipe(name: str) -> BuildRecipe:
     known = sorted(ep.name for ep in entry_points(group="rewheel.recipes"))
     raise ConfigError(
         f"no build recipe named {name!r} (installed: {', '.join(known) or 'none'})",
-        step="settings",
+        step=Step.SETTINGS,
     )

@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ..core.errors import BuildError, RepositoryError
+from ..core.errors import BuildError, RepositoryError, Step
 
 # Zip files cannot store times before 1980; backends clamp or fail below it.
 MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z
@@ -102,7 +102,7 @@ _FIX = "remove it, or choose another build folder with --work-dir"
 
 
 def _refuse(path: Path, what: str, fix: str = _FIX) -> RepositoryError:
-    return RepositoryError(f"{path} {what}; {fix}", step="work-dir")
+    return RepositoryError(f"{path} {what}; {fix}", step=Step.WORK_DIR)
 
 
 def _check_parent(parent: Path) -> None:
@@ -229,11 +229,11 @@ def claimed_work_root(base: Path, *, attempts: int = 100) -> Iterator[Path]:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 continue
-            raise RepositoryError(f"cannot lock {lock}: {exc}", step="work-dir") from exc
+            raise RepositoryError(f"cannot lock {lock}: {exc}", step=Step.WORK_DIR) from exc
         try:
             ensure_private_dir(root)
             yield root
             return
         finally:
             os.close(fd)
-    raise RepositoryError(f"no free build folder near {base}", step="work-dir")
+    raise RepositoryError(f"no free build folder near {base}", step=Step.WORK_DIR)

@@ -22,11 +22,11 @@ from urllib.parse import parse_qsl
 
 import urllib3
 
-from ..core.errors import BuildError, CommandFailed
+from ..core.errors import BuildError, CommandFailed, Step
 from ..core.types import Confinement, Runner
 from .buildenv import scrubbed_environ
 
-STEP = "rust-vendor"
+STEP = Step.RUST_VENDOR
 CRATES_IO = "crates-io"
 # How Cargo.lock names crates.io (the git index of old, the sparse index of new).
 _CRATES_IO_SOURCES = frozenset(
@@ -365,7 +365,7 @@ def check_rust_sources(
 ) -> RustSources | None:
     """None for a tree without Rust; else what its crates are built from.
 
-    Raises ``BuildError(step="rust-vendor")`` when crates are missing and cannot be fetched.
+    Raises ``BuildError(step=Step.RUST_VENDOR)`` when crates are missing and cannot be fetched.
     ``network`` is asked only when crates are missing; ``runner`` and ``log`` run and log
     ``cargo vendor`` then, confined by ``confine`` (with the network: it downloads crates) with
     the build's scrubbed environment and ``home`` as its HOME and CARGO_HOME's parent: cargo

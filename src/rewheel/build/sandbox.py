@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 from .seccomp import refused_calls
 
 GiB = 1 << 30
@@ -356,7 +356,7 @@ def make_policy(
         return SandboxPolicy(bwrap=None, limits=limits)
     found = probe_bwrap(bwrap)
     if isinstance(found, str):
-        raise ConfigError(f"cannot sandbox builds: {found}", step="sandbox", hint=_HINT)
+        raise ConfigError(f"cannot sandbox builds: {found}", step=Step.SANDBOX, hint=_HINT)
     path, version = found
     view = system_view(
         os.environ if environ is None else environ,

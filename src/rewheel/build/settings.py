@@ -46,7 +46,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 
 DEFAULTS_FILE = "_defaults.toml"
 _TOP_KEYS = {"env", "config_settings", "build", "patches", "versions", "variants", "pins"}
@@ -111,7 +111,7 @@ class PackageSettings:
 
 
 def _fail(path: Path, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{path}: {key}: {message}", step="settings")
+    return ConfigError(f"{path}: {key}: {message}", step=Step.SETTINGS)
 
 
 def _str_table(value: object, path: Path, key: str) -> dict[str, str]:
@@ -207,9 +207,9 @@ def _read(path: Path, base: Path) -> tuple[_FileSettings, dict[str, Any]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", step="settings") from exc
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", step=Step.SETTINGS) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}", step="settings") from exc
+        raise ConfigError(f"{path}: invalid TOML: {exc}", step=Step.SETTINGS) from exc
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise _fail(path, "(top level)", f"unknown keys {sorted(unknown)}")
@@ -238,7 +238,7 @@ class Settings:
         if folder is None:
             return
         if not folder.is_dir():
-            raise ConfigError(f"settings folder {folder} does not exist", step="settings")
+            raise ConfigError(f"settings folder {folder} does not exist", step=Step.SETTINGS)
         for path in sorted(folder.glob("*.toml")):
             parsed, raw = _read(path, folder)
             if path.name == DEFAULTS_FILE:

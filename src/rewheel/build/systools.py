@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from ..core.errors import BuildError
+from ..core.errors import BuildError, Step
 
 # Debian packages that provide a tool, for the "install it" hint.
 _DEBIAN = {
@@ -85,7 +85,7 @@ def check_tools(requirements: list[Requirement], *, package: str, version: str) 
                 f"needs the system tool {req}, which is not on PATH{hint}",
                 package=package,
                 version=version,
-                step="system-tools",
+                step=Step.SYSTEM_TOOLS,
             )
         if req.specifier:
             try:
@@ -97,7 +97,7 @@ def check_tools(requirements: list[Requirement], *, package: str, version: str) 
                     f"needs the system tool {req}, found {tool.path} version {tool.version}{hint}",
                     package=package,
                     version=version,
-                    step="system-tools",
+                    step=Step.SYSTEM_TOOLS,
                 )
         found.append(tool)
     return found

@@ -25,7 +25,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .errors import BuildError, RewheelError
+from .errors import BuildError, RewheelError, Step
 from .report import BootstrapResult, Reporter
 from .resolver import Pin, Resolution
 from .scheduler import PrioritySlots, WaitGraph
@@ -288,7 +288,7 @@ class _Pass:
         cached = await self._io(self.steps.cached, pin)
         if cached is not None:
             self.weights[_key(pin)] = float(cached.record.get("seconds") or 1.0)
-            self.reporter.step(node, "check-cache")
+            self.reporter.step(node, Step.CHECK_CACHE)
             env = await self._build_env(
                 pin, cached.build_requires, cached.backend_requires, preferred={}
             )
@@ -318,18 +318,18 @@ class _Pass:
             self._finish(pin, dict(saved), cached=False, seconds=prebuilt.seconds)
             return prebuilt.wheel
 
-        self.reporter.step(node, "prepare")
+        self.reporter.step(node, Step.PREPARE)
         prepared = await self._io(self.steps.prepare, pin)
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
         self._check_stopping(pin)
         async with self._slot(pin):
             self._check_stopping(pin)
-            self.reporter.step(node, "get-requires")
+            self.reporter.step(node, Step.GET_REQUIRES)
             handle = await self._io(self.steps.create_env, prepared, env1, name="env")
             backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
         env2 = env1
         if backend_requires:
-            self.reporter.step(node, "waiting")
+            self.reporter.step(node, Step.WAITING)
             preferred = {w.name: Version(w.version) for w in env1}
             env2 = await self._build_env(
                 pin, prepared.build_requires, backend_requires, preferred=preferred
@@ -337,7 +337,7 @@ class _Pass:
         self._check_stopping(pin)
         async with self._slot(pin):
             self._check_stopping(pin)
-            self.reporter.step(node, "build")
+            self.reporter.step(node, Step.BUILD)
             if env2 != env1:
                 handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
             built = await self._io(self.steps.build, prepared, handle)
@@ -371,7 +371,7 @@ class _Pass:
                 "not built: the run stopped at the first failure (--keep-going builds on)",
                 package=pin.name,
                 version=str(pin.version),
-                step="scheduling",
+                step=Step.SCHEDULING,
             )
 
     def _finish(self, pin: Pin, record: dict[str, Any], *, cached: bool, seconds: float) -> None:
@@ -420,7 +420,7 @@ class _Pass:
                     "source alone",
                     package=waiter.name,
                     version=str(waiter.version),
-                    step="build-env",
+                    step=Step.BUILD_ENV,
                 )
             tasks.append(self._ensure(pin))
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -432,7 +432,7 @@ class _Pass:
                 f"its build environment needs {', '.join(failed)}, which failed",
                 package=waiter.name,
                 version=str(waiter.version),
-                step="build-env",
+                step=Step.BUILD_ENV,
             )
         return sorted((r for r in results if isinstance(r, WheelRef)), key=lambda w: w.name)
 

@@ -6,8 +6,57 @@ place and a caller can act on it without parsing text.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from pathlib import Path
+
+
+class Step(enum.StrEnum):
+    """Where in the work something happened: the ``step`` of an error, of a progress report, of
+    a Dask job. A ``str``, so records, JSON and messages show its value."""
+
+    BACKEND_SETUP = "backend-setup"
+    BROWSE = "browse"
+    BUILD = "build"
+    BUILD_ENV = "build-env"
+    BUILD_WHEEL = "build-wheel"
+    CHECK_CACHE = "check-cache"
+    DASK = "dask"
+    DOWNLOAD = "download"
+    EXTRACT = "extract"
+    GET_REQUIRES = "get-requires"
+    GRAPH = "graph"
+    HOOK_OUTPUT = "hook-output"
+    INDEX = "index"
+    INPUT = "input"
+    INSTALL = "install"
+    LOCK = "lock"
+    METADATA = "metadata"
+    PATCH = "patch"
+    PREBUILT = "prebuilt"
+    PREPARE = "prepare"
+    PROVENANCE = "provenance"
+    PUBLISH = "publish"
+    PYPROJECT = "pyproject"
+    REBUILD = "rebuild"
+    RECIPE_MATURIN_CARGO = "recipe-maturin-cargo"
+    RECORD = "record"
+    REPOSITORY = "repository"
+    RESOLVE = "resolve"
+    RUST_VENDOR = "rust-vendor"
+    SANDBOX = "sandbox"
+    SBOM = "sbom"
+    SCHEDULING = "scheduling"
+    SERVE = "serve"
+    SETTINGS = "settings"
+    SIGN = "sign"
+    SUBPROCESS = "subprocess"
+    SYSTEM_TOOLS = "system-tools"
+    UPLOAD = "upload"
+    VERIFY = "verify"
+    WAITING = "waiting"
+    WORK_DIR = "work-dir"
+    WRITE = "write"
 
 
 class RewheelError(Exception):
@@ -82,7 +131,7 @@ class ResolutionError(RewheelError):
         *,
         chains: Sequence[Sequence[str]] = (),
         package: str | None = None,
-        step: str | None = "resolve",
+        step: str | None = Step.RESOLVE,
     ) -> None:
         super().__init__(message, package=package, step=step)
         self.chains = [list(c) for c in chains]
@@ -115,7 +164,7 @@ class CommandFailed(RewheelError):
         timed_out: bool = False,
         limit: str | None = None,
     ) -> None:
-        super().__init__(message, log_path=log_path, step="subprocess")
+        super().__init__(message, log_path=log_path, step=Step.SUBPROCESS)
         self.cmd = list(cmd)
         self.returncode = returncode
         self.timed_out = timed_out

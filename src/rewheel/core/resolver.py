@@ -25,7 +25,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 from resolvelib.structs import RequirementInformation
 
-from .errors import NoSdistError, ResolutionError, UpstreamError
+from .errors import NoSdistError, ResolutionError, Step, UpstreamError
 from .types import EdgeKind, IndexFile, ProjectPage, Upstream
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
@@ -346,7 +346,7 @@ class Resolver:
                 f"no sdist{where}: {names} has files on the index but no source distribution "
                 "for this Python; rewheel builds from source only",
                 package=sorted(set(no_sdist))[0],
-                step="resolve",
+                step=Step.RESOLVE,
             )
         return ResolutionError(f"conflicting requirements{where}", chains=chains, package=purpose)
 

@@ -46,6 +46,7 @@ from ..core.errors import (
     ConfigError,
     IntegrityError,
     RewheelError,
+    Step,
     UnsafeArchiveError,
     UpstreamError,
 )
@@ -283,7 +284,7 @@ class DaskSteps:
 
         def fail(cls: type[RewheelError], message: str) -> RewheelError:
             return cls(
-                message, package=pin.name, version=str(pin.version), step="publish", log_path=log
+                message, package=pin.name, version=str(pin.version), step=Step.PUBLISH, log_path=log
             )
 
         try:
@@ -360,7 +361,7 @@ def dask_steps(
     """
     parsed = parse_dask_target(target)
     if server.upload_token is None or server.upload_dir is None:
-        raise ConfigError("the index server takes no uploads (no upload token)", step="dask")
+        raise ConfigError("the index server takes no uploads (no upload token)", step=Step.DASK)
     resource = worker_resource()
     with contextlib.ExitStack() as stack:
         try:
@@ -381,7 +382,7 @@ def dask_steps(
                 )
         except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: workers did not start
             raise ConfigError(
-                f"cannot start or reach Dask at {target}: {exc}", step="dask"
+                f"cannot start or reach Dask at {target}: {exc}", step=Step.DASK
             ) from exc
         deadline = time.monotonic() + wait_for_workers
         while not (workers := _matching_workers(client, resource)):
@@ -389,7 +390,7 @@ def dask_steps(
                 raise ConfigError(
                     f"no worker of the Dask cluster {target} offers the resource {resource!r}; "
                     f"start workers with: dask worker ... --resources {resource}=1",
-                    step="dask",
+                    step=Step.DASK,
                 )
             time.sleep(0.2)
         remote = sorted(a for a, w in workers.items() if not _is_loopback(str(w.get("host"))))
@@ -397,7 +398,7 @@ def dask_steps(
             raise ConfigError(
                 f"workers on other machines ({', '.join(remote[:3])}) cannot reach this "
                 "machine's loopback address: give --advertise-host with an address they can reach",
-                step="dask",
+                step=Step.DASK,
             )
         host = _url_host(advertise_host or "127.0.0.1")
         steps = DaskSteps(

@@ -52,7 +52,7 @@ from ..build.reproducible import ensure_private_dir, reproducible_env, source_da
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import limits_with, make_policy
 from ..build.settings import PackageSettings, Patch, Settings
-from ..core.errors import BuildError, RepositoryError, RewheelError
+from ..core.errors import BuildError, RepositoryError, RewheelError, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin, Resolver
 from ..core.types import IndexFile, ProjectPage, WheelRef
@@ -60,8 +60,8 @@ from ..index.http import HttpClient, RetryPolicy
 from ..repo.repository import Repository
 from ..serve.server import SHA256_HEADER
 
-GET_REQUIRES = "get-requires"
-BUILD = "build"
+GET_REQUIRES = Step.GET_REQUIRES
+BUILD = Step.BUILD
 WORKER_DIR_ENV = "REWHEEL_WORKER_DIR"
 
 
@@ -171,7 +171,9 @@ def claim_build_root(preferred: Path, name_version: str, fallback: Path) -> Iter
             return
         finally:
             os.close(fd)
-    raise BuildError(f"no free build folder for {name_version} under {fallback}", step="work-dir")
+    raise BuildError(
+        f"no free build folder for {name_version} under {fallback}", step=Step.WORK_DIR
+    )
 
 
 class _CoordinatorSdist:
@@ -199,7 +201,7 @@ class _CoordinatorSdist:
                 f"cannot fetch the sdist from the coordinator: {exc}",
                 package=job.pin.name,
                 version=str(job.pin.version),
-                step="download",
+                step=Step.DOWNLOAD,
             ) from exc
         return target
 
@@ -227,7 +229,7 @@ def _job_settings(job: Job, folder: Path) -> PackageSettings:
                 f"patch {patch.path.name} arrived damaged",
                 package=job.pin.name,
                 version=str(job.pin.version),
-                step="patch",
+                step=Step.PATCH,
             )
         patches.append(Patch(path=path, sha256=patch.sha256))
     return dataclasses.replace(job.settings, patches=tuple(patches))
@@ -292,7 +294,7 @@ class _Uploader:
             f"cannot upload {path.name} to the coordinator: {last}",
             package=job.pin.name,
             version=str(job.pin.version),
-            step="upload",
+            step=Step.UPLOAD,
         )
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ from urllib3.exceptions import (
 )
 
 from .. import __version__
-from ..core.errors import ConfigError, IntegrityError, RewheelError, UpstreamError
+from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import atomic_write_bytes
 
 _T = TypeVar("_T")
@@ -322,7 +322,7 @@ def _local_failure(dest: Path, exc: OSError) -> RewheelError:
         why = f"No space left on the file system of {dest.parent} (disk or quota full)"
     else:
         why = str(exc)
-    return RewheelError(f"cannot save {dest.name}: {why}", step="download")
+    return RewheelError(f"cannot save {dest.name}: {why}", step=Step.DOWNLOAD)
 
 
 class PageCache:
@@ -478,7 +478,7 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         *,
         cache: PageCache | None = None,
-        step: str = "index",
+        step: str = Step.INDEX,
         limit: Literal["page_bytes", "metadata_bytes"] = "page_bytes",
     ) -> Response:
         """GET ``url`` into memory. Returns any non-transient answer (200, 304, 404, ...).
@@ -566,7 +566,7 @@ class HttpClient:
                 url=url,
                 limit_name="download_bytes",
                 limit=cap,
-                step="download",
+                step=Step.DOWNLOAD,
             )
         expected = expected_sha256.lower() if expected_sha256 else None
         deadline = self._deadline(self.limits.download_seconds, "download_seconds")
@@ -594,7 +594,7 @@ class HttpClient:
             _ACTIVE.reset(token)
             deadline.close()
         raise IntegrityError(
-            f"{url}: sha256 {digest} does not match the index's {expected}", step="download"
+            f"{url}: sha256 {digest} does not match the index's {expected}", step=Step.DOWNLOAD
         )
 
     def _fetch_to_temp(
@@ -613,7 +613,7 @@ class HttpClient:
                 url=url,
                 limit_name=cap_name,
                 limit=cap,
-                step="download",
+                step=Step.DOWNLOAD,
             )
 
         resp = self._pool.request(
@@ -635,7 +635,7 @@ class HttpClient:
                 )
             if resp.status != 200:
                 resp.close()
-                raise UpstreamError(f"GET {url}: HTTP {resp.status}", step="download")
+                raise UpstreamError(f"GET {url}: HTTP {resp.status}", step=Step.DOWNLOAD)
             length = resp.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > cap:
                 raise too_big(f"announced at {length} bytes, more than")

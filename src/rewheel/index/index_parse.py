@@ -13,14 +13,14 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from packaging.utils import NormalizedName
 
-from ..core.errors import UpstreamError
+from ..core.errors import Step, UpstreamError
 from ..core.types import IndexFile, ProjectPage
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_STEP = "index"
+_STEP = Step.INDEX
 
 
 def _fail(name: NormalizedName, page_url: str, why: str) -> UpstreamError:

@@ -23,7 +23,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from ..core.errors import IntegrityError, RewheelError, UpstreamError
+from ..core.errors import IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import sha256_file
 from ..core.types import IndexFile, ProjectPage
 from .http import HttpClient, PageCache, Response
@@ -160,13 +160,13 @@ class HttpUpstream:
         url = self.project_url(name)
         self._count("project")
         try:
-            response = self._client.get(url, {"Accept": ACCEPT}, cache=self._cache, step="index")
+            response = self._client.get(url, {"Accept": ACCEPT}, cache=self._cache, step=Step.INDEX)
         except UpstreamError as exc:
             raise _blamed(exc, name, "index") from exc
         if response.status in (404, 410):
             return None
         if response.status != 200:
-            raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step="index")
+            raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step=Step.INDEX)
         with self._count_lock:
             self.page_digests[name] = hashlib.sha256(response.body).hexdigest()
         return response
@@ -188,7 +188,7 @@ class HttpUpstream:
         self._count("metadata")
         try:
             response = self._client.get(
-                url, cache=self._cache, step="metadata", limit="metadata_bytes"
+                url, cache=self._cache, step=Step.METADATA, limit="metadata_bytes"
             )
         except UpstreamError as exc:
             raise _blamed(exc, package, "metadata") from exc
@@ -196,7 +196,7 @@ class HttpUpstream:
             return None  # listed but not served: the caller falls back to the file itself
         if response.status != 200:
             raise UpstreamError(
-                f"GET {url}: HTTP {response.status}", package=package, step="metadata"
+                f"GET {url}: HTTP {response.status}", package=package, step=Step.METADATA
             )
         if file.metadata_sha256 is not None:
             digest = hashlib.sha256(response.body).hexdigest()
@@ -204,7 +204,7 @@ class HttpUpstream:
                 raise IntegrityError(
                     f"{url}: sha256 {digest} does not match the index's {file.metadata_sha256}",
                     package=package,
-                    step="metadata",
+                    step=Step.METADATA,
                 )
         return response.body
 
@@ -212,13 +212,13 @@ class HttpUpstream:
         package = _project_of(file.filename)
         if file.filename in ("", ".", "..") or any(c in file.filename for c in "/\\\x00"):
             raise UpstreamError(
-                f"unsafe file name {file.filename!r}", package=package, step="download"
+                f"unsafe file name {file.filename!r}", package=package, step=Step.DOWNLOAD
             )
         if file.sha256 is None and self.strict:
             raise IntegrityError(
                 f"the index lists {file.filename} without a sha256 (strict mode)",
                 package=package,
-                step="download",
+                step=Step.DOWNLOAD,
             )
         target = dest_dir / file.filename
         with self._file_locks(target):

@@ -41,7 +41,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from ..core.errors import IntegrityError, RepositoryError, RewheelError, UnsafeArchiveError
+from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from ..core.paths import unsafe_member_name
 from ..core.types import WheelRef
@@ -174,7 +174,7 @@ class Repository:
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise RepositoryError(f"cannot create {d}: {exc}", step="repository") from exc
+                raise RepositoryError(f"cannot create {d}: {exc}", step=Step.REPOSITORY) from exc
         with self._state_lock:
             held = self._lock_fd is not None
         if held:
@@ -225,7 +225,7 @@ class Repository:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise RepositoryError(
-                f"cannot open the lock file {self._lock_path}: {exc}", step="lock"
+                f"cannot open the lock file {self._lock_path}: {exc}", step=Step.LOCK
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,9 +235,9 @@ class Repository:
                 raise RepositoryError(
                     f"another rewheel run uses this repository ({self.root}); "
                     "wait for it to finish",
-                    step="lock",
+                    step=Step.LOCK,
                 ) from exc
-            raise RepositoryError(f"cannot lock {self._lock_path}: {exc}", step="lock") from exc
+            raise RepositoryError(f"cannot lock {self._lock_path}: {exc}", step=Step.LOCK) from exc
         # For a person looking at a stuck lock: which process holds it.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
@@ -252,9 +252,9 @@ class Repository:
         try:
             name, version = wheel_name_version(filename)
         except RewheelError as exc:
-            raise RepositoryError(exc.message, step="publish") from exc
+            raise RepositoryError(exc.message, step=Step.PUBLISH) from exc
         if filename.startswith("."):
-            raise RepositoryError(f"refusing a hidden wheel file {filename!r}", step="publish")
+            raise RepositoryError(f"refusing a hidden wheel file {filename!r}", step=Step.PUBLISH)
         metadata = self._validated_metadata(built, name, version)
 
         self.wheels_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ class Repository:
                 f"cannot publish {filename}: {_os_error_text(exc, self.wheels_dir)}",
                 package=name,
                 version=version,
-                step="publish",
+                step=Step.PUBLISH,
             ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -307,7 +307,7 @@ class Repository:
                     f"wheel {wheel.name} does not start with a zip member; refused",
                     package=name,
                     version=version,
-                    step="publish",
+                    step=Step.PUBLISH,
                 )
             gap = bytes_outside_members(wheel)
             if gap > _MAX_ZIP_GAP:
@@ -315,7 +315,7 @@ class Repository:
                     f"wheel {wheel.name} holds {gap} bytes outside its members; refused",
                     package=name,
                     version=version,
-                    step="publish",
+                    step=Step.PUBLISH,
                 )
             with zipfile.ZipFile(wheel) as zf:
                 self._check_members(zf, wheel.name)
@@ -325,7 +325,7 @@ class Repository:
                     f"wheel {wheel.name} has a corrupt member {bad!r}",
                     package=name,
                     version=version,
-                    step="publish",
+                    step=Step.PUBLISH,
                 )
             data = read_metadata_bytes(wheel)
         except (IntegrityError, UnsafeArchiveError) as exc:
@@ -345,7 +345,7 @@ class Repository:
                 f"cannot read the metadata of {wheel.name}: {exc}",
                 package=name,
                 version=version,
-                step="publish",
+                step=Step.PUBLISH,
             ) from exc
         msg = parse_metadata(data)
         meta_name, meta_version = msg.get("Name"), msg.get("Version")
@@ -354,14 +354,14 @@ class Repository:
                 f"wheel {wheel.name} has METADATA Name {meta_name!r}",
                 package=name,
                 version=version,
-                step="publish",
+                step=Step.PUBLISH,
             )
         if meta_version is None or not same_version(str(meta_version), version):
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Version {meta_version!r}",
                 package=name,
                 version=version,
-                step="publish",
+                step=Step.PUBLISH,
             )
         return data
 
@@ -442,7 +442,7 @@ class Repository:
 
     def wheel_path(self, ref: WheelRef) -> Path:
         if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
-            raise RepositoryError(f"not a plain file name: {ref.filename!r}", step="repository")
+            raise RepositoryError(f"not a plain file name: {ref.filename!r}", step=Step.REPOSITORY)
         return self.wheels_dir / ref.filename
 
     def provenance_path(self, ref: WheelRef) -> Path:
@@ -471,7 +471,7 @@ class Repository:
                         f"cannot index {ref.filename}: {exc}",
                         package=ref.name,
                         version=ref.version,
-                        step="index",
+                        step=Step.INDEX,
                     ) from exc
                 by_project.setdefault(ref.name, []).append(page_file)
             for name, files in sorted(by_project.items()):
@@ -525,7 +525,7 @@ class Repository:
         except OSError as exc:
             # The page keeps its old content: pages are replaced whole or not at all.
             raise RepositoryError(
-                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="index"
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.INDEX
             ) from exc
 
     # -- records and other JSON -----------------------------------------------------------------
@@ -534,13 +534,13 @@ class Repository:
         """Write ``records/<name>-<version>.json``; the record needs "name" and "version"."""
         name, version = record.get("name"), record.get("version")
         if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-            raise RepositoryError("a build record needs a 'name' and a 'version'", step="record")
+            raise RepositoryError("a build record needs a 'name' and a 'version'", step=Step.RECORD)
         if not _SAFE_VERSION.match(version):
             raise RepositoryError(
-                f"version {version!r} cannot name a record file", package=name, step="record"
+                f"version {version!r} cannot name a record file", package=name, step=Step.RECORD
             )
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", canonicalize_name(name)):
-            raise RepositoryError(f"invalid project name {name!r}", step="record")
+            raise RepositoryError(f"invalid project name {name!r}", step=Step.RECORD)
         path = self.record_path(name, version)
         try:
             atomic_write_json(path, dict(record))
@@ -549,7 +549,7 @@ class Repository:
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}",
                 package=name,
                 version=version,
-                step="record",
+                step=Step.RECORD,
             ) from exc
 
     def record_path(self, name: str, version: str) -> Path:
@@ -573,9 +573,11 @@ class Repository:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RepositoryError(f"cannot read record {path}: {exc}", step="record") from exc
+                raise RepositoryError(
+                    f"cannot read record {path}: {exc}", step=Step.RECORD
+                ) from exc
             if not isinstance(data, dict):
-                raise RepositoryError(f"record {path} is not a JSON object", step="record")
+                raise RepositoryError(f"record {path} is not a JSON object", step=Step.RECORD)
             out.append(data)
         return out
 
@@ -583,13 +585,13 @@ class Repository:
         """Write ``root/relname`` atomically; ``relname`` must stay inside the repository."""
         rel = PurePosixPath(relname)
         if rel.is_absolute() or not rel.parts or ".." in rel.parts or "\\" in relname:
-            raise RepositoryError(f"not a path inside the repository: {relname!r}", step="write")
+            raise RepositoryError(f"not a path inside the repository: {relname!r}", step=Step.WRITE)
         path = self.root.joinpath(*rel.parts)
         try:
             atomic_write_json(path, data)
         except OSError as exc:
             raise RepositoryError(
-                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step="write"
+                f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
 
 

@@ -48,7 +48,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 from ..index.index_pages import (
     HTML_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -910,13 +910,13 @@ class IndexServer:
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         if upload_token is not None and len(upload_token) < 16:
-            raise ConfigError("an upload token must have at least 16 characters", step="serve")
+            raise ConfigError("an upload token must have at least 16 characters", step=Step.SERVE)
         if max_connections < 1:
-            raise ConfigError("the server must handle at least 1 connection", step="serve")
+            raise ConfigError("the server must handle at least 1 connection", step=Step.SERVE)
         if max_waiting is not None and max_waiting < 1:
-            raise ConfigError("the server must keep at least 1 connection waiting", step="serve")
+            raise ConfigError("the server must keep at least 1 connection waiting", step=Step.SERVE)
         if not header_timeout > 0:
-            raise ConfigError("the header timeout must be more than 0 seconds", step="serve")
+            raise ConfigError("the header timeout must be more than 0 seconds", step=Step.SERVE)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.upload_token = upload_token
         self.upload_dir = (upload_dir or repo.work_dir / "uploads") if upload_token else None

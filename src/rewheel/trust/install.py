@@ -20,9 +20,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..build.buildenv import scrubbed_environ
-from ..core.errors import ConfigError, RewheelError
+from ..core.errors import ConfigError, RewheelError, Step
 
-_STEP = "install"
+_STEP = Step.INSTALL
 _HASH_OPTION = re.compile(r"\s--hash[=\s]\S+")
 
 # What older uv versions wrote into every venv: a distutils patch run at startup through a

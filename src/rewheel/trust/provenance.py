@@ -31,7 +31,7 @@ from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
 from .. import __version__
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -374,16 +374,16 @@ class Signer:
         except ImportError as exc:
             raise ConfigError(
                 "signing needs the 'cryptography' package: pip install 'rewheel[sign]'",
-                step="sign",
+                step=Step.SIGN,
             ) from exc
         try:
             key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(
-                f"cannot load the signing key {key_file}: {exc}", step="sign"
+                f"cannot load the signing key {key_file}: {exc}", step=Step.SIGN
             ) from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{key_file} is not an Ed25519 private key", step="sign")
+            raise ConfigError(f"{key_file} is not an Ed25519 private key", step=Step.SIGN)
         self._key = key
         raw = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -410,14 +410,14 @@ def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str 
     except ImportError as exc:
         raise ConfigError(
             "checking signatures needs the 'cryptography' package: pip install 'rewheel[sign]'",
-            step="verify",
+            step=Step.VERIFY,
         ) from exc
     try:
         key = serialization.load_pem_public_key(public_key_file.read_bytes())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the public key {public_key_file}: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{public_key_file} is not an Ed25519 public key", step="verify")
+        raise ConfigError(f"{public_key_file} is not an Ed25519 public key", step=Step.VERIFY)
     if not isinstance(envelope, Mapping) or envelope.get("payloadType") != DSSE_PAYLOAD_TYPE:
         return "the signed envelope is not an in-toto DSSE envelope"
     try:

@@ -31,7 +31,7 @@ from ..build.reproducible import claimed_work_root
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import SandboxPolicy
 from ..build.settings import Settings
-from ..core.errors import ConfigError, IntegrityError, RewheelError, UpstreamError
+from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import sha256_file
 from ..core.resolver import Pin, Resolver
 from ..core.types import IndexFile, ProjectPage, WheelRef
@@ -103,7 +103,7 @@ class _RecordedSdists:
         self.sdists_dir = sdists_dir
 
     def get_project(self, name: NormalizedName) -> ProjectPage:
-        raise UpstreamError("a rebuild resolves nothing", package=name, step="rebuild")
+        raise UpstreamError("a rebuild resolves nothing", package=name, step=Step.REBUILD)
 
     def get_metadata(self, file: IndexFile) -> bytes | None:
         return None
@@ -113,11 +113,11 @@ class _RecordedSdists:
         if not path.is_file():
             raise UpstreamError(
                 f"{file.filename} is not in {self.sdists_dir}; run bootstrap again to fetch it",
-                step="rebuild",
+                step=Step.REBUILD,
             )
         if file.sha256 is not None and sha256_file(path) != file.sha256:
             raise IntegrityError(
-                f"{path} no longer has the recorded sha256 {file.sha256}", step="rebuild"
+                f"{path} no longer has the recorded sha256 {file.sha256}", step=Step.REBUILD
             )
         return path
 
@@ -141,7 +141,7 @@ def select_records(
             and req.specifier.contains(str(r.get("version")), prereleases=True)
         ]
         if not matching:
-            raise ConfigError(f"the repository has no build record of {text}", step="rebuild")
+            raise ConfigError(f"the repository has no build record of {text}", step=Step.REBUILD)
         chosen.extend(r for r in matching if r not in chosen)
     return chosen
 
@@ -171,11 +171,11 @@ class Rebuilder:
     def _check(self, record: Mapping[str, Any], result: RebuildResult) -> None:
         published = self.repo.wheels_dir / result.wheel
         if not published.is_file():
-            raise ConfigError(f"the published wheel {result.wheel} is missing", step="rebuild")
+            raise ConfigError(f"the published wheel {result.wheel} is missing", step=Step.REBUILD)
         result.published_sha256 = sha256_file(published)
         url, sdist_sha256 = record.get("sdist_url"), record.get("sdist_sha256")
         if not isinstance(url, str) or not isinstance(sdist_sha256, str):
-            raise ConfigError("the build record names no sdist", step="rebuild")
+            raise ConfigError("the build record names no sdist", step=Step.REBUILD)
         env: list[WheelRef] = []
         for entry in record.get("build_env") or []:
             ref = self.by_sha.get(str(entry.get("sha256")))
@@ -183,7 +183,7 @@ class Rebuilder:
                 raise ConfigError(
                     f"build environment wheel {entry.get('name')} {entry.get('version')} is not"
                     " in the repository any more",
-                    step="rebuild",
+                    step=Step.REBUILD,
                 )
             env.append(ref)
         try:
@@ -193,7 +193,7 @@ class Rebuilder:
                 sdist=IndexFile(filename=sdist_filename(url), url=url, sha256=sdist_sha256),
             )
         except InvalidVersion as exc:
-            raise ConfigError(f"invalid version {result.version!r}", step="rebuild") from exc
+            raise ConfigError(f"invalid version {result.version!r}", step=Step.REBUILD) from exc
         prepared = self.steps.prepare(pin)
         handle = self.steps.create_env(
             prepared, env, name=str(record.get("build_env_dir") or "env")
@@ -235,7 +235,7 @@ def rebuild_check(
     """Rebuild ``packages`` (all recorded ones when empty) and compare with what is published."""
     repo = Repository(repo_root)
     if not repo.records_dir.is_dir():
-        raise ConfigError(f"{repo_root} has no build records", step="rebuild")
+        raise ConfigError(f"{repo_root} has no build records", step=Step.REBUILD)
     # Rebuild logs go beside, not over, the logs of the builds that published the wheels.
     repo.logs_dir = repo.root / "logs" / "rebuild"
     records = select_records(repo.load_records(), packages)

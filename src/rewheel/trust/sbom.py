@@ -43,7 +43,7 @@ from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .. import __version__
-from ..core.errors import RewheelError
+from ..core.errors import RewheelError, Step
 from ..core.versions import normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata, read_metadata_bytes
@@ -367,7 +367,7 @@ def write_sbom(
         packages, roots = repository_packages(repo)
         subject = f"rewheel repository {repo.root.resolve().name}"
     else:
-        raise RewheelError(f"no repository at {repo_root}", step="sbom")
+        raise RewheelError(f"no repository at {repo_root}", step=Step.SBOM)
     text = bom_json(make_bom(packages, subject=subject, roots=roots))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

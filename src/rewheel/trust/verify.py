@@ -32,7 +32,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from ..core.errors import RewheelError, VerifyError
+from ..core.errors import RewheelError, Step, VerifyError
 from ..core.fsutil import sha256_file
 from ..core.types import WheelRef
 from ..core.versions import normal_version
@@ -126,7 +126,7 @@ def venv_layout(venv: Path) -> VenvLayout:
     try:
         cfg = _pyvenv_cfg((root / "pyvenv.cfg").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise VerifyError(f"{venv} is not a virtual environment: {exc}", step="verify") from exc
+        raise VerifyError(f"{venv} is not a virtual environment: {exc}", step=Step.VERIFY) from exc
     found = re.match(r"(\d+)\.(\d+)", cfg.get("version_info") or cfg.get("version") or "")
     if found:
         short = f"{found[1]}.{found[2]}"
@@ -134,7 +134,7 @@ def venv_layout(venv: Path) -> VenvLayout:
         # No version in pyvenv.cfg: take the one lib/pythonX.Y there is.
         candidates = sorted(p.name[len("python") :] for p in root.glob("lib/python3.*"))
         if len(candidates) != 1:
-            raise VerifyError(f"cannot tell the Python version of {venv}", step="verify")
+            raise VerifyError(f"cannot tell the Python version of {venv}", step=Step.VERIFY)
         short = candidates[0]
 
     def rel(path: Path) -> str:
@@ -142,7 +142,7 @@ def venv_layout(venv: Path) -> VenvLayout:
 
     purelib = root / "lib" / f"python{short}" / "site-packages"
     if not purelib.is_dir():
-        raise VerifyError(f"{venv} has no {purelib.relative_to(root)}", step="verify")
+        raise VerifyError(f"{venv} has no {purelib.relative_to(root)}", step=Step.VERIFY)
     platlib = root / "lib64" / f"python{short}" / "site-packages"
     return VenvLayout(
         root=root,

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
-from ..core.errors import RepositoryError, RewheelError
+from ..core.errors import RepositoryError, RewheelError, Step
 from ..core.fsutil import atomic_write_text
 from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
@@ -610,6 +610,6 @@ def write_browse(repo: Repository) -> Path:
                 path.unlink(missing_ok=True)
     except OSError as exc:
         raise RepositoryError(
-            f"cannot write the browsable pages in {out}: {exc}", step="browse"
+            f"cannot write the browsable pages in {out}: {exc}", step=Step.BROWSE
         ) from exc
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from ..core.errors import ConfigError, RepositoryError
+from ..core.errors import ConfigError, RepositoryError, Step
 from .assets import read_asset
 
 # How each kind of edge is drawn, in DOT and on the web page.
@@ -60,7 +60,7 @@ def parse_graph(data: Any, source: str = "graph.json") -> Graph:
     """A Graph from graph.json's content; RepositoryError names what is malformed."""
 
     def bad(what: str) -> RepositoryError:
-        return RepositoryError(f"{source}: {what}", step="graph")
+        return RepositoryError(f"{source}: {what}", step=Step.GRAPH)
 
     if not isinstance(data, Mapping):
         raise bad("not a JSON object")
@@ -100,14 +100,15 @@ def read_graph(repo_root: Path) -> Graph:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RepositoryError(
-            f"{path} does not exist: run `rewheel bootstrap` with this --repo first", step="graph"
+            f"{path} does not exist: run `rewheel bootstrap` with this --repo first",
+            step=Step.GRAPH,
         ) from None
     except OSError as exc:
-        raise RepositoryError(f"cannot read {path}: {exc}", step="graph") from exc
+        raise RepositoryError(f"cannot read {path}: {exc}", step=Step.GRAPH) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RepositoryError(f"{path} is not valid JSON: {exc}", step="graph") from exc
+        raise RepositoryError(f"{path} is not valid JSON: {exc}", step=Step.GRAPH) from exc
     return parse_graph(data, str(path))
 
 

@@ -28,13 +28,13 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from ..core.errors import RewheelError
+from ..core.errors import RewheelError, Step
 from ..core.report import BootstrapResult, Reporter
 
 Clock = Callable[[], float]
 
 # Steps during which a node holds one of the ``jobs`` build slots: a "worker".
-_WORKER_STEPS = ("get-requires", "build")
+_WORKER_STEPS = (Step.GET_REQUIRES, Step.BUILD)
 _MAX_WORKER_ROWS = 16
 _SLOWEST = 5
 
