@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
@@ -242,7 +242,7 @@ def _listen_host(options: BootstrapOptions) -> str:
 @contextlib.contextmanager
 def _build_steps(
     options: BootstrapOptions, local: LocalSteps, server: IndexServer
-) -> Iterator[Steps]:
+) -> Iterator[Steps[Any]]:
     """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster."""
     if options.dask is None:
         yield local

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+EnvT = TypeVar("EnvT")  # the Steps' handle on a build environment (opaque to the core)
 NodeKey = tuple[NormalizedName, str]
 
 
@@ -56,7 +57,7 @@ class Prepared:
     sdist_sha256: str
     source_dir: Path
     build_requires: tuple[str, ...]
-    backend: Any = None  # what the Steps need to call the backend again (opaque here)
+    backend: object = None  # what the Steps need to call the backend again (opaque here)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Cached:
     record: Mapping[str, Any]
 
 
-class Steps(Protocol):
+class Steps(Protocol[EnvT]):
     def resolve(
         self,
         requirements: Sequence[Requirement],
@@ -95,11 +96,11 @@ class Steps(Protocol):
 
     def prepare(self, pin: Pin) -> Prepared: ...
 
-    def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> Any: ...
+    def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> EnvT: ...
 
-    def get_requires(self, prepared: Prepared, env: Any) -> list[str]: ...
+    def get_requires(self, prepared: Prepared, env: EnvT) -> list[str]: ...
 
-    def build(self, prepared: Prepared, env: Any) -> Built: ...
+    def build(self, prepared: Prepared, env: EnvT) -> Built: ...
 
     def drifted(self, pin: Pin, built_metadata: bytes) -> bool: ...
 
@@ -150,10 +151,10 @@ def _parse_requirements(texts: Sequence[str], pin: Pin, step: str) -> list[Requi
     return out
 
 
-class Bootstrapper:
+class Bootstrapper(Generic[EnvT]):
     def __init__(
         self,
-        steps: Steps,
+        steps: Steps[EnvT],
         *,
         jobs: int,
         reporter: Reporter | None = None,
@@ -192,8 +193,8 @@ class Bootstrapper:
         return result
 
 
-class _Pass:
-    def __init__(self, owner: Bootstrapper) -> None:
+class _Pass(Generic[EnvT]):
+    def __init__(self, owner: Bootstrapper[EnvT]) -> None:
         self.steps = owner.steps
         self.reporter = owner.reporter
         self.jobs = owner.jobs
