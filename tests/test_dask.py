@@ -415,6 +415,7 @@ def _dask_steps(tmp_path: Path, client: _FakeClient) -> DaskSteps:
     repo.logs_dir.mkdir(parents=True)
     local = SimpleNamespace(
         repo=repo,
+        logs_dir=repo.logs_dir,
         work_root=tmp_path / "build-root",
         build_timeout=None,
         isolate_network=True,

@@ -201,6 +201,8 @@ class LocalSteps:
         settings: Settings | None = None,
         witness: Witness | None = None,
         sandbox: SandboxPolicy | None = None,
+        cores: CoreBudget | None = None,
+        logs_dir: Path | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._tools: dict[tuple[str, str], list[SystemTool]] = {}
@@ -216,7 +218,8 @@ class LocalSteps:
         self.isolate_network = isolate_network
         # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
-        self.cores = CoreBudget()
+        self.cores = cores or CoreBudget()
+        self.logs_dir = logs_dir or repo.logs_dir  # one log per package
         self.extra_env = {
             "PYTHONHASHSEED": "0",
             "CARGO_NET_OFFLINE": "true",
@@ -378,7 +381,7 @@ class LocalSteps:
         return Confinement(readable=(work,), writable=writable, network=not self.isolate_network)
 
     def _log(self, pin: Pin) -> Path:
-        return self.repo.logs_dir / f"{pin.name}-{pin.version}.log"
+        return self.logs_dir / f"{pin.name}-{pin.version}.log"
 
     def prepare(self, pin: Pin) -> Prepared:
         log = self._log(pin)

@@ -204,7 +204,7 @@ class DaskSteps:
         return self._publish(prepared, env, result, job_id)
 
     def _log(self, pin: Pin) -> Path:
-        return self.local.repo.logs_dir / f"{pin.name}-{pin.version}.log"
+        return self.local.logs_dir / f"{pin.name}-{pin.version}.log"
 
     def _job(self, prepared: Prepared, env: EnvSpec, step: str) -> Job:
         settings = self.local.package_settings(prepared.pin)

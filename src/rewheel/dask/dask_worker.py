@@ -330,8 +330,8 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
         isolate_network=job.isolate_network,
         settings=_JobSettings(_job_settings(job, scratch / "patches")),
         sandbox=sandbox,
+        cores=_core_budget(),
     )
-    steps.cores = _core_budget()
     return steps
 
 
@@ -383,7 +383,7 @@ def run_job(job: Job) -> JobResult:
             with claim_build_root(Path(job.work_root), name_version, base / "work") as root:
                 try:
                     steps = _worker_steps(job, scratch, root, client)
-                    log = steps.repo.logs_dir / f"{name_version}.log"
+                    log = steps.logs_dir / f"{name_version}.log"
                     result = _run_steps(job, steps, out_dir)
                 finally:
                     # The log goes to the coordinator; nobody looks in a worker's folders.

@@ -236,8 +236,6 @@ def rebuild_check(
     repo = Repository(repo_root)
     if not repo.records_dir.is_dir():
         raise ConfigError(f"{repo_root} has no build records", step=Step.REBUILD)
-    # Rebuild logs go beside, not over, the logs of the builds that published the wheels.
-    repo.logs_dir = repo.root / "logs" / "rebuild"
     records = select_records(repo.load_records(), packages)
     upstream = _RecordedSdists(repo.sdists_dir)
     settings = Settings(settings_dir, variant=variant)
@@ -265,6 +263,8 @@ def rebuild_check(
             isolate_network=isolate_network,
             settings=settings,
             sandbox=sandbox,
+            # Beside, not over, the logs of the builds that published the wheels.
+            logs_dir=repo.root / "logs" / "rebuild",
         )
         rebuilder = Rebuilder(repo, steps, repo.work_dir / "rebuild")
 
