@@ -21,15 +21,16 @@ from typing import Any, Protocol
 
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
-from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from ..core.bootstrap import Built, Cached, Prepared
 from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
 from ..core.fsutil import remove_tree, sha256_file
+from ..core.policy import best_wheel, reusable_wheel
 from ..core.resolver import Pin, Resolution, Resolver
 from ..core.runstate import CACHE_FORMAT, interpreter_tag
-from ..core.types import Confinement, EdgeKind, IndexFile, Runner, Upstream, WheelRef
+from ..core.types import Confinement, EdgeKind, Runner, Upstream, WheelRef
 from ..repo.repository import Repository
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
 from .backend import Backend
@@ -303,23 +304,16 @@ class LocalSteps:
         if not self.package_settings(pin).prebuilt:
             return None
         started = time.monotonic()
-        ranks = {tag: i for i, tag in enumerate(sys_tags())}
-        best: tuple[int, IndexFile] | None = None
-        for f in self.upstream.get_project(pin.name).files:
-            if not f.filename.endswith(".whl") or f.yanked:
-                continue
-            _n, version, _b, tags = parse_wheel_filename(f.filename)
-            rank = min((ranks[t] for t in tags if t in ranks), default=None)
-            if version == pin.version and rank is not None and (best is None or rank < best[0]):
-                best = (rank, f)
-        if best is None:
+        chosen = best_wheel(
+            self.upstream.get_project(pin.name).files, pin.version, list(sys_tags())
+        )
+        if chosen is None:
             raise BuildError(
                 "allow-listed as pre-built, but the index has no wheel of it for this interpreter",
                 package=pin.name,
                 version=str(pin.version),
                 step=Step.PREBUILT,
             )
-        chosen = best[1]
         if chosen.sha256 is None:
             raise IntegrityError(
                 f"pre-built wheel {chosen.filename} is listed without a sha256",
@@ -342,20 +336,20 @@ class LocalSteps:
 
     def cached(self, pin: Pin) -> Cached | None:
         record = self.repo.load_record(pin.name, str(pin.version))
-        if record is None or pin.sdist.sha256 is None:
+        if record is None:
             return None
-        if record.get("sdist_sha256") != pin.sdist.sha256:
+        ref = reusable_wheel(
+            record, pin.sdist.sha256, self.repo.find_wheels(pin.name, str(pin.version))
+        )
+        if ref is None:
             return None
-        for ref in self.repo.find_wheels(pin.name, str(pin.version)):
-            if ref.filename == record.get("wheel") and ref.sha256 == record.get("wheel_sha256"):
-                return Cached(
-                    wheel=ref,
-                    build_requires=tuple(record.get("build_system_requires", ())),
-                    backend_requires=tuple(record.get("backend_requires", ())),
-                    cache_key=str(record.get("cache_key")),
-                    record=record,
-                )
-        return None
+        return Cached(
+            wheel=ref,
+            build_requires=tuple(record.get("build_system_requires", ())),
+            backend_requires=tuple(record.get("backend_requires", ())),
+            cache_key=str(record.get("cache_key")),
+            record=record,
+        )
 
     def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         saved = {**record, **self.attestor.record_fields(record)}
