@@ -105,6 +105,39 @@ def test_mistakes_name_the_file_and_the_key(text: str, message: str) -> None:
         dmap(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("no-sandbox = true\n", "rewheel.toml"),
+        ("[bootstrap]\nno-sandbox = true\n", "rewheel.toml"),
+        ("[tool.rewheel]\nno-sandbox = true\n", "pyproject.toml"),
+        ("[tool.rewheel.rebuild]\nno-sandbox = true\n", "pyproject.toml"),
+    ],
+)
+def test_a_file_cannot_turn_the_sandbox_off(text: str, name: str) -> None:
+    # A cloned project's pyproject.toml must not switch off the sandbox for whoever builds in it.
+    with pytest.raises(ConfigError, match=r"--no-sandbox cannot be set in a file") as info:
+        dmap(text, name=name)
+    assert "REWHEEL_NO_SANDBOX=1" in str(info.value)
+
+
+def test_the_environment_can_turn_the_sandbox_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[app.BootstrapOptions] = []
+
+    def fake_bootstrap(options: app.BootstrapOptions, **_: Any) -> BootstrapResult:
+        seen.append(options)
+        return BootstrapResult(order=[], graph={}, failures={})
+
+    monkeypatch.setattr(app, "bootstrap", fake_bootstrap)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REWHEEL_NO_SANDBOX", "1")
+    code, _out, err = _run(["bootstrap", "pkg"], capsys)
+    assert code == 0, err
+    assert seen[0].sandbox is False
+
+
 def test_pyproject_messages_name_the_table() -> None:
     with pytest.raises(ConfigError, match=r"pyproject.toml: tool.rewheel.serve.port must be"):
         dmap("[tool.rewheel.serve]\nport = 'x'\n", name="pyproject.toml")

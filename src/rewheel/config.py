@@ -24,11 +24,15 @@ from typing import Any, Literal
 
 import click
 
-from .core.errors import ConfigError
+from .core.errors import ConfigError, Step
 
 REWHEEL_TOML = "rewheel.toml"
 PYPROJECT_TOML = "pyproject.toml"
 ENV_PREFIX = "REWHEEL"
+# Options a file may not set: the file may come with a folder someone else wrote (a cloned
+# project), and switching the sandbox off must be the user's own word, on the command line or in
+# the environment.
+NOT_FROM_FILES = frozenset({"no-sandbox"})
 
 Kind = Literal["str", "int", "float", "bool", "list", "path", "paths"]
 
@@ -198,12 +202,24 @@ def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> Co
     return ConfigError(f"{source.where(*keys)}: no such option{hint}")
 
 
+def _check_allowed_in_files(source: ConfigSource, keys: tuple[str, ...]) -> None:
+    if keys[-1] in NOT_FROM_FILES:
+        option = keys[-1]
+        env = f"{ENV_PREFIX}_{option.upper().replace('-', '_')}=1"
+        raise ConfigError(
+            f"{source.where(*keys)}: --{option} cannot be set in a file (a folder you build in "
+            f"could turn the sandbox off for you); pass --{option} or set {env}",
+            step=Step.SETTINGS,
+        )
+
+
 def default_map(source: ConfigSource, schema: Schema) -> dict[str, dict[str, Any]]:
     """click's ``default_map`` ({command: {parameter: value}}) from the file's table."""
     out: dict[str, dict[str, Any]] = {command: {} for command in schema}
     every_option = {key for specs in schema.values() for key in specs}
     sections: list[tuple[str, Mapping[str, Any]]] = []
     for key, value in source.table.items():
+        _check_allowed_in_files(source, (key,))
         if key in schema and isinstance(value, dict):
             sections.append((key, value))
             continue
@@ -230,6 +246,7 @@ def default_map(source: ConfigSource, schema: Schema) -> dict[str, dict[str, Any
     for command, table in sections:
         specs = schema[command]
         for key, value in table.items():
+            _check_allowed_in_files(source, (command, key))
             spec = specs.get(key)
             if spec is None:
                 raise _unknown(source, (command, key), set(specs))
