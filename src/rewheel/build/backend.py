@@ -19,7 +19,7 @@ from pyproject_hooks import (
 )
 
 from ..core.errors import BuildError, CommandFailed, RewheelError, Step
-from ..core.fsutil import remove_tree
+from ..core.fsutil import is_plain_file, remove_tree
 from ..core.types import Confinement, Runner
 from .buildenv import BuildEnvironment
 from .pyproject import BuildSystem
@@ -46,15 +46,6 @@ _LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for thos
 
 _MAX_HOOK_OUTPUT = 16 << 20  # the largest output.json a hook may leave for pyproject_hooks
 _MAX_WARNINGS_TEXT = 64 << 10  # how much of a hook's warnings goes into the log
-
-
-def _plain_file(path: Path, *, max_size: int | None = None) -> bool:
-    """Whether ``path`` itself (not what a link points at) is a regular file, small enough."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return max_size is not None  # no output at all: pyproject_hooks reports that itself
-    return stat.S_ISREG(st.st_mode) and (max_size is None or st.st_size <= max_size)
 
 
 def _tidy_control_folder(control: Path) -> None:
@@ -151,7 +142,7 @@ class Backend:
             wheel = out_dir / name
             if not wheel.is_file():
                 raise self._error(Step.BUILD_WHEEL, f"the backend did not write {name}")
-            if not _plain_file(wheel):
+            if not is_plain_file(wheel):
                 # A link would make rewheel publish whatever file it points at.
                 raise self._error(Step.BUILD_WHEEL, f"{name} is not a plain file (a link?)")
             return wheel
@@ -229,7 +220,8 @@ class Backend:
                 isolate_network=self._isolate_network,
                 confine=self._confine.adding(readable=[Path(cmd[1])], writable=[control]),
             )
-            if not _plain_file(output, max_size=_MAX_HOOK_OUTPUT):
+            # No output at all is for pyproject_hooks to report.
+            if os.path.lexists(output) and not is_plain_file(output, max_size=_MAX_HOOK_OUTPUT):
                 # pyproject_hooks would open it next: a link to a device or FIFO, or a huge
                 # file, would hang rewheel or fill its memory.
                 raise self._error(

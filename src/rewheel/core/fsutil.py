@@ -45,6 +45,16 @@ def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def is_plain_file(path: Path, *, max_size: int | None = None) -> bool:
+    """Whether ``path`` itself (not what a link points at) is a regular file, of at most
+    ``max_size`` bytes when given; False when there is nothing there."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (max_size is None or st.st_size <= max_size)
+
+
 def _open_dir(name: str, dir_fd: int) -> int:
     """Open the folder ``name`` below ``dir_fd`` without following a link, giving it owner
     permissions first if it has none (a build may leave folders of mode 000)."""

@@ -42,7 +42,7 @@ from packaging.utils import (
 )
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
-from ..core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
+from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
 from ..core.paths import unsafe_member_name
 from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
@@ -120,14 +120,6 @@ class _FileKey:
     def of(cls, path: Path) -> _FileKey:
         st = path.stat()
         return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _plain_file(path: Path) -> bool:
-    """Whether ``path`` itself is a regular file (a link to one is not)."""
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
 
 
 # Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
@@ -399,7 +391,7 @@ class Repository:
             for p in self.wheels_dir.iterdir()
             # A link is no wheel of ours (a build or a local user may have planted it to list
             # another file's hash): only plain files count.
-            if p.name.endswith(".whl") and not p.name.startswith(".") and _plain_file(p)
+            if p.name.endswith(".whl") and not p.name.startswith(".") and is_plain_file(p)
         )
 
     def wheels(self) -> list[WheelRef]:

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from packaging.utils import canonicalize_name
 
 from ..core.errors import RepositoryError, RewheelError, Step
-from ..core.fsutil import atomic_write_text
+from ..core.fsutil import atomic_write_text, is_plain_file
 from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
@@ -463,13 +463,6 @@ def _read_below(root: Path, path: Path) -> bytes:
         return f.read()
 
 
-def _is_file_no_link(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
-
-
 def _read_json(repo: Repository, path: Path) -> Any:
     try:
         return json.loads(_read_below(repo.root, path).decode("utf-8"))
@@ -508,12 +501,12 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
     records, in_last_run = _records(repo)
     # Only what the server would hand out is linked: regular files, not symbolic links.
     logs = (
-        {p.name for p in repo.logs_dir.iterdir() if _is_file_no_link(p)}
+        {p.name for p in repo.logs_dir.iterdir() if is_plain_file(p)}
         if repo.logs_dir.is_dir() and not repo.logs_dir.is_symlink()
         else set()
     )
     present = (
-        {p.name for p in repo.wheels_dir.iterdir() if _is_file_no_link(p)}
+        {p.name for p in repo.wheels_dir.iterdir() if is_plain_file(p)}
         if repo.wheels_dir.is_dir() and not repo.wheels_dir.is_symlink()
         else set()
     )
