@@ -31,6 +31,7 @@ from packaging.version import Version
 
 from rewheel.core.bootstrap import Built, Cached, Prepared
 from rewheel.core.errors import BuildError
+from rewheel.core.records import BuildExtras, BuildRecord
 from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
 from rewheel.core.types import Confinement, EdgeKind, IndexFile, ProjectPage, WheelRef
 from rewheel.repo.wheelfile import requires_dist
@@ -266,7 +267,7 @@ class FakeSteps:
         self.build_envs: dict[str, list[str]] = {}  # node -> node ids of its build env
         self.published: dict[str, WheelRef] = {}  # node -> wheel
         self.published_requires: dict[str, list[str]] = {}  # node -> built Requires-Dist
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, BuildRecord] = {}
         self.violations: list[str] = []
         self._stats = _Stats()
         self.metadata = _StepsMetadata(self)
@@ -324,9 +325,9 @@ class FakeSteps:
             return None
         return Cached(
             wheel=self.published[node_id(pin)],
-            build_requires=tuple(record["build_system_requires"]),
-            backend_requires=tuple(record["backend_requires"]),
-            cache_key=str(record["cache_key"]),
+            build_requires=record.build_system_requires,
+            backend_requires=record.backend_requires,
+            cache_key=str(record.cache_key),
             record=record,
         )
 
@@ -406,12 +407,12 @@ class FakeSteps:
     def prebuilt(self, pin: Pin) -> Built | None:
         return None
 
-    def record_extras(self, pin: Pin) -> Mapping[str, Any]:
-        return {}
+    def record_extras(self, pin: Pin) -> BuildExtras:
+        return BuildExtras()
 
-    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    def save_record(self, record: BuildRecord) -> BuildRecord:
         with self.lock:
-            self.records[f"{record['name']}=={record['version']}"] = dict(record)
+            self.records[record.node] = record
         return record
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -499,3 +500,14 @@ class FakeRunner:
     def respond(self, call: RunnerCall) -> None:
         if self._respond is not None:
             self._respond(call)
+
+
+def make_record(name: str, version: str, **fields: Any) -> BuildRecord:
+    """A build record of a wheel ``name-version-py3-none-any.whl``, other fields as given."""
+    defaults: dict[str, Any] = {
+        "sdist_url": f"https://files.example/{name}-{version}.tar.gz",
+        "sdist_sha256": "5" * 64,
+        "wheel": f"{name.replace('-', '_')}-{version}-py3-none-any.whl",
+        "wheel_sha256": "9" * 64,
+    }
+    return BuildRecord(name=name, version=version, **{**defaults, **fields})

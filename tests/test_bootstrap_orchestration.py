@@ -21,6 +21,7 @@ from rewheel.core.bootstrap import (
     _Pass,
 )
 from rewheel.core.errors import BuildError, RewheelError
+from rewheel.core.records import Why
 
 TIMEOUT = 10.0
 
@@ -57,14 +58,14 @@ def run(
 
 
 def order_nodes(result: BootstrapResult) -> list[str]:
-    return [f"{r['name']}=={r['version']}" for r in result.order]
+    return [r.node for r in result.order]
 
 
 def assert_build_envs_first(result: BootstrapResult) -> None:
     position = {node: i for i, node in enumerate(order_nodes(result))}
     for i, record in enumerate(result.order):
-        for w in record["build_env"]:
-            assert position[f"{w['name']}=={w['version']}"] < i, (record["name"], w)
+        for w in record.build_env:
+            assert position[f"{w.name}=={w.version}"] < i, (record.name, w)
 
 
 # A tree where every package is built with the same tools: setuptools and wheel, both built with
@@ -118,9 +119,9 @@ def test_builds_start_only_after_their_build_environment_exists() -> None:
     assert "cython==3.0" in steps.build_envs["app0==1.0"]
     assert "cython==3.0" not in steps.build_envs["app1==1.0"]
     assert_build_envs_first(result)
-    by_node = {f"{r['name']}=={r['version']}": r for r in result.order}
-    assert by_node["app0==1.0"]["backend_requires"] == ["cython"]
-    assert by_node["app0==1.0"]["build_system_requires"] == ["setuptools>=60", "wheel"]
+    by_node = {r.node: r for r in result.order}
+    assert by_node["app0==1.0"].backend_requires == ("cython",)
+    assert by_node["app0==1.0"].build_system_requires == ("setuptools>=60", "wheel")
 
 
 def test_the_graph_records_why_each_package_is_there() -> None:
@@ -134,10 +135,10 @@ def test_the_graph_records_why_each_package_is_there() -> None:
     assert ("setuptools==70.0", "flit-core==3.9", "build-system") in edges
     nodes = {n["id"] for n in result.graph["nodes"]}
     assert {"meta==1.0", "app0==1.0", "app1==1.0", "flit-core==3.9"} <= nodes
-    why = {f"{r['name']}=={r['version']}": r["why"] for r in result.order}
-    assert {"package": "app0==1.0", "requirement": "cython", "kind": "build-backend"} in why[
-        "cython==3.0"
-    ]
+    why = {r.node: r.why for r in result.order}
+    assert (
+        Why(package="app0==1.0", requirement="cython", kind="build-backend") in why["cython==3.0"]
+    )
 
 
 def test_independent_builds_overlap_up_to_jobs() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.sdists import SdistSpec, make_wheel
 
+from rewheel.core.records import BuildRecord
 from rewheel.core.types import WheelRef
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
@@ -38,13 +39,22 @@ def site() -> Site:
         name="tool",
         version="1.0",
         wheels=(WheelInfo("tool-1.0-py3-none-any.whl", SHA_T, 1234),),
-        record={"name": "tool", "version": "1.0", "why": [], "build_env": []},
+        record=BuildRecord(
+            name="tool",
+            version="1.0",
+            sdist_url=None,
+            sdist_sha256=None,
+            wheel="tool-1.0-py3-none-any.whl",
+            wheel_sha256=SHA_T,
+        ),
         in_last_run=True,
         log="tool-1.0.log",
     )
     app_record = {
         "name": "app",
         "version": "2.0",
+        "wheel": "app-2.0-py3-none-any.whl",
+        "wheel_sha256": SHA_A,
         "sdist_url": "https://files.example/app-2.0.tar.gz",
         "sdist_sha256": "c" * 64,
         "why": [
@@ -71,7 +81,7 @@ def site() -> Site:
                 provenance=("app-2.0-py3-none-any.whl.provenance.json",),
             ),
         ),
-        record=app_record,
+        record=BuildRecord.from_json(app_record),
         in_last_run=True,
         summary="An <app> & more",
         requires_python=">=3.9",
@@ -143,6 +153,9 @@ def repo(tmp_path: Path) -> Repository:
             "name": "tool",
             "version": "1.0",
             "wheel": tool.filename,
+            "wheel_sha256": tool.sha256,
+            "sdist_url": None,
+            "sdist_sha256": None,
             "why": [{"package": "app==2.0", "requirement": "tool", "kind": "build-system"}],
             "build_env": [],
             "log": str(r.logs_dir / "tool-1.0.log"),
@@ -151,6 +164,9 @@ def repo(tmp_path: Path) -> Repository:
             "name": "app",
             "version": "2.0",
             "wheel": app.filename,
+            "wheel_sha256": app.sha256,
+            "sdist_url": None,
+            "sdist_sha256": None,
             "why": [{"package": None, "requirement": "app", "kind": "toplevel"}],
             "build_env": [tool.as_record()],
             "log": str(r.logs_dir / "app-2.0.log"),
@@ -189,7 +205,7 @@ def test_collect_reads_wheels_records_metadata_logs_and_provenance(repo: Reposit
     assert wheel.sha256 == _ref(repo, "app").sha256
     assert wheel.provenance == (f"{wheel.filename}.provenance.json",)
     assert app.log == "app-2.0.log"
-    assert app.in_last_run and app.record is not None and app.record["why"][0]["kind"] == "toplevel"
+    assert app.in_last_run and app.record is not None and app.record.why[0].kind == "toplevel"
     assert app.requires_dist == ("tool",)
 
 
@@ -339,7 +355,8 @@ def _anchor_hrefs(page: str) -> list[str]:
 def test_only_http_urls_become_links(url: str) -> None:
     s = site()
     app = s.projects[0]
-    record = {**(app.versions[0].record or {}), "sdist_url": url}
+    assert app.versions[0].record is not None
+    record = dataclasses.replace(app.versions[0].record, sdist_url=url)
     hostile = dataclasses.replace(app.versions[0], record=record)
     project = dataclasses.replace(app, versions=(hostile, *app.versions[1:]))
     page = render_site(dataclasses.replace(s, projects=(project, *s.projects[1:])))["app.html"]

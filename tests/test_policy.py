@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fakes import make_record
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -40,7 +41,9 @@ def test_yanked_and_unfitting_wheels_are_never_chosen() -> None:
 
 def test_a_record_is_reused_only_for_the_same_sdist_and_the_very_wheel_it_names() -> None:
     ref = WheelRef(canonicalize_name("demo"), "1.0", "demo-1.0-py3-none-any.whl", "a" * 64)
-    record = {"sdist_sha256": "s" * 64, "wheel": ref.filename, "wheel_sha256": ref.sha256}
+    record = make_record(
+        "demo", "1.0", sdist_sha256="s" * 64, wheel=ref.filename, wheel_sha256=ref.sha256
+    )
     assert reusable_wheel(record, "s" * 64, [ref]) == ref
     assert reusable_wheel(record, "t" * 64, [ref]) is None  # another sdist
     assert reusable_wheel(record, None, [ref]) is None  # an sdist without a listed hash

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fakes import FakeSteps, FakeUpstream
+from fakes import FakeSteps, FakeUpstream, make_record
 from packaging.requirements import Requirement
 from rich.console import Console
 
@@ -50,9 +50,9 @@ def render(reporter: RichReporter) -> str:
 
 def result(**kwargs: object) -> BootstrapResult:
     order = [
-        {"name": "slow", "version": "1.0", "seconds": 42.0},
-        {"name": "fast", "version": "2.0", "seconds": 0.5},
-        {"name": "old", "version": "3.0", "seconds": 99.0},  # reused: built by an earlier run
+        make_record("slow", "1.0", seconds=42.0),
+        make_record("fast", "2.0", seconds=0.5),
+        make_record("old", "3.0", seconds=99.0),  # reused: built by an earlier run
     ]
     failure = BuildError(
         "backend failed\nTraceback ...",

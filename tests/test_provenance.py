@@ -14,6 +14,7 @@ import pytest
 from conftest import Upstream
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fakes import make_record
 from packaging.requirements import Requirement
 
 from rewheel import app
@@ -24,6 +25,7 @@ from rewheel.build.reproducible import (
     source_date_epoch,
 )
 from rewheel.core.errors import ConfigError
+from rewheel.core.records import EnvEntry
 from rewheel.repo.repository import Repository
 from rewheel.trust.chain import Verdict, verify_chain
 from rewheel.trust.provenance import (
@@ -68,11 +70,14 @@ def _facts(**changes: object) -> BuildFacts:
     return BuildFacts(**values)  # type: ignore[arg-type]
 
 
-RECORD = {
-    "sdist_url": "https://files.example/app-1.0.tar.gz",
-    "sdist_sha256": SDIST_SHA,
-    "build_env": [{"name": "tool-a", "version": "2.0", "sha256": TOOL_SHA}],
-}
+RECORD = make_record(
+    "app",
+    "1.0",
+    sdist_url="https://files.example/app-1.0.tar.gz",
+    sdist_sha256=SDIST_SHA,
+    wheel_sha256=WHEEL_SHA,
+    build_env=(EnvEntry(name="tool-a", version="2.0", sha256=TOOL_SHA),),
+)
 
 
 def test_statement_is_an_in_toto_slsa_v1_provenance() -> None:

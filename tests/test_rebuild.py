@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fakes import make_record
 
 from rewheel.core.errors import ConfigError
 from rewheel.trust.rebuild import diff_wheels, select_records
@@ -48,15 +49,11 @@ def test_equal_contents_report_zip_metadata(tmp_path: Path) -> None:
     ]
 
 
-RECORDS = [
-    {"name": "tool-a", "version": "1.0"},
-    {"name": "tool-a", "version": "2.0"},
-    {"name": "app", "version": "1.0"},
-]
+RECORDS = [make_record("tool-a", "1.0"), make_record("tool-a", "2.0"), make_record("app", "1.0")]
 
 
 def test_select_records() -> None:
-    assert [(r["name"], r["version"]) for r in select_records(RECORDS, [])] == [
+    assert [(r.name, r.version) for r in select_records(RECORDS, [])] == [
         ("app", "1.0"),
         ("tool-a", "1.0"),
         ("tool-a", "2.0"),

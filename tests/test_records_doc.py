@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 from conftest import Upstream, run_bootstrap
+
+from rewheel.core.records import BuildRecord
 
 DOC = Path(__file__).parent.parent / "docs" / "records.md"
 
@@ -37,3 +40,8 @@ def test_every_key_of_a_build_record_and_of_build_order_is_documented(
     assert len(records) == len(entries) == 2
     for record in [*records, *entries]:
         assert set(record) <= documented, set(record) - documented
+
+
+def test_the_documented_keys_are_exactly_the_fields_of_build_record() -> None:
+    fields = {f.name for f in dataclasses.fields(BuildRecord)} - {"unknown"}
+    assert _documented_keys() == fields

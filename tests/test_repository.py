@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from fakes import make_record
 
 from rewheel.core.errors import IntegrityError, RepositoryError, RewheelError
 from rewheel.core.fsutil import sha256_file
@@ -404,31 +406,41 @@ def test_lock_held_by_another_process(repo: Repository) -> None:
 
 
 def test_records(repo: Repository) -> None:
-    repo.save_record({"name": "Demo_Pkg", "version": "1.0", "sha256": "ab"})
-    repo.save_record({"name": "alpha", "version": "2.0+local.1", "steps": [1, 2]})
+    demo = make_record("Demo_Pkg", "1.0", seconds=2.5)
+    alpha = make_record("alpha", "2.0+local.1", backend_requires=("cython",))
+    repo.save_record(demo)
+    repo.save_record(alpha)
     assert _listing(repo.records_dir) == ["alpha-2.0+local.1.json", "demo-pkg-1.0.json"]
-    assert repo.load_records() == [
-        {"name": "alpha", "version": "2.0+local.1", "steps": [1, 2]},
-        {"name": "Demo_Pkg", "version": "1.0", "sha256": "ab"},
-    ]
-    repo.save_record({"name": "alpha", "version": "2.0+local.1", "steps": []})
-    assert repo.load_records()[0]["steps"] == []
+    assert repo.load_records() == [alpha, demo]
+    assert repo.load_record("demo-pkg", "1.0") == demo
+    repo.save_record(dataclasses.replace(alpha, backend_requires=()))
+    assert repo.load_records()[0].backend_requires == ()
 
 
 @pytest.mark.parametrize(
-    "record",
+    ("name", "version"), [("demo", "../../escape"), ("../x", "1.0"), ("demo", "1.0/../2")]
+)
+def test_save_record_rejects(repo: Repository, name: str, version: str) -> None:
+    with pytest.raises(RepositoryError):
+        repo.save_record(make_record(name, version))
+    assert _listing(repo.records_dir) == []
+
+
+@pytest.mark.parametrize(
+    "data",
     [
+        [],
         {"version": "1.0"},
-        {"name": "demo"},
-        {"name": "demo", "version": 1},
-        {"name": "demo", "version": "../../escape"},
-        {"name": "../x", "version": "1.0"},
+        {"name": "demo", "version": 1, "wheel": "w", "wheel_sha256": "s"},
+        {"name": "demo", "version": "1.0", "wheel": "w", "wheel_sha256": "s", "build_env": [1]},
     ],
 )
-def test_save_record_rejects(repo: Repository, record: dict[str, object]) -> None:
-    with pytest.raises(RepositoryError):
-        repo.save_record(record)
-    assert _listing(repo.records_dir) == []
+def test_load_records_reports_a_record_of_the_wrong_shape(repo: Repository, data: object) -> None:
+    repo.records_dir.mkdir(parents=True, exist_ok=True)
+    (repo.records_dir / "demo-1.0.json").write_text(json.dumps(data))
+    with pytest.raises(RepositoryError, match=r"demo-1\.0\.json is not a build record"):
+        repo.load_records()
+    assert repo.load_record("demo", "1.0") is None  # for the cache: no usable record
 
 
 def test_load_records_reports_a_corrupt_record(repo: Repository) -> None:

@@ -277,8 +277,8 @@ def test_records_and_provenance_say_how_the_build_was_contained(attacked: Attack
     repo = Repository(attacked.repo)
     record = repo.load_record("evil", "1.0")
     assert record is not None
-    assert record["sandbox"]["kind"] == "bubblewrap"
-    assert record["sandbox"]["limits"]["wall_seconds"] == 3600
+    assert record.sandbox is not None and record.sandbox["kind"] == "bubblewrap"
+    assert record.sandbox["limits"]["wall_seconds"] == 3600
     (ref,) = repo.find_wheels("evil", "1.0")
     statement = json.loads(
         repo.wheel_path(ref).with_name(ref.filename + ".provenance.json").read_text()
@@ -300,7 +300,8 @@ def test_without_the_sandbox_the_same_build_gets_through(tmp_path: Path) -> None
         assert found["write"]["outside"] and found["write"]["own_build_env"]
         assert found["sockets"]["agent"]
         record = Repository(attacked.repo).load_record("evil", "1.0")
-        assert record is not None and record["sandbox"]["kind"] == "none"
+        assert record is not None and record.sandbox is not None
+        assert record.sandbox["kind"] == "none"
         assert found["environ_secrets"] == []
         assert running_with(CONTROL_TOKEN)  # the setsid daemon outlived its build
     finally:

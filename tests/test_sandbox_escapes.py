@@ -611,7 +611,7 @@ def _net_run(tmp_path: Path, repo: str, *, isolate_network: bool) -> dict[str, A
     sandbox = statement["predicate"]["buildDefinition"]["internalParameters"]["sandbox"]
     return {
         "connected": _found(tmp_path / repo, "net")["connected"],
-        "record": record["sandbox"]["namespaces"],
+        "record": record.sandbox["namespaces"] if record.sandbox else None,
         "provenance": sandbox["namespaces"],
     }
 

@@ -20,6 +20,7 @@ from .build.sandbox import limits_with, make_policy
 from .build.settings import Settings
 from .core import runstate
 from .core.errors import ConfigError, Step
+from .core.records import BuildRecord
 from .core.report import BootstrapResult, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .index.http import HttpClient
@@ -170,7 +171,7 @@ def bootstrap(
                     ).run(options.requirements)
         finally:
             client.close()
-        repo.write_json("build-order.json", result.order)
+        repo.write_json("build-order.json", [r.to_json() for r in result.order])
         repo.write_json("graph.json", result.graph)
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
         if result.ok:
@@ -192,11 +193,12 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
     if last is None:
         return None
     try:
-        order = json.loads((repo.root / "build-order.json").read_text())
+        listed = json.loads((repo.root / "build-order.json").read_text())
         graph = json.loads((repo.root / "graph.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(order, list) or not isinstance(graph, dict):
+        if not isinstance(listed, list) or not isinstance(graph, dict):
+            return None
+        order = [BuildRecord.from_json(entry) for entry in listed]
+    except (OSError, ValueError):  # RecordError is a ValueError
         return None
     if not runstate.unchanged(
         last, fp, page_digest=upstream.page_digest, order=order, wheels=repo.wheels()

@@ -28,6 +28,7 @@ from ..core.bootstrap import Built, Cached, Prepared
 from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.policy import best_wheel, reusable_wheel
+from ..core.records import Attestation, BuildExtras, BuildRecord
 from ..core.resolver import Pin, Resolution, Resolver
 from ..core.runstate import CACHE_FORMAT, interpreter_tag
 from ..core.types import Confinement, EdgeKind, Runner, Upstream, WheelRef
@@ -149,7 +150,9 @@ class Witness(Protocol):
         system: Sequence[Mapping[str, Any]] = (),
     ) -> Path: ...
 
-    def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]: ...
+    def attestation(self, name: str, version: str) -> Attestation | None:
+        """What writing the provenance of a package added to its record (None: not attested)."""
+        ...
 
 
 class NoWitness:
@@ -180,8 +183,8 @@ class NoWitness:
             step=Step.PROVENANCE,
         )
 
-    def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return {}
+    def attestation(self, name: str, version: str) -> Attestation | None:
+        return None
 
 
 class LocalSteps:
@@ -285,19 +288,16 @@ class LocalSteps:
     def package_settings(self, pin: Pin) -> PackageSettings:
         return self.settings.for_package(pin.name, pin.version)
 
-    def record_extras(self, pin: Pin) -> dict[str, Any]:
+    def record_extras(self, pin: Pin) -> BuildExtras:
         """What the settings and the system contributed to a build, for its record."""
         pkg = self.package_settings(pin)
-        extras: dict[str, Any] = {
-            "system_tools": [t.as_record() for t in self._tools.get(self._key(pin), [])],
-            "sandbox": self.sandbox.as_record(network_isolated=self.isolate_network),
-        }
-        if not pkg.is_default:
-            extras["settings"] = pkg.as_record()
         rust = self._rust.get(self._key(pin))
-        if rust is not None:
-            extras["rust"] = rust.as_record()
-        return extras
+        return BuildExtras(
+            system_tools=tuple(t.as_record() for t in self._tools.get(self._key(pin), [])),
+            sandbox=self.sandbox.as_record(network_isolated=self.isolate_network),
+            settings=None if pkg.is_default else pkg.as_record(),
+            rust=None if rust is None else rust.as_record(),
+        )
 
     def prebuilt(self, pin: Pin) -> Built | None:
         """The upstream's wheel of ``pin``, if its settings allow-list it, checked and published."""
@@ -345,14 +345,15 @@ class LocalSteps:
             return None
         return Cached(
             wheel=ref,
-            build_requires=tuple(record.get("build_system_requires", ())),
-            backend_requires=tuple(record.get("backend_requires", ())),
-            cache_key=str(record.get("cache_key")),
+            build_requires=record.build_system_requires,
+            backend_requires=record.backend_requires,
+            cache_key=str(record.cache_key),
             record=record,
         )
 
-    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
-        saved = {**record, **self.attestor.record_fields(record)}
+    def save_record(self, record: BuildRecord) -> BuildRecord:
+        attested = self.attestor.attestation(record.name, record.version)
+        saved = record if attested is None else record.attested(attested)
         self.repo.save_record(saved)
         return saved
 
@@ -589,7 +590,7 @@ class LocalSteps:
                 started=wall_started,
                 build_path=self._workdir(pin),
                 log=self._log(pin),
-                system=self.record_extras(pin).get("system_tools", ()),
+                system=self.record_extras(pin).system_tools,
             )
             self.repo.regenerate_index()
         seconds = time.monotonic() - started

@@ -26,6 +26,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from .errors import BuildError, RewheelError, Step
+from .records import BuildExtras, BuildRecord, EnvEntry, Why
 from .report import BootstrapResult, Reporter
 from .resolver import Pin, Resolution
 from .scheduler import PrioritySlots, WaitGraph
@@ -76,7 +77,7 @@ class Cached:
     build_requires: tuple[str, ...]
     backend_requires: tuple[str, ...]
     cache_key: str
-    record: Mapping[str, Any]
+    record: BuildRecord
 
 
 class Steps(Protocol[EnvT]):
@@ -108,9 +109,9 @@ class Steps(Protocol[EnvT]):
         """The upstream's own wheel, published, when the settings allow-list ``pin``; else None."""
         ...
 
-    def record_extras(self, pin: Pin) -> Mapping[str, Any]: ...
+    def record_extras(self, pin: Pin) -> BuildExtras: ...
 
-    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    def save_record(self, record: BuildRecord) -> BuildRecord:
         """Save the build record of a package (adding what the machine knows, such as its
         provenance) and return it as saved: what ``build-order.json`` lists too."""
         ...
@@ -124,8 +125,39 @@ class NotAttempted(DependencyFailed):
     """A node left unbuilt because the run stopped at the first failure (no --keep-going)."""
 
 
-def _record_node(record: Mapping[str, Any]) -> str:
-    return f"{record['name']}=={record['version']}"
+def _new_record(
+    pin: Pin,
+    built: Built,
+    *,
+    prebuilt: bool = False,
+    prepared: Prepared | None = None,
+    build_env: Sequence[WheelRef] = (),
+    backend_requires: Sequence[str] = (),
+    cache_key: str | None = None,
+    extras: BuildExtras | None = None,
+) -> BuildRecord:
+    """The record of a wheel built (from ``prepared``) or taken pre-built: the one place a
+    record is made (``Steps.save_record`` adds what writing the provenance tells)."""
+    extras = extras or BuildExtras()
+    return BuildRecord(
+        name=pin.name,
+        version=str(pin.version),
+        sdist_url=None if prepared is None else pin.sdist.url,
+        sdist_sha256=None if prepared is None else prepared.sdist_sha256,
+        wheel=built.wheel.filename,
+        wheel_sha256=built.wheel.sha256,
+        build_env=tuple(EnvEntry.of(w) for w in build_env),
+        build_system_requires=() if prepared is None else tuple(prepared.build_requires),
+        backend_requires=tuple(backend_requires),
+        cache_key=cache_key,
+        seconds=round(built.seconds, 3),
+        log=str(built.log),
+        prebuilt=prebuilt,
+        system_tools=extras.system_tools,
+        sandbox=extras.sandbox,
+        settings=extras.settings,
+        rust=extras.rust,
+    )
 
 
 def _key(pin: Pin) -> NodeKey:
@@ -185,7 +217,7 @@ class Bootstrapper(Generic[EnvT]):
             busy, total = busy + result.queued_cpu[0], total + result.queued_cpu[1]
             passes += 1
         # Counted over the whole run: a wheel built by an earlier pass was built, not reused.
-        result.built = sum(1 for r in result.order if _record_node(r) in built_here)
+        result.built = sum(1 for r in result.order if r.node in built_here)
         result.reused = len(result.order) - result.built
         result.built_nodes = built_here
         result.build_window_seconds, result.build_window_cpu_seconds = window, window_cpu
@@ -211,7 +243,7 @@ class _Pass(Generic[EnvT]):
         self.pins: dict[NodeKey, Pin] = {}
         self.edges: list[dict[str, Any]] = []
         self.edge_seen: set[tuple[str | None, str, str, str]] = set()
-        self.order: list[dict[str, Any]] = []
+        self.order: list[BuildRecord] = []
         self.failures: dict[str, RewheelError] = {}
         self.drifted: list[str] = []
         self.built = 0
@@ -288,35 +320,20 @@ class _Pass(Generic[EnvT]):
         started = time.monotonic()
         cached = await self._io(self.steps.cached, pin)
         if cached is not None:
-            self.weights[_key(pin)] = float(cached.record.get("seconds") or 1.0)
+            self.weights[_key(pin)] = cached.record.seconds or 1.0
             self.reporter.step(node, Step.CHECK_CACHE)
             env = await self._build_env(
                 pin, cached.build_requires, cached.backend_requires, preferred={}
             )
             if self.steps.cache_key(pin, env) == cached.cache_key:
-                earlier = dict(cached.record)
-                self._finish(pin, earlier, cached=True, seconds=time.monotonic() - started)
+                self._finish(pin, cached.record, cached=True, seconds=time.monotonic() - started)
                 return cached.wheel
 
         self._check_stopping(pin)
         prebuilt = await self._io(self.steps.prebuilt, pin)
         if prebuilt is not None:
-            taken: dict[str, Any] = {
-                "name": pin.name,
-                "version": str(pin.version),
-                "sdist_url": None,
-                "sdist_sha256": None,
-                "wheel": prebuilt.wheel.filename,
-                "wheel_sha256": prebuilt.wheel.sha256,
-                "why": [],
-                "build_env": [],
-                "prebuilt": True,
-                "cache_key": None,
-                "seconds": round(prebuilt.seconds, 3),
-                "log": str(prebuilt.log),
-            }
-            saved = self.steps.save_record(taken)
-            self._finish(pin, dict(saved), cached=False, seconds=prebuilt.seconds)
+            saved = self.steps.save_record(_new_record(pin, prebuilt, prebuilt=True))
+            self._finish(pin, saved, cached=False, seconds=prebuilt.seconds)
             return prebuilt.wheel
 
         self.reporter.step(node, Step.PREPARE)
@@ -344,26 +361,19 @@ class _Pass(Generic[EnvT]):
             built = await self._io(self.steps.build, prepared, handle)
         if self.steps.drifted(pin, built.metadata):
             self.drifted.append(node)
-        record: dict[str, Any] = {
-            "name": pin.name,
-            "version": str(pin.version),
-            "sdist_url": pin.sdist.url,
-            "sdist_sha256": prepared.sdist_sha256,
-            "wheel": built.wheel.filename,
-            "wheel_sha256": built.wheel.sha256,
-            "why": [],
-            "build_env": [w.as_record() for w in env2],
-            "build_system_requires": list(prepared.build_requires),
-            "backend_requires": list(backend_requires),
-            "cache_key": self.steps.cache_key(pin, env2),
-            "seconds": round(built.seconds, 3),
-            "log": str(built.log),
-            **self.steps.record_extras(pin),
-        }
+        record = _new_record(
+            pin,
+            built,
+            prepared=prepared,
+            build_env=env2,
+            backend_requires=backend_requires,
+            cache_key=self.steps.cache_key(pin, env2),
+            extras=self.steps.record_extras(pin),
+        )
         # As saved, so that a fresh entry of build-order.json has the same fields (provenance,
         # source_date_epoch, build_env_dir) as the one a later run reuses.
         saved = self.steps.save_record(record)
-        self._finish(pin, dict(saved), cached=False, seconds=built.seconds)
+        self._finish(pin, saved, cached=False, seconds=built.seconds)
         return built.wheel
 
     def _check_stopping(self, pin: Pin) -> None:
@@ -375,14 +385,14 @@ class _Pass(Generic[EnvT]):
                 step=Step.SCHEDULING,
             )
 
-    def _finish(self, pin: Pin, record: dict[str, Any], *, cached: bool, seconds: float) -> None:
+    def _finish(self, pin: Pin, record: BuildRecord, *, cached: bool, seconds: float) -> None:
         self.order.append(record)
         if cached:
             self.reused += 1
         else:
             self.built += 1
             self.built_nodes.add(_node_id(pin))
-        self.reporter.done(_node_id(pin), str(record["wheel"]), cached=cached, seconds=seconds)
+        self.reporter.done(_node_id(pin), record.wheel, cached=cached, seconds=seconds)
 
     async def _build_env(
         self,
@@ -462,15 +472,10 @@ class _Pass(Generic[EnvT]):
             )
 
     def _result(self) -> BootstrapResult:
-        why: dict[str, list[dict[str, Any]]] = {}
+        why: dict[str, list[Why]] = {}
         for e in self.edges:
-            why.setdefault(e["to"], []).append(
-                {"package": e["from"], "requirement": e["requirement"], "kind": e["kind"]}
-            )
-        order = []
-        for record in self.order:
-            node = f"{record['name']}=={record['version']}"
-            order.append({**record, "why": why.get(node, [])})
+            why.setdefault(e["to"], []).append(Why(e["from"], e["requirement"], e["kind"]))
+        order = [record.with_why(why.get(record.node, [])) for record in self.order]
         nodes = sorted(
             {f"{p.name}=={p.version}": p for p in self.pins.values()}.items(),
         )

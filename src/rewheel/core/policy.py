@@ -4,13 +4,13 @@ I/O around them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
+from .records import BuildRecord
 from .types import IndexFile, WheelRef
 
 
@@ -35,14 +35,14 @@ def best_wheel(
 
 
 def reusable_wheel(
-    record: Mapping[str, Any], sdist_sha256: str | None, published: Iterable[WheelRef]
+    record: BuildRecord, sdist_sha256: str | None, published: Iterable[WheelRef]
 ) -> WheelRef | None:
     """The published wheel a build record describes, if the record may be reused for an sdist
     with ``sdist_sha256``: the same sdist (an sdist without a listed hash is never reused), and
     the very wheel the record names (file name and sha256) still in the repository."""
-    if sdist_sha256 is None or record.get("sdist_sha256") != sdist_sha256:
+    if sdist_sha256 is None or record.sdist_sha256 != sdist_sha256:
         return None
     for ref in published:
-        if ref.filename == record.get("wheel") and ref.sha256 == record.get("wheel_sha256"):
+        if (ref.filename, ref.sha256) == record.wheel_ref:
             return ref
     return None

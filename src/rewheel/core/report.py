@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RewheelError
+from .records import BuildRecord
 
 
 class Reporter:
@@ -27,7 +28,7 @@ class Reporter:
 
 @dataclass
 class BootstrapResult:
-    order: list[dict[str, Any]]  # build-order.json
+    order: list[BuildRecord]  # build-order.json
     graph: dict[str, Any]  # graph.json
     failures: dict[str, RewheelError]  # node -> its own error (not "a dependency failed")
     built: int = 0

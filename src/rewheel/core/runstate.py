@@ -23,6 +23,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .. import __version__
 from .errors import UpstreamError
+from .records import BuildRecord
 from .types import WheelRef
 
 # Bumped when the meaning of a cache key changes, so old records stop matching.
@@ -94,7 +95,7 @@ def unchanged(
     fp: str,
     *,
     page_digest: Callable[[NormalizedName], str],
-    order: Iterable[Mapping[str, Any]],
+    order: Iterable[BuildRecord],
     wheels: Iterable[WheelRef],
 ) -> bool:
     """True when a run with fingerprint ``fp`` would reproduce the last one exactly."""
@@ -105,7 +106,7 @@ def unchanged(
         return False
     present = {(w.filename, w.sha256) for w in wheels}
     for entry in order:
-        if (entry.get("wheel"), entry.get("wheel_sha256")) not in present:
+        if entry.wheel_ref not in present:
             return False
     try:
         return all(page_digest(canonicalize_name(n)) == d for n, d in pages.items())

@@ -51,6 +51,7 @@ from ..core.errors import (
     UpstreamError,
 )
 from ..core.fsutil import remove_tree, sha256_file
+from ..core.records import BuildExtras, BuildRecord
 from ..core.resolver import Pin, Resolution
 from ..core.types import EdgeKind, WheelRef
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
@@ -165,10 +166,10 @@ class DaskSteps:
     def prebuilt(self, pin: Pin) -> Built | None:
         return self.local.prebuilt(pin)
 
-    def record_extras(self, pin: Pin) -> Mapping[str, Any]:
+    def record_extras(self, pin: Pin) -> BuildExtras:
         return self.local.record_extras(pin)
 
-    def save_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    def save_record(self, record: BuildRecord) -> BuildRecord:
         return self.local.save_record(record)
 
     def prepare(self, pin: Pin) -> Prepared:
@@ -316,7 +317,7 @@ class DaskSteps:
                 started=result.started,
                 build_path=Path(result.build_path),
                 log=log,
-                system=self.local.record_extras(pin).get("system_tools", ()),
+                system=self.local.record_extras(pin).system_tools,
             )
             repo.regenerate_index()
         finally:

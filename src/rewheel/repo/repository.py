@@ -29,10 +29,9 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from packaging.utils import (
     InvalidWheelFilename,
@@ -44,6 +43,7 @@ from packaging.utils import (
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
 from ..core.paths import unsafe_member_name
+from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
 from ..index.index_pages import (
@@ -522,11 +522,9 @@ class Repository:
 
     # -- records and other JSON -----------------------------------------------------------------
 
-    def save_record(self, record: Mapping[str, Any]) -> None:
-        """Write ``records/<name>-<version>.json``; the record needs "name" and "version"."""
-        name, version = record.get("name"), record.get("version")
-        if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-            raise RepositoryError("a build record needs a 'name' and a 'version'", step=Step.RECORD)
+    def save_record(self, record: BuildRecord) -> None:
+        """Write ``records/<name>-<version>.json``."""
+        name, version = record.name, record.version
         if not _SAFE_VERSION.match(version):
             raise RepositoryError(
                 f"version {version!r} cannot name a record file", package=name, step=Step.RECORD
@@ -535,7 +533,7 @@ class Repository:
             raise RepositoryError(f"invalid project name {name!r}", step=Step.RECORD)
         path = self.record_path(name, version)
         try:
-            atomic_write_json(path, dict(record))
+            atomic_write_json(path, record.to_json())
         except OSError as exc:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}",
@@ -547,30 +545,32 @@ class Repository:
     def record_path(self, name: str, version: str) -> Path:
         return self.records_dir / f"{canonicalize_name(name)}-{version}.json"
 
-    def load_record(self, name: str, version: str) -> dict[str, Any] | None:
+    def load_record(self, name: str, version: str) -> BuildRecord | None:
         """The record of one build, or None when there is none (or it cannot be read)."""
         try:
             data = json.loads(self.record_path(name, version).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return BuildRecord.from_json(data)
+        except (OSError, ValueError):  # RecordError is a ValueError
             return None
-        return data if isinstance(data, dict) else None
 
-    def load_records(self) -> list[dict[str, Any]]:
+    def load_records(self) -> list[BuildRecord]:
+        """Every build record; a record that cannot be read is an error naming its file."""
         if not self.records_dir.is_dir():
             return []
-        out: list[dict[str, Any]] = []
+        out: list[BuildRecord] = []
         for path in sorted(self.records_dir.glob("*.json")):
             if path.name.startswith("."):
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                out.append(BuildRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise RepositoryError(
                     f"cannot read record {path}: {exc}", step=Step.RECORD
                 ) from exc
-            if not isinstance(data, dict):
-                raise RepositoryError(f"record {path} is not a JSON object", step=Step.RECORD)
-            out.append(data)
+            except RecordError as exc:
+                raise RepositoryError(
+                    f"record {path} is not a build record: {exc}", step=Step.RECORD
+                ) from exc
         return out
 
     def write_json(self, relname: str, data: object) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..build.buildenv import BuildEnvironment
 from ..core.bootstrap import Prepared
 from ..core.fsutil import sha256_file
+from ..core.records import Attestation
 from ..core.resolver import Pin, Resolution
 from ..core.types import WheelRef
 from ..repo.repository import Repository
@@ -55,7 +56,7 @@ class Attestor:
         self._lock = threading.Lock()
         self._why: dict[_Key, list[dict[str, str | None]]] = {}
         self._backend_requires: dict[_Key, list[str]] = {}
-        self._fields: dict[_Key, dict[str, Any]] = {}
+        self._attested: dict[_Key, Attestation] = {}
 
     def saw_resolution(self, resolution: Resolution) -> None:
         with self._lock:
@@ -125,15 +126,12 @@ class Attestor:
         )
         path = write_provenance(self.repo.wheel_path(wheel), statement(facts), signer=self.signer)
         with self._lock:
-            self._fields[_key(pin)] = {
-                "provenance": path.name,
-                "source_date_epoch": epoch,
-                "build_env_dir": env.path.name,
-            }
+            self._attested[_key(pin)] = Attestation(
+                provenance=path.name, source_date_epoch=epoch, build_env_dir=env.path.name
+            )
         return path
 
-    def record_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """What to add to the build record of ``record``'s package (nothing if not attested)."""
-        key = (str(record.get("name")), str(record.get("version")))
+    def attestation(self, name: str, version: str) -> Attestation | None:
+        """What to add to the build record of a package (None if not attested)."""
         with self._lock:
-            return dict(self._fields.get(key, {}))
+            return self._attested.get((name, version))

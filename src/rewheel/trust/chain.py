@@ -18,16 +18,16 @@ from __future__ import annotations
 import enum
 import json
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..core.errors import RewheelError
 from ..core.fsutil import sha256_file
+from ..core.records import BuildRecord
 from ..core.types import Upstream, WheelRef
 from ..core.versions import normal_version
 from ..repo.repository import Repository
@@ -104,25 +104,23 @@ class _Checker:
         self._tools: dict[str, _Result] = {}
         self._visiting: set[str] = set()
 
-    def _load_records(self) -> dict[tuple[str, str], Any]:
-        out: dict[tuple[str, str], Any] = {}
+    def _load_records(self) -> dict[tuple[str, str], BuildRecord]:
+        out: dict[tuple[str, str], BuildRecord] = {}
         if not self.repo.records_dir.is_dir():
             return out
         for path in sorted(self.repo.records_dir.glob("*.json")):
             if path.name.startswith("."):
                 continue
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                key = (canonicalize_name(record["name"]), normal_version(str(record["version"])))
-            except (OSError, ValueError, KeyError, TypeError):
+                record = BuildRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):  # RecordError is a ValueError
                 self.notes.append(f"unreadable build record {path.name}")
                 continue
-            out[key] = record
+            out[(canonicalize_name(record.name), normal_version(record.version))] = record
         return out
 
-    def record(self, ref: WheelRef) -> Mapping[str, Any] | None:
-        record = self.records.get((ref.name, normal_version(ref.version)))
-        return record if isinstance(record, Mapping) else None
+    def record(self, ref: WheelRef) -> BuildRecord | None:
+        return self.records.get((ref.name, normal_version(ref.version)))
 
     # -- the wheel itself
 
@@ -136,12 +134,12 @@ class _Checker:
         record = self.record(ref)
         if record is None:
             return Verdict.BROKEN, [f"{label}: no build record: {ref.filename} was not built here"]
-        if record.get("wheel") != ref.filename or record.get("wheel_sha256") != ref.sha256:
+        if record.wheel_ref != (ref.filename, ref.sha256):
             return Verdict.BROKEN, [
                 f"{label}: {ref.filename} is not the wheel its build record names"
-                f" ({record.get('wheel')}, sha256 {str(record.get('wheel_sha256'))[:12]}...)"
+                f" ({record.wheel}, sha256 {record.wheel_sha256[:12]}...)"
             ]
-        if record.get("prebuilt"):
+        if record.prebuilt:
             if self.allow_prebuilt:
                 return Verdict.PREBUILT, []
             return Verdict.BROKEN, [
@@ -151,7 +149,7 @@ class _Checker:
         problems += self._check_sdist(ref, record, label)
         return (Verdict.BROKEN if problems else Verdict.OK), problems
 
-    def _check_provenance(self, ref: WheelRef, record: Mapping[str, Any], label: str) -> list[str]:
+    def _check_provenance(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
         path = self.repo.provenance_path(ref)
         try:
             payload = path.read_bytes()
@@ -166,7 +164,7 @@ class _Checker:
                 statement, wheel_filename=ref.filename, wheel_sha256=ref.sha256, record=record
             )
         ]
-        named = record.get("provenance")
+        named = record.provenance
         if named is not None and named != path.name:
             problems.append(f"{label}: the build record names another provenance file ({named})")
         if self.public_key is not None:
@@ -183,9 +181,9 @@ class _Checker:
                     problems.append(f"{label}: {why}")
         return problems
 
-    def _check_sdist(self, ref: WheelRef, record: Mapping[str, Any], label: str) -> list[str]:
-        url, sha256 = record.get("sdist_url"), record.get("sdist_sha256")
-        if not isinstance(url, str) or not isinstance(sha256, str):
+    def _check_sdist(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
+        url, sha256 = record.sdist_url, record.sdist_sha256
+        if url is None or sha256 is None:
             return [f"{label}: the build record names no sdist and sha256"]
         filename = sdist_filename(url)
         problems = []
@@ -228,24 +226,18 @@ class _Checker:
         record = self.record(ref)
         if record is None:
             return Verdict.BROKEN, [f"{label}: build environment unknown (no build record)"]
-        if record.get("prebuilt"):
+        if record.prebuilt:
             if self.allow_prebuilt:
                 return Verdict.PREBUILT, []
             return Verdict.BROKEN, [f"{label}: build tools unknown (a pre-built wheel)"]
         verdict, problems = Verdict.OK, []
-        env = record.get("build_env")
-        if not isinstance(env, list):
-            return Verdict.BROKEN, [f"{label}: the build record has no build environment list"]
-        for entry in env:
-            if not isinstance(entry, Mapping):
-                return Verdict.BROKEN, [f"{label}: bad build environment entry {entry!r}"]
-            tool = self.by_sha.get(str(entry.get("sha256")))
-            name, version = entry.get("name"), entry.get("version")
-            if tool is None or tool.name != canonicalize_name(str(name)):
+        for entry in record.build_env:
+            tool = self.by_sha.get(entry.sha256)
+            if tool is None or tool.name != canonicalize_name(entry.name):
                 verdict = Verdict.BROKEN
                 problems.append(
-                    f"{label}: build tool {name} {version} (sha256"
-                    f" {str(entry.get('sha256'))[:12]}...) is not a wheel of the repository"
+                    f"{label}: build tool {entry.name} {entry.version} (sha256"
+                    f" {entry.sha256[:12]}...) is not a wheel of the repository"
                 )
                 continue
             for sub_verdict, sub_problems in (self.own(tool), self.tools(tool)):

@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 from .. import __version__
 from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
+from ..core.records import BuildRecord
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -232,7 +233,7 @@ def check_statement(
     *,
     wheel_filename: str,
     wheel_sha256: str,
-    record: Mapping[str, Any] | None = None,
+    record: BuildRecord | None = None,
 ) -> list[str]:
     """What is wrong with ``stmt`` as the provenance of this wheel (and its build record)."""
     if not isinstance(stmt, Mapping):
@@ -261,20 +262,17 @@ def check_statement(
     if len(sources) != 1:
         problems.append(f"provenance names {len(sources)} sources, not 1")
     else:
-        if _sha256_of(sources[0]) != record.get("sdist_sha256"):
+        if _sha256_of(sources[0]) != record.sdist_sha256:
             problems.append("the sdist sha256 of the provenance and of the build record differ")
-        if sources[0].get("uri") != record.get("sdist_url"):
+        if sources[0].get("uri") != record.sdist_url:
             problems.append("the sdist URL of the provenance and of the build record differ")
     in_provenance = sorted(
         (str(d["annotations"].get("package")), str(d["annotations"].get("version")), _sha256_of(d))
         for d in deps
         if _role(d, "build-environment")
     )
-    recorded = record.get("build_env") or []
     in_record = sorted(
-        (str(canonicalize_name(str(w.get("name")))), str(w.get("version")), w.get("sha256"))
-        for w in recorded
-        if isinstance(w, Mapping)
+        (str(canonicalize_name(w.name)), w.version, w.sha256) for w in record.build_env
     )
     if in_provenance != in_record:
         problems.append("the build environment of the provenance and of the build record differ")

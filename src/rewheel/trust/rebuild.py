@@ -14,11 +14,10 @@ import os
 import shutil
 import sys
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -33,6 +32,7 @@ from ..build.sandbox import SandboxPolicy
 from ..build.settings import Settings
 from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import sha256_file
+from ..core.records import BuildRecord
 from ..core.resolver import Pin, Resolver
 from ..core.types import IndexFile, ProjectPage, WheelRef
 from ..repo.repository import Repository
@@ -122,13 +122,11 @@ class _RecordedSdists:
         return path
 
 
-def select_records(
-    records: Sequence[Mapping[str, Any]], packages: Sequence[str]
-) -> list[Mapping[str, Any]]:
+def select_records(records: Sequence[BuildRecord], packages: Sequence[str]) -> list[BuildRecord]:
     """The records named by ``packages`` ("name" or "name==version"); all when none is named."""
     if not packages:
-        return sorted(records, key=lambda r: (str(r.get("name")), str(r.get("version"))))
-    chosen: list[Mapping[str, Any]] = []
+        return sorted(records, key=lambda r: (r.name, r.version))
+    chosen: list[BuildRecord] = []
     for text in packages:
         try:
             req = Requirement(text)
@@ -137,8 +135,8 @@ def select_records(
         matching = [
             r
             for r in records
-            if canonicalize_name(str(r.get("name"))) == canonicalize_name(req.name)
-            and req.specifier.contains(str(r.get("version")), prereleases=True)
+            if canonicalize_name(r.name) == canonicalize_name(req.name)
+            and req.specifier.contains(r.version, prereleases=True)
         ]
         if not matching:
             raise ConfigError(f"the repository has no build record of {text}", step=Step.REBUILD)
@@ -155,11 +153,10 @@ class Rebuilder:
         self.keep_dir = keep_dir
         self.by_sha = {w.sha256: w for w in repo.wheels()}
 
-    def check(self, record: Mapping[str, Any]) -> RebuildResult:
-        name, version = str(record.get("name")), str(record.get("version"))
-        result = RebuildResult(name, version, str(record.get("wheel")), "failed")
-        result.published_sha256 = record.get("wheel_sha256")
-        if record.get("prebuilt"):
+    def check(self, record: BuildRecord) -> RebuildResult:
+        result = RebuildResult(record.name, record.version, record.wheel, "failed")
+        result.published_sha256 = record.wheel_sha256
+        if record.prebuilt:
             result.status, result.reason = "skipped", "a pre-built wheel: nothing to rebuild"
             return result
         try:
@@ -168,20 +165,20 @@ class Rebuilder:
             result.status, result.reason = "failed", str(exc)
         return result
 
-    def _check(self, record: Mapping[str, Any], result: RebuildResult) -> None:
+    def _check(self, record: BuildRecord, result: RebuildResult) -> None:
         published = self.repo.wheels_dir / result.wheel
         if not published.is_file():
             raise ConfigError(f"the published wheel {result.wheel} is missing", step=Step.REBUILD)
         result.published_sha256 = sha256_file(published)
-        url, sdist_sha256 = record.get("sdist_url"), record.get("sdist_sha256")
-        if not isinstance(url, str) or not isinstance(sdist_sha256, str):
+        url, sdist_sha256 = record.sdist_url, record.sdist_sha256
+        if url is None or sdist_sha256 is None:
             raise ConfigError("the build record names no sdist", step=Step.REBUILD)
         env: list[WheelRef] = []
-        for entry in record.get("build_env") or []:
-            ref = self.by_sha.get(str(entry.get("sha256")))
+        for entry in record.build_env:
+            ref = self.by_sha.get(entry.sha256)
             if ref is None:
                 raise ConfigError(
-                    f"build environment wheel {entry.get('name')} {entry.get('version')} is not"
+                    f"build environment wheel {entry.name} {entry.version} is not"
                     " in the repository any more",
                     step=Step.REBUILD,
                 )
@@ -195,9 +192,7 @@ class Rebuilder:
         except InvalidVersion as exc:
             raise ConfigError(f"invalid version {result.version!r}", step=Step.REBUILD) from exc
         prepared = self.steps.prepare(pin)
-        handle = self.steps.create_env(
-            prepared, env, name=str(record.get("build_env_dir") or "env")
-        )
+        handle = self.steps.create_env(prepared, env, name=record.build_env_dir or "env")
         # As in the bootstrap: the backend is asked for its requirements first (setuptools writes
         # its egg-info then), and the wheel is built in the same source tree.
         self.steps.get_requires(prepared, handle)
@@ -268,7 +263,7 @@ def rebuild_check(
         )
         rebuilder = Rebuilder(repo, steps, repo.work_dir / "rebuild")
 
-        def one(record: Mapping[str, Any]) -> RebuildResult:
+        def one(record: BuildRecord) -> RebuildResult:
             result = rebuilder.check(record)
             if progress is not None:
                 progress(result)

@@ -18,11 +18,10 @@ Build-time dependencies are described with standard CycloneDX means only:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
 
 from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.model import (
@@ -44,6 +43,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .. import __version__
 from ..core.errors import RewheelError, Step
+from ..core.records import BuildRecord
 from ..core.versions import normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata, read_metadata_bytes
@@ -206,12 +206,10 @@ def bom_json(bom: Bom) -> str:
 # ---------------------------------------------------------------- collecting (I/O)
 
 
-def _record_index(repo: Repository) -> dict[tuple[str, str], Mapping[str, Any]]:
-    out: dict[tuple[str, str], Mapping[str, Any]] = {}
+def _record_index(repo: Repository) -> dict[tuple[str, str], BuildRecord]:
+    out: dict[tuple[str, str], BuildRecord] = {}
     for record in repo.load_records() if repo.records_dir.is_dir() else []:
-        out[
-            (canonicalize_name(str(record.get("name"))), normal_version(str(record.get("version"))))
-        ] = record
+        out[(canonicalize_name(record.name), normal_version(record.version))] = record
     return out
 
 
@@ -241,23 +239,23 @@ class _Collector:
             return None
         if ref.filename in self.packages:
             return self.packages[ref.filename]
-        record = self.records.get((ref.name, normal_version(ref.version))) or {}
-        if record.get("wheel_sha256") != ref.sha256:
-            record = {}  # a record of another wheel of this release
+        record = self.records.get((ref.name, normal_version(ref.version)))
+        if record is not None and record.wheel_sha256 != ref.sha256:
+            record = None  # a record of another wheel of this release
         package = Package(
             name=ref.name,
             version=ref.version,
             ref=ref.filename,
             metadata=_wheel_metadata(self.repo, ref.filename),
             sha256=ref.sha256,
-            sdist_url=record.get("sdist_url"),
-            sdist_sha256=record.get("sdist_sha256"),
-            provenance=record.get("provenance"),
-            prebuilt=bool(record.get("prebuilt")),
+            sdist_url=None if record is None else record.sdist_url,
+            sdist_sha256=None if record is None else record.sdist_sha256,
+            provenance=None if record is None else record.provenance,
+            prebuilt=record is not None and record.prebuilt,
         )
         self.packages[ref.filename] = package
-        for entry in record.get("build_env") or []:
-            tool = self.from_wheel(str(entry.get("sha256")))
+        for entry in () if record is None else record.build_env:
+            tool = self.from_wheel(entry.sha256)
             if tool is not None:
                 package.build_env.append(tool.ref)
         return package

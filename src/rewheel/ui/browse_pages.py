@@ -22,7 +22,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +32,7 @@ from packaging.utils import canonicalize_name
 
 from ..core.errors import RepositoryError, RewheelError, Step
 from ..core.fsutil import atomic_write_text, is_plain_file
+from ..core.records import BuildRecord, RecordError
 from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
@@ -61,7 +62,7 @@ class VersionInfo:
     name: str  # normalized
     version: str
     wheels: tuple[WheelInfo, ...]
-    record: Mapping[str, Any] | None = None  # build-order.json entry, else records/ file
+    record: BuildRecord | None = None  # build-order.json entry, else records/ file
     in_last_run: bool = False  # listed in build-order.json (so ``why`` is complete)
     summary: str | None = None
     requires_python: str | None = None
@@ -186,19 +187,15 @@ def content_security_policy() -> str:
 
 
 def _why(version: VersionInfo, known: Mapping[str, set[str]]) -> str:
-    reasons = (version.record or {}).get("why") or []
+    reasons = version.record.why if version.record is not None else ()
     items = []
     for reason in reasons:
-        if not isinstance(reason, Mapping):
-            continue
-        kind = str(reason.get("kind", ""))
-        requirement = str(reason.get("requirement", ""))
-        parent = reason.get("package")
+        kind, requirement, parent = reason.kind, reason.requirement, reason.package
         if parent is None:
             items.append(f"<li>requested as <code>{_e(requirement)}</code> {_kind(kind)}</li>")
         else:
             items.append(
-                f"<li>{_node_link(str(parent), known)} needs <code>{_e(requirement)}</code> "
+                f"<li>{_node_link(parent, known)} needs <code>{_e(requirement)}</code> "
                 f"{_kind(kind)}</li>"
             )
     if items:
@@ -218,17 +215,15 @@ def _node_link(node: str, known: Mapping[str, set[str]]) -> str:
     return _e(node)
 
 
-def _build_env(record: Mapping[str, Any], known: Mapping[str, set[str]], shas: set[str]) -> str:
-    env = record.get("build_env") or []
+def _build_env(record: BuildRecord, known: Mapping[str, set[str]], shas: set[str]) -> str:
+    env = record.build_env
     if not env:
-        if record.get("prebuilt"):
+        if record.prebuilt:
             return '<p class="muted">None: the upstream\'s own wheel was taken, not built.</p>\n'
         return '<p class="muted">Empty: built with no other package installed.</p>\n'
     rows = []
     for item in env:
-        if not isinstance(item, Mapping):
-            continue
-        name, version, sha256 = (str(item.get(k, "")) for k in ("name", "version", "sha256"))
+        name, version, sha256 = item.name, item.version, item.sha256
         project = canonicalize_name(name)
         label = f"{project} {version}"
         if version in known.get(project, set()):
@@ -264,8 +259,8 @@ def _dl(items: Iterable[tuple[str, str]]) -> str:
     return f"<dl>{rows}</dl>\n" if rows else ""
 
 
-def _requirements(values: object) -> str:
-    if not isinstance(values, list) or not values:
+def _requirements(values: Sequence[str]) -> str:
+    if not values:
         return '<span class="muted">none</span>'
     return ", ".join(f"<code>{_e(v)}</code>" for v in values)
 
@@ -287,7 +282,7 @@ def _version_section(
     shas: set[str],
     users: Mapping[str, list[str]],
 ) -> str:
-    record = version.record or {}
+    record = version.record
     out = [
         f'<section class="version" id="{_e(version_anchor(version.version))}">\n'
         f"<h2>{_e(project.name)} {_e(version.version)}</h2>\n"
@@ -327,23 +322,18 @@ def _version_section(
     if record:
         out.append("<h3>How it was built</h3>\n")
         built: list[tuple[str, str]] = []
-        if record.get("prebuilt"):
+        if record.prebuilt:
             built.append(("source", "the upstream's pre-built wheel (allowed by the settings)"))
-        url = record.get("sdist_url")
-        if isinstance(url, str) and url:
-            built.append(("sdist", _url_link(url)))
-        if record.get("sdist_sha256"):
-            built.append(
-                ("sdist sha256", f'<code class="sha256">{_e(record["sdist_sha256"])}</code>')
-            )
-        if "build_system_requires" in record:
-            built.append(("build-system.requires", _requirements(record["build_system_requires"])))
-        if "backend_requires" in record:
-            built.append(("backend asked for", _requirements(record["backend_requires"])))
-        if isinstance(record.get("seconds"), int | float):
-            built.append(("build time", f"{float(record['seconds']):.1f}s"))
-        if record.get("cache_key"):
-            built.append(("cache key", f'<code class="sha256">{_e(record["cache_key"])}</code>'))
+        if record.sdist_url:
+            built.append(("sdist", _url_link(record.sdist_url)))
+        if record.sdist_sha256:
+            built.append(("sdist sha256", f'<code class="sha256">{_e(record.sdist_sha256)}</code>'))
+        if not record.prebuilt:
+            built.append(("build-system.requires", _requirements(record.build_system_requires)))
+            built.append(("backend asked for", _requirements(record.backend_requires)))
+        built.append(("build time", f"{record.seconds:.1f}s"))
+        if record.cache_key:
+            built.append(("cache key", f'<code class="sha256">{_e(record.cache_key)}</code>'))
         if version.log:
             href = f"../logs/{quote(version.log)}"
             built.append(("log", f'<a class="log" href="{_e(href)}">{_e(version.log)}</a>'))
@@ -352,7 +342,7 @@ def _version_section(
         out.append(_build_env(record, known, shas))
         out.append(
             "<details><summary>the full record</summary><pre>"
-            + _e(json.dumps(record, indent=2, sort_keys=True, default=str))
+            + _e(json.dumps(record.to_json(), indent=2, sort_keys=True, default=str))
             + "</pre></details>\n"
         )
     elif version.log:
@@ -377,9 +367,8 @@ class _Links:
         users: dict[str, list[str]] = {}
         for p in site.projects:
             for v in p.versions:
-                for item in (v.record or {}).get("build_env") or []:
-                    if isinstance(item, Mapping) and isinstance(item.get("sha256"), str):
-                        users.setdefault(item["sha256"], []).append(f"{p.name}=={v.version}")
+                for item in v.record.build_env if v.record is not None else ():
+                    users.setdefault(item.sha256, []).append(f"{p.name}=={v.version}")
         return cls(
             known={p.name: {v.version for v in p.versions} for p in site.projects},
             shas={w.sha256 for p in site.projects for v in p.versions for w in v.wheels},
@@ -472,23 +461,31 @@ def _read_json(repo: Repository, path: Path) -> Any:
         return None  # a page that cannot show one record is still worth writing
 
 
-def _records(repo: Repository) -> tuple[dict[tuple[str, str], dict[str, Any]], set[Any]]:
+def _record(data: object) -> BuildRecord | None:
+    try:
+        return BuildRecord.from_json(data)
+    except RecordError:
+        return None  # a page that cannot show one record is still worth writing
+
+
+def _records(
+    repo: Repository,
+) -> tuple[dict[tuple[str, str], BuildRecord], set[tuple[str, str]]]:
     """Records by (name, version): records/ first, build-order.json (with ``why``) over them."""
-    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    by_key: dict[tuple[str, str], BuildRecord] = {}
     if repo.records_dir.is_dir() and not repo.records_dir.is_symlink():
         for path in sorted(repo.records_dir.glob("*.json")):
-            data = _read_json(repo, path) if not path.name.startswith(".") else None
-            if isinstance(data, dict) and "name" in data and "version" in data:
-                key = (canonicalize_name(str(data["name"])), normal_version(str(data["version"])))
-                by_key[key] = data
-    in_last_run = set()
+            if path.name.startswith("."):
+                continue
+            if (record := _record(_read_json(repo, path))) is not None:
+                by_key[(canonicalize_name(record.name), normal_version(record.version))] = record
+    in_last_run: set[tuple[str, str]] = set()
     order = _read_json(repo, repo.root / "build-order.json")
-    if isinstance(order, list):
-        for data in order:
-            if isinstance(data, dict) and "name" in data and "version" in data:
-                key = (canonicalize_name(str(data["name"])), normal_version(str(data["version"])))
-                by_key[key] = data
-                in_last_run.add(key)
+    for data in order if isinstance(order, list) else []:
+        if (record := _record(data)) is not None:
+            key = (canonicalize_name(record.name), normal_version(record.version))
+            by_key[key] = record
+            in_last_run.add(key)
     return by_key, in_last_run
 
 
@@ -546,7 +543,7 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
                 tuple(str(r) for r in (msg.get_all("Requires-Dist") or [])) if msg else ()
             )
             log = None
-            recorded_log = record.get("log") if record else None
+            recorded_log = record.log if record else None
             for candidate in (
                 Path(recorded_log).name if isinstance(recorded_log, str) else None,
                 f"{name}-{version}.log",

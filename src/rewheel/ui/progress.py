@@ -90,10 +90,8 @@ def summarize(
     ]
     timed = []
     for record in result.order:
-        node = f"{record.get('name')}=={record.get('version')}"
-        secs = record.get("seconds")
-        if node in built_nodes and isinstance(secs, int | float):
-            timed.append((node, float(secs)))
+        if record.node in built_nodes:
+            timed.append((record.node, record.seconds))
     timed.sort(key=lambda item: (-item[1], item[0]))
     return Summary(
         built=result.built,
