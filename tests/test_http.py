@@ -1,9 +1,10 @@
-"""HttpClient's uploads, against a local server each test starts."""
+"""HttpClient's uploads and reachability probes, against a local server each test starts."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -105,3 +106,30 @@ def test_an_upload_takes_its_own_policy(serve: Serve, client: HttpClient, wheel:
     once = RetryPolicy(attempts=1)
     assert client.upload(f"{server.url}/up", wheel, policy=once) == 503
     assert len(server.seen) == 1
+
+
+# -- reachable --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "expected"), [(200, True), (404, True), (503, False)])
+def test_reachable_when_the_server_answers_below_500(
+    serve: Serve, client: HttpClient, status: int, expected: bool
+) -> None:
+    server = serve([status])
+    assert client.reachable(f"{server.url}/config.json", timeout=3.0) is expected
+    [seen] = server.seen  # one try, no retry
+    assert seen.method == "HEAD" and seen.path == "/config.json"
+
+
+def test_unreachable_when_nothing_listens(client: HttpClient) -> None:
+    assert client.reachable(f"http://127.0.0.1:{_free_port()}/", timeout=3.0) is False
+
+
+def test_unreachable_when_the_server_never_answers(client: HttpClient) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        assert client.reachable(f"http://127.0.0.1:{port}/", timeout=0.3) is False
+        assert time.monotonic() - started < 2.0

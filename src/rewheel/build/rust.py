@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-import urllib3
-
 from ..core.errors import BuildError, CommandFailed, Step
 from ..core.types import Confinement, Runner
+from ..index.http import HttpClient
 from .buildenv import scrubbed_environ
 
 STEP = Step.RUST_VENDOR
@@ -319,22 +318,9 @@ def crates_io_reachable() -> bool:
         return _probe_result
 
 
-def _ask_crates_io(answer: list[bool]) -> None:
-    try:
-        with urllib3.PoolManager(retries=False, timeout=_PROBE_TIMEOUT) as pool:
-            response = pool.request("HEAD", CRATES_IO_PROBE_URL)
-    except urllib3.exceptions.HTTPError:
-        return
-    answer.append(response.status < 500)
-
-
 def _probe_crates_io() -> bool:
-    # In a thread: the timeout does not cover a name lookup, which can hang far longer.
-    answer: list[bool] = []
-    thread = threading.Thread(target=_ask_crates_io, args=(answer,), daemon=True)
-    thread.start()
-    thread.join(_PROBE_TIMEOUT + 0.5)
-    return bool(answer and answer[0])
+    with HttpClient() as client:
+        return client.reachable(CRATES_IO_PROBE_URL, _PROBE_TIMEOUT)
 
 
 # -- the check ------------------------------------------------------------------------------

@@ -383,7 +383,10 @@ def _ca_certs() -> str | None:
 
 
 class HttpClient:
-    """GETs with retries, verified downloads, uploads. Thread safe; ``close()`` it at the end."""
+    """GETs with retries, verified downloads, uploads, reachability probes.
+
+    Thread safe; ``close()`` it at the end.
+    """
 
     def __init__(
         self,
@@ -742,6 +745,36 @@ class HttpClient:
         resp.close()  # the status is the answer: the body is not read, the connection dropped
         resp.release_conn()
         return resp.status
+
+    def reachable(self, url: str, timeout: float) -> bool:
+        """Whether ``url`` answers a HEAD with a status below 500 within about ``timeout`` seconds.
+
+        One try, no redirect followed; any failure to get an answer is False. Returns after
+        ``timeout`` and half a second at most, the name lookup included.
+        """
+        answer: list[bool] = []
+
+        def ask() -> None:
+            try:
+                resp = self._pool.request(
+                    "HEAD",
+                    url,
+                    headers={"User-Agent": USER_AGENT},
+                    retries=False,
+                    redirect=False,
+                    timeout=timeout,
+                    preload_content=False,
+                )
+            except HTTPError:
+                return
+            resp.release_conn()
+            answer.append(resp.status < 500)
+
+        # In a thread: urllib3's timeouts do not cover the name lookup, which can hang far longer.
+        thread = threading.Thread(target=ask, name="rewheel-reachable", daemon=True)
+        thread.start()
+        thread.join(timeout + 0.5)
+        return bool(answer and answer[0])
 
 
 def _read_capped(
