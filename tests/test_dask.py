@@ -25,17 +25,19 @@ from conftest import Upstream
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from support.scripted_server import ScriptedServer
 
 from rewheel import app
 from rewheel.build.sandbox import SandboxPolicy
 from rewheel.build.settings import PackageSettings, Patch
 from rewheel.core.bootstrap import BootstrapResult, Prepared
-from rewheel.core.errors import BuildError, ConfigError, IntegrityError
+from rewheel.core.errors import BuildError, ConfigError, IntegrityError, Step
 from rewheel.core.fsutil import sha256_file
 from rewheel.core.resolver import Pin
 from rewheel.core.types import IndexFile
+from rewheel.index.http import HttpClient
 from rewheel.repo.repository import Repository
-from rewheel.serve.server import IndexServer
+from rewheel.serve.server import SHA256_HEADER, IndexServer
 
 distributed = pytest.importorskip("distributed")
 
@@ -46,6 +48,7 @@ from rewheel.dask.dask_worker import (  # noqa: E402
     Job,
     JobResult,
     WorkerTransferError,
+    _Uploader,
     claim_build_root,
     run_job,
     worker_resource,
@@ -381,6 +384,37 @@ def test_run_job_raises_only_transfer_failures(
     failed = run_job(_job(upstream, tmp_path, url, job_id="job2", fail_build=True))
     assert failed.error is not None and failed.error[0] == "BuildError"
     assert failed.error[2] == "build-wheel" and failed.log_uploaded
+
+
+@pytest.mark.parametrize(
+    ("script", "tries", "refused"),
+    [
+        ([201], 1, None),
+        ([503, 422, 201], 3, None),  # the coordinator busy, then a body damaged on the way
+        ([403, 201], 1, "HTTP 403"),  # refused: another try would be refused too
+        ([503], 3, "HTTP 503"),
+    ],
+)
+def test_the_uploader_tries_again_only_what_may_succeed(
+    upstream: Upstream, tmp_path: Path, script: list[int], tries: int, refused: str | None
+) -> None:
+    wheel = tmp_path / "solo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    sha256 = sha256_file(wheel)
+    with ScriptedServer(script) as server, HttpClient() as client:
+        uploader = _Uploader(_job(upstream, tmp_path, server.url), client)
+        if refused is None:
+            uploader.put(wheel, sha256)
+        else:
+            with pytest.raises(WorkerTransferError, match=refused) as info:
+                uploader.put(wheel, sha256)
+            error = info.value
+            assert (error.package, error.version, error.step) == ("solo", "1.0", Step.UPLOAD)
+    assert len(server.seen) == tries
+    for seen in server.seen:
+        assert seen.path == "/uploads/job1/solo-1.0-py3-none-any.whl" and seen.body == b"a wheel"
+        assert seen.headers["authorization"] == "Bearer " + "k" * 32
+        assert seen.headers[SHA256_HEADER.lower()] == sha256
 
 
 # -- the coordinator's handling of task outcomes, with a fake Dask client -----------------------

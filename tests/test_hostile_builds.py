@@ -12,10 +12,10 @@ from fakes import FakeRunner, RunnerCall
 from packaging.requirements import Requirement
 
 from rewheel import app
-from rewheel.build import runner
 from rewheel.build.backend import Backend, mentions_network_failure
 from rewheel.build.buildenv import BuildEnvironment
 from rewheel.build.pyproject import BuildSystem
+from rewheel.build.runner import UnshareProbe
 from rewheel.cli import main
 from rewheel.core.bootstrap import BootstrapResult
 from rewheel.core.errors import BuildError, CommandFailed
@@ -68,7 +68,12 @@ def test_cli_says_when_network_isolation_is_unavailable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     upstream.sdist("demo", "1.0")
-    monkeypatch.setattr(runner, "_probe_result", [])  # as on a machine where unshare fails
+    # As on a machine where unshare fails: the run's runner probes the one found first on PATH.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "unshare").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "unshare").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     args = [
         "bootstrap",
         "--no-sandbox",  # with the sandbox, bwrap cuts the network itself
@@ -127,9 +132,7 @@ def test_a_hanging_build_is_killed_with_its_process_group(
     assert not Repository(repo).find_wheels("slow", "1.0")
 
 
-@pytest.mark.skipif(
-    not runner.network_isolation_available(), reason="no network isolation on this machine"
-)
+@pytest.mark.skipif(not UnshareProbe().available(), reason="no network isolation on this machine")
 def test_a_build_that_tries_the_network_is_told_why_it_failed(
     upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -173,17 +176,19 @@ UNREACHABLE = "OSError: [Errno 101] Network is unreachable\n"
 
 
 @pytest.mark.parametrize(
-    ("isolated", "output", "told"),
+    ("isolated", "unshare", "output", "told"),
     [
-        (True, UNREACHABLE, True),
-        (False, UNREACHABLE, False),  # it had network: the failure is not ours to explain
-        (True, "ValueError: bad\n", False),  # the earlier step's output does not count
+        (True, ["unshare", "--net"], UNREACHABLE, True),
+        # It had network: the failure is not ours to explain.
+        (False, ["unshare", "--net"], UNREACHABLE, False),
+        (True, [], UNREACHABLE, False),  # isolation was asked for, but unshare does not work
+        # The earlier step's output does not count.
+        (True, ["unshare", "--net"], "ValueError: bad\n", False),
     ],
 )
 def test_the_network_sentence_only_when_the_network_was_cut(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool, output: str, told: bool
+    tmp_path: Path, isolated: bool, unshare: list[str], output: str, told: bool
 ) -> None:
-    monkeypatch.setattr("rewheel.build.backend.network_isolation_available", lambda: True)
     log = tmp_path / "build.log"
     log.write_text("earlier step: " + UNREACHABLE)
     env = BuildEnvironment(tmp_path, Path(sys.executable), dict(os.environ), ())
@@ -196,6 +201,7 @@ def test_the_network_sentence_only_when_the_network_was_cut(
         package="demo",
         version="1.0",
         isolate_network=isolated,
+        unshare=UnshareProbe(lambda: unshare),
     )
     with pytest.raises(BuildError) as info:
         backend.build_wheel(tmp_path / "dist")

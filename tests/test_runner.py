@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rewheel.build import runner as runner_mod
-from rewheel.build.runner import SubprocessRunner, network_isolation_available
+from rewheel.build.runner import SubprocessRunner, UnshareProbe
 from rewheel.core.errors import CommandFailed
 
 PY = sys.executable
@@ -135,7 +135,7 @@ CONNECT = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.ar
 
 
 def test_isolated_command_cannot_reach_a_local_port(tmp_path: Path, listener: int) -> None:
-    if not network_isolation_available():
+    if not UnshareProbe().available():
         pytest.skip("unshare --net --map-root-user does not work here")
     run = SubprocessRunner()
     log = tmp_path / "n.log"
@@ -147,11 +147,10 @@ def test_isolated_command_cannot_reach_a_local_port(tmp_path: Path, listener: in
 
 
 def test_unavailable_isolation_is_reported_once_and_the_command_still_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(runner_mod, "_probe_result", [])
     notices: list[str] = []
-    run = SubprocessRunner(on_notice=notices.append)
+    run = SubprocessRunner(on_notice=notices.append, unshare=UnshareProbe(lambda: []))
     for _ in range(3):
         run(
             py("print('ran')"),
@@ -163,10 +162,9 @@ def test_unavailable_isolation_is_reported_once_and_the_command_still_runs(
     assert len(notices) == 1
     assert "network isolation is not available" in notices[0]
     assert (tmp_path / "l.log").read_text().splitlines().count("ran") == 3
-    assert not network_isolation_available()
 
 
-def test_probe_runs_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_runs_once_across_threads() -> None:
     calls: list[int] = []
 
     def fake_probe() -> list[str]:
@@ -174,16 +172,30 @@ def test_probe_runs_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None
         time.sleep(0.05)
         return ["/bin/fake-unshare"]
 
-    monkeypatch.setattr(runner_mod, "_probe_result", None)
-    monkeypatch.setattr(runner_mod, "_probe_unshare", fake_probe)
+    probe = UnshareProbe(fake_probe)
     results: list[bool] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(network_isolation_available()))
-        for _ in range(8)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(probe.available())) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert results == [True] * 8
     assert len(calls) == 1
+    assert probe.prefix() == ["/bin/fake-unshare"]
+
+
+def test_the_runner_puts_its_probes_prefix_only_before_isolated_commands(tmp_path: Path) -> None:
+    env_program = shutil.which("env")
+    assert env_program is not None
+    # env runs the command it is given: a prefix that isolates nothing, but shows where it goes.
+    run = SubprocessRunner(unshare=UnshareProbe(lambda: [env_program]))
+    for isolate in (False, True):
+        run(
+            py("print('ran')"),
+            cwd=tmp_path,
+            env=os.environ,
+            log=tmp_path / f"{isolate}.log",
+            isolate_network=isolate,
+        )
+    assert f"$ {env_program} {PY} -c" not in (tmp_path / "False.log").read_text()
+    assert f"$ {env_program} {PY} -c" in (tmp_path / "True.log").read_text()

@@ -17,8 +17,9 @@ from fakes import FakeRunner, RunnerCall
 from support.sdists import SdistSpec, make_sdist
 
 from rewheel.build import pipeline, rust
-from rewheel.build.rust import Crate, check_rust_sources, parse_lock, vendor_config
+from rewheel.build.rust import Crate, CratesIo, check_rust_sources, parse_lock, vendor_config
 from rewheel.core.errors import BuildError, CommandFailed
+from rewheel.index.http import HttpClient
 
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 CRATES = [("libc", "0.2.190"), ("once_cell", "1.21.4"), ("zmij", "1.0.23")]
@@ -282,18 +283,25 @@ def test_lock_format_1_checksums(tmp_path: Path) -> None:
     assert parse_lock(text) == [Crate("libc", "0.2.1", CRATES_IO, "abc")]
 
 
-def test_the_crates_io_probe_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+class CountingClient:
+    """Answers ``reachable`` with ``answer``, recording what it was asked."""
 
-    def probe() -> bool:
-        calls.append(1)
-        return False
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, float]] = []
 
-    monkeypatch.setattr(rust, "_probe_result", None)
-    monkeypatch.setattr(rust, "_probe_crates_io", probe)
-    assert rust.crates_io_reachable() is False
-    assert rust.crates_io_reachable() is False
-    assert calls == [1]
+    def reachable(self, url: str, timeout: float) -> bool:
+        self.asked.append((url, timeout))
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_the_crates_io_probe_asks_once(answer: bool) -> None:
+    client = CountingClient(answer)
+    probe = CratesIo(client, "https://crates.example/config.json", timeout=1.5)
+    assert probe.reachable() is answer
+    assert probe.reachable() is answer
+    assert client.asked == [("https://crates.example/config.json", 1.5)]
 
 
 # -- in a bootstrap ------------------------------------------------------------------------
@@ -354,7 +362,7 @@ def make_rust_sdist(tmp_path: Path, name: str, *, vendored: bool) -> Path:
     return sdist
 
 
-def test_the_probe_says_whether_the_index_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_says_whether_the_index_answers() -> None:
     class Ok(BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
             self.send_response(200)
@@ -363,11 +371,11 @@ def test_the_probe_says_whether_the_index_answers(monkeypatch: pytest.MonkeyPatc
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    with ThreadingHTTPServer(("127.0.0.1", 0), Ok) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.server_address[1]
-        monkeypatch.setattr(rust, "CRATES_IO_PROBE_URL", f"http://127.0.0.1:{port}/config.json")
-        assert rust._probe_crates_io() is True
-        server.shutdown()
-    # Nothing listens there any more.
-    assert rust._probe_crates_io() is False
+    with HttpClient() as client:
+        with ThreadingHTTPServer(("127.0.0.1", 0), Ok) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{server.server_address[1]}/config.json"
+            assert CratesIo(client, url).reachable() is True
+            server.shutdown()
+        # Nothing listens there any more.
+        assert CratesIo(client, url).reachable() is False

@@ -23,7 +23,7 @@ from ..core.fsutil import is_plain_file, remove_tree
 from ..core.types import Confinement, Runner
 from .buildenv import BuildEnvironment
 from .pyproject import BuildSystem
-from .runner import network_isolation_available
+from .runner import UnshareProbe
 
 # What a failed connection or name lookup prints (Python, curl, git, pip ...): in a build without
 # network these mean that the build tried to download something.
@@ -76,7 +76,11 @@ def mentions_network_failure(output: str) -> bool:
 
 
 class Backend:
-    """The build backend of ``source_dir``, called through ``runner`` with ``env``'s Python."""
+    """The build backend of ``source_dir``, called through ``runner`` with ``env``'s Python.
+
+    ``unshare`` says whether ``isolate_network`` could cut the hooks off from the network, for
+    the message of a hook that failed to reach it (default: probed here when first needed).
+    """
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class Backend:
         timeout: float | None = None,
         isolate_network: bool = True,
         confine: Confinement | None = None,
+        unshare: UnshareProbe | None = None,
     ) -> None:
         self._source_dir = source_dir
         self._build_system = build_system
@@ -101,6 +106,7 @@ class Backend:
         self._version = version
         self._timeout = timeout
         self._isolate_network = isolate_network
+        self._unshare = unshare or UnshareProbe()
         # What the hooks may see: by default the source tree (writable) and the environment.
         self._confine = confine or Confinement(
             readable=(env.path,), writable=(source_dir,), network=not isolate_network
@@ -149,7 +155,7 @@ class Backend:
 
     def _network_was_cut(self) -> bool:
         # Without a working unshare the hook ran with network: its network errors are real ones.
-        return self._isolate_network and network_isolation_available()
+        return self._isolate_network and self._unshare.available()
 
     def _hook_output(self) -> str:
         """The end of what the last hook call wrote to the log."""

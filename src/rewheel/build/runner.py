@@ -31,21 +31,7 @@ from .seccomp import build_filter
 _log = logging.getLogger(__name__)
 
 _probe_lock = threading.Lock()
-_probe_result: list[str] | None = None  # the prefix that works, [] if none; None: not probed
 _PROBE_TIMEOUT = 10.0
-
-
-def _network_prefix() -> list[str]:
-    """The command prefix that puts a process in an empty network namespace, [] if none works.
-
-    ``--map-root-user`` creates a user namespace too, so that this works without root where the
-    kernel allows unprivileged user namespaces. Probed once per process.
-    """
-    global _probe_result
-    with _probe_lock:
-        if _probe_result is None:
-            _probe_result = _probe_unshare()
-        return list(_probe_result)
 
 
 def _probe_unshare() -> list[str]:
@@ -54,6 +40,32 @@ def _probe_unshare() -> list[str]:
         return []
     prefix = [unshare, "--net", "--map-root-user"]
     return prefix if _probe([*prefix, "true"]) else []
+
+
+class UnshareProbe:
+    """Whether commands can be cut off from the network here, and the prefix that does it.
+
+    util-linux ``unshare --net`` puts a command in an empty network namespace;
+    ``--map-root-user`` creates a user namespace too, so that this works without root where the
+    kernel allows unprivileged user namespaces. ``find`` returns the prefix that works ([] if
+    none): it is asked once per instance, on first use.
+    """
+
+    def __init__(self, find: Callable[[], Sequence[str]] = _probe_unshare) -> None:
+        self._find = find
+        self._lock = threading.Lock()
+        self._prefix: list[str] | None = None
+
+    def prefix(self) -> list[str]:
+        """The command prefix that cuts a command off from the network, [] if none works."""
+        with self._lock:
+            if self._prefix is None:
+                self._prefix = list(self._find())
+            return list(self._prefix)
+
+    def available(self) -> bool:
+        """Whether commands can be run without network access on this machine."""
+        return bool(self.prefix())
 
 
 _guard_result: list[str] | None = None
@@ -103,11 +115,6 @@ def _findable(program: str, env: Mapping[str, str]) -> bool:
     Checked before a prefix runs it, so that a missing program still fails as one that cannot
     be run, not as one that exited with 127."""
     return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
-
-
-def network_isolation_available() -> bool:
-    """Whether commands can be run without network access on this machine."""
-    return bool(_network_prefix())
 
 
 def _kill_group(pgid: int) -> None:
@@ -293,7 +300,8 @@ class SubprocessRunner:
     ``sandbox`` is how confined commands (``confine=...``: build code) run: inside bubblewrap
     when it has a bwrap, and in every case under its limits. ``on_notice`` receives, once per
     runner, the news that network isolation was asked for but is not available here (default: a
-    logging warning).
+    logging warning). ``unshare`` cuts commands run outside the sandbox off from the network
+    (default: an ``UnshareProbe`` of the runner's own, probed when first needed).
     """
 
     def __init__(
@@ -302,7 +310,9 @@ class SubprocessRunner:
         on_notice: Callable[[str], None] | None = None,
         sandbox: SandboxPolicy | None = None,
         poll_seconds: float = 1.0,
+        unshare: UnshareProbe | None = None,
     ) -> None:
+        self._unshare = unshare or UnshareProbe()
         self._on_notice = on_notice or _log.warning
         self._notice_lock = threading.Lock()
         self._noticed = False
@@ -341,7 +351,7 @@ class SubprocessRunner:
         else:
             shown = cmd  # what the log shows: the command and its network prefix
             if isolate_network or (confine is not None and not confine.network):
-                prefix = _network_prefix()
+                prefix = self._unshare.prefix()
                 if prefix:
                     shown = prefix + cmd
                 else:

@@ -17,13 +17,12 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
-
-import urllib3
 
 from ..core.errors import BuildError, CommandFailed, Step
 from ..core.types import Confinement, Runner
+from ..index.http import HttpClient
 from .buildenv import scrubbed_environ
 
 STEP = Step.RUST_VENDOR
@@ -306,35 +305,53 @@ def vendor_config(crates: Iterable[Crate], directory: str) -> str:
 
 # -- the network ----------------------------------------------------------------------------
 
-_probe_lock = threading.Lock()
-_probe_result: bool | None = None
+
+class UrlProbe(Protocol):
+    """What ``CratesIo`` asks through; ``index.http.HttpClient`` is one."""
+
+    def reachable(self, url: str, timeout: float) -> bool: ...
+
+
+class CratesIo:
+    """Whether crates.io's index answers from here: asked once per instance, ~3 s at most.
+
+    ``client`` asks (an ``index.http.HttpClient``, or a fake; None: a client made for that one
+    question). ``reachable`` is what ``check_rust_sources`` takes as ``network``.
+    """
+
+    def __init__(
+        self,
+        client: UrlProbe | None = None,
+        url: str = CRATES_IO_PROBE_URL,
+        *,
+        timeout: float = _PROBE_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self._client = client
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._answer: bool | None = None
+
+    def reachable(self) -> bool:
+        with self._lock:
+            if self._answer is None:
+                self._answer = self._ask()
+            return self._answer
+
+    def _ask(self) -> bool:
+        if self._client is not None:
+            return self._client.reachable(self.url, self._timeout)
+        with HttpClient() as client:
+            return client.reachable(self.url, self._timeout)
+
+
+# For build.pipeline, which has no probe of its own to pass: one question for the whole process.
+_PROCESS_PROBE = CratesIo()
 
 
 def crates_io_reachable() -> bool:
     """Whether crates.io's index answers from here (asked once per process, ~3 s at most)."""
-    global _probe_result
-    with _probe_lock:
-        if _probe_result is None:
-            _probe_result = _probe_crates_io()
-        return _probe_result
-
-
-def _ask_crates_io(answer: list[bool]) -> None:
-    try:
-        with urllib3.PoolManager(retries=False, timeout=_PROBE_TIMEOUT) as pool:
-            response = pool.request("HEAD", CRATES_IO_PROBE_URL)
-    except urllib3.exceptions.HTTPError:
-        return
-    answer.append(response.status < 500)
-
-
-def _probe_crates_io() -> bool:
-    # In a thread: the timeout does not cover a name lookup, which can hang far longer.
-    answer: list[bool] = []
-    thread = threading.Thread(target=_ask_crates_io, args=(answer,), daemon=True)
-    thread.start()
-    thread.join(_PROBE_TIMEOUT + 0.5)
-    return bool(answer and answer[0])
+    return _PROCESS_PROBE.reachable()
 
 
 # -- the check ------------------------------------------------------------------------------

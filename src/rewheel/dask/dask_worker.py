@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import urllib3
 from distributed import get_worker
 from packaging.utils import NormalizedName
 from packaging.version import Version
@@ -52,7 +51,7 @@ from ..build.reproducible import ensure_private_dir, reproducible_env, source_da
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import limits_with, make_policy
 from ..build.settings import PackageSettings, Patch, Settings
-from ..core.errors import BuildError, RepositoryError, RewheelError, Step
+from ..core.errors import BuildError, RepositoryError, RewheelError, Step, UpstreamError
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin, Resolver
 from ..core.types import IndexFile, ProjectPage, WheelRef
@@ -256,49 +255,42 @@ def _worker_name() -> str:
         return platform.node()
 
 
+# Uploads go to the run's own coordinator: a few tries, and time for it to check a large wheel.
+_UPLOAD_POLICY = RetryPolicy(attempts=3, backoff_base=0.5, read_timeout=300.0)
+
+
 class _Uploader:
-    def __init__(self, job: Job, attempts: int = 3) -> None:
+    """Puts files of a job (its wheel, its log) into the coordinator's upload folder for it.
+
+    201 is success; 5xx and 422 (the file arrived damaged) are tried again, any other answer is a
+    refusal (token, name, size) that another try would meet too.
+    """
+
+    def __init__(self, job: Job, client: HttpClient) -> None:
         self._job = job
-        self._attempts = attempts
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2)
-        self._timeout = urllib3.Timeout(connect=15.0, read=300.0)
+        self._client = client
 
     def put(self, path: Path, sha256: str) -> None:
         """Upload ``path``; raises ``WorkerTransferError`` when the coordinator never takes it."""
         job = self._job
         url = f"{job.coordinator}/uploads/{job.job_id}/{quote(path.name, safe='')}"
-        headers = {
-            "Authorization": f"Bearer {job.token}",
-            SHA256_HEADER: sha256,
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(path.stat().st_size),
-        }
-        last = ""
-        for attempt in range(self._attempts):
-            if attempt:
-                time.sleep(0.5 * 2 ** (attempt - 1))
-            try:
-                with path.open("rb") as body:
-                    resp = self._pool.request(
-                        "PUT", url, body=body, headers=headers, retries=False, timeout=self._timeout
-                    )
-            except urllib3.exceptions.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status == 201:
-                return
-            last = f"HTTP {resp.status}"
-            if resp.status < 500 and resp.status != 422:
-                break  # refused (token, name, size): another try would be refused too
-        raise WorkerTransferError(
-            f"cannot upload {path.name} to the coordinator: {last}",
-            package=job.pin.name,
-            version=str(job.pin.version),
+        headers = {"Authorization": f"Bearer {job.token}", SHA256_HEADER: sha256}
+        try:
+            status = self._client.upload(
+                url, path, headers, policy=_UPLOAD_POLICY, retry_statuses=(422,)
+            )
+        except UpstreamError as exc:  # no answer at all
+            raise self._failed(path, exc.message) from exc
+        if status != 201:
+            raise self._failed(path, f"HTTP {status}")
+
+    def _failed(self, path: Path, why: str) -> WorkerTransferError:
+        return WorkerTransferError(
+            f"cannot upload {path.name} to the coordinator: {why}",
+            package=self._job.pin.name,
+            version=str(self._job.pin.version),
             step=Step.UPLOAD,
         )
-
-    def close(self) -> None:
-        self._pool.clear()
 
 
 def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient) -> LocalSteps:
@@ -376,7 +368,7 @@ def run_job(job: Job) -> JobResult:
     shutil.rmtree(scratch, ignore_errors=True)
     out_dir = scratch / "out"
     client = HttpClient(policy=RetryPolicy(attempts=4, backoff_base=0.2, backoff_max=2.0))
-    uploader = _Uploader(job)
+    uploader = _Uploader(job, client)
     log: Path | None = None
     try:
         try:
@@ -404,7 +396,6 @@ def run_job(job: Job) -> JobResult:
                 uploaded = True
         return dataclasses.replace(result, worker=_worker_name(), log_uploaded=uploaded)
     finally:
-        uploader.close()
         client.close()
         shutil.rmtree(scratch, ignore_errors=True)
 

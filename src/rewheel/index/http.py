@@ -8,6 +8,11 @@ The index is not trusted to be reasonable: every body is read in bounded chunks 
 limit (a page's once its Content-Encoding is undone; a download's against the size the index lists
 for it, or a default cap), and every request, its retries included, has a deadline after which its
 connection is cut. Going past a limit raises ``LimitExceeded`` and is not retried (``Limits``).
+
+Uploads (``upload``: a PUT of a file, as a Dask worker sends its wheel to the coordinator) are
+retried by urllib3's own ``Retry``, which replays the file. GETs keep a loop of their own: a
+truncated body only shows while it is streamed, after urllib3 has returned the response, and
+their backoff must stop at the request's deadline, which urllib3's sleeps know nothing of.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -378,7 +383,10 @@ def _ca_certs() -> str | None:
 
 
 class HttpClient:
-    """GETs with retries, and verified downloads. Thread safe; ``close()`` it at the end."""
+    """GETs with retries, verified downloads, uploads, reachability probes.
+
+    Thread safe; ``close()`` it at the end.
+    """
 
     def __init__(
         self,
@@ -674,6 +682,99 @@ class HttpClient:
             raise
         finally:
             resp.release_conn()
+
+    def upload(
+        self,
+        url: str,
+        path: Path,
+        headers: Mapping[str, str] | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        retry_statuses: Collection[int] = (),
+        step: str = Step.UPLOAD,
+    ) -> int:
+        """PUT the file at ``path`` to ``url``; the status of the answer that ended the tries.
+
+        Connection failures, 5xx answers and those in ``retry_statuses`` are tried again, up to
+        ``policy.attempts`` tries in all (``policy``: the client's by default), with urllib3's
+        exponential backoff from ``policy.backoff_base``; any other answer (a redirect included,
+        not followed) is returned at once for the caller to judge. ``headers`` are sent with
+        ``Content-Length`` set to the file's size. Raises ``UpstreamError`` when no try got an
+        answer, and ``OSError`` when ``path`` cannot be read.
+        """
+        policy = policy or self.policy
+        attempts = max(1, policy.attempts)
+        retries = urllib3.Retry(
+            total=attempts - 1,
+            redirect=False,
+            allowed_methods=frozenset({"PUT"}),
+            status_forcelist=frozenset(range(500, 600)) | frozenset(retry_statuses),
+            backoff_factor=policy.backoff_base,
+            backoff_max=policy.backoff_max,
+            raise_on_status=False,  # the last answer is returned, not raised
+            # urllib3 would wait as long as any Retry-After says: the backoff alone decides.
+            respect_retry_after_header=False,
+        )
+        send = urllib3.HTTPHeaderDict(
+            {"User-Agent": USER_AGENT, "Content-Type": "application/octet-stream"}
+        )
+        send.update(headers or {})
+        with path.open("rb") as body:
+            send["Content-Length"] = str(os.fstat(body.fileno()).st_size)
+            try:
+                # urllib3 seeks the file back to its start before each further try.
+                resp = self._pool.request(
+                    "PUT",
+                    url,
+                    body=body,
+                    headers=send,
+                    retries=retries,
+                    redirect=False,
+                    timeout=urllib3.Timeout(
+                        connect=policy.connect_timeout, read=policy.read_timeout
+                    ),
+                    preload_content=False,
+                )
+            except MaxRetryError as exc:
+                why = f"{type(exc.reason).__name__}: {exc.reason}"
+                raise UpstreamError(
+                    f"PUT {url} failed after {attempts} attempts: {why}", step=step
+                ) from exc
+            except HTTPError as exc:
+                raise UpstreamError(f"PUT {url}: {type(exc).__name__}: {exc}", step=step) from exc
+        resp.close()  # the status is the answer: the body is not read, the connection dropped
+        resp.release_conn()
+        return resp.status
+
+    def reachable(self, url: str, timeout: float) -> bool:
+        """Whether ``url`` answers a HEAD with a status below 500 within about ``timeout`` seconds.
+
+        One try, no redirect followed; any failure to get an answer is False. Returns after
+        ``timeout`` and half a second at most, the name lookup included.
+        """
+        answer: list[bool] = []
+
+        def ask() -> None:
+            try:
+                resp = self._pool.request(
+                    "HEAD",
+                    url,
+                    headers={"User-Agent": USER_AGENT},
+                    retries=False,
+                    redirect=False,
+                    timeout=timeout,
+                    preload_content=False,
+                )
+            except HTTPError:
+                return
+            resp.release_conn()
+            answer.append(resp.status < 500)
+
+        # In a thread: urllib3's timeouts do not cover the name lookup, which can hang far longer.
+        thread = threading.Thread(target=ask, name="rewheel-reachable", daemon=True)
+        thread.start()
+        thread.join(timeout + 0.5)
+        return bool(answer and answer[0])
 
 
 def _read_capped(
