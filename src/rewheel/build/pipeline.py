@@ -13,11 +13,9 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
@@ -28,7 +26,7 @@ from ..core.bootstrap import Built, Cached, Prepared
 from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.policy import best_wheel, reusable_wheel
-from ..core.records import Attestation, BuildExtras, BuildRecord
+from ..core.records import BuildExtras, BuildRecord
 from ..core.resolver import Pin, Resolution, Resolver
 from ..core.runstate import CACHE_FORMAT, interpreter_tag
 from ..core.types import Confinement, EdgeKind, Runner, Upstream, WheelRef
@@ -36,8 +34,10 @@ from ..repo.repository import Repository
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
+from .builder import CoreBudget, compile_parallelism
 from .extract import extract_sdist
 from .metadata import MetadataSource
+from .publisher import NoWitness, Witness
 from .pyproject import BuildSystem, read_build_system
 from .recipes import RecipeContext, load_recipe
 from .reproducible import default_build_root, reproducible_env, source_date_epoch
@@ -59,24 +59,6 @@ def default_work_root(repo: Repository | None = None) -> Path:
     keeps two runs out of each other's way.
     """
     return default_build_root()
-
-
-def compile_parallelism(n: int, workdir: Path) -> dict[str, str]:
-    """Variables that let one build run ``n`` compile jobs at once, whatever it is built with.
-
-    setuptools has no variable for it, but reads an extra config file named by
-    ``DIST_EXTRA_CONFIG``: ``[build_ext] parallel`` compiles extension modules in parallel.
-    """
-    cfg = workdir / "rewheel-build-ext.cfg"
-    cfg.write_text(f"[build_ext]\nparallel = {n}\n")
-    return {
-        "MAKEFLAGS": f"-j{n}",
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(n),
-        "MAX_JOBS": str(n),
-        "NPY_NUM_BUILD_JOBS": str(n),
-        "CARGO_BUILD_JOBS": str(n),
-        "DIST_EXTRA_CONFIG": str(cfg),
-    }
 
 
 def build_cache_key(
@@ -101,90 +83,6 @@ def build_cache_key(
         "system_tools": [t.as_record() for t in system_tools],
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-class CoreBudget:
-    """Hands each build the cores no other build holds, at least one.
-
-    A build alone (a long Cython or numpy build that everything waits for) gets every core; builds
-    that start while others run get what is left, so that together they stay near the core count.
-    """
-
-    def __init__(self, cores: int | None = None) -> None:
-        self.cores = cores or os.cpu_count() or 1
-        self._in_use = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        with self._lock:
-            n = max(1, min(self.cores, self.cores - self._in_use))
-            self._in_use += n
-            return n
-
-    def give(self, n: int) -> None:
-        with self._lock:
-            self._in_use -= n
-
-
-class Witness(Protocol):
-    """What LocalSteps tells about each build, and asks to write its provenance once published.
-
-    ``trust.attest.Attestor`` implements it; the build layer only knows this interface, so that
-    signing stays in the trust layer (and in rewheel's own process, after the build's sandbox).
-    """
-
-    def saw_resolution(self, resolution: Resolution) -> None: ...
-
-    def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None: ...
-
-    def attest(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        wheel: WheelRef,
-        *,
-        reproducibility: Mapping[str, str],
-        started: float,
-        build_path: Path,
-        log: Path,
-        system: Sequence[Mapping[str, Any]] = (),
-    ) -> Path: ...
-
-    def attestation(self, name: str, version: str) -> Attestation | None:
-        """What writing the provenance of a package added to its record (None: not attested)."""
-        ...
-
-
-class NoWitness:
-    """A ``Witness`` for runs that publish nothing (rebuild checks, Dask workers)."""
-
-    def saw_resolution(self, resolution: Resolution) -> None:
-        return None
-
-    def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None:
-        return None
-
-    def attest(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        wheel: WheelRef,
-        *,
-        reproducibility: Mapping[str, str],
-        started: float,
-        build_path: Path,
-        log: Path,
-        system: Sequence[Mapping[str, Any]] = (),
-    ) -> Path:
-        raise BuildError(
-            "this run publishes nothing, so it attests nothing",
-            package=prepared.pin.name,
-            version=str(prepared.pin.version),
-            step=Step.PROVENANCE,
-        )
-
-    def attestation(self, name: str, version: str) -> Attestation | None:
-        return None
 
 
 class LocalSteps:

@@ -45,8 +45,9 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from ..build.buildenv import EnvBuilder
+from ..build.builder import CoreBudget
 from ..build.metadata import MetadataSource
-from ..build.pipeline import CoreBudget, LocalSteps
+from ..build.pipeline import LocalSteps
 from ..build.reproducible import ensure_private_dir, reproducible_env, source_date_epoch
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import limits_with, make_policy
