@@ -57,6 +57,7 @@ def run_bootstrap(
     keep_going: bool = False,
     settings_dir: Path | None = None,
     variant: str | None = None,
+    machine: app.Machine | None = None,
 ) -> BootstrapResult:
     options = app.BootstrapOptions(
         requirements=[Requirement(r) for r in requirements],
@@ -69,7 +70,7 @@ def run_bootstrap(
         settings_dir=settings_dir,
         variant=variant,
     )
-    return app.bootstrap(options)
+    return app.bootstrap(options, machine=machine or app.Machine())
 
 
 def build_info(wheel: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from support.scripted_server import ScriptedServer
 from rewheel import app
 from rewheel.build.sandbox import SandboxPolicy
 from rewheel.build.settings import PackageSettings, Patch
+from rewheel.build.workspace import Workspace
 from rewheel.core.bootstrap import BootstrapResult, Prepared
 from rewheel.core.errors import BuildError, ConfigError, IntegrityError, Step
 from rewheel.core.fsutil import sha256_file
@@ -449,13 +450,11 @@ def _dask_steps(tmp_path: Path, client: _FakeClient) -> DaskSteps:
     repo.logs_dir.mkdir(parents=True)
     local = SimpleNamespace(
         repo=repo,
-        logs_dir=repo.logs_dir,
-        work_root=tmp_path / "build-root",
-        build_timeout=None,
-        isolate_network=True,
+        workspace=Workspace(work_root=tmp_path / "build-root", logs_dir=repo.logs_dir),
+        builder=SimpleNamespace(build_timeout=None),
         sandbox=SandboxPolicy(bwrap=None),
         package_settings=lambda pin: PackageSettings(),
-        attestor=SimpleNamespace(saw_backend_requires=lambda pin, requires: None),
+        witness=SimpleNamespace(saw_backend_requires=lambda pin, requires: None),
     )
     return DaskSteps(
         local,  # type: ignore[arg-type]

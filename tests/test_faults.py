@@ -32,10 +32,8 @@ from rewheel.repo.repository import Repository
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05, connect_timeout=2.0, read_timeout=0.5)
 
 
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs in this process retry at once and give up on a silent server after half a second."""
-    monkeypatch.setattr(app, "HttpClient", lambda: HttpClient(policy=FAST))
+# Runs that retry at once and give up on a silent server after half a second.
+FAST_MACHINE = app.Machine(http_client=lambda: HttpClient(policy=FAST))
 
 
 def _temp_files(root: Path) -> list[Path]:
@@ -46,7 +44,7 @@ def _temp_files(root: Path) -> list[Path]:
 
 
 def test_upstream_faults_during_a_run_are_retried_and_the_run_finishes(
-    upstream: Upstream, tmp_path: Path, fast_retries: None
+    upstream: Upstream, tmp_path: Path
 ) -> None:
     upstream.sdist("f-tool", "1.0")
     upstream.sdist("f-lib", "1.0", build_requires=["f-tool"])
@@ -62,7 +60,7 @@ def test_upstream_faults_during_a_run_are_retried_and_the_run_finishes(
     for path, inject in faults.items():
         inject(path)
     repo = tmp_path / "repo"
-    result = run_bootstrap(upstream, repo, ["f-app"])
+    result = run_bootstrap(upstream, repo, ["f-app"], machine=FAST_MACHINE)
     assert result.ok, result.failures
     assert result.built == 3
     for path in faults:
@@ -74,14 +72,14 @@ def test_upstream_faults_during_a_run_are_retried_and_the_run_finishes(
 
 
 def test_a_download_with_the_wrong_sha256_is_never_published(
-    upstream: Upstream, tmp_path: Path, fast_retries: None
+    upstream: Upstream, tmp_path: Path
 ) -> None:
     upstream.sdist("good", "1.0")
     upstream.index.add(make_sdist(SdistSpec("bad", "1.0"), upstream.files), wrong_hash=True)
     repo = tmp_path / "repo"
     failure: RewheelError | None = None
     try:
-        result = run_bootstrap(upstream, repo, ["good", "bad"])
+        result = run_bootstrap(upstream, repo, ["good", "bad"], machine=FAST_MACHINE)
         failure = result.failures.get("bad==1.0")
     except IntegrityError as exc:  # found while resolving (from the sdist's metadata)
         failure = exc

@@ -16,7 +16,7 @@ from fakes import FakeRunner, RunnerCall
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from rewheel.build import pipeline
+from rewheel import app
 from rewheel.build.recipe_cargo import (
     Interpreter,
     MaturinCargoRecipe,
@@ -330,8 +330,13 @@ def test_a_recipe_build_asks_the_backend_for_nothing(
     settings = tmp_path / "settings"
     settings.mkdir()
     (settings / "withrecipe.toml").write_text('[build]\nrecipe = "tiny"\n')
-    monkeypatch.setattr(pipeline, "load_recipe", lambda name: TinyRecipe())
-    result = run_bootstrap(upstream, tmp_path / "repo", ["withrecipe"], settings_dir=settings)
+    result = run_bootstrap(
+        upstream,
+        tmp_path / "repo",
+        ["withrecipe"],
+        settings_dir=settings,
+        machine=app.Machine(recipes=lambda _name: TinyRecipe()),
+    )
     assert not result.failures
     [wheel] = (tmp_path / "repo" / "wheels").glob("withrecipe-*.whl")
     with zipfile.ZipFile(wheel) as zf:

@@ -16,7 +16,8 @@ from conftest import Upstream, run_bootstrap
 from fakes import FakeRunner, RunnerCall
 from support.sdists import SdistSpec, make_sdist
 
-from rewheel.build import pipeline, rust
+from rewheel import app
+from rewheel.build import rust
 from rewheel.build.rust import Crate, CratesIo, check_rust_sources, parse_lock, vendor_config
 from rewheel.core.errors import BuildError, CommandFailed
 from rewheel.index.http import HttpClient
@@ -328,10 +329,11 @@ def add_to_sdist(sdist: Path, files: Mapping[str, str]) -> None:
 def test_bootstrap_refuses_an_unvendored_rust_sdist_before_building(
     upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "crates_io_reachable", offline)
     sdist = make_rust_sdist(tmp_path, "rusty", vendored=False)
     upstream.index.add(sdist)
-    result = run_bootstrap(upstream, tmp_path / "repo", ["rusty"])
+    result = run_bootstrap(
+        upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=offline)
+    )
     [failure] = result.failures.values()
     assert failure.step == "rust-vendor" and "3 of 3 crates" in str(failure)
     assert not list((tmp_path / "repo" / "wheels").glob("*.whl"))
@@ -340,10 +342,11 @@ def test_bootstrap_refuses_an_unvendored_rust_sdist_before_building(
 def test_bootstrap_records_the_vendored_crates(
     upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "crates_io_reachable", never_asked)
     sdist = make_rust_sdist(tmp_path, "rusty", vendored=True)
     upstream.index.add(sdist)
-    result = run_bootstrap(upstream, tmp_path / "repo", ["rusty"])
+    result = run_bootstrap(
+        upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=never_asked)
+    )
     assert not result.failures
     record = json.loads((tmp_path / "repo" / "records" / "rusty-1.0.json").read_text())
     assert record["rust"]["crates"] == 3 and record["rust"]["vendored_dir"] == "include/cargo"

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .build.sandbox import limits_with, make_policy
+from .build.sandbox import Limits, limits_with, make_policy
 from .build.settings import Settings
 from .core import runstate
 from .core.errors import ConfigError, Step
@@ -29,6 +29,7 @@ from .repo.repository import Repository
 
 if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
+    from .build.recipes import BuildRecipe
     from .core.bootstrap import Steps
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -63,11 +64,23 @@ class BootstrapOptions:
     advertise_host: str | None = None  # the address Dask workers reach this machine at
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What a run takes from the machine and the network besides its options, each replaceable:
+    tests hand in their own instead of patching rewheel's modules. ``None``: the real one."""
+
+    http_client: Callable[[], HttpClient] = HttpClient
+    limits: Callable[[float | None], Limits] = limits_with  # the sandbox's, from --build-timeout
+    crates_io: Callable[[], bool] | None = None  # does crates.io answer (rust.crates_io_reachable)
+    recipes: Callable[[str], BuildRecipe] | None = None  # a recipe by name (recipes.load_recipe)
+
+
 def bootstrap(
     options: BootstrapOptions,
     *,
     reporter: Reporter | None = None,
     notice: Callable[[str], None] | None = None,
+    machine: Machine = Machine(),
 ) -> BootstrapResult:
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
@@ -78,12 +91,12 @@ def bootstrap(
     # Before anything else: a machine that cannot sandbox builds refuses to build at all.
     sandbox = make_policy(
         enabled=options.sandbox,
-        limits=limits_with(options.build_timeout),
+        limits=machine.limits(options.build_timeout),
         hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
     )
     repo.ensure_layout()
     with repo.locked():
-        client = HttpClient()
+        client = machine.http_client()
         try:
             upstream = HttpUpstream(
                 options.index_url,
@@ -108,9 +121,11 @@ def bootstrap(
 
             from .build.buildenv import EnvBuilder
             from .build.metadata import MetadataSource
-            from .build.pipeline import LocalSteps, default_work_root
+            from .build.pipeline import default_work_root, local_steps
+            from .build.recipes import load_recipe
             from .build.reproducible import claimed_work_root
             from .build.runner import SubprocessRunner
+            from .build.rust import crates_io_reachable
             from .core.bootstrap import Bootstrapper
             from .core.resolver import Resolver
             from .serve.server import IndexServer
@@ -146,7 +161,7 @@ def bootstrap(
                     runner=runner,
                     cache_dir=repo.root / "cache" / "uv",
                 )
-                steps = LocalSteps(
+                steps = local_steps(
                     repo=repo,
                     upstream=upstream,
                     resolver=resolver,
@@ -164,6 +179,8 @@ def bootstrap(
                         sandbox=sandbox.as_record(network_isolated=options.isolate_network),
                     ),
                     sandbox=sandbox,
+                    crates_io=machine.crates_io or crates_io_reachable,
+                    recipes=machine.recipes or load_recipe,
                 )
                 with _build_steps(options, steps, server) as chosen:
                     result = Bootstrapper(

@@ -1,10 +1,33 @@
-"""Building one wheel: the share of cores each build gets and the variables that hand them over."""
+"""Building one wheel from a prepared source tree: its build environments, its backend (or
+recipe), the share of cores it gets. What becomes of the wheel is the caller's (``Deliver``)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from ..core.bootstrap import Built, Prepared
+from ..core.errors import BuildError, Step
+from ..core.fsutil import remove_tree
+from ..core.resolver import Pin
+from ..core.types import Runner, WheelRef
+from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
+from .backend import Backend
+from .buildenv import BuildEnvironment, EnvBuilder
+from .pyproject import BuildSystem
+from .recipes import BuildRecipe, RecipeContext, load_recipe
+from .reproducible import reproducible_env, source_date_epoch
+from .settings import PackageSettings, Settings
+from .workspace import Workspace
 
 
 def compile_parallelism(n: int, workdir: Path) -> dict[str, str]:
@@ -46,3 +69,192 @@ class CoreBudget:
     def give(self, n: int) -> None:
         with self._lock:
             self._in_use -= n
+
+
+@dataclass(frozen=True)
+class FreshWheel:
+    """A wheel just built, still in the package's work folder, with what its provenance needs."""
+
+    path: Path
+    name: NormalizedName
+    version: str
+    metadata: bytes  # its METADATA
+    env: BuildEnvironment  # as the build hook had it (reproducibility and compile variables in)
+    reproducibility: Mapping[str, str]
+    started: float  # wall clock, when the build began
+    build_path: Path
+    log: Path
+
+
+# What becomes of a fresh wheel: published (``publisher.Publisher.deliver``) or kept aside
+# (``publisher.keep_in``). Returns the wheel where it now is.
+Deliver = Callable[[Prepared, FreshWheel], WheelRef]
+
+
+class WheelBuilder:
+    """Makes build environments in a package's work folder and runs its backend (or its recipe)
+    there, in the sandbox the runner applies.
+
+    ``recipes`` finds a recipe by name (the ``rewheel.recipes`` entry points); tests pass their
+    own.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace: Workspace,
+        env_builder: EnvBuilder,
+        runner: Runner,
+        settings: Settings,
+        build_timeout: float | None = None,
+        cores: CoreBudget | None = None,
+        recipes: Callable[[str], BuildRecipe] = load_recipe,
+    ) -> None:
+        self.workspace = workspace
+        self.env_builder = env_builder
+        self.runner = runner
+        self.settings = settings
+        self.build_timeout = build_timeout
+        self.cores = cores or CoreBudget()
+        self.recipes = recipes
+        # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
+        # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
+        self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
+
+    def _settings(self, pin: Pin) -> PackageSettings:
+        return self.settings.for_package(pin.name, pin.version)
+
+    def create_env(
+        self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str
+    ) -> BuildEnvironment:
+        pin = prepared.pin
+        work = self.workspace.folder(pin)
+        dest = work / name
+        if dest.exists():
+            remove_tree(dest)
+        return self.env_builder.create(
+            dest,
+            wheels,
+            log=self.workspace.log(pin),
+            home=work / "home",
+            package=pin.name,
+            version=str(pin.version),
+        )
+
+    def _with_build_vars(self, prepared: Prepared, env: BuildEnvironment) -> BuildEnvironment:
+        """The environment with what every build gets added, then the package's settings."""
+        return BuildEnvironment(
+            path=env.path,
+            python=env.python,
+            environ={
+                **env.environ,
+                # A temporary folder the sandbox lets it write (the build step moves it into
+                # the source tree's parent, see reproducible_env).
+                "TMPDIR": str(self.workspace.folder(prepared.pin) / "tmp"),
+                **self.extra_env,
+                **self._settings(prepared.pin).env,
+            },
+            installed=env.installed,
+        )
+
+    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
+        assert isinstance(prepared.backend, BuildSystem)
+        env = self._with_build_vars(prepared, env)
+        return Backend(
+            prepared.source_dir,
+            prepared.backend,
+            env,
+            self.runner,
+            log=self.workspace.log(prepared.pin),
+            package=prepared.pin.name,
+            version=str(prepared.pin.version),
+            timeout=self.build_timeout,
+            isolate_network=self.workspace.isolate_network,
+            confine=self.workspace.confinement(prepared.pin),
+        )
+
+    def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
+        pkg = self._settings(prepared.pin)
+        if pkg.recipe is not None:
+            return []  # a recipe replaces the declared backend, which may not even be installed
+        return self._backend(prepared, env).get_requires_for_build_wheel(
+            pkg.config_settings or None
+        )
+
+    def build(self, prepared: Prepared, env: BuildEnvironment, deliver: Deliver) -> Built:
+        """Build the wheel, hand it to ``deliver``, and clear the package's work folder."""
+        pin = prepared.pin
+        started, wall_started = time.monotonic(), time.time()
+        out = self.workspace.folder(pin) / "dist"
+        out.mkdir(parents=True, exist_ok=True)
+        repro = reproducible_env(
+            env.environ,
+            source_dir=prepared.source_dir,
+            name=pin.name,
+            version=str(pin.version),
+            epoch=source_date_epoch(prepared.sdist_path),
+        )
+        cores = self.cores.take()
+        try:
+            compile_vars = compile_parallelism(cores, self.workspace.folder(pin))
+            env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
+            path = self._run(prepared, env, out)
+        finally:
+            self.cores.give(cores)
+        name, version = wheel_name_version(path.name)
+        log = self.workspace.log(pin)
+        if name != canonicalize_name(pin.name) or Version(version) != pin.version:
+            raise BuildError(
+                f"the backend built {path.name}, not a wheel of {pin}",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.BUILD_WHEEL,
+                log_path=log,
+            )
+        fresh = FreshWheel(
+            path=path,
+            name=name,
+            version=version,
+            metadata=read_metadata_bytes(path),
+            env=env,
+            reproducibility=repro,
+            started=wall_started,
+            build_path=self.workspace.folder(pin),
+            log=log,
+        )
+        ref = deliver(prepared, fresh)
+        seconds = time.monotonic() - started
+        with contextlib.suppress(OSError):
+            remove_tree(self.workspace.folder(pin))
+        return Built(wheel=ref, metadata=fresh.metadata, seconds=seconds, log=log)
+
+    def _run(self, prepared: Prepared, env: BuildEnvironment, out: Path) -> Path:
+        """Run the package's recipe or its backend; the wheel it wrote."""
+        pin = prepared.pin
+        pkg = self._settings(pin)
+        if pkg.recipe is None:
+            return self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
+        build_env = self._with_build_vars(prepared, env)
+        wheel = self.recipes(pkg.recipe).build_wheel(
+            RecipeContext(
+                name=pin.name,
+                version=pin.version,
+                source_dir=prepared.source_dir,
+                out_dir=out,
+                python=build_env.python,
+                environ=build_env.environ,
+                runner=self.runner,
+                log=self.workspace.log(pin),
+                config_settings=pkg.config_settings,
+                confine=self.workspace.confinement(pin),
+            )
+        )
+        if wheel.is_symlink() or not wheel.is_file():
+            raise BuildError(
+                f"the recipe's wheel {wheel.name} is not a plain file",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.BUILD_WHEEL,
+                log_path=self.workspace.log(pin),
+            )
+        return wheel

@@ -7,48 +7,39 @@ the next attempt starts afresh.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.tags import sys_tags
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from ..core.bootstrap import Built, Cached, Prepared
-from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
-from ..core.fsutil import remove_tree, sha256_file
+from ..core.errors import BuildError, IntegrityError, Step
 from ..core.policy import best_wheel, reusable_wheel
 from ..core.records import BuildExtras, BuildRecord
 from ..core.resolver import Pin, Resolution, Resolver
 from ..core.runstate import CACHE_FORMAT, interpreter_tag
-from ..core.types import Confinement, EdgeKind, Runner, Upstream, WheelRef
+from ..core.types import EdgeKind, Runner, Upstream, WheelRef
 from ..repo.repository import Repository
-from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
-from .backend import Backend
+from ..repo.wheelfile import read_metadata_bytes
 from .buildenv import BuildEnvironment, EnvBuilder
-from .builder import CoreBudget, compile_parallelism
-from .extract import extract_sdist
+from .builder import CoreBudget, FreshWheel, WheelBuilder
 from .metadata import MetadataSource
-from .publisher import NoWitness, Witness
-from .pyproject import BuildSystem, read_build_system
-from .recipes import RecipeContext, load_recipe
-from .reproducible import default_build_root, reproducible_env, source_date_epoch
-from .rust import RustSources, check_rust_sources, crates_io_reachable
+from .prepare import SourcePreparer
+from .publisher import Publisher, Witness
+from .recipes import BuildRecipe, load_recipe
+from .reproducible import default_build_root
+from .rust import crates_io_reachable
 from .sandbox import SandboxPolicy
 from .settings import PackageSettings, Settings, apply_to_requirements
 from .systools import SystemTool, check_tools
-
-# The folders of a package's work folder that its build code may write: the extracted sdist
-# (with the build's TMPDIR inside it), its HOME and the wheel's output folder.
-_BUILD_WRITABLE = ("src", "home", "dist", "tmp")
+from .workspace import Workspace
 
 
 def default_work_root(repo: Repository | None = None) -> Path:
@@ -86,7 +77,16 @@ def build_cache_key(
 
 
 class LocalSteps:
-    """Implements ``bootstrap.Steps`` with the upstream index, uv, pyproject-hooks and the repo."""
+    """Implements ``bootstrap.Steps`` on this machine: resolution against the upstream index,
+    the cache of build records, and the three parts of a build, each its own object so that a
+    run that publishes nothing (``rebuild``, a Dask worker) takes only the first two:
+
+    - ``preparer`` (``prepare.SourcePreparer``): sdist downloaded, checked, extracted, patched;
+    - ``builder`` (``builder.WheelBuilder``): build environments, backend or recipe, the wheel;
+    - ``publisher`` (``publisher.Publisher``): the wheel, its provenance, the index pages.
+
+    Made by ``local_steps``; nothing is changed after construction.
+    """
 
     def __init__(
         self,
@@ -95,43 +95,30 @@ class LocalSteps:
         upstream: Upstream,
         resolver: Resolver,
         metadata: MetadataSource,
-        env_builder: EnvBuilder,
-        runner: Runner,
-        work_root: Path | None = None,
-        build_timeout: float | None = None,
-        isolate_network: bool = True,
-        settings: Settings | None = None,
-        witness: Witness | None = None,
-        sandbox: SandboxPolicy | None = None,
-        cores: CoreBudget | None = None,
-        logs_dir: Path | None = None,
+        settings: Settings,
+        sandbox: SandboxPolicy,
+        workspace: Workspace,
+        preparer: SourcePreparer,
+        builder: WheelBuilder,
+        publisher: Publisher,
     ) -> None:
-        self.settings = settings or Settings()
-        self._tools: dict[tuple[str, str], list[SystemTool]] = {}
-        self._rust: dict[tuple[str, str], RustSources] = {}
         self.repo = repo
-        self.work_root = work_root or repo.work_dir
         self.upstream = upstream
         self.resolver = resolver
         self.metadata = metadata
-        self.env_builder = env_builder
-        self.runner = runner
-        self.build_timeout = build_timeout
-        self.isolate_network = isolate_network
-        # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
-        # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
-        self.cores = cores or CoreBudget()
-        self.logs_dir = logs_dir or repo.logs_dir  # one log per package
-        self.extra_env = {
-            "PYTHONHASHSEED": "0",
-            "CARGO_NET_OFFLINE": "true",
-        }
-        # How builds were contained, for every record and provenance.
-        self.sandbox = sandbox or SandboxPolicy(bwrap=None)
-        # Who writes the provenance of what is published (trust.attest.Attestor, wired by the
-        # app); nothing where nothing is published.
-        self.attestor: Witness = witness or NoWitness()
+        self.settings = settings
+        self.sandbox = sandbox
+        self.workspace = workspace
+        self.preparer = preparer
+        self.builder = builder
+        self.publisher = publisher
         self.tag = interpreter_tag()
+        # The system tools each build environment was found to need (filled by ``resolve``).
+        self._tools: dict[tuple[str, str], list[SystemTool]] = {}
+
+    @property
+    def witness(self) -> Witness:
+        return self.publisher.witness
 
     # -- resolution and cache ----------------------------------------------------------------
 
@@ -167,7 +154,7 @@ class LocalSteps:
             preferred=preferred,
             purpose=purpose,
         )
-        self.attestor.saw_resolution(resolution)  # why each package is needed, for provenance
+        self.witness.saw_resolution(resolution)  # why each package is needed, for provenance
         return resolution
 
     def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
@@ -189,10 +176,10 @@ class LocalSteps:
     def record_extras(self, pin: Pin) -> BuildExtras:
         """What the settings and the system contributed to a build, for its record."""
         pkg = self.package_settings(pin)
-        rust = self._rust.get(self._key(pin))
+        rust = self.preparer.rust(pin)
         return BuildExtras(
-            system_tools=tuple(t.as_record() for t in self._tools.get(self._key(pin), [])),
-            sandbox=self.sandbox.as_record(network_isolated=self.isolate_network),
+            system_tools=self.system_tools(pin),
+            sandbox=self.sandbox.as_record(network_isolated=self.workspace.isolate_network),
             settings=None if pkg.is_default else pkg.as_record(),
             rust=None if rust is None else rust.as_record(),
         )
@@ -220,9 +207,8 @@ class LocalSteps:
                 step=Step.PREBUILT,
             )
         path = self.upstream.download(chosen, self.repo.root / "cache" / "prebuilt")
-        ref = self.repo.publish_wheel(path)
-        self.repo.regenerate_index()
-        log = self._log(pin)
+        ref = self.publisher.publish_prebuilt(path)
+        log = self.workspace.log(pin)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"# {pin}: pre-built wheel {chosen.url} (sha256 {chosen.sha256})\n")
         return Built(
@@ -250,7 +236,7 @@ class LocalSteps:
         )
 
     def save_record(self, record: BuildRecord) -> BuildRecord:
-        attested = self.attestor.attestation(record.name, record.version)
+        attested = self.witness.attestation(record.name, record.version)
         saved = record if attested is None else record.attested(attested)
         self.repo.save_record(saved)
         return saved
@@ -258,240 +244,84 @@ class LocalSteps:
     def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
         return self.metadata.drift(pin.name, pin.version, built_metadata)
 
-    # -- building ----------------------------------------------------------------------------
+    def system_tools(self, pin: Pin) -> tuple[Mapping[str, Any], ...]:
+        """The system tools the build of ``pin`` takes, as its record and provenance list them."""
+        return tuple(t.as_record() for t in self._tools.get(self._key(pin), []))
 
-    def _workdir(self, pin: Pin) -> Path:
-        return self.work_root / f"{pin.name}-{pin.version}"
-
-    def confinement(self, pin: Pin) -> Confinement:
-        """What the build code of ``pin`` may see: its work folder read-only (its build
-        environments, the compile settings rewheel writes), and inside it, writable, its source
-        tree, home and output folders. Nothing else of the machine's but the system view."""
-        work = self._workdir(pin)
-        writable = tuple(work / d for d in _BUILD_WRITABLE)
-        for d in writable:
-            d.mkdir(parents=True, exist_ok=True)
-        return Confinement(readable=(work,), writable=writable, network=not self.isolate_network)
-
-    def _log(self, pin: Pin) -> Path:
-        return self.logs_dir / f"{pin.name}-{pin.version}.log"
+    # -- building: each step is one part's ----------------------------------------------------
 
     def prepare(self, pin: Pin) -> Prepared:
-        log = self._log(pin)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"# rewheel build log of {pin}\n# sdist {pin.sdist.url}\n")
-        sdist = self.upstream.download(pin.sdist, self.repo.sdists_dir)
-        digest = sha256_file(sdist)
-        if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
-            raise IntegrityError(
-                f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
-                package=pin.name,
-                version=str(pin.version),
-                step=Step.DOWNLOAD,
-            )
-        work = self._workdir(pin)
-        if work.exists():
-            remove_tree(work)  # the last build's: its code may have left anything there
-        work.mkdir(parents=True)
-        # A fixed name, not a random one: the build path must not change from run to run.
-        source = extract_sdist(
-            sdist,
-            work,
-            package=pin.name,
-            name="src",
-            allow_links=self.package_settings(pin).allow_links,
-        )
-        self._apply_patches(pin, source, log)
-        rust = check_rust_sources(
-            source,
-            package=pin.name,
-            version=str(pin.version),
-            network=crates_io_reachable,
-            runner=self.runner,
-            log=log,
-            confine=self.confinement(pin),
-            home=work / "home",
-        )
-        if rust is not None:
-            self._rust[self._key(pin)] = rust
-        build_system = read_build_system(source, package=pin.name)
-        return Prepared(
-            pin=pin,
-            sdist_path=sdist,
-            sdist_sha256=digest,
-            source_dir=source,
-            build_requires=build_system.requires,
-            backend=build_system,
-        )
-
-    def _apply_patches(self, pin: Pin, source: Path, log: Path) -> None:
-        for patch in self.package_settings(pin).patches:
-            try:
-                self.runner(
-                    ["patch", "-p1", "--batch", "--forward", "-i", str(patch.path)],
-                    cwd=source,
-                    env=dict(os.environ),
-                    log=log,
-                )
-            except CommandFailed as exc:
-                raise BuildError(
-                    f"patch {patch.path.name} does not apply",
-                    package=pin.name,
-                    version=str(pin.version),
-                    step=Step.PATCH,
-                    log_path=log,
-                ) from exc
+        return self.preparer.prepare(pin)
 
     def create_env(
         self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str
     ) -> BuildEnvironment:
-        pin = prepared.pin
-        work = self._workdir(pin)
-        dest = work / name
-        if dest.exists():
-            remove_tree(dest)
-        return self.env_builder.create(
-            dest,
-            wheels,
-            log=self._log(pin),
-            home=work / "home",
-            package=pin.name,
-            version=str(pin.version),
-        )
-
-    def _with_build_vars(self, prepared: Prepared, env: BuildEnvironment) -> BuildEnvironment:
-        """The environment with what every build gets added, then the package's settings."""
-        return BuildEnvironment(
-            path=env.path,
-            python=env.python,
-            environ={
-                **env.environ,
-                # A temporary folder the sandbox lets it write (the build step moves it into
-                # the source tree's parent, see reproducible_env).
-                "TMPDIR": str(self._workdir(prepared.pin) / "tmp"),
-                **self.extra_env,
-                **self.package_settings(prepared.pin).env,
-            },
-            installed=env.installed,
-        )
-
-    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
-        assert isinstance(prepared.backend, BuildSystem)
-        env = self._with_build_vars(prepared, env)
-        return Backend(
-            prepared.source_dir,
-            prepared.backend,
-            env,
-            self.runner,
-            log=self._log(prepared.pin),
-            package=prepared.pin.name,
-            version=str(prepared.pin.version),
-            timeout=self.build_timeout,
-            isolate_network=self.isolate_network,
-            confine=self.confinement(prepared.pin),
-        )
+        return self.builder.create_env(prepared, wheels, name=name)
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
-        pkg = self.package_settings(prepared.pin)
-        if pkg.recipe is not None:
-            # A recipe replaces the declared backend, which may not even be installed.
-            self.attestor.saw_backend_requires(prepared.pin, [])
-            return []
-        config = pkg.config_settings or None
-        requires = self._backend(prepared, env).get_requires_for_build_wheel(config)
-        self.attestor.saw_backend_requires(prepared.pin, requires)
+        requires = self.builder.get_requires(prepared, env)
+        self.witness.saw_backend_requires(prepared.pin, requires)
         return requires
 
-    def build(
-        self, prepared: Prepared, env: BuildEnvironment, *, unpublished_dir: Path | None = None
-    ) -> Built:
-        """Build the wheel and publish it with its provenance; with ``unpublished_dir``, move it
-        there instead (a check by ``rebuild``: no provenance, the repository left alone)."""
-        pin = prepared.pin
-        started, wall_started = time.monotonic(), time.time()
-        out = self._workdir(pin) / "dist"
-        out.mkdir(parents=True, exist_ok=True)
-        repro = reproducible_env(
-            env.environ,
-            source_dir=prepared.source_dir,
-            name=pin.name,
-            version=str(pin.version),
-            epoch=source_date_epoch(prepared.sdist_path),
-        )
-        cores = self.cores.take()
-        try:
-            compile_vars = compile_parallelism(cores, self._workdir(pin))
-            env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
-            return self._build(prepared, env, out, repro, started, wall_started, unpublished_dir)
-        finally:
-            self.cores.give(cores)
+    def build(self, prepared: Prepared, env: BuildEnvironment) -> Built:
+        """Build the wheel and publish it with its provenance."""
+        system = self.system_tools(prepared.pin)
 
-    def _build(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        out: Path,
-        repro: Mapping[str, str],
-        started: float,
-        wall_started: float,
-        unpublished_dir: Path | None,
-    ) -> Built:
-        pin = prepared.pin
-        pkg = self.package_settings(pin)
-        if pkg.recipe is not None:
-            build_env = self._with_build_vars(prepared, env)
-            wheel = load_recipe(pkg.recipe).build_wheel(
-                RecipeContext(
-                    name=pin.name,
-                    version=pin.version,
-                    source_dir=prepared.source_dir,
-                    out_dir=out,
-                    python=build_env.python,
-                    environ=build_env.environ,
-                    runner=self.runner,
-                    log=self._log(pin),
-                    config_settings=pkg.config_settings,
-                    confine=self.confinement(pin),
-                )
-            )
-            if wheel.is_symlink() or not wheel.is_file():
-                raise BuildError(
-                    f"the recipe's wheel {wheel.name} is not a plain file",
-                    package=pin.name,
-                    version=str(pin.version),
-                    step=Step.BUILD_WHEEL,
-                    log_path=self._log(pin),
-                )
-        else:
-            wheel = self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
-        name, version = wheel_name_version(wheel.name)
-        if name != canonicalize_name(pin.name) or Version(version) != pin.version:
-            raise BuildError(
-                f"the backend built {wheel.name}, not a wheel of {pin}",
-                package=pin.name,
-                version=str(pin.version),
-                step=Step.BUILD_WHEEL,
-                log_path=self._log(pin),
-            )
-        metadata = read_metadata_bytes(wheel)
-        if unpublished_dir is not None:
-            unpublished_dir.mkdir(parents=True, exist_ok=True)
-            kept = Path(shutil.move(wheel, unpublished_dir / wheel.name))
-            ref = WheelRef(name=name, version=version, filename=kept.name, sha256=sha256_file(kept))
-        else:
-            ref = self.repo.publish_wheel(wheel)
-            self.attestor.attest(
-                prepared,
-                env,
-                ref,
-                reproducibility=repro,
-                started=wall_started,
-                build_path=self._workdir(pin),
-                log=self._log(pin),
-                system=self.record_extras(pin).system_tools,
-            )
-            self.repo.regenerate_index()
-        seconds = time.monotonic() - started
-        with contextlib.suppress(OSError):
-            remove_tree(self._workdir(pin))
-        return Built(wheel=ref, metadata=metadata, seconds=seconds, log=self._log(pin))
+        def deliver(prepared: Prepared, fresh: FreshWheel) -> WheelRef:
+            return self.publisher.deliver(prepared, fresh, system=system)
+
+        return self.builder.build(prepared, env, deliver)
+
+
+def local_steps(
+    *,
+    repo: Repository,
+    upstream: Upstream,
+    resolver: Resolver,
+    metadata: MetadataSource,
+    env_builder: EnvBuilder,
+    runner: Runner,
+    work_root: Path | None = None,
+    build_timeout: float | None = None,
+    isolate_network: bool = True,
+    settings: Settings | None = None,
+    witness: Witness | None = None,
+    sandbox: SandboxPolicy | None = None,
+    cores: CoreBudget | None = None,
+    crates_io: Callable[[], bool] = crates_io_reachable,
+    recipes: Callable[[str], BuildRecipe] = load_recipe,
+) -> LocalSteps:
+    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout."""
+    settings = settings or Settings()
+    workspace = Workspace(
+        work_root=work_root or repo.work_dir,
+        logs_dir=repo.logs_dir,
+        isolate_network=isolate_network,
+    )
+    return LocalSteps(
+        repo=repo,
+        upstream=upstream,
+        resolver=resolver,
+        metadata=metadata,
+        settings=settings,
+        sandbox=sandbox or SandboxPolicy(bwrap=None),
+        workspace=workspace,
+        preparer=SourcePreparer(
+            upstream=upstream,
+            sdists_dir=repo.sdists_dir,
+            workspace=workspace,
+            runner=runner,
+            settings=settings,
+            crates_io=crates_io,
+        ),
+        builder=WheelBuilder(
+            workspace=workspace,
+            env_builder=env_builder,
+            runner=runner,
+            settings=settings,
+            build_timeout=build_timeout,
+            cores=cores,
+            recipes=recipes,
+        ),
+        publisher=Publisher(repo, witness=witness),
+    )

@@ -1,17 +1,22 @@
-"""Publishing what a build made: the witness that writes its provenance."""
+"""Publishing what a build made: the wheel into the repository, its provenance by a witness,
+the index pages; or, for runs that publish nothing, the wheel kept aside."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.bootstrap import Prepared
-from ..core.errors import BuildError, Step
+from ..core.errors import BuildError, IntegrityError, Step
+from ..core.fsutil import sha256_file
 from ..core.records import Attestation
 from ..core.resolver import Pin, Resolution
 from ..core.types import WheelRef
+from ..repo.repository import Repository
 from .buildenv import BuildEnvironment
+from .builder import Deliver, FreshWheel
 
 
 class Witness(Protocol):
@@ -73,3 +78,88 @@ class NoWitness:
 
     def attestation(self, name: str, version: str) -> Attestation | None:
         return None
+
+
+class Publisher:
+    """Puts wheels into the repository: the wheel, then its provenance (by the witness), then the
+    index pages."""
+
+    def __init__(self, repo: Repository, *, witness: Witness | None = None) -> None:
+        self.repo = repo
+        # Who writes the provenance of what is published (trust.attest.Attestor, wired by the
+        # app); nothing where nothing is published.
+        self.witness: Witness = witness or NoWitness()
+
+    def deliver(
+        self, prepared: Prepared, fresh: FreshWheel, *, system: Sequence[Mapping[str, Any]] = ()
+    ) -> WheelRef:
+        """Publish a wheel built here (what a ``Deliver`` does, with the system tools the build
+        took from the machine, for its provenance)."""
+        return self.publish(
+            prepared,
+            fresh.path,
+            env=fresh.env,
+            reproducibility=fresh.reproducibility,
+            started=fresh.started,
+            build_path=fresh.build_path,
+            log=fresh.log,
+            system=system,
+        )
+
+    def publish(
+        self,
+        prepared: Prepared,
+        wheel: Path,
+        *,
+        env: BuildEnvironment,
+        reproducibility: Mapping[str, str],
+        started: float,
+        build_path: Path,
+        log: Path,
+        system: Sequence[Mapping[str, Any]] = (),
+        expected_sha256: str | None = None,
+    ) -> WheelRef:
+        """Publish ``wheel`` built from ``prepared`` (here or on a Dask worker) with its
+        provenance; with ``expected_sha256``, refuse a wheel that is not those bytes."""
+        pin = prepared.pin
+        ref = self.repo.publish_wheel(wheel)
+        if expected_sha256 is not None and ref.sha256 != expected_sha256:
+            raise IntegrityError(
+                f"{wheel.name} changed while being published",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.PUBLISH,
+                log_path=log,
+            )
+        self.witness.attest(
+            prepared,
+            env,
+            ref,
+            reproducibility=reproducibility,
+            started=started,
+            build_path=build_path,
+            log=log,
+            system=system,
+        )
+        self.repo.regenerate_index()
+        return ref
+
+    def publish_prebuilt(self, wheel: Path) -> WheelRef:
+        """Publish an upstream's own wheel (no provenance: it was not built here)."""
+        ref = self.repo.publish_wheel(wheel)
+        self.repo.regenerate_index()
+        return ref
+
+
+def keep_in(folder: Path) -> Deliver:
+    """A ``Deliver`` that moves the wheel into ``folder`` and publishes nothing (``rebuild``'s
+    checks, Dask workers, which upload it)."""
+
+    def deliver(_prepared: Prepared, fresh: FreshWheel) -> WheelRef:
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = Path(shutil.move(fresh.path, folder / fresh.path.name))
+        return WheelRef(
+            name=fresh.name, version=fresh.version, filename=kept.name, sha256=sha256_file(kept)
+        )
+
+    return deliver

@@ -176,7 +176,7 @@ class DaskSteps:
         prepared = self.local.prepare(pin)
         # The workers extract it themselves; this copy was only for reading build-system.
         with contextlib.suppress(OSError):
-            remove_tree(self.local.work_root / f"{pin.name}-{pin.version}")
+            remove_tree(self.local.workspace.folder(pin))
         return prepared
 
     # -- remote ------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class DaskSteps:
     def get_requires(self, prepared: Prepared, env: EnvSpec) -> list[str]:
         result, job_id = self._run(prepared, env, GET_REQUIRES)
         requires = list(result.requires or ())
-        self.local.attestor.saw_backend_requires(prepared.pin, requires)
+        self.local.witness.saw_backend_requires(prepared.pin, requires)
         if result.wheel is not None:
             with self._lock:
                 self._early[_key(prepared.pin)] = (env, result, job_id)
@@ -205,7 +205,7 @@ class DaskSteps:
         return self._publish(prepared, env, result, job_id)
 
     def _log(self, pin: Pin) -> Path:
-        return self.local.logs_dir / f"{pin.name}-{pin.version}.log"
+        return self.local.workspace.log(pin)
 
     def _job(self, prepared: Prepared, env: EnvSpec, step: str) -> Job:
         settings = self.local.package_settings(prepared.pin)
@@ -218,11 +218,11 @@ class DaskSteps:
             sdist_filename=prepared.sdist_path.name,
             sdist_sha256=prepared.sdist_sha256,
             env=env,
-            work_root=str(self.local.work_root),
+            work_root=str(self.local.workspace.work_root),
             settings=settings,
             patches=tuple(p.path.read_bytes() for p in settings.patches),
-            build_timeout=self.local.build_timeout,
-            isolate_network=self.local.isolate_network,
+            build_timeout=self.local.builder.build_timeout,
+            isolate_network=self.local.workspace.isolate_network,
             sandbox=self.local.sandbox.enabled,
         )
 
@@ -300,26 +300,22 @@ class DaskSteps:
             if sha256_file(staged) != result.sha256:
                 raise fail(IntegrityError, f"uploaded {result.wheel} is not the one built")
             metadata = read_metadata_bytes(staged)
-            repo = self.local.repo
-            ref = repo.publish_wheel(staged)
-            if ref.sha256 != result.sha256:
-                raise fail(IntegrityError, f"{result.wheel} changed while being published")
-            self.local.attestor.attest(
+            ref = self.local.publisher.publish(
                 prepared,
-                BuildEnvironment(
+                staged,
+                env=BuildEnvironment(
                     path=Path(result.env_path),
                     python=Path(result.python),
                     environ={},
                     installed=env.wheels,
                 ),
-                ref,
                 reproducibility=result.reproducibility,
                 started=result.started,
                 build_path=Path(result.build_path),
                 log=log,
-                system=self.local.record_extras(pin).system_tools,
+                system=self.local.system_tools(pin),
+                expected_sha256=result.sha256,
             )
-            repo.regenerate_index()
         finally:
             shutil.rmtree(staged_dir, ignore_errors=True)
         return Built(wheel=ref, metadata=metadata, seconds=result.seconds, log=log)

@@ -34,7 +34,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,17 +44,19 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from ..build.buildenv import EnvBuilder
-from ..build.builder import CoreBudget
-from ..build.metadata import MetadataSource
-from ..build.pipeline import LocalSteps
-from ..build.reproducible import ensure_private_dir, reproducible_env, source_date_epoch
+from ..build.builder import CoreBudget, FreshWheel, WheelBuilder
+from ..build.prepare import SourcePreparer
+from ..build.publisher import keep_in
+from ..build.reproducible import ensure_private_dir
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import limits_with, make_policy
 from ..build.settings import PackageSettings, Patch, Settings
+from ..build.workspace import Workspace
+from ..core.bootstrap import Prepared
 from ..core.errors import BuildError, RepositoryError, RewheelError, Step, UpstreamError
 from ..core.fsutil import remove_tree, sha256_file
-from ..core.resolver import Pin, Resolver
-from ..core.types import IndexFile, ProjectPage, WheelRef
+from ..core.resolver import Pin
+from ..core.types import IndexFile, WheelRef
 from ..index.http import HttpClient, RetryPolicy
 from ..repo.repository import Repository
 from ..serve.server import SHA256_HEADER
@@ -177,17 +178,11 @@ def claim_build_root(preferred: Path, name_version: str, fallback: Path) -> Iter
 
 
 class _CoordinatorSdist:
-    """The ``Upstream`` of a worker's ``LocalSteps``: the job's sdist, from the coordinator."""
+    """The ``SdistSource`` of a worker's preparer: the job's sdist, from the coordinator."""
 
     def __init__(self, client: HttpClient, job: Job) -> None:
         self._client = client
         self._job = job
-
-    def get_project(self, name: NormalizedName) -> ProjectPage:
-        return ProjectPage(name=name, files=())  # a worker never resolves
-
-    def get_metadata(self, file: IndexFile) -> bytes | None:
-        return None
 
     def download(self, file: IndexFile, dest_dir: Path) -> Path:
         job = self._job
@@ -294,8 +289,17 @@ class _Uploader:
         )
 
 
-def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient) -> LocalSteps:
-    """A ``LocalSteps`` on this worker: the same preparation and build code as a local run."""
+@dataclass(frozen=True)
+class _WorkerParts:
+    """The preparer and builder of a local run, on this worker (it publishes nothing)."""
+
+    workspace: Workspace
+    preparer: SourcePreparer
+    builder: WheelBuilder
+
+
+def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient) -> _WorkerParts:
+    """The same preparation and build code as a local run, for this job."""
     upstream = _CoordinatorSdist(client, job)
     repo = Repository(scratch / "repo")
     # Each worker boxes builds with its own bwrap, or refuses (the coordinator's --no-sandbox
@@ -306,57 +310,62 @@ def _worker_steps(job: Job, scratch: Path, build_root: Path, client: HttpClient)
         hidden=[scratch.resolve(), worker_dir().resolve()],
     )
     runner = SubprocessRunner(sandbox=sandbox)
-    metadata = MetadataSource(upstream, repo.sdists_dir, built=lambda name, version: None)
-    steps = LocalSteps(
-        repo=repo,
-        upstream=upstream,
-        resolver=Resolver(upstream, metadata),
-        metadata=metadata,
-        env_builder=EnvBuilder(
-            index_url=f"{job.coordinator}/simple",
-            runner=runner,
-            cache_dir=worker_dir() / "uv-cache",
-        ),
-        runner=runner,
-        work_root=build_root,
-        build_timeout=job.build_timeout,
-        isolate_network=job.isolate_network,
-        settings=_JobSettings(_job_settings(job, scratch / "patches")),
-        sandbox=sandbox,
-        cores=_core_budget(),
+    workspace = Workspace(
+        work_root=build_root, logs_dir=repo.logs_dir, isolate_network=job.isolate_network
     )
-    return steps
+    settings = _JobSettings(_job_settings(job, scratch / "patches"))
+    return _WorkerParts(
+        workspace=workspace,
+        preparer=SourcePreparer(
+            upstream=upstream,
+            sdists_dir=repo.sdists_dir,
+            workspace=workspace,
+            runner=runner,
+            settings=settings,
+        ),
+        builder=WheelBuilder(
+            workspace=workspace,
+            env_builder=EnvBuilder(
+                index_url=f"{job.coordinator}/simple",
+                runner=runner,
+                cache_dir=worker_dir() / "uv-cache",
+            ),
+            runner=runner,
+            settings=settings,
+            build_timeout=job.build_timeout,
+            cores=_core_budget(),
+        ),
+    )
 
 
-def _run_steps(job: Job, steps: LocalSteps, out_dir: Path) -> JobResult:
+def _run_steps(job: Job, parts: _WorkerParts, out_dir: Path) -> JobResult:
     pin = job.pin
-    prepared = steps.prepare(pin)
-    env = steps.create_env(prepared, job.env.wheels, name=job.env.name)
+    prepared = parts.preparer.prepare(pin)
+    env = parts.builder.create_env(prepared, job.env.wheels, name=job.env.name)
     requires: tuple[str, ...] | None = None
     if job.step == GET_REQUIRES:
-        requires = tuple(steps.get_requires(prepared, env))
+        requires = tuple(parts.builder.get_requires(prepared, env))
         if requires:
             return JobResult(requires=requires)
-    # The same variables LocalSteps.build adds, for the coordinator's provenance statement.
-    repro = reproducible_env(
-        env.environ,
-        source_dir=prepared.source_dir,
-        name=pin.name,
-        version=str(pin.version),
-        epoch=source_date_epoch(prepared.sdist_path),
-    )
-    started = time.time()
-    built = steps.build(prepared, env, unpublished_dir=out_dir)
+    fresh: list[FreshWheel] = []
+    keep = keep_in(out_dir)
+
+    def deliver(prepared: Prepared, wheel: FreshWheel) -> WheelRef:
+        fresh.append(wheel)  # what the coordinator's provenance statement needs
+        return keep(prepared, wheel)
+
+    built = parts.builder.build(prepared, env, deliver)
+    (made,) = fresh
     return JobResult(
         requires=requires,
         wheel=built.wheel.filename,
         sha256=built.wheel.sha256,
         seconds=built.seconds,
-        started=started,
-        build_path=str(steps.work_root / f"{pin.name}-{pin.version}"),
-        env_path=str(env.path),
-        python=str(env.python),
-        reproducibility=repro,
+        started=made.started,
+        build_path=str(made.build_path),
+        env_path=str(made.env.path),
+        python=str(made.env.python),
+        reproducibility=dict(made.reproducibility),
     )
 
 
@@ -375,9 +384,9 @@ def run_job(job: Job) -> JobResult:
         try:
             with claim_build_root(Path(job.work_root), name_version, base / "work") as root:
                 try:
-                    steps = _worker_steps(job, scratch, root, client)
-                    log = steps.logs_dir / f"{name_version}.log"
-                    result = _run_steps(job, steps, out_dir)
+                    parts = _worker_parts(job, scratch, root, client)
+                    log = parts.workspace.log(pin)
+                    result = _run_steps(job, parts, out_dir)
                 finally:
                     # The log goes to the coordinator; nobody looks in a worker's folders.
                     with contextlib.suppress(OSError):

@@ -20,21 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..build.buildenv import EnvBuilder
-from ..build.metadata import MetadataSource
-from ..build.pipeline import LocalSteps, default_work_root
+from ..build.builder import WheelBuilder
+from ..build.pipeline import default_work_root
+from ..build.prepare import SourcePreparer
+from ..build.publisher import keep_in
 from ..build.reproducible import claimed_work_root
 from ..build.runner import SubprocessRunner
 from ..build.sandbox import SandboxPolicy
 from ..build.settings import Settings
+from ..build.workspace import Workspace
 from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import sha256_file
 from ..core.records import BuildRecord
-from ..core.resolver import Pin, Resolver
-from ..core.types import IndexFile, ProjectPage, WheelRef
+from ..core.resolver import Pin
+from ..core.types import IndexFile, WheelRef
 from ..repo.repository import Repository
 from ..serve.server import IndexServer
 from .provenance import sdist_filename
@@ -97,16 +100,10 @@ class RebuildResult:
 
 
 class _RecordedSdists:
-    """An ``Upstream`` that only hands out the sdists the repository already holds."""
+    """A ``SdistSource`` that only hands out the sdists the repository already holds."""
 
     def __init__(self, sdists_dir: Path) -> None:
         self.sdists_dir = sdists_dir
-
-    def get_project(self, name: NormalizedName) -> ProjectPage:
-        raise UpstreamError("a rebuild resolves nothing", package=name, step=Step.REBUILD)
-
-    def get_metadata(self, file: IndexFile) -> bytes | None:
-        return None
 
     def download(self, file: IndexFile, dest_dir: Path) -> Path:
         path = self.sdists_dir / file.filename
@@ -145,11 +142,19 @@ def select_records(records: Sequence[BuildRecord], packages: Sequence[str]) -> l
 
 
 class Rebuilder:
-    """Rebuilds recorded packages with ``LocalSteps`` and compares the results."""
+    """Rebuilds recorded packages with the preparer and builder of a bootstrap (publishing
+    nothing) and compares the results."""
 
-    def __init__(self, repo: Repository, steps: LocalSteps, keep_dir: Path) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        preparer: SourcePreparer,
+        builder: WheelBuilder,
+        keep_dir: Path,
+    ) -> None:
         self.repo = repo
-        self.steps = steps
+        self.preparer = preparer
+        self.builder = builder
         self.keep_dir = keep_dir
         self.by_sha = {w.sha256: w for w in repo.wheels()}
 
@@ -191,13 +196,13 @@ class Rebuilder:
             )
         except InvalidVersion as exc:
             raise ConfigError(f"invalid version {result.version!r}", step=Step.REBUILD) from exc
-        prepared = self.steps.prepare(pin)
-        handle = self.steps.create_env(prepared, env, name=record.build_env_dir or "env")
+        prepared = self.preparer.prepare(pin)
+        handle = self.builder.create_env(prepared, env, name=record.build_env_dir or "env")
         # As in the bootstrap: the backend is asked for its requirements first (setuptools writes
         # its egg-info then), and the wheel is built in the same source tree.
-        self.steps.get_requires(prepared, handle)
+        self.builder.get_requires(prepared, handle)
         out = self.keep_dir / f"{pin.name}-{pin.version}"
-        built = self.steps.build(prepared, handle, unpublished_dir=out)
+        built = self.builder.build(prepared, handle, keep_in(out))
         rebuilt = out / built.wheel.filename
         result.rebuilt_sha256 = built.wheel.sha256
         if built.wheel.filename != result.wheel:
@@ -234,34 +239,41 @@ def rebuild_check(
     records = select_records(repo.load_records(), packages)
     upstream = _RecordedSdists(repo.sdists_dir)
     settings = Settings(settings_dir, variant=variant)
-    metadata = MetadataSource(upstream, repo.sdists_dir, built=lambda _n, _v: None)
     runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
     with (
         repo.locked(),
         IndexServer(repo) as server,
         claimed_work_root(work_dir or default_work_root(repo)) as work_root,
     ):
-        steps = LocalSteps(
-            repo=repo,
-            upstream=upstream,
-            resolver=Resolver(upstream, metadata),
-            metadata=metadata,
-            env_builder=EnvBuilder(
-                index_url=server.url,
-                runner=runner,
-                python=Path(sys.executable),
-                cache_dir=repo.root / "cache" / "uv",
-            ),
-            runner=runner,
+        workspace = Workspace(
             work_root=work_root,
-            build_timeout=build_timeout,
-            isolate_network=isolate_network,
-            settings=settings,
-            sandbox=sandbox,
             # Beside, not over, the logs of the builds that published the wheels.
             logs_dir=repo.root / "logs" / "rebuild",
+            isolate_network=isolate_network,
         )
-        rebuilder = Rebuilder(repo, steps, repo.work_dir / "rebuild")
+        rebuilder = Rebuilder(
+            repo,
+            SourcePreparer(
+                upstream=upstream,
+                sdists_dir=repo.sdists_dir,
+                workspace=workspace,
+                runner=runner,
+                settings=settings,
+            ),
+            WheelBuilder(
+                workspace=workspace,
+                env_builder=EnvBuilder(
+                    index_url=server.url,
+                    runner=runner,
+                    python=Path(sys.executable),
+                    cache_dir=repo.root / "cache" / "uv",
+                ),
+                runner=runner,
+                settings=settings,
+                build_timeout=build_timeout,
+            ),
+            repo.work_dir / "rebuild",
+        )
 
         def one(record: BuildRecord) -> RebuildResult:
             result = rebuilder.check(record)

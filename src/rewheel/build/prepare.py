@@ -1,0 +1,124 @@
+"""Preparing a source tree: download the sdist, check it, extract it, patch it, read its build
+system, and (for a Rust sdist) make sure its crates are at hand."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ..core.bootstrap import Prepared
+from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
+from ..core.fsutil import remove_tree, sha256_file
+from ..core.resolver import Pin
+from ..core.types import IndexFile, Runner
+from .extract import extract_sdist
+from .pyproject import read_build_system
+from .rust import RustSources, check_rust_sources, crates_io_reachable
+from .settings import Settings
+from .workspace import Workspace
+
+
+class SdistSource(Protocol):
+    """Where the preparer gets sdists: the upstream index in a bootstrap, the repository's own
+    copies in a rebuild, the coordinator on a Dask worker."""
+
+    def download(self, file: IndexFile, dest_dir: Path) -> Path: ...
+
+
+class SourcePreparer:
+    """Turns a pin into a ``Prepared`` source tree in the package's work folder.
+
+    ``crates_io`` says whether crates.io answers from here (asked only for a Rust sdist whose
+    crates are not vendored); tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream: SdistSource,
+        sdists_dir: Path,
+        workspace: Workspace,
+        runner: Runner,
+        settings: Settings,
+        crates_io: Callable[[], bool] = crates_io_reachable,
+    ) -> None:
+        self.upstream = upstream
+        self.sdists_dir = sdists_dir
+        self.workspace = workspace
+        self.runner = runner
+        self.settings = settings
+        self.crates_io = crates_io
+        self._rust: dict[tuple[str, str], RustSources] = {}
+        self._lock = threading.Lock()
+
+    def rust(self, pin: Pin) -> RustSources | None:
+        """What ``prepare`` found of a Rust sdist's crates (None: not a Rust sdist)."""
+        with self._lock:
+            return self._rust.get((pin.name, str(pin.version)))
+
+    def prepare(self, pin: Pin) -> Prepared:
+        log = self.workspace.log(pin)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"# rewheel build log of {pin}\n# sdist {pin.sdist.url}\n")
+        sdist = self.upstream.download(pin.sdist, self.sdists_dir)
+        digest = sha256_file(sdist)
+        if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
+            raise IntegrityError(
+                f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.DOWNLOAD,
+            )
+        work = self.workspace.folder(pin)
+        if work.exists():
+            remove_tree(work)  # the last build's: its code may have left anything there
+        work.mkdir(parents=True)
+        pkg = self.settings.for_package(pin.name, pin.version)
+        # A fixed name, not a random one: the build path must not change from run to run.
+        source = extract_sdist(
+            sdist, work, package=pin.name, name="src", allow_links=pkg.allow_links
+        )
+        self._apply_patches(pin, source, log)
+        rust = check_rust_sources(
+            source,
+            package=pin.name,
+            version=str(pin.version),
+            network=self.crates_io,
+            runner=self.runner,
+            log=log,
+            confine=self.workspace.confinement(pin),
+            home=work / "home",
+        )
+        if rust is not None:
+            with self._lock:
+                self._rust[(pin.name, str(pin.version))] = rust
+        build_system = read_build_system(source, package=pin.name)
+        return Prepared(
+            pin=pin,
+            sdist_path=sdist,
+            sdist_sha256=digest,
+            source_dir=source,
+            build_requires=build_system.requires,
+            backend=build_system,
+        )
+
+    def _apply_patches(self, pin: Pin, source: Path, log: Path) -> None:
+        for patch in self.settings.for_package(pin.name, pin.version).patches:
+            try:
+                self.runner(
+                    ["patch", "-p1", "--batch", "--forward", "-i", str(patch.path)],
+                    cwd=source,
+                    env=dict(os.environ),
+                    log=log,
+                )
+            except CommandFailed as exc:
+                raise BuildError(
+                    f"patch {patch.path.name} does not apply",
+                    package=pin.name,
+                    version=str(pin.version),
+                    step=Step.PATCH,
+                    log_path=log,
+                ) from exc
