@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from rewheel import app
-from rewheel.cli import cli, main
+from rewheel.cli import Runs, cli, main
 from rewheel.config import default_map, find_config, parse_source, schema_from_click
 from rewheel.core.bootstrap import BootstrapResult
 from rewheel.core.errors import ConfigError
@@ -130,10 +130,9 @@ def test_the_environment_can_turn_the_sandbox_off(
         seen.append(options)
         return BootstrapResult(order=[], graph={}, failures={})
 
-    monkeypatch.setattr(app, "bootstrap", fake_bootstrap)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REWHEEL_NO_SANDBOX", "1")
-    code, _out, err = _run(["bootstrap", "pkg"], capsys)
+    code, _out, err = _run(["bootstrap", "pkg"], capsys, Runs(bootstrap=fake_bootstrap))
     assert code == 0, err
     assert seen[0].sandbox is False
 
@@ -158,9 +157,11 @@ def _repo_with(tmp_path: Path, name: str, version: str) -> Path:
     return repo
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def _run(
+    argv: list[str], capsys: pytest.CaptureFixture[str], runs: Runs | None = None
+) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
-        main(argv)
+        main(argv, runs=runs)
     out, err = capsys.readouterr()
     return int(exc.value.code or 0), out, err
 
@@ -191,7 +192,6 @@ def test_every_option_reads_rewheel_environment_variables(
         seen.append(options)
         return BootstrapResult(order=[], graph={}, failures={})
 
-    monkeypatch.setattr(app, "bootstrap", fake_bootstrap)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rewheel.toml").write_text(
         'jobs = 2\nindex-url = "https://file.example/simple"\nstrict-hashes = true\n'
@@ -199,7 +199,9 @@ def test_every_option_reads_rewheel_environment_variables(
     monkeypatch.setenv("REWHEEL_JOBS", "7")
     monkeypatch.setenv("REWHEEL_PRE", "1")  # an option with no envvar of its own
     monkeypatch.setenv("REWHEEL_BUILD_TIMEOUT", "30")
-    code, out, err = _run(["bootstrap", "pkg", "--no-network-isolation"], capsys)
+    code, out, err = _run(
+        ["bootstrap", "pkg", "--no-network-isolation"], capsys, Runs(bootstrap=fake_bootstrap)
+    )
     assert code == 0, err
     (options,) = seen
     assert options.jobs == 7  # environment over file

@@ -18,7 +18,7 @@ import uv
 from rewheel.core.types import WheelRef
 from rewheel.repo.repository import Repository
 from rewheel.serve import server as server_module
-from rewheel.serve.server import IndexServer, negotiate
+from rewheel.serve.server import IndexServer, Negotiate, negotiate
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
@@ -366,20 +366,19 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _record_formats(monkeypatch: pytest.MonkeyPatch, *, force_html: bool) -> list[str]:
-    """Record the format the server picks for each page; with force_html, answer HTML only."""
+def _record_formats(*, force_html: bool) -> tuple[list[str], Negotiate]:
+    """A negotiation that records the format the server picks for each page; with force_html,
+    it answers HTML only."""
     chosen: list[str] = []
-    real = server_module.negotiate
 
     def recording(accept: str | None) -> tuple[str, str] | None:
-        result = real(accept)
+        result = negotiate(accept)
         if result is not None and force_html:
             result = ("html", HTML)
         chosen.append("none" if result is None else result[0])
         return result
 
-    monkeypatch.setattr(server_module, "negotiate", recording)
-    return chosen
+    return chosen, recording
 
 
 def _install_cmd(installer: str, url: str, target: Path) -> list[str]:
@@ -425,10 +424,10 @@ def test_real_install(
     installer: str,
     page_format: str,
 ) -> None:
-    chosen = _record_formats(monkeypatch, force_html=page_format == "html")
+    chosen, recording = _record_formats(force_html=page_format == "html")
     requested: list[str] = []
     target = tmp_path / "target"
-    with IndexServer(repo, log=requested.append) as srv:
+    with IndexServer(repo, log=requested.append, negotiate=recording) as srv:
         proc = subprocess.run(
             _install_cmd(installer, srv.url, target),
             env=_clean_env(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import click
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
+from .core.report import BootstrapResult
 from .reqfile import collect
 from .ui.graph_export import read_graph, to_dot, to_html, why_lines
 from .ui.progress import make_reporter
@@ -238,7 +240,7 @@ def bootstrap(
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
     with reporter:
-        result = app.bootstrap(options, reporter=reporter, notice=reporter.note)
+        result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
     reporter.summary(result, repo)
     if not result.ok:
         sys.exit(1)
@@ -500,7 +502,20 @@ def rebuild(
         sys.exit(1)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@dataclass(frozen=True)
+class Runs:
+    """The runs the commands start; tests pass their own to ``main`` to see the options a
+    command line becomes without building anything."""
+
+    bootstrap: Callable[..., BootstrapResult] = app.bootstrap
+
+
+def _runs() -> Runs:
+    obj = click.get_current_context().obj
+    return obj if isinstance(obj, Runs) else Runs()
+
+
+def main(argv: Sequence[str] | None = None, *, runs: Runs | None = None) -> None:
     try:
         # Defaults from ./rewheel.toml or ./pyproject.toml; the environment and the command line
         # override them (click: command line > environment > default_map > default).
@@ -511,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             prog_name="rewheel",
             auto_envvar_prefix=ENV_PREFIX,
             default_map=defaults,
+            obj=runs or Runs(),
         )
     except RewheelError as exc:
         click.echo(f"rewheel: error: {exc}", err=True)

@@ -148,6 +148,9 @@ def _parse_accept(header: str) -> list[_MediaRange]:
     return ranges
 
 
+Negotiate = Callable[[str | None], "tuple[str, str] | None"]
+
+
 def negotiate(accept: str | None) -> tuple[str, str] | None:
     """PEP 691 content negotiation: (format, Content-Type) for an Accept header, None for a 406.
 
@@ -368,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.NOT_FOUND)
 
     def _send_page(self, page_dir: Path, send_body: bool, *, root: bool) -> None:
-        chosen = negotiate(self.headers.get("Accept"))
+        chosen = self.server.negotiate(self.headers.get("Accept"))
         if chosen is None:
             self._send_status(HTTPStatus.NOT_ACCEPTABLE, send_body)
             return
@@ -632,6 +635,7 @@ class _Server(HTTPServer):
         self.max_connections = max_connections
         self.max_waiting = max_waiting
         self.header_timeout = header_timeout
+        self.negotiate: Negotiate = negotiate
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._ready: deque[_Connection] = deque()
@@ -908,6 +912,7 @@ class IndexServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_waiting: int | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        negotiate: Negotiate = negotiate,
     ) -> None:
         if upload_token is not None and len(upload_token) < 16:
             raise ConfigError("an upload token must have at least 16 characters", step=Step.SERVE)
@@ -933,6 +938,8 @@ class IndexServer:
             max_waiting=max_waiting or _default_max_waiting(max_connections),
             header_timeout=header_timeout,
         )
+        # Which page format answers a request's Accept header (tests pass one that records).
+        self._httpd.negotiate = negotiate
         self._host = host
         self._thread: threading.Thread | None = None
         self._closed = False
