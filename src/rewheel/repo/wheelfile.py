@@ -1,11 +1,14 @@
-"""Reading the parts of a wheel that rewheel needs: its name, METADATA and RECORD."""
+"""Reading the parts of a wheel that rewheel needs (its name, METADATA and RECORD) and checking
+that a wheel file is a sound zip of safe members."""
 
 from __future__ import annotations
 
 import csv
 import io
+import stat
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
@@ -14,7 +17,8 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 
-from ..core.errors import IntegrityError, RewheelError
+from ..core.errors import IntegrityError, RewheelError, UnsafeArchiveError
+from ..core.paths import unsafe_member_name
 
 
 def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
@@ -115,3 +119,89 @@ def parse_record(data: bytes) -> list[RecordEntry]:
 def read_record(wheel: Path) -> list[RecordEntry]:
     with zipfile.ZipFile(wheel) as zf:
         return parse_record(zf.read(f"{_dist_info_dir(zf, wheel.name)}/RECORD"))
+
+
+# What reading a damaged or unusual zip can raise besides rewheel's own errors.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    KeyError,
+    NotImplementedError,  # an unsupported compression method
+    RuntimeError,  # an encrypted member
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,  # a damaged deflate stream
+)
+
+# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
+# so a real wheel shows a few bytes at most).
+MAX_ZIP_GAP = 1 << 20
+
+
+def unsafe_wheel_member(info: zipfile.ZipInfo) -> str | None:
+    """Why a wheel member is refused, or None: a name that could escape the install directory,
+    or a link or special file (installers would write a symlink's target text as a file, or
+    worse). Zip has no hard links; a unix mode in ``external_attr`` tells the file type."""
+    why = unsafe_member_name(info.filename)
+    if why:
+        return why
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if info.is_dir():
+        return (
+            None if kind in (0, stat.S_IFDIR) else f"directory {info.filename!r} of type {kind:o}"
+        )
+    if kind == stat.S_IFLNK:
+        return f"symlink member {info.filename!r}"
+    if kind not in (0, stat.S_IFREG):
+        return f"special file {info.filename!r} (type {kind:o})"
+    return None
+
+
+def check_wheel(wheel: Path) -> None:
+    """Refuse a wheel file that is not a sound zip of safe members.
+
+    It must start with a zip member, hold almost nothing outside its members, name no member
+    that could escape the install directory (by its name, its RECORD, a link or a name given
+    twice) and have no corrupt member. Raises ``IntegrityError`` or ``UnsafeArchiveError``
+    naming the file; a file that cannot be read as a zip raises one of ``READ_ERRORS``.
+    """
+    with wheel.open("rb") as f:
+        start = f.read(4)
+    if start != b"PK\x03\x04":
+        # Zip readers skip what comes before the archive: a build could pad a wheel with a
+        # sparse hole that costs it nothing and the repository all of it.
+        raise IntegrityError(f"wheel {wheel.name} does not start with a zip member; refused")
+    gap = bytes_outside_members(wheel)
+    if gap > MAX_ZIP_GAP:
+        raise IntegrityError(f"wheel {wheel.name} holds {gap} bytes outside its members; refused")
+    with zipfile.ZipFile(wheel) as zf:
+        _check_members(zf, wheel.name)
+        bad = zf.testzip()
+    if bad is not None:
+        raise IntegrityError(f"wheel {wheel.name} has a corrupt member {bad!r}")
+
+
+def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
+    """Refuse a wheel that would write outside its install directory, through a member's
+    name, its RECORD, a link, or a name given twice (two tools could pick different ones)."""
+    seen: set[str] = set()
+    records: list[str] = []
+    for info in zf.infolist():
+        why = unsafe_wheel_member(info)
+        if why is None and info.filename in seen:
+            why = f"member {info.filename!r} appears twice"
+        if why:
+            raise UnsafeArchiveError(f"wheel {filename}: {why}")
+        seen.add(info.filename)
+        parts = info.filename.split("/")
+        if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "RECORD":
+            records.append(info.filename)
+    for record in records:
+        try:
+            entries = parse_record(zf.read(record))
+        except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise IntegrityError(f"wheel {filename}: unreadable {record}: {exc}") from exc
+        for entry in entries:
+            why = unsafe_member_name(entry.path)
+            if why:
+                raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")

@@ -1,0 +1,121 @@
+"""repo.wheelfile, the one wheel module: checking a wheel file, member by member."""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from rewheel.core.errors import IntegrityError, UnsafeArchiveError
+from rewheel.repo.wheelfile import READ_ERRORS, check_wheel, unsafe_wheel_member
+
+DIST_INFO = "demo-1.0.dist-info"
+METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+
+
+def _info(name: str, mode: int = stat.S_IFREG | 0o644) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+    info.create_system = 3
+    info.external_attr = mode << 16
+    return info
+
+
+def _zip(
+    path: Path, members: Sequence[tuple[zipfile.ZipInfo | str, bytes]], *, hole: int = 0
+) -> Path:
+    """A zip of ``members`` in this order; ``hole`` bytes of nothing after the first one."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, (info, data) in enumerate(members):
+            zf.writestr(info, data)
+            if i == 0:
+                zf.start_dir += hole  # the next member starts past a (sparse) hole
+    return path
+
+
+def _wheel(
+    tmp_path: Path, *extra: tuple[zipfile.ZipInfo | str, bytes], record: bytes = b""
+) -> Path:
+    members: list[tuple[zipfile.ZipInfo | str, bytes]] = [
+        ("demo/__init__.py", b"x = 1\n"),
+        (f"{DIST_INFO}/METADATA", METADATA),
+        *extra,
+        (f"{DIST_INFO}/RECORD", record),
+    ]
+    return _zip(tmp_path / "demo-1.0-py3-none-any.whl", members)
+
+
+def test_check_wheel_accepts_a_sound_wheel(tmp_path: Path) -> None:
+    check_wheel(_wheel(tmp_path, ("demo/sub/", b""), record=b"demo/__init__.py,,\n"))
+
+
+def test_check_wheel_refuses_bytes_before_the_first_member(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path)
+    wheel.write_bytes(b"\0" * 16 + wheel.read_bytes())  # zip readers would skip the padding
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read(f"{DIST_INFO}/METADATA") == METADATA
+    with pytest.raises(IntegrityError, match="does not start with a zip member") as info:
+        check_wheel(wheel)
+    assert wheel.name in str(info.value)
+
+
+def test_check_wheel_refuses_a_hole_between_members(tmp_path: Path) -> None:
+    members = [("demo/__init__.py", b""), (f"{DIST_INFO}/METADATA", METADATA)]
+    check_wheel(_zip(tmp_path / "small.whl", members, hole=1 << 10))
+    wheel = _zip(tmp_path / "big.whl", members, hole=2 << 20)
+    with pytest.raises(IntegrityError, match=r"holds \d+ bytes outside its members"):
+        check_wheel(wheel)
+
+
+@pytest.mark.parametrize(
+    ("extra", "record", "message"),
+    [
+        ((_info("../evil.py"), b""), "", r"member path with '\.\.'"),
+        ((_info("demo/link", stat.S_IFLNK | 0o777), b"/etc/passwd"), "", "symlink member"),
+        ((_info("demo/fifo", stat.S_IFIFO | 0o644), b""), "", "special file"),
+        ((_info("demo/d/", stat.S_IFREG | 0o644), b""), "", "directory 'demo/d/' of type"),
+        ((_info("demo/__init__.py"), b"import os\n"), "", "appears twice"),
+        ((), "/etc/cron.d/evil,,\n", "RECORD lists absolute member path"),
+    ],
+)
+def test_check_wheel_refuses_unsafe_members(
+    tmp_path: Path, extra: tuple[zipfile.ZipInfo, bytes] | tuple[()], record: str, message: str
+) -> None:
+    duplicate = "twice" in message
+    with pytest.warns(UserWarning, match="Duplicate") if duplicate else contextlib.nullcontext():
+        wheel = _wheel(tmp_path, *([extra] if extra else []), record=record.encode())
+    with pytest.raises(UnsafeArchiveError, match=message) as info:
+        check_wheel(wheel)
+    assert str(info.value).startswith(f"wheel {wheel.name}: ")
+
+
+def test_check_wheel_refuses_an_unreadable_record(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, record=b"demo/\xff,,\n")
+    with pytest.raises(IntegrityError, match=f"unreadable {DIST_INFO}/RECORD"):
+        check_wheel(wheel)
+
+
+def test_check_wheel_refuses_a_corrupt_member(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path)
+    data = wheel.read_bytes()
+    at = data.index(b"x = 1\n")  # stored, not compressed: the member's bytes as they are
+    wheel.write_bytes(data[:at] + b"y" + data[at + 1 :])
+    with pytest.raises(IntegrityError, match=r"has a corrupt member 'demo/__init__\.py'"):
+        check_wheel(wheel)
+
+
+def test_check_wheel_lets_zip_errors_through(tmp_path: Path) -> None:
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x03\x04 and then nothing a zip reader understands")
+    with pytest.raises(READ_ERRORS):
+        check_wheel(wheel)
+
+
+def test_unsafe_wheel_member_accepts_plain_files_and_folders() -> None:
+    assert unsafe_wheel_member(_info("demo/x.py")) is None
+    assert unsafe_wheel_member(_info("demo/x.py", 0)) is None  # no unix mode: a plain file
+    assert unsafe_wheel_member(_info("demo/", stat.S_IFDIR | 0o755)) is None
+    assert unsafe_wheel_member(_info("demo/tool", stat.S_IFREG | 0o755)) is None
