@@ -21,13 +21,11 @@ from rewheel.build.recipe_cargo import (
     Interpreter,
     MaturinCargoRecipe,
     entry_points_text,
-    record_hash,
     wheel_tag,
-    write_wheel,
 )
 from rewheel.build.recipes import RecipeContext
 from rewheel.core.errors import BuildError
-from rewheel.repo.wheelfile import read_metadata_bytes, read_record
+from rewheel.repo.wheelfile import read_metadata_bytes, read_record, record_hash, write_wheel
 
 pytestmark = pytest.mark.skipif(
     not sysconfig.get_platform().startswith("linux-") or sys.implementation.name != "cpython",

@@ -13,17 +13,13 @@ pyproject.toml); its tag is the build interpreter's most specific one on the pla
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
-import time
 import tomllib
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -38,10 +34,10 @@ from packaging.version import Version
 from .. import __version__
 from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
+from ..repo.wheelfile import MIN_ZIP_EPOCH, write_wheel
 from .recipes import RecipeContext
 
 STEP = Step.RECIPE_MATURIN_CARGO
-_MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
 
 # [tool.maturin] keys this recipe implements, and those that do not change the wheel's content.
 _SUPPORTED = frozenset(
@@ -296,51 +292,13 @@ def entry_points_text(project: Mapping[str, Any]) -> str | None:
 # -- the wheel ------------------------------------------------------------------------------
 
 
-def record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode()
-
-
 def zip_epoch(environ: Mapping[str, str]) -> int:
     """Member times: SOURCE_DATE_EPOCH when set (clamped to what zip can store), else 1980."""
     try:
         epoch = int(environ.get("SOURCE_DATE_EPOCH", ""))
     except ValueError:
-        epoch = _MIN_ZIP_EPOCH
-    return max(epoch, _MIN_ZIP_EPOCH)
-
-
-def write_wheel(
-    path: Path,
-    *,
-    files: Mapping[str, bytes],
-    dist_info: str,
-    dist_info_files: Mapping[str, bytes],
-    executable: frozenset[str] = frozenset(),
-    epoch: int = _MIN_ZIP_EPOCH,
-) -> Path:
-    """Writes a wheel: ``files`` sorted, then ``<dist_info>/`` files sorted, RECORD last.
-
-    The same input gives the same bytes: fixed times, modes and order.
-    """
-    members = sorted(files.items())
-    members += sorted((f"{dist_info}/{name}", data) for name, data in dist_info_files.items())
-    record_name = f"{dist_info}/RECORD"
-    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in members]
-    rows.append(f"{record_name},,")
-    members.append((record_name, ("\n".join(rows) + "\n").encode()))
-    stamp = time.gmtime(max(epoch, _MIN_ZIP_EPOCH))[:6]
-    partial = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(partial, "w") as zf:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # Unix, so that the mode below is read
-            mode = 0o755 if name in executable else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            zf.writestr(info, data)
-    os.replace(partial, path)
-    return path
+        epoch = MIN_ZIP_EPOCH
+    return max(epoch, MIN_ZIP_EPOCH)
 
 
 def tree_bytes(tree: Path, path: Path) -> bytes | None:

@@ -3,12 +3,17 @@ that a wheel file is a sound zip of safe members."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
+import os
 import stat
 import struct
+import time
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
@@ -205,3 +210,47 @@ def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
             why = unsafe_member_name(entry.path)
             if why:
                 raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
+
+
+def record_hash(data: bytes) -> str:
+    """The RECORD form of the sha256 of ``data``: ``sha256=<urlsafe base64, no padding>``."""
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode()
+
+
+def write_wheel(
+    path: Path,
+    *,
+    files: Mapping[str, bytes],
+    dist_info: str,
+    dist_info_files: Mapping[str, bytes],
+    executable: frozenset[str] = frozenset(),
+    epoch: int = MIN_ZIP_EPOCH,
+) -> Path:
+    """Writes a wheel: ``files`` sorted, then ``<dist_info>/`` files sorted, RECORD last.
+
+    The same input gives the same bytes: fixed times, modes and order.
+    """
+    members = sorted(files.items())
+    members += sorted((f"{dist_info}/{name}", data) for name, data in dist_info_files.items())
+    record_name = f"{dist_info}/RECORD"
+    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in members]
+    rows.append(f"{record_name},,")
+    members.append((record_name, ("\n".join(rows) + "\n").encode()))
+    stamp = time.gmtime(max(epoch, MIN_ZIP_EPOCH))[:6]
+    partial = path.with_name(path.name + ".part")
+    with zipfile.ZipFile(partial, "w") as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix, so that the mode below is read
+            mode = 0o755 if name in executable else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            zf.writestr(info, data)
+    os.replace(partial, path)
+    return path
