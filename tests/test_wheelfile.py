@@ -1,8 +1,10 @@
-"""repo.wheelfile, the one wheel module: checking a wheel file, member by member."""
+"""repo.wheelfile, the one wheel module: checking a wheel file, member by member; writing one."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import stat
 import zipfile
 from collections.abc import Sequence
@@ -11,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from rewheel.core.errors import IntegrityError, UnsafeArchiveError
-from rewheel.repo.wheelfile import READ_ERRORS, check_wheel, unsafe_wheel_member
+from rewheel.repo.wheelfile import (
+    READ_ERRORS,
+    check_wheel,
+    parse_record,
+    record_hash,
+    unsafe_wheel_member,
+    write_wheel,
+)
 
 DIST_INFO = "demo-1.0.dist-info"
 METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
@@ -119,3 +128,87 @@ def test_unsafe_wheel_member_accepts_plain_files_and_folders() -> None:
     assert unsafe_wheel_member(_info("demo/x.py", 0)) is None  # no unix mode: a plain file
     assert unsafe_wheel_member(_info("demo/", stat.S_IFDIR | 0o755)) is None
     assert unsafe_wheel_member(_info("demo/tool", stat.S_IFREG | 0o755)) is None
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+WRITTEN = {
+    f"{DIST_INFO}/METADATA": METADATA,
+    "demo/tool": b"#!/bin/sh\n",
+    "demo/__init__.py": b"x = 1\n" * 100,
+    f"{DIST_INFO}/licenses/LICENSE": b"MIT\n",
+    "demo/empty.txt": b"",
+}
+
+
+def test_record_hash_is_the_urlsafe_sha256_without_padding() -> None:
+    expected = base64.urlsafe_b64encode(hashlib.sha256(b"x").digest()).decode().rstrip("=")
+    assert record_hash(b"x") == f"sha256={expected}"
+    assert "=" not in record_hash(b"x").removeprefix("sha256=")
+
+
+def test_a_written_wheel_lists_every_member_in_a_record_that_verifies(tmp_path: Path) -> None:
+    wheel = write_wheel(
+        tmp_path / "demo-1.0-py3-none-any.whl",
+        WRITTEN,
+        executable={"demo/tool"},
+        epoch=1_700_000_000,
+    )
+    assert wheel == tmp_path / "demo-1.0-py3-none-any.whl"
+    check_wheel(wheel)
+    with zipfile.ZipFile(wheel) as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == [
+            "demo/__init__.py",
+            "demo/empty.txt",
+            "demo/tool",
+            f"{DIST_INFO}/METADATA",
+            f"{DIST_INFO}/licenses/LICENSE",
+            f"{DIST_INFO}/RECORD",
+        ]
+        record = parse_record(zf.read(f"{DIST_INFO}/RECORD"))
+        assert [e.path for e in record] == [i.filename for i in infos]
+        for entry in record[:-1]:
+            data = zf.read(entry.path)
+            assert data == WRITTEN[entry.path]
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            assert (entry.hash, entry.size) == (f"sha256={digest.decode()}", len(data))
+        assert (record[-1].hash, record[-1].size) == (None, None)
+        modes = {i.filename: (i.external_attr >> 16) for i in infos}
+        assert {i.date_time for i in infos} == {(2023, 11, 14, 22, 13, 20)}  # in UTC
+    assert modes.pop("demo/tool") == stat.S_IFREG | 0o755
+    assert set(modes.values()) == {stat.S_IFREG | 0o644}
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_the_same_members_give_the_same_bytes(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    first = write_wheel(tmp_path / "1" / "demo-1.0-py3-none-any.whl", WRITTEN, epoch=0)
+    reordered = dict(reversed(WRITTEN.items()))
+    again = write_wheel(tmp_path / "2" / "demo-1.0-py3-none-any.whl", reordered, epoch=0)
+    assert first.read_bytes() == again.read_bytes()
+    later = write_wheel(tmp_path / "later.whl", WRITTEN, epoch=1_700_000_000)
+    assert later.read_bytes() != first.read_bytes()
+
+
+def test_write_wheel_clamps_times_before_1980(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", WRITTEN, epoch=0)
+    with zipfile.ZipFile(wheel) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"demo/__init__.py": b""}, r"one \.dist-info folder, not \[\]"),
+        ({"a-1.dist-info/METADATA": b"", "b-1.dist-info/METADATA": b""}, "not .'a-1.dist-info'"),
+        ({f"{DIST_INFO}/RECORD": b""}, "RECORD is written by write_wheel"),
+    ],
+)
+def test_write_wheel_needs_one_dist_info_folder_and_writes_its_record(
+    tmp_path: Path, members: dict[str, bytes], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", members)
+    assert list(tmp_path.iterdir()) == []

@@ -417,13 +417,12 @@ class MaturinCargoRecipe:
             if text is None:
                 raise _refuse(ctx, f"finds no License-File {licence} in the sdist")
             info[f"licenses/{licence}"] = text
+        files.update((f"{dist_info}/{name}", data) for name, data in info.items())
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         return write_wheel(
             ctx.out_dir / f"{dist}-{ctx.version}-{tag}.whl",
-            files=files,
-            dist_info=dist_info,
-            dist_info_files=info,
-            executable=frozenset({ext_name}),
+            files,
+            executable={ext_name},
             epoch=zip_epoch(ctx.environ),
         )
 

@@ -13,7 +13,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
@@ -224,33 +224,48 @@ def record_hash(data: bytes) -> str:
 
 
 def write_wheel(
-    path: Path,
+    dest: Path,
+    members: Mapping[str, bytes],
     *,
-    files: Mapping[str, bytes],
-    dist_info: str,
-    dist_info_files: Mapping[str, bytes],
-    executable: frozenset[str] = frozenset(),
+    executable: Collection[str] = frozenset(),
     epoch: int = MIN_ZIP_EPOCH,
 ) -> Path:
-    """Writes a wheel: ``files`` sorted, then ``<dist_info>/`` files sorted, RECORD last.
+    """Write the wheel ``dest`` holding ``members`` (archive path -> content) and their RECORD,
+    which gives each member's sha256 and size; returns ``dest``.
 
-    The same input gives the same bytes: fixed times, modes and order.
+    The members outside the one ``*.dist-info/`` folder come first, sorted, then that folder's,
+    sorted, then RECORD. Every member gets the time ``epoch`` (no earlier than 1980, the first
+    time zip can store) and mode 0644, or 0755 when it is in ``executable``: the same members
+    give the same bytes. The file is written beside ``dest`` and renamed, so ``dest`` is whole.
+    Raises ``ValueError`` unless exactly one top-level ``.dist-info`` folder is among the
+    members, or when they already hold its RECORD.
     """
-    members = sorted(files.items())
-    members += sorted((f"{dist_info}/{name}", data) for name, data in dist_info_files.items())
+    dist_infos = {
+        name.split("/", 1)[0]
+        for name in members
+        if "/" in name and name.split("/", 1)[0].endswith(".dist-info")
+    }
+    if len(dist_infos) != 1:
+        raise ValueError(f"a wheel needs one .dist-info folder, not {sorted(dist_infos)}")
+    dist_info = dist_infos.pop()
     record_name = f"{dist_info}/RECORD"
-    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in members]
+    if record_name in members:
+        raise ValueError(f"{record_name} is written by write_wheel, not given")
+    ordered = sorted(
+        members.items(), key=lambda item: (item[0].startswith(dist_info + "/"), item[0])
+    )
+    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in ordered]
     rows.append(f"{record_name},,")
-    members.append((record_name, ("\n".join(rows) + "\n").encode()))
+    ordered.append((record_name, ("\n".join(rows) + "\n").encode()))
     stamp = time.gmtime(max(epoch, MIN_ZIP_EPOCH))[:6]
-    partial = path.with_name(path.name + ".part")
+    partial = dest.with_name(dest.name + ".part")
     with zipfile.ZipFile(partial, "w") as zf:
-        for name, data in members:
+        for name, data in ordered:
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # Unix, so that the mode below is read
             mode = 0o755 if name in executable else 0o644
             info.external_attr = (0o100000 | mode) << 16
             zf.writestr(info, data)
-    os.replace(partial, path)
-    return path
+    os.replace(partial, dest)
+    return dest
