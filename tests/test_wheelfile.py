@@ -1,4 +1,4 @@
-"""repo.wheelfile, the one wheel module: checking a wheel file, member by member; writing one."""
+"""repo.wheelfile, the one wheel module: reading a wheel, checking it, writing one."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ import pytest
 from rewheel.core.errors import IntegrityError, UnsafeArchiveError
 from rewheel.repo.wheelfile import (
     READ_ERRORS,
+    WheelReader,
     check_wheel,
     parse_record,
+    read_metadata_bytes,
+    read_record,
     record_hash,
     unsafe_wheel_member,
     write_wheel,
@@ -55,6 +58,49 @@ def _wheel(
         (f"{DIST_INFO}/RECORD", record),
     ]
     return _zip(tmp_path / "demo-1.0-py3-none-any.whl", members)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_the_reader_gives_members_in_archive_order_with_their_contents(tmp_path: Path) -> None:
+    big = bytes(range(256)) * (12 << 10)  # 3 MiB: digested in several chunks
+    wheel = _wheel(tmp_path, ("demo/big.bin", big), record=b"demo/__init__.py,sha256=abc,6\n")
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.comment = b"a comment"
+    with WheelReader(wheel) as reader:
+        assert [i.filename for i in reader.members] == [
+            "demo/__init__.py",
+            f"{DIST_INFO}/METADATA",
+            "demo/big.bin",
+            f"{DIST_INFO}/RECORD",
+        ]
+        assert reader.comment == b"a comment"
+        assert reader.read("demo/__init__.py") == b"x = 1\n"
+        assert reader.read(reader.members[2]) == big
+        assert reader.digest("demo/big.bin") == record_hash(big)
+        assert reader.digest(reader.members[0]) == record_hash(b"x = 1\n")
+        assert reader.dist_info() == DIST_INFO
+        assert reader.metadata() == METADATA
+        assert [(e.path, e.hash, e.size) for e in reader.record()] == [
+            ("demo/__init__.py", "sha256=abc", 6)
+        ]
+        with pytest.raises(KeyError):
+            reader.read("demo/missing.py")
+    assert read_metadata_bytes(wheel) == METADATA
+    assert read_record(wheel) == parse_record(b"demo/__init__.py,sha256=abc,6\n")
+
+
+@pytest.mark.parametrize("folders", [[], ["demo-1.0.dist-info", "other-1.0.dist-info"]])
+def test_the_reader_needs_one_dist_info_folder(tmp_path: Path, folders: list[str]) -> None:
+    members = [("demo/__init__.py", b""), *((f"{f}/METADATA", METADATA) for f in folders)]
+    wheel = _zip(tmp_path / "demo-1.0-py3-none-any.whl", members)
+    with WheelReader(wheel) as reader:
+        assert len(reader.members) == 1 + len(folders)  # reading members needs no folder
+        with pytest.raises(IntegrityError, match=rf"has {len(folders)} \.dist-info directories"):
+            reader.metadata()
+    with pytest.raises(IntegrityError, match=r"\.dist-info directories"):
+        read_record(wheel)
 
 
 def test_check_wheel_accepts_a_sound_wheel(tmp_path: Path) -> None:

@@ -35,33 +35,9 @@ def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
     return name, str(version)
 
 
-def _dist_info_dir(zf: zipfile.ZipFile, filename: str) -> str:
-    tops = {n.split("/", 1)[0] for n in zf.namelist()}
-    dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
-    if len(dist_infos) != 1:
-        raise IntegrityError(f"wheel {filename} has {len(dist_infos)} .dist-info directories")
-    return dist_infos[0]
-
-
 # The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
 # hundred); a wheel a build wrote may hold a bomb.
 MAX_METADATA_BYTES = 16 << 20
-
-
-def read_metadata_bytes(wheel: Path) -> bytes:
-    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``),
-    read up to ``MAX_METADATA_BYTES`` whatever its header claims."""
-    with (
-        zipfile.ZipFile(wheel) as zf,
-        zf.open(f"{_dist_info_dir(zf, wheel.name)}/METADATA") as member,
-    ):
-        data = member.read(MAX_METADATA_BYTES + 1)
-    if len(data) > MAX_METADATA_BYTES:
-        raise IntegrityError(
-            f"wheel {wheel.name} has a METADATA file larger than "
-            f"{MAX_METADATA_BYTES >> 20} MiB; refused"
-        )
-    return data
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local header, before its name
@@ -121,9 +97,92 @@ def parse_record(data: bytes) -> list[RecordEntry]:
     return entries
 
 
+class WheelReader:
+    """An open wheel file, read member by member; a context manager that closes it.
+
+    Opening it reads only the zip's central directory: the members' names and attributes.
+    Reading raises what zipfile raises on a damaged zip (see ``READ_ERRORS``), ``KeyError`` for
+    a member that is not there, and ``IntegrityError`` for a wheel without exactly one
+    ``.dist-info`` folder when one of its files is asked for.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zf = zipfile.ZipFile(path)
+
+    def __enter__(self) -> WheelReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._zf.close()
+
+    @property
+    def members(self) -> list[zipfile.ZipInfo]:
+        """Every member, folders included, in the order of the archive."""
+        return self._zf.infolist()
+
+    @property
+    def comment(self) -> bytes:
+        """The archive's comment."""
+        return self._zf.comment
+
+    def read(self, member: str | zipfile.ZipInfo) -> bytes:
+        """The content of one member (by name: the last member of that name)."""
+        return self._zf.read(member)
+
+    def digest(self, member: str | zipfile.ZipInfo) -> str:
+        """The sha256 of one member's content, as RECORD writes it, read in chunks."""
+        sha256 = hashlib.sha256()
+        with self._zf.open(member) as f:
+            while chunk := f.read(_CHUNK):
+                sha256.update(chunk)
+        return "sha256=" + base64.urlsafe_b64encode(sha256.digest()).rstrip(b"=").decode()
+
+    def dist_info(self) -> str:
+        """The name of the one top-level ``.dist-info`` folder."""
+        tops = {n.split("/", 1)[0] for n in self._zf.namelist()}
+        dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
+        if len(dist_infos) != 1:
+            raise IntegrityError(
+                f"wheel {self.path.name} has {len(dist_infos)} .dist-info directories"
+            )
+        return dist_infos[0]
+
+    def metadata(self) -> bytes:
+        """The raw ``METADATA`` file (what PEP 658 serves as ``<wheel>.metadata``), read up to
+        ``MAX_METADATA_BYTES`` whatever its header claims."""
+        with self._zf.open(f"{self.dist_info()}/METADATA") as member:
+            data = member.read(MAX_METADATA_BYTES + 1)
+        if len(data) > MAX_METADATA_BYTES:
+            raise IntegrityError(
+                f"wheel {self.path.name} has a METADATA file larger than "
+                f"{MAX_METADATA_BYTES >> 20} MiB; refused"
+            )
+        return data
+
+    def record(self) -> list[RecordEntry]:
+        """The entries of the ``.dist-info`` folder's RECORD."""
+        return parse_record(self.read(f"{self.dist_info()}/RECORD"))
+
+
+_CHUNK = 1 << 20
+
+
+def read_metadata_bytes(wheel: Path) -> bytes:
+    """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``),
+    read up to ``MAX_METADATA_BYTES`` whatever its header claims."""
+    with WheelReader(wheel) as reader:
+        return reader.metadata()
+
+
 def read_record(wheel: Path) -> list[RecordEntry]:
-    with zipfile.ZipFile(wheel) as zf:
-        return parse_record(zf.read(f"{_dist_info_dir(zf, wheel.name)}/RECORD"))
+    """The entries of a wheel's RECORD."""
+    with WheelReader(wheel) as reader:
+        return reader.record()
 
 
 # What reading a damaged or unusual zip can raise besides rewheel's own errors.
