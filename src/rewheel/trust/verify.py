@@ -36,7 +36,13 @@ from ..core.errors import RewheelError, Step, VerifyError
 from ..core.fsutil import sha256_file
 from ..core.types import WheelRef
 from ..core.versions import normal_version
-from ..repo.wheelfile import RecordEntry, parse_metadata, parse_record, read_record
+from ..repo.wheelfile import (
+    RecordEntry,
+    WheelReader,
+    parse_metadata,
+    parse_record,
+    record_hash,
+)
 from .chain import ChainEntry as ChainEntry
 from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
@@ -164,10 +170,6 @@ def _split_hash(value: str | None) -> tuple[str, str] | None:
     return (algo.lower(), digest.rstrip("=")) if sep and digest else None
 
 
-def _digest(data: bytes, algo: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
-
-
 class _FileDigests:
     """RECORD-style digests of files in the venv, each file read once per algorithm."""
 
@@ -229,20 +231,20 @@ _PYTHON_SHEBANG = re.compile(rb"#!pythonw?(?P<args>[ \t][^\r\n]*)?\r?$")
 
 def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
     """What ``path`` would install, from its RECORD, WHEEL and entry_points.txt."""
-    entries = read_record(path)
-    records = [e.path for e in entries if e.path.endswith(".dist-info/RECORD")]
-    if len(records) != 1:
-        raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
-    dist_info = records[0].rsplit("/", 1)[0]
-    hashes = {e.path: e.hash for e in entries}
     files: dict[str, WheelFile] = {}
-    with zipfile.ZipFile(path) as zf:
-        wheel_meta = parse_metadata(zf.read(f"{dist_info}/WHEEL"))
+    with WheelReader(path) as wheel:
+        entries = wheel.record()
+        records = [e.path for e in entries if e.path.endswith(".dist-info/RECORD")]
+        if len(records) != 1:
+            raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
+        dist_info = records[0].rsplit("/", 1)[0]
+        hashes = {e.path: e.hash for e in entries}
+        wheel_meta = parse_metadata(wheel.read(f"{dist_info}/WHEEL"))
         try:
-            entry_points = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+            entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode("utf-8")
         except KeyError:
             entry_points = ""
-        for info in zf.infolist():
+        for info in wheel.members:
             name = info.filename
             if info.is_dir() or (
                 name.startswith(dist_info + "/") and name[len(dist_info) + 1 :] in _RECORD_FILES
@@ -252,8 +254,8 @@ def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
             is_script = len(parts) > 2 and parts[0].endswith(".data") and parts[1] == "scripts"
             recorded = hashes.get(name)
             if recorded is None or is_script:
-                data = zf.read(info)
-                recorded = recorded or f"sha256={_digest(data, 'sha256')}"
+                data = wheel.read(info)
+                recorded = recorded or record_hash(data)
                 first, _, body = data.partition(b"\n")
                 shebang = _PYTHON_SHEBANG.match(first) if is_script else None
                 if shebang:
