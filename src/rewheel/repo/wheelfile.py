@@ -1,5 +1,8 @@
-"""Reading the parts of a wheel that rewheel needs (its name, METADATA and RECORD) and checking
-that a wheel file is a sound zip of safe members."""
+"""The one wheel module: reading a wheel, checking that it is safe to publish, writing one.
+
+Pure parsing (file names, core metadata, RECORD) is kept apart from the functions that open a
+file; everything else in rewheel that looks inside a wheel goes through here.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,35 @@ from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_fi
 from ..core.errors import IntegrityError, RewheelError, UnsafeArchiveError
 from ..core.paths import unsafe_member_name
 
+# The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
+# hundred); a wheel a build wrote may hold a bomb.
+MAX_METADATA_BYTES = 16 << 20
+
+# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
+# so a real wheel shows a few bytes at most).
+MAX_ZIP_GAP = 1 << 20
+
+MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
+
+# What reading a damaged or unusual zip can raise besides rewheel's own errors.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    KeyError,
+    NotImplementedError,  # an unsupported compression method
+    RuntimeError,  # an encrypted member
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,  # a damaged deflate stream
+)
+
+_CHUNK = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local header, before its name
+_MAX_DESCRIPTOR = 24  # a data descriptor after a member's data: 12 to 24 bytes
+
+
+# -- names and formats (no I/O) --------------------------------------------------------------------
+
 
 def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
     """Project name (normalized) and version of a wheel file name."""
@@ -35,32 +67,35 @@ def wheel_name_version(filename: str) -> tuple[NormalizedName, str]:
     return name, str(version)
 
 
-# The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
-# hundred); a wheel a build wrote may hold a bomb.
-MAX_METADATA_BYTES = 16 << 20
+def record_hash(data: bytes) -> str:
+    """The RECORD form of the sha256 of ``data``: ``sha256=<urlsafe base64, no padding>``."""
+    return _record_form(hashlib.sha256(data).digest())
 
 
-_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local header, before its name
-_MAX_DESCRIPTOR = 24  # a data descriptor after a member's data: 12 to 24 bytes
+def _record_form(sha256_digest: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(sha256_digest).rstrip(b"=").decode()
 
 
-def bytes_outside_members(wheel: Path) -> int:
-    """How much of the wheel file is neither a member (header, data, descriptor) nor the central
-    directory: nothing, in a zip any tool wrote. Zip readers skip such gaps, so a build could
-    put a sparse hole there that costs it nothing and a repository its full size."""
-    size = wheel.stat().st_size
-    with wheel.open("rb") as f, zipfile.ZipFile(f) as zf:
-        covered = size - zf.start_dir  # the central directory and the end records
-        for info in zf.infolist():
-            f.seek(info.header_offset)
-            header = f.read(_LOCAL_HEADER.size)
-            if len(header) < _LOCAL_HEADER.size:
-                return size  # a member that starts past the end: nothing adds up
-            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
-            covered += _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
-            if info.flag_bits & 0x08:
-                covered += _MAX_DESCRIPTOR
-    return max(size - covered, 0)
+@dataclass(frozen=True)
+class RecordEntry:
+    """One line of a RECORD file."""
+
+    path: str
+    hash: str | None  # "sha256=<urlsafe b64, no padding>" as RECORD writes it
+    size: int | None
+
+
+def parse_record(data: bytes) -> list[RecordEntry]:
+    """The lines of a RECORD file (CSV: path, hash, size; empty fields are None)."""
+    entries = []
+    for row in csv.reader(io.StringIO(data.decode("utf-8"))):
+        if not row:
+            continue
+        path = row[0]
+        digest = row[1] if len(row) > 1 and row[1] else None
+        size = int(row[2]) if len(row) > 2 and row[2] else None
+        entries.append(RecordEntry(path, digest, size))
+    return entries
 
 
 def parse_metadata(data: bytes) -> Message:
@@ -78,23 +113,7 @@ def requires_dist(metadata: bytes) -> list[Requirement]:
     return out
 
 
-@dataclass(frozen=True)
-class RecordEntry:
-    path: str
-    hash: str | None  # "sha256=<urlsafe b64, no padding>" as RECORD writes it
-    size: int | None
-
-
-def parse_record(data: bytes) -> list[RecordEntry]:
-    entries = []
-    for row in csv.reader(io.StringIO(data.decode("utf-8"))):
-        if not row:
-            continue
-        path = row[0]
-        digest = row[1] if len(row) > 1 and row[1] else None
-        size = int(row[2]) if len(row) > 2 and row[2] else None
-        entries.append(RecordEntry(path, digest, size))
-    return entries
+# -- reading ---------------------------------------------------------------------------------------
 
 
 class WheelReader:
@@ -140,7 +159,7 @@ class WheelReader:
         with self._zf.open(member) as f:
             while chunk := f.read(_CHUNK):
                 sha256.update(chunk)
-        return "sha256=" + base64.urlsafe_b64encode(sha256.digest()).rstrip(b"=").decode()
+        return _record_form(sha256.digest())
 
     def dist_info(self) -> str:
         """The name of the one top-level ``.dist-info`` folder."""
@@ -169,9 +188,6 @@ class WheelReader:
         return parse_record(self.read(f"{self.dist_info()}/RECORD"))
 
 
-_CHUNK = 1 << 20
-
-
 def read_metadata_bytes(wheel: Path) -> bytes:
     """The raw ``METADATA`` file of a wheel (what PEP 658 serves as ``<wheel>.metadata``),
     read up to ``MAX_METADATA_BYTES`` whatever its header claims."""
@@ -185,21 +201,26 @@ def read_record(wheel: Path) -> list[RecordEntry]:
         return reader.record()
 
 
-# What reading a damaged or unusual zip can raise besides rewheel's own errors.
-READ_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    EOFError,
-    KeyError,
-    NotImplementedError,  # an unsupported compression method
-    RuntimeError,  # an encrypted member
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,  # a damaged deflate stream
-)
+def bytes_outside_members(wheel: Path) -> int:
+    """How much of the wheel file is neither a member (header, data, descriptor) nor the central
+    directory: nothing, in a zip any tool wrote. Zip readers skip such gaps, so a build could
+    put a sparse hole there that costs it nothing and a repository its full size."""
+    size = wheel.stat().st_size
+    with wheel.open("rb") as f, zipfile.ZipFile(f) as zf:
+        covered = size - zf.start_dir  # the central directory and the end records
+        for info in zf.infolist():
+            f.seek(info.header_offset)
+            header = f.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size:
+                return size  # a member that starts past the end: nothing adds up
+            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+            covered += _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+            if info.flag_bits & 0x08:
+                covered += _MAX_DESCRIPTOR
+    return max(size - covered, 0)
 
-# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
-# so a real wheel shows a few bytes at most).
-MAX_ZIP_GAP = 1 << 20
+
+# -- checking --------------------------------------------------------------------------------------
 
 
 def unsafe_wheel_member(info: zipfile.ZipInfo) -> str | None:
@@ -271,15 +292,7 @@ def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
                 raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")
 
 
-# -- writing ----------------------------------------------------------------------------------
-
-MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
-
-
-def record_hash(data: bytes) -> str:
-    """The RECORD form of the sha256 of ``data``: ``sha256=<urlsafe base64, no padding>``."""
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode()
+# -- writing ---------------------------------------------------------------------------------------
 
 
 def write_wheel(
