@@ -22,7 +22,12 @@ from packaging.requirements import Requirement
 from pyproject_hooks import BuildBackendHookCaller
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
-from rewheel.repo.wheelfile import parse_metadata, read_metadata_bytes, read_record
+from rewheel.repo.wheelfile import (
+    parse_metadata,
+    parse_wheel_info,
+    read_metadata_bytes,
+    read_record,
+)
 
 FULL = SdistSpec(
     name="Foo.Bar_baz",
@@ -157,10 +162,10 @@ def test_build_wheel_metadata_record_and_build_info(tmp_path: Path) -> None:
     assert not reqs["sphinx"].marker.evaluate({"extra": "docs", "python_version": "3.8"})
     _assert_record_verifies(wheel)
     with zipfile.ZipFile(wheel) as zf:
-        wheel_file = parse_metadata(zf.read("foo_bar_baz-1.0.dist-info/WHEEL"))
+        wheel_info = parse_wheel_info(zf.read("foo_bar_baz-1.0.dist-info/WHEEL"))
         assert b'__version__ = "1.0"' in zf.read("foo_bar_baz/__init__.py")
-    assert wheel_file["Root-Is-Purelib"] == "true"
-    assert wheel_file["Tag"] == "py3-none-any"
+    assert wheel_info.root_is_purelib
+    assert wheel_info.tags == ("py3-none-any",)
 
     info = _build_info(wheel, "foo_bar_baz")
     assert info["requirements"] == {

@@ -18,6 +18,7 @@ from rewheel.repo.wheelfile import (
     WheelReader,
     check_wheel,
     parse_record,
+    parse_wheel_info,
     read_metadata_bytes,
     read_record,
     record_hash,
@@ -58,6 +59,21 @@ def _wheel(
         (f"{DIST_INFO}/RECORD", record),
     ]
     return _zip(tmp_path / "demo-1.0-py3-none-any.whl", members)
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+
+def test_parse_wheel_info() -> None:
+    info = parse_wheel_info(
+        b"Wheel-Version: 1.0\nGenerator: x\nRoot-Is-Purelib: True \n"
+        b"Tag: cp311-cp311-linux_x86_64\nTag: cp311-abi3-linux_x86_64\n"
+    )
+    assert info.root_is_purelib
+    assert info.tags == ("cp311-cp311-linux_x86_64", "cp311-abi3-linux_x86_64")
+    assert not parse_wheel_info(b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\n").root_is_purelib
+    assert parse_wheel_info(b"Wheel-Version: 1.0\n") == parse_wheel_info(b"")
+    assert not parse_wheel_info(b"").root_is_purelib
 
 
 # -- reading ------------------------------------------------------------------------------------

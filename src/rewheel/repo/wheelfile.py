@@ -113,6 +113,23 @@ def requires_dist(metadata: bytes) -> list[Requirement]:
     return out
 
 
+@dataclass(frozen=True)
+class WheelInfo:
+    """What a wheel's WHEEL file says about the wheel's layout."""
+
+    root_is_purelib: bool  # its root goes to purelib (else platlib)
+    tags: tuple[str, ...]
+
+
+def parse_wheel_info(data: bytes) -> WheelInfo:
+    """A wheel's WHEEL file: email-style headers like core metadata's, with fields of its own."""
+    msg = BytesParser().parsebytes(data)
+    return WheelInfo(
+        root_is_purelib=str(msg.get("Root-Is-Purelib") or "").strip().lower() == "true",
+        tags=tuple(str(tag).strip() for tag in msg.get_all("Tag") or []),
+    )
+
+
 # -- reading ---------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from ..repo.wheelfile import (
     WheelReader,
     parse_metadata,
     parse_record,
+    parse_wheel_info,
     record_hash,
 )
 from .chain import ChainEntry as ChainEntry
@@ -239,7 +240,7 @@ def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
             raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
         dist_info = records[0].rsplit("/", 1)[0]
         hashes = {e.path: e.hash for e in entries}
-        wheel_meta = parse_metadata(wheel.read(f"{dist_info}/WHEEL"))
+        wheel_info = parse_wheel_info(wheel.read(f"{dist_info}/WHEEL"))
         try:
             entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode("utf-8")
         except KeyError:
@@ -265,7 +266,7 @@ def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
             files[name] = WheelFile(recorded)
     return WheelContents(
         ref=ref,
-        root_is_purelib=(wheel_meta.get("Root-Is-Purelib") or "").strip().lower() == "true",
+        root_is_purelib=wheel_info.root_is_purelib,
         files=files,
         launchers=parse_entry_points(entry_points),
     )
