@@ -11,17 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from packaging.metadata import Metadata
 
-from rewheel.core.errors import IntegrityError, UnsafeArchiveError
+from rewheel.core.errors import IntegrityError, RewheelError, UnsafeArchiveError
 from rewheel.repo.wheelfile import (
     READ_ERRORS,
     WheelReader,
     check_wheel,
+    parse_metadata,
     parse_record,
     parse_wheel_info,
     read_metadata_bytes,
     read_record,
     record_hash,
+    requires_dist,
     unsafe_wheel_member,
     write_wheel,
 )
@@ -74,6 +77,68 @@ def test_parse_wheel_info() -> None:
     assert not parse_wheel_info(b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\n").root_is_purelib
     assert parse_wheel_info(b"Wheel-Version: 1.0\n") == parse_wheel_info(b"")
     assert not parse_wheel_info(b"").root_is_purelib
+
+
+# What setuptools and bdist_wheel wrote for years: Metadata-Version 2.0 (never a real version),
+# License-File before metadata 2.4, a Summary over two lines, a name packaging refuses.
+OLD_BACKEND_METADATA = b"""\
+Metadata-Version: 2.0
+Name: old_thing.
+Version: 1.0
+Summary: two
+  lines
+License-File: LICENSE.txt
+Requires-Python: >=2.7, !=3.0.*
+Requires-Dist: six (>=1.10)
+Requires-Dist: enum34; python_version < "3.4"
+
+The description.
+"""
+
+
+def test_parse_metadata_reads_what_full_validation_refuses() -> None:
+    raw = parse_metadata(OLD_BACKEND_METADATA)
+    with pytest.raises(ExceptionGroup):
+        Metadata.from_raw(raw)
+    assert raw["metadata_version"] == "2.0"
+    assert raw["name"] == "old_thing."
+    assert raw["version"] == "1.0"
+    assert raw["summary"] == "two\n  lines"
+    assert raw["license_files"] == ["LICENSE.txt"]
+    assert raw["requires_python"] == ">=2.7, !=3.0.*"
+    assert raw["requires_dist"] == ["six (>=1.10)", 'enum34; python_version < "3.4"']
+    assert raw["description"] == "The description.\n"
+    assert [str(r) for r in requires_dist(OLD_BACKEND_METADATA)] == [
+        "six>=1.10",
+        'enum34; python_version < "3.4"',
+    ]
+
+
+def test_parse_metadata_decodes_utf8() -> None:
+    text = 'Name: x\nSummary: Café, naïve ©\nRequires-Dist: y; extra == "é"\n'
+    raw = parse_metadata(text.encode())
+    assert raw["summary"] == "Café, naïve ©"
+    assert [str(r) for r in requires_dist(text.encode())] == ['y; extra == "é"']
+
+
+def test_parse_metadata_keeps_fields_parse_email_sets_apart() -> None:
+    # Given twice though single-valued: the first value, as the email parser gave it.
+    raw = parse_metadata(b"Name: first\nName: second\nVersion: 1\nVersion: 2\n")
+    assert (raw["name"], raw["version"]) == ("first", "1")
+    # Not UTF-8: still read (as Latin-1), not silently dropped.
+    raw = parse_metadata(b"Name: x\nSummary: caf\xe9\nRequires-Dist: y\xff\n")
+    assert raw["summary"] == "café"
+    assert raw["requires_dist"] == ["y\xff"]
+    with pytest.raises(RewheelError, match="invalid Requires-Dist"):
+        requires_dist(b"Name: x\nRequires-Dist: y\xff\n")
+    # Fields rewheel does not read stay out.
+    assert "keywords" not in parse_metadata(b"Keywords: a\nKeywords: b\n")
+
+
+def test_requires_dist() -> None:
+    assert requires_dist(b"Metadata-Version: 2.1\nName: x\nVersion: 1\n") == []
+    with pytest.raises(RewheelError, match="invalid Requires-Dist 'not a requirement!'"):
+        requires_dist(b"Requires-Dist: not a requirement!\n")
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -22,11 +22,10 @@ import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from packaging.metadata import RawMetadata
 from packaging.tags import Tag, cpython_tags
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -34,7 +33,7 @@ from packaging.version import Version
 from .. import __version__
 from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
-from ..repo.wheelfile import MIN_ZIP_EPOCH, write_wheel
+from ..repo.wheelfile import MIN_ZIP_EPOCH, parse_metadata, write_wheel
 from .recipes import RecipeContext
 
 STEP = Step.RECIPE_MATURIN_CARGO
@@ -243,32 +242,32 @@ def _locks_pyo3(manifest: Path, root: Path) -> bool:
 # -- core metadata --------------------------------------------------------------------------
 
 
-def check_pkg_info(ctx: RecipeContext, data: bytes) -> Message:
+def check_pkg_info(ctx: RecipeContext, data: bytes) -> RawMetadata:
     """The sdist's PKG-INFO, checked to be usable as the wheel's METADATA unchanged.
 
     Metadata 2.2 and later say which fields are static; anything ``Dynamic`` could differ in a
     wheel, which only the real backend could fill in. Older PKG-INFO is trusted: maturin writes
     all of it from pyproject.toml, as it would in the wheel.
     """
-    msg = BytesParser().parsebytes(data)
-    meta_version = msg.get("Metadata-Version", "")
+    raw = parse_metadata(data)
+    meta_version = raw.get("metadata_version", "")
     try:
         parsed = Version(meta_version)
     except ValueError:
         parsed = Version("0")
     if parsed.major != 2 or parsed > Version("2.5"):
         raise _refuse(ctx, f"does not know PKG-INFO Metadata-Version {meta_version or '(none)'}")
-    name, version = msg.get("Name", ""), msg.get("Version", "")
+    name, version = raw.get("name", ""), raw.get("version", "")
     try:
         same_version = Version(version) == ctx.version
     except ValueError:
         same_version = False
     if canonicalize_name(name) != ctx.name or not same_version:
         raise _refuse(ctx, f"found PKG-INFO of {name} {version}, not of {ctx.name} {ctx.version}")
-    dynamic = msg.get_all("Dynamic") or []
+    dynamic = raw.get("dynamic") or []
     if dynamic:
         raise _refuse(ctx, f"cannot fill in PKG-INFO's dynamic fields: {', '.join(dynamic)}")
-    return msg
+    return raw
 
 
 def entry_points_text(project: Mapping[str, Any]) -> str | None:
@@ -412,7 +411,7 @@ class MaturinCargoRecipe:
         entry_points = entry_points_text(project_table)
         if entry_points is not None:
             info["entry_points.txt"] = entry_points.encode()
-        for licence in meta.get_all("License-File") or []:
+        for licence in meta.get("license_files") or []:
             text = tree_bytes(ctx.source_dir, ctx.source_dir / licence)
             if text is None:
                 raise _refuse(ctx, f"finds no License-File {licence} in the sdist")

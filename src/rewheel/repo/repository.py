@@ -274,16 +274,16 @@ class Repository:
                 version=version,
                 step=Step.PUBLISH,
             ) from exc
-        msg = parse_metadata(data)
-        meta_name, meta_version = msg.get("Name"), msg.get("Version")
-        if meta_name is None or canonicalize_name(str(meta_name)) != name:
+        raw = parse_metadata(data)
+        meta_name, meta_version = raw.get("name"), raw.get("version")
+        if meta_name is None or canonicalize_name(meta_name) != name:
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Name {meta_name!r}",
                 package=name,
                 version=version,
                 step=Step.PUBLISH,
             )
-        if meta_version is None or not same_version(str(meta_version), version):
+        if meta_version is None or not same_version(meta_version, version):
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Version {meta_version!r}",
                 package=name,
@@ -399,8 +399,8 @@ class Repository:
             cached = key in self._requires_python_cache
             requires_python = self._requires_python_cache.get(key)
         if not cached:
-            value = parse_metadata(metadata).get("Requires-Python")
-            requires_python = str(value).strip() if value is not None else None
+            value = parse_metadata(metadata).get("requires_python")
+            requires_python = value.strip() if value is not None else None
             with self._state_lock:
                 self._requires_python_cache[key] = requires_python
         return PageFile(

@@ -18,10 +18,11 @@ import zipfile
 import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
+from typing import cast
 
+from packaging.metadata import RawMetadata, parse_email
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 
@@ -98,14 +99,47 @@ def parse_record(data: bytes) -> list[RecordEntry]:
     return entries
 
 
-def parse_metadata(data: bytes) -> Message:
-    return BytesParser().parsebytes(data)
+# The core metadata fields rewheel reads, by their name in the file: the key of each in
+# RawMetadata, and whether it is a list (a field that may appear more than once).
+_READ_FIELDS = {
+    "metadata-version": ("metadata_version", False),
+    "name": ("name", False),
+    "version": ("version", False),
+    "summary": ("summary", False),
+    "requires-python": ("requires_python", False),
+    "license": ("license", False),
+    "license-expression": ("license_expression", False),
+    "requires-dist": ("requires_dist", True),
+    "provides-extra": ("provides_extra", True),
+    "dynamic": ("dynamic", True),
+    "license-file": ("license_files", True),
+    "classifier": ("classifiers", True),
+}
+
+
+def parse_metadata(data: bytes) -> RawMetadata:
+    """Core metadata (a wheel's METADATA, an sdist's PKG-INFO) as packaging's raw fields.
+
+    Parsed by ``packaging.metadata.parse_email`` and not validated: metadata that old backends
+    wrote, which ``Metadata.from_raw`` refuses, reads as it always did. As leniently as the
+    email parser rewheel used before: of the fields rewheel reads (``_READ_FIELDS``), one that
+    parse_email sets apart, being given twice though single-valued or not being UTF-8, still
+    counts, with its first value (or all of a list's values; Latin-1 where not UTF-8).
+    """
+    raw, unparsed = parse_email(data)
+    fields = cast("dict[str, object]", raw)
+    for email_name, values in unparsed.items():
+        known = _READ_FIELDS.get(email_name)
+        if known is not None and known[0] not in fields and values:
+            key, is_list = known
+            fields[key] = list(values) if is_list else values[0]
+    return raw
 
 
 def requires_dist(metadata: bytes) -> list[Requirement]:
     """The ``Requires-Dist`` entries of a core metadata file."""
     out = []
-    for value in parse_metadata(metadata).get_all("Requires-Dist") or []:
+    for value in parse_metadata(metadata).get("requires_dist") or []:
         try:
             out.append(Requirement(value))
         except InvalidRequirement as exc:

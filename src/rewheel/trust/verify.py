@@ -26,10 +26,10 @@ import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+from packaging.metadata import RawMetadata
 from packaging.utils import canonicalize_name
 
 from ..core.errors import RewheelError, Step, VerifyError
@@ -538,8 +538,8 @@ class _Checker:
         stem = dist_info.name[: -len(".dist-info")]
         fallback_name, _, fallback_version = stem.partition("-")
         metadata = self._metadata(dist_info)
-        name = (metadata.get("Name") or "").strip() if metadata else ""
-        version = (metadata.get("Version") or "").strip() if metadata else ""
+        name = (metadata.get("name") or "").strip() if metadata else ""
+        version = (metadata.get("version") or "").strip() if metadata else ""
         if not name or not version:
             name, version = fallback_name, fallback_version
             self.problem(name, version or None, f"{di_key}/METADATA", "METADATA missing or bad")
@@ -564,7 +564,7 @@ class _Checker:
         verdicts.sort(key=len)
         self.report.problems.extend(verdicts[0])
 
-    def _metadata(self, dist_info: Path) -> Message | None:
+    def _metadata(self, dist_info: Path) -> RawMetadata | None:
         try:
             return parse_metadata((dist_info / "METADATA").read_bytes())
         except OSError:
