@@ -24,6 +24,7 @@ from rewheel.repo.wheelfile import (
     read_metadata_bytes,
     read_record,
     record_hash,
+    render_record,
     requires_dist,
     unsafe_wheel_member,
     write_wheel,
@@ -339,3 +340,25 @@ def test_write_wheel_needs_one_dist_info_folder_and_writes_its_record(
     with pytest.raises(ValueError, match=message):
         write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", members)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_render_record_writes_plain_lines_and_quotes_what_csv_needs() -> None:
+    record = render_record([("a/x.py", b"x"), ('a/b, "c".txt', b"")], "a-1.dist-info/RECORD")
+    assert record.decode().splitlines() == [
+        f"a/x.py,{record_hash(b'x')},1",
+        f'"a/b, ""c"".txt",{record_hash(b"")},0',
+        "a-1.dist-info/RECORD,,",
+    ]
+    assert record.endswith(b"\n") and b"\r" not in record
+    assert [e.path for e in parse_record(record)] == [
+        "a/x.py",
+        'a/b, "c".txt',
+        "a-1.dist-info/RECORD",
+    ]
+
+
+def test_a_written_wheel_with_a_comma_in_a_name_passes_the_checks(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", {**WRITTEN, "demo/a,b.txt": b"ab"})
+    check_wheel(wheel)
+    entries = {e.path: e for e in read_record(wheel)}
+    assert (entries["demo/a,b.txt"].hash, entries["demo/a,b.txt"].size) == (record_hash(b"ab"), 2)

@@ -16,7 +16,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
@@ -97,6 +97,17 @@ def parse_record(data: bytes) -> list[RecordEntry]:
         size = int(row[2]) if len(row) > 2 and row[2] else None
         entries.append(RecordEntry(path, digest, size))
     return entries
+
+
+def render_record(members: Iterable[tuple[str, bytes]], record_name: str) -> bytes:
+    """The RECORD of ``members`` (path, content): a line with the sha256 and size of each, then
+    one for RECORD itself, without either. CSV as the wheel spec says: a path holding a comma, a
+    quote or a line break is quoted, so ``parse_record`` reads it back whole."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows((name, record_hash(data), len(data)) for name, data in members)
+    writer.writerow((record_name, "", ""))
+    return out.getvalue().encode()
 
 
 # The core metadata fields rewheel reads, by their name in the file: the key of each in
@@ -377,9 +388,7 @@ def write_wheel(
     ordered = sorted(
         members.items(), key=lambda item: (item[0].startswith(dist_info + "/"), item[0])
     )
-    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in ordered]
-    rows.append(f"{record_name},,")
-    ordered.append((record_name, ("\n".join(rows) + "\n").encode()))
+    ordered.append((record_name, render_record(ordered, record_name)))
     stamp = time.gmtime(max(epoch, MIN_ZIP_EPOCH))[:6]
     partial = dest.with_name(dest.name + ".part")
     with zipfile.ZipFile(partial, "w") as zf:
