@@ -19,6 +19,7 @@ from rewheel.core.errors import IntegrityError, RepositoryError, RewheelError
 from rewheel.core.fsutil import sha256_file
 from rewheel.core.types import WheelRef
 from rewheel.repo.repository import Repository
+from rewheel.repo.wheelfile import write_wheel
 
 
 def make_wheel(
@@ -188,6 +189,25 @@ def test_publish_accepts_equivalent_metadata_name_and_version(
         tmp_path, "demo_pkg", "1.0", metadata_name="Demo.Pkg", metadata_version="1.0.0"
     )
     assert repo.publish_wheel(built).name == "demo-pkg"
+
+
+def test_publish_accepts_metadata_that_only_a_strict_parser_refuses(
+    repo: Repository, tmp_path: Path
+) -> None:
+    # Metadata-Version 2.0 (old bdist_wheel), a wrapped Requires-Python, a field given twice.
+    metadata = (
+        b"Metadata-Version: 2.0\nName: Old_Thing\nVersion: 1.0\nVersion: 1.0\n"
+        b"Requires-Python: >=2.7,\n !=3.0.*\nLicense-File: LICENSE\n"
+    )
+    built = write_wheel(
+        tmp_path / "old_thing-1.0-py2.py3-none-any.whl",
+        {"old_thing.py": b"", "old_thing-1.0.dist-info/METADATA": metadata},
+    )
+    ref = repo.publish_wheel(built)
+    assert (ref.name, ref.version) == ("old-thing", "1.0")
+    repo.regenerate_index()
+    page = json.loads((repo.simple_dir / "old-thing" / "index.json").read_text())
+    assert page["files"][0]["requires-python"] == ">=2.7,\n !=3.0.*"
 
 
 def test_wheels_and_find_wheels(repo: Repository, tmp_path: Path) -> None:

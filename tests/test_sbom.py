@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from email.message import Message
 
 from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+from packaging.metadata import RawMetadata
 
 from rewheel.repo.wheelfile import parse_metadata
 from rewheel.trust.sbom import Package, bom_json, licenses_of, link_runtime, make_bom
 
 
-def _meta(text: str) -> Message:
+def _meta(text: str) -> RawMetadata:
     return parse_metadata(("Metadata-Version: 2.4\nName: x\nVersion: 1\n" + text).encode())
 
 
@@ -33,6 +33,11 @@ def test_short_license_field_then_classifiers() -> None:
     found = licenses_of(_meta(long_text + classifiers))
     assert [(lic.name) for lic in found if isinstance(lic, DisjunctiveLicense)] == ["BSD License"]
     assert licenses_of(None) == []
+
+
+def test_licence_text_is_read_as_utf8() -> None:
+    (lic,) = licenses_of(_meta("License: Licence publique © Café\n"))
+    assert isinstance(lic, DisjunctiveLicense) and lic.name == "Licence publique © Café"
 
 
 def test_bom_marks_build_only_components_and_both_kinds_of_edges() -> None:

@@ -22,7 +22,12 @@ from packaging.requirements import Requirement
 from pyproject_hooks import BuildBackendHookCaller
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
-from rewheel.repo.wheelfile import parse_metadata, read_metadata_bytes, read_record
+from rewheel.repo.wheelfile import (
+    parse_metadata,
+    parse_wheel_info,
+    read_metadata_bytes,
+    read_record,
+)
 
 FULL = SdistSpec(
     name="Foo.Bar_baz",
@@ -117,20 +122,20 @@ def test_sdist_layout_and_static_pkg_info(tmp_path: Path) -> None:
         "build-backend": "tinybackend",
         "backend-path": ["_backend"],
     }
-    assert pkg_info["Metadata-Version"] == "2.2"
-    assert pkg_info["Name"] == "Foo.Bar_baz"
-    assert pkg_info["Requires-Python"] == ">=3.8"
-    assert pkg_info.get_all("Dynamic") is None
-    assert len(pkg_info.get_all("Requires-Dist") or []) == 4
-    assert sorted(pkg_info.get_all("Provides-Extra") or []) == ["docs", "fast"]
+    assert pkg_info["metadata_version"] == "2.2"
+    assert pkg_info["name"] == "Foo.Bar_baz"
+    assert pkg_info["requires_python"] == ">=3.8"
+    assert "dynamic" not in pkg_info
+    assert len(pkg_info["requires_dist"]) == 4
+    assert sorted(pkg_info["provides_extra"]) == ["docs", "fast"]
 
 
 def test_dynamic_pkg_info_lists_no_requirements(tmp_path: Path) -> None:
     spec = SdistSpec("dyn", "2.0", install_requires=["attrs"], static_metadata=False)
     with tarfile.open(make_sdist(spec, tmp_path)) as tf:
         pkg_info = parse_metadata(_member(tf, "dyn-2.0/PKG-INFO"))
-    assert pkg_info.get_all("Requires-Dist") is None
-    assert "Requires-Dist" in (pkg_info.get_all("Dynamic") or [])
+    assert "requires_dist" not in pkg_info
+    assert "Requires-Dist" in pkg_info["dynamic"]
 
 
 def test_get_requires_returns_dynamic_requires(tmp_path: Path) -> None:
@@ -142,11 +147,11 @@ def test_build_wheel_metadata_record_and_build_info(tmp_path: Path) -> None:
     wheel = _build(FULL, tmp_path)
     assert wheel.name == "foo_bar_baz-1.0-py3-none-any.whl"
     meta = parse_metadata(read_metadata_bytes(wheel))
-    assert meta["Name"] == "Foo.Bar_baz"
-    assert meta["Version"] == "1.0"
-    assert meta["Requires-Python"] == ">=3.8"
-    assert sorted(meta.get_all("Provides-Extra") or []) == ["docs", "fast"]
-    reqs = {Requirement(r).name: Requirement(r) for r in meta.get_all("Requires-Dist") or []}
+    assert meta["name"] == "Foo.Bar_baz"
+    assert meta["version"] == "1.0"
+    assert meta["requires_python"] == ">=3.8"
+    assert sorted(meta["provides_extra"]) == ["docs", "fast"]
+    reqs = {Requirement(r).name: Requirement(r) for r in meta["requires_dist"]}
     assert set(reqs) == {"attrs", "tomli", "ujson", "sphinx"}
     assert reqs["attrs"].marker is None
     assert reqs["ujson"].marker is not None
@@ -157,10 +162,10 @@ def test_build_wheel_metadata_record_and_build_info(tmp_path: Path) -> None:
     assert not reqs["sphinx"].marker.evaluate({"extra": "docs", "python_version": "3.8"})
     _assert_record_verifies(wheel)
     with zipfile.ZipFile(wheel) as zf:
-        wheel_file = parse_metadata(zf.read("foo_bar_baz-1.0.dist-info/WHEEL"))
+        wheel_info = parse_wheel_info(zf.read("foo_bar_baz-1.0.dist-info/WHEEL"))
         assert b'__version__ = "1.0"' in zf.read("foo_bar_baz/__init__.py")
-    assert wheel_file["Root-Is-Purelib"] == "true"
-    assert wheel_file["Tag"] == "py3-none-any"
+    assert wheel_info.root_is_purelib
+    assert wheel_info.tags == ("py3-none-any",)
 
     info = _build_info(wheel, "foo_bar_baz")
     assert info["requirements"] == {
@@ -205,7 +210,7 @@ def test_zip_sdist_builds(tmp_path: Path) -> None:
     assert sdist.name == "zipped-3.0.0.zip"
     wheel = _build(spec, tmp_path)
     assert wheel.name == "zipped-3.0.0-py3-none-any.whl"
-    assert parse_metadata(read_metadata_bytes(wheel)).get_all("Requires-Dist") == ["attrs"]
+    assert parse_metadata(read_metadata_bytes(wheel))["requires_dist"] == ["attrs"]
     _assert_record_verifies(wheel)
 
 

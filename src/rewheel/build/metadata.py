@@ -34,14 +34,14 @@ MAX_METADATA_BYTES = 1 << 20
 
 def static_sdist_metadata(pkg_info: bytes) -> bytes | None:
     """``pkg_info`` if it can be trusted for Requires-Dist (PEP 643), else None."""
-    msg = parse_metadata(pkg_info)
+    raw = parse_metadata(pkg_info)
     try:
-        version = Version(msg.get("Metadata-Version", "1.0"))
+        version = Version(raw.get("metadata_version", "1.0"))
     except ValueError:
         return None
     if version < Version("2.2"):
         return None
-    dynamic = {d.strip().lower() for d in msg.get_all("Dynamic") or []}
+    dynamic = {d.strip().lower() for d in raw.get("dynamic") or []}
     if "requires-dist" in dynamic:
         return None
     return pkg_info

@@ -13,24 +13,19 @@ pyproject.toml); its tag is the build interpreter's most specific one on the pla
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
-import time
 import tomllib
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from packaging.metadata import RawMetadata
 from packaging.tags import Tag, cpython_tags
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -38,10 +33,10 @@ from packaging.version import Version
 from .. import __version__
 from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
+from ..repo.wheelfile import MIN_ZIP_EPOCH, parse_metadata, write_wheel
 from .recipes import RecipeContext
 
 STEP = Step.RECIPE_MATURIN_CARGO
-_MIN_ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can have
 
 # [tool.maturin] keys this recipe implements, and those that do not change the wheel's content.
 _SUPPORTED = frozenset(
@@ -247,32 +242,32 @@ def _locks_pyo3(manifest: Path, root: Path) -> bool:
 # -- core metadata --------------------------------------------------------------------------
 
 
-def check_pkg_info(ctx: RecipeContext, data: bytes) -> Message:
+def check_pkg_info(ctx: RecipeContext, data: bytes) -> RawMetadata:
     """The sdist's PKG-INFO, checked to be usable as the wheel's METADATA unchanged.
 
     Metadata 2.2 and later say which fields are static; anything ``Dynamic`` could differ in a
     wheel, which only the real backend could fill in. Older PKG-INFO is trusted: maturin writes
     all of it from pyproject.toml, as it would in the wheel.
     """
-    msg = BytesParser().parsebytes(data)
-    meta_version = msg.get("Metadata-Version", "")
+    raw = parse_metadata(data)
+    meta_version = raw.get("metadata_version", "")
     try:
         parsed = Version(meta_version)
     except ValueError:
         parsed = Version("0")
     if parsed.major != 2 or parsed > Version("2.5"):
         raise _refuse(ctx, f"does not know PKG-INFO Metadata-Version {meta_version or '(none)'}")
-    name, version = msg.get("Name", ""), msg.get("Version", "")
+    name, version = raw.get("name", ""), raw.get("version", "")
     try:
         same_version = Version(version) == ctx.version
     except ValueError:
         same_version = False
     if canonicalize_name(name) != ctx.name or not same_version:
         raise _refuse(ctx, f"found PKG-INFO of {name} {version}, not of {ctx.name} {ctx.version}")
-    dynamic = msg.get_all("Dynamic") or []
+    dynamic = raw.get("dynamic") or []
     if dynamic:
         raise _refuse(ctx, f"cannot fill in PKG-INFO's dynamic fields: {', '.join(dynamic)}")
-    return msg
+    return raw
 
 
 def entry_points_text(project: Mapping[str, Any]) -> str | None:
@@ -296,51 +291,13 @@ def entry_points_text(project: Mapping[str, Any]) -> str | None:
 # -- the wheel ------------------------------------------------------------------------------
 
 
-def record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode()
-
-
 def zip_epoch(environ: Mapping[str, str]) -> int:
     """Member times: SOURCE_DATE_EPOCH when set (clamped to what zip can store), else 1980."""
     try:
         epoch = int(environ.get("SOURCE_DATE_EPOCH", ""))
     except ValueError:
-        epoch = _MIN_ZIP_EPOCH
-    return max(epoch, _MIN_ZIP_EPOCH)
-
-
-def write_wheel(
-    path: Path,
-    *,
-    files: Mapping[str, bytes],
-    dist_info: str,
-    dist_info_files: Mapping[str, bytes],
-    executable: frozenset[str] = frozenset(),
-    epoch: int = _MIN_ZIP_EPOCH,
-) -> Path:
-    """Writes a wheel: ``files`` sorted, then ``<dist_info>/`` files sorted, RECORD last.
-
-    The same input gives the same bytes: fixed times, modes and order.
-    """
-    members = sorted(files.items())
-    members += sorted((f"{dist_info}/{name}", data) for name, data in dist_info_files.items())
-    record_name = f"{dist_info}/RECORD"
-    rows = [f"{name},{record_hash(data)},{len(data)}" for name, data in members]
-    rows.append(f"{record_name},,")
-    members.append((record_name, ("\n".join(rows) + "\n").encode()))
-    stamp = time.gmtime(max(epoch, _MIN_ZIP_EPOCH))[:6]
-    partial = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(partial, "w") as zf:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # Unix, so that the mode below is read
-            mode = 0o755 if name in executable else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            zf.writestr(info, data)
-    os.replace(partial, path)
-    return path
+        epoch = MIN_ZIP_EPOCH
+    return max(epoch, MIN_ZIP_EPOCH)
 
 
 def tree_bytes(tree: Path, path: Path) -> bytes | None:
@@ -454,18 +411,17 @@ class MaturinCargoRecipe:
         entry_points = entry_points_text(project_table)
         if entry_points is not None:
             info["entry_points.txt"] = entry_points.encode()
-        for licence in meta.get_all("License-File") or []:
+        for licence in meta.get("license_files") or []:
             text = tree_bytes(ctx.source_dir, ctx.source_dir / licence)
             if text is None:
                 raise _refuse(ctx, f"finds no License-File {licence} in the sdist")
             info[f"licenses/{licence}"] = text
+        files.update((f"{dist_info}/{name}", data) for name, data in info.items())
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         return write_wheel(
             ctx.out_dir / f"{dist}-{ctx.version}-{tag}.whl",
-            files=files,
-            dist_info=dist_info,
-            dist_info_files=info,
-            executable=frozenset({ext_name}),
+            files,
+            executable={ext_name},
             epoch=zip_epoch(ctx.environ),
         )
 

@@ -16,7 +16,6 @@ stale ``.*.tmp`` files, which are ignored and later removed.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import fcntl
 import hashlib
@@ -24,11 +23,9 @@ import json
 import os
 import re
 import shutil
-import stat
 import tempfile
 import threading
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,7 +39,6 @@ from packaging.utils import (
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
-from ..core.paths import unsafe_member_name
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
@@ -55,9 +51,9 @@ from ..index.index_pages import (
     wheel_url,
 )
 from .wheelfile import (
-    bytes_outside_members,
+    READ_ERRORS,
+    check_wheel,
     parse_metadata,
-    parse_record,
     read_metadata_bytes,
     wheel_name_version,
 )
@@ -88,25 +84,6 @@ def _os_error_text(exc: OSError, where: Path) -> str:
     return str(exc)
 
 
-def unsafe_wheel_member(info: zipfile.ZipInfo) -> str | None:
-    """Why a wheel member is refused, or None: a name that could escape the install directory,
-    or a link or special file (installers would write a symlink's target text as a file, or
-    worse). Zip has no hard links; a unix mode in ``external_attr`` tells the file type."""
-    why = unsafe_member_name(info.filename)
-    if why:
-        return why
-    kind = stat.S_IFMT(info.external_attr >> 16)
-    if info.is_dir():
-        return (
-            None if kind in (0, stat.S_IFDIR) else f"directory {info.filename!r} of type {kind:o}"
-        )
-    if kind == stat.S_IFLNK:
-        return f"symlink member {info.filename!r}"
-    if kind not in (0, stat.S_IFREG):
-        return f"special file {info.filename!r} (type {kind:o})"
-    return None
-
-
 @dataclass(frozen=True)
 class _FileKey:
     """Identifies one version of a file on disk, to reuse what was computed from it."""
@@ -120,11 +97,6 @@ class _FileKey:
     def of(cls, path: Path) -> _FileKey:
         st = path.stat()
         return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-# Bytes of a wheel that no member accounts for (data descriptors are counted at their largest,
-# so a real wheel shows a few bytes at most).
-_MAX_ZIP_GAP = 1 << 20
 
 
 class Repository:
@@ -290,65 +262,28 @@ class Repository:
     def _validated_metadata(self, wheel: Path, name: NormalizedName, version: str) -> bytes:
         """The wheel's METADATA, after checking it describes the file name's project/version."""
         try:
-            with wheel.open("rb") as f:
-                start = f.read(4)
-            if start != b"PK\x03\x04":
-                # Zip readers skip what comes before the archive: a build could pad a wheel
-                # with a sparse hole that costs it nothing and the repository all of it.
-                raise IntegrityError(
-                    f"wheel {wheel.name} does not start with a zip member; refused",
-                    package=name,
-                    version=version,
-                    step=Step.PUBLISH,
-                )
-            gap = bytes_outside_members(wheel)
-            if gap > _MAX_ZIP_GAP:
-                raise IntegrityError(
-                    f"wheel {wheel.name} holds {gap} bytes outside its members; refused",
-                    package=name,
-                    version=version,
-                    step=Step.PUBLISH,
-                )
-            with zipfile.ZipFile(wheel) as zf:
-                self._check_members(zf, wheel.name)
-                bad = zf.testzip()
-            if bad is not None:
-                raise IntegrityError(
-                    f"wheel {wheel.name} has a corrupt member {bad!r}",
-                    package=name,
-                    version=version,
-                    step=Step.PUBLISH,
-                )
+            check_wheel(wheel)
             data = read_metadata_bytes(wheel)
         except (IntegrityError, UnsafeArchiveError) as exc:
             exc.package, exc.version, exc.step = name, version, "publish"
             raise
-        except (
-            OSError,
-            EOFError,
-            KeyError,
-            NotImplementedError,  # an unsupported compression method
-            RuntimeError,  # an encrypted member
-            zipfile.BadZipFile,
-            zipfile.LargeZipFile,
-            zlib.error,  # a damaged deflate stream
-        ) as exc:
+        except READ_ERRORS as exc:
             raise RepositoryError(
                 f"cannot read the metadata of {wheel.name}: {exc}",
                 package=name,
                 version=version,
                 step=Step.PUBLISH,
             ) from exc
-        msg = parse_metadata(data)
-        meta_name, meta_version = msg.get("Name"), msg.get("Version")
-        if meta_name is None or canonicalize_name(str(meta_name)) != name:
+        raw = parse_metadata(data)
+        meta_name, meta_version = raw.get("name"), raw.get("version")
+        if meta_name is None or canonicalize_name(meta_name) != name:
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Name {meta_name!r}",
                 package=name,
                 version=version,
                 step=Step.PUBLISH,
             )
-        if meta_version is None or not same_version(str(meta_version), version):
+        if meta_version is None or not same_version(meta_version, version):
             raise IntegrityError(
                 f"wheel {wheel.name} has METADATA Version {meta_version!r}",
                 package=name,
@@ -356,32 +291,6 @@ class Repository:
                 step=Step.PUBLISH,
             )
         return data
-
-    @staticmethod
-    def _check_members(zf: zipfile.ZipFile, filename: str) -> None:
-        """Refuse a wheel that would write outside its install directory, through a member's
-        name, its RECORD, a link, or a name given twice (two tools could pick different ones)."""
-        seen: set[str] = set()
-        records: list[str] = []
-        for info in zf.infolist():
-            why = unsafe_wheel_member(info)
-            if why is None and info.filename in seen:
-                why = f"member {info.filename!r} appears twice"
-            if why:
-                raise UnsafeArchiveError(f"wheel {filename}: {why}")
-            seen.add(info.filename)
-            parts = info.filename.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "RECORD":
-                records.append(info.filename)
-        for record in records:
-            try:
-                entries = parse_record(zf.read(record))
-            except (UnicodeDecodeError, ValueError, csv.Error) as exc:
-                raise IntegrityError(f"wheel {filename}: unreadable {record}: {exc}") from exc
-            for entry in entries:
-                why = unsafe_member_name(entry.path)
-                if why:
-                    raise UnsafeArchiveError(f"wheel {filename}: {record} lists {why}")
 
     def _wheel_files(self) -> list[Path]:
         if not self.wheels_dir.is_dir():
@@ -490,8 +399,8 @@ class Repository:
             cached = key in self._requires_python_cache
             requires_python = self._requires_python_cache.get(key)
         if not cached:
-            value = parse_metadata(metadata).get("Requires-Python")
-            requires_python = str(value).strip() if value is not None else None
+            value = parse_metadata(metadata).get("requires_python")
+            requires_python = value.strip() if value is not None else None
             with self._state_lock:
                 self._requires_python_cache[key] = requires_python
         return PageFile(

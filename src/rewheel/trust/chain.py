@@ -257,7 +257,7 @@ class _Checker:
         except (OSError, KeyError, zipfile.BadZipFile, RewheelError):
             return []
         out = []
-        for text in parse_metadata(data).get_all("Requires-Dist") or []:
+        for text in parse_metadata(data).get("requires_dist") or []:
             try:
                 req = Requirement(text)
             except InvalidRequirement:

@@ -9,11 +9,9 @@ differs and, when every content is equal, the zip metadata (times, permissions..
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
-import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from ..core.records import BuildRecord
 from ..core.resolver import Pin
 from ..core.types import IndexFile, WheelRef
 from ..repo.repository import Repository
+from ..repo.wheelfile import WheelReader
 from ..serve.server import IndexServer
 from .provenance import sdist_filename
 
@@ -59,15 +58,15 @@ _ZIP_ATTRIBUTES = (
 
 def diff_wheels(published: Path, rebuilt: Path) -> list[str]:
     """How two wheels differ: by member name and content hash, else by zip metadata."""
-    with zipfile.ZipFile(published) as a, zipfile.ZipFile(rebuilt) as b:
-        infos_a, infos_b = a.infolist(), b.infolist()
+    with WheelReader(published) as a, WheelReader(rebuilt) as b:
+        infos_a, infos_b = a.members, b.members
         by_a = {i.filename: i for i in infos_a}
         by_b = {i.filename: i for i in infos_b}
         out = [f"only in the published wheel: {n}" for n in sorted(by_a.keys() - by_b.keys())]
         out += [f"only in the rebuilt wheel: {n}" for n in sorted(by_b.keys() - by_a.keys())]
         common = sorted(by_a.keys() & by_b.keys())
         for name in common:
-            if hashlib.sha256(a.read(name)).digest() != hashlib.sha256(b.read(name)).digest():
+            if a.digest(name) != b.digest(name):
                 out.append(f"content differs: {name}")
         if out:
             return out

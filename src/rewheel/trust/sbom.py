@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from pathlib import Path
 
 from cyclonedx.contrib.license.factories import LicenseFactory
@@ -37,6 +36,7 @@ from cyclonedx.model.component import Component, ComponentScope, ComponentType
 from cyclonedx.model.license import License, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
+from packaging.metadata import RawMetadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -63,7 +63,7 @@ class Package:
     name: str
     version: str
     ref: str  # bom-ref: the wheel file name, or name==version when no wheel is known
-    metadata: Message | None = None
+    metadata: RawMetadata | None = None
     sha256: str | None = None
     sdist_url: str | None = None
     sdist_sha256: str | None = None
@@ -84,20 +84,20 @@ def _one_line(value: str | None) -> str | None:
     return text if text and "\n" not in text and len(text) <= 100 else None
 
 
-def licenses_of(metadata: Message | None) -> list[License]:
+def licenses_of(metadata: RawMetadata | None) -> list[License]:
     """The licences core metadata declares, best source first."""
     if metadata is None:
         return []
     factory = LicenseFactory()
-    expression = _one_line(metadata.get("License-Expression"))
+    expression = _one_line(metadata.get("license_expression"))
     if expression:
         return [factory.make_from_string(expression)]
-    text = _one_line(metadata.get("License"))
+    text = _one_line(metadata.get("license"))
     if text and text.upper() not in ("UNKNOWN", "NONE"):
         return [factory.make_from_string(text)]
     out: list[License] = []
-    for classifier in metadata.get_all("Classifier") or []:
-        parts = [p.strip() for p in str(classifier).split("::")]
+    for classifier in metadata.get("classifiers") or []:
+        parts = [p.strip() for p in classifier.split("::")]
         if parts[0] == "License" and len(parts) > 1 and parts[-1] != "OSI Approved":
             lic = factory.make_with_name(parts[-1])
             if lic not in out:
@@ -105,12 +105,12 @@ def licenses_of(metadata: Message | None) -> list[License]:
     return out
 
 
-def requirements_of(metadata: Message | None) -> list[Requirement]:
+def requirements_of(metadata: RawMetadata | None) -> list[Requirement]:
     """Requires-Dist that apply to this interpreter, without extras."""
     out = []
-    for text in (metadata.get_all("Requires-Dist") or []) if metadata is not None else []:
+    for text in (metadata.get("requires_dist") or []) if metadata is not None else []:
         try:
-            req = Requirement(str(text))
+            req = Requirement(text)
         except InvalidRequirement:
             continue
         if req.marker is None or req.marker.evaluate({"extra": ""}):
@@ -174,7 +174,7 @@ def make_bom(packages: Sequence[Package], *, subject: str, roots: Iterable[str])
         expressions: list[License] = [e for e in licenses if isinstance(e, LicenseExpression)]
         if expressions:  # CycloneDX: an expression stands alone
             licenses = expressions[:1]
-        summary = p.metadata.get("Summary") if p.metadata is not None else None
+        summary = p.metadata.get("summary") if p.metadata is not None else None
         components[p.ref] = Component(
             name=canonicalize_name(p.name),
             version=p.version,
@@ -213,7 +213,7 @@ def _record_index(repo: Repository) -> dict[tuple[str, str], BuildRecord]:
     return out
 
 
-def _wheel_metadata(repo: Repository, filename: str) -> Message | None:
+def _wheel_metadata(repo: Repository, filename: str) -> RawMetadata | None:
     path = repo.wheels_dir / filename
     meta = path.with_name(filename + ".metadata")
     try:
@@ -284,7 +284,7 @@ def venv_packages(venv: Path, repo: Repository | None) -> tuple[list[Package], l
                 metadata = parse_metadata((dist_info / "METADATA").read_bytes())
             except OSError:
                 continue
-            name, version = str(metadata.get("Name") or ""), str(metadata.get("Version") or "")
+            name, version = metadata.get("name") or "", metadata.get("version") or ""
             if not name or not version:
                 continue
             matching = [

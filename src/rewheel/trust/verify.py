@@ -26,17 +26,24 @@ import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+from packaging.metadata import RawMetadata
 from packaging.utils import canonicalize_name
 
 from ..core.errors import RewheelError, Step, VerifyError
 from ..core.fsutil import sha256_file
 from ..core.types import WheelRef
 from ..core.versions import normal_version
-from ..repo.wheelfile import RecordEntry, parse_metadata, parse_record, read_record
+from ..repo.wheelfile import (
+    RecordEntry,
+    WheelReader,
+    parse_metadata,
+    parse_record,
+    parse_wheel_info,
+    record_hash,
+)
 from .chain import ChainEntry as ChainEntry
 from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
@@ -164,10 +171,6 @@ def _split_hash(value: str | None) -> tuple[str, str] | None:
     return (algo.lower(), digest.rstrip("=")) if sep and digest else None
 
 
-def _digest(data: bytes, algo: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=").decode()
-
-
 class _FileDigests:
     """RECORD-style digests of files in the venv, each file read once per algorithm."""
 
@@ -229,20 +232,20 @@ _PYTHON_SHEBANG = re.compile(rb"#!pythonw?(?P<args>[ \t][^\r\n]*)?\r?$")
 
 def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
     """What ``path`` would install, from its RECORD, WHEEL and entry_points.txt."""
-    entries = read_record(path)
-    records = [e.path for e in entries if e.path.endswith(".dist-info/RECORD")]
-    if len(records) != 1:
-        raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
-    dist_info = records[0].rsplit("/", 1)[0]
-    hashes = {e.path: e.hash for e in entries}
     files: dict[str, WheelFile] = {}
-    with zipfile.ZipFile(path) as zf:
-        wheel_meta = parse_metadata(zf.read(f"{dist_info}/WHEEL"))
+    with WheelReader(path) as wheel:
+        entries = wheel.record()
+        records = [e.path for e in entries if e.path.endswith(".dist-info/RECORD")]
+        if len(records) != 1:
+            raise RewheelError(f"wheel {path.name} has {len(records)} RECORD files")
+        dist_info = records[0].rsplit("/", 1)[0]
+        hashes = {e.path: e.hash for e in entries}
+        wheel_info = parse_wheel_info(wheel.read(f"{dist_info}/WHEEL"))
         try:
-            entry_points = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+            entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode("utf-8")
         except KeyError:
             entry_points = ""
-        for info in zf.infolist():
+        for info in wheel.members:
             name = info.filename
             if info.is_dir() or (
                 name.startswith(dist_info + "/") and name[len(dist_info) + 1 :] in _RECORD_FILES
@@ -252,8 +255,8 @@ def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
             is_script = len(parts) > 2 and parts[0].endswith(".data") and parts[1] == "scripts"
             recorded = hashes.get(name)
             if recorded is None or is_script:
-                data = zf.read(info)
-                recorded = recorded or f"sha256={_digest(data, 'sha256')}"
+                data = wheel.read(info)
+                recorded = recorded or record_hash(data)
                 first, _, body = data.partition(b"\n")
                 shebang = _PYTHON_SHEBANG.match(first) if is_script else None
                 if shebang:
@@ -263,7 +266,7 @@ def read_wheel(ref: WheelRef, path: Path) -> WheelContents:
             files[name] = WheelFile(recorded)
     return WheelContents(
         ref=ref,
-        root_is_purelib=(wheel_meta.get("Root-Is-Purelib") or "").strip().lower() == "true",
+        root_is_purelib=wheel_info.root_is_purelib,
         files=files,
         launchers=parse_entry_points(entry_points),
     )
@@ -535,8 +538,8 @@ class _Checker:
         stem = dist_info.name[: -len(".dist-info")]
         fallback_name, _, fallback_version = stem.partition("-")
         metadata = self._metadata(dist_info)
-        name = (metadata.get("Name") or "").strip() if metadata else ""
-        version = (metadata.get("Version") or "").strip() if metadata else ""
+        name = (metadata.get("name") or "").strip() if metadata else ""
+        version = (metadata.get("version") or "").strip() if metadata else ""
         if not name or not version:
             name, version = fallback_name, fallback_version
             self.problem(name, version or None, f"{di_key}/METADATA", "METADATA missing or bad")
@@ -561,7 +564,7 @@ class _Checker:
         verdicts.sort(key=len)
         self.report.problems.extend(verdicts[0])
 
-    def _metadata(self, dist_info: Path) -> Message | None:
+    def _metadata(self, dist_info: Path) -> RawMetadata | None:
         try:
             return parse_metadata((dist_info / "METADATA").read_bytes())
         except OSError:

@@ -536,12 +536,10 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
         for version in newest_first(grouped[name]):
             key = (name, normal_version(version))
             record = records.get(key)
-            msg = parse_metadata(metadata[key]) if key in metadata else None
-            summary = msg.get("Summary") if msg is not None else None
-            requires_python = msg.get("Requires-Python") if msg is not None else None
-            requires_dist = (
-                tuple(str(r) for r in (msg.get_all("Requires-Dist") or [])) if msg else ()
-            )
+            raw = parse_metadata(metadata[key]) if key in metadata else None
+            summary = raw.get("summary") if raw is not None else None
+            requires_python = raw.get("requires_python") if raw is not None else None
+            requires_dist = tuple(raw.get("requires_dist") or []) if raw is not None else ()
             log = None
             recorded_log = record.log if record else None
             for candidate in (
