@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..repo.wheelfile import read_metadata_bytes
 from .buildenv import BuildEnvironment, EnvBuilder
 from .builder import CoreBudget, FreshWheel, WheelBuilder
 from .metadata import MetadataSource
-from .prepare import SourcePreparer
+from .prepare import SdistSource, SourcePreparer
 from .publisher import Publisher, Witness
 from .recipes import BuildRecipe, load_recipe
 from .reproducible import default_build_root
@@ -298,6 +299,18 @@ def local_steps(
         logs_dir=repo.logs_dir,
         isolate_network=isolate_network,
     )
+    parts = build_parts(
+        workspace=workspace,
+        sdists=upstream,
+        sdists_dir=repo.sdists_dir,
+        env_builder=env_builder,
+        runner=runner,
+        settings=settings,
+        build_timeout=build_timeout,
+        cores=cores,
+        crates_io=crates_io,
+        recipes=recipes,
+    )
     return LocalSteps(
         repo=repo,
         upstream=upstream,
@@ -306,9 +319,41 @@ def local_steps(
         settings=settings,
         sandbox=sandbox or SandboxPolicy(bwrap=None),
         workspace=workspace,
+        preparer=parts.preparer,
+        builder=parts.builder,
+        publisher=Publisher(repo, witness=witness),
+    )
+
+
+@dataclass(frozen=True)
+class BuildParts:
+    """A preparer and a builder on one workspace: all a run that publishes nothing needs."""
+
+    workspace: Workspace
+    preparer: SourcePreparer
+    builder: WheelBuilder
+
+
+def build_parts(
+    *,
+    workspace: Workspace,
+    sdists: SdistSource,
+    sdists_dir: Path,
+    env_builder: EnvBuilder,
+    runner: Runner,
+    settings: Settings,
+    build_timeout: float | None = None,
+    cores: CoreBudget | None = None,
+    crates_io: Callable[[], bool] = crates_io_reachable,
+    recipes: Callable[[str], BuildRecipe] = load_recipe,
+) -> BuildParts:
+    """The one factory of a build's preparer and builder: for a bootstrap (``local_steps``),
+    ``rebuild --check`` and a Dask worker alike."""
+    return BuildParts(
+        workspace=workspace,
         preparer=SourcePreparer(
-            upstream=upstream,
-            sdists_dir=repo.sdists_dir,
+            upstream=sdists,
+            sdists_dir=sdists_dir,
             workspace=workspace,
             runner=runner,
             settings=settings,
@@ -323,5 +368,4 @@ def local_steps(
             cores=cores,
             recipes=recipes,
         ),
-        publisher=Publisher(repo, witness=witness),
     )

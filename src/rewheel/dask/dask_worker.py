@@ -44,8 +44,8 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from ..build.buildenv import EnvBuilder
-from ..build.builder import CoreBudget, FreshWheel, WheelBuilder
-from ..build.prepare import SourcePreparer
+from ..build.builder import CoreBudget, FreshWheel
+from ..build.pipeline import BuildParts, build_parts
 from ..build.publisher import keep_in
 from ..build.reproducible import ensure_private_dir
 from ..build.runner import SubprocessRunner
@@ -289,16 +289,7 @@ class _Uploader:
         )
 
 
-@dataclass(frozen=True)
-class _WorkerParts:
-    """The preparer and builder of a local run, on this worker (it publishes nothing)."""
-
-    workspace: Workspace
-    preparer: SourcePreparer
-    builder: WheelBuilder
-
-
-def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient) -> _WorkerParts:
+def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient) -> BuildParts:
     """The same preparation and build code as a local run, for this job."""
     upstream = _CoordinatorSdist(client, job)
     repo = Repository(scratch / "repo")
@@ -313,32 +304,23 @@ def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient)
     workspace = Workspace(
         work_root=build_root, logs_dir=repo.logs_dir, isolate_network=job.isolate_network
     )
-    settings = _JobSettings(_job_settings(job, scratch / "patches"))
-    return _WorkerParts(
+    return build_parts(
         workspace=workspace,
-        preparer=SourcePreparer(
-            upstream=upstream,
-            sdists_dir=repo.sdists_dir,
-            workspace=workspace,
+        sdists=upstream,
+        sdists_dir=repo.sdists_dir,
+        env_builder=EnvBuilder(
+            index_url=f"{job.coordinator}/simple",
             runner=runner,
-            settings=settings,
+            cache_dir=worker_dir() / "uv-cache",
         ),
-        builder=WheelBuilder(
-            workspace=workspace,
-            env_builder=EnvBuilder(
-                index_url=f"{job.coordinator}/simple",
-                runner=runner,
-                cache_dir=worker_dir() / "uv-cache",
-            ),
-            runner=runner,
-            settings=settings,
-            build_timeout=job.build_timeout,
-            cores=_core_budget(),
-        ),
+        runner=runner,
+        settings=_JobSettings(_job_settings(job, scratch / "patches")),
+        build_timeout=job.build_timeout,
+        cores=_core_budget(),
     )
 
 
-def _run_steps(job: Job, parts: _WorkerParts, out_dir: Path) -> JobResult:
+def _run_steps(job: Job, parts: BuildParts, out_dir: Path) -> JobResult:
     pin = job.pin
     prepared = parts.preparer.prepare(pin)
     env = parts.builder.create_env(prepared, job.env.wheels, name=job.env.name)

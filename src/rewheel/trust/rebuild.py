@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..build.buildenv import EnvBuilder
 from ..build.builder import WheelBuilder
-from ..build.pipeline import default_work_root
+from ..build.pipeline import build_parts, default_work_root
 from ..build.prepare import SourcePreparer
 from ..build.publisher import keep_in
 from ..build.reproducible import claimed_work_root
@@ -250,29 +250,21 @@ def rebuild_check(
             logs_dir=repo.root / "logs" / "rebuild",
             isolate_network=isolate_network,
         )
-        rebuilder = Rebuilder(
-            repo,
-            SourcePreparer(
-                upstream=upstream,
-                sdists_dir=repo.sdists_dir,
-                workspace=workspace,
+        parts = build_parts(
+            workspace=workspace,
+            sdists=upstream,
+            sdists_dir=repo.sdists_dir,
+            env_builder=EnvBuilder(
+                index_url=server.url,
                 runner=runner,
-                settings=settings,
+                python=Path(sys.executable),
+                cache_dir=repo.root / "cache" / "uv",
             ),
-            WheelBuilder(
-                workspace=workspace,
-                env_builder=EnvBuilder(
-                    index_url=server.url,
-                    runner=runner,
-                    python=Path(sys.executable),
-                    cache_dir=repo.root / "cache" / "uv",
-                ),
-                runner=runner,
-                settings=settings,
-                build_timeout=build_timeout,
-            ),
-            repo.work_dir / "rebuild",
+            runner=runner,
+            settings=settings,
+            build_timeout=build_timeout,
         )
+        rebuilder = Rebuilder(repo, parts.preparer, parts.builder, repo.work_dir / "rebuild")
 
         def one(record: BuildRecord) -> RebuildResult:
             result = rebuilder.check(record)
