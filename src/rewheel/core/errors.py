@@ -139,6 +139,16 @@ class Exclusion(enum.StrEnum):
     PRERELEASE = "pre-release"  # a pre-release, and neither --pre nor the specifier allows one
 
 
+_SHOWN_VERSIONS = 3
+
+
+def _shown(text: str) -> str:
+    """``text`` from an index or a package's metadata, safe to print: every character that is not
+    printable (escape sequences, newlines, bidirectional overrides) written as its escape, so
+    that it can neither fake lines of the message nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class Excluded:
     """The versions left out for one reason. ``detail``: the specifier, constraint or
@@ -152,18 +162,15 @@ class Excluded:
         n = len(self.versions)
         text = {
             Exclusion.NO_SDIST: f"{n} with wheels only, no sdist",
-            Exclusion.PYTHON: f"{n} need{'s' if n == 1 else ''} Python {self.detail}",
+            Exclusion.PYTHON: f"{n} need{'s' if n == 1 else ''} Python {_shown(self.detail)}",
             Exclusion.YANKED: f"{n} yanked",
-            Exclusion.CONSTRAINT: f"{n} outside the constraint {self.detail}",
-            Exclusion.SPECIFIER: f"{n} outside {self.detail}",
+            Exclusion.CONSTRAINT: f"{n} outside the constraint {_shown(self.detail)}",
+            Exclusion.SPECIFIER: f"{n} outside {_shown(self.detail)}",
             Exclusion.PRERELEASE: f"{n} pre-release{'s' if n > 1 else ''}",
         }[self.why]
-        shown = ", ".join(self.versions[:_SHOWN_VERSIONS])
+        shown = _shown(", ".join(self.versions[:_SHOWN_VERSIONS]))
         more = ", …" if n > _SHOWN_VERSIONS else ""
         return f"{text} ({'newest ' if more else ''}{shown}{more})"
-
-
-_SHOWN_VERSIONS = 3
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,7 @@ class Link:
 
     def __str__(self) -> str:
         why = "requested" if self.kind is EdgeKind.TOPLEVEL else self.kind.value
-        return f"{self.what} ({why})"
+        return f"{_shown(self.what)} ({why})"
 
 
 Chain = tuple[Link, ...]
@@ -212,7 +219,7 @@ class ResolutionCause:
     def summary(self) -> str:
         """The cause in one line."""
         if self.kind is CauseKind.NOT_FOUND:
-            return f"no such project on the index: {self.project} ({self.missing})"
+            return f"no such project on the index: {self.project} ({_shown(self.missing or '')})"
         if self.kind is CauseKind.CONFLICT:
             return f"conflicting requirements for {self.project}"
         if self.wheels_only:
@@ -220,7 +227,7 @@ class ResolutionCause:
                 f"no source distribution of {self.project}: the index has wheels only, "
                 "and rewheel builds from source"
             )
-        wanted = " and ".join(self.requirements) or self.project
+        wanted = _shown(" and ".join(self.requirements)) or self.project
         return f"no version of {self.project} matches {wanted}"
 
     @property
@@ -357,7 +364,8 @@ class ResolutionError(RewheelError):
             out.append("a yanked version is taken only when pinned exactly (==version)")
         if Exclusion.CONSTRAINT in whys:
             out.append(
-                f"the constraint {whys[Exclusion.CONSTRAINT].detail} leaves them out: change it "
+                f"the constraint {_shown(whys[Exclusion.CONSTRAINT].detail)} leaves them out: "
+                "change it "
                 "(in the -c file, or the settings' [pins])"
             )
         if Exclusion.PRERELEASE in whys:
