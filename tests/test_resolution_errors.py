@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copyreg
+
+import pytest
+
 from rewheel.core.errors import (
     CauseKind,
     Excluded,
@@ -56,6 +60,17 @@ def test_under_prefixes_a_copy() -> None:
     assert error.chains == [["python-sbom[hatch] (build-system)"]]
     assert (again.message, again.hint, again.package) == (error.message, error.hint, "p")
     assert isinstance(again, ResolutionError)
+
+
+def test_under_shares_nothing_where_exceptions_are_copied_by_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Dask installs tblib, whose reducer gives a copy of an exception the original's __dict__.
+    pickling = pytest.importorskip("tblib.pickling_support")
+    monkeypatch.setitem(copyreg.dispatch_table, ResolutionError, pickling.pickle_exception)
+    error = ResolutionError(causes=[NOT_FOUND], package="p", version="1", build_env=True)
+    error.under([Link("app==1.0", TOP)])
+    assert error.chains == [["python-sbom[hatch] (build-system)"]]
 
 
 def test_a_requested_project_not_on_the_index_is_named_as_the_package() -> None:

@@ -6,7 +6,6 @@ place and a caller can act on it without parsing text.
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -286,12 +285,23 @@ class ResolutionError(RewheelError):
         return [[str(link) for link in chain] for c in self.causes for chain in c.chains]
 
     def under(self, prefix: Sequence[Link]) -> Self:
-        """This error, its chains starting with ``prefix``: the chain that led to the package
-        whose build environment failed to resolve."""
-        again = copy.copy(self)
-        again.causes = tuple(
-            replace(c, chains=tuple((*prefix, *chain) for chain in c.chains)) for c in self.causes
+        """This error again, its chains starting with ``prefix``: the chain that led to the
+        package whose build environment failed to resolve. A new error, not a copy: where
+        exceptions are copied by their pickle reducer (tblib, which Dask installs), a copy shares
+        the original's attributes."""
+        again = type(self)(
+            self.message,
+            causes=[
+                replace(c, chains=tuple((*prefix, *chain) for chain in c.chains))
+                for c in self.causes
+            ],
+            package=self.package,
+            version=self.version,
+            build_env=self.build_env,
+            python=self.python,
+            step=self.step,
         )
+        again.fixes, again.hint, again.log_path = list(self.fixes), self.hint, self.log_path
         return again
 
     def _headline(self) -> str:
