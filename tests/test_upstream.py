@@ -108,7 +108,18 @@ def test_get_project_single_format_index(
 def test_unknown_project_has_no_files(index: FakeIndex, client: HttpClient) -> None:
     page = HttpUpstream(index.url, client).get_project(canonicalize_name("nope"))
     assert page.files == ()
+    # How the index said so, with the address asked: what a resolution error shows the user.
+    assert page.missing == f"HTTP 404 at {index.url}/nope/"
     assert _gets(index, "/simple/nope/") == 1  # 404 is not retried
+    assert HttpUpstream(index.url, client).get_project(FOO).missing is None
+
+
+def test_a_project_gone_is_missing_too(index: FakeIndex, client: HttpClient) -> None:
+    index.fail("/simple/foo-bar/", status=410, times=2)  # page, then digest
+    upstream = HttpUpstream(index.url, client)
+    page = upstream.get_project(FOO)
+    assert page.files == () and page.missing == f"HTTP 410 at {index.url}/foo-bar/"
+    assert upstream.page_digest(FOO) == "absent"
 
 
 def test_get_project_memoized_across_threads(index: FakeIndex, client: HttpClient) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import resource
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .errors import BuildError, RewheelError, Step
+from .errors import BuildError, Link, ResolutionError, RewheelError, Step
 from .records import BuildExtras, BuildRecord, EnvEntry, Why
 from .report import BootstrapResult, Reporter
 from .resolver import Pin, Resolution
@@ -409,16 +410,44 @@ class _Pass(Generic[EnvT]):
         kinds.update({str(r): EdgeKind.BUILD_BACKEND for r in backend if str(r) not in kinds})
         if not system and not backend:
             return []
-        resolution = await self._io(
-            self.steps.resolve,
-            [*system, *backend],
-            kinds=kinds,
-            parent=pin,
-            preferred=preferred,
-            purpose=f"the build environment of {_node_id(pin)}",
-        )
+        try:
+            resolution = await self._io(
+                self.steps.resolve,
+                [*system, *backend],
+                kinds=kinds,
+                parent=pin,
+                preferred=preferred,
+                purpose=f"the build environment of {_node_id(pin)}",
+            )
+        except ResolutionError as exc:
+            # Its chains start in the build environment: say how the user's request led there.
+            raise exc.under(self._chain_to(pin)) from None
         self._add_edges(resolution)
         return await self._wait_for(pin, resolution.sorted_pins())
+
+    def _chain_to(self, pin: Pin) -> list[Link]:
+        """The shortest chain of the graph's edges from a package the user asked for down to
+        ``pin``: each package with the kind of requirement that brought it in."""
+        into: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        for edge in self.edges:
+            into[edge["to"]].append(edge)
+        target = _node_id(pin)
+        below: dict[str, tuple[str, str]] = {}  # node -> (the next node towards pin, edge kind)
+        queue, seen = deque([target]), {target}
+        while queue:
+            node = queue.popleft()
+            if any(edge["from"] is None for edge in into[node]):
+                links = [Link(node, EdgeKind.TOPLEVEL)]
+                while node != target:
+                    node, kind = below[node]
+                    links.append(Link(node, EdgeKind(kind)))
+                return links
+            for edge in into[node]:
+                if edge["from"] not in seen:
+                    seen.add(edge["from"])
+                    below[edge["from"]] = (node, edge["kind"])
+                    queue.append(edge["from"])
+        return []  # not reached from a requested package (cannot happen): the chain starts at pin
 
     async def _wait_for(self, waiter: Pin, pins: Sequence[Pin]) -> list[WheelRef]:
         tasks = []

@@ -10,26 +10,37 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import resolvelib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
-from packaging.specifiers import Specifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
+    InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
     parse_sdist_filename,
+    parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
 from resolvelib.structs import RequirementInformation
 
-from .errors import NoSdistError, ResolutionError, Step, UpstreamError
+from .errors import (
+    CauseKind,
+    Chain,
+    Excluded,
+    Exclusion,
+    Link,
+    NoSdistError,
+    ResolutionCause,
+    ResolutionError,
+    UpstreamError,
+)
 from .types import EdgeKind, IndexFile, ProjectPage, Upstream
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
-_REQUESTED = "(requested)"  # the top of a conflict's chain: the caller's own requirements
 
 
 @dataclass(frozen=True)
@@ -94,33 +105,110 @@ class TargetEnvironment:
         return any(req.marker.evaluate({**self.markers, "extra": e}) for e in extras)
 
 
+@dataclass(frozen=True)
+class _Offer:
+    """What the index has of one version, for the target Python."""
+
+    sdist: IndexFile | None  # the sdist to build; None: no sdist fits
+    requires_python: str | None = None  # with no sdist: the Requires-Python that left them out
+    wheels_only: bool = False  # with no sdist: the version has none at all
+
+
+def _offers(
+    page: ProjectPage, python_version: Version, *, wheels: bool = False
+) -> dict[Version, _Offer]:
+    """Each version on ``page`` with an sdist: the sdist to build for ``python_version``, or the
+    Requires-Python that leaves them all out. With ``wheels``, the versions that have only wheels
+    too (parsing every wheel's name costs: a page can list thousands).
+
+    Where a version has several sdists, ``.tar.gz`` is preferred (PEP 625).
+    """
+    sdists: dict[Version, IndexFile] = {}
+    too_new: dict[Version, str] = {}  # versions whose sdists all need another Python
+    others: set[Version] = set()  # versions seen in other files (wheels)
+    for f in page.files:
+        if f.filename.endswith(_SDIST_SUFFIXES):
+            try:
+                name, version = parse_sdist_filename(f.filename)
+            except (InvalidSdistFilename, InvalidVersion):
+                continue
+            if name != page.name:
+                continue
+            if not _fits_python(f.requires_python, python_version):
+                too_new.setdefault(version, f.requires_python or "")
+                continue
+            current = sdists.get(version)
+            if current is None or (
+                f.filename.endswith(".tar.gz") and not current.filename.endswith(".tar.gz")
+            ):
+                sdists[version] = f
+        elif wheels and f.filename.endswith(".whl"):
+            try:
+                name, version, _, _ = parse_wheel_filename(f.filename)
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+            if name == page.name:
+                others.add(version)
+    offers = {v: _Offer(f) for v, f in sdists.items()}
+    for v, requires_python in too_new.items():
+        offers.setdefault(v, _Offer(None, requires_python=requires_python))
+    for v in others:
+        offers.setdefault(v, _Offer(None, wheels_only=True))
+    return offers
+
+
+def _fits_python(requires_python: str | None, python_version: Version) -> bool:
+    if not requires_python:
+        return True
+    try:
+        return SpecifierSet(requires_python).contains(python_version, prereleases=True)
+    except ValueError:
+        return False  # an unparsable Requires-Python: pip skips such files too
+
+
 def sdist_versions(page: ProjectPage, python_version: Version) -> dict[Version, IndexFile]:
     """The sdist of each version on ``page`` that supports ``python_version``.
 
     Where a version has several sdists, ``.tar.gz`` is preferred (PEP 625).
     """
-    found: dict[Version, IndexFile] = {}
-    for f in page.files:
-        if not f.filename.endswith(_SDIST_SUFFIXES):
-            continue
-        try:
-            name, version = parse_sdist_filename(f.filename)
-        except (InvalidSdistFilename, InvalidVersion):
-            continue
-        if name != page.name:
-            continue
-        if f.requires_python:
-            try:
-                if not SpecifierSet(f.requires_python).contains(python_version, prereleases=True):
-                    continue
-            except ValueError:
-                continue  # an unparsable Requires-Python: pip skips such files too
-        current = found.get(version)
-        if current is None or (
-            f.filename.endswith(".tar.gz") and not current.filename.endswith(".tar.gz")
-        ):
-            found[version] = f
-    return found
+    return {v: o.sdist for v, o in _offers(page, python_version).items() if o.sdist is not None}
+
+
+def _allows(spec: SpecifierSet, version: Version, allow_prereleases: bool) -> bool:
+    if allow_prereleases:
+        return spec.contains(version, prereleases=True)
+    # A pre-release only where the specifier itself names one. Explicit, since packaging 26
+    # admits pre-releases in ``contains`` by default.
+    return spec.contains(version, prereleases=bool(spec.prereleases))
+
+
+def _left_out(
+    version: Version,
+    offer: _Offer,
+    specifiers: Sequence[SpecifierSet],
+    constraint: SpecifierSet | None,
+    *,
+    allow_prereleases: bool,
+    exact_pin: bool,
+) -> Iterator[tuple[Exclusion, str]]:
+    """Why ``version`` is not a candidate, in the order of ``Exclusion`` (none: it is one)."""
+    inside = [s for s in specifiers if s.contains(version, prereleases=True)]
+    if len(inside) < len(specifiers):
+        yield Exclusion.SPECIFIER, str(next(s for s in specifiers if s not in inside))
+    if constraint is not None:
+        if constraint.contains(version, prereleases=True):
+            inside.append(constraint)
+        else:
+            yield Exclusion.CONSTRAINT, str(constraint)
+    if offer.sdist is None:
+        if offer.wheels_only:
+            yield Exclusion.NO_SDIST, ""
+        else:
+            yield Exclusion.PYTHON, offer.requires_python or ""
+    elif offer.sdist.yanked and not exact_pin:
+        yield Exclusion.YANKED, ""  # PEP 592
+    if not all(_allows(s, version, allow_prereleases) for s in inside):
+        yield Exclusion.PRERELEASE, ""
 
 
 class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
@@ -139,8 +227,11 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         self.constraints = constraints
         self.allow_prereleases = allow_prereleases
         self.preferred = preferred
-        # Who asked for what, for the chains of a conflict report.
+        # Who asked for what, for the chains of a failure's report: the packages that asked for
+        # each name, and the kind of the requirement of each name asked for directly.
         self.asked_by: dict[NormalizedName, set[str]] = defaultdict(set)
+        self.direct: dict[NormalizedName, EdgeKind] = {}
+        self.direct_kinds: dict[str, EdgeKind] = {}  # by requirement as written
 
     def identify(self, requirement_or_candidate: Requirement | Candidate) -> str:
         if isinstance(requirement_or_candidate, Candidate):
@@ -182,30 +273,26 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         reqs = list(requirements[identifier])
         bad = {c.version for c in incompatibilities[identifier]}
         page = self.upstream.get_project(name)
-        versions = sdist_versions(page, self.target.python_version)
+        specifiers = [r.specifier for r in reqs]
         constraint = self.constraints.get(name)
-        exact_pin = any(len(r.specifier) == 1 and _is_exact(next(iter(r.specifier))) for r in reqs)
+        exact_pin = any(_is_exact_pin(r) for r in reqs)
         out = []
-        for version, sdist in versions.items():
-            if version in bad:
+        for version, offer in _offers(page, self.target.python_version).items():
+            if version in bad or offer.sdist is None:
                 continue
-            if sdist.yanked and not exact_pin:
-                continue  # PEP 592
-            if not all(self._allows(r.specifier, version) for r in reqs):
-                continue
-            if constraint is not None and not self._allows(constraint, version):
-                continue
-            out.append(Candidate(name, version, sdist, extras))
+            reasons = _left_out(
+                version,
+                offer,
+                specifiers,
+                constraint,
+                allow_prereleases=self.allow_prereleases,
+                exact_pin=exact_pin,
+            )
+            if next(reasons, None) is None:
+                out.append(Candidate(name, version, offer.sdist, extras))
         preferred = self.preferred.get(name)
         out.sort(key=lambda c: (c.version == preferred, c.version), reverse=True)
         return out
-
-    def _allows(self, spec: SpecifierSet, version: Version) -> bool:
-        if self.allow_prereleases:
-            return spec.contains(version, prereleases=True)
-        # A pre-release only where the specifier itself names one. Explicit, since packaging 26
-        # admits pre-releases in ``contains`` by default.
-        return spec.contains(version, prereleases=bool(spec.prereleases))
 
     def is_satisfied_by(self, requirement: Requirement, candidate: Candidate) -> bool:
         if canonicalize_name(requirement.name) != candidate.name:
@@ -231,6 +318,35 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         for dep in deps:
             self.asked_by[canonicalize_name(dep.name)].add(str(candidate))
         return deps
+
+    def chain(self, requirement: Requirement, parent: Candidate | None) -> Chain:
+        """The shortest chain from a requirement asked for directly down to ``requirement``
+        of ``parent``: the packages on the way, then the requirement itself."""
+        if parent is None:
+            kind = self.direct_kinds.get(str(requirement), EdgeKind.TOPLEVEL)
+            return (Link(str(requirement), kind),)
+        # Breadth-first upwards through who asked for whom.
+        start = str(parent)
+        seen = {start}
+        queue: deque[list[str]] = deque([[start]])
+        path = [start]
+        while queue:
+            candidate_path = queue.popleft()
+            name = _name_of(candidate_path[-1])
+            askers = self.asked_by.get(name, set())
+            if name in self.direct or not askers:
+                path = candidate_path
+                break
+            for asker in sorted(askers):
+                if asker not in seen:
+                    seen.add(asker)
+                    queue.append([*candidate_path, asker])
+        top, *below = reversed(path)
+        return (
+            Link(top, self.direct.get(_name_of(top), EdgeKind.TOPLEVEL)),
+            *(Link(p, EdgeKind.INSTALL) for p in below),
+            Link(str(requirement), EdgeKind.INSTALL),
+        )
 
 
 class _NullReporter(resolvelib.BaseReporter):  # type: ignore[type-arg]
@@ -289,24 +405,28 @@ class Resolver:
             self.allow_prereleases,
             preferred or {},
         )
-        for r in wanted:  # so that a conflict's chain stops at a package asked for directly
-            provider.asked_by[canonicalize_name(r.name)].add(_REQUESTED)
+        by_kind = kinds or {}
+        for r in wanted:  # so that a chain stops at a package asked for directly
+            provider.direct_kinds[str(r)] = by_kind.get(str(r), kind)
+            provider.direct.setdefault(canonicalize_name(r.name), by_kind.get(str(r), kind))
         resolver: resolvelib.Resolver[Requirement, Candidate, str] = resolvelib.Resolver(
             provider, _NullReporter()
         )
         try:
             result = resolver.resolve(wanted, max_rounds=self.max_rounds)
         except resolvelib.ResolutionImpossible as exc:
-            raise self._explain(exc, provider, purpose) from None
+            raise self._explain(exc, provider, parent) from None
         except resolvelib.ResolutionTooDeep as exc:
+            where = f" for {purpose}" if purpose else ""
             raise ResolutionError(
-                f"gave up after {self.max_rounds} rounds of backtracking", package=purpose
+                f"gave up after {self.max_rounds} rounds of backtracking{where}",
+                package=parent.name if parent else None,
+                version=str(parent.version) if parent else None,
             ) from exc
 
         pins: dict[NormalizedName, Pin] = {}
         for cand in result.mapping.values():
             pins[cand.name] = Pin(cand.name, cand.version, cand.sdist)
-        by_kind = kinds or {}
         edges = [
             Edge(parent, str(r), canonicalize_name(r.name), by_kind.get(str(r), kind))
             for r in wanted
@@ -323,37 +443,110 @@ class Resolver:
         self,
         exc: resolvelib.ResolutionImpossible,  # type: ignore[type-arg]
         provider: _Provider,
-        purpose: str | None,
-    ) -> ResolutionError | NoSdistError:
-        chains: list[list[str]] = []
-        no_sdist: list[str] = []
-        for cause in exc.causes:
-            req: Requirement = cause.requirement
-            name = canonicalize_name(req.name)
-            page = _safe_page(self.upstream, name)
-            if (
-                page is not None
-                and page.files
-                and not sdist_versions(page, self.target.python_version)
-            ):
-                no_sdist.append(name)
-            chain = _chain_to_top(provider.asked_by, cause.parent)
-            chains.append([*chain, str(req)])
-        where = f" for {purpose}" if purpose else ""
-        if no_sdist:
-            names = ", ".join(sorted(set(no_sdist)))
-            return NoSdistError(
-                f"no sdist{where}: {names} has files on the index but no source distribution "
-                "for this Python; rewheel builds from source only",
-                package=sorted(set(no_sdist))[0],
-                step=Step.RESOLVE,
+        parent: Pin | None,
+    ) -> ResolutionError:
+        """The typed error that says why: per project, not on the index, no version usable, or
+        requirements that conflict; each with the chains of requirements that led there."""
+        by_project: dict[NormalizedName, list[tuple[Requirement, Chain]]] = {}
+        for info in exc.causes:
+            req: Requirement = info.requirement
+            chain = provider.chain(req, info.parent)
+            asked = by_project.setdefault(canonicalize_name(req.name), [])
+            if (req, chain) not in asked:
+                asked.append((req, chain))
+        causes = [self._cause(name, asked) for name, asked in by_project.items()]
+        error = NoSdistError if causes and all(c.wheels_only for c in causes) else ResolutionError
+        return error(
+            causes=causes,
+            package=parent.name if parent else None,
+            version=str(parent.version) if parent else None,
+            build_env=parent is not None,
+            python=str(self.target.python_version),
+        )
+
+    def _cause(
+        self, name: NormalizedName, asked: Sequence[tuple[Requirement, Chain]]
+    ) -> ResolutionCause:
+        chains = tuple(chain for _, chain in asked)
+        page = _safe_page(self.upstream, name)
+        if page is None:  # the index failed when asked again: what is known is the conflict
+            return ResolutionCause(CauseKind.CONFLICT, name, chains)
+        if page.missing is not None:
+            return ResolutionCause(CauseKind.NOT_FOUND, name, chains, missing=page.missing)
+        offers = _offers(page, self.target.python_version, wheels=True)
+        # A requirement that no version satisfies alone is the cause; else they conflict.
+        unmet = [
+            (chain, alone)
+            for req, chain in asked
+            if (alone := self._sort_out(offers, req)).usable == 0
+        ]
+        if not unmet:
+            return ResolutionCause(CauseKind.CONFLICT, name, chains)
+        first = unmet[0][1]
+        return ResolutionCause(
+            CauseKind.NO_MATCH,
+            name,
+            tuple(chain for chain, _ in unmet),
+            excluded=first.excluded,
+            closest=first.closest,
+        )
+
+    def _sort_out(self, offers: Mapping[Version, _Offer], req: Requirement) -> _SortedOut:
+        """What the versions on the index are to ``req`` alone (with the constraints)."""
+        constraint = self.constraints.get(canonicalize_name(req.name))
+        groups: dict[tuple[Exclusion, str], list[Version]] = defaultdict(list)
+        usable = 0
+        closest: Version | None = None
+        for version in sorted(offers, reverse=True):
+            reasons = list(
+                _left_out(
+                    version,
+                    offers[version],
+                    [req.specifier],
+                    constraint,
+                    allow_prereleases=self.allow_prereleases,
+                    exact_pin=_is_exact_pin(req),
+                )
             )
-        return ResolutionError(f"conflicting requirements{where}", chains=chains, package=purpose)
+            if not reasons:
+                usable += 1
+                continue
+            groups[reasons[0]].append(version)
+            # The one to suggest instead: what only the specifier left out, not yanked (though
+            # pinning it would take it) and not a pre-release unless they are allowed.
+            only_specifier = [why for why, _ in reasons] == [Exclusion.SPECIFIER]
+            sdist = offers[version].sdist
+            yanked = sdist is not None and sdist.yanked
+            allowed = self.allow_prereleases or not version.is_prerelease
+            if closest is None and only_specifier and allowed and not yanked:
+                closest = version
+        order = list(Exclusion)
+        excluded = tuple(
+            Excluded(why, tuple(str(v) for v in versions), detail)
+            for (why, detail), versions in sorted(
+                groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1])
+            )
+        )
+        return _SortedOut(excluded, usable, None if closest is None else str(closest))
 
 
-def _is_exact(spec: Specifier) -> bool:
-    """An exact pin as PEP 592 means it: ``===`` or ``==`` without a wildcard."""
+class _SortedOut(NamedTuple):
+    excluded: tuple[Excluded, ...]  # the versions left out, grouped by their first reason
+    usable: int  # how many are candidates
+    closest: str | None  # the newest only the requirement's specifier left out
+
+
+def _is_exact_pin(req: Requirement) -> bool:
+    """Whether ``req`` pins one version exactly, as PEP 592 means it (a yanked one is taken)."""
+    if len(req.specifier) != 1:
+        return False
+    spec = next(iter(req.specifier))
     return spec.operator == "===" or (spec.operator == "==" and not spec.version.endswith(".*"))
+
+
+def _name_of(candidate: str) -> NormalizedName:
+    """The project of a candidate as ``str(Candidate)`` writes it: ``name[extras]==version``."""
+    return canonicalize_name(candidate.split("[", 1)[0].split("==", 1)[0])
 
 
 def _safe_page(upstream: Upstream, name: NormalizedName) -> ProjectPage | None:
@@ -361,29 +554,6 @@ def _safe_page(upstream: Upstream, name: NormalizedName) -> ProjectPage | None:
         return upstream.get_project(name)
     except UpstreamError:
         return None
-
-
-def _chain_to_top(
-    asked_by: Mapping[NormalizedName, set[str]], parent: Candidate | None
-) -> list[str]:
-    """The shortest path of requirers from a top-level requirement down to ``parent``."""
-    if parent is None:
-        return [_REQUESTED]
-    # Breadth-first search upwards through who asked for whom.
-    start = str(parent)
-    seen = {start}
-    queue: deque[list[str]] = deque([[start]])
-    while queue:
-        path = queue.popleft()
-        name = canonicalize_name(path[-1].split("[", 1)[0].split("==", 1)[0])
-        askers = asked_by.get(name, set())
-        if not askers or _REQUESTED in askers:
-            return [_REQUESTED, *reversed(path)]
-        for asker in sorted(askers):
-            if asker not in seen:
-                seen.add(asker)
-                queue.append([*path, asker])
-    return [_REQUESTED, start]
 
 
 def _dedupe(edges: Iterable[Edge]) -> list[Edge]:

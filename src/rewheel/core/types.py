@@ -42,17 +42,23 @@ class IndexFile:
 
 @dataclass(frozen=True)
 class ProjectPage:
-    """A project's page on an index. A project the index does not know has no files."""
+    """A project's page on an index.
+
+    A project the index does not know has no files, and ``missing`` says how the index told
+    ("HTTP 404 at <url>"); a project it knows has ``missing`` None, even with no files listed.
+    """
 
     name: NormalizedName
     files: tuple[IndexFile, ...]
+    missing: str | None = None
 
 
 class Upstream(Protocol):
     """The index that sdists come from. Implemented over HTTP; replaced by fakes in tests."""
 
     def get_project(self, name: NormalizedName) -> ProjectPage:
-        """The project's page, fetched at most once per run. Unknown project: no files."""
+        """The project's page, fetched at most once per run. Unknown project: no files, and
+        ``missing`` set."""
         ...
 
     def get_metadata(self, file: IndexFile) -> bytes | None:

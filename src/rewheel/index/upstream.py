@@ -35,6 +35,9 @@ ACCEPT = (
     "text/html;q=0.01"
 )
 
+# What an index answers for a project it does not have (PEP 503 says nothing; PyPI sends 404).
+_NO_SUCH_PROJECT = (404, 410)
+
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 _E = TypeVar("_E", bound=RewheelError)
@@ -122,7 +125,7 @@ class HttpUpstream:
         self._client = client
         self._cache = PageCache(cache_dir) if cache_dir is not None else None
         self._pages: OncePerKey[str, ProjectPage] = OncePerKey()
-        self._raw: OncePerKey[str, Response | None] = OncePerKey()
+        self._raw: OncePerKey[str, Response] = OncePerKey()
         self._metadata: OncePerKey[str, bytes | None] = OncePerKey()
         self._file_locks = _KeyedLocks()
         # Digests of files this run downloaded without an index hash, so that they are not fetched
@@ -146,25 +149,28 @@ class HttpUpstream:
     def _fetch_project(self, name: NormalizedName) -> ProjectPage:
         # Not through the memo of raw pages: a resolution keeps only the parsed page.
         response = self._fetch_raw(name)
-        if response is None:
-            return ProjectPage(name=name, files=())
-        content_type = response.headers.get("Content-Type")
         url = self.project_url(name)
+        if response.status in _NO_SUCH_PROJECT:
+            # Said in the page, not raised: a resolution that meets it explains it with the chain
+            # of requirements that asked for the project.
+            return ProjectPage(name=name, files=(), missing=f"HTTP {response.status} at {url}")
+        content_type = response.headers.get("Content-Type")
         return parse_page(response.body, content_type, response.url or url, name)
 
-    def _raw_page(self, name: NormalizedName) -> Response | None:
-        """The project's page as the index sent it, for ``page_digest``; None if unknown."""
+    def _raw_page(self, name: NormalizedName) -> Response:
+        """The project's page as the index sent it, for ``page_digest``."""
         return self._raw.get(name, lambda: self._fetch_raw(name))
 
-    def _fetch_raw(self, name: NormalizedName) -> Response | None:
+    def _fetch_raw(self, name: NormalizedName) -> Response:
+        """The project's page (status 200), or the index's answer that it has no such project."""
         url = self.project_url(name)
         self._count("project")
         try:
             response = self._client.get(url, {"Accept": ACCEPT}, cache=self._cache, step=Step.INDEX)
         except UpstreamError as exc:
             raise _blamed(exc, name, "index") from exc
-        if response.status in (404, 410):
-            return None
+        if response.status in _NO_SUCH_PROJECT:
+            return response
         if response.status != 200:
             raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step=Step.INDEX)
         with self._count_lock:
@@ -175,7 +181,9 @@ class HttpUpstream:
         """The sha256 of the project's page as fetched this run ("absent" for an unknown one):
         a run whose every page is unchanged resolves exactly as before. Nothing is parsed."""
         name = canonicalize_name(name)
-        return "absent" if self._raw_page(name) is None else self.page_digests[name]
+        if self._raw_page(name).status in _NO_SUCH_PROJECT:
+            return "absent"
+        return self.page_digests[name]
 
     def get_metadata(self, file: IndexFile) -> bytes | None:
         if not file.has_metadata:
