@@ -22,24 +22,10 @@ from ..core.errors import BuildError, CommandFailed, RewheelError, Step
 from ..core.fsutil import is_plain_file, remove_tree
 from ..core.types import Confinement, Runner
 from .buildenv import BuildEnvironment
+from .diagnose import mentions_network_failure
 from .pyproject import BuildSystem
 from .runner import UnshareProbe
 
-# What a failed connection or name lookup prints (Python, curl, git, pip ...): in a build without
-# network these mean that the build tried to download something.
-_NETWORK_FAILURES = (
-    "Network is unreachable",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "No address associated with hostname",
-    "[Errno 101]",
-    "[Errno -3]",
-    "[Errno -2]",
-    "Could not resolve host",
-    "Failed to establish a new connection",
-    # In the sandbox's network namespace only loopback exists, and nothing listens there.
-    "[Errno 111] Connection refused",
-)
 _NO_NETWORK = "the build tried to reach the network; builds run without network"
 _LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for those
 
@@ -68,11 +54,6 @@ def _tidy_control_folder(control: Path) -> None:
     for path in left:
         with contextlib.suppress(OSError):
             remove_tree(path)
-
-
-def mentions_network_failure(output: str) -> bool:
-    """Whether a command's output shows that it failed to reach the network."""
-    return any(text in output for text in _NETWORK_FAILURES)
 
 
 class Backend:
