@@ -342,6 +342,9 @@ def _run_steps(job: Job, parts: _WorkerParts, out_dir: Path) -> JobResult:
     pin = job.pin
     prepared = parts.preparer.prepare(pin)
     env = parts.builder.create_env(prepared, job.env.wheels, name=job.env.name)
+    # The build environment holds what the backend asked for too: a Rust build tool there
+    # makes it a Rust build (a local run learns it from get_requires).
+    parts.preparer.recheck_rust(prepared, [w.name for w in job.env.wheels])
     requires: tuple[str, ...] | None = None
     if job.step == GET_REQUIRES:
         requires = tuple(parts.builder.get_requires(prepared, env))
