@@ -226,6 +226,8 @@ def test_only_the_tail_of_a_big_log_is_read_and_quickly() -> None:
     assert diagnose("fatal error: " * (64 << 20 // 13)) is None
     assert diagnose(("Package '" + "a" * 5000 + "\n") * 100) is None
     diagnose(("cannot find -l" + "a" * 5000 + "\n") * 60)
+    assert diagnose("\n" * (4 << 20)) is None
+    assert diagnose("x: not found\n" * (1 << 16)) is None
     assert time.monotonic() - started < 5
 
 

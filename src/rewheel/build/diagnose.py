@@ -431,6 +431,8 @@ def diagnose(
     rules = _RULES if offline else [r for r in _RULES if r is not _network]
     best: tuple[int, Diagnosis] | None = None
     for index, line in enumerate(lines):
+        if not _TRIGGERS.search(line):
+            continue
         for rank, rule in enumerate(rules):
             if best is not None and rank > best[0]:
                 break
@@ -719,6 +721,32 @@ def _file(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
         f"add it with a patch ([[patches]] in {ctx.settings})",
     )
 
+
+# Some text of every rule's patterns: a line without any is not looked at again.
+_TRIGGERS = re.compile(
+    "|".join(
+        re.escape(text)
+        for text in (
+            *NETWORK_FAILURES,
+            "not found",
+            "No such file",
+            "cannot find -l",
+            "Could NOT find",
+            "No package",
+            "No module named",
+            "Unknown compiler",
+            "COMPILER could be found",
+            "ortran compiler",
+            "cannot execute",
+            "error trying to exec",
+            "no acceptable",
+            "Problem with the CMake",
+            "unable to find a build program",
+            "offline",
+            "'pip'",
+        )
+    )
+)
 
 _RULES: list[_Rule] = [
     _cargo_offline,
