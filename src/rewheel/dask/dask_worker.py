@@ -128,6 +128,7 @@ class JobResult:
     python: str = ""
     reproducibility: Mapping[str, str] = field(default_factory=dict)
     error: tuple[str, str, str | None] | None = None
+    hint: str | None = None  # the error's: what to do about it (the cause its log shows)
     log_uploaded: bool = False
 
 
@@ -399,7 +400,9 @@ def run_job(job: Job) -> JobResult:
         except WorkerTransferError:
             raise  # Dask tries the task again (retries=)
         except RewheelError as exc:
-            result = JobResult(error=(type(exc).__name__, exc.message, exc.step or job.step))
+            result = JobResult(
+                error=(type(exc).__name__, exc.message, exc.step or job.step), hint=exc.hint
+            )
         except Exception as exc:  # a bug, or an OS failure: still this build's failure only
             result = JobResult(error=("BuildError", f"unexpected error: {exc!r}", job.step))
         uploaded = False
