@@ -138,6 +138,10 @@ def test_real_logs(log: str, kind: Cause, expected: str) -> None:
         ("ModuleNotFoundError: No module named 'setuptools_scm'", '["setuptools-scm"]'),
         ("ModuleNotFoundError: No module named 'skbuild.cmaker'", '["scikit-build"]'),
         ("ModuleNotFoundError: No module named '_ctypes'", "standard library"),
+        (
+            "ModuleNotFoundError: No module named 'numpy.distutils'",
+            'pin numpy below 2 in its settings (pkg.toml): [build] requires_add = ["numpy<2"]',
+        ),
         ("ModuleNotFoundError: No module named 'pkg'", "its own module pkg"),
         ("ModuleNotFoundError: No module named 'pkg._version'", "its own module"),
         ("ERROR: Could not find a version: [Errno 101] Network is unreachable", "network"),

@@ -350,7 +350,6 @@ MODULE_PROJECTS: dict[str, str] = {
     "sipbuild": "sip",
     "pyqtbuild": "pyqt-builder",
     "poetry": "poetry-core",
-    "jinja2": "jinja2",
     "git": "gitpython",
     "serial": "pyserial",
     "usb": "pyusb",
@@ -652,6 +651,12 @@ def _module(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
             "is built",
             "make it read what it needs without the import, with a patch ([[patches]] in its "
             "settings)",
+        )
+    if module == "numpy.distutils" or module.startswith("numpy.distutils."):
+        return Diagnosis(
+            Cause.MODULE,
+            "the build uses numpy.distutils, which numpy 2 no longer has",
+            _requires_add("numpy<2", ctx).replace("add it", "pin numpy below 2", 1),
         )
     if top in sys.stdlib_module_names:
         return Diagnosis(
