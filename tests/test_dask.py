@@ -553,7 +553,14 @@ def test_error_from_result_keeps_kind_and_step(tmp_path: Path) -> None:
     assert err.message == "bad (on tcp://w:1)"
     # An error class the coordinator does not rebuild is reported as a BuildError.
     other = error_from_result(JobResult(error=("CommandFailed", "x", None)), pin, log)
-    assert type(other) is BuildError
+    assert type(other) is BuildError and other.hint is None
+    # What the worker found of the cause comes along, one clean line.
+    hinted = error_from_result(
+        JobResult(error=("BuildError", "failed", "build-wheel"), hint="install zlib1g-dev\x1b[2J"),
+        pin,
+        log,
+    )
+    assert hinted.hint == "install zlib1g-dev?[2J"
 
 
 def test_claim_build_root_falls_back_when_the_package_is_busy(tmp_path: Path) -> None:

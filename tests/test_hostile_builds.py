@@ -207,3 +207,6 @@ def test_the_network_sentence_only_when_the_network_was_cut(
         backend.build_wheel(tmp_path / "dist")
     assert (NO_NETWORK in str(info.value)) is told
     assert "failed (python exited with status 1)" in str(info.value)
+    # The cause line says what to do, on the same terms.
+    hint = info.value.hint
+    assert (hint is not None and hint.startswith("the build tried to download")) is told

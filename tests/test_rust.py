@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import threading
 import tomllib
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Upstream, run_bootstrap
 from fakes import FakeRunner, RunnerCall
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from support.sdists import SdistSpec, make_sdist
 
 from rewheel import app
 from rewheel.build import rust
+from rewheel.build.prepare import SourcePreparer
 from rewheel.build.rust import Crate, CratesIo, check_rust_sources, parse_lock, vendor_config
+from rewheel.build.settings import Settings
+from rewheel.build.workspace import Workspace
 from rewheel.core.errors import BuildError, CommandFailed
+from rewheel.core.resolver import Pin
+from rewheel.core.types import IndexFile
 from rewheel.index.http import HttpClient
 
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
@@ -327,22 +336,23 @@ def add_to_sdist(sdist: Path, files: Mapping[str, str]) -> None:
 
 
 def test_bootstrap_refuses_an_unvendored_rust_sdist_before_building(
-    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    upstream: Upstream, tmp_path: Path
 ) -> None:
-    sdist = make_rust_sdist(tmp_path, "rusty", vendored=False)
+    # maturin is not even on the index: the sdist is refused before its build environment.
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=False, build_requires=["maturin>=1"])
     upstream.index.add(sdist)
     result = run_bootstrap(
         upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=offline)
     )
     [failure] = result.failures.values()
     assert failure.step == "rust-vendor" and "3 of 3 crates" in str(failure)
+    assert "Rust sdist (its build requires maturin): 3 of 3 crates" in str(failure)
     assert not list((tmp_path / "repo" / "wheels").glob("*.whl"))
 
 
-def test_bootstrap_records_the_vendored_crates(
-    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sdist = make_rust_sdist(tmp_path, "rusty", vendored=True)
+def test_bootstrap_records_the_vendored_crates(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.sdist("maturin", "1.0")
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=True, build_requires=["maturin"])
     upstream.index.add(sdist)
     result = run_bootstrap(
         upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=never_asked)
@@ -352,16 +362,87 @@ def test_bootstrap_records_the_vendored_crates(
     assert record["rust"]["crates"] == 3 and record["rust"]["vendored_dir"] == "include/cargo"
 
 
-def make_rust_sdist(tmp_path: Path, name: str, *, vendored: bool) -> Path:
-    """A synthetic sdist (tinybackend) with a Rust tree added: Cargo.toml, Cargo.lock."""
+# zstandard's setup.py: a Rust backend only when asked, with its own extension class.
+ZSTD_LIKE_SETUP = """\
+import sys
+import setup_zstd
+RUST_BACKEND = False
+if "--rust-backend" in sys.argv:
+    RUST_BACKEND = True
+    sys.argv.remove("--rust-backend")
+extensions = []
+if RUST_BACKEND:
+    extensions.append(setup_zstd.get_rust_extension())
+"""
+
+
+def test_a_cargo_toml_that_the_build_does_not_use_is_not_checked(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """As zstandard: setuptools and cffi, with a Cargo.toml for a backend built on request."""
+    upstream.sdist("setuptools", "70.0")
+    upstream.sdist("cffi", "1.17")
+    sdist = make_rust_sdist(
+        tmp_path,
+        "zstd-like",
+        vendored=False,
+        build_requires=["setuptools", "cffi"],
+        files={"setup.py": ZSTD_LIKE_SETUP},
+    )
+    upstream.index.add(sdist)
+    result = run_bootstrap(
+        upstream, tmp_path / "repo", ["zstd-like"], machine=app.Machine(crates_io=never_asked)
+    )
+    assert not result.failures
+    record = json.loads((tmp_path / "repo" / "records" / "zstd-like-1.0.json").read_text())
+    assert record["rust"] is None
+
+
+def test_rust_extensions_in_setup_py_make_a_rust_build(upstream: Upstream, tmp_path: Path) -> None:
+    setup = "from setuptools_rust import RustExtension\nsetup(rust_extensions=[])\n"
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=False, files={"setup.py": setup})
+    upstream.index.add(sdist)
+    result = run_bootstrap(
+        upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=offline)
+    )
+    [failure] = result.failures.values()
+    assert failure.step == "rust-vendor"
+    assert "Rust sdist (its setup.py uses setuptools_rust): 3 of 3 crates" in str(failure)
+
+
+def test_a_rust_build_tool_the_backend_asks_for_is_checked_before_the_build(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    sdist = make_rust_sdist(
+        tmp_path, "rusty", vendored=False, dynamic_requires=["setuptools-rust>=1.5"]
+    )
+    upstream.index.add(sdist)
+    result = run_bootstrap(
+        upstream, tmp_path / "repo", ["rusty"], machine=app.Machine(crates_io=offline)
+    )
+    [failure] = result.failures.values()
+    assert failure.step == "rust-vendor"
+    assert "Rust sdist (its backend asks for setuptools-rust): 3 of 3" in str(failure)
+
+
+def make_rust_sdist(
+    tmp_path: Path,
+    name: str,
+    *,
+    vendored: bool,
+    files: Mapping[str, str] | None = None,
+    **spec: Any,
+) -> Path:
+    """A synthetic sdist (tinybackend) with a Rust tree added: Cargo.toml, Cargo.lock; and
+    ``files`` ({path: text}) added next to them."""
     out = tmp_path / "rust-sdists"
     out.mkdir(exist_ok=True)
-    sdist = make_sdist(SdistSpec(name, "1.0"), out)
+    sdist = make_sdist(SdistSpec(name, "1.0", **spec), out)
     tree = rust_tree(tmp_path / "tree", vendored=CRATES if vendored else None, config=vendored)
-    files = {
+    added = {
         str(p.relative_to(tree)): p.read_text() for p in sorted(tree.rglob("*")) if p.is_file()
     }
-    add_to_sdist(sdist, files)
+    add_to_sdist(sdist, {**added, **(files or {})})
     return sdist
 
 
@@ -382,3 +463,97 @@ def test_the_probe_says_whether_the_index_answers() -> None:
             server.shutdown()
         # Nothing listens there any more.
         assert CratesIo(client, url).reachable() is False
+
+
+# -- is it a Rust build? -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "requires", "backend", "recipe", "reason"),
+    [
+        ({}, ["maturin>=1,<2"], "maturin", None, "its build requires maturin"),
+        ({}, ["setuptools", "setuptools_rust"], "x", None, "its build requires setuptools-rust"),
+        ({}, ["setuptools"], "maturin", None, "its build backend is maturin"),
+        ({}, [], "x", "maturin-cargo", "its recipe maturin-cargo builds with cargo"),
+        ({"pyproject.toml": "[tool.maturin]\n"}, [], "x", None, "[tool.maturin]"),
+        (
+            {"pyproject.toml": '[[tool.setuptools-rust.ext-modules]]\ntarget = "a"\n'},
+            [],
+            "x",
+            None,
+            "[tool.setuptools-rust]",
+        ),
+        ({"setup.py": "setup(rust_extensions=[ext])"}, [], "x", None, "setup.py uses rust_ext"),
+        ({"setup.py": "x = RustExtension('a.b')"}, [], "x", None, "uses RustExtension"),
+        ({"setup.cfg": "[options]\nsetup_requires = setuptools-rust\n"}, [], "x", None, "cfg"),
+        # Not Rust: a Cargo.toml, a Rust backend built only on request, other tools.
+        (
+            {"Cargo.toml": "[package]\n"},
+            ["setuptools", "cffi"],
+            "setuptools.build_meta",
+            None,
+            None,
+        ),
+        ({"setup.py": ZSTD_LIKE_SETUP}, ["setuptools"], "setuptools.build_meta", None, None),
+        ({"setup.py": "# RustExtensionS\nmy_rust_extensions_x = 1"}, [], "x", None, None),
+        ({}, ["maturin-ish", "not a requirement !"], "maturinx", "tiny", None),
+        ({"pyproject.toml": "not toml ["}, [], "x", None, None),
+    ],
+)
+def test_rust_build_reason(
+    tmp_path: Path,
+    files: Mapping[str, str],
+    requires: list[str],
+    backend: str,
+    recipe: str | None,
+    reason: str | None,
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    found = rust.rust_build_reason(tmp_path, requires=requires, backend=backend, recipe=recipe)
+    if reason is None:
+        assert found is None
+    else:
+        assert found is not None and reason in found
+
+
+def test_a_linked_setup_py_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.py").write_text("setup(rust_extensions=[])")
+    (tmp_path / "setup.py").symlink_to(tmp_path / "elsewhere.py")
+    assert rust.rust_build_reason(tmp_path, requires=[], backend="x") is None
+
+
+class CopySdist:
+    """A ``SdistSource`` that hands out one local sdist."""
+
+    def __init__(self, sdist: Path) -> None:
+        self.sdist = sdist
+
+    def download(self, file: IndexFile, dest_dir: Path) -> Path:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(self.sdist, dest_dir / file.filename))
+
+
+def test_a_tree_prepared_again_is_checked_again(tmp_path: Path) -> None:
+    """The crates `cargo vendor` fetched went with the last tree: a new one needs them again."""
+    sdist = make_rust_sdist(tmp_path, "rusty", vendored=False)
+    cargo = FakeCargo()
+    preparer = SourcePreparer(
+        upstream=CopySdist(sdist),
+        sdists_dir=tmp_path / "sdists",
+        workspace=Workspace(work_root=tmp_path / "work", logs_dir=tmp_path / "logs"),
+        runner=cargo,
+        settings=Settings(),
+        crates_io=lambda: True,
+    )
+    pin = Pin(
+        canonicalize_name("rusty"), Version("1.0"), IndexFile(sdist.name, "https://x/s", None)
+    )
+    for _round in range(2):
+        prepared = preparer.prepare(pin)
+        assert preparer.rust(pin) is None  # nothing says Rust yet
+        preparer.recheck_rust(prepared, ["setuptools-rust"])
+        found = preparer.rust(pin)
+        assert found is not None and found.vendored_by == "cargo vendor"
+        preparer.recheck_rust(prepared, ["setuptools-rust"])  # checked once per tree
+    assert [c.cmd[:2] for c in cargo.calls] == [["cargo", "vendor"]] * 2

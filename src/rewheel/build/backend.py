@@ -22,26 +22,12 @@ from ..core.errors import BuildError, CommandFailed, RewheelError, Step
 from ..core.fsutil import is_plain_file, remove_tree
 from ..core.types import Confinement, Runner
 from .buildenv import BuildEnvironment
+from .diagnose import TAIL_CHARS, diagnose, mentions_network_failure
 from .pyproject import BuildSystem
 from .runner import UnshareProbe
 
-# What a failed connection or name lookup prints (Python, curl, git, pip ...): in a build without
-# network these mean that the build tried to download something.
-_NETWORK_FAILURES = (
-    "Network is unreachable",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "No address associated with hostname",
-    "[Errno 101]",
-    "[Errno -3]",
-    "[Errno -2]",
-    "Could not resolve host",
-    "Failed to establish a new connection",
-    # In the sandbox's network namespace only loopback exists, and nothing listens there.
-    "[Errno 111] Connection refused",
-)
 _NO_NETWORK = "the build tried to reach the network; builds run without network"
-_LOG_TAIL = 256 << 10  # how much of a failed hook's output is searched for those
+_LOG_TAIL = TAIL_CHARS  # how much of a failed hook's output is searched for its cause
 
 
 _MAX_HOOK_OUTPUT = 16 << 20  # the largest output.json a hook may leave for pyproject_hooks
@@ -68,11 +54,6 @@ def _tidy_control_folder(control: Path) -> None:
     for path in left:
         with contextlib.suppress(OSError):
             remove_tree(path)
-
-
-def mentions_network_failure(output: str) -> bool:
-    """Whether a command's output shows that it failed to reach the network."""
-    return any(text in output for text in _NETWORK_FAILURES)
 
 
 class Backend:
@@ -183,9 +164,16 @@ class Backend:
         except CommandFailed as exc:
             why = "timed out" if exc.timed_out else f"failed ({exc.message})"
             message = f"backend {backend} {why}"
-            if self._network_was_cut() and mentions_network_failure(self._hook_output()):
+            output = self._hook_output()
+            offline = self._network_was_cut()
+            if offline and mentions_network_failure(output):
                 message += f": {_NO_NETWORK}"
-            raise self._error(step, message) from exc
+            error = self._error(step, message)
+            if not exc.timed_out and exc.limit is None:
+                # What the hook's own output shows of the cause, as one line with its fix.
+                found = diagnose(output, package=self._package, offline=offline)
+                error.hint = found.line() if found is not None else None
+            raise error from exc
         except BackendUnavailable as exc:
             self._append_log(f"=== cannot import backend {backend}\n{exc}\n")
             detail = str(exc).splitlines()[0] if str(exc) else "cannot import it"

@@ -16,13 +16,14 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from ..core.bootstrap import Built, Prepared
-from ..core.errors import BuildError, Step
+from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
 from ..core.resolver import Pin
 from ..core.types import Runner, WheelRef
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
+from .diagnose import TAIL_CHARS, diagnose
 from .pyproject import BuildSystem
 from .recipes import BuildRecipe, RecipeContext, load_recipe
 from .reproducible import reproducible_env, source_date_epoch
@@ -46,6 +47,31 @@ def compile_parallelism(n: int, workdir: Path) -> dict[str, str]:
         "CARGO_BUILD_JOBS": str(n),
         "DIST_EXTRA_CONFIG": str(cfg),
     }
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _diagnosed(error: BuildError, log: Path, start: int, *, offline: bool) -> BuildError:
+    """``error`` with what the log written since ``start`` shows of the cause (its ``hint``),
+    unless it has a hint already."""
+    if error.hint is not None:
+        return error
+    try:
+        with log.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(start, size - TAIL_CHARS))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return error
+    found = diagnose(text, package=error.package, offline=offline)
+    if found is not None:
+        error.hint = found.line()
+    return error
 
 
 class CoreBudget:
@@ -235,20 +261,37 @@ class WheelBuilder:
         if pkg.recipe is None:
             return self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
         build_env = self._with_build_vars(prepared, env)
-        wheel = self.recipes(pkg.recipe).build_wheel(
-            RecipeContext(
-                name=pin.name,
-                version=pin.version,
-                source_dir=prepared.source_dir,
-                out_dir=out,
-                python=build_env.python,
-                environ=build_env.environ,
-                runner=self.runner,
-                log=self.workspace.log(pin),
-                config_settings=pkg.config_settings,
-                confine=self.workspace.confinement(pin),
+        log = self.workspace.log(pin)
+        recipe = self.recipes(pkg.recipe)
+        start = _log_size(log)
+        try:
+            wheel = recipe.build_wheel(
+                RecipeContext(
+                    name=pin.name,
+                    version=pin.version,
+                    source_dir=prepared.source_dir,
+                    out_dir=out,
+                    python=build_env.python,
+                    environ=build_env.environ,
+                    runner=self.runner,
+                    log=log,
+                    config_settings=pkg.config_settings,
+                    confine=self.workspace.confinement(pin),
+                )
             )
-        )
+        except CommandFailed as exc:
+            # A command the recipe did not wrap: still this package's build failure.
+            error = BuildError(
+                f"the recipe {pkg.recipe} failed: {exc.message}",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.BUILD_WHEEL,
+                log_path=log,
+            )
+            raise _diagnosed(error, log, start, offline=self.workspace.isolate_network) from exc
+        except BuildError as exc:
+            _diagnosed(exc, log, start, offline=self.workspace.isolate_network)
+            raise
         if wheel.is_symlink() or not wheel.is_file():
             raise BuildError(
                 f"the recipe's wheel {wheel.name} is not a plain file",

@@ -261,6 +261,7 @@ class LocalSteps:
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:
         requires = self.builder.get_requires(prepared, env)
+        self.preparer.recheck_rust(prepared, requires)  # a Rust build the backend revealed
         self.witness.saw_backend_requires(prepared.pin, requires)
         return requires
 

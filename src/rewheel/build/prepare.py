@@ -1,11 +1,11 @@
 """Preparing a source tree: download the sdist, check it, extract it, patch it, read its build
-system, and (for a Rust sdist) make sure its crates are at hand."""
+system, and (for a build that compiles Rust) make sure its crates are at hand."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +16,13 @@ from ..core.resolver import Pin
 from ..core.types import IndexFile, Runner
 from .extract import extract_sdist
 from .pyproject import read_build_system
-from .rust import RustSources, check_rust_sources, crates_io_reachable
+from .rust import (
+    RustSources,
+    check_rust_sources,
+    crates_io_reachable,
+    rust_build_reason,
+    rust_tools,
+)
 from .settings import Settings
 from .workspace import Workspace
 
@@ -73,6 +79,8 @@ class SourcePreparer:
                 step=Step.DOWNLOAD,
             )
         work = self.workspace.folder(pin)
+        with self._lock:
+            self._rust.pop((pin.name, str(pin.version)), None)  # found in the tree about to go
         if work.exists():
             remove_tree(work)  # the last build's: its code may have left anything there
         work.mkdir(parents=True)
@@ -82,20 +90,17 @@ class SourcePreparer:
             sdist, work, package=pin.name, name="src", allow_links=pkg.allow_links
         )
         self._apply_patches(pin, source, log)
-        rust = check_rust_sources(
-            source,
-            package=pin.name,
-            version=str(pin.version),
-            network=self.crates_io,
-            runner=self.runner,
-            log=log,
-            confine=self.workspace.confinement(pin),
-            home=work / "home",
-        )
-        if rust is not None:
-            with self._lock:
-                self._rust[(pin.name, str(pin.version))] = rust
         build_system = read_build_system(source, package=pin.name)
+        # Rust by the build that will run, not by a Cargo.toml in the tree; what only the
+        # backend's get_requires_for_build_wheel tells is checked by ``recheck_rust``.
+        reason = rust_build_reason(
+            source,
+            requires=build_system.requires,
+            backend=build_system.backend,
+            recipe=pkg.recipe,
+        )
+        if reason is not None:
+            self._check_rust(pin, source, reason)
         return Prepared(
             pin=pin,
             sdist_path=sdist,
@@ -104,6 +109,33 @@ class SourcePreparer:
             build_requires=build_system.requires,
             backend=build_system,
         )
+
+    def recheck_rust(self, prepared: Prepared, requirements: Iterable[str]) -> None:
+        """Check the crates now if ``requirements``, known only after ``prepare`` (what the
+        backend's get_requires_for_build_wheel returned, or the whole build environment), name
+        a Rust build tool and they were not checked yet: before the wheel is built."""
+        pin = prepared.pin
+        if self.rust(pin) is not None:
+            return
+        tools = rust_tools(requirements)
+        if tools:
+            self._check_rust(pin, prepared.source_dir, f"its backend asks for {tools[0]}")
+
+    def _check_rust(self, pin: Pin, source: Path, reason: str) -> None:
+        rust = check_rust_sources(
+            source,
+            package=pin.name,
+            version=str(pin.version),
+            network=self.crates_io,
+            runner=self.runner,
+            log=self.workspace.log(pin),
+            confine=self.workspace.confinement(pin),
+            home=self.workspace.folder(pin) / "home",
+            reason=reason,
+        )
+        if rust is not None:
+            with self._lock:
+                self._rust[(pin.name, str(pin.version))] = rust
 
     def _apply_patches(self, pin: Pin, source: Path, log: Path) -> None:
         for patch in self.settings.for_package(pin.name, pin.version).patches:

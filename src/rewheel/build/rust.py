@@ -1,10 +1,16 @@
-"""Rust sources in an sdist: can cargo build them without reaching a crate registry?
+"""Rust sources in an sdist: does its build compile Rust, and can cargo build them without
+reaching a crate registry?
 
-An sdist with a Cargo.toml builds its crates from the registries and git hosts that Cargo.lock
-names, unless they are vendored: a ``.cargo/config.toml`` that replaces those sources with a
-``directory`` source holding every crate. Builds run offline, so a tree whose crates are not all
-there is refused before its build environment is made, with a message that says what to do;
-when crates.io can be reached, ``cargo vendor`` fetches them first (still checked by Cargo.lock).
+A Cargo.toml alone does not make a Rust build (zstandard ships one for a backend it builds only
+when asked): the build does when it requires maturin or setuptools-rust, declares a Rust
+extension (``[tool.maturin]``, ``rust_extensions`` / ``RustExtension`` in setup.py or setup.cfg),
+or its settings choose a recipe that runs cargo (``rust_build_reason``).
+
+Such a build takes its crates from the registries and git hosts that Cargo.lock names, unless
+they are vendored: a ``.cargo/config.toml`` that replaces those sources with a ``directory``
+source holding every crate. Builds run offline, so a tree whose crates are not all there is
+refused before its build environment is made, with a message that says what to do; when
+crates.io can be reached, ``cargo vendor`` fetches them first (still checked by Cargo.lock).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import threading
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from ..core.errors import BuildError, CommandFailed, Step
+from ..core.fsutil import is_plain_file
 from ..core.types import Confinement, Runner
 from ..index.http import HttpClient
 from .buildenv import scrubbed_environ
@@ -76,6 +87,73 @@ class RustSources:
             "vendored_by": self.vendored_by,
             "lock_sha256": self.lock_sha256,
         }
+
+
+# -- is it a Rust build? -----------------------------------------------------------------------
+
+# Build tools that compile Rust (puccinialin: what maturin's backend asks for to get a toolchain).
+RUST_BUILD_TOOLS = frozenset({"maturin", "setuptools-rust", "puccinialin"})
+# Recipes (``[build] recipe``) that build with cargo.
+RUST_RECIPES = frozenset({"maturin-cargo"})
+# What declares a Rust extension to setuptools-rust in setup.py or setup.cfg.
+_SETUPTOOLS_RUST = re.compile(rb"\b(?:setuptools[_-]rust|RustExtension|RustBin|rust_extensions)\b")
+_MAX_SETUP_READ = 1 << 20  # how much of setup.py and setup.cfg is searched
+
+
+def rust_tools(requirements: Iterable[str]) -> list[str]:
+    """The Rust build tools that ``requirements`` name (requirement strings), in their order."""
+    found: list[str] = []
+    for text in requirements:
+        try:
+            name = canonicalize_name(Requirement(text).name)
+        except InvalidRequirement:
+            continue
+        if name in RUST_BUILD_TOOLS and name not in found:
+            found.append(name)
+    return found
+
+
+def _declares_rust(path: Path) -> str | None:
+    """What ``path`` (setup.py, setup.cfg) says that declares a Rust extension, if anything."""
+    if not is_plain_file(path):
+        return None
+    try:
+        with path.open("rb") as f:
+            text = f.read(_MAX_SETUP_READ)
+    except OSError:
+        return None
+    match = _SETUPTOOLS_RUST.search(text)
+    return None if match is None else match.group(0).decode("ascii")
+
+
+def rust_build_reason(
+    source_dir: Path,
+    *,
+    requires: Iterable[str],
+    backend: str,
+    recipe: str | None = None,
+) -> str | None:
+    """Why the build of the tree at ``source_dir`` compiles Rust (for messages), or None.
+
+    ``requires`` is its build-system.requires, ``backend`` its build-backend and ``recipe`` the
+    recipe its settings choose, if any.
+    """
+    if recipe is not None and recipe in RUST_RECIPES:
+        return f"its recipe {recipe} builds with cargo"
+    tools = rust_tools(requires)
+    if tools:
+        return f"its build requires {tools[0]}"
+    if backend.split(":", 1)[0].split(".", 1)[0] == "maturin":
+        return "its build backend is maturin"
+    tool = (_load_toml(source_dir / "pyproject.toml") or {}).get("tool", {})
+    for table in ("maturin", "setuptools-rust"):
+        if isinstance(tool, dict) and table in tool:
+            return f"its pyproject.toml has [tool.{table}]"
+    for name in ("setup.py", "setup.cfg"):
+        found = _declares_rust(source_dir / name)
+        if found is not None:
+            return f"its {name} uses {found}"
+    return None
 
 
 # -- finding the Rust parts of a tree ---------------------------------------------------------
@@ -379,8 +457,12 @@ def check_rust_sources(
     log: Path | None = None,
     confine: Confinement | None = None,
     home: Path | None = None,
+    reason: str | None = None,
 ) -> RustSources | None:
     """None for a tree without Rust; else what its crates are built from.
+
+    Call it for a build that compiles Rust (``rust_build_reason``, the ``reason`` its messages
+    give); it looks only at the tree.
 
     Raises ``BuildError(step=Step.RUST_VENDOR)`` when crates are missing and cannot be fetched.
     ``network`` is asked only when crates are missing; ``runner`` and ``log`` run and log
@@ -393,6 +475,8 @@ def check_rust_sources(
         return None
 
     def fail(message: str) -> BuildError:
+        if reason is not None:
+            message = message.replace("Rust sdist:", f"Rust sdist ({reason}):", 1)
         return BuildError(message, package=package, version=version, step=STEP, log_path=log)
 
     locks: dict[Path, list[Crate]] = {}

@@ -39,6 +39,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from ..build.buildenv import BuildEnvironment
+from ..build.diagnose import clean_line
 from ..build.pipeline import LocalSteps
 from ..core.bootstrap import Built, Cached, Prepared
 from ..core.errors import (
@@ -103,7 +104,11 @@ def error_from_result(result: JobResult, pin: Pin, log: Path) -> RewheelError:
     kind, message, step = result.error
     cls = _RESULT_ERRORS.get(kind, BuildError)
     where = f" (on {result.worker})" if result.worker else ""
-    return cls(message + where, package=pin.name, version=str(pin.version), step=step, log_path=log)
+    error = cls(
+        message + where, package=pin.name, version=str(pin.version), step=step, log_path=log
+    )
+    error.hint = clean_line(result.hint) if result.hint else None
+    return error
 
 
 # -- the coordinator side ------------------------------------------------------------------------

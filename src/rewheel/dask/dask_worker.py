@@ -128,6 +128,7 @@ class JobResult:
     python: str = ""
     reproducibility: Mapping[str, str] = field(default_factory=dict)
     error: tuple[str, str, str | None] | None = None
+    hint: str | None = None  # the error's: what to do about it (the cause its log shows)
     log_uploaded: bool = False
 
 
@@ -324,6 +325,9 @@ def _run_steps(job: Job, parts: BuildParts, out_dir: Path) -> JobResult:
     pin = job.pin
     prepared = parts.preparer.prepare(pin)
     env = parts.builder.create_env(prepared, job.env.wheels, name=job.env.name)
+    # The build environment holds what the backend asked for too: a Rust build tool there
+    # makes it a Rust build (a local run learns it from get_requires).
+    parts.preparer.recheck_rust(prepared, [w.name for w in job.env.wheels])
     requires: tuple[str, ...] | None = None
     if job.step == GET_REQUIRES:
         requires = tuple(parts.builder.get_requires(prepared, env))
@@ -378,7 +382,9 @@ def run_job(job: Job) -> JobResult:
         except WorkerTransferError:
             raise  # Dask tries the task again (retries=)
         except RewheelError as exc:
-            result = JobResult(error=(type(exc).__name__, exc.message, exc.step or job.step))
+            result = JobResult(
+                error=(type(exc).__name__, exc.message, exc.step or job.step), hint=exc.hint
+            )
         except Exception as exc:  # a bug, or an OS failure: still this build's failure only
             result = JobResult(error=("BuildError", f"unexpected error: {exc!r}", job.step))
         uploaded = False
