@@ -199,7 +199,8 @@ class Rebuilder:
         handle = self.builder.create_env(prepared, env, name=record.build_env_dir or "env")
         # As in the bootstrap: the backend is asked for its requirements first (setuptools writes
         # its egg-info then), and the wheel is built in the same source tree.
-        self.builder.get_requires(prepared, handle)
+        requires = self.builder.get_requires(prepared, handle)
+        self.preparer.recheck_rust(prepared, requires)  # as in the bootstrap
         out = self.keep_dir / f"{pin.name}-{pin.version}"
         built = self.builder.build(prepared, handle, keep_in(out))
         rebuilt = out / built.wheel.filename
