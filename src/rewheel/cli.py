@@ -333,8 +333,10 @@ def verify(
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
     if not chain.ok:
         broken = sum(not e.ok for e in chain.entries)
+        also = f", and {len(chain.problems)} problem(s) of the repository" if chain.problems else ""
         click.echo(
-            f"chain of custody broken for {broken} of {len(chain.entries)} wheel(s)", err=True
+            f"chain of custody broken for {broken} of {len(chain.entries)} wheel(s){also}",
+            err=True,
         )
     if not venv_ok or not chain.ok:
         sys.exit(1)
@@ -410,6 +412,8 @@ def _echo_chain(report: ChainReport) -> None:
         )
         for problem in e.problems:
             click.echo(f"          - {problem}")
+    for problem in report.problems:
+        click.echo(f"REPO    {problem}")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
 
