@@ -70,6 +70,17 @@ _variant_option = click.option(
 )
 
 
+_public_key_option = click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
+)
+_allow_prebuilt_option = click.option(
+    "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
+)
+
+
 class _Commands(click.Group):
     """Every command's options also read ``REWHEEL_<OPTION>`` (``REWHEEL_JOBS=8``)."""
 
@@ -263,9 +274,30 @@ def bootstrap(
     default=None,
     help="Constraints for the install.",
 )
-def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: Path | None) -> None:
-    """Create VENV and install REQUIREMENTS into it from the repository alone."""
-    app.install(list(requirements), venv, repo_root=repo, constraints=constraint)
+@_public_key_option
+@_allow_prebuilt_option
+def install(
+    requirements: tuple[str, ...],
+    venv: Path,
+    repo: Path,
+    constraint: Path | None,
+    public_key: Path | None,
+    allow_prebuilt: bool,
+) -> None:
+    """Create VENV and install REQUIREMENTS into it from the repository alone, once the chain of
+    custody of every wheel to install is checked (nothing is installed if one is broken)."""
+    app.install(
+        list(requirements),
+        venv,
+        repo_root=repo,
+        constraints=constraint,
+        public_key=public_key,
+        allow_prebuilt=allow_prebuilt,
+    )
+    if public_key is None:
+        from .trust.chain import UNSIGNED_NOTE
+
+        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
     click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
 
 
@@ -277,9 +309,7 @@ def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: P
     help="The virtual environment to check (without it: every wheel of the repository).",
 )
 @_repo_option
-@click.option(
-    "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
-)
+@_allow_prebuilt_option
 @click.option(
     "--check-upstream",
     is_flag=True,
@@ -292,12 +322,7 @@ def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: P
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index, for --check-upstream.",
 )
-@click.option(
-    "--public-key",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
-)
+@_public_key_option
 def verify(
     venv: Path | None,
     repo: Path,
