@@ -282,6 +282,41 @@ def test_lines_added_to_an_activation_script_are_caught(venv: Path, built: Path)
     ]
 
 
+def test_an_activate_naming_a_path_that_climbs_out_is_not_followed(venv: Path, built: Path) -> None:
+    # The reference venv is made at <tmp>/<the path activate names>: a path with ".." there
+    # would put it elsewhere (at the venv itself, with enough of them).
+    activate = venv / "bin" / "activate"
+    text = activate.read_text()
+    climbing = "/.." * 8 + str(venv)
+    activate.write_text(text.replace(f"VIRTUAL_ENV='{venv}'", f"VIRTUAL_ENV='{climbing}'"))
+    sentinel = venv / "bin" / "activate.fish"
+    before = sentinel.read_bytes()
+    assert reasons(verify(venv, built)) == [
+        (VENV, "bin/activate", f"differs from what uv writes for a venv at {venv}")
+    ]
+    assert sentinel.read_bytes() == before
+    activate.write_text(text)
+    assert reasons(verify(venv, built)) == []
+
+
+def test_a_uv_venv_with_a_prompt_verifies(built: Path, tmp_path: Path) -> None:
+    from uv import find_uv_bin
+
+    venv = tmp_path / "venv"
+    uv, env = find_uv_bin(), _index_env()
+    subprocess.run(
+        [uv, "venv", "-q", "--no-config", "--prompt=-it's $(mine)", str(venv)], check=True, env=env
+    )
+    assert "prompt = -it's $(mine)" in (venv / "pyvenv.cfg").read_text()
+    with IndexServer(Repository(built)) as server:
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--no-config", "--no-cache", "--python",
+             str(venv / "bin" / "python"), "--index-url", server.url, "app"],
+            check=True, env=env,
+        )  # fmt: skip
+    assert reasons(verify(venv, built)) == []
+
+
 def test_a_venv_reached_through_a_link_verifies(venv: Path, built: Path, tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(venv)

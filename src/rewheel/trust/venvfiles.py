@@ -229,9 +229,13 @@ class MadeReference:
     def __call__(
         self, creator: str, interpreter: Interpreter, path: str, prompt: str | None
     ) -> Reference | str:
+        if not os.path.isabs(path) or os.path.normpath(path) != path:
+            return f"not a plain absolute path: {path!r}"
         with tempfile.TemporaryDirectory(prefix="rewheel-venvref-") as tmp:
             prefix = os.path.realpath(tmp)
             target = prefix + "/" + path.lstrip("/")
+            if not os.path.normpath(target).startswith(prefix + "/"):
+                return f"not a path below {prefix}: {target!r}"
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             home = Path(prefix) / ".home"
             home.mkdir()
@@ -243,7 +247,7 @@ class MadeReference:
                 "LC_ALL": "C.UTF-8",
                 "UV_NO_CONFIG": "1",
             }
-            options = [] if prompt is None else ["--prompt", prompt]
+            options = [] if prompt is None else [f"--prompt={prompt}"]
             if creator == UV:
                 uv = self.uv
                 if uv is None:

@@ -783,7 +783,12 @@ class _Checker:
         except (OSError, UnicodeDecodeError):
             text = ""
         named = venvfiles.venv_path_in_activate(text)
-        if named and os.path.isabs(named) and os.path.realpath(named) == str(root):
+        if (
+            named
+            and os.path.isabs(named)
+            and os.path.normpath(named) == named  # no "..": the reference is made below it
+            and os.path.realpath(named) == str(root)
+        ):
             return named
         return str(root)
 
