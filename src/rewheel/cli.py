@@ -331,9 +331,10 @@ def verify(
     index_url: str,
     public_key: Path | None,
 ) -> None:
-    """Check that every file installed in VENV comes from a wheel of the repository, and the
-    chain of custody of those wheels (or of all of them): built from source here, their
-    dependencies and their build tools too."""
+    """Check that every file installed in VENV comes from a wheel of the repository (its
+    byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
+    its creator writes), and the chain of custody of those wheels (or of all of them): built from
+    source here, their dependencies and their build tools too."""
     venv_ok = True
     packages = None
     if venv is not None:
