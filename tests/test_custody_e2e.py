@@ -221,6 +221,7 @@ def test_a_prebuilt_wheel_is_refused_unless_allowed(repo: Path, tmp_path: Path) 
         "prebuilt": True,
     }
     _record_path(repo, "lib-b").write_text(json.dumps(record))
+    Repository(repo).regenerate_index()  # as publishing it does: its metadata and pages
     entries = _entries(repo)
     assert entries["lib-b"].source == Verdict.BROKEN
     assert any("pre-built" in p for p in entries["lib-b"].problems)
@@ -232,6 +233,13 @@ def test_a_prebuilt_wheel_is_refused_unless_allowed(repo: Path, tmp_path: Path) 
     assert allowed["lib-b"].source == Verdict.PREBUILT
     assert allowed["app"].dependencies == Verdict.PREBUILT
     assert allowed["app"].source == Verdict.OK
+
+    # Accepted as pre-built, it is still checked for what installers read about it.
+    metadata = wheel.with_name(wheel.name + ".metadata")
+    metadata.write_bytes(metadata.read_bytes() + b"Requires-Dist: evil\n")
+    allowed = {e.name: e for e in verify_chain(Repository(repo), allow_prebuilt=True).entries}
+    assert allowed["lib-b"].source == Verdict.BROKEN
+    assert any("not the wheel's own METADATA" in p for p in allowed["lib-b"].problems)
 
 
 def test_a_wheel_without_a_record_is_caught(repo: Path) -> None:

@@ -9,6 +9,8 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -429,11 +431,9 @@ def test_publish_accepts_members_of_the_data_schemes(tmp_path: Path) -> None:
 
 
 def _fake_install(venv: Path, wheel: Path) -> Path:
-    """Install ``wheel`` by hand into a minimal venv layout; the dist-info directory."""
-    site = venv / "lib" / "python3.11" / "site-packages"
-    site.mkdir(parents=True)
-    (venv / "bin").mkdir()
-    (venv / "pyvenv.cfg").write_text("home = /usr/bin\nversion_info = 3.11.0\n")
+    """Install ``wheel`` by hand into a fresh venv (python -m venv, no pip); its dist-info."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
     record = ""
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():

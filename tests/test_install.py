@@ -149,7 +149,7 @@ def other_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 def test_installs_from_the_index_without_seed_packages(index: str, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     log = tmp_path / "install.log"
-    install_into_venv(["alpha"], venv, index_url=index, log=log)
+    install_into_venv(["alpha"], venv, index_url=index, check=None, log=log)
     assert installed(venv) == {"alpha": "1.0", "beta": "1.0"}  # no pip, no setuptools
     out = subprocess.run([venv / "bin" / "alpha-cli"], capture_output=True, text=True, check=True)
     assert out.stdout == "alpha says hi\n"
@@ -179,7 +179,7 @@ def test_inherited_pip_and_uv_settings_are_ignored(
     monkeypatch.chdir(tmp_path)
 
     venv = tmp_path / "venv"
-    install_into_venv(["alpha"], venv, index_url=index)
+    install_into_venv(["alpha"], venv, index_url=index, check=None)
     assert installed(venv) == {"alpha": "1.0", "beta": "1.0"}
 
 
@@ -187,7 +187,9 @@ def test_constraints_are_applied(index: str, tmp_path: Path) -> None:
     constraints = tmp_path / "constraints.txt"
     constraints.write_text("# pins\nbeta<1.0  # none satisfies this\n")
     with pytest.raises(RewheelError) as info:
-        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+        install_into_venv(
+            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
+        )
     assert info.value.step == "install"
 
 
@@ -197,7 +199,9 @@ def test_constraints_with_index_options_are_refused(
     constraints = tmp_path / "constraints.txt"
     constraints.write_text(f"--extra-index-url {other_index[0]}\nbeta==9.0\n")
     with pytest.raises(ConfigError, match="extra-index-url"):
-        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+        install_into_venv(
+            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
+        )
     assert not (tmp_path / "venv").exists()
 
 
@@ -205,7 +209,9 @@ def test_hashes_in_constraints_are_passed_on(index: str, tmp_path: Path) -> None
     constraints = tmp_path / "constraints.txt"
     constraints.write_text(f"beta==1.0 --hash=sha256:{'0' * 64}\n")
     with pytest.raises(RewheelError) as info:
-        install_into_venv(["alpha"], tmp_path / "venv", index_url=index, constraints=constraints)
+        install_into_venv(
+            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
+        )
     assert not isinstance(info.value, ConfigError)  # accepted by us, refused by uv's hash check
     assert "hash" in str(info.value).lower()
 
@@ -217,7 +223,7 @@ def test_requirements_that_bypass_the_index_are_refused(
     requirement: str, index: str, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError):
-        install_into_venv([requirement], tmp_path / "venv", index_url=index)
+        install_into_venv([requirement], tmp_path / "venv", index_url=index, check=None)
     assert not (tmp_path / "venv").exists()
 
 
@@ -225,7 +231,7 @@ def test_failure_names_the_step_and_log_and_leaves_no_venv(index: str, tmp_path:
     venv = tmp_path / "venv"
     log = tmp_path / "logs" / "install.log"
     with pytest.raises(RewheelError) as info:
-        install_into_venv(["alpha", "gamma"], venv, index_url=index, log=log)
+        install_into_venv(["alpha", "gamma"], venv, index_url=index, check=None, log=log)
     assert info.value.step == "install"
     assert info.value.log_path == log
     assert "gamma" in log.read_text()
@@ -234,7 +240,7 @@ def test_failure_names_the_step_and_log_and_leaves_no_venv(index: str, tmp_path:
 
 def test_failure_without_log_carries_uv_output(index: str, tmp_path: Path) -> None:
     with pytest.raises(RewheelError, match="gamma"):
-        install_into_venv(["gamma"], tmp_path / "venv", index_url=index)
+        install_into_venv(["gamma"], tmp_path / "venv", index_url=index, check=None)
 
 
 def test_refuses_an_existing_environment(index: str, tmp_path: Path) -> None:
@@ -242,5 +248,5 @@ def test_refuses_an_existing_environment(index: str, tmp_path: Path) -> None:
     venv.mkdir()
     (venv / "keep").write_text("")
     with pytest.raises(RewheelError, match="not empty"):
-        install_into_venv(["beta"], venv, index_url=index)
+        install_into_venv(["beta"], venv, index_url=index, check=None)
     assert (venv / "keep").exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import marshal
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +57,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 @pytest.fixture
 def venv(repository: tuple[str, Wheels], tmp_path: Path) -> Path:
     path = tmp_path / "venv"
-    install_into_venv(["alpha", "gamma"], path, index_url=repository[0])
+    install_into_venv(["alpha", "gamma"], path, index_url=repository[0], check=None)
     return path
 
 
@@ -62,7 +65,7 @@ def venv(repository: tuple[str, Wheels], tmp_path: Path) -> Path:
 def shared_venv(repository: tuple[str, Wheels], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One install for the tests that only read it."""
     path = tmp_path_factory.mktemp("shared") / "venv"
-    install_into_venv(["alpha", "gamma"], path, index_url=repository[0])
+    install_into_venv(["alpha", "gamma"], path, index_url=repository[0], check=None)
     return path
 
 
@@ -250,7 +253,7 @@ def test_a_venv_in_a_path_with_a_space_verifies(
 ) -> None:
     # Installers then start scripts with a /bin/sh trampoline instead of a "#!" line.
     venv = tmp_path / "with space" / "venv"
-    install_into_venv(["alpha"], venv, index_url=repository[0])
+    install_into_venv(["alpha"], venv, index_url=repository[0], check=None)
     assert (venv / "bin" / "beta-run").read_bytes().startswith(b"#!/bin/sh\n'''exec'")
     report = verify_venv(venv, repository[1])
     assert reasons(report.problems) == []
@@ -357,3 +360,34 @@ def test_split_shebang() -> None:
     trampoline = b"#!/bin/sh\n'''exec' '/a b/bin/python' \"$0\" \"$@\"\n' '''\nbody\n"
     assert split_shebang(trampoline) == ("/a b/bin/python", "", b"body\n")
     assert split_shebang(b"print()\n") is None
+
+
+def test_byte_code_shipped_in_a_wheel_may_be_written_again_but_not_changed(
+    tmp_path: Path,
+) -> None:
+    # A wheel holding the pyc of its module, with a header whose source mtime (0) never matches
+    # the installed source: the interpreter compiles the source again and replaces the pyc.
+    source = b"X = 1\n"
+    code = compile(source, "delta.py", "exec", dont_inherit=True)
+    pyc = importlib.util.MAGIC_NUMBER + b"\0" * 4 + b"\0" * 4 + len(source).to_bytes(4, "little")
+    pyc += marshal.dumps(code)
+    tag = sys.implementation.cache_tag
+    wheel = make_wheel(
+        tmp_path / "w", "delta", "1.0", {"delta.py": source, f"__pycache__/delta.{tag}.pyc": pyc}
+    )
+    venv = tmp_path / "venv"
+    with serve(write_index(tmp_path / "index", [wheel])) as url:
+        install_into_venv(["delta"], venv, index_url=url, check=None)
+    installed = venv / site(venv) / "__pycache__" / f"delta.{tag}.pyc"
+    assert installed.read_bytes() == pyc
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    subprocess.run([venv / "bin" / "python", "-c", "import delta"], check=True, env=env)
+    assert installed.read_bytes() != pyc  # written again by the interpreter
+    wheels = [(wheel_ref(wheel), wheel)]
+    assert reasons(verify_venv(venv, wheels).problems) == []
+
+    evil = compile("X = 2\n", str(venv / site(venv) / "delta.py"), "exec", dont_inherit=True)
+    installed.write_bytes(installed.read_bytes()[:16] + marshal.dumps(evil))
+    (problem,) = verify_venv(venv, wheels).problems
+    assert (problem.distribution, problem.path) == ("delta", installed.relative_to(venv).as_posix())
+    assert "not the compile of" in problem.reason

@@ -284,18 +284,23 @@ def install(
     *,
     repo_root: Path,
     constraints: Path | None = None,
+    public_key: Path | None = None,
+    allow_prebuilt: bool = False,
 ) -> None:
+    """Install from the repository's index, after checking the chain of custody of every wheel
+    the resolution chose (with ``public_key``, their signatures too)."""
     repo = Repository(repo_root)
     repo.ensure_layout()
     from .serve.server import IndexServer
 
     with IndexServer(repo) as server:
-        from .trust.install import install_into_venv
+        from .trust.install import custody_check, install_into_venv
 
         install_into_venv(
             requirements,
             venv,
             index_url=server.url,
+            check=custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt),
             constraints=constraints,
             python=Path(sys.executable),
             log=repo.logs_dir / "install.log",

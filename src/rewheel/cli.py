@@ -70,6 +70,17 @@ _variant_option = click.option(
 )
 
 
+_public_key_option = click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
+)
+_allow_prebuilt_option = click.option(
+    "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
+)
+
+
 class _Commands(click.Group):
     """Every command's options also read ``REWHEEL_<OPTION>`` (``REWHEEL_JOBS=8``)."""
 
@@ -263,9 +274,30 @@ def bootstrap(
     default=None,
     help="Constraints for the install.",
 )
-def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: Path | None) -> None:
-    """Create VENV and install REQUIREMENTS into it from the repository alone."""
-    app.install(list(requirements), venv, repo_root=repo, constraints=constraint)
+@_public_key_option
+@_allow_prebuilt_option
+def install(
+    requirements: tuple[str, ...],
+    venv: Path,
+    repo: Path,
+    constraint: Path | None,
+    public_key: Path | None,
+    allow_prebuilt: bool,
+) -> None:
+    """Create VENV and install REQUIREMENTS into it from the repository alone, once the chain of
+    custody of every wheel to install is checked (nothing is installed if one is broken)."""
+    app.install(
+        list(requirements),
+        venv,
+        repo_root=repo,
+        constraints=constraint,
+        public_key=public_key,
+        allow_prebuilt=allow_prebuilt,
+    )
+    if public_key is None:
+        from .trust.chain import UNSIGNED_NOTE
+
+        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
     click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
 
 
@@ -277,9 +309,7 @@ def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: P
     help="The virtual environment to check (without it: every wheel of the repository).",
 )
 @_repo_option
-@click.option(
-    "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
-)
+@_allow_prebuilt_option
 @click.option(
     "--check-upstream",
     is_flag=True,
@@ -292,12 +322,7 @@ def install(requirements: tuple[str, ...], venv: Path, repo: Path, constraint: P
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index, for --check-upstream.",
 )
-@click.option(
-    "--public-key",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
-)
+@_public_key_option
 def verify(
     venv: Path | None,
     repo: Path,
@@ -306,9 +331,10 @@ def verify(
     index_url: str,
     public_key: Path | None,
 ) -> None:
-    """Check that every file installed in VENV comes from a wheel of the repository, and the
-    chain of custody of those wheels (or of all of them): built from source here, their
-    dependencies and their build tools too."""
+    """Check that every file installed in VENV comes from a wheel of the repository (its
+    byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
+    its creator writes), and the chain of custody of those wheels (or of all of them): built from
+    source here, their dependencies and their build tools too."""
     venv_ok = True
     packages = None
     if venv is not None:
@@ -333,8 +359,10 @@ def verify(
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
     if not chain.ok:
         broken = sum(not e.ok for e in chain.entries)
+        also = f", and {len(chain.problems)} problem(s) of the repository" if chain.problems else ""
         click.echo(
-            f"chain of custody broken for {broken} of {len(chain.entries)} wheel(s)", err=True
+            f"chain of custody broken for {broken} of {len(chain.entries)} wheel(s){also}",
+            err=True,
         )
     if not venv_ok or not chain.ok:
         sys.exit(1)
@@ -410,6 +438,8 @@ def _echo_chain(report: ChainReport) -> None:
         )
         for problem in e.problems:
             click.echo(f"          - {problem}")
+    for problem in report.problems:
+        click.echo(f"REPO    {problem}")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
 

@@ -4,23 +4,33 @@ For each wheel, three guarantees:
 
 - **source**: it has a build record (not a pre-built one, unless allowed), that record names this
   very file, and a provenance statement whose subject is this file (name and sha256) and whose
-  sdist and build environment are the record's; the sdist kept in ``sdists/`` (and, when asked,
-  the upstream index) still has the recorded sha256; with a public key, the signature is valid.
+  sdist and build environment are the record's; the sdist kept in ``sdists/`` is there and
+  (like the upstream index, when asked) still has the recorded sha256; with a public key, the
+  signature is valid. What installers read about it agrees with the file: its PEP 658
+  ``.metadata`` is the wheel's own METADATA, byte for byte (installers resolve dependencies from
+  it), and the index pages list it with its sha256, the repository's own URL and the sha256 of
+  that METADATA.
 - **dependencies**: every wheel it needs at run time (its ``Requires-Dist`` for this interpreter,
   recursively) has the source guarantee.
 - **build tools**: every wheel of its build environment (and of theirs, recursively, down to the
   self-building roots with no build environment), and of each dependency's, is a wheel of the
   repository with the source guarantee.
+
+Dependencies are read from each wheel's own METADATA, never from the ``.metadata`` beside it.
+Without a public key, a repository rewritten consistently (another wheel with a build record,
+provenance and metadata made to match it) passes: only a signature made where the repository's
+writer cannot reach tells that apart (``UNSIGNED_NOTE``).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -28,11 +38,24 @@ from packaging.utils import canonicalize_name
 from ..core.errors import RewheelError
 from ..core.fsutil import sha256_file
 from ..core.records import BuildRecord
-from ..core.types import Upstream, WheelRef
+from ..core.types import IndexFile, Upstream, WheelRef
 from ..core.versions import normal_version
+from ..index.index_pages import wheel_url
+from ..index.index_parse import parse_html_page, parse_json_page
 from ..repo.repository import Repository
-from ..repo.wheelfile import parse_metadata, read_metadata_bytes
+from ..repo.wheelfile import READ_ERRORS, parse_metadata, read_metadata_bytes
 from .provenance import DSSE_SUFFIX, check_envelope, check_statement, sdist_filename
+
+# Said once by a check made without a public key.
+UNSIGNED_NOTE = (
+    "no public key given: hashes, records and provenance were checked against each other, "
+    "which catches a file changed on its own, but not a repository rewritten consistently "
+    "(another wheel with its build record, provenance subject, metadata and index pages made "
+    "to match); only --public-key, with a key its writer cannot reach, catches that"
+)
+_READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
+# Where the index pages are taken to be served, to resolve the links they hold.
+_PAGES_AT = "http://repository.invalid/simple/"
 
 
 class Verdict(enum.IntEnum):
@@ -65,10 +88,11 @@ class ChainEntry:
 class ChainReport:
     entries: list[ChainEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
+    problems: list[str] = field(default_factory=list)  # of the repository, not of one wheel
 
     @property
     def ok(self) -> bool:
-        return all(e.ok for e in self.entries)
+        return all(e.ok for e in self.entries) and not self.problems
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -103,6 +127,9 @@ class _Checker:
         self._own: dict[str, _Result] = {}
         self._tools: dict[str, _Result] = {}
         self._visiting: set[str] = set()
+        self._metadata: dict[str, bytes | str] = {}
+        self._pages: dict[str, list[tuple[str, IndexFile]]] = {}
+        self.problems: list[str] = []
 
     def _load_records(self) -> dict[tuple[str, str], BuildRecord]:
         out: dict[tuple[str, str], BuildRecord] = {}
@@ -140,14 +167,98 @@ class _Checker:
                 f" ({record.wheel}, sha256 {record.wheel_sha256[:12]}...)"
             ]
         if record.prebuilt:
-            if self.allow_prebuilt:
-                return Verdict.PREBUILT, []
-            return Verdict.BROKEN, [
-                f"{label}: a pre-built wheel, not built from source (--allow-prebuilt accepts it)"
-            ]
+            if not self.allow_prebuilt:
+                return Verdict.BROKEN, [
+                    f"{label}: a pre-built wheel, not built from source (--allow-prebuilt"
+                    " accepts it)"
+                ]
+            served = self._check_served(ref, label)
+            return (Verdict.BROKEN, served) if served else (Verdict.PREBUILT, [])
         problems = self._check_provenance(ref, record, label)
         problems += self._check_sdist(ref, record, label)
+        problems += self._check_served(ref, label)
         return (Verdict.BROKEN if problems else Verdict.OK), problems
+
+    # -- what installers read about it
+
+    def metadata(self, ref: WheelRef) -> bytes | str:
+        """The wheel's own METADATA, or why it cannot be read."""
+        if ref.filename not in self._metadata:
+            try:
+                self._metadata[ref.filename] = read_metadata_bytes(self.repo.wheel_path(ref))
+            except _READ_ERRORS as exc:
+                self._metadata[ref.filename] = f"cannot read its METADATA: {exc}"
+        return self._metadata[ref.filename]
+
+    def _check_served(self, ref: WheelRef, label: str) -> list[str]:
+        own = self.metadata(ref)
+        if isinstance(own, str):
+            return [f"{label}: {own}"]
+        problems = []
+        sidecar = self.repo.wheel_path(ref).with_name(ref.filename + ".metadata")
+        try:
+            served = sidecar.read_bytes()
+        except FileNotFoundError:
+            served = None  # installers then read the wheel's own
+        except OSError as exc:
+            return [f"{label}: cannot read wheels/{sidecar.name}: {exc}"]
+        if served is not None and served != own:
+            problems.append(
+                f"{label}: wheels/{sidecar.name} is not the wheel's own METADATA: installers "
+                "resolve with it (a Requires-Dist taken out there leaves a dependency out)"
+            )
+        own_sha256 = hashlib.sha256(own).hexdigest()
+        url = urljoin(f"{_PAGES_AT}{ref.name}/", wheel_url(ref.filename))
+        for page, file in self.pages(ref.name):
+            if file.filename != ref.filename:
+                continue
+            if file.url != url:
+                problems.append(
+                    f"{label}: {page} links {ref.filename} to {file.url}, not to the repository's"
+                    " own file"
+                )
+            if file.sha256 != ref.sha256:
+                problems.append(
+                    f"{label}: {page} lists {ref.filename} with another sha256"
+                    f" ({file.sha256 or 'none'}) than the wheel's"
+                )
+            if file.metadata_sha256 is not None and file.metadata_sha256 != own_sha256:
+                problems.append(
+                    f"{label}: {page} gives the sha256 of other metadata than the wheel's own"
+                    f" METADATA for {ref.filename}"
+                )
+        return problems
+
+    def pages(self, project: str) -> list[tuple[str, IndexFile]]:
+        """The files the index pages of ``project`` list, with the page that lists each."""
+        if project in self._pages:
+            return self._pages[project]
+        out: list[tuple[str, IndexFile]] = []
+        page_url = f"{_PAGES_AT}{project}/"
+        for page, parse in (("index.html", parse_html_page), ("index.json", parse_json_page)):
+            path = self.repo.simple_dir / project / page
+            name = f"simple/{project}/{page}"
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self.problems.append(f"{name}: cannot be read: {exc}")
+                continue
+            try:
+                files = parse(data, page_url, canonicalize_name(project)).files
+            except RewheelError as exc:
+                self.problems.append(f"{name}: cannot be read: {exc.message}")
+                continue
+            out.extend((name, f) for f in files)
+        known = {w.filename: w for w in self.by_name.get(project, [])}
+        for name, file in out:
+            if file.filename not in known:
+                self.problems.append(
+                    f"{name} lists {file.filename}, which is not a wheel of the repository"
+                )
+        self._pages[project] = out
+        return out
 
     def _check_provenance(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
         path = self.repo.provenance_path(ref)
@@ -188,7 +299,15 @@ class _Checker:
         filename = sdist_filename(url)
         problems = []
         local = self.repo.sdists_dir / filename
-        if local.is_file() and sha256_file(local) != sha256:
+        if not local.is_file():
+            problems.append(
+                f"{label}: sdists/{filename}, the kept copy of the sdist it was built from, is"
+                " gone, so nothing here shows any more what it was built from and rebuild"
+                f" --check cannot run (bootstrap does not fetch it again for a wheel it reuses):"
+                f" download it again from {url} into sdists/ (its sha256 must be {sha256}),"
+                " or, if it is gone from there too, remove this wheel and bootstrap again"
+            )
+        elif sha256_file(local) != sha256:
             problems.append(f"{label}: sdists/{filename} no longer has the recorded sha256")
         if self.upstream is not None:
             try:
@@ -250,12 +369,9 @@ class _Checker:
     # -- what it needs at run time
 
     def requirements(self, ref: WheelRef) -> list[Requirement]:
-        wheel = self.repo.wheel_path(ref)
-        meta = wheel.with_name(ref.filename + ".metadata")
-        try:
-            data = meta.read_bytes() if meta.is_file() else read_metadata_bytes(wheel)
-        except (OSError, KeyError, zipfile.BadZipFile, RewheelError):
-            return []
+        data = self.metadata(ref)
+        if isinstance(data, str):
+            return []  # reported with the wheel itself
         out = []
         for text in parse_metadata(data).get("requires_dist") or []:
             try:
@@ -374,5 +490,16 @@ def verify_chain(
             targets.extend(refs)
     report.entries.extend(checker.entry(ref) for ref in targets)
     report.entries.sort(key=lambda e: (e.name, normal_version(e.version), e.wheel or ""))
+    # Pages of the projects checked (all of them for the whole repository): files they list
+    # that the repository does not hold.
+    if packages is None and checker.repo.simple_dir.is_dir():
+        projects = {p.name for p in checker.repo.simple_dir.iterdir() if p.is_dir()}
+    else:
+        projects = {ref.name for ref in targets}
+    for project in sorted(projects):
+        checker.pages(project)
+    report.problems = _dedupe(checker.problems)
+    if public_key is None:
+        checker.notes.append(UNSIGNED_NOTE)
     report.notes = _dedupe(checker.notes)
     return report

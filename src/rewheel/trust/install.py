@@ -4,6 +4,15 @@ Everything that could make uv look elsewhere is switched off: uv's configuration
 (``--no-config``), every inherited ``UV_*`` and ``PIP_*`` variable, the user's home and XDG
 directories (``buildenv.scrubbed_environ``), uv's shared cache, options inside a constraints file
 and direct-URL requirements. The only index uv sees is the one passed in.
+
+Nothing is installed before it is checked. The requirements are first resolved
+(``uv pip compile --generate-hashes``) into exact releases with the sha256 of every file uv may
+take for each; the ``CustodyCheck`` is given those, and ``custody_check`` refuses unless each
+file is a wheel of the repository whose chain of custody holds (``chain.verify_chain``: build
+record, provenance, kept sdist, metadata, index pages, the signature with a public key, and the
+same for its dependencies and build tools; hashes only, nothing is rebuilt). Only then is the
+venv made and exactly those files installed, hashes required, dependencies not resolved again:
+a wheel swapped after the check fails uv's hash check.
 """
 
 from __future__ import annotations
@@ -14,13 +23,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from ..build.buildenv import scrubbed_environ
-from ..core.errors import ConfigError, RewheelError, Step
+from ..core.errors import ConfigError, IntegrityError, RewheelError, Step
+from ..core.versions import normal_version
+from ..repo.repository import Repository
+from .chain import verify_chain
 
 _STEP = Step.INSTALL
 _HASH_OPTION = re.compile(r"\s--hash[=\s]\S+")
@@ -66,6 +80,86 @@ def _check_constraints(path: Path) -> None:
             _check_requirement(line, f"in {path} line {number}")
 
 
+@dataclass(frozen=True)
+class PinnedRelease:
+    """One release the resolution chose, with the sha256 of every file uv may install for it."""
+
+    name: str
+    version: str
+    sha256: tuple[str, ...]
+
+
+# Called with what is about to be installed; raises to refuse (nothing is installed then).
+CustodyCheck = Callable[[Sequence[PinnedRelease]], None]
+
+_PIN = re.compile(r"(?P<req>[^\s]+)(?P<hashes>(?:\s+--hash=sha256:[0-9a-fA-F]{64})*)")
+
+
+def parse_pins(text: str) -> list[PinnedRelease]:
+    """The releases of a ``uv pip compile --generate-hashes --no-header --no-annotate`` output."""
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        found = _PIN.fullmatch(line)
+        try:
+            req = Requirement(found["req"]) if found else None
+        except InvalidRequirement:
+            req = None
+        specs = list(req.specifier) if req is not None else []
+        if found is None or req is None or len(specs) != 1 or specs[0].operator != "==":
+            raise RewheelError(f"unexpected line in the resolution: {line!r}", step=_STEP)
+        hashes = tuple(h.lower() for h in re.findall(r"[0-9a-fA-F]{64}", found["hashes"]))
+        if not hashes:
+            raise RewheelError(f"no hash for {req.name} in the resolution", step=_STEP)
+        out.append(PinnedRelease(req.name, specs[0].version, hashes))
+    return out
+
+
+def custody_check(
+    repo: Repository, *, public_key: Path | None = None, allow_prebuilt: bool = False
+) -> CustodyCheck:
+    """A check that refuses any file not a wheel of ``repo`` with its chain of custody whole."""
+
+    def check(pins: Sequence[PinnedRelease]) -> None:
+        by_sha = {w.sha256: w for w in repo.wheels()}
+        problems = []
+        for pin in pins:
+            for sha256 in pin.sha256:
+                ref = by_sha.get(sha256)
+                if (
+                    ref is None
+                    or ref.name != canonicalize_name(pin.name)
+                    or normal_version(ref.version) != normal_version(pin.version)
+                ):
+                    problems.append(
+                        f"{pin.name} {pin.version}: the index offers a file (sha256 {sha256})"
+                        " that is not a wheel of the repository"
+                    )
+        report = verify_chain(
+            repo,
+            [(p.name, p.version) for p in pins],
+            installed_only=True,
+            public_key=public_key,
+            allow_prebuilt=allow_prebuilt,
+        )
+        for entry in report.entries:
+            if not entry.ok:
+                problems.append(f"{entry.wheel or entry.name}: " + "; ".join(entry.problems))
+        problems += report.problems
+        if problems:
+            raise IntegrityError(
+                "refusing to install, the chain of custody is broken:\n  - "
+                + "\n  - ".join(problems),
+                step=_STEP,
+                hint="nothing was installed; `rewheel verify --repo` lists what is wrong in"
+                " the repository",
+            )
+
+    return check
+
+
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -95,6 +189,7 @@ def install_into_venv(
     venv: Path,
     *,
     index_url: str,
+    check: CustodyCheck | None,
     constraints: Path | None = None,
     python: Path = Path(sys.executable),
     uv: Path | None = None,
@@ -102,8 +197,10 @@ def install_into_venv(
 ) -> None:
     """Create ``venv`` (no seed packages) and install ``requirements`` from ``index_url`` only.
 
-    ``venv`` must not exist yet, or be an empty directory: a fresh environment is what
-    ``rewheel verify`` can vouch for. Output of uv goes to ``log`` when given.
+    ``check`` is given what the resolution chose before anything is made; None checks nothing
+    (for an index that is not a repository). ``venv`` must not exist yet, or be an empty
+    directory: a fresh environment is what ``rewheel verify`` can vouch for. Output of uv goes
+    to ``log`` when given.
     """
     reqs = _check_requirements(requirements)
     venv = venv.absolute()
@@ -118,7 +215,7 @@ def install_into_venv(
     log = log.absolute() if log is not None else None
     existed = venv.exists()
     try:
-        _create_and_install(reqs, venv, index_url, constraints, python, uv, log)
+        _create_and_install(reqs, venv, index_url, constraints, python, uv, log, check)
     except BaseException:
         # Leave nothing half made behind that a later verify or install could mistake for real.
         if existed:
@@ -140,6 +237,7 @@ def _create_and_install(
     python: Path,
     uv: Path,
     log: Path | None,
+    check: CustodyCheck | None,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="rewheel-install-") as tmp:
         work = Path(tmp)
@@ -147,17 +245,27 @@ def _create_and_install(
         home.mkdir()
         env = scrubbed_environ(os.environ, home=home)
         # cwd is an empty directory so that no uv.toml/pyproject.toml nearby is ever consulted.
+        common = ["--no-config", "--no-python-downloads"]
+        index = [
+            "--index-url",
+            index_url,
+            # Wheels only: an sdist that slipped into the index would be built here, unverified.
+            "--no-build",
+            "--no-cache",
+        ]
+        wanted = work / "requirements.in"
+        wanted.write_text("".join(f"{r}\n" for r in reqs), encoding="utf-8")
+        pinned = work / "pinned.txt"
+        cmd = [str(uv), "pip", "compile", *common, "--python", str(python), *index]
+        cmd += ["--generate-hashes", "--no-header", "--no-annotate", "--quiet"]
+        if constraints is not None:
+            cmd += ["--constraint", str(constraints.absolute())]
+        _run([*cmd, "-o", str(pinned), str(wanted)], env=env, cwd=work, log=log)
+        pins = parse_pins(pinned.read_text(encoding="utf-8"))
+        if check is not None:
+            check(pins)
         _run(
-            [
-                str(uv),
-                "venv",
-                "--no-config",
-                "--no-python-downloads",
-                "--quiet",
-                "--python",
-                str(python),
-                str(venv),
-            ],
+            [str(uv), "venv", *common, "--quiet", "--python", str(python), str(venv)],
             env=env,
             cwd=work,
             log=log,
@@ -165,23 +273,11 @@ def _create_and_install(
         for name in _VIRTUALENV_PATCH:
             for found in venv.glob(f"lib*/python*/site-packages/{name}"):
                 found.unlink(missing_ok=True)
-        cmd = [
-            str(uv),
-            "pip",
-            "install",
-            "--no-config",
-            "--no-python-downloads",
-            "--python",
-            str(_venv_python(venv)),
-            "--index-url",
-            index_url,
-            # Wheels only: an sdist that slipped into the index would be built here, unverified.
-            "--no-build",
-            "--no-cache",
-            # Copies, not links into a cache: installed files must not change with anything else.
-            "--link-mode",
-            "copy",
-        ]
-        if constraints is not None:
+        cmd = [str(uv), "pip", "install", *common, "--python", str(_venv_python(venv)), *index]
+        # Exactly the files checked: every one pinned by its hash, nothing resolved again.
+        cmd += ["--no-deps", "--require-hashes"]
+        # Copies, not links into a cache: installed files must not change with anything else.
+        cmd += ["--link-mode", "copy", "-r", str(pinned)]
+        if constraints is not None:  # the hashes it may give are checked here
             cmd += ["--constraint", str(constraints.absolute())]
-        _run([*cmd, *reqs], env=env, cwd=work, log=log)
+        _run(cmd, env=env, cwd=work, log=log)

@@ -5,11 +5,17 @@ name and version (its file checked against the repository's sha256), each file t
 RECORD lists must still hash to what RECORD says, and must be a file of that wheel with the same
 hash. Installers write a few files of their own (INSTALLER, REQUESTED, RECORD, entry-point
 launchers, the first line of ``#!python`` scripts); those are allowed, and their content is
-checked as far as it can be. Last, any file in site-packages or bin/ that no RECORD lists is
+checked as far as it can be. Any file in site-packages or bin/ that no RECORD lists is
 reported: a ``.pth`` file nobody owns runs code at every interpreter start.
 
-Byte-compiled ``__pycache__/*.pyc`` files are not compared (marshal output is not reproducible);
-they are accepted when their source file is one a RECORD lists.
+What runs besides the wheels' files is checked too:
+
+- every ``.pyc`` in site-packages: a ``__pycache__`` file must be what the venv's interpreter
+  compiles from its source, a source that a repository wheel vouches for (``bytecode``,
+  ``pyc_child``); any other pyc must be a file of a wheel;
+- what the venv creator wrote: ``pyvenv.cfg``, ``bin/python*`` and the activation scripts
+  (``venvfiles``), against the interpreter the venv must be made from (by default the one
+  rewheel runs on, which ``rewheel install`` uses).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import posixpath
 import re
+import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,12 +51,25 @@ from ..repo.wheelfile import (
     parse_wheel_info,
     record_hash,
 )
+from . import venvfiles
+from .bytecode import (
+    BytecodeChecker,
+    Interpreter,
+    PycCheck,
+    PycVerdict,
+    cached_pyc,
+    check_bytecode,
+    probe_interpreter,
+)
 from .chain import ChainEntry as ChainEntry
 from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
+from .venvfiles import MadeReference, Reference, ReferenceMaker
 
 # Problem.distribution of a file that no distribution claims.
 UNOWNED = "(no distribution)"
+# Problem.distribution of what the venv creator wrote (pyvenv.cfg, bin/python*, activate...).
+VENV = "(the venv)"
 
 # Files an installer writes into the dist-info directory that are not in the wheel.
 _INSTALLER_FILES = frozenset(
@@ -500,14 +520,6 @@ def _installer_file_ok(name: str, data: bytes) -> bool:
 # ---------------------------------------------------------------- checking one distribution
 
 
-def _pyc_source(key: str) -> str | None:
-    """``a/mod.py`` for ``a/__pycache__/mod.cpython-311.pyc``; None for anything else."""
-    parent, name = posixpath.split(key)
-    if posixpath.basename(parent) != "__pycache__" or not name.endswith(".pyc"):
-        return None
-    return posixpath.join(posixpath.dirname(parent), name.split(".", 1)[0] + ".py")
-
-
 @dataclass
 class _Installed:
     """One installed distribution as its dist-info describes it."""
@@ -526,6 +538,10 @@ class _Checker:
         self.digests = _FileDigests(layout.root)
         self.report = VerifyReport()
         self.owned: set[str] = set()
+        # Files proven equal to a file of a repository wheel, and whose they are.
+        self.verified: dict[str, tuple[str, str]] = {}
+        self.bin_names: frozenset[str] = frozenset()  # bin/ files the venv creator writes
+        self.pycs: list[str] = []  # every .pyc found in site-packages
 
     def problem(self, dist: str, version: str | None, path: str | None, reason: str) -> None:
         self.report.problems.append(Problem(dist, version, path, reason))
@@ -560,9 +576,12 @@ class _Checker:
                 self.problem(name, version, None, str(reason))
             return
         # Several wheels of one release (other tags): judge against the one that fits best.
-        verdicts: list[list[Problem]] = [self._compare(installed, wheel) for wheel in wheels]
-        verdicts.sort(key=len)
-        self.report.problems.extend(verdicts[0])
+        verdicts = [self._compare(installed, wheel) for wheel in wheels]
+        verdicts.sort(key=lambda v: len(v[0]))
+        problems, verified = verdicts[0]
+        self.report.problems.extend(problems)
+        for key in verified:
+            self.verified[key] = (name, version)
 
     def _metadata(self, dist_info: Path) -> RawMetadata | None:
         try:
@@ -591,33 +610,41 @@ class _Checker:
         for key, entry in sorted(dist.record.items()):
             path = self.layout.root / key
             if not path.exists() and not path.is_symlink():
-                self.problem(dist.name, dist.version, key, "missing")
+                if cached_pyc(key) is None:  # byte-code comes and goes with the interpreter
+                    self.problem(dist.name, dist.version, key, "missing")
                 continue
             if path.is_symlink() or not path.is_file():
                 self.problem(dist.name, dist.version, key, "not a regular file")
                 continue
             split = _split_hash(entry.hash)
-            if split is None:
-                if key == record_key or _pyc_source(key) is not None:
+            if cached_pyc(key) is not None:
+                # pip lists the pycs it wrote, and the interpreter may write them again: what
+                # they hold is judged against their source (``bytecode``), not this hash.
+                dist.intact.add(key)
+            elif split is None:
+                if key == record_key:
                     dist.intact.add(key)
                 else:
                     self.problem(dist.name, dist.version, key, "RECORD gives no hash")
                 continue
-            algo, digest = split
-            if algo not in _ALGORITHMS:
-                self.problem(dist.name, dist.version, key, f"RECORD uses {algo}")
-            elif self.digests(key, algo) != digest:
-                self.problem(dist.name, dist.version, key, "modified after install")
             else:
-                dist.intact.add(key)
+                algo, digest = split
+                if algo not in _ALGORITHMS:
+                    self.problem(dist.name, dist.version, key, f"RECORD uses {algo}")
+                elif self.digests(key, algo) != digest:
+                    self.problem(dist.name, dist.version, key, "modified after install")
+                else:
+                    dist.intact.add(key)
 
     # -- against the wheel
 
-    def _compare(self, dist: _Installed, wheel: WheelContents) -> list[Problem]:
+    def _compare(self, dist: _Installed, wheel: WheelContents) -> tuple[list[Problem], set[str]]:
+        """The problems of ``dist`` judged against ``wheel``, and the files that are the wheel's."""
         layout = self.layout
         expected = expected_files(wheel, layout, dist.name)
         filename = wheel.ref.filename
         out: list[Problem] = []
+        verified: set[str] = set()
 
         def problem(key: str, reason: str) -> None:
             out.append(Problem(dist.name, dist.version, key, reason))
@@ -631,14 +658,18 @@ class _Checker:
                     problem(key, "installer-written file with unexpected content")
             elif key in expected:
                 reason = self._same_file(key, expected[key])
-                if reason:
+                if not reason:
+                    verified.add(key)
+                elif cached_pyc(key) is None:
                     problem(key, f"{reason} {filename}")
+                # else: a pyc of the wheel that the interpreter wrote again (its header did not
+                # match the installed source's mtime): judged as byte-code, with every other.
             elif directory == layout.scripts and base in wheel.launchers:
                 module, attr = wheel.launchers[base]
                 if not self._launcher_ok(key, module, attr):
                     problem(key, f"not a launcher of {module}:{attr}")
-            elif (source := _pyc_source(key)) is not None and source in dist.intact:
-                pass
+            elif cached_pyc(key) is not None:
+                pass  # judged with every other pyc
             else:
                 problem(key, f"not a file of {filename}")
         for key in sorted(expected.keys() - dist.record.keys()):
@@ -647,7 +678,7 @@ class _Checker:
             key = f"{layout.scripts}/{script}"
             if key not in dist.record and key not in expected:
                 problem(key, f"entry-point launcher of {filename} not installed")
-        return out
+        return out, verified
 
     def _same_file(self, key: str, file: WheelFile) -> str | None:
         """None if the installed ``key`` is ``file`` as an installer writes it, else why not."""
@@ -675,6 +706,92 @@ class _Checker:
             return False
         return launcher_runs(source, module, attr)
 
+    # -- what the venv creator wrote
+
+    def venv_files(self, interpreter: Interpreter, references: ReferenceMaker) -> None:
+        """``pyvenv.cfg``, ``bin/python*`` and the activation scripts (see ``venvfiles``)."""
+        layout = self.layout
+        cfg_key = "pyvenv.cfg"
+        try:
+            text = (layout.root / cfg_key).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(VENV, None, cfg_key, f"unreadable: {exc}")
+            text = ""
+        pairs = venvfiles.parse_pyvenv_cfg(text)
+        creator = venvfiles.creator_of(pairs)
+        reference: Reference | str
+        if creator is None:
+            reference = "the venv was not made by uv or python -m venv"
+        else:
+            reference = references(
+                creator,
+                interpreter,
+                self._venv_path(),
+                venvfiles.prompt_option(creator, pairs),
+            )
+        for key, reason in venvfiles.check_pyvenv_cfg(
+            pairs,
+            interpreter=interpreter,
+            creator=creator,
+            reference=reference.cfg if isinstance(reference, Reference) else None,
+        ):
+            self.problem(VENV, None, cfg_key, f"{key}: {reason}" if key else reason)
+
+        pythons = venvfiles.python_names(interpreter)
+        digest: list[str | None] = []  # the interpreter's sha256, computed once if needed
+        scripts = layout.root / layout.scripts
+        for name in sorted(pythons):
+            path = scripts / name
+            if not path.exists() and not path.is_symlink():
+                continue
+            if Path(os.path.realpath(path)) != interpreter.executable and not digest:
+                digest.append(venvfiles.interpreter_digest(interpreter))
+            why = venvfiles.check_python(path, interpreter, digest[0] if digest else None)
+            if why:
+                self.problem(VENV, None, f"{layout.scripts}/{name}", why)
+
+        if isinstance(reference, str):
+            names = _VENV_SCRIPTS
+            for name in sorted(names):
+                if (scripts / name).exists() or (scripts / name).is_symlink():
+                    self.problem(
+                        VENV, None, f"{layout.scripts}/{name}", f"cannot be checked: {reference}"
+                    )
+        else:
+            names = frozenset(reference.scripts)
+            where = f"for a venv at {reference.path}"
+            for name, expected in sorted(reference.scripts.items()):
+                path = scripts / name
+                if not path.exists() and not path.is_symlink():
+                    continue
+                actual = venvfiles.read_script(path)
+                if actual is None:
+                    reason = "not a plain file, as its creator writes it"
+                elif actual != expected:
+                    reason = f"differs from what {_creator_name(creator)} writes {where}"
+                else:
+                    continue
+                self.problem(VENV, None, f"{layout.scripts}/{name}", reason)
+        self.bin_names = names | pythons
+
+    def _venv_path(self) -> str:
+        """The venv's path as its creator was given it: the one ``bin/activate`` names when that
+        is this venv, else its absolute path."""
+        root = self.layout.root
+        try:
+            text = (root / self.layout.scripts / "activate").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        named = venvfiles.venv_path_in_activate(text)
+        if (
+            named
+            and os.path.isabs(named)
+            and os.path.normpath(named) == named  # no "..": the reference is made below it
+            and os.path.realpath(named) == str(root)
+        ):
+            return named
+        return str(root)
+
     # -- files nobody owns
 
     def unowned(self) -> None:
@@ -687,42 +804,147 @@ class _Checker:
                 dirnames[:] = sorted(d for d in dirnames if d not in links)
                 for name in sorted([*filenames, *links]):
                     key = layout.key(here / name)
-                    if key is None or key in self.owned:
+                    if key is None:
                         continue
-                    source = _pyc_source(key)
-                    if source is not None and source in self.owned:
+                    if name.endswith(".pyc"):
+                        self.pycs.append(key)  # judged by what it compiles from
+                        continue
+                    if key in self.owned:
                         continue
                     reason = "not listed in any RECORD"
                     if name.endswith(".pth"):
                         reason += " (a .pth file runs code at interpreter start)"
                     self.problem(UNOWNED, None, key, reason)
         scripts = layout.root / layout.scripts
-        venv_files = _venv_scripts(layout.python_version)
         for entry in sorted(scripts.iterdir()) if scripts.is_dir() else []:
             key = f"{layout.scripts}/{entry.name}"
-            if key not in self.owned and entry.name not in venv_files:
-                self.problem(UNOWNED, None, key, "not listed in any RECORD")
+            if key in self.owned or entry.name in self.bin_names:
+                continue
+            reason = "not listed in any RECORD"
+            if entry.name == "pyvenv.cfg":
+                reason += " (Python reads a pyvenv.cfg here before the venv's own)"
+            self.problem(UNOWNED, None, key, reason)
+
+    # -- byte-code
+
+    def bytecode(self, interpreter: Interpreter, checker: BytecodeChecker) -> None:
+        """Every pyc found by ``unowned``: a file of a wheel, or the compile of a verified
+        source by ``interpreter``."""
+        todo: list[PycCheck] = []
+        for key in sorted(self.pycs):
+            if key in self.verified:
+                continue  # a file of a repository wheel, byte for byte
+            cached = cached_pyc(key)
+            owner = self.verified.get(cached.source) if cached is not None else None
+            who, version = owner if owner else (UNOWNED, None)
+            if (self.layout.root / key).is_symlink():
+                self.problem(who, version, key, "a link: byte-code must be a file of its own")
+            elif cached is None:
+                self.problem(
+                    UNOWNED,
+                    None,
+                    key,
+                    "byte-code that no RECORD vouches for (Python imports a .pyc outside"
+                    " __pycache__ when no .py is beside it)",
+                )
+            elif owner is None and cached.source in self.owned:
+                pass  # its source is reported already: no wheel vouches for it
+            elif owner is None:
+                source = self.layout.root / cached.source
+                there = source.exists() or source.is_symlink()
+                self.problem(
+                    UNOWNED,
+                    None,
+                    key,
+                    f"byte-code of {cached.source}, which no repository wheel vouches for"
+                    if there
+                    else f"byte-code of {cached.source}, which is not there; no wheel installed it",
+                )
+            elif cached.tag != interpreter.cache_tag:
+                self.problem(
+                    who,
+                    version,
+                    key,
+                    f"byte-code for another interpreter ({cached.tag}; this venv's is"
+                    f" {interpreter.cache_tag}): it cannot be checked",
+                )
+            else:
+                todo.append(PycCheck(key, cached.source, cached.optimization))
+        if not todo:
+            return
+        verdicts = checker(interpreter, self.layout.root, todo)
+        for item in todo:
+            who, version = self.verified[item.source]
+            verdict = verdicts.get(item.pyc, PycVerdict("crashed", "no answer"))
+            reason = _pyc_reason(item, verdict, interpreter)
+            if reason is None and verdict.source_sha256 != self.digests(item.source, "sha256"):
+                reason = f"{item.source} changed while its byte-code was checked"
+            if reason is not None:
+                self.problem(who, version, item.pyc, reason)
 
 
-def _venv_scripts(python_version: str) -> frozenset[str]:
-    """Files ``uv venv`` (or ``python -m venv``) itself puts in bin/."""
-    activators = {"activate", "activate.bat", "activate.csh", "activate.fish", "activate.nu"}
-    activators |= {"activate.ps1", "Activate.ps1", "activate.xsh", "activate_this.py"}
-    activators |= {"deactivate.bat", "pydoc.bat"}
-    return frozenset({*activators, "python", "python3", f"python{python_version}"})
+def _pyc_reason(item: PycCheck, verdict: PycVerdict, interpreter: Interpreter) -> str | None:
+    detail = f" ({verdict.detail})" if verdict.detail else ""
+    match verdict.verdict:
+        case "ok":
+            return None
+        case "differs":
+            return (
+                f"byte-code that is not the compile of {item.source} by this venv's python"
+                " (Python runs it instead of the source)"
+            )
+        case "foreign":
+            return (
+                f"not byte-code of this venv's python (magic {verdict.detail}, its own is"
+                f" {interpreter.magic}): it cannot be checked"
+            )
+        case "bad-flags":
+            return f"byte-code with invalid header flags{detail}"
+        case "source-does-not-compile":
+            return f"byte-code of {item.source}, which does not compile{detail}: not from it"
+        case "too-large":
+            return "byte-code or source too large to compare"
+        case "crashed":
+            return f"byte-code that stopped its checker{detail}"
+        case _:
+            return f"byte-code that cannot be read{detail}"
 
 
-def verify_venv(venv: Path, wheels: Sequence[tuple[WheelRef, Path]]) -> VerifyReport:
-    """Check every file installed in ``venv`` against the repository's ``wheels``.
+def _creator_name(creator: str | None) -> str:
+    return "uv" if creator == venvfiles.UV else "python -m venv"
 
-    Raises VerifyError only when ``venv`` is not a virtual environment; everything found wrong
-    inside it is a Problem in the report.
+
+# Files ``uv venv`` or ``python -m venv`` put in bin/, when they cannot be made again to compare.
+_VENV_SCRIPTS = frozenset(
+    {"activate", "activate.bat", "activate.csh", "activate.fish", "activate.nu", "activate.ps1"}
+    | {"Activate.ps1", "activate.xsh", "activate_this.py", "deactivate.bat", "pydoc.bat"}
+)
+
+
+def verify_venv(
+    venv: Path,
+    wheels: Sequence[tuple[WheelRef, Path]],
+    *,
+    python: Path | None = None,
+    bytecode: BytecodeChecker = check_bytecode,
+    references: ReferenceMaker | None = None,
+) -> VerifyReport:
+    """Check every file installed in ``venv`` against the repository's ``wheels``, and what the
+    venv creator wrote against what it writes for ``python`` (default: the interpreter rewheel
+    runs on, which ``rewheel install`` makes venvs from).
+
+    Raises VerifyError only when ``venv`` is not a virtual environment or ``python`` cannot be
+    run; everything found wrong inside the venv is a Problem in the report.
     """
-    checker = _Checker(venv_layout(venv), _Repository(wheels))
-    for site in checker.layout.site_dirs:
-        for dist_info in sorted((checker.layout.root / site).glob("*.dist-info")):
+    layout = venv_layout(venv)
+    interpreter = probe_interpreter(python or Path(sys.executable))
+    checker = _Checker(layout, _Repository(wheels))
+    for site in layout.site_dirs:
+        for dist_info in sorted((layout.root / site).glob("*.dist-info")):
             if dist_info.is_dir():
                 checker.distribution(dist_info)
+    checker.venv_files(interpreter, references or MadeReference())
     checker.unowned()
+    checker.bytecode(interpreter, bytecode)
     checker.report.checked.sort()
     return checker.report
