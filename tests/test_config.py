@@ -31,7 +31,6 @@ def test_keys_are_the_long_options_and_apply_to_every_command_that_has_them() ->
         index-url = "https://example.org/simple"
         jobs = 3
         pre = true
-        no-network-isolation = true
         build-timeout = 60
         """
     )
@@ -40,7 +39,6 @@ def test_keys_are_the_long_options_and_apply_to_every_command_that_has_them() ->
     assert got["bootstrap"]["index_url"] == "https://example.org/simple"
     assert got["bootstrap"]["jobs"] == 3 and got["rebuild"]["jobs"] == 3
     assert got["bootstrap"]["pre"] is True
-    assert got["bootstrap"]["no_network_isolation"] is True
     assert got["bootstrap"]["build_timeout"] == 60.0
     assert "jobs" not in got["serve"]
 
@@ -119,6 +117,22 @@ def test_a_file_cannot_turn_the_sandbox_off(text: str, name: str) -> None:
     with pytest.raises(ConfigError, match=r"--no-sandbox cannot be set in a file") as info:
         dmap(text, name=name)
     assert "REWHEEL_NO_SANDBOX=1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        ("no-network-isolation = true\n", "REWHEEL_NO_NETWORK_ISOLATION=1"),
+        ('[verify]\npublic-key = "attacker.pem"\n', "REWHEEL_PUBLIC_KEY=PATH"),
+        ("[install]\nallow-prebuilt = true\n", "REWHEEL_ALLOW_PREBUILT=1"),
+    ],
+)
+def test_a_file_cannot_weaken_isolation_or_verification(text: str, env: str) -> None:
+    """A cloned project's settings must not give its builds the network, nor choose the key
+    verify and install trust, nor make them accept pre-built wheels."""
+    with pytest.raises(ConfigError, match=r"cannot be set in a file") as info:
+        dmap(text, name="rewheel.toml")
+    assert env in str(info.value)
 
 
 def test_the_environment_can_turn_the_sandbox_off(

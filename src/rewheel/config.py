@@ -32,7 +32,15 @@ ENV_PREFIX = "REWHEEL"
 # Options a file may not set: the file may come with a folder someone else wrote (a cloned
 # project), and switching the sandbox off must be the user's own word, on the command line or in
 # the environment.
-NOT_FROM_FILES = frozenset({"no-sandbox"})
+# Options that weaken what rewheel guarantees: a settings file is found in the folder one works
+# in (a cloned project's pyproject.toml), so none of them may come from one; each with what a
+# hostile folder could do with it.
+NOT_FROM_FILES: dict[str, str] = {
+    "no-sandbox": "could turn the sandbox off for you",
+    "no-network-isolation": "could give the builds it runs the network",
+    "public-key": "could choose whose signatures verify and install accept",
+    "allow-prebuilt": "could make verify and install accept wheels not built from source",
+}
 
 Kind = Literal["str", "int", "float", "bool", "list", "path", "paths"]
 
@@ -205,10 +213,11 @@ def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> Co
 def _check_allowed_in_files(source: ConfigSource, keys: tuple[str, ...]) -> None:
     if keys[-1] in NOT_FROM_FILES:
         option = keys[-1]
-        env = f"{ENV_PREFIX}_{option.upper().replace('-', '_')}=1"
+        value = "PATH" if option == "public-key" else "1"
+        env = f"{ENV_PREFIX}_{option.upper().replace('-', '_')}={value}"
         raise ConfigError(
-            f"{source.where(*keys)}: --{option} cannot be set in a file (a folder you build in "
-            f"could turn the sandbox off for you); pass --{option} or set {env}",
+            f"{source.where(*keys)}: --{option} cannot be set in a file (a folder you work in "
+            f"{NOT_FROM_FILES[option]}); pass --{option} or set {env}",
             step=Step.SETTINGS,
         )
 
