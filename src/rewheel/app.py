@@ -21,7 +21,7 @@ from .build.settings import Settings
 from .core import runstate
 from .core.errors import ConfigError, Step
 from .core.records import BuildRecord
-from .core.report import BootstrapResult, Reporter
+from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
@@ -221,7 +221,14 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
         last, fp, page_digest=upstream.page_digest, order=order, wheels=repo.wheels()
     ):
         return None
-    return BootstrapResult(order=order, graph=graph, failures={}, built=0, reused=len(order))
+    return BootstrapResult(
+        order=order,
+        graph=graph,
+        failures={},
+        built=0,
+        reused=len(order),
+        outcomes={r.node: Outcome.REUSED for r in order},
+    )
 
 
 def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
@@ -233,6 +240,7 @@ def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
     return {
         "built": result.built,
         "reused": result.reused,
+        "prebuilt": result.prebuilt,
         "failed": len(result.failures),
         "jobs": jobs,
         "cores": cores,
