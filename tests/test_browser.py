@@ -164,3 +164,10 @@ def test_graph_page_draws_every_package_and_highlights_chains_on_click(
     lit_edges = browser.find_elements(By.CSS_SELECTOR, "path.edge.hl")
     into_tool = [e for e in graph.edges if e.child == "tool==1.0" and e.parent is not None]
     assert len(lit_edges) >= len(into_tool) + 1  # plus app -> lib
+
+    # A click is not a drag: moving the mouse to the next package does not pan the drawing.
+    lib = browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="lib==1.0"]')
+    before = lib.rect
+    lib.click()
+    assert browser.find_element(By.CSS_SELECTOR, "#panel h2").text == "lib==1.0"
+    assert lib.rect == before

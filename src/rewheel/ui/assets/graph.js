@@ -173,10 +173,15 @@
     svg.classList.add("dragging");
   });
   window.addEventListener("mousemove", (ev) => {
-    if (!drag) return;
+    if (!drag || drag.up) return;
     view.x = ev.clientX - drag.x; view.y = ev.clientY - drag.y; drag.moved = true; apply();
   });
-  window.addEventListener("mouseup", () => { svg.classList.remove("dragging"); });
+  // The button is up: the drag is over, whether or not a click on the background follows (a
+  // click on a package stops there), so moving the mouse no longer pans.
+  window.addEventListener("mouseup", () => {
+    svg.classList.remove("dragging");
+    if (drag) drag.up = true;
+  });
   svg.addEventListener("click", () => { if (!drag || !drag.moved) select(null); drag = null; });
 
   // -- chains of one package --
