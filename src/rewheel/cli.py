@@ -382,8 +382,8 @@ def serve(repo: Path, host: str, port: int, max_connections: int, header_timeout
 )
 @click.option("--dot", is_flag=True, help="Print the graph in Graphviz DOT to stdout.")
 def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
-    """Draw the dependency graph of every package the last runs (up to 50) brought into the
-    repository, failed and unbuilt ones marked (a web page, or Graphviz DOT)."""
+    """Draw the dependency graph of the last runs (up to 50), failed and unbuilt packages
+    marked (a web page, or Graphviz DOT)."""
     if html_file is None and not dot:
         raise click.UsageError("give --html FILE, --dot, or both")
     history = read_history(repo)
