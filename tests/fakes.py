@@ -243,7 +243,8 @@ class FakeSteps:
     ``build_requires``: build-system.requires; ``backend_requires``: get_requires_for_build_wheel;
     ``durations``: seconds a build sleeps; ``prepare_durations``: seconds ``prepare`` sleeps;
     ``fail``: nodes whose build raises ``BuildError``; ``drift``: nodes whose built wheel's
-    Requires-Dist is the given list instead of what the index predicted.
+    Requires-Dist is the given list instead of what the index predicted; ``prebuilt``: nodes
+    whose upstream wheel is taken (as the settings' ``prebuilt = true`` does).
     Saved records are the cache: ``cached`` answers from them while ``use_cache`` is set.
     """
 
@@ -254,6 +255,7 @@ class FakeSteps:
     prepare_durations: Mapping[str, float] = field(default_factory=dict)
     fail: Collection[str] = ()
     drift: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    prebuilt_nodes: Collection[str] = ()
     default_duration: float = 0.002
     use_cache: bool = True
     key_salt: str = ""
@@ -406,7 +408,16 @@ class FakeSteps:
         return predicted != {str(r) for r in requires_dist(built_metadata)}
 
     def prebuilt(self, pin: Pin) -> Built | None:
-        return None
+        node = node_id(pin)
+        if node not in self.prebuilt_nodes and pin.name not in self.prebuilt_nodes:
+            return None
+        wheel = self._wheel(pin)
+        requires = [str(r) for r in self.upstream.requires(pin.name, pin.version)]
+        with self.lock:
+            self.published[node] = wheel
+            self.published_requires[node] = requires
+        metadata = core_metadata(pin.name, str(pin.version), requires).encode()
+        return Built(wheel=wheel, metadata=metadata, seconds=0.3, log=Path("/nonexistent.log"))
 
     def record_extras(self, pin: Pin) -> BuildExtras:
         return BuildExtras()

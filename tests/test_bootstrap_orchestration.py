@@ -16,12 +16,14 @@ from rewheel.core.bootstrap import (
     BootstrapResult,
     BuildWindow,
     DependencyFailed,
+    NotAttempted,
     QueueWindow,
     Reporter,
     _Pass,
 )
 from rewheel.core.errors import BuildError, CauseKind, ResolutionError, RewheelError
 from rewheel.core.records import Why
+from rewheel.core.report import Outcome
 
 TIMEOUT = 10.0
 
@@ -274,6 +276,99 @@ def test_dependents_of_a_failure_raise_dependency_failed() -> None:
     assert "broken==1.0" in str(errors["mid==1.0"])
     assert not isinstance(errors["broken==1.0"], DependencyFailed)
     assert list(result.failures) == ["broken==1.0"]
+
+
+def test_the_result_says_what_became_of_every_node() -> None:
+    projects: Projects = {
+        "app": {"1.0": ["broken", "fine", "binary"]},
+        "mid": {"1.0": []},
+        "broken": {"1.0": []},
+        "fine": {"1.0": []},
+        "binary": {"1.0": []},
+        "tool": {"1.0": []},
+    }
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"app": ["tool"], "mid": ["broken"], "fine": ["mid"]},
+        fail={"broken"},
+        prebuilt_nodes={"binary"},
+    )
+    result = run(steps, ["app"], keep_going=True)
+    assert result.outcomes == {
+        "app==1.0": Outcome.BUILT,
+        "tool==1.0": Outcome.BUILT,
+        "binary==1.0": Outcome.PREBUILT,
+        "broken==1.0": Outcome.FAILED,
+        "mid==1.0": Outcome.DEPENDENCY_FAILED,
+        "fine==1.0": Outcome.DEPENDENCY_FAILED,
+    }
+    assert (result.built, result.prebuilt, result.reused) == (2, 1, 0)
+    assert set(result.unbuilt) == {"mid==1.0", "fine==1.0"}
+    assert "broken==1.0" in result.unbuilt["mid==1.0"].message
+    again = run(steps, ["app"], keep_going=True)
+    assert again.outcomes["app==1.0"] is Outcome.REUSED
+    assert again.outcomes["binary==1.0"] is Outcome.PREBUILT  # taken again: no cache key
+    assert (again.built, again.prebuilt, again.reused) == (0, 1, 2)
+
+
+def test_the_reporter_is_told_a_wheel_was_taken_pre_built() -> None:
+    projects: Projects = {"app": {"1.0": ["binary"]}, "binary": {"1.0": []}}
+    steps = FakeSteps(FakeUpstream(projects), prebuilt_nodes={"binary"})
+    done: dict[str, tuple[bool, bool]] = {}
+
+    class Done(Reporter):
+        def done(
+            self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        ) -> None:
+            done[node] = (cached, prebuilt)
+
+    run(steps, ["app"], reporter=Done())
+    assert done == {"app==1.0": (False, False), "binary==1.0": (False, True)}
+
+
+def test_what_the_first_failure_left_unbuilt_is_not_attempted() -> None:
+    projects: Projects = {
+        "broken": {"1.0": []},
+        "slow": {"1.0": []},
+        "tool": {"1.0": []},
+        "waits": {"1.0": []},
+    }
+    steps = FakeSteps(
+        FakeUpstream(projects),
+        build_requires={"slow": ["tool"], "waits": ["slow"]},
+        prepare_durations={"slow": 0.3},
+        fail={"broken"},
+    )
+    result = run(steps, ["broken", "waits"], keep_going=False)
+    assert result.outcomes["broken==1.0"] is Outcome.FAILED
+    # Nothing ``waits`` needs failed: the run stopped before building it.
+    assert result.outcomes["slow==1.0"] is Outcome.NOT_ATTEMPTED
+    assert result.outcomes["waits==1.0"] is Outcome.NOT_ATTEMPTED
+    assert isinstance(result.unbuilt["waits==1.0"], NotAttempted)
+    assert "slow==1.0, which the run did not build" in result.unbuilt["waits==1.0"].message
+
+
+def test_partial_tells_what_an_interrupted_run_had_done() -> None:
+    projects: Projects = {"app": {"1.0": []}, "tool": {"1.0": []}}
+    steps = FakeSteps(FakeUpstream(projects), build_requires={"app": ["tool"]})
+
+    class Interrupt(Reporter):
+        def done(
+            self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        ) -> None:
+            raise KeyboardInterrupt
+
+    bootstrapper = Bootstrapper(steps, jobs=1, reporter=Interrupt())
+    assert bootstrapper.partial() is None
+    with pytest.raises(KeyboardInterrupt):
+        bootstrapper.run([Requirement("app")])
+    partial = bootstrapper.partial()
+    assert partial is not None
+    assert partial.outcomes == {"tool==1.0": Outcome.BUILT, "app==1.0": Outcome.NOT_ATTEMPTED}
+    assert partial.built == 1 and [e["to"] for e in partial.graph["edges"]] == [
+        "app==1.0",
+        "tool==1.0",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -164,3 +164,72 @@ def test_graph_page_draws_every_package_and_highlights_chains_on_click(
     lit_edges = browser.find_elements(By.CSS_SELECTOR, "path.edge.hl")
     into_tool = [e for e in graph.edges if e.child == "tool==1.0" and e.parent is not None]
     assert len(lit_edges) >= len(into_tool) + 1  # plus app -> lib
+
+    # A click is not a drag: moving the mouse to the next package does not pan the drawing.
+    lib = browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="lib==1.0"]')
+    before = lib.rect
+    lib.click()
+    assert browser.find_element(By.CSS_SELECTOR, "#panel h2").text == "lib==1.0"
+    assert lib.rect == before
+
+
+@pytest.fixture(scope="module")
+def failed_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A bootstrap where ``bad`` fails and ``needs-bad``, which needs it to build, is left."""
+    from support.fake_index import FakeIndex
+
+    tmp = tmp_path_factory.mktemp("browser-failed")
+    files = tmp / "upstream-files"
+    files.mkdir()
+    with FakeIndex() as index:
+        up = Upstream(index, files)
+        up.sdist("app", "1.0", install_requires=["bad", "needs-bad"])
+        up.sdist("bad", "1.0", fail_build=True)
+        up.sdist("needs-bad", "1.0", build_requires=["bad"])
+        repo = tmp / "repo"
+        result = CliRunner().invoke(
+            cli,
+            ["bootstrap", "app", "--repo", str(repo), "--index-url", up.url, "--keep-going"],
+        )
+        assert result.exit_code == 1, result.output
+    yield repo
+
+
+def test_graph_page_marks_failed_and_unbuilt_packages_and_tells_why(
+    browser: Any, failed_repo: Path
+) -> None:
+    with IndexServer(Repository(failed_repo)) as server:
+        browser.get(f"http://127.0.0.1:{server.port}/browse/graph.html")
+        browser.get_log("browser")
+        _wait_for(browser, "g.node")
+        assert browser.get_log("browser") == []  # the page's script still runs under its CSP
+        failed = {
+            g.get_attribute("data-id") for g in browser.find_elements(By.CSS_SELECTOR, "g.failed")
+        }
+        unbuilt = {
+            g.get_attribute("data-id") for g in browser.find_elements(By.CSS_SELECTOR, "g.unbuilt")
+        }
+        assert (failed, unbuilt) == ({"bad==1.0"}, {"needs-bad==1.0"})
+        rect = browser.find_element(By.CSS_SELECTOR, "g.node.unbuilt rect")
+        assert rect.value_of_css_property("stroke-dasharray") not in ("none", "")
+        assert "failed (1)" in browser.find_element(By.ID, "legend").text
+
+        browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="bad==1.0"]').click()
+        status = browser.find_element(By.CSS_SELECTOR, "#panel p.status")
+        assert status.text.startswith("failed: [build-wheel] backend tinybackend failed")
+        assert "requested: app" in browser.find_element(By.CSS_SELECTOR, "#panel p.run").text
+        # A second click: the first one's drag is over, so moving the mouse did not pan.
+        browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="needs-bad==1.0"]').click()
+        status = browser.find_element(By.CSS_SELECTOR, "#panel p.status")
+        assert status.text == (
+            "not built: a dependency failed: [build-env] its build environment needs bad==1.0, "
+            "which failed"
+        )
+
+        # The front page lists both, linked to their sections.
+        browser.get(f"http://127.0.0.1:{server.port}/browse/index.html")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#not-built tbody tr")
+        assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["bad", "needs-bad"]
+        rows[0].find_element(By.TAG_NAME, "a").click()
+        assert browser.current_url.endswith("/browse/bad.html#v-1.0")
+        assert "Failed [build-wheel]" in browser.find_element(By.CSS_SELECTOR, "p.status").text

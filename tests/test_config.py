@@ -246,8 +246,9 @@ def test_help_reads_like_pip_and_uv() -> None:
     commands = text.split("Commands:")[1].split("Examples:")[0]
     for name in ("bootstrap", "install", "verify", "serve", "graph", "why"):
         assert f"\n  {name} " in commands
-    assert "Draw the dependency graph of the last bootstrap (a web page, or Graphviz DOT)." in (
-        " ".join(commands.split())
-    )
+    assert (
+        "Draw the dependency graph of the last runs (up to 50), failed and unbuilt packages "
+        "marked (a web page, or Graphviz DOT)."
+    ) in (" ".join(commands.split()))
     assert "rewheel bootstrap requests" in text.split("Examples:")[1]
     assert "REWHEEL_<OPTION>" in text and "[tool.rewheel]" in text

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from rewheel.cli import cli
 from rewheel.core.errors import ConfigError, RepositoryError
+from rewheel.core.history import History, legacy_run
 from rewheel.ui.graph_export import (
     chains,
     find_nodes,
@@ -77,8 +79,31 @@ def test_chains_from_the_request_to_a_package_with_the_kind_of_each_edge() -> No
     assert len(cut) == 1 and truncated
 
 
+def test_the_walk_for_chains_stops_in_a_dense_graph_with_cycles() -> None:
+    # The request (zz) needs p1; every other package needs every other one: the simple paths
+    # among them that the walk up from p39 tries before it reaches zz are far too many.
+    names = [f"p{i}==1" for i in range(1, 40)]
+    edges = [
+        {"from": None, "to": "zz==1", "requirement": "zz", "kind": "toplevel"},
+        {"from": "zz==1", "to": "p1==1", "requirement": "p1", "kind": "install"},
+    ]
+    edges += [
+        {"from": a, "to": b, "requirement": b.split("==")[0], "kind": "install"}
+        for a in names
+        for b in names
+        if a != b
+    ]
+    graph = parse_graph({"nodes": [], "edges": edges})
+    started = time.monotonic()
+    found, truncated = chains(graph, "p39==1", limit=5, max_steps=50_000)
+    assert truncated and len(found) <= 5
+    assert time.monotonic() - started < 5
+    lines = why_lines(History((legacy_run({"nodes": [], "edges": edges}),)), "p39")
+    assert lines[-1].startswith("  ... stopped after ")
+
+
 def test_why_lines_name_every_matching_version() -> None:
-    graph = parse_graph(GRAPH)
+    graph = History((legacy_run(GRAPH),))  # graph.json of a repository without run files
     assert why_lines(graph, "App") == [
         "app==1.0: 1 chain(s) from the requested packages",
         "  app==1.0 (requested as 'app')",

@@ -11,14 +11,16 @@ from fakes import FakeSteps, FakeUpstream, make_record
 from packaging.requirements import Requirement
 from rich.console import Console
 
-from rewheel.core.bootstrap import Bootstrapper, BootstrapResult
+from rewheel.core.bootstrap import Bootstrapper, BootstrapResult, DependencyFailed, NotAttempted
 from rewheel.core.errors import BuildError
+from rewheel.core.report import Outcome
 from rewheel.ui.progress import (
     LineReporter,
     RichReporter,
     make_reporter,
     summarize,
     summary_lines,
+    summary_renderable,
 )
 
 # An SGR sequence that sets a colour (foreground/background, 8/16/256/truecolour).
@@ -231,6 +233,95 @@ def test_summary_lists_only_builds_of_this_run_slowest_first() -> None:
     nothing_built = summarize(result(failures={}), Path("r"), 1.0)
     assert nothing_built.slowest == [] and nothing_built.failed == []
     assert summary_lines(nothing_built) == ["2 built, 1 reused, 0 failed in 1.0s; repository r"]
+
+
+def unfinished_result() -> BootstrapResult:
+    """A run where ``bad`` failed: one pre-built wheel, one dependent and two nodes left."""
+    order = [
+        make_record("slow", "1.0", seconds=42.0),
+        make_record("binary", "2.0", seconds=0.3, prebuilt=True, sdist_url=None),
+    ]
+    blocked = DependencyFailed(
+        "its build environment needs bad==1.0, which failed", package="app", version="1.0"
+    )
+    stopped = NotAttempted("not built: the run stopped at the first failure", package="x")
+    return result(
+        order=order,
+        built=1,
+        reused=0,
+        prebuilt=1,
+        outcomes={
+            "slow==1.0": Outcome.BUILT,
+            "binary==2.0": Outcome.PREBUILT,
+            "bad==1.0": Outcome.FAILED,
+            "app==1.0": Outcome.DEPENDENCY_FAILED,
+            "x==1.0": Outcome.NOT_ATTEMPTED,
+            "y==1.0": Outcome.NOT_ATTEMPTED,  # never reached: no error
+        },
+        unbuilt={"app==1.0": blocked, "x==1.0": stopped},
+    )
+
+
+def test_the_summary_lists_what_was_not_attempted_and_what_was_pre_built() -> None:
+    s = summarize(unfinished_result(), Path("r"), 2.0, built_nodes={"slow==1.0", "binary==2.0"})
+    assert s.prebuilt == ["binary==2.0"]
+    assert s.slowest == [("slow==1.0", 42.0)]  # a pre-built wheel took no build
+    assert s.stopped == ["x==1.0", "y==1.0"]
+    assert [(n.node, n.reason) for n in s.blocked] == [
+        ("app==1.0", "its build environment needs bad==1.0, which failed")
+    ]
+    assert summary_lines(s) == [
+        "1 built, 1 pre-built, 0 reused, 1 failed, 3 not attempted in 2.0s; repository r",
+        "  failed: bad==1.0 [build]: backend failed (log: /repo/logs/bad-1.0.log)",
+        "  not attempted: app==1.0: its build environment needs bad==1.0, which failed",
+        "  not attempted (the run stopped at the first failure; --keep-going builds all that "
+        "can be built): x==1.0, y==1.0",
+        "  pre-built (the upstream's own wheel, allowed by the settings): binary==2.0",
+        "  slowest builds: slow==1.0 42.0s",
+    ]
+    c, out = console(width=200)
+    c.print(summary_renderable(s))
+    text = plain(out.getvalue())
+    assert "1 built, 1 pre-built, 0 reused from cache, 1 failed, 3 not attempted" in text
+    assert re.search(r"Not attempted.*app==1\.0\s+its build environment needs bad", text, re.S)
+    assert re.search(r"x==1\.0\s+the run stopped at the first failure", text)
+    assert "Pre-built (the upstream's own wheel, allowed by the settings): binary==2.0" in text
+
+
+def test_a_pre_built_wheel_is_reported_as_taken_not_built() -> None:
+    lines: list[str] = []
+    reporter = LineReporter(1, echo=lines.append, clock=Clock())
+    reporter.done(
+        "binary==2.0", "binary-2.0-py3-none-any.whl", cached=False, seconds=0.3, prebuilt=True
+    )
+    assert lines == [
+        "[    0.0s] (1/1) binary==2.0: pre-built: took the upstream's binary-2.0-py3-none-any.whl"
+    ]
+    assert (reporter.tally.built, reporter.tally.prebuilt) == (0, 1)
+    c, out = console()
+    rich = RichReporter(c)
+    with rich:
+        rich.done("binary==2.0", "b.whl", cached=False, seconds=0.3, prebuilt=True)
+        assert "0 built, 1 pre-built, 0 reused" in render(rich)
+    text = plain(out.getvalue())
+    assert "binary==2.0 pre-built" in text and "built in" not in text
+
+
+def test_failure_messages_reach_the_terminal_without_control_characters() -> None:
+    hostile = "backend \x1b]0;pwned\x07\x1b[2Jfailed"
+    error = BuildError(hostile, package="bad", version="1.0", step="build")
+    lines: list[str] = []
+    reporter = LineReporter(0, echo=lines.append, clock=Clock())
+    reporter.failed("bad==1.0", error)
+    reporter.summary(result(failures={"bad==1.0": error}), Path("r"))
+    text = "\n".join(lines)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "backend \\x1b]0;pwned\\x07\\x1b[2Jfailed" in text
+    c, out = console()
+    rich = RichReporter(c, verbosity=0)
+    rich.failed("bad==1.0", error)
+    rich.summary(result(failures={"bad==1.0": error}), Path("r"))
+    assert "pwned\x07" not in out.getvalue() and "\x1b]0;" not in out.getvalue()
 
 
 # -- which reporter ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,10 @@ from packaging.version import Version
 from .build.sandbox import Limits, limits_with, make_policy
 from .build.settings import Settings
 from .core import runstate
-from .core.errors import ConfigError, Step
+from .core.errors import ConfigError, RepositoryError, Step
+from .core.history import KEEP_RUNS, RunRecord, run_id
 from .core.records import BuildRecord
-from .core.report import BootstrapResult, Reporter
+from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
@@ -30,7 +32,7 @@ from .repo.repository import Repository
 if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
     from .build.recipes import BuildRecipe
-    from .core.bootstrap import Steps
+    from .core.bootstrap import Bootstrapper, Steps
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
     from .trust.rebuild import RebuildResult
@@ -64,6 +66,10 @@ class BootstrapOptions:
     advertise_host: str | None = None  # the address Dask workers reach this machine at
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class Machine:
     """What a run takes from the machine and the network besides its options, each replaceable:
@@ -73,6 +79,7 @@ class Machine:
     limits: Callable[[float | None], Limits] = limits_with  # the sandbox's, from --build-timeout
     crates_io: Callable[[], bool] | None = None  # does crates.io answer (rust.crates_io_reachable)
     recipes: Callable[[str], BuildRecipe] | None = None  # a recipe by name (recipes.load_recipe)
+    now: Callable[[], datetime] = _utc_now  # the time a run starts and ends, for its run file
 
 
 def bootstrap(
@@ -97,6 +104,8 @@ def bootstrap(
     repo.ensure_layout()
     with repo.locked():
         client = machine.http_client()
+        started: datetime | None = None  # set once the run may change the repository
+        bootstrapper: Bootstrapper[Any] | None = None
         try:
             upstream = HttpUpstream(
                 options.index_url,
@@ -118,6 +127,7 @@ def bootstrap(
                 return same
             # From here on the repository may change: the last run's state no longer holds.
             (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
+            started = machine.now()
 
             from .build.buildenv import EnvBuilder
             from .build.metadata import MetadataSource
@@ -183,20 +193,57 @@ def bootstrap(
                     recipes=machine.recipes or load_recipe,
                 )
                 with _build_steps(options, steps, server) as chosen:
-                    result = Bootstrapper(
+                    bootstrapper = Bootstrapper(
                         chosen, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
-                    ).run(options.requirements)
+                    )
+                    result = bootstrapper.run(options.requirements)
+        except BaseException as exc:
+            if started is not None:
+                # What the stopped run had done, and what stopped it; never in the way of the
+                # error itself.
+                partial = bootstrapper.partial() if bootstrapper is not None else None
+                with contextlib.suppress(RepositoryError, ValueError):
+                    _remember_run(repo, options, partial, started, machine.now(), error=exc)
+                    from .ui.browse_pages import write_browse
+
+                    write_browse(repo)  # the pages list what the stopped run failed on
+            raise
         finally:
             client.close()
         repo.write_json("build-order.json", [r.to_json() for r in result.order])
         repo.write_json("graph.json", result.graph)
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
+        assert started is not None  # a run that returns before building returned above
+        _remember_run(repo, options, result, started, machine.now())
         if result.ok:
             repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
         from .ui.browse_pages import write_browse
 
         write_browse(repo)
         return result
+
+
+def _remember_run(
+    repo: Repository,
+    options: BootstrapOptions,
+    result: BootstrapResult | None,
+    started: datetime,
+    finished: datetime,
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """Write the run's file in ``runs/`` (``core.history``): what it was asked for and what became
+    of every package, so that ``why`` and the pages know it after later runs."""
+    record = RunRecord.of(
+        result,
+        id=run_id(started, secrets.token_hex(4)),
+        started=started,
+        finished=finished,
+        requested=[str(r) for r in options.requirements],
+        constraints=[str(c) for c in options.constraints],
+        error=error,
+    )
+    repo.write_run(record, keep=KEEP_RUNS)
 
 
 def _key_dirs(key: Path | None) -> list[Path]:
@@ -221,7 +268,14 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
         last, fp, page_digest=upstream.page_digest, order=order, wheels=repo.wheels()
     ):
         return None
-    return BootstrapResult(order=order, graph=graph, failures={}, built=0, reused=len(order))
+    return BootstrapResult(
+        order=order,
+        graph=graph,
+        failures={},
+        built=0,
+        reused=len(order),
+        outcomes={r.node: Outcome.REUSED for r in order},
+    )
 
 
 def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
@@ -233,6 +287,7 @@ def run_stats(result: BootstrapResult, jobs: int) -> dict[str, object]:
     return {
         "built": result.built,
         "reused": result.reused,
+        "prebuilt": result.prebuilt,
         "failed": len(result.failures),
         "jobs": jobs,
         "cores": cores,

@@ -16,8 +16,9 @@ from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
 from .core.report import BootstrapResult
 from .reqfile import collect
-from .ui.graph_export import read_graph, to_dot, to_html, why_lines
+from .ui.graph_export import history_graph, read_history, to_dot, to_html, why_lines
 from .ui.progress import make_reporter
+from .ui.text import printable
 
 if TYPE_CHECKING:
     from .trust.chain import ChainReport
@@ -409,10 +410,13 @@ def serve(repo: Path, host: str, port: int, max_connections: int, header_timeout
 )
 @click.option("--dot", is_flag=True, help="Print the graph in Graphviz DOT to stdout.")
 def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
-    """Draw the dependency graph of the last bootstrap (a web page, or Graphviz DOT)."""
+    """Draw the dependency graph of the last runs (up to 50), failed and unbuilt packages
+    marked (a web page, or Graphviz DOT)."""
     if html_file is None and not dot:
         raise click.UsageError("give --html FILE, --dot, or both")
-    dependency_graph = read_graph(repo)
+    history = read_history(repo)
+    _echo_notes(history.notes)
+    dependency_graph = history_graph(history)
     if html_file is not None:
         html_file.write_text(to_html(dependency_graph), encoding="utf-8")
         click.echo(f"wrote {html_file}", err=True)
@@ -424,9 +428,17 @@ def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
 @click.argument("package")
 @_repo_option
 def why(package: str, repo: Path) -> None:
-    """Show every chain of requirements that brings PACKAGE (name or name==version) in."""
-    for line in why_lines(read_graph(repo), package):
+    """Show every chain of requirements that brings PACKAGE (name or name==version) in, from the
+    newest of the last runs (up to 50) that had it, and what became of it there."""
+    history = read_history(repo)
+    _echo_notes(history.notes)
+    for line in why_lines(history, package):
         click.echo(line)
+
+
+def _echo_notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        click.echo(f"note: {printable(note)}", err=True)
 
 
 def _echo_chain(report: ChainReport) -> None:

@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from .errors import BuildError, Link, ResolutionError, RewheelError, Step
 from .records import BuildExtras, BuildRecord, EnvEntry, Why
-from .report import BootstrapResult, Reporter
+from .report import BootstrapResult, Outcome, Reporter
 from .resolver import Pin, Resolution
 from .scheduler import PrioritySlots, WaitGraph
 from .types import EdgeKind, WheelRef
@@ -199,10 +199,13 @@ class Bootstrapper(Generic[EnvT]):
         self.keep_going = keep_going
         self.reporter = reporter or Reporter()
         self.threads = threads
+        self._pass: _Pass[EnvT] | None = None
+        self._built_before: set[str] = set()  # built by the passes before the current one
 
     def run(self, requirements: Sequence[Requirement], *, max_passes: int = 3) -> BootstrapResult:
         """Bootstrap ``requirements``; resolve again while built wheels contradict predictions."""
-        result = asyncio.run(_Pass(self).run(requirements))
+        self._built_before = set()
+        result = asyncio.run(self._new_pass().run(requirements))
         built_here = set(result.built_nodes)
         window, window_cpu = result.build_window_seconds, result.build_window_cpu_seconds
         queued, (busy, total) = result.queued_seconds, result.queued_cpu
@@ -210,20 +213,48 @@ class Bootstrapper(Generic[EnvT]):
         while result.drifted and result.ok and passes < max_passes:
             # A built wheel's Requires-Dist differed from what the resolver was told: resolve
             # again, now from the built metadata. Unchanged nodes are reused from the cache.
-            result = asyncio.run(_Pass(self).run(requirements))
+            self._built_before = set(built_here)
+            result = asyncio.run(self._new_pass().run(requirements))
             built_here |= result.built_nodes
             window += result.build_window_seconds
             window_cpu += result.build_window_cpu_seconds
             queued += result.queued_seconds
             busy, total = busy + result.queued_cpu[0], total + result.queued_cpu[1]
             passes += 1
-        # Counted over the whole run: a wheel built by an earlier pass was built, not reused.
-        result.built = sum(1 for r in result.order if r.node in built_here)
-        result.reused = len(result.order) - result.built
-        result.built_nodes = built_here
         result.build_window_seconds, result.build_window_cpu_seconds = window, window_cpu
         result.queued_seconds, result.queued_cpu = queued, (busy, total)
-        return result
+        return _counted_over_passes(result, built_here)
+
+    def _new_pass(self) -> _Pass[EnvT]:
+        self._pass = _Pass(self)
+        return self._pass
+
+    def partial(self) -> BootstrapResult | None:
+        """What the run had done when it stopped with an exception (an interrupt, an error):
+        the current pass's nodes, edges and outcomes so far; None before the first pass began.
+        Nodes it had not finished have no outcome (not attempted)."""
+        if self._pass is None:
+            return None
+        result = self._pass._result()
+        return _counted_over_passes(result, self._built_before | result.built_nodes)
+
+
+def _counted_over_passes(result: BootstrapResult, built_here: set[str]) -> BootstrapResult:
+    """``result`` of the last pass, counted over the whole run: a wheel built (or taken
+    pre-built) by an earlier pass was built by this run, not reused."""
+    result.built = result.prebuilt = 0
+    for record in result.order:
+        if record.node not in built_here:
+            continue
+        if record.prebuilt:
+            result.prebuilt += 1
+            result.outcomes[record.node] = Outcome.PREBUILT
+        else:
+            result.built += 1
+            result.outcomes[record.node] = Outcome.BUILT
+    result.reused = len(result.order) - result.built - result.prebuilt
+    result.built_nodes = built_here
+    return result
 
 
 class _Pass(Generic[EnvT]):
@@ -246,6 +277,7 @@ class _Pass(Generic[EnvT]):
         self.edge_seen: set[tuple[str | None, str, str, str]] = set()
         self.order: list[BuildRecord] = []
         self.failures: dict[str, RewheelError] = {}
+        self.unbuilt: dict[str, DependencyFailed] = {}  # nodes a failure left unbuilt
         self.drifted: list[str] = []
         self.built = 0
         self.reused = 0
@@ -298,7 +330,8 @@ class _Pass(Generic[EnvT]):
         node = _node_id(pin)
         try:
             return await self._node_inner(pin)
-        except DependencyFailed:
+        except DependencyFailed as exc:
+            self.unbuilt[node] = exc
             raise
         except RewheelError as exc:
             self.failures[node] = exc
@@ -393,7 +426,13 @@ class _Pass(Generic[EnvT]):
         else:
             self.built += 1
             self.built_nodes.add(_node_id(pin))
-        self.reporter.done(_node_id(pin), record.wheel, cached=cached, seconds=seconds)
+        self.reporter.done(
+            _node_id(pin),
+            record.wheel,
+            cached=cached,
+            seconds=seconds,
+            prebuilt=record.prebuilt and not cached,
+        )
 
     async def _build_env(
         self,
@@ -464,9 +503,19 @@ class _Pass(Generic[EnvT]):
                 )
             tasks.append(self._ensure(pin))
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
         failed = [
             _node_id(p) for p, r in zip(pins, results, strict=True) if isinstance(r, BaseException)
         ]
+        if errors and all(isinstance(r, NotAttempted) for r in errors):
+            # Nothing it needs failed: the run stopped before building what it needs.
+            raise NotAttempted(
+                f"not built: its build environment needs {', '.join(failed)}, which the run "
+                "did not build: it stopped at the first failure (--keep-going builds on)",
+                package=waiter.name,
+                version=str(waiter.version),
+                step=Step.BUILD_ENV,
+            )
         if failed:
             raise DependencyFailed(
                 f"its build environment needs {', '.join(failed)}, which failed",
@@ -514,12 +563,26 @@ class _Pass(Generic[EnvT]):
             ],
             "edges": self.edges,
         }
+        outcomes: dict[str, Outcome] = {}
+        for record in self.order:
+            if record.node not in self.built_nodes:
+                outcomes[record.node] = Outcome.REUSED
+            else:
+                outcomes[record.node] = Outcome.PREBUILT if record.prebuilt else Outcome.BUILT
+        outcomes.update(dict.fromkeys(self.failures, Outcome.FAILED))
+        for node, exc in self.unbuilt.items():
+            stopped = isinstance(exc, NotAttempted)
+            outcomes[node] = Outcome.NOT_ATTEMPTED if stopped else Outcome.DEPENDENCY_FAILED
+        for node, _pin in nodes:  # never reached (a run cut short)
+            outcomes.setdefault(node, Outcome.NOT_ATTEMPTED)
         return BootstrapResult(
             order=order,
             graph=graph,
-            failures=self.failures,
+            failures=dict(self.failures),
             built=self.built,
             reused=self.reused,
+            outcomes=outcomes,
+            unbuilt=dict(self.unbuilt),
             drifted=self.drifted,
             max_parallel_builds=self.slots.max_busy,
             built_nodes=set(self.built_nodes),

@@ -3,6 +3,7 @@ show progress or a result without loading the build machinery."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +20,30 @@ class Reporter:
     def step(self, node: str, step: str) -> None:
         pass
 
-    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
-        pass
+    def done(
+        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+    ) -> None:
+        """``node`` is in the repository: reused (``cached``), taken pre-built (``prebuilt``: the
+        upstream's own wheel, allow-listed by the settings) or built."""
 
     def failed(self, node: str, error: RewheelError) -> None:
         pass
+
+
+class Outcome(enum.StrEnum):
+    """What became of one package (a node, ``name==version``) in a run."""
+
+    BUILT = "built"  # built from its sdist by this run
+    REUSED = "reused"  # its wheel, built by an earlier run, reused from the cache
+    PREBUILT = "prebuilt"  # the upstream's own wheel, taken because the settings allow-list it
+    FAILED = "failed"  # its own step failed
+    DEPENDENCY_FAILED = "dependency-failed"  # not built: its build environment needs a failure
+    NOT_ATTEMPTED = "not-attempted"  # not built: the run stopped (first failure, interrupted)
+
+    @property
+    def in_repository(self) -> bool:
+        """Whether the run left a wheel of the package in the repository."""
+        return self in (Outcome.BUILT, Outcome.REUSED, Outcome.PREBUILT)
 
 
 @dataclass
@@ -31,11 +51,18 @@ class BootstrapResult:
     order: list[BuildRecord]  # build-order.json
     graph: dict[str, Any]  # graph.json
     failures: dict[str, RewheelError]  # node -> its own error (not "a dependency failed")
-    built: int = 0
+    built: int = 0  # built from source by this run (pre-built wheels are not counted here)
     reused: int = 0
+    prebuilt: int = 0  # upstream wheels taken pre-built (allow-listed by the settings)
+    # Every node of the graph and what became of it; a node of the graph missing here (a run
+    # cut short) was not attempted.
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # node -> why it was not built, for the nodes a failure left unbuilt (DEPENDENCY_FAILED,
+    # NOT_ATTEMPTED); their own errors are in ``failures``.
+    unbuilt: dict[str, RewheelError] = field(default_factory=dict)
     drifted: list[str] = field(default_factory=list)
     max_parallel_builds: int = 0
-    built_nodes: set[str] = field(default_factory=set)  # built (not reused) in this run
+    built_nodes: set[str] = field(default_factory=set)  # built or pre-built (not reused) here
     # Wall and CPU seconds from the first build slot taken to the last given back.
     build_window_seconds: float = 0.0
     build_window_cpu_seconds: float = 0.0

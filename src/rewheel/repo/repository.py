@@ -6,6 +6,7 @@ Layout under ``root``::
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
     simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
     sdists/ logs/ work/ records/
+    runs/<id>.json             what each of the last runs did (``core.history``)
     .lock                      held by the run that writes the repository
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
@@ -23,11 +24,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import (
@@ -39,6 +42,7 @@ from packaging.utils import (
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
+from ..core.history import KEEP_RUNS, RUN_FILE, History, RunFileError, RunRecord, legacy_run
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
@@ -61,6 +65,8 @@ from .wheelfile import (
 _CHUNK = 1 << 20
 # A version as it may appear in a record's file name (PEP 440 text, possibly not normalized).
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+# A run file larger than this is not read (one for a tree of 10,000 packages is some 10 MB).
+MAX_RUN_FILE = 64 << 20
 
 
 def _is_temp(name: str) -> bool:
@@ -108,6 +114,7 @@ class Repository:
         self.work_dir = self.root / "work"
         self.records_dir = self.root / "records"
         self.simple_dir = self.root / "simple"
+        self.runs_dir = self.root / "runs"
         self._lock_path = self.root / ".lock"
         self._lock_fd: int | None = None
         self._lock_depth = 0
@@ -149,7 +156,7 @@ class Repository:
 
     def _remove_stale_temp_files(self) -> None:
         candidates = list(self.root.glob(".*.tmp"))
-        for d in (self.wheels_dir, self.records_dir):
+        for d in (self.wheels_dir, self.records_dir, self.runs_dir):
             candidates.extend(d.glob(".*.tmp"))
         candidates.extend(self.simple_dir.rglob(".*.tmp"))
         for path in candidates:
@@ -482,6 +489,49 @@ class Repository:
                 ) from exc
         return out
 
+    # -- runs -----------------------------------------------------------------------------------
+
+    def write_run(self, run: RunRecord, *, keep: int = KEEP_RUNS) -> Path:
+        """Write ``runs/<id>.json``, then remove the oldest run files beyond the newest ``keep``."""
+        if not RUN_FILE.match(f"{run.id}.json"):
+            raise RepositoryError(f"not a run id: {run.id!r}", step=Step.WRITE)
+        path = self.runs_dir / f"{run.id}.json"
+        try:
+            atomic_write_json(path, run.to_json())
+            names = sorted(p.name for p in self.runs_dir.iterdir() if RUN_FILE.match(p.name))
+            for name in names[: max(0, len(names) - keep)]:
+                (self.runs_dir / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write {path}: {_os_error_text(exc, self.runs_dir)}", step=Step.WRITE
+            ) from exc
+        return path
+
+    def history(self) -> History:
+        """The remembered runs (``runs/``), oldest first. A run file that cannot be read is
+        skipped with a note. A repository whose runs wrote no run file remembers its last run
+        from ``graph.json``."""
+        runs: list[RunRecord] = []
+        notes: list[str] = []
+        names: list[str] = []
+        if self.runs_dir.is_dir() and not self.runs_dir.is_symlink():
+            names = sorted(p.name for p in self.runs_dir.iterdir() if RUN_FILE.match(p.name))
+        for name in names:
+            path = self.runs_dir / name
+            try:
+                data = json.loads(_read_plain(path, MAX_RUN_FILE).decode("utf-8"))
+                runs.append(RunRecord.from_json(data, name.removesuffix(".json")))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RunFileError) as exc:
+                notes.append(f"skipped the run file {path}: {exc}")
+        graph = self.root / "graph.json"
+        if not names and is_plain_file(graph):
+            try:
+                runs.append(legacy_run(json.loads(_read_plain(graph, MAX_RUN_FILE))))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RunFileError) as exc:
+                notes.append(f"skipped {graph}: {exc}")
+        runs.sort(key=lambda r: (r.started or datetime.min.replace(tzinfo=UTC), r.id))
+        return History(tuple(runs), tuple(notes))
+
     def write_json(self, relname: str, data: object) -> None:
         """Write ``root/relname`` atomically; ``relname`` must stay inside the repository."""
         rel = PurePosixPath(relname)
@@ -494,6 +544,19 @@ class Repository:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
+
+
+def _read_plain(path: Path, max_size: int) -> bytes:
+    """The content of the regular file ``path``, not through a link, of at most ``max_size``
+    bytes; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > max_size:
+            raise OSError(errno.EFBIG, f"larger than {max_size} bytes")
+        return f.read(max_size + 1)[:max_size]
 
 
 def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:

@@ -1,5 +1,9 @@
 """Browsable pages of a repository, for people: what is in it, why, and how each wheel was built.
 
+What the repository remembers of its last runs (``core.history``) says why each package is there,
+which run had it, and which packages failed or were left unbuilt, with their chains: those have
+sections too, and the front page lists them.
+
 Written as static files under ``browse/`` (``index.html``, one ``<project>.html`` per project and
 ``graph.html``), so they work from ``rewheel serve``, from any static file server or from disk.
 Links are relative: ``../wheels/<file>``, ``../logs/<log>``, ``<project>.html#v-<version>``.
@@ -30,14 +34,25 @@ from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
-from ..core.errors import RepositoryError, RewheelError, Step
+from ..core.errors import RepositoryError, Step
 from ..core.fsutil import atomic_write_text, is_plain_file
-from ..core.records import BuildRecord, RecordError
+from ..core.history import History, Remembered
+from ..core.records import BuildRecord, RecordError, Why
+from ..core.report import Outcome
 from ..core.versions import newest_first, normal_version
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
 from .assets import read_asset
-from .graph_export import INLINE_SCRIPTS, INLINE_STYLES, parse_graph, to_html
+from .graph_export import (
+    INLINE_SCRIPTS,
+    INLINE_STYLES,
+    Graph,
+    chains,
+    format_chain,
+    history_graph,
+    run_graph,
+    to_html,
+)
 
 BROWSE_DIR = "browse"
 PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json")
@@ -45,6 +60,8 @@ _PAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.html$")
 # An address shown as a link: spelled out with its scheme, nothing a browser would strip or fold
 # (spaces, controls, backslashes) so that what is checked is what the browser follows.
 _LINKABLE_URL = re.compile(r"^https?://[^\s\x00-\x1f\x7f\\]+$", re.IGNORECASE)
+# Chains shown for a package that failed or was not built (``rewheel why`` lists them all).
+MAX_PAGE_CHAINS = 10
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,18 @@ class VersionInfo:
     requires_python: str | None = None
     requires_dist: tuple[str, ...] = ()
     log: str | None = None  # file name in logs/
+    remembered: Remembered | None = None  # what the remembered runs say of it (core.history)
+    chains: tuple[str, ...] = ()  # for one not in the repository: chains that brought it in
+    chains_cut: bool = False  # more chains than shown
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return None if self.remembered is None else self.remembered.node.outcome
+
+    @property
+    def not_built(self) -> bool:
+        """No wheel of it here: its newest run failed on it or left it unbuilt."""
+        return not self.wheels and self.outcome is not None and not self.outcome.in_repository
 
 
 @dataclass(frozen=True)
@@ -77,7 +106,12 @@ class ProjectInfo:
 
     @property
     def latest(self) -> VersionInfo:
-        return self.versions[0]
+        built = [v for v in self.versions if v.wheels]
+        return built[0] if built else self.versions[0]
+
+    @property
+    def has_wheels(self) -> bool:
+        return any(v.wheels for v in self.versions)
 
 
 @dataclass(frozen=True)
@@ -85,6 +119,8 @@ class Site:
     projects: tuple[ProjectInfo, ...]
     has_graph: bool = False
     title: str = "rewheel repository"
+    notes: tuple[str, ...] = ()  # run files that could not be read
+    runs: int = 0  # runs remembered
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
@@ -133,11 +169,12 @@ def _kind(kind: str) -> str:
 def render_index(site: Site) -> str:
     """The front page: every project, its latest version and summary, and how to install."""
     wheels = sum(len(v.wheels) for p in site.projects for v in p.versions)
+    built = [p for p in site.projects if p.has_wheels]
     links = ['<a href="../simple/">simple index (for installers)</a>']
     if site.has_graph:
         links.insert(0, '<a href="graph.html" id="graph-link">dependency graph</a>')
     rows = []
-    for p in site.projects:
+    for p in built:
         latest = p.latest
         rows.append(
             f'<tr data-name="{_e(p.name)}"><td><a href="{_e(page_name(p.name))}">{_e(p.name)}</a>'
@@ -146,7 +183,7 @@ def render_index(site: Site) -> str:
         )
     body = (
         f"<h1>{_e(site.title)}</h1>\n"
-        f'<p id="counts">{len(site.projects)} projects, {wheels} wheels, each built here from '
+        f'<p id="counts">{len(built)} projects, {wheels} wheels, each built here from '
         "its sdist. " + " · ".join(links) + "</p>\n"
         "<p>Install from it: <code>pip install --index-url "
         '<span id="origin">http://HOST:PORT</span>/simple/ NAME</code></p>\n'
@@ -154,10 +191,67 @@ def render_index(site: Site) -> str:
         '<table id="projects"><thead><tr><th>project</th><th>latest</th><th>versions</th>'
         "<th>summary</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n"
     )
-    if not site.projects:
+    if not built:
         body += '<p class="muted">Nothing was built into this repository yet.</p>\n'
+    body += _not_built_table(site)
+    if site.runs:
+        body += (
+            f'<p class="muted" id="runs">What the last {site.runs} run(s) did is remembered.</p>\n'
+        )
+    for note in site.notes:
+        body += f'<p class="muted note">note: {_e(note)}</p>\n'
     body += _INDEX_SCRIPT
     return _page(site.title, body)
+
+
+_STATUS: dict[Outcome | None, str] = {
+    Outcome.FAILED: "failed",
+    Outcome.DEPENDENCY_FAILED: "not built: a dependency failed",
+    Outcome.NOT_ATTEMPTED: "not attempted",
+}
+
+
+def _not_built_table(site: Site) -> str:
+    """The packages the newest run that had them failed on or left unbuilt."""
+    rows = []
+    for p in site.projects:
+        for v in p.versions:
+            if not v.not_built or v.remembered is None:
+                continue
+            r = v.remembered
+            error = r.node.error
+            reason = _problem_text(v)
+            rows.append(
+                f'<tr class="{_e(_status_class(v))}" data-name="{_e(p.name)}">'
+                f'<td><a href="{_e(version_href(p.name, v.version))}">{_e(p.name)}</a></td>'
+                f"<td>{_e(v.version)}</td><td>{_e(_STATUS.get(r.node.outcome, ''))}</td>"
+                f"<td>{_e(error.step if error is not None and error.step else '')}</td>"
+                f"<td>{_e(reason)}</td><td>{_e(r.run.label)}</td></tr>\n"
+            )
+    if not rows:
+        return ""
+    return (
+        "<h2>Failed or not built</h2>\n"
+        '<table id="not-built"><thead><tr><th>project</th><th>version</th><th>status</th>'
+        "<th>step</th><th>reason</th><th>run</th></tr></thead>\n<tbody>\n"
+        + "".join(rows)
+        + "</tbody></table>\n"
+    )
+
+
+def _status_class(version: VersionInfo) -> str:
+    return "failed" if version.outcome is Outcome.FAILED else "unbuilt"
+
+
+def _problem_text(version: VersionInfo) -> str:
+    """Why a version failed or was not built, in one line."""
+    remembered = version.remembered
+    if remembered is None:
+        return ""
+    error = remembered.node.error
+    if error is None:
+        return "the run ended before it was reached"
+    return error.first_line.removeprefix("not built: ")
 
 
 # Fills in the server's address when served over HTTP, and filters the table as one types.
@@ -187,7 +281,20 @@ def content_security_policy() -> str:
 
 
 def _why(version: VersionInfo, known: Mapping[str, set[str]]) -> str:
-    reasons = version.record.why if version.record is not None else ()
+    remembered = version.remembered
+    reasons: Sequence[Why] = version.record.why if version.record is not None else ()
+    run_line = ""
+    if remembered is not None:
+        run = remembered.run
+        reasons = [
+            Why(e.parent, e.requirement, e.kind) for e in run.edges if e.child == remembered.id
+        ]
+        run_line = f'<p class="run">In the {_e(run.label)}.</p>\n'
+        built_by = remembered.built_by
+        if built_by is not None and built_by is not run:
+            run_line += (
+                f'<p class="built-by">Its wheel was built by the {_e(built_by.label)}.</p>\n'
+            )
     items = []
     for reason in reasons:
         kind, requirement, parent = reason.kind, reason.requirement, reason.package
@@ -199,12 +306,51 @@ def _why(version: VersionInfo, known: Mapping[str, set[str]]) -> str:
                 f"{_kind(kind)}</li>"
             )
     if items:
-        return '<ul class="why">\n' + "\n".join(items) + "\n</ul>\n"
-    if version.in_last_run:
-        return '<p class="muted">No reason recorded.</p>\n'
+        return run_line + '<ul class="why">\n' + "\n".join(items) + "\n</ul>\n"
+    if version.in_last_run or remembered is not None:
+        return run_line + '<p class="muted">No reason recorded.</p>\n'
     return (
-        '<p class="muted">Not part of the last bootstrap\'s tree (built by an earlier run).</p>\n'
+        '<p class="muted">Not part of the runs this repository remembers (built by an earlier '
+        "run).</p>\n"
     )
+
+
+def _failure(version: VersionInfo) -> str:
+    """What a version that failed or was not built shows instead of its files."""
+    remembered = version.remembered
+    if remembered is None:
+        return ""
+    error = remembered.node.error
+    label = _STATUS.get(remembered.node.outcome, "")
+    step = f" [{error.step}]" if error is not None and error.step else ""
+    out = [
+        f'<p class="status {_e(_status_class(version))}">{_e(label.capitalize())}{_e(step)} '
+        f"in the {_e(remembered.run.label)}.</p>\n"
+    ]
+    if error is not None:
+        out.append(f'<pre class="error">{_e(error.message)}</pre>\n')
+        if error.chains:
+            items = "".join(f"<li><code>{_e(' -> '.join(c))}</code></li>" for c in error.chains)
+            out.append(f'<ul class="error-chains">{items}</ul>\n')
+        if error.hint:
+            out.append(f'<p class="hint">{_e(error.hint)}</p>\n')
+    else:
+        out.append(f'<p class="muted">{_e(_problem_text(version))}.</p>\n')
+    if version.log:
+        href = f"../logs/{quote(version.log)}"
+        out.append(f'<p><a class="log" href="{_e(href)}">build log</a></p>\n')
+    if version.chains:
+        items = "".join(f"<li><code>{_e(c)}</code></li>" for c in version.chains)
+        more = (
+            f'<p class="muted">and more (<code>rewheel why '
+            f"{_e(version.name)}=={_e(version.version)}</code> lists them all)</p>\n"
+            if version.chains_cut
+            else ""
+        )
+        out.append(
+            f'<h3>Chains from the requested packages</h3>\n<ul class="chains">{items}</ul>\n{more}'
+        )
+    return "".join(out)
 
 
 def _node_link(node: str, known: Mapping[str, set[str]]) -> str:
@@ -296,6 +442,16 @@ def _version_section(
         facts.append(("requires", _requirements(list(version.requires_dist))))
     out.append(_dl(facts))
 
+    if version.not_built:
+        out.append(_failure(version))
+        out.append("<h3>Why it is here</h3>\n")
+        out.append(_why(version, known))
+        out.append("</section>\n")
+        return "".join(out)
+    if version.outcome is not None and not version.outcome.in_repository:
+        # A wheel of it is here, from an earlier run; its newest run did not build it again.
+        out.append(_failure(version))
+
     out.append("<h3>Files</h3>\n")
     rows = []
     for w in version.wheels:
@@ -381,6 +537,11 @@ def render_project(project: ProjectInfo, site: Site, links: _Links | None = None
     links = links or _Links.of(site)
     versions = " ".join(
         f'<a href="#{_e(quote(version_anchor(v.version), safe=""))}">{_e(v.version)}</a>'
+        + (
+            f' <span class="{_e(_status_class(v))}">({_e(_STATUS.get(v.outcome, ""))})</span>'
+            if v.not_built
+            else ""
+        )
         for v in project.versions
     )
     body = (
@@ -493,8 +654,30 @@ def default_title(repo: Repository) -> str:
     return f"rewheel repository {repo.root.resolve().name}"
 
 
-def collect(repo: Repository, *, title: str | None = None, has_graph: bool = False) -> Site:
-    """What the pages show, read from the repository's wheels, records and logs."""
+_PROJECT = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def _remembered(history: History) -> dict[tuple[str, str], Remembered]:
+    """The remembered packages by (project, normalized version); a name that could not name a
+    page (a hand-edited run file) is left out."""
+    out = {}
+    for r in history.packages.values():
+        name = canonicalize_name(r.node.name)
+        if _PROJECT.match(name):
+            out[(str(name), normal_version(r.node.version))] = r
+    return out
+
+
+def collect(
+    repo: Repository,
+    *,
+    title: str | None = None,
+    has_graph: bool = False,
+    history: History | None = None,
+) -> Site:
+    """What the pages show, read from the repository's wheels, records, logs and run files."""
+    history = repo.history() if history is None else history
+    remembered = _remembered(history)
     records, in_last_run = _records(repo)
     # Only what the server would hand out is linked: regular files, not symbolic links.
     logs = (
@@ -530,6 +713,13 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
         if key not in metadata:
             with contextlib.suppress(OSError):
                 metadata[key] = _read_below(repo.root, path.with_name(path.name + ".metadata"))
+    # Versions with no wheel here that their newest run failed on or left unbuilt.
+    with_wheels = {(n, normal_version(v)) for n, versions in grouped.items() for v in versions}
+    for key, r in remembered.items():
+        outcome = r.node.outcome
+        if key not in with_wheels and outcome is not None and not outcome.in_repository:
+            grouped.setdefault(key[0], {}).setdefault(r.node.version, [])
+    graphs: dict[str, Graph] = {}
     projects = []
     for name in sorted(grouped):
         versions: list[VersionInfo] = []
@@ -540,15 +730,27 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
             summary = raw.get("summary") if raw is not None else None
             requires_python = raw.get("requires_python") if raw is not None else None
             requires_dist = tuple(raw.get("requires_dist") or []) if raw is not None else ()
+            known = remembered.get(key)
+            error = known.node.error if known is not None else None
             log = None
             recorded_log = record.log if record else None
             for candidate in (
+                Path(error.log).name if error is not None and error.log else None,
                 Path(recorded_log).name if isinstance(recorded_log, str) else None,
                 f"{name}-{version}.log",
             ):
                 if candidate and candidate in logs:
                     log = candidate
                     break
+            found: list[str] = []
+            cut = False
+            if known is not None and not grouped[name][version]:
+                run = known.run
+                graph = graphs.get(run.id)
+                if graph is None:
+                    graph = graphs[run.id] = run_graph(run)
+                chain_list, cut = chains(graph, known.id, MAX_PAGE_CHAINS)
+                found = [format_chain(c) for c in chain_list]
             versions.append(
                 VersionInfo(
                     name=name,
@@ -560,10 +762,19 @@ def collect(repo: Repository, *, title: str | None = None, has_graph: bool = Fal
                     requires_python=str(requires_python).strip() if requires_python else None,
                     requires_dist=requires_dist,
                     log=log,
+                    remembered=known,
+                    chains=tuple(found),
+                    chains_cut=cut,
                 )
             )
         projects.append(ProjectInfo(name=name, versions=tuple(versions)))
-    return Site(projects=tuple(projects), has_graph=has_graph, title=title or default_title(repo))
+    return Site(
+        projects=tuple(projects),
+        has_graph=has_graph,
+        title=title or default_title(repo),
+        notes=history.notes,
+        runs=sum(1 for run in history.runs if run.started is not None),
+    )
 
 
 def write_browse(repo: Repository) -> Path:
@@ -574,14 +785,15 @@ def write_browse(repo: Repository) -> Path:
     """
     out = repo.root / BROWSE_DIR
     title = default_title(repo)
+    # Run files that cannot be read are skipped (with a note on the front page): the pages of
+    # what can be read are still worth having.
+    history = repo.history()
     graph_page = None
-    graph = _read_json(repo, repo.root / "graph.json")
-    if graph is not None:
-        # A malformed graph.json: the other pages are still worth having.
-        with contextlib.suppress(RewheelError):
-            graph_page = to_html(parse_graph(graph), title=f"{title}: dependency graph")
+    if history.runs:
+        graph_page = to_html(history_graph(history), title=f"{title}: dependency graph")
     try:
-        pages = render_site(collect(repo, title=title, has_graph=graph_page is not None))
+        site = collect(repo, title=title, has_graph=graph_page is not None, history=history)
+        pages = render_site(site)
         if graph_page is not None:
             pages["graph.html"] = graph_page
         out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""The dependency graph of a run (graph.json) as chains, Graphviz DOT and a self-contained web page.
+"""The dependency graph as chains (``rewheel why``), Graphviz DOT and a self-contained web page.
 
-Pure functions over a parsed ``Graph``; only ``read_graph`` touches the filesystem. The web page
-carries its own layout code (a layered drawing in plain JavaScript and SVG), so it opens from disk
-or any static server with nothing fetched from elsewhere.
+What the repository remembers (``core.history``: the run files of the last runs, merged) is drawn
+as one ``Graph``: every package of every remembered run, with what became of it in the newest run
+that had it; ``why`` walks the graph of that run. Pure functions over a ``Graph`` or a ``History``;
+only ``read_history`` and ``read_graph`` touch the filesystem. The web page carries its own layout
+code (a layered drawing in plain JavaScript and SVG), so it opens from disk or any static server
+with nothing fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +22,31 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from ..core.errors import ConfigError, RepositoryError, Step
+from ..core.history import Edge, History, Remembered, RunFileError, RunRecord, parse_edges
+from ..core.history import parse_nodes as parse_run_nodes
+from ..core.report import Outcome
+from ..repo.repository import Repository
 from .assets import read_asset
+from .text import printable
+
+__all__ = [
+    "EDGE_STYLES",
+    "Edge",
+    "Graph",
+    "Node",
+    "chains",
+    "find_nodes",
+    "format_chain",
+    "graph_data",
+    "history_graph",
+    "parse_graph",
+    "read_graph",
+    "read_history",
+    "run_graph",
+    "to_dot",
+    "to_html",
+    "why_lines",
+]
 
 # How each kind of edge is drawn, in DOT and on the web page.
 EDGE_STYLES: dict[str, tuple[str, str]] = {
@@ -30,6 +57,9 @@ EDGE_STYLES: dict[str, tuple[str, str]] = {
 }
 TOPLEVEL = "toplevel"
 MAX_CHAINS = 1000
+# Steps of the walk that looks for chains: all the simple paths through a dense graph with cycles
+# are too many to walk, so the walk stops after this many (some 0.2 s) and says it was cut.
+MAX_STEPS = 200_000
 
 
 @dataclass(frozen=True)
@@ -37,14 +67,10 @@ class Node:
     id: str  # "name==version"
     name: str
     version: str
-
-
-@dataclass(frozen=True)
-class Edge:
-    parent: str | None  # None: asked for by the user
-    child: str
-    requirement: str
-    kind: str
+    outcome: str | None = None  # in the newest run that had it (core.report.Outcome)
+    run: str | None = None  # that run (RunRecord.label)
+    built_by: str | None = None  # the run that built its wheel, when another
+    problem: str | None = None  # why it failed or was not built: the first line
 
 
 @dataclass(frozen=True)
@@ -59,38 +85,73 @@ class Graph:
 def parse_graph(data: Any, source: str = "graph.json") -> Graph:
     """A Graph from graph.json's content; RepositoryError names what is malformed."""
 
-    def bad(what: str) -> RepositoryError:
-        return RepositoryError(f"{source}: {what}", step=Step.GRAPH)
-
     if not isinstance(data, Mapping):
-        raise bad("not a JSON object")
-    raw_nodes, raw_edges = data.get("nodes"), data.get("edges")
-    if not isinstance(raw_nodes, list) or not isinstance(raw_edges, list):
-        raise bad("needs the lists 'nodes' and 'edges'")
-    nodes: dict[str, Node] = {}
-    for item in raw_nodes:
-        if not isinstance(item, Mapping) or not all(
-            isinstance(item.get(k), str) for k in ("id", "name", "version")
-        ):
-            raise bad(f"a node needs 'id', 'name' and 'version': {item!r}")
-        nodes[item["id"]] = Node(item["id"], item["name"], item["version"])
-    edges: list[Edge] = []
-    for item in raw_edges:
-        if not isinstance(item, Mapping):
-            raise bad(f"an edge is not an object: {item!r}")
-        parent, child = item.get("from"), item.get("to")
-        requirement, kind = item.get("requirement"), item.get("kind")
-        if not (parent is None or isinstance(parent, str)) or not isinstance(child, str):
-            raise bad(f"an edge needs 'from' (or null) and 'to': {item!r}")
-        if not isinstance(requirement, str) or not isinstance(kind, str):
-            raise bad(f"an edge needs 'requirement' and 'kind': {item!r}")
-        for end in (parent, child):
+        raise RepositoryError(f"{source}: not a JSON object", step=Step.GRAPH)
+    try:
+        raw_nodes = parse_run_nodes(data.get("nodes"), with_outcomes=False)
+        edges = parse_edges(data.get("edges"))
+    except RunFileError as exc:
+        raise RepositoryError(f"{source}: {exc}", step=Step.GRAPH) from None
+    return _graph({n.id: Node(n.id, n.name, n.version) for n in raw_nodes}, edges)
+
+
+def _graph(nodes: dict[str, Node], edges: tuple[Edge, ...]) -> Graph:
+    for edge in edges:
+        for end in (edge.parent, edge.child):
             if end is not None and end not in nodes:
                 # An edge to a node the run did not list: keep it drawable all the same.
                 name, _, version = end.partition("==")
                 nodes[end] = Node(end, name, version)
-        edges.append(Edge(parent, child, requirement, kind))
-    return Graph(nodes=nodes, edges=tuple(edges))
+    return Graph(nodes=nodes, edges=edges)
+
+
+def _problem(remembered: Remembered) -> str | None:
+    node = remembered.node
+    if node.outcome is Outcome.NOT_ATTEMPTED and node.error is None:
+        return "the run ended before it was reached"
+    if node.error is None or node.outcome is None or node.outcome.in_repository:
+        return None
+    step = f"[{node.error.step}] " if node.error.step else ""
+    return f"{step}{node.error.first_line}"
+
+
+def _node(remembered: Remembered) -> Node:
+    node, built_by = remembered.node, remembered.built_by
+    return Node(
+        node.id,
+        node.name,
+        node.version,
+        outcome=None if node.outcome is None else node.outcome.value,
+        run=remembered.run.label if remembered.run.started is not None else None,
+        built_by=built_by.label
+        if built_by is not None and built_by is not remembered.run
+        else None,
+        problem=_problem(remembered),
+    )
+
+
+def history_graph(history: History) -> Graph:
+    """Every package of every remembered run, each with what became of it in the newest run
+    that had it, and every edge of those runs."""
+    return _graph({r.id: _node(r) for r in history.packages.values()}, history.edges)
+
+
+def run_graph(run: RunRecord) -> Graph:
+    """The graph of one run."""
+    return _graph({n.id: Node(n.id, n.name, n.version) for n in run.nodes}, run.edges)
+
+
+def read_history(repo_root: Path) -> History:
+    """What the repository remembers (``Repository.history``); RepositoryError when nothing."""
+    history = Repository(Path(repo_root)).history()
+    if not history.runs:
+        skipped = f" ({len(history.notes)} run file(s) skipped)" if history.notes else ""
+        raise RepositoryError(
+            f"no run is recorded in {repo_root}{skipped}: run `rewheel bootstrap` with this "
+            "--repo first",
+            step=Step.GRAPH,
+        )
+    return history
 
 
 def read_graph(repo_root: Path) -> Graph:
@@ -135,8 +196,11 @@ def find_nodes(graph: Graph, spec: str) -> list[str]:
     return found
 
 
-def chains(graph: Graph, target: str, limit: int = MAX_CHAINS) -> tuple[list[list[Edge]], bool]:
-    """Every chain of edges from a requested package down to ``target``, and whether it was cut.
+def chains(
+    graph: Graph, target: str, limit: int = MAX_CHAINS, *, max_steps: int = MAX_STEPS
+) -> tuple[list[list[Edge]], bool]:
+    """Every chain of edges from a requested package down to ``target``, and whether it was cut
+    (after ``limit`` chains, or ``max_steps`` steps of the walk).
 
     A chain starts with the top-level edge (parent None) and ends with an edge into ``target``;
     no node appears twice in one chain. Shortest chains first.
@@ -154,7 +218,12 @@ def chains(graph: Graph, target: str, limit: int = MAX_CHAINS) -> tuple[list[lis
 
     # Walks up from the target; iterative so that a deep graph cannot exhaust the stack.
     stack: list[tuple[str, int]] = [(target, 0)]
+    steps = 0
     while stack:
+        steps += 1
+        if steps > max_steps:
+            truncated = True
+            break
         node, i = stack.pop()
         options = incoming.get(node, [])
         if i >= len(options):
@@ -188,17 +257,62 @@ def format_chain(chain: Sequence[Edge]) -> str:
     return text
 
 
-def why_lines(graph: Graph, spec: str, limit: int = MAX_CHAINS) -> list[str]:
-    """What ``rewheel why`` prints: for each matching node, every chain that brings it in."""
+def why_lines(history: History, spec: str, limit: int = MAX_CHAINS) -> list[str]:
+    """What ``rewheel why`` prints: for each package ``spec`` names, from the newest run that had
+    it (named, with what it was asked for), what became of it there, and every chain of that run
+    that brings it in. Text from packages and indexes is made safe for a terminal."""
+    found = history.matching(spec)
+    if not found:
+        raise _not_remembered(history, spec)
     lines: list[str] = []
-    for node in find_nodes(graph, spec):
-        found, truncated = chains(graph, node, limit)
+    for remembered in found:
+        run, node = remembered.run, remembered.node
+        graph = run_graph(run)
+        chains_found, truncated = chains(graph, node.id, limit)
         more = "+" if truncated else ""
-        lines.append(f"{node}: {len(found)}{more} chain(s) from the requested packages")
-        lines.extend(f"  {format_chain(c)}" for c in found)
+        head = f"{node.id}: {len(chains_found)}{more} chain(s) from the requested packages"
+        if run.started is not None:
+            head += f" ({run.label})"
+        lines.append(printable(head))
+        lines.extend(f"  {printable(line)}" for line in _status_lines(remembered))
+        lines.extend(f"  {printable(format_chain(c))}" for c in chains_found)
         if truncated:
-            lines.append(f"  ... stopped after {limit} chains")
+            lines.append(f"  ... stopped after {len(chains_found)} chains")
     return lines
+
+
+def _status_lines(remembered: Remembered) -> list[str]:
+    """What became of a package in its run, when it is not simply in the repository."""
+    node, built_by = remembered.node, remembered.built_by
+    error = node.error
+    lines: list[str] = []
+    if node.outcome is Outcome.FAILED and error is not None:
+        step = f" [{error.step}]" if error.step else ""
+        log = f" (log: {error.log})" if error.log else ""
+        lines.append(f"FAILED{step}: {error.first_line}{log}")
+        lines.extend(f"  {' -> '.join(chain)}" for chain in error.chains)
+        if error.hint:
+            lines.append(f"  hint: {error.hint}")
+    elif node.outcome is Outcome.DEPENDENCY_FAILED:
+        lines.append(f"not built: {error.first_line if error else 'a dependency failed'}")
+    elif node.outcome is Outcome.NOT_ATTEMPTED:
+        why = error.first_line.removeprefix("not built: ") if error else ""
+        lines.append(f"not attempted: {why or 'the run ended before it was reached'}")
+    if built_by is not None and built_by is not remembered.run:
+        lines.append(f"its wheel in the repository: built by the {built_by.label}")
+    return lines
+
+
+def _not_remembered(history: History, spec: str) -> ConfigError:
+    names = sorted({r.node.name for r in history.packages.values()})
+    close = difflib.get_close_matches(canonicalize_name(spec.partition("==")[0]), names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    runs = len(history.runs)
+    message = f"{spec} is not in the dependency graph of the last {runs} run(s){hint}"
+    stopped = history.stopped_requests(spec)
+    if stopped and (error := stopped[0].error) is not None:
+        message += f"; the {stopped[0].label} stopped before building it: {error.first_line}"
+    return ConfigError(printable(message))
 
 
 # -- Graphviz ---------------------------------------------------------------------------------
@@ -218,8 +332,16 @@ def to_dot(graph: Graph) -> str:
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
     for node_id in sorted(graph.nodes):
-        attrs = ' [peripheries=2, fillcolor="#dbeafe"]' if node_id in requested else ""
-        lines.append(f"  {_dot_string(node_id)}{attrs};")
+        attrs = ['peripheries=2, fillcolor="#dbeafe"'] if node_id in requested else []
+        outcome = graph.nodes[node_id].outcome
+        if outcome == Outcome.FAILED:
+            attrs.append('color="#c53030", fillcolor="#fed7d7"')
+        elif outcome in (Outcome.DEPENDENCY_FAILED, Outcome.NOT_ATTEMPTED):
+            attrs.append('style="rounded,dashed", color="#718096"')
+        if outcome is not None and not Outcome(outcome).in_repository:
+            attrs.append(f"tooltip={_dot_string(outcome)}")
+        text = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"  {_dot_string(node_id)}{text};")
     for edge in graph.edges:
         if edge.parent is None:
             continue
@@ -241,7 +363,16 @@ def graph_data(graph: Graph) -> dict[str, Any]:
     requested = graph.requested()
     return {
         "nodes": [
-            {"id": n.id, "name": n.name, "version": n.version, "requested": n.id in requested}
+            {
+                "id": n.id,
+                "name": n.name,
+                "version": n.version,
+                "requested": n.id in requested,
+                "outcome": n.outcome,
+                "run": n.run,
+                "built_by": n.built_by,
+                "problem": n.problem,
+            }
             for n in sorted(graph.nodes.values(), key=lambda n: n.id)
         ],
         "edges": [

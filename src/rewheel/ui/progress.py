@@ -29,7 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import RewheelError, Step
-from ..core.report import BootstrapResult, Reporter
+from ..core.report import BootstrapResult, Outcome, Reporter
+from .text import printable
 
 Clock = Callable[[], float]
 
@@ -61,6 +62,15 @@ class FailedBuild:
 
 
 @dataclass(frozen=True)
+class NotBuilt:
+    """A package a failure left unbuilt."""
+
+    node: str
+    outcome: Outcome  # NOT_ATTEMPTED (the run stopped) or DEPENDENCY_FAILED
+    reason: str
+
+
+@dataclass(frozen=True)
 class Summary:
     built: int
     reused: int
@@ -68,6 +78,25 @@ class Summary:
     slowest: list[tuple[str, float]]  # (node, seconds) of builds of this run, slowest first
     seconds: float
     repo: Path
+    prebuilt: list[str] = field(default_factory=list)  # upstream wheels taken (allow-listed)
+    not_built: list[NotBuilt] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> list[str]:
+        """Nodes not attempted because the run stopped at the first failure."""
+        return [n.node for n in self.not_built if n.outcome is Outcome.NOT_ATTEMPTED]
+
+    @property
+    def blocked(self) -> list[NotBuilt]:
+        """Nodes not built because their build environment needs a package that failed."""
+        return [n for n in self.not_built if n.outcome is Outcome.DEPENDENCY_FAILED]
+
+
+_STOPPED = "the run stopped at the first failure; --keep-going builds all that can be built"
+
+
+def _first_line(error: RewheelError) -> str:
+    return printable(error.message.splitlines()[0]) if error.message else type(error).__name__
 
 
 def summarize(
@@ -80,19 +109,20 @@ def summarize(
 ) -> Summary:
     """What the end of a run reports. ``built_nodes``: nodes built (not reused) during the run."""
     failed = [
-        FailedBuild(
-            node=node,
-            step=error.step,
-            reason=error.message.splitlines()[0] if error.message else type(error).__name__,
-            log=error.log_path,
-        )
+        FailedBuild(node=node, step=error.step, reason=_first_line(error), log=error.log_path)
         for node, error in sorted(result.failures.items())
     ]
     timed = []
     for record in result.order:
-        if record.node in built_nodes:
+        if record.node in built_nodes and not record.prebuilt:
             timed.append((record.node, record.seconds))
     timed.sort(key=lambda item: (-item[1], item[0]))
+    not_built = []
+    for node, outcome in sorted(result.outcomes.items()):
+        if outcome in (Outcome.NOT_ATTEMPTED, Outcome.DEPENDENCY_FAILED):
+            error = result.unbuilt.get(node)
+            reason = _first_line(error) if error is not None else "not reached"
+            not_built.append(NotBuilt(node, outcome, reason))
     return Summary(
         built=result.built,
         reused=result.reused,
@@ -100,19 +130,32 @@ def summarize(
         slowest=timed[:top],
         seconds=seconds,
         repo=repo,
+        prebuilt=sorted(n for n, o in result.outcomes.items() if o is Outcome.PREBUILT),
+        not_built=not_built,
     )
 
 
 def summary_lines(summary: Summary) -> list[str]:
     """The summary as plain text lines."""
+    prebuilt = f", {len(summary.prebuilt)} pre-built" if summary.prebuilt else ""
+    not_built = f", {len(summary.not_built)} not attempted" if summary.not_built else ""
     lines = [
-        f"{summary.built} built, {summary.reused} reused, {len(summary.failed)} failed "
-        f"in {_duration(summary.seconds)}; repository {summary.repo}"
+        f"{summary.built} built{prebuilt}, {summary.reused} reused, {len(summary.failed)} failed"
+        f"{not_built} in {_duration(summary.seconds)}; repository {summary.repo}"
     ]
     for f in summary.failed:
         step = f" [{f.step}]" if f.step else ""
         log = f" (log: {f.log})" if f.log else ""
         lines.append(f"  failed: {f.node}{step}: {f.reason}{log}")
+    for n in summary.blocked:
+        lines.append(f"  not attempted: {n.node}: {n.reason}")
+    if summary.stopped:
+        lines.append(f"  not attempted ({_STOPPED}): {', '.join(summary.stopped)}")
+    if summary.prebuilt:
+        lines.append(
+            f"  pre-built (the upstream's own wheel, allowed by the settings): "
+            f"{', '.join(summary.prebuilt)}"
+        )
     if summary.slowest:
         slowest = ", ".join(f"{node} {_duration(secs)}" for node, secs in summary.slowest)
         lines.append(f"  slowest builds: {slowest}")
@@ -124,10 +167,12 @@ def summary_renderable(summary: Summary) -> RenderableType:
     status = "green" if not summary.failed else "red"
     head = Text.assemble(
         (f"{summary.built} built", "bold"),
+        (f", {len(summary.prebuilt)} pre-built", "bold") if summary.prebuilt else "",
         ", ",
         (f"{summary.reused} reused from cache", "bold"),
         ", ",
         (f"{len(summary.failed)} failed", f"bold {status}"),
+        (f", {len(summary.not_built)} not attempted", "bold yellow") if summary.not_built else "",
         f" in {_duration(summary.seconds)}; repository ",
         (str(summary.repo), "cyan"),
     )
@@ -141,6 +186,25 @@ def summary_renderable(summary: Summary) -> RenderableType:
         for f in summary.failed:
             table.add_row(f.node, f.step or "", f.reason, str(f.log) if f.log else "")
         parts.append(table)
+    if summary.not_built:
+        table = Table(
+            title="Not attempted", title_justify="left", box=box.SIMPLE_HEAD, expand=False
+        )
+        table.add_column("package", style="bold yellow", no_wrap=True)
+        table.add_column("why", overflow="fold")
+        for n in summary.blocked:
+            table.add_row(n.node, n.reason)
+        for node in summary.stopped:
+            table.add_row(node, _STOPPED)
+        parts.append(table)
+    if summary.prebuilt:
+        parts.append(
+            Text.assemble(
+                ("Pre-built", "bold"),
+                " (the upstream's own wheel, allowed by the settings): ",
+                ", ".join(summary.prebuilt),
+            )
+        )
     if summary.slowest:
         table = Table(title="Slowest builds", title_justify="left", box=box.SIMPLE_HEAD)
         table.add_column("package", no_wrap=True)
@@ -170,6 +234,7 @@ class _Tally:
     built_nodes: set[str] = field(default_factory=set)
     built: int = 0
     reused: int = 0
+    prebuilt: int = 0
     failed: int = 0
 
     def step(self, node: str, step: str, now: float) -> None:
@@ -181,6 +246,17 @@ class _Tally:
         self.known.add(node)
         self.finished.add(node)
         self.active.pop(node, None)
+
+    def done(self, node: str, *, cached: bool, prebuilt: bool) -> None:
+        self.finish(node)
+        if cached:
+            self.reused += 1
+        elif prebuilt:
+            self.prebuilt += 1
+            self.built_nodes.add(node)
+        else:
+            self.built += 1
+            self.built_nodes.add(node)
 
     @property
     def count(self) -> str:
@@ -249,17 +325,16 @@ class LineReporter(ProgressReporter):
             self.tally.step(node, step, self.clock())
         self._say(f"{node}: {step}", level=2)
 
-    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
+    def done(
+        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+    ) -> None:
         with self.lock:
-            self.tally.finish(node)
-            if cached:
-                self.tally.reused += 1
-            else:
-                self.tally.built += 1
-                self.tally.built_nodes.add(node)
+            self.tally.done(node, cached=cached, prebuilt=prebuilt)
             count = self.tally.count
         if cached:
             self._say(f"({count}) {node}: reused {wheel}", level=2)
+        elif prebuilt:
+            self._say(f"({count}) {node}: pre-built: took the upstream's {wheel}")
         else:
             self._say(f"({count}) {node}: built {wheel} in {seconds:.1f}s")
 
@@ -267,7 +342,7 @@ class LineReporter(ProgressReporter):
         with self.lock:
             self.tally.finish(node)
             self.tally.failed += 1
-        self._say(f"{node}: FAILED: {error}", level=0)
+        self._say(f"{node}: FAILED: {printable(str(error), newlines=True)}", level=0)
 
     def summary(self, result: BootstrapResult, repo: Path) -> None:
         for line in summary_lines(self._summarize(result, repo)):
@@ -336,17 +411,19 @@ class RichReporter(ProgressReporter):
         if self.verbosity >= 2:
             self.console.print(Text.assemble((node, "bold"), f": {step}", style="dim"))
 
-    def done(self, node: str, wheel: str, *, cached: bool, seconds: float) -> None:
+    def done(
+        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+    ) -> None:
         with self.lock:
-            self.tally.finish(node)
-            if cached:
-                self.tally.reused += 1
-            else:
-                self.tally.built += 1
-                self.tally.built_nodes.add(node)
+            self.tally.done(node, cached=cached, prebuilt=prebuilt)
         if cached:
             if self.verbosity >= 2:
                 self.console.print(Text.assemble(("= ", "blue"), (node, "bold"), " reused"))
+        elif prebuilt:
+            if self.verbosity >= 1:
+                self.console.print(
+                    Text.assemble(("↓ ", "yellow"), (node, "bold"), " pre-built (upstream's wheel)")
+                )
         elif self.verbosity >= 1:
             self.console.print(
                 Text.assemble(("✓ ", "green"), (node, "bold"), f" built in {_duration(seconds)}")
@@ -357,7 +434,13 @@ class RichReporter(ProgressReporter):
             self.tally.finish(node)
             self.tally.failed += 1
         # Failures are shown even with -q.
-        self.console.print(Text.assemble(("✗ ", "bold red"), (node, "bold"), f" failed: {error}"))
+        self.console.print(
+            Text.assemble(
+                ("✗ ", "bold red"),
+                (node, "bold"),
+                f" failed: {printable(str(error), newlines=True)}",
+            )
+        )
 
     def summary(self, result: BootstrapResult, repo: Path) -> None:
         self.console.print(summary_renderable(self._summarize(result, repo)))
@@ -371,6 +454,7 @@ class RichReporter(ProgressReporter):
             tally = self.tally
             done, known = len(tally.finished), len(tally.known)
             built, reused, failed = tally.built, tally.reused, tally.failed
+            prebuilt = tally.prebuilt
             active = sorted(tally.active.items(), key=lambda item: item[1].step_started)
         elapsed = now - self.start
         head = Text.assemble(
@@ -378,6 +462,7 @@ class RichReporter(ProgressReporter):
             " packages known so far",
             "  ·  ",
             (f"{built} built", "green"),
+            (f", {prebuilt} pre-built", "yellow") if prebuilt else "",
             ", ",
             (f"{reused} reused", "blue"),
             ", ",

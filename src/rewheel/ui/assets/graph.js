@@ -92,13 +92,23 @@
   const gEdges = document.getElementById("edges"), gNodes = document.getElementById("nodes");
   const box = new Map(), nodeEl = new Map();
   const H = 26, GAP_X = 18, GAP_Y = 90;
+  // What became of a package in the newest run that had it: failed ones and ones a failure left
+  // unbuilt are drawn apart.
+  const STATUS = {"failed": "failed", "dependency-failed": "unbuilt", "not-attempted": "unbuilt",
+    "prebuilt": "prebuilt"};
+  const STATUS_TEXT = {"failed": "failed", "dependency-failed": "not built: a dependency failed",
+    "not-attempted": "not attempted", "prebuilt": "pre-built (the upstream's wheel)",
+    "built": "built", "reused": "reused"};
   for (const n of DATA.nodes) {
-    const g = el("g", {class: "node" + (n.requested ? " requested" : ""), "data-id": n.id}, gNodes);
+    const status = STATUS[n.outcome] ? " " + STATUS[n.outcome] : "";
+    const g = el("g", {class: "node" + (n.requested ? " requested" : "") + status,
+      "data-id": n.id}, gNodes);
     const r = el("rect", {height: H}, g);
     const t = el("text", {x: 8, y: 17}, g);
     t.textContent = n.id;
     const title = el("title", {}, g);
-    title.textContent = n.id + (n.requested ? " (requested)" : "");
+    title.textContent = n.id + (n.requested ? " (requested)" : "") +
+      (STATUS[n.outcome] ? " (" + STATUS_TEXT[n.outcome] + ")" : "");
     g.addEventListener("click", (ev) => { ev.stopPropagation(); select(n.id); });
     nodeEl.set(n.id, g);
     box.set(n.id, {g: g, r: r, t: t});
@@ -173,10 +183,15 @@
     svg.classList.add("dragging");
   });
   window.addEventListener("mousemove", (ev) => {
-    if (!drag) return;
+    if (!drag || drag.up) return;
     view.x = ev.clientX - drag.x; view.y = ev.clientY - drag.y; drag.moved = true; apply();
   });
-  window.addEventListener("mouseup", () => { svg.classList.remove("dragging"); });
+  // The button is up: the drag is over, whether or not a click on the background follows (a
+  // click on a package stops there), so moving the mouse no longer pans.
+  window.addEventListener("mouseup", () => {
+    svg.classList.remove("dragging");
+    if (drag) drag.up = true;
+  });
   svg.addEventListener("click", () => { if (!drag || !drag.moved) select(null); drag = null; });
 
   // -- chains of one package --
@@ -254,6 +269,19 @@
       p.textContent = "Requested as " + JSON.stringify(requestedBy.get(id)) + ".";
       panel.appendChild(p);
     }
+    const facts = [];
+    if (n.outcome && STATUS_TEXT[n.outcome]) {
+      facts.push(["status " + (STATUS[n.outcome] || "ok"),
+        STATUS_TEXT[n.outcome] + (n.problem ? ": " + n.problem : "")]);
+    }
+    if (n.run) facts.push(["run", "In the " + n.run + "."]);
+    if (n.built_by) facts.push(["built-by", "Its wheel was built by the " + n.built_by + "."]);
+    for (const [cls, text] of facts) {
+      const p = document.createElement("p");
+      p.className = cls;
+      p.textContent = text;
+      panel.appendChild(p);
+    }
     const why = (e) => " (" + e.kind + ": " + e.requirement + ")";
     section("Needed by", inc.get(id).map((e) => [link(e.from), why(e)]));
     section("Needs", out.get(id).map((e) => [link(e.to), why(e)]));
@@ -275,6 +303,19 @@
     const s = el("svg", {viewBox: "0 0 34 10"}, span);
     el("path", {d: "M0,5 L34,5", class: "edge " + kind, stroke: DATA.styles[kind]}, s);
     span.append(" " + kind);
+    legend.appendChild(span);
+  }
+  const counts = {};
+  for (const n of DATA.nodes) {
+    if (STATUS[n.outcome]) counts[STATUS[n.outcome]] = (counts[STATUS[n.outcome]] || 0) + 1;
+  }
+  for (const cls of ["failed", "unbuilt", "prebuilt"]) {
+    if (!counts[cls]) continue;
+    const span = document.createElement("span");
+    const s = el("svg", {viewBox: "0 0 20 12"}, span);
+    el("rect", {x: 1, y: 1, width: 18, height: 10, class: "swatch " + cls}, s);
+    span.append(" " + ({failed: "failed", unbuilt: "not built", prebuilt: "pre-built"})[cls] +
+      " (" + counts[cls] + ")");
     legend.appendChild(span);
   }
   const names = document.getElementById("names");
