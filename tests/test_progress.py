@@ -347,3 +347,21 @@ def test_plain_reporter_writes_to_the_given_stream() -> None:
     reporter = make_reporter(1, stream)
     reporter.note("hello")
     assert stream.getvalue().endswith("note: hello\n")
+
+
+def test_the_summary_gives_the_cause_line_of_a_failure_on_one_line() -> None:
+    failure = BuildError(
+        "backend failed",
+        package="bad",
+        version="1.0",
+        step="build",
+        hint="missing header zlib.h; install it (Debian: apt-get install zlib1g-dev)\n\x1b[2Jfake",
+    )
+    s = summarize(result(failures={"bad==1.0": failure}), Path("r"), 1.0)
+    (failed,) = s.failed
+    assert failed.hint == "missing header zlib.h; install it (Debian: apt-get install zlib1g-dev)"
+    lines = summary_lines(s)
+    assert lines[2] == f"    {failed.hint}"
+    c, out = console()
+    c.print(summary_renderable(s))
+    assert "zlib1g-dev" in plain(out.getvalue()) and "fake" not in out.getvalue()

@@ -59,6 +59,7 @@ class FailedBuild:
     step: str | None
     reason: str
     log: Path | None
+    hint: str | None = None  # the cause and fix found (build.diagnose), or the error's own
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,13 @@ def summarize(
 ) -> Summary:
     """What the end of a run reports. ``built_nodes``: nodes built (not reused) during the run."""
     failed = [
-        FailedBuild(node=node, step=error.step, reason=_first_line(error), log=error.log_path)
+        FailedBuild(
+            node=node,
+            step=error.step,
+            reason=_first_line(error),
+            log=error.log_path,
+            hint=printable(error.hint.splitlines()[0]) if error.hint else None,
+        )
         for node, error in sorted(result.failures.items())
     ]
     timed = []
@@ -147,6 +154,8 @@ def summary_lines(summary: Summary) -> list[str]:
         step = f" [{f.step}]" if f.step else ""
         log = f" (log: {f.log})" if f.log else ""
         lines.append(f"  failed: {f.node}{step}: {f.reason}{log}")
+        if f.hint:
+            lines.append(f"    {f.hint}")
     for n in summary.blocked:
         lines.append(f"  not attempted: {n.node}: {n.reason}")
     if summary.stopped:
@@ -184,7 +193,8 @@ def summary_renderable(summary: Summary) -> RenderableType:
         table.add_column("reason", overflow="fold")
         table.add_column("log", style="cyan", overflow="fold")
         for f in summary.failed:
-            table.add_row(f.node, f.step or "", f.reason, str(f.log) if f.log else "")
+            reason = f"{f.reason}\n{f.hint}" if f.hint else f.reason
+            table.add_row(f.node, f.step or "", reason, str(f.log) if f.log else "")
         parts.append(table)
     if summary.not_built:
         table = Table(
