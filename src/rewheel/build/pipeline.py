@@ -30,6 +30,7 @@ from ..repo.repository import Repository
 from ..repo.wheelfile import read_metadata_bytes
 from .buildenv import BuildEnvironment, EnvBuilder
 from .builder import CoreBudget, FreshWheel, WheelBuilder
+from .conditions import BuildProbe, HostProbe
 from .metadata import MetadataSource
 from .prepare import SourcePreparer
 from .publisher import Publisher, Witness
@@ -290,8 +291,12 @@ def local_steps(
     cores: CoreBudget | None = None,
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
+    probe: BuildProbe | None = None,
 ) -> LocalSteps:
-    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout."""
+    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout.
+
+    ``probe`` asks the machine how each build ran, for its provenance (default: a
+    ``conditions.HostProbe`` for this run)."""
     settings = settings or Settings()
     workspace = Workspace(
         work_root=work_root or repo.work_dir,
@@ -322,6 +327,7 @@ def local_steps(
             build_timeout=build_timeout,
             cores=cores,
             recipes=recipes,
+            probe=probe or HostProbe(),
         ),
         publisher=Publisher(repo, witness=witness),
     )
