@@ -1,5 +1,6 @@
 """Provenance that tells the whole truth, end to end: every setting applied to a build, how it ran,
-the compilers it could run and the system libraries its wheel links.
+the compilers it could run, the system libraries its wheel links, and ``verify`` noticing when
+this machine's libraries are not the ones the wheel was built against.
 
 Every statement these tests make rewheel write is also checked against the JSON Schema
 (conftest's ``_provenance_matches_schema``).
@@ -14,16 +15,21 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Upstream, run_bootstrap
 from packaging.version import Version
+from support.elf import make_elf
 
+from rewheel import app
 from rewheel.build.conditions import hook_runner
+from rewheel.build.linkage import SystemLibraries
 from rewheel.build.settings import Settings
 from rewheel.repo.repository import Repository
+from rewheel.trust.verify import linked_library_findings, verify_venv
 
 
 def _statement(repo: Path, name: str) -> dict[str, Any]:
@@ -207,3 +213,81 @@ def test_the_system_libraries_a_wheel_links_are_named_with_hash_and_package(
     assert cc["annotations"]["version"]
     cc_real = cc["uri"].removeprefix("file://")
     assert cc["digest"]["sha256"] == hashlib.sha256(Path(cc_real).read_bytes()).hexdigest()
+
+
+class _OtherMachine:
+    """``SystemLibraries`` of a made-up machine: its loader cache lists ``cache``."""
+
+    def __init__(self, cache: dict[str, Path]) -> None:
+        self.cache = cache
+
+    def __call__(self, argv: Sequence[str]) -> str | None:
+        if os.path.basename(argv[0]) == "ldconfig":
+            return "".join(f"\t{n} (libc6,x86-64) => {p}\n" for n, p in self.cache.items())
+        return ""
+
+
+def _machine(cache: dict[str, Path]) -> SystemLibraries:
+    return SystemLibraries(run=_OtherMachine(cache), debian=False, dirs=lambda arch: [])
+
+
+@needs_zlib
+def test_verify_tells_when_this_machines_libraries_are_not_the_wheels(
+    zext_repo: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    app.install(["zext"], venv, repo_root=zext_repo)
+    repo = Repository(zext_repo)
+    wheels = [(ref, repo.wheel_path(ref)) for ref in repo.wheels()]
+
+    # Here, on the machine that built it: nothing to say.
+    report = verify_venv(venv, wheels)
+    assert report.ok, report.problems
+    assert report.notes == []
+
+    # Another libz.so.1 (another build of it): a note, not a failure.
+    other = tmp_path / "other" / "libz.so.1"
+    other.parent.mkdir()
+    other.write_bytes(make_elf(soname="libz.so.1"))
+    report = verify_venv(venv, wheels, libraries=_machine({"libz.so.1": other}))
+    assert report.ok, report.problems
+    (note,) = report.notes
+    assert "zext/_cext.so: libz.so.1 differs here" in note
+    assert str(other) in note
+
+    # No libz.so.1 at all: the wheel cannot load here, a problem.
+    report = verify_venv(venv, wheels, libraries=_machine({}))
+    (problem,) = report.problems
+    assert (problem.distribution, problem.version) == ("zext", "1.0")
+    assert "libz.so.1 is not on this machine" in problem.reason
+
+
+def test_linked_library_findings_ignore_what_they_cannot_read() -> None:
+    machine = _machine({})
+    for statement in (None, [], {}, {"predicate": {"buildDefinition": "x"}}):
+        assert linked_library_findings(statement, machine) == ([], [])
+    # A tampered statement naming a device: looked for, not read, reported missing.
+    hostile = {
+        "predicate": {
+            "buildDefinition": {
+                "internalParameters": {
+                    "linkage": {
+                        "files": [
+                            {
+                                "file": "x.so",
+                                "elfClass": 64,
+                                "byteOrder": "little",
+                                "machine": "EM_X86_64",
+                                "runpath": ["/dev"],
+                                "needed": [{"name": "zero", "found": "system", "path": "/x"}],
+                            },
+                            {"file": "y.so", "elfClass": "64", "needed": "no"},
+                        ]
+                    }
+                }
+            }
+        }
+    }
+    missing, different = linked_library_findings(hostile, machine)
+    assert missing == ["x.so: zero is not on this machine (built against /x)"]
+    assert different == []
