@@ -26,9 +26,14 @@ def test_a_system_compiler_is_asked_its_version_once_per_run(tmp_path: Path) -> 
     )
     (tmp_path / "sys" / "bin" / "gcc").symlink_to("gcc-12")
     toolchain = Toolchain(names=("gcc", "gfortran"))
-    environ = {"PATH": str(tmp_path / "sys" / "bin")}
-    first = toolchain.programs(environ)
-    again = toolchain.programs(environ)
+    # Each build's PATH starts with its own build environment: asked once all the same.
+    first, again = (
+        toolchain.programs(
+            {"PATH": f"{tmp_path / name / 'env' / 'bin'}:{tmp_path / 'sys' / 'bin'}"},
+            untrusted=[tmp_path / name],
+        )
+        for name in ("app-1.0", "lib-2.0")
+    )
     assert first == again
     (program,) = first  # no gfortran here: not listed
     assert program.name == "gcc"

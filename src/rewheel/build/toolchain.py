@@ -57,14 +57,12 @@ class Program:
 
 
 def _within(path: str, folders: Sequence[Path]) -> bool:
-    real = os.path.realpath(path)
+    """Whether ``path`` (as named, or the file it leads to) is one of ``folders`` or below one."""
+    names = {path, os.path.realpath(path)}
     for folder in folders:
-        for base in (str(folder), os.path.realpath(folder)):
-            if (
-                path == base
-                or path.startswith(base.rstrip("/") + "/")
-                or real.startswith(base.rstrip("/") + "/")
-            ):
+        for base in {str(folder), os.path.realpath(folder)}:
+            base = base.rstrip("/") or "/"
+            if any(n == base or n.startswith(base + "/") for n in names):
                 return True
     return False
 
@@ -120,6 +118,12 @@ class Toolchain:
                 words = value.split()
             if words:
                 wanted.append((f"${variable}", words[0]))
+        # System programs run (and are remembered) with the build's PATH without its own folders,
+        # which change from build to build.
+        system_path = os.pathsep.join(
+            d for d in search.split(os.pathsep) if d and not _within(d, untrusted)
+        )
+        system_environ = {**environ, "PATH": system_path}
         out = []
         for label, command in wanted:
             path = shutil.which(command, path=search)
@@ -129,7 +133,7 @@ class Toolchain:
                 real = os.path.realpath(path)
                 out.append(Program(label, path, real, None, _hash(real), BUILD))
                 continue
-            out.append(self._system(label, os.path.basename(command), path, environ))
+            out.append(self._system(label, os.path.basename(command), path, system_environ))
         return tuple(out)
 
     def _system(self, label: str, command: str, path: str, environ: Mapping[str, str]) -> Program:
