@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -105,9 +106,21 @@ def schema_errors(statement: Any) -> list[str]:
     )
 
 
+def _provenance_files(folder: Path, depth: int = 5) -> list[Path]:
+    """The provenance files at most ``depth`` folders below ``folder`` (repositories sit at
+    ``<test folder>/.../repo/wheels/``), not following links; trees a hostile test build left
+    (deeper than PATH_MAX, unreadable) are skipped, not walked."""
+    found = []
+    for parent, folders, files in os.walk(folder, onerror=lambda _exc: None):
+        if len(Path(parent).relative_to(folder).parts) >= depth:
+            folders.clear()
+        found += [Path(parent) / f for f in files if f.endswith(PROVENANCE_SUFFIX)]
+    return sorted(found)
+
+
 def _check_provenance_under(folder: Path, seen: set[Path]) -> list[str]:
     problems = []
-    for path in sorted(folder.rglob(f"*{PROVENANCE_SUFFIX}")):
+    for path in _provenance_files(folder):
         if path in seen or path.is_symlink() or not path.is_file():
             continue  # rewheel writes plain files: a link is a test's planted trap
         seen.add(path)
@@ -148,7 +161,7 @@ def _provenance_matches_schema(
     if not isinstance(folder, Path):
         return
     if "broken_provenance" in request.fixturenames:
-        _provenance_seen.update(folder.rglob(f"*{PROVENANCE_SUFFIX}"))
+        _provenance_seen.update(_provenance_files(folder))
         return
     problems = _check_provenance_under(folder, _provenance_seen)
     assert not problems, "provenance that does not match its schema:\n" + "\n".join(problems)
