@@ -140,8 +140,9 @@ def test_tool_page_lists_the_builds_it_was_in_the_environment_of() -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    """A repository with two projects published, a build-order.json, a graph and logs."""
+def repo(tmp_path: Path, broken_provenance: None) -> Repository:
+    """A repository with two projects published, a build-order.json, a graph and logs; app's
+    provenance is a stand-in ``{}`` (so ``broken_provenance``: no schema check)."""
     r = Repository(tmp_path / "repo")
     r.ensure_layout()
     built = tmp_path / "built"

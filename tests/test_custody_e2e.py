@@ -120,8 +120,11 @@ def test_every_wheel_has_provenance_matching_it_and_its_record(repo: Path) -> No
         assert env == sorted(
             w for w in sha if any(e["sha256"] == sha[w] for e in record["build_env"])
         )
-        tools = {d["name"] for d in deps if d["annotations"]["role"] == "tool"}
-        assert {"python", "uv"} <= tools
+        builder = stmt["predicate"]["runDetails"]["builder"]["builderDependencies"]
+        roles = {d["name"]: d["annotations"]["role"] for d in builder}
+        assert roles["rewheel"] == "builder"
+        assert roles["python"] == "interpreter"
+        assert roles["uv"] == "installer"
         assert build["internalParameters"]["sourceDateEpoch"] == record["source_date_epoch"]
         repro = build["internalParameters"]["reproducibilityEnvironment"]
         assert repro["PYTHONHASHSEED"] == "0"

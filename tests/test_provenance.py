@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import io
 import json
@@ -9,9 +10,10 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Upstream
+from conftest import Upstream, schema_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import make_record
@@ -88,8 +90,11 @@ def test_statement_is_an_in_toto_slsa_v1_provenance() -> None:
         {"name": "app-1.0-py3-none-any.whl", "digest": {"sha256": WHEEL_SHA}}
     ]
     deps = stmt["predicate"]["buildDefinition"]["resolvedDependencies"]
-    assert [d["annotations"]["role"] for d in deps] == ["source", "build-environment", "tool"]
+    assert [d["annotations"]["role"] for d in deps] == ["source", "build-environment"]
     assert deps[1]["uri"] == "pkg:pypi/tool-a@2.0?file_name=tool_a-2.0-py3-none-any.whl"
+    builder = stmt["predicate"]["runDetails"]["builder"]["builderDependencies"]
+    assert [(d["name"], d["annotations"]["role"]) for d in builder] == [("python", "system-tool")]
+    assert schema_errors(stmt) == []
     assert stmt["predicate"]["runDetails"]["metadata"] == {
         "startedOn": "2023-11-14T22:13:20Z",
         "finishedOn": "2023-11-14T22:13:22Z",
@@ -132,6 +137,192 @@ def test_check_statement_refuses_other_documents() -> None:
         stmt, wheel_filename=stmt["subject"][0]["name"], wheel_sha256=WHEEL_SHA
     )
     assert problems and "_type" in problems[0]
+
+
+SETTINGS = {
+    "digest": "e" * 64,
+    "variant": None,
+    "files": ["_defaults.toml", "app.toml"],
+    "env": {"APP_FLAG": "on"},
+    "configSettings": {"setup-args": ["-Dx=y"], "answer": 42},
+    "requiresAdd": ["tool-b"],
+    "requiresRemove": ["tool-x"],
+    "systemTools": ["patchelf>=0.11"],
+    "recipe": None,
+    "prebuilt": False,
+    "allowLinks": False,
+    "patches": [{"file": "app/0001-fix.patch", "sha256": "f" * 64}],
+}
+LIBZ = "/lib/x86_64-linux-gnu/libz.so.1"
+CONDITIONS = {
+    "umask": "0022",
+    "cores": 2,
+    "parallelism": {"MAKEFLAGS": "-j2", "DIST_EXTRA_CONFIG": "/w/app-1.0/cfg"},
+    "distExtraConfig": {"path": "/w/app-1.0/cfg", "sha256": "1" * 64},
+    "environment": {"PATH": "/usr/bin", "MAKEFLAGS": "-j2"},
+    "sitecustomize": {
+        "path": "lib/python3.11/site-packages/sitecustomize.py",
+        "sha256": "2" * 64,
+        "rewheel": True,
+    },
+    "hookRunner": {
+        "kind": "pyproject-hooks",
+        "version": "1.2.0",
+        "script": "pyproject_hooks/_in_process/_in_process.py",
+        "sha256": "3" * 64,
+    },
+    "programs": [
+        {
+            "name": "cc",
+            "path": "/usr/bin/cc",
+            "realPath": "/usr/bin/x86_64-linux-gnu-gcc-12",
+            "version": "cc (Debian 12.2.0-14) 12.2.0",
+            "sha256": "4" * 64,
+            "origin": "system",
+        },
+        {
+            "name": "$CC",
+            "path": "/w/app-1.0/env/bin/cc",
+            "realPath": "/w/app-1.0/env/bin/cc",
+            "version": None,
+            "sha256": None,
+            "origin": "build",
+        },
+    ],
+    "linkage": {
+        "files": [
+            {
+                "file": "app/_ext.so",
+                "elfClass": 64,
+                "byteOrder": "little",
+                "machine": "EM_X86_64",
+                "soname": None,
+                "runpath": ["$ORIGIN/../app.libs"],
+                "rpath": [],
+                "needed": [
+                    {"name": "libz.so.1", "found": "system", "path": LIBZ},
+                    {"name": "libfoo.so", "found": "wheel", "path": "app.libs/libfoo.so"},
+                    {"name": "libgone.so.3", "found": "missing", "path": None},
+                ],
+            }
+        ],
+        "systemLibraries": [
+            {
+                "path": LIBZ,
+                "realPath": "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+                "sha256": "5" * 64,
+                "debianPackage": "zlib1g:amd64",
+                "debianVersion": "1:1.2.13.dfsg-1",
+            }
+        ],
+        "unreadable": [{"file": "app/broken.so", "reason": "ELFError: bad magic"}],
+    },
+}
+
+
+def _full() -> dict[str, Any]:
+    # Copies: the tests below take fields out of what this returns.
+    return copy.deepcopy(statement(_facts(settings=SETTINGS, conditions=CONDITIONS)))
+
+
+def test_settings_and_how_the_build_ran_are_in_the_statement() -> None:
+    stmt = _full()
+    build = stmt["predicate"]["buildDefinition"]
+    assert build["externalParameters"]["settings"] == SETTINGS
+    internal = build["internalParameters"]
+    for key in ("umask", "cores", "parallelism", "distExtraConfig", "environment"):
+        assert internal[key] == CONDITIONS[key]
+    assert internal["sitecustomize"] == CONDITIONS["sitecustomize"]
+    assert internal["hookRunner"] == CONDITIONS["hookRunner"]
+    linkage = CONDITIONS["linkage"]
+    assert internal["linkage"] == {"files": linkage["files"], "unreadable": linkage["unreadable"]}
+    builder = stmt["predicate"]["runDetails"]["builder"]["builderDependencies"]
+    by_role = [(d["annotations"]["role"], d["name"]) for d in builder]
+    assert by_role == [
+        ("system-tool", "python"),
+        ("compiler", "cc"),
+        ("compiler", "$CC"),
+        ("system-library", "libz.so.1"),
+    ]
+    assert builder[1]["uri"] == "file:///usr/bin/x86_64-linux-gnu-gcc-12"
+    assert builder[1]["digest"] == {"sha256": "4" * 64}
+    assert "digest" not in builder[2]  # not hashed: no digest rather than a made-up one
+    assert builder[3] == {
+        "name": "libz.so.1",
+        "uri": "file:///usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        "digest": {"sha256": "5" * 64},
+        "annotations": {
+            "role": "system-library",
+            "path": LIBZ,
+            "debianPackage": "zlib1g:amd64",
+            "debianVersion": "1:1.2.13.dfsg-1",
+        },
+    }
+    assert schema_errors(stmt) == []
+
+
+def test_a_build_that_recorded_nothing_of_how_it_ran_still_matches_the_schema() -> None:
+    # A build on a Dask worker: the coordinator knows its settings, not its conditions.
+    stmt = statement(_facts(settings=SETTINGS))
+    internal = stmt["predicate"]["buildDefinition"]["internalParameters"]
+    assert internal["umask"] is None and internal["linkage"] is None
+    assert schema_errors(stmt) == []
+
+
+def _without(stmt: dict[str, Any], path: str) -> dict[str, Any]:
+    *parents, last = path.split("/")
+    node: Any = stmt
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    del node[last]
+    return stmt
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "subject/0/digest",
+        "predicate/buildDefinition/buildType",
+        "predicate/buildDefinition/externalParameters/settings",
+        "predicate/buildDefinition/externalParameters/settings/patches",
+        "predicate/buildDefinition/externalParameters/settings/patches/0/sha256",
+        "predicate/buildDefinition/externalParameters/settings/digest",
+        "predicate/buildDefinition/internalParameters/umask",
+        "predicate/buildDefinition/internalParameters/linkage",
+        "predicate/buildDefinition/internalParameters/linkage/files/0/needed/0/found",
+        "predicate/buildDefinition/internalParameters/hookRunner/sha256",
+        "predicate/buildDefinition/resolvedDependencies/0/digest",
+        "predicate/runDetails/builder/builderDependencies",
+        "predicate/runDetails/builder/builderDependencies/3/annotations/debianVersion",
+        "predicate/runDetails/metadata/finishedOn",
+    ],
+)
+def test_the_schema_refuses_a_statement_missing_a_required_field(path: str) -> None:
+    assert schema_errors(_full()) == []
+    errors = schema_errors(_without(_full(), path))
+    assert errors, f"the schema accepts a statement without {path}"
+
+
+def test_the_schema_refuses_fields_it_does_not_document() -> None:
+    stmt = _full()
+    stmt["predicate"]["buildDefinition"]["externalParameters"]["patchesSkipped"] = True
+    stmt["predicate"]["buildDefinition"]["internalParameters"]["umask"] = "rwx"
+    stmt["predicate"]["buildDefinition"]["buildType"] = "https://example.com/other"
+    assert len(schema_errors(stmt)) == 3
+
+
+def test_the_schema_is_package_data_and_a_valid_2020_12_schema() -> None:
+    import importlib.resources
+
+    from jsonschema import Draft202012Validator
+
+    from rewheel.trust.provenance import BUILD_TYPE, SCHEMA_FILE, schema
+
+    shipped = importlib.resources.files("rewheel.trust") / SCHEMA_FILE
+    document = json.loads(shipped.read_text(encoding="utf-8"))
+    assert document == schema()
+    Draft202012Validator.check_schema(document)
+    assert document["$defs"]["buildDefinition"]["properties"]["buildType"] == {"const": BUILD_TYPE}
 
 
 def _keys(tmp_path: Path) -> tuple[Path, Path]:

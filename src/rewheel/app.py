@@ -187,6 +187,7 @@ def bootstrap(
                         signer=signer,
                         network_isolated=options.isolate_network,
                         sandbox=sandbox.as_record(network_isolated=options.isolate_network),
+                        settings=settings,
                     ),
                     sandbox=sandbox,
                     crates_io=machine.crates_io or crates_io_reachable,

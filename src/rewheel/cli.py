@@ -346,6 +346,8 @@ def verify(
             where = f" {problem.path}" if problem.path else ""
             version = f" {problem.version}" if problem.version else ""
             click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
         venv_ok, packages = report.ok, report.checked
     chain = app.chain_of_custody(
         repo_root=repo,

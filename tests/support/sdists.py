@@ -24,6 +24,10 @@ API::
         attack: str | None             # Python source defining attack(hook) -> dict: run first
                                        # in get_requires_for_build_wheel and build_wheel;
                                        # build_info "attack" holds what the build_wheel run found
+        c_extension: str | None        # C source: build_wheel compiles it with $CC (default cc,
+                                       # $CFLAGS applied) into <import_name>/_cext.so, a shared
+                                       # library linked with -l<each of c_libraries>
+        c_libraries: list[str]
 
     make_sdist(spec, dest_dir) -> Path  # {dist}-{version}.tar.gz (PEP 625) or .zip
     make_wheel(spec, dest_dir) -> Path  # prebuilt {dist}-{version}-py3-none-any.whl
@@ -321,8 +325,24 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
     return name
 
 
+def _compile_extension(spec):
+    """SdistSpec.c_extension: a shared library in the package, so the wheel holds an ELF file."""
+    import shlex
+    import subprocess
+
+    with open("_cext.c", "w", encoding="utf-8") as f:
+        f.write(spec["c_extension"])
+    out = os.path.join(spec["import_name"], "_cext.so")
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    flags = shlex.split(os.environ.get("CFLAGS", ""))
+    libs = [f"-l{lib}" for lib in spec.get("c_libraries", [])]
+    subprocess.run([*compiler, *flags, "-shared", "-fPIC", "-o", out, "_cext.c", *libs], check=True)
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     spec = _spec()
+    if spec.get("c_extension"):
+        _compile_extension(spec)
     if spec["fail_build"]:
         raise RuntimeError(
             f"tinybackend: build_wheel of {spec['name']} {spec['version']} fails on purpose "
@@ -424,6 +444,8 @@ class SdistSpec:
     build_seconds: float = 0.0
     build_fetch_url: str | None = None
     attack: str | None = None
+    c_extension: str | None = None
+    c_libraries: list[str] = field(default_factory=list)
 
 
 def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
@@ -511,6 +533,9 @@ def _spec_data(spec: SdistSpec) -> dict[str, Any]:
         data["build_seconds"] = float(spec.build_seconds)
     if spec.build_fetch_url:
         data["build_fetch_url"] = spec.build_fetch_url
+    if spec.c_extension:
+        data["c_extension"] = spec.c_extension
+        data["c_libraries"] = list(spec.c_libraries)
     return data
 
 

@@ -23,6 +23,15 @@ from ..core.types import Runner, WheelRef
 from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
+from .conditions import (
+    BuildConditions,
+    BuildProbe,
+    hook_runner,
+    process_umask,
+    recipe_runner,
+    sitecustomize_of,
+    small_file,
+)
 from .diagnose import TAIL_CHARS, diagnose
 from .pyproject import BuildSystem
 from .recipes import BuildRecipe, RecipeContext, load_recipe
@@ -110,6 +119,8 @@ class FreshWheel:
     started: float  # wall clock, when the build began
     build_path: Path
     log: Path
+    # How the build ran (None: the builder was given no probe, as in rebuilds and on workers).
+    conditions: BuildConditions | None = None
 
 
 # What becomes of a fresh wheel: published (``publisher.Publisher.deliver``) or kept aside
@@ -122,7 +133,8 @@ class WheelBuilder:
     there, in the sandbox the runner applies.
 
     ``recipes`` finds a recipe by name (the ``rewheel.recipes`` entry points); tests pass their
-    own.
+    own. With a ``probe`` (one per run), each fresh wheel comes with its ``BuildConditions``:
+    how the build ran, the compilers it could run, what the wheel links against.
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class WheelBuilder:
         build_timeout: float | None = None,
         cores: CoreBudget | None = None,
         recipes: Callable[[str], BuildRecipe] = load_recipe,
+        probe: BuildProbe | None = None,
     ) -> None:
         self.workspace = workspace
         self.env_builder = env_builder
@@ -143,6 +156,7 @@ class WheelBuilder:
         self.build_timeout = build_timeout
         self.cores = cores or CoreBudget()
         self.recipes = recipes
+        self.probe = probe
         # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
         self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
@@ -224,6 +238,7 @@ class WheelBuilder:
         try:
             compile_vars = compile_parallelism(cores, self.workspace.folder(pin))
             env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
+            before = self._conditions(prepared, env, cores, compile_vars)
             path = self._run(prepared, env, out)
         finally:
             self.cores.give(cores)
@@ -247,12 +262,47 @@ class WheelBuilder:
             started=wall_started,
             build_path=self.workspace.folder(pin),
             log=log,
+            conditions=(
+                None
+                if before is None or self.probe is None
+                else dataclasses.replace(before, linkage=self.probe.linkage(path))
+            ),
         )
         ref = deliver(prepared, fresh)
         seconds = time.monotonic() - started
         with contextlib.suppress(OSError):
             remove_tree(self.workspace.folder(pin))
         return Built(wheel=ref, metadata=fresh.metadata, seconds=seconds, log=log)
+
+    def _conditions(
+        self,
+        prepared: Prepared,
+        env: BuildEnvironment,
+        cores: int,
+        compile_vars: Mapping[str, str],
+    ) -> BuildConditions | None:
+        """How the build is about to run, read before it starts (None without a probe)."""
+        if self.probe is None:
+            return None
+        pkg = self._settings(prepared.pin)
+        environ = self._with_build_vars(prepared, env).environ
+        extra = compile_vars.get("DIST_EXTRA_CONFIG")
+        return BuildConditions(
+            umask=process_umask(),
+            cores=cores,
+            parallelism=compile_vars,
+            dist_extra_config=small_file(Path(extra)) if extra else None,
+            environment=environ,
+            sitecustomize=sitecustomize_of(env.path),
+            hook_runner=(
+                hook_runner()
+                if pkg.recipe is None
+                else recipe_runner(pkg.recipe, self.recipes(pkg.recipe))
+            ),
+            programs=self.probe.programs(
+                environ, untrusted=(self.workspace.folder(prepared.pin), env.path)
+            ),
+        )
 
     def _run(self, prepared: Prepared, env: BuildEnvironment, out: Path) -> Path:
         """Run the package's recipe or its backend; the wheel it wrote."""

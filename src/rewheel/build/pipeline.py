@@ -31,6 +31,7 @@ from ..repo.repository import Repository
 from ..repo.wheelfile import read_metadata_bytes
 from .buildenv import BuildEnvironment, EnvBuilder
 from .builder import CoreBudget, FreshWheel, WheelBuilder
+from .conditions import BuildProbe, HostProbe
 from .metadata import MetadataSource
 from .prepare import SdistSource, SourcePreparer
 from .publisher import Publisher, Witness
@@ -292,8 +293,12 @@ def local_steps(
     cores: CoreBudget | None = None,
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
+    probe: BuildProbe | None = None,
 ) -> LocalSteps:
-    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout."""
+    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout.
+
+    ``probe`` asks the machine how each build ran, for its provenance (default: a
+    ``conditions.HostProbe`` for this run)."""
     settings = settings or Settings()
     workspace = Workspace(
         work_root=work_root or repo.work_dir,
@@ -311,6 +316,7 @@ def local_steps(
         cores=cores,
         crates_io=crates_io,
         recipes=recipes,
+        probe=probe or HostProbe(),
     )
     return LocalSteps(
         repo=repo,
@@ -347,9 +353,11 @@ def build_parts(
     cores: CoreBudget | None = None,
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
+    probe: BuildProbe | None = None,
 ) -> BuildParts:
     """The one factory of a build's preparer and builder: for a bootstrap (``local_steps``),
-    ``rebuild --check`` and a Dask worker alike."""
+    ``rebuild --check`` and a Dask worker alike. With ``probe``, the builder records how each
+    build ran (for provenance: only runs that publish need it)."""
     return BuildParts(
         workspace=workspace,
         preparer=SourcePreparer(
@@ -368,5 +376,6 @@ def build_parts(
             build_timeout=build_timeout,
             cores=cores,
             recipes=recipes,
+            probe=probe,
         ),
     )

@@ -17,6 +17,7 @@ from ..core.types import WheelRef
 from ..repo.repository import Repository
 from .buildenv import BuildEnvironment
 from .builder import Deliver, FreshWheel
+from .conditions import BuildConditions
 
 
 class Witness(Protocol):
@@ -41,6 +42,7 @@ class Witness(Protocol):
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
+        conditions: BuildConditions | None = None,
     ) -> Path: ...
 
     def attestation(self, name: str, version: str) -> Attestation | None:
@@ -68,6 +70,7 @@ class NoWitness:
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
+        conditions: BuildConditions | None = None,
     ) -> Path:
         raise BuildError(
             "this run publishes nothing, so it attests nothing",
@@ -104,6 +107,7 @@ class Publisher:
             build_path=fresh.build_path,
             log=fresh.log,
             system=system,
+            conditions=fresh.conditions,
         )
 
     def publish(
@@ -118,9 +122,11 @@ class Publisher:
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
         expected_sha256: str | None = None,
+        conditions: BuildConditions | None = None,
     ) -> WheelRef:
         """Publish ``wheel`` built from ``prepared`` (here or on a Dask worker) with its
-        provenance; with ``expected_sha256``, refuse a wheel that is not those bytes."""
+        provenance; with ``expected_sha256``, refuse a wheel that is not those bytes.
+        ``conditions``: how the build ran, when the builder recorded it."""
         pin = prepared.pin
         ref = self.repo.publish_wheel(wheel)
         if expected_sha256 is not None and ref.sha256 != expected_sha256:
@@ -140,6 +146,7 @@ class Publisher:
             build_path=build_path,
             log=log,
             system=system,
+            conditions=conditions,
         )
         self.repo.regenerate_index()
         return ref

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
-from typing import cast
+from typing import IO, cast
 
 from packaging.metadata import RawMetadata, parse_email
 from packaging.requirements import InvalidRequirement, Requirement
@@ -214,6 +214,10 @@ class WheelReader:
     def read(self, member: str | zipfile.ZipInfo) -> bytes:
         """The content of one member (by name: the last member of that name)."""
         return self._zf.read(member)
+
+    def open(self, member: str | zipfile.ZipInfo) -> IO[bytes]:
+        """One member's content as a seekable stream (seeking back decompresses again)."""
+        return self._zf.open(member)
 
     def digest(self, member: str | zipfile.ZipInfo) -> str:
         """The sha256 of one member's content, as RECORD writes it, read in chunks."""

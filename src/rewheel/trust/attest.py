@@ -1,8 +1,10 @@
 """Writes the provenance of each wheel a bootstrap builds (the I/O half of ``provenance``).
 
 ``LocalSteps`` tells an ``Attestor`` what it sees while it works (why each package is needed,
-what its backend asked for), and after publishing a wheel asks it to write the statement; the
-fields it adds to the build record come from here too.
+what its backend asked for), and after publishing a wheel asks it to write the statement, with
+how the build ran (``build.conditions.BuildConditions``, from the builder); the settings applied
+to each package it reads from the run's ``Settings``. The fields it adds to the build record come
+from here too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..build.buildenv import BuildEnvironment
+from ..build.conditions import BuildConditions
+from ..build.settings import PackageSettings, Settings
 from ..core.bootstrap import Prepared
 from ..core.fsutil import sha256_file
 from ..core.records import Attestation
@@ -38,6 +42,37 @@ def _key(pin: Pin) -> _Key:
     return (pin.name, str(pin.version))
 
 
+def _relative(path: Path, folder: Path | None) -> str:
+    """``path`` as named from the settings folder (its file name if it is elsewhere)."""
+    if folder is not None:
+        try:
+            return path.resolve().relative_to(folder.resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    return path.name
+
+
+def settings_parameters(settings: Settings, pkg: PackageSettings) -> dict[str, Any]:
+    """Every setting applied to one build, for ``externalParameters.settings``."""
+    record = pkg.as_record()
+    return {
+        "digest": pkg.digest(),
+        "variant": settings.variant,
+        "files": [_relative(Path(f), settings.folder) for f in pkg.sources],
+        "env": record["env"],
+        "configSettings": record["config_settings"],
+        "requiresAdd": record["requires_add"],
+        "requiresRemove": record["requires_remove"],
+        "systemTools": record["system_tools"],
+        "recipe": record["recipe"],
+        "prebuilt": record["prebuilt"],
+        "allowLinks": record["allow_links"],
+        "patches": [
+            {"file": _relative(p.path, settings.folder), "sha256": p.sha256} for p in pkg.patches
+        ],
+    }
+
+
 class Attestor:
     """Remembers what a run learns about each build and writes its provenance. Thread-safe."""
 
@@ -48,8 +83,11 @@ class Attestor:
         signer: Signer | None = None,
         network_isolated: bool = True,
         sandbox: Mapping[str, Any] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.repo = repo
+        # The run's settings: what each package's provenance says was applied to its build.
+        self.settings = settings or Settings()
         self.sandbox = dict(sandbox or {"kind": "none"})
         self.signer = signer
         self.network_isolated = network_isolated
@@ -88,6 +126,7 @@ class Attestor:
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
+        conditions: BuildConditions | None = None,
     ) -> Path:
         """Write the provenance of ``wheel`` (just published) beside it; return its path."""
         pin = prepared.pin
@@ -123,6 +162,10 @@ class Attestor:
             finished=finished,
             log_name=log.name,
             log_sha256=sha256_file(log) if log.is_file() else None,
+            settings=settings_parameters(
+                self.settings, self.settings.for_package(pin.name, pin.version)
+            ),
+            conditions=None if conditions is None else conditions.as_record(),
         )
         path = write_provenance(self.repo.wheel_path(wheel), statement(facts), signer=self.signer)
         with self._lock:

@@ -1,9 +1,11 @@
 """Build provenance: an in-toto Statement v1 with a SLSA provenance v1 predicate for each wheel.
 
-``statement()`` is pure: it turns the facts of one build (``BuildFacts``) into the statement.
-``check_statement()`` is its counterpart for ``verify``. The I/O around them is small and kept
-apart: ``system_tools()`` and ``build_platform()`` look at this machine, ``write_provenance()``
-writes the statement (and, given a key, a DSSE envelope signed with Ed25519) beside the wheel.
+``statement()`` is pure: it turns the facts of one build (``BuildFacts``) into the statement,
+whose every field docs/provenance.md describes and ``provenance.schema.json`` (beside this
+module, ``schema()``) defines. ``check_statement()`` is its counterpart for ``verify``. The I/O
+around them is small and kept apart: ``system_tools()`` and ``build_platform()`` look at this
+machine, ``write_provenance()`` writes the statement (and, given a key, a DSSE envelope signed
+with Ed25519) beside the wheel.
 
 Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always) and
 ``<wheel>.provenance.dsse.json`` (the signed envelope, when a signing key is given).
@@ -15,6 +17,7 @@ import base64
 import functools
 import hashlib
 import importlib.metadata
+import importlib.resources
 import json
 import os
 import platform
@@ -37,9 +40,10 @@ from ..core.records import BuildRecord
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
-# Documented in README.md ("Provenance, SBOM and reproducibility"): a PEP 517 build_wheel of one
-# sdist in a fresh venv of exactly the listed wheels.
+# Documented in docs/provenance.md: a PEP 517 build_wheel (or a recipe) of one sdist in a fresh
+# venv of exactly the listed wheels, in rewheel's sandbox.
 BUILD_TYPE = "urn:rewheel:build-type:pep517-wheel:v1"
+SCHEMA_FILE = "provenance.schema.json"
 DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PROVENANCE_SUFFIX = ".provenance.json"
 DSSE_SUFFIX = ".provenance.dsse.json"
@@ -60,12 +64,14 @@ def rfc3339(timestamp: float) -> str:
 
 @dataclass(frozen=True)
 class Tool:
-    """A program of this machine that took part in the build."""
+    """A program of this machine that took part in the build (a builder dependency)."""
 
     name: str
     version: str
     uri: str | None = None
     sha256: str | None = None
+    role: str = "system-tool"  # builder, interpreter, installer, system-tool
+    annotations: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,11 @@ class BuildFacts:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # How the build code was contained (sandbox.SandboxPolicy.as_record()).
     sandbox: Mapping[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    # Every setting applied to the build (attest.settings_parameters); None: not known.
+    settings: Mapping[str, Any] | None = None
+    # How the build ran (build.conditions.BuildConditions.as_record()); None: not recorded
+    # where it ran (a Dask worker's build).
+    conditions: Mapping[str, Any] | None = None
 
 
 def _descriptor(
@@ -127,6 +138,64 @@ def _descriptor(
 
 def sdist_filename(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]
+
+
+# The keys of internalParameters that come from the build's conditions (null when not recorded).
+_CONDITION_KEYS = (
+    "umask",
+    "cores",
+    "parallelism",
+    "distExtraConfig",
+    "environment",
+    "sitecustomize",
+    "hookRunner",
+)
+
+
+def _builder_dependencies(facts: BuildFacts) -> list[dict[str, Any]]:
+    """rewheel, the interpreter, uv, the compilers, the system tools and libraries: what the
+    build took from this machine rather than from the sdist and the build environment."""
+    out = []
+    for tool in facts.tools:
+        out.append(
+            _descriptor(
+                tool.name,
+                uri=tool.uri,
+                sha256=tool.sha256,
+                annotations={"role": tool.role, "version": tool.version, **tool.annotations},
+            )
+        )
+    conditions = facts.conditions or {}
+    for program in conditions.get("programs") or []:
+        out.append(
+            _descriptor(
+                str(program["name"]),
+                uri=f"file://{program['realPath']}",
+                sha256=program.get("sha256"),
+                annotations={
+                    "role": "compiler",
+                    "version": program.get("version"),
+                    "path": program.get("path"),
+                    "origin": program.get("origin"),
+                },
+            )
+        )
+    linkage = conditions.get("linkage") or {}
+    for library in linkage.get("systemLibraries") or []:
+        out.append(
+            _descriptor(
+                str(library["path"]).rsplit("/", 1)[-1],
+                uri=f"file://{library['realPath']}",
+                sha256=library.get("sha256"),
+                annotations={
+                    "role": "system-library",
+                    "path": library["path"],
+                    "debianPackage": library.get("debianPackage"),
+                    "debianVersion": library.get("debianVersion"),
+                },
+            )
+        )
+    return out
 
 
 def statement(facts: BuildFacts) -> dict[str, Any]:
@@ -152,15 +221,6 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                 },
             )
         )
-    for tool in facts.tools:
-        dependencies.append(
-            _descriptor(
-                tool.name,
-                uri=tool.uri,
-                sha256=tool.sha256,
-                annotations={"role": "tool", "version": tool.version},
-            )
-        )
     byproducts = []
     if facts.log_name:
         byproducts.append(
@@ -168,6 +228,8 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                 facts.log_name, uri=None, sha256=facts.log_sha256, annotations={"role": "log"}
             )
         )
+    conditions = facts.conditions or {}
+    linkage = conditions.get("linkage")
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": facts.wheel_filename, "digest": {"sha256": facts.wheel_sha256}}],
@@ -181,6 +243,7 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                     "why": [dict(w) for w in facts.why],
                     "buildSystemRequires": list(facts.build_system_requires),
                     "backendRequires": list(facts.backend_requires),
+                    "settings": None if facts.settings is None else dict(facts.settings),
                     **dict(facts.extra),
                 },
                 "internalParameters": {
@@ -190,6 +253,12 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                     "networkIsolated": facts.network_isolated,
                     "sandbox": dict(facts.sandbox),
                     "platform": dict(facts.platform),
+                    **{key: conditions.get(key) for key in _CONDITION_KEYS},
+                    "linkage": (
+                        None
+                        if linkage is None
+                        else {"files": linkage["files"], "unreadable": linkage["unreadable"]}
+                    ),
                 },
                 "resolvedDependencies": dependencies,
             },
@@ -197,6 +266,7 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
                 "builder": {
                     "id": builder_id(facts.builder_version),
                     "version": {"rewheel": facts.builder_version},
+                    "builderDependencies": _builder_dependencies(facts),
                 },
                 "metadata": {
                     "startedOn": rfc3339(facts.started),
@@ -206,6 +276,13 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
             },
         },
     }
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the statements ``statement()`` writes."""
+    text = importlib.resources.files(__package__).joinpath(SCHEMA_FILE).read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def statement_bytes(stmt: Mapping[str, Any]) -> bytes:
@@ -303,18 +380,53 @@ def _file_sha256(path: str | None) -> str | None:
 
 
 @functools.cache
+def rewheel_digest() -> str | None:
+    """A sha256 over rewheel's own code as it runs here: every file of the package (not its
+    caches), by relative path and content. None if it cannot be read."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    try:
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.relative_to(root).parts
+        )
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            digest.update(f"{rel}\0{sha256_file(path)}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+@functools.cache
 def system_tools(python: str = sys.executable) -> tuple[Tool, ...]:
-    """The interpreter, uv and (when there is one) the C compiler, with versions and digests."""
+    """rewheel itself, the interpreter (which every build environment is made from) and uv,
+    with versions and digests."""
     from uv import find_uv_bin
 
     real_python = os.path.realpath(python)
     tools = [
         Tool(
+            "rewheel",
+            __version__,
+            uri=builder_id(),
+            sha256=rewheel_digest(),
+            role="builder",
+        ),
+        Tool(
             "python",
             platform.python_version(),
             uri=f"file://{real_python}",
             sha256=_file_sha256(real_python),
-        )
+            role="interpreter",
+            annotations={
+                "implementation": sys.implementation.name,
+                "build": " ".join(platform.python_build()),
+                "compiler": platform.python_compiler(),
+                "path": python,
+            },
+        ),
     ]
     try:
         uv_version = importlib.metadata.version("uv")
@@ -322,15 +434,22 @@ def system_tools(python: str = sys.executable) -> tuple[Tool, ...]:
         uv_version = "unknown"
     uv_bin = find_uv_bin()
     tools.append(
-        Tool("uv", uv_version, uri=f"pkg:pypi/uv@{uv_version}", sha256=_file_sha256(uv_bin))
-    )
-    cc = shutil.which("cc")
-    if cc is not None:
-        version = _first_line([cc, "--version"]) or "unknown"
-        tools.append(
-            Tool("cc", version, uri=f"file://{os.path.realpath(cc)}", sha256=_file_sha256(cc))
+        Tool(
+            "uv",
+            uv_version,
+            uri=f"pkg:pypi/uv@{uv_version}",
+            sha256=_file_sha256(uv_bin),
+            role="installer",
+            annotations={"path": os.path.realpath(uv_bin)},
         )
+    )
     return tuple(tools)
+
+
+@functools.cache
+def _cc_version() -> str | None:
+    cc = shutil.which("cc")
+    return None if cc is None else _first_line([cc, "--version"])
 
 
 @functools.cache
@@ -338,7 +457,6 @@ def build_platform() -> dict[str, Any]:
     """The interpreter and platform the wheels are built on and for."""
     libc, libc_version = platform.libc_ver()
     tags = [str(t) for t in sys_tags()]
-    compiler = next((t.version for t in system_tools() if t.name == "cc"), None)
     return {
         "implementation": sys.implementation.name,
         "pythonVersion": platform.python_version(),
@@ -347,7 +465,7 @@ def build_platform() -> dict[str, Any]:
         "release": platform.release(),
         "machine": platform.machine(),
         "libc": {"name": libc, "version": libc_version},
-        "compiler": compiler,
+        "compiler": _cc_version(),
         "bestTag": tags[0] if tags else None,
         "tagCount": len(tags),
     }

@@ -39,6 +39,7 @@ from pathlib import Path
 from packaging.metadata import RawMetadata
 from packaging.utils import canonicalize_name
 
+from ..build.linkage import SYSTEM, ElfArch, SystemLibraries
 from ..core.errors import RewheelError, Step, VerifyError
 from ..core.fsutil import sha256_file
 from ..core.types import WheelRef
@@ -64,6 +65,7 @@ from .bytecode import (
 from .chain import ChainEntry as ChainEntry
 from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
+from .provenance import PROVENANCE_SUFFIX
 from .venvfiles import MadeReference, Reference, ReferenceMaker
 
 # Problem.distribution of a file that no distribution claims.
@@ -104,6 +106,7 @@ class Problem:
 class VerifyReport:
     checked: list[tuple[str, str]] = field(default_factory=list)  # (name, version) found
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
 
     @property
     def ok(self) -> bool:
@@ -928,13 +931,15 @@ def verify_venv(
     python: Path | None = None,
     bytecode: BytecodeChecker = check_bytecode,
     references: ReferenceMaker | None = None,
+    libraries: SystemLibraries | None = None,
 ) -> VerifyReport:
     """Check every file installed in ``venv`` against the repository's ``wheels``, and what the
     venv creator wrote against what it writes for ``python`` (default: the interpreter rewheel
     runs on, which ``rewheel install`` makes venvs from).
 
     Raises VerifyError only when ``venv`` is not a virtual environment or ``python`` cannot be
-    run; everything found wrong inside the venv is a Problem in the report.
+    run; everything found wrong inside the venv is a Problem in the report. ``libraries`` finds
+    this machine's system libraries, for ``linked_library_findings`` (default: the real ones).
     """
     layout = venv_layout(venv)
     interpreter = probe_interpreter(python or Path(sys.executable))
@@ -947,4 +952,90 @@ def verify_venv(
     checker.unowned()
     checker.bytecode(interpreter, bytecode)
     checker.report.checked.sort()
+    _check_linked_libraries(checker.report, wheels, libraries or SystemLibraries())
     return checker.report
+
+
+# ---------------------------------------------------------------- the libraries wheels link
+
+
+def linked_library_findings(
+    statement: object, libraries: SystemLibraries
+) -> tuple[list[str], list[str]]:
+    """The system libraries a wheel's provenance says its ELF files were linked against, looked
+    for on this machine as its loader will (``libraries``): (missing here, another file here).
+
+    The provenance lists, per ELF file, each NEEDED name with where it was found when built
+    (``internalParameters.linkage``), and each system library's sha256 and Debian package
+    (``builderDependencies``, role ``system-library``). A library missing here means the wheel
+    cannot load; one whose sha256 differs (another build or version) is reported with both
+    package versions.
+    """
+
+    def get(value: object, *keys: str) -> object:
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    predicate = get(statement, "predicate")
+    files = get(predicate, "buildDefinition", "internalParameters", "linkage", "files")
+    deps = get(predicate, "runDetails", "builder", "builderDependencies")
+    built: dict[str, tuple[object, object, object]] = {}
+    for dep in deps if isinstance(deps, list) else []:
+        if get(dep, "annotations", "role") == "system-library":
+            built[str(get(dep, "annotations", "path"))] = (
+                get(dep, "digest", "sha256"),
+                get(dep, "annotations", "debianPackage"),
+                get(dep, "annotations", "debianVersion"),
+            )
+
+    def described(sha256: object, package: object, version: object) -> str:
+        pkg = f", {package} {version}" if package else ""
+        return f"sha256 {str(sha256)[:12]}...{pkg}"
+
+    missing: list[str] = []
+    different: list[str] = []
+    for file in files if isinstance(files, list) else []:
+        elf_class, order, machine = (get(file, k) for k in ("elfClass", "byteOrder", "machine"))
+        if not isinstance(elf_class, int) or not isinstance(machine, str):
+            continue
+        arch = ElfArch(elf_class, order == "little", machine)
+        search = get(file, "runpath") or get(file, "rpath")
+        folders = [str(f) for f in search] if isinstance(search, list) else []
+        needed = get(file, "needed")
+        for entry in needed if isinstance(needed, list) else []:
+            name, was = get(entry, "name"), get(entry, "path")
+            if get(entry, "found") != SYSTEM or not isinstance(name, str):
+                continue
+            where = f"{get(file, 'file')}: {name}"
+            here = libraries.find(name, arch, folders)
+            if here is None:
+                missing.append(f"{where} is not on this machine (built against {was})")
+                continue
+            now = libraries.describe([here])[here]
+            recorded = built.get(str(was))
+            if recorded is not None and recorded[0] != now.sha256:
+                different.append(
+                    f"{where} differs here: built against {was} ({described(*recorded)}),"
+                    f" here {here} ({described(now.sha256, now.package, now.package_version)})"
+                )
+    return sorted(set(missing)), sorted(set(different))
+
+
+def _check_linked_libraries(
+    report: VerifyReport, wheels: Sequence[tuple[WheelRef, Path]], libraries: SystemLibraries
+) -> None:
+    """``linked_library_findings`` for the wheel of each distribution checked: a missing
+    library is a problem, a different one a note."""
+    checked = {(canonicalize_name(n), normal_version(v)) for n, v in report.checked}
+    for ref, path in wheels:
+        if (canonicalize_name(ref.name), normal_version(ref.version)) not in checked:
+            continue
+        try:
+            statement = json.loads(path.with_name(path.name + PROVENANCE_SUFFIX).read_bytes())
+        except (OSError, ValueError):
+            continue  # no provenance (pre-built) or unreadable: the chain of custody says so
+        missing, different = linked_library_findings(statement, libraries)
+        for text in missing:
+            report.problems.append(Problem(ref.name, ref.version, None, text))
+        report.notes.extend(f"{ref.name} {ref.version}: {text}" for text in different)
