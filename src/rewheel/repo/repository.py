@@ -5,12 +5,14 @@ Layout under ``root``::
     wheels/<wheel>             published wheels
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
     simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
-    sdists/ logs/ work/ records/
+    sdists/ logs/ records/     the sdists built, build logs, build records
+    work/ cache/               private (0700): build folders and uploads, HTTP and uv caches
     .lock                      held by the run that writes the repository
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
 such as the index server or an installer never sees half a file, and a killed run leaves at most
-stale ``.*.tmp`` files, which are ignored and later removed.
+stale ``.*.tmp`` files, which are ignored and later removed. Published files are readable as the
+umask allows (``fsutil.public_file_mode``), so any static web server can serve the folder.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ from packaging.utils import (
 )
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
-from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
+from ..core.fsutil import (
+    PRIVATE_DIR_MODE,
+    atomic_write_bytes,
+    atomic_write_json,
+    is_plain_file,
+    public_file_mode,
+    sha256_file,
+)
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
@@ -108,6 +117,7 @@ class Repository:
         self.work_dir = self.root / "work"
         self.records_dir = self.root / "records"
         self.simple_dir = self.root / "simple"
+        self.cache_dir = self.root / "cache"
         self._lock_path = self.root / ".lock"
         self._lock_fd: int | None = None
         self._lock_depth = 0
@@ -131,12 +141,18 @@ class Repository:
             self.wheels_dir,
             self.sdists_dir,
             self.logs_dir,
-            self.work_dir,
             self.records_dir,
             self.simple_dir,
         ):
             try:
                 d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RepositoryError(f"cannot create {d}: {exc}", step=Step.REPOSITORY) from exc
+        for d in (self.work_dir, self.cache_dir):
+            # Build folders, uploads and caches are nobody else's business, whatever serves
+            # the repository folder.
+            try:
+                d.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
             except OSError as exc:
                 raise RepositoryError(f"cannot create {d}: {exc}", step=Step.REPOSITORY) from exc
         with self._state_lock:
@@ -233,7 +249,8 @@ class Repository:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the wheel is for everyone to read
+            # mkstemp creates 0600; the wheel is for everyone who may read the repository.
+            os.chmod(tmp, public_file_mode())
             sha256 = digest.hexdigest()
             # Serialized so that the metadata and the wheel of one file name come from the
             # same publish. Metadata first: a .metadata without its wheel is never listed.
