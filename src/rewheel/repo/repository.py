@@ -4,7 +4,8 @@ Layout under ``root``::
 
     wheels/<wheel>             published wheels
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
-    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
+    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/ (and the sdists
+                               in sdists/ that the wheels' records say they were built from)
     sdists/ logs/ records/     the sdists built, build logs, build records
     work/ cache/               private (0700): build folders and uploads, HTTP and uv caches
     .lock                      held by the run that writes the repository
@@ -33,11 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import (
+    InvalidSdistFilename,
     InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
+    parse_sdist_filename,
     parse_wheel_filename,
 )
+from packaging.version import InvalidVersion
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import (
@@ -50,13 +54,14 @@ from ..core.fsutil import (
 )
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
-from ..core.versions import same_version, version_key
+from ..core.versions import normal_version, same_version, version_key
 from ..index.index_pages import (
     PageFile,
     render_project_html,
     render_project_json,
     render_root_html,
     render_root_json,
+    sdist_url,
     wheel_url,
 )
 from .wheelfile import (
@@ -127,6 +132,7 @@ class Repository:
         self._index_lock = threading.Lock()  # one regeneration at a time
         self._sha_cache: dict[_FileKey, str] = {}
         self._requires_python_cache: dict[_FileKey, str | None] = {}
+        self._record_cache: dict[_FileKey, BuildRecord | None] = {}
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -392,6 +398,7 @@ class Repository:
                         step=Step.INDEX,
                     ) from exc
                 by_project.setdefault(ref.name, []).append(page_file)
+            self._add_sdists(by_project)
             for name, files in sorted(by_project.items()):
                 page_dir = self.simple_dir / name
                 self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
@@ -429,6 +436,80 @@ class Repository:
             metadata_sha256=hashlib.sha256(metadata).hexdigest(),
             version=ref.version,
         )
+
+    def _add_sdists(self, by_project: dict[str, list[PageFile]]) -> None:
+        """Add to each project's files the sdists its listed wheels were built from.
+
+        An sdist is listed when the build record of a listed wheel names that very wheel and the
+        sdist's sha256, and a plain file in sdists/ of that project and version has that sha256:
+        sdists downloaded only to read their metadata, changed or planted ones are not listed.
+        """
+        sdists = self._sdist_files()
+        if not sdists:
+            return
+        for name, files in by_project.items():
+            listed = {f.filename for f in files}
+            for version in {f.version for f in files if f.version is not None}:
+                candidates = sdists.get((name, normal_version(version)))
+                record = self._record_of(name, version) if candidates else None
+                if (
+                    candidates is None
+                    or record is None
+                    or record.prebuilt
+                    or record.wheel not in listed
+                    or not record.sdist_sha256
+                ):
+                    continue
+                wheel = next(f for f in files if f.filename == record.wheel)
+                for path in candidates:
+                    try:
+                        sha256, size = self._sha256(path), path.stat().st_size
+                    except FileNotFoundError:
+                        continue  # removed meanwhile
+                    if sha256 == record.sdist_sha256.lower():
+                        files.append(
+                            PageFile(
+                                filename=path.name,
+                                url=sdist_url(path.name),
+                                sha256=sha256,
+                                size=size,
+                                requires_python=wheel.requires_python,
+                                version=version,
+                            )
+                        )
+                        break
+
+    def _sdist_files(self) -> dict[tuple[str, str], list[Path]]:
+        """The plain files in sdists/ with an sdist's name, by (project, normalized version)."""
+        try:
+            entries = sorted(self.sdists_dir.iterdir())
+        except OSError:
+            return {}
+        out: dict[tuple[str, str], list[Path]] = {}
+        for path in entries:
+            if path.name.startswith(".") or not is_plain_file(path):
+                continue
+            try:
+                name, version = parse_sdist_filename(path.name)
+            except (InvalidSdistFilename, InvalidVersion):
+                continue
+            out.setdefault((name, str(version)), []).append(path)
+        return out
+
+    def _record_of(self, name: str, version: str) -> BuildRecord | None:
+        """The build record of ``name`` ``version``, read again only when its file changed."""
+        path = self.record_path(name, normal_version(version))
+        try:
+            key = _FileKey.of(path)
+        except OSError:
+            return None
+        with self._state_lock:
+            if key in self._record_cache:
+                return self._record_cache[key]
+        record = self.load_record(name, normal_version(version))
+        with self._state_lock:
+            self._record_cache[key] = record
+        return record
 
     @staticmethod
     def _write_if_changed(path: Path, text: str) -> None:
