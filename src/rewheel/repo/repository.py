@@ -136,6 +136,20 @@ class Repository:
 
     # -- layout and lock ------------------------------------------------------------------------
 
+    def require_existing(self, *, step: str) -> None:
+        """Fail unless ``root`` is a repository a run has made (it has ``wheels/``): for the
+        commands that read one, where a mistyped ``--repo`` must not become an empty one."""
+        if self.wheels_dir.is_dir():
+            return
+        hint = f"build one with `rewheel bootstrap PKG --repo {self.root}`, or give --repo"
+        if not self.root.exists():
+            raise RepositoryError(f"there is no repository at {self.root}", step=step, hint=hint)
+        raise RepositoryError(
+            f"{self.root} is not a rewheel repository (it has no wheels/ folder)",
+            step=step,
+            hint=hint,
+        )
+
     def ensure_layout(self) -> None:
         """Create the directories; remove temporary files left by a killed run.
 
