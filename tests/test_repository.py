@@ -581,3 +581,25 @@ def test_a_changed_record_or_sdist_is_seen_at_the_next_regeneration(
     )
     repo.regenerate_index()
     assert sdist.name in _project_files(repo)
+
+
+def test_a_record_saved_after_the_publish_puts_its_sdist_on_the_page_at_once(
+    repo: Repository, tmp_path: Path
+) -> None:
+    # The order of a build: publish (pages regenerated), then the record is saved. The last
+    # build of a run gets no later regeneration: its sdist must be listed all the same.
+    ref = repo.publish_wheel(make_wheel(tmp_path / "build"))
+    repo.regenerate_index()
+    sdist = repo.sdists_dir / "demo_pkg-1.0.tar.gz"
+    sdist.write_bytes(b"sdist bytes")
+    assert set(_project_files(repo)) == {ref.filename}
+    repo.save_record(
+        make_record("demo-pkg", "1.0", wheel=ref.filename, sdist_sha256=sha256_file(sdist))
+    )
+    assert set(_project_files(repo)) == {ref.filename, sdist.name}
+    html = (repo.simple_dir / "demo-pkg" / "index.html").read_text()
+    assert "../../sdists/demo_pkg-1.0.tar.gz#sha256=" in html
+    # The same as a full regeneration writes.
+    before = (repo.simple_dir / "demo-pkg" / "index.json").read_bytes()
+    repo.regenerate_index()
+    assert (repo.simple_dir / "demo-pkg" / "index.json").read_bytes() == before

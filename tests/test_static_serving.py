@@ -8,6 +8,7 @@ test is skipped otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -125,6 +126,14 @@ def test_a_static_server_running_as_another_user_serves_the_repository(
     finally:
         os.umask(old)
     assert result.ok, result.failures
+    # Each project's page lists the sdist its wheel was built from, the last one built too.
+    for name in ("st-tool", "st-lib", "st-app"):
+        page = json.loads((repo / "simple" / name / "index.json").read_text())
+        dist = name.replace("-", "_")
+        assert sorted(f["filename"] for f in page["files"]) == [
+            f"{dist}-1.0-py3-none-any.whl",
+            f"{dist}-1.0.tar.gz",
+        ]
 
     # Everything but the private folders is readable by others; those are not even listable.
     for path in repo.rglob("*"):

@@ -562,6 +562,26 @@ class Repository:
                 version=version,
                 step=Step.RECORD,
             ) from exc
+        if record.sdist_sha256 and not record.prebuilt:
+            self._list_sdist(canonicalize_name(name))
+
+    def _list_sdist(self, name: NormalizedName) -> None:
+        """Put the sdist of a build just recorded on its project's pages: they were written when
+        the wheel was published, before the record that vouches for the sdist existed. Only
+        that project's two pages; a failure is left to the next regeneration to redo."""
+        with self._index_lock, contextlib.suppress(OSError, RewheelError, zipfile.BadZipFile):
+            files = [self._page_file(ref) for ref in self.wheels() if ref.name == name]
+            by_project: dict[str, list[PageFile]] = {name: list(files)}
+            self._add_sdists(by_project)
+            if len(by_project[name]) == len(files):
+                return  # no sdist to add (or none can be vouched for)
+            page_dir = self.simple_dir / name
+            self._write_if_changed(
+                page_dir / "index.html", render_project_html(name, by_project[name])
+            )
+            self._write_if_changed(
+                page_dir / "index.json", render_project_json(name, by_project[name])
+            )
 
     def record_path(self, name: str, version: str) -> Path:
         return self.records_dir / f"{canonicalize_name(name)}-{version}.json"
