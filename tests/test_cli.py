@@ -4,6 +4,7 @@ set them, and `rewheel serve` refusing what it cannot serve (Ctrl-C: test_interr
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -168,3 +169,26 @@ def test_serve_an_unwritable_access_log_is_an_error(
         ["serve", "--repo", str(repo), "--port", "0", "--access-log", str(log)], capsys
     )
     assert code == 2 and "cannot open the access log" in err
+
+
+def test_ctrl_c_stops_serve_with_130(tmp_path: Path) -> None:
+    repo = _repository(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REWHEEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rewheel", "serve", "--repo", str(repo), "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("serving ")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "rewheel: interrupted" in err and "Traceback" not in err
