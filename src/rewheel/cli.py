@@ -258,9 +258,9 @@ def bootstrap(
     try:
         with reporter:
             result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Each wheel's record is saved when it is built: a re-run reuses them.
-        _interrupted("what was built is kept, run the same command again to go on")
+        raise Interrupted("what was built is kept, run the same command again to go on") from exc
     reporter.summary(result, repo)
     if not result.ok:
         sys.exit(1)
@@ -559,7 +559,16 @@ def _runs() -> Runs:
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
-def _interrupted(what: str | None = None) -> NoReturn:
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what a command wants to say about it (``main`` says it)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _interrupted(exc: BaseException | None) -> NoReturn:
+    what = exc.what if isinstance(exc, Interrupted) else None
     click.echo(f"rewheel: interrupted{f'; {what}' if what else ''}", err=True)
     sys.exit(EXIT_INTERRUPTED)
 
@@ -608,14 +617,14 @@ def main(argv: Sequence[str] | None = None, *, runs: Runs | None = None) -> None
         sys.exit(exc.exit_code)
     except click.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):
-            _interrupted()
+            _interrupted(exc.__cause__)
         click.echo("rewheel: aborted", err=True)  # end of input at a prompt
         sys.exit(1)
     except RewheelError as exc:
         click.echo(f"rewheel: error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 
