@@ -133,6 +133,7 @@ class Repository:
         self._sha_cache: dict[_FileKey, str] = {}
         self._requires_python_cache: dict[_FileKey, str | None] = {}
         self._record_cache: dict[_FileKey, BuildRecord | None] = {}
+        self._sdist_names: dict[str, tuple[str, str] | None] = {}  # file name -> project, version
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -363,8 +364,8 @@ class Repository:
             ),
         )
 
-    def _sha256(self, path: Path) -> str:
-        key = _FileKey.of(path)
+    def _sha256(self, path: Path, key: _FileKey | None = None) -> str:
+        key = key or _FileKey.of(path)
         with self._state_lock:
             cached = self._sha_cache.get(key)
         if cached is not None:
@@ -477,7 +478,8 @@ class Repository:
                 wheel = next(f for f in files if f.filename == record.wheel)
                 for path in candidates:
                     try:
-                        sha256, size = self._sha256(path), path.stat().st_size
+                        key = _FileKey.of(path)
+                        sha256 = self._sha256(path, key)
                     except FileNotFoundError:
                         continue  # removed meanwhile
                     if sha256 == record.sdist_sha256.lower():
@@ -486,7 +488,7 @@ class Repository:
                                 filename=path.name,
                                 url=sdist_url(path.name),
                                 sha256=sha256,
-                                size=size,
+                                size=key.size,
                                 requires_python=wheel.requires_python,
                                 version=version,
                             )
@@ -496,18 +498,30 @@ class Repository:
     def _sdist_files(self) -> dict[tuple[str, str], list[Path]]:
         """The plain files in sdists/ with an sdist's name, by (project, normalized version)."""
         try:
-            entries = sorted(self.sdists_dir.iterdir())
+            with os.scandir(self.sdists_dir) as entries:
+                # Not through a link (d_type, no system call); hidden: a download in progress.
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+                )
         except OSError:
             return {}
         out: dict[tuple[str, str], list[Path]] = {}
-        for path in entries:
-            if path.name.startswith(".") or not is_plain_file(path):
-                continue
-            try:
-                name, version = parse_sdist_filename(path.name)
-            except (InvalidSdistFilename, InvalidVersion):
-                continue
-            out.setdefault((name, str(version)), []).append(path)
+        for filename in names:
+            with self._state_lock:
+                known = filename in self._sdist_names
+                parsed = self._sdist_names.get(filename)
+            if not known:
+                try:
+                    name, version = parse_sdist_filename(filename)
+                    parsed = (name, str(version))
+                except (InvalidSdistFilename, InvalidVersion):
+                    parsed = None
+                with self._state_lock:
+                    self._sdist_names[filename] = parsed
+            if parsed is not None:
+                out.setdefault(parsed, []).append(self.sdists_dir / filename)
         return out
 
     def _record_of(self, name: str, version: str) -> BuildRecord | None:
