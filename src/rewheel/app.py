@@ -379,25 +379,35 @@ def serve(
     *,
     max_connections: int = 64,
     header_timeout: float = 10.0,
+    access_log: str | None = None,
 ) -> None:
+    """Serve an existing repository until interrupted; ``access_log``: a file, or ``-`` for
+    stderr. A repository that is not there, a port in use or a bad host is a ConfigError
+    before anything is written."""
     repo = Repository(repo_root)
-    repo.ensure_layout()
-    repo.regenerate_index()
-    from .serve.server import IndexServer
+    repo.require_existing(step=Step.SERVE)
+    from .serve.server import AccessLog, IndexServer
     from .ui.browse_pages import write_browse
 
-    write_browse(repo)
-    server = IndexServer(
-        repo,
-        host,
-        port,
-        log=log,
-        max_connections=max_connections,
-        header_timeout=header_timeout,
-    )
-    print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    requests = AccessLog.open(access_log) if access_log is not None else None
+    try:
+        server = IndexServer(
+            repo,
+            host,
+            port,
+            log=log,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+            access_log=requests,
+        )
+        repo.ensure_layout()
+        repo.regenerate_index()
+        write_browse(repo)
+        print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
         server.serve_forever()
+    finally:
+        if requests is not None:
+            requests.close()
 
 
 def chain_of_custody(
