@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from .repo.repository import Repository
 if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
     from .build.recipes import BuildRecipe
+    from .build.runner import SubprocessRunner
     from .core.bootstrap import Bootstrapper, Steps
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -193,7 +196,7 @@ def bootstrap(
                     crates_io=machine.crates_io or crates_io_reachable,
                     recipes=machine.recipes or load_recipe,
                 )
-                with _build_steps(options, steps, server) as chosen:
+                with _build_steps(options, steps, server) as chosen, _stop_on_interrupt(runner):
                     bootstrapper = Bootstrapper(
                         chosen, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
                     )
@@ -222,6 +225,26 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(runner: SubprocessRunner) -> Iterator[None]:
+    """Ctrl-C stops the builds under way too: their commands run in sessions of their own, out
+    of the terminal's reach, and the run would otherwise wait for each to end (and publish it
+    with no record). Only the main thread can take SIGINT; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        runner.stop()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _remember_run(
