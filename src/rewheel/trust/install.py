@@ -124,9 +124,18 @@ def custody_check(
 
     def check(pins: Sequence[PinnedRelease]) -> None:
         by_sha = {w.sha256: w for w in repo.wheels()}
+        # The pages list the sdists the wheels were built from too (for `pip download`): uv
+        # hashes them with the release, and never builds one here (--no-build).
+        sdists = {
+            (canonicalize_name(r.name), normal_version(r.version), r.sdist_sha256)
+            for r in repo.load_records()
+            if r.sdist_sha256
+        }
         problems = []
         for pin in pins:
             for sha256 in pin.sha256:
+                if (canonicalize_name(pin.name), normal_version(pin.version), sha256) in sdists:
+                    continue
                 ref = by_sha.get(sha256)
                 if (
                     ref is None
