@@ -44,10 +44,9 @@ from ..core.types import WheelRef
 from ..core.versions import same_version, version_key
 from ..index.index_pages import (
     PageFile,
+    RootIndex,
     render_project_html,
     render_project_json,
-    render_root_html,
-    render_root_json,
     wheel_url,
 )
 from .wheelfile import (
@@ -117,6 +116,15 @@ class Repository:
         self._index_lock = threading.Lock()  # one regeneration at a time
         self._sha_cache: dict[_FileKey, str] = {}
         self._requires_python_cache: dict[_FileKey, str | None] = {}
+        # The wheel files of each project (file name -> version), so that one project's wheels
+        # are found without listing wheels/: filled by a listing of wheels/ the first time it is
+        # needed (and again by each regenerate_index) and by every publish_wheel since. Names
+        # only: each file is looked at when used, so one removed meanwhile is left out.
+        self._catalog: dict[NormalizedName, dict[str, str]] | None = None
+        self._listed = False  # whether the catalog holds a listing of wheels/ yet
+        # The projects the root pages list, as this object last wrote them (None before its
+        # first regenerate_index): guarded by _index_lock.
+        self._root: RootIndex | None = None
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -257,6 +265,8 @@ class Repository:
             raise
         with self._state_lock:
             self._sha_cache[key] = sha256
+            if self._catalog is not None:
+                self._catalog.setdefault(name, {})[filename] = version
         return WheelRef(name=name, version=version, filename=filename, sha256=sha256)
 
     def _validated_metadata(self, wheel: Path, name: NormalizedName, version: str) -> bytes:
@@ -352,38 +362,125 @@ class Repository:
 
     # -- index ----------------------------------------------------------------------------------
 
-    def regenerate_index(self) -> None:
-        """Rewrite simple/ from wheels/.
+    def _list_wheels(self) -> None:
+        """Put every wheel file of wheels/ into the catalog (by name: nothing is read)."""
+        with self._state_lock:
+            if self._catalog is None:
+                # From here on every publish_wheel records its file: none is missed by both.
+                self._catalog = {}
+        found: dict[NormalizedName, dict[str, str]] = {}
+        for path in self._wheel_files():
+            try:
+                name, version = wheel_name_version(path.name)
+            except RewheelError:
+                continue  # not ours to list: a wheel file name is how a wheel is known
+            found.setdefault(name, {})[path.name] = version
+        with self._state_lock:
+            assert self._catalog is not None
+            for name, files in found.items():
+                self._catalog.setdefault(name, {}).update(files)
+            self._listed = True
 
-        Project pages are written before the root pages, so the root never links to a page that
-        does not exist yet; pages of projects that are gone are removed after the root stops
-        listing them.
+    def _project_wheels(self, name: NormalizedName) -> list[WheelRef]:
+        """The wheels of one project, found without listing wheels/ (but the first time)."""
+        with self._state_lock:
+            listed = self._listed
+        if not listed:
+            self._list_wheels()
+        with self._state_lock:
+            assert self._catalog is not None
+            candidates = sorted(self._catalog.get(name, {}).items())
+        refs = []
+        for filename, version in candidates:
+            path = self.wheels_dir / filename
+            if not is_plain_file(path):  # removed meanwhile, or a link put in its place
+                continue
+            try:
+                sha256 = self._sha256(path)
+            except FileNotFoundError:
+                continue  # replaced or removed meanwhile
+            refs.append(WheelRef(name=name, version=version, filename=filename, sha256=sha256))
+        return refs
+
+    def regenerate_index(self) -> None:
+        """Rewrite simple/ from a listing of wheels/: every page, and every project's.
+
+        What a run does when it starts, and ``serve``: it repairs the pages of a repository
+        changed by hand or by a run killed between a publication and its pages. Project pages
+        are written before the root pages, so the root never links to a page that does not
+        exist yet; pages of projects that are gone are removed after the root stops listing
+        them.
         """
         with self._index_lock:
+            self._root = None  # until the root pages below are written
             self.simple_dir.mkdir(parents=True, exist_ok=True)
-            by_project: dict[str, list[PageFile]] = {}
-            for ref in self.wheels():
-                try:
-                    page_file = self._page_file(ref)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                except (OSError, KeyError, zipfile.BadZipFile, IntegrityError) as exc:
-                    raise RepositoryError(
-                        f"cannot index {ref.filename}: {exc}",
-                        package=ref.name,
-                        version=ref.version,
-                        step=Step.INDEX,
-                    ) from exc
-                by_project.setdefault(ref.name, []).append(page_file)
-            for name, files in sorted(by_project.items()):
-                page_dir = self.simple_dir / name
-                self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
-                self._write_if_changed(page_dir / "index.json", render_project_json(name, files))
-            self._write_if_changed(self.simple_dir / "index.html", render_root_html(by_project))
-            self._write_if_changed(self.simple_dir / "index.json", render_root_json(by_project))
+            self._list_wheels()
+            with self._state_lock:
+                assert self._catalog is not None
+                projects = sorted(self._catalog)
+            listed = []
+            for name in projects:
+                files = self._page_files(name)
+                if files:
+                    self._write_project_pages(name, files)
+                    listed.append(name)
+            root = RootIndex(listed)
+            self._write_root_pages(root)
             for entry in self.simple_dir.iterdir():
-                if entry.is_dir() and entry.name not in by_project:
+                if entry.is_dir() and entry.name not in root:
                     shutil.rmtree(entry, ignore_errors=True)
+            self._root = root
+
+    def regenerate_project(self, name: str) -> None:
+        """Rewrite the pages of the project ``name`` after a publication: its two pages, and the
+        root pages only if the project is new (or gone); no other wheel is read or listed.
+
+        The pages are what ``regenerate_index`` would write for the same wheels. The first
+        call on this object, or one after pages could not be written, is a ``regenerate_index``.
+        """
+        project = canonicalize_name(name)
+        if not _is_folder_name(project):  # its pages' folder is removed when it has no wheel
+            raise RepositoryError(f"not a project name: {name!r}", step=Step.INDEX)
+        with self._index_lock:
+            root, self._root = self._root, None  # None until the pages below are written
+            if root is not None:
+                files = self._page_files(project)
+                if files:
+                    self._write_project_pages(project, files)
+                    if root.add(project):
+                        self._write_root_pages(root)
+                else:
+                    if root.discard(project):
+                        self._write_root_pages(root)
+                    shutil.rmtree(self.simple_dir / project, ignore_errors=True)
+                self._root = root
+                return
+        self.regenerate_index()
+
+    def _page_files(self, name: NormalizedName) -> list[PageFile]:
+        files = []
+        for ref in self._project_wheels(name):
+            try:
+                files.append(self._page_file(ref))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (OSError, KeyError, zipfile.BadZipFile, IntegrityError) as exc:
+                raise RepositoryError(
+                    f"cannot index {ref.filename}: {exc}",
+                    package=ref.name,
+                    version=ref.version,
+                    step=Step.INDEX,
+                ) from exc
+        return files
+
+    def _write_project_pages(self, name: NormalizedName, files: list[PageFile]) -> None:
+        page_dir = self.simple_dir / name
+        self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
+        self._write_if_changed(page_dir / "index.json", render_project_json(name, files))
+
+    def _write_root_pages(self, root: RootIndex) -> None:
+        self._write_if_changed(self.simple_dir / "index.html", root.html())
+        self._write_if_changed(self.simple_dir / "index.json", root.json())
 
     def _page_file(self, ref: WheelRef) -> PageFile:
         path = self.wheel_path(ref)
@@ -494,6 +591,15 @@ class Repository:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
+
+
+def _is_folder_name(name: str) -> bool:
+    """Whether ``name`` names one folder inside another (not itself, its parent, or a path)."""
+    return (
+        PurePosixPath(name).name == name
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "\\\x00")
+    )
 
 
 def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:
