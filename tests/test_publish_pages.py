@@ -254,3 +254,20 @@ def test_a_run_repairs_the_pages_a_killed_run_left(upstream: Upstream, tmp_path:
     again = run_bootstrap(upstream, repo, ["app"])
     assert (again.built, again.reused) == (0, 2)  # nothing published, yet every page is back
     assert _pages(repo / "simple") == pages
+
+
+def test_find_wheels_lists_wheels_once(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.ensure_layout()
+    first = repo.publish_wheel(_wheel(tmp_path / "a", "Demo", "1.0"))
+    assert repo.find_wheels("demo", "1.0") == [first]
+    # Put there by hand after this object listed wheels/: the next object finds it.
+    by_hand = shutil.copy(_wheel(tmp_path / "b", "demo", "2.0"), repo.wheels_dir)
+    assert repo.find_wheels("demo", "2.0") == []
+    (found,) = Repository(repo.root).find_wheels("DEMO", "2.0.0")
+    assert found.filename == Path(by_hand).name
+    # What this object publishes it finds at once; what is gone it no longer gives.
+    third = repo.publish_wheel(_wheel(tmp_path / "c", "demo", "3.0"))
+    assert repo.find_wheels("demo", "3.0") == [third]
+    repo.wheel_path(first).unlink()
+    assert repo.find_wheels("demo", "1.0") == []

@@ -326,15 +326,7 @@ class Repository:
             except FileNotFoundError:
                 continue  # replaced or removed meanwhile
             refs.append(WheelRef(name=name, version=version, filename=path.name, sha256=sha256))
-        return sorted(
-            refs,
-            key=lambda r: (
-                r.name,
-                version_key(r.version),
-                _build_tag(r.filename),
-                r.filename,
-            ),
-        )
+        return sorted(refs, key=_listing_order)
 
     def _sha256(self, path: Path) -> str:
         key = _FileKey.of(path)
@@ -348,8 +340,13 @@ class Repository:
         return sha256
 
     def find_wheels(self, name: str, version: str) -> list[WheelRef]:
+        """The wheels of one version of a project, in the order of ``wheels()``.
+
+        Found without listing wheels/ (but the first time this object needs it): what this
+        object published is found, a wheel put there by hand meanwhile by the next object.
+        """
         wanted = canonicalize_name(name)
-        return [r for r in self.wheels() if r.name == wanted and same_version(r.version, version)]
+        return sorted(self._project_wheels(wanted, version), key=_listing_order)
 
     def wheel_path(self, ref: WheelRef) -> Path:
         if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
@@ -381,8 +378,9 @@ class Repository:
                 self._catalog.setdefault(name, {}).update(files)
             self._listed = True
 
-    def _project_wheels(self, name: NormalizedName) -> list[WheelRef]:
-        """The wheels of one project, found without listing wheels/ (but the first time)."""
+    def _project_wheels(self, name: NormalizedName, version: str | None = None) -> list[WheelRef]:
+        """The wheels of one project (of one version, if given), found without listing wheels/
+        (but the first time)."""
         with self._state_lock:
             listed = self._listed
         if not listed:
@@ -391,7 +389,9 @@ class Repository:
             assert self._catalog is not None
             candidates = sorted(self._catalog.get(name, {}).items())
         refs = []
-        for filename, version in candidates:
+        for filename, found in candidates:
+            if version is not None and not same_version(found, version):
+                continue
             path = self.wheels_dir / filename
             if not is_plain_file(path):  # removed meanwhile, or a link put in its place
                 continue
@@ -399,7 +399,7 @@ class Repository:
                 sha256 = self._sha256(path)
             except FileNotFoundError:
                 continue  # replaced or removed meanwhile
-            refs.append(WheelRef(name=name, version=version, filename=filename, sha256=sha256))
+            refs.append(WheelRef(name=name, version=found, filename=filename, sha256=sha256))
         return refs
 
     def regenerate_index(self) -> None:
@@ -591,6 +591,11 @@ class Repository:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
+
+
+def _listing_order(ref: WheelRef) -> tuple[object, ...]:
+    """The order of ``Repository.wheels()``: name, version, build tag, file name."""
+    return (ref.name, version_key(ref.version), _build_tag(ref.filename), ref.filename)
 
 
 def _is_folder_name(name: str) -> bool:
