@@ -111,8 +111,9 @@ def test_a_publication_reads_no_other_project(tmp_path: Path) -> None:
     page = json.loads((repo.simple_dir / "mine" / "index.json").read_text())
     assert page["versions"] == ["1.0", "2.0"]
     assert (repo.simple_dir / "other" / "index.json").read_bytes() == before
-    with pytest.raises(RepositoryError, match=r"cannot index other-1\.0"):
+    with pytest.raises(RepositoryError, match=r"cannot index other-1\.0") as info:
         repo.regenerate_index()
+    assert info.value.hint is not None and str(repo.wheel_path(broken)) in info.value.hint
 
 
 def test_a_wheel_put_in_by_hand_is_listed_by_the_next_full_regeneration(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Layout under ``root``::
 
     wheels/<wheel>             published wheels
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
-    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
+    simple/                    PEP 503 / PEP 691 pages made from wheels/: all of them by
+                               regenerate_index (when a run starts), one project's (and the
+                               root's, if it is new) by regenerate_project after a publication
     sdists/ logs/ work/ records/
     .lock                      held by the run that writes the repository
 
@@ -470,6 +472,8 @@ class Repository:
                     package=ref.name,
                     version=ref.version,
                     step=Step.INDEX,
+                    hint=f"remove {self.wheel_path(ref)} (the next run builds it again if it "
+                    "is needed) or put the whole wheel back",
                 ) from exc
         return files
 
