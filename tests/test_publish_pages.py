@@ -4,6 +4,7 @@ every page is byte for byte what a full ``regenerate_index`` of the same wheels 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import threading
@@ -272,3 +273,31 @@ def test_find_wheels_lists_wheels_once(tmp_path: Path) -> None:
     assert repo.find_wheels("demo", "3.0") == [third]
     repo.wheel_path(first).unlink()
     assert repo.find_wheels("demo", "1.0") == []
+
+
+def test_a_publication_flushes_the_wheel_to_disk_and_not_the_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.ensure_layout()
+    publisher = Publisher(repo)
+    publisher.publish_prebuilt(_wheel(tmp_path / "a", "demo", "1.0"))
+    flushed: list[Path] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    ref = publisher.publish_prebuilt(_wheel(tmp_path / "b", "new", "1.0"))
+    monkeypatch.undo()
+    names = [p.name for p in flushed]
+    # The wheel and its core metadata reach the disk before they are listed (and the folder
+    # that names them)...
+    assert any(n.startswith(f".{ref.filename}.") and n.endswith(".tmp") for n in names), names
+    assert any(n.startswith(f".{ref.filename}.metadata.") for n in names), names
+    assert repo.wheels_dir in flushed
+    # ...the pages, made again from wheels/ when a run starts, are not waited for.
+    assert not [p for p in flushed if repo.simple_dir in p.parents], flushed
+    assert (repo.simple_dir / "new" / "index.json").is_file()

@@ -10,9 +10,10 @@ Layout under ``root``::
     sdists/ logs/ work/ records/
     .lock                      held by the run that writes the repository
 
-Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
-such as the index server or an installer never sees half a file, and a killed run leaves at most
-stale ``.*.tmp`` files, which are ignored and later removed.
+Every file is written atomically (temporary file in the same directory, fsync, rename; the pages of
+simple/ without the fsync, as a run makes them again when it starts), so a reader such as the
+index server or an installer never sees half a file, and a killed run leaves at most stale
+``.*.tmp`` files, which are ignored and later removed.
 """
 
 from __future__ import annotations
@@ -523,7 +524,9 @@ class Repository:
         except OSError:
             pass
         try:
-            atomic_write_bytes(path, data)
+            # Not fsynced: pages are made from wheels/ again whenever a run (or serve) starts,
+            # and a publication waits for two to four fewer disk flushes.
+            atomic_write_bytes(path, data, durable=False)
         except OSError as exc:
             # The page keeps its old content: pages are replaced whole or not at all.
             raise RepositoryError(
