@@ -190,7 +190,14 @@ def cli() -> None:
     "--signing-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with [default: your own, "
+    "made on first use in $XDG_DATA_HOME/rewheel/keys/].",
+)
+@click.option(
+    "--no-sign",
+    is_flag=True,
+    help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
+    "this one (docs/provenance.md).",
 )
 @click.option(
     "--work-dir",
@@ -220,6 +227,7 @@ def bootstrap(
     dask: str | None,
     advertise_host: str | None,
     signing_key: Path | None,
+    no_sign: bool,
     work_dir: Path | None,
     verbose: int,
     quiet: int,
@@ -228,6 +236,8 @@ def bootstrap(
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
+    if no_sign and signing_key is not None:
+        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
     options = app.BootstrapOptions(
@@ -245,6 +255,7 @@ def bootstrap(
         variant=variant,
         keep_going=keep_going,
         signing_key=signing_key,
+        sign=not no_sign,
         work_dir=work_dir,
         dask=dask,
         advertise_host=advertise_host,
@@ -296,9 +307,10 @@ def install(
         allow_prebuilt=allow_prebuilt,
     )
     if public_key is None:
-        from .trust.chain import UNSIGNED_NOTE
+        from .repo.repository import Repository
+        from .trust.chain import signing_note
 
-        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
+        click.echo(f"note: {signing_note(Repository(repo))}", err=True)
     click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
 
 

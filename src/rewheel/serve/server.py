@@ -55,6 +55,8 @@ from ..index.index_pages import (
     render_root_html,
     render_root_json,
 )
+from ..repo.published_keys import KEYS_DIR
+from ..repo.published_keys import SUFFIX as KEY_SUFFIX
 from ..repo.repository import Repository
 from ..ui.browse_pages import BROWSE_DIR, Site, content_security_policy, open_below, render_index
 
@@ -362,6 +364,11 @@ class _Handler(BaseHTTPRequestHandler):
             ):
                 raise _Refused(HTTPStatus.NOT_FOUND)
             self._send_file(repo.wheels_dir, segments[1], "application/octet-stream", send_body)
+        elif segments[0] == KEYS_DIR and len(segments) == 2:
+            # The public keys that sign the provenance (repo.published_keys).
+            if not segments[1].endswith(KEY_SUFFIX):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.root / KEYS_DIR, segments[1], "application/x-pem-file", send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
             # Read-only, for build workers on other machines; sdists are public upstream files.
             if not segments[1].lower().endswith(_SDIST_SUFFIXES):

@@ -4,11 +4,11 @@
 whose every field docs/provenance.md describes and ``provenance.schema.json`` (beside this
 module, ``schema()``) defines. ``check_statement()`` is its counterpart for ``verify``. The I/O
 around them is small and kept apart: ``system_tools()`` and ``build_platform()`` look at this
-machine, ``write_provenance()`` writes the statement (and, given a key, a DSSE envelope signed
-with Ed25519) beside the wheel.
+machine, ``write_provenance()`` writes the statement (and, given a key, its signature) beside
+the wheel.
 
 Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always) and
-``<wheel>.provenance.dsse.json`` (the signed envelope, when a signing key is given).
+``<wheel>.provenance.dsse.json`` (a DSSE envelope of it signed with Ed25519, when signed).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .. import __version__
 from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
 from ..core.records import BuildRecord
+from ..repo.published_keys import KeyFormatError, PublicKey, load_public_key
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -481,19 +482,17 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 class Signer:
-    """An Ed25519 private key from a PEM file (needs the optional ``cryptography`` package)."""
+    """An Ed25519 private key from a PEM file (unencrypted PKCS#8, as ``openssl genpkey
+    -algorithm ed25519`` writes it). ``data``: the file's bytes, when the caller read them
+    itself (``trust.keys`` does, with its checks)."""
 
-    def __init__(self, key_file: Path) -> None:
+    def __init__(self, key_file: Path, *, data: bytes | None = None) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        except ImportError as exc:
-            raise ConfigError(
-                "signing needs the 'cryptography' package: pip install 'rewheel[sign]'",
-                step=Step.SIGN,
-            ) from exc
-        try:
-            key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+            pem = key_file.read_bytes() if data is None else data
+            key = serialization.load_pem_private_key(pem, password=None)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(
                 f"cannot load the signing key {key_file}: {exc}", step=Step.SIGN
@@ -501,39 +500,56 @@ class Signer:
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"{key_file} is not an Ed25519 private key", step=Step.SIGN)
         self._key = key
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        self.path = key_file
+        self.public_key = load_public_key(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
-        self.keyid = hashlib.sha256(raw).hexdigest()
+        self.keyid = self.public_key.keyid
+
+    def sign(self, payload: bytes) -> bytes:
+        """The Ed25519 signature of the DSSE encoding of ``payload`` (an in-toto statement)."""
+        return self._key.sign(pae(DSSE_PAYLOAD_TYPE, payload))
 
     def envelope(self, payload: bytes) -> dict[str, Any]:
-        signature = self._key.sign(pae(DSSE_PAYLOAD_TYPE, payload))
-        return {
-            "payloadType": DSSE_PAYLOAD_TYPE,
-            "payload": base64.b64encode(payload).decode("ascii"),
-            "signatures": [
-                {"keyid": self.keyid, "sig": base64.b64encode(signature).decode("ascii")}
-            ],
-        }
+        return dsse_envelope(payload, self.keyid, self.sign(payload))
 
 
-def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str | None:
-    """None if ``envelope`` carries ``payload`` with a valid signature by the key, else why not."""
+def dsse_envelope(payload: bytes, keyid: str, signature: bytes) -> dict[str, Any]:
+    """The DSSE envelope of an in-toto statement and one signature of it."""
+    return {
+        "payloadType": DSSE_PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signatures": [{"keyid": keyid, "sig": base64.b64encode(signature).decode("ascii")}],
+    }
+
+
+def load_public_key_file(path: Path) -> PublicKey:
+    """The Ed25519 public key in ``path`` (PEM), or a ConfigError naming the file."""
     try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    except ImportError as exc:
+        return load_public_key(path.read_bytes())
+    except (OSError, KeyFormatError) as exc:
         raise ConfigError(
-            "checking signatures needs the 'cryptography' package: pip install 'rewheel[sign]'",
+            f"cannot load the public key {path}: {exc}",
             step=Step.VERIFY,
+            hint="--public-key takes an Ed25519 public key in PEM, such as the repository's"
+            " keys/<fingerprint>.pub.pem",
         ) from exc
-    try:
-        key = serialization.load_pem_public_key(public_key_file.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the public key {public_key_file}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{public_key_file} is not an Ed25519 public key", step=Step.VERIFY)
+
+
+def envelope_keyids(envelope: Any) -> list[str]:
+    """The key ids the signatures of a DSSE envelope claim (not checked)."""
+    signatures = envelope.get("signatures") if isinstance(envelope, Mapping) else None
+    return [
+        str(sig["keyid"])
+        for sig in (signatures if isinstance(signatures, list) else [])
+        if isinstance(sig, Mapping) and isinstance(sig.get("keyid"), str)
+    ]
+
+
+def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
+    """None if ``envelope`` carries ``payload`` with a valid signature by ``key``, else why not."""
     if not isinstance(envelope, Mapping) or envelope.get("payloadType") != DSSE_PAYLOAD_TYPE:
         return "the signed envelope is not an in-toto DSSE envelope"
     try:
@@ -544,12 +560,15 @@ def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str 
         return "the signed envelope carries another statement than the provenance file"
     signatures = envelope.get("signatures")
     for sig in signatures if isinstance(signatures, list) else []:
-        try:
-            key.verify(base64.b64decode(str(sig.get("sig"))), pae(DSSE_PAYLOAD_TYPE, carried))
-        except (InvalidSignature, ValueError, AttributeError):
+        if not isinstance(sig, Mapping):
             continue
-        return None
-    return "no valid signature by the given public key"
+        try:
+            signature = base64.b64decode(str(sig.get("sig")), validate=True)
+        except ValueError:
+            continue
+        if key.verifies(signature, pae(DSSE_PAYLOAD_TYPE, carried)):
+            return None
+    return f"no valid signature by the key {key.keyid}"
 
 
 # ---------------------------------------------------------------- writing
@@ -558,11 +577,13 @@ def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str 
 def write_provenance(
     wheel_path: Path, stmt: Mapping[str, Any], *, signer: Signer | None = None
 ) -> Path:
-    """Write the statement beside ``wheel_path`` (and its signed envelope); return its path."""
+    """Write the statement beside ``wheel_path`` and, given a signer, its DSSE envelope;
+    return the statement's path."""
     payload = statement_bytes(stmt)
     path = wheel_path.with_name(wheel_path.name + PROVENANCE_SUFFIX)
     if signer is not None:
-        envelope = signer.envelope(payload)
+        signature = signer.sign(payload)
+        envelope = dsse_envelope(payload, signer.keyid, signature)
         dsse = wheel_path.with_name(wheel_path.name + DSSE_SUFFIX)
         atomic_write_bytes(dsse, (json.dumps(envelope, indent=2) + "\n").encode("utf-8"))
     atomic_write_bytes(path, payload)

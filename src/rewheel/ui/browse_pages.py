@@ -40,6 +40,7 @@ from ..core.history import History, Remembered
 from ..core.records import BuildRecord, RecordError, Why
 from ..core.report import Outcome
 from ..core.versions import newest_first, normal_version
+from ..repo.published_keys import KEYS_DIR, key_file_name, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
 from .assets import read_asset
@@ -121,6 +122,7 @@ class Site:
     title: str = "rewheel repository"
     notes: tuple[str, ...] = ()  # run files that could not be read
     runs: int = 0  # runs remembered
+    keys: tuple[str, ...] = ()  # key ids of the signing keys published in keys/
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
@@ -191,6 +193,7 @@ def render_index(site: Site) -> str:
         '<table id="projects"><thead><tr><th>project</th><th>latest</th><th>versions</th>'
         "<th>summary</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n"
     )
+    body += _keys_paragraph(site.keys)
     if not built:
         body += '<p class="muted">Nothing was built into this repository yet.</p>\n'
     body += _not_built_table(site)
@@ -202,6 +205,29 @@ def render_index(site: Site) -> str:
         body += f'<p class="muted note">note: {_e(note)}</p>\n'
     body += _INDEX_SCRIPT
     return _page(site.title, body)
+
+
+def _keys_paragraph(keys: Sequence[str]) -> str:
+    """The signing keys the repository publishes, with their fingerprints: what to pin."""
+    if not keys:
+        return (
+            '<p id="signing-keys" class="muted">No signing key is published here: the '
+            "provenance of these wheels is not signed.</p>\n"
+        )
+    items = "".join(
+        f'<li><code class="fingerprint">{_e(keyid)}</code> '
+        f'(<a class="public-key" href="../{KEYS_DIR}/{_e(quote(key_file_name(keyid)))}">'
+        "Ed25519 public key</a>)</li>"
+        for keyid in keys
+    )
+    return (
+        '<div id="signing-keys"><p>Provenance is signed (DSSE) with the key'
+        f"{'s' if len(keys) > 1 else ''} below, by fingerprint (sha256 of the public key):</p>"
+        f"<ul>{items}</ul>"
+        '<p class="muted">Whoever can change this page can change the key too: compare the '
+        "fingerprint with one you got from whoever runs this repository, then pin it: "
+        "<code>rewheel verify --index URL --public-key KEY.pub.pem</code>.</p></div>\n"
+    )
 
 
 _STATUS: dict[Outcome | None, str] = {
@@ -774,6 +800,7 @@ def collect(
         title=title or default_title(repo),
         notes=history.notes,
         runs=sum(1 for run in history.runs if run.started is not None),
+        keys=tuple(sorted(published_keys(repo.root)[0])),
     )
 
 
