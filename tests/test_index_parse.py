@@ -201,3 +201,16 @@ def test_parse_page_dispatches_on_content_type(content_type: str | None, data: b
 def test_parse_page_refuses_unknown_content_type() -> None:
     with pytest.raises(UpstreamError, match="Content-Type"):
         parse_page(b"{}", "application/json", PAGE, NAME)
+
+
+@pytest.mark.parametrize("value", [1, ["x"], {"url": "x"}, True])
+def test_json_provenance_that_is_not_a_string_is_refused(value: object) -> None:
+    data = _json([{"filename": "foo_bar-1.0.tar.gz", "url": "f", "provenance": value}])
+    with pytest.raises(UpstreamError, match="invalid provenance"):
+        parse_json_page(data, PAGE, NAME)
+
+
+def test_json_provenance_null_means_none() -> None:
+    data = _json([{"filename": "foo_bar-1.0.tar.gz", "url": "f", "provenance": None}])
+    (file,) = parse_json_page(data, PAGE, NAME).files
+    assert file.provenance is None

@@ -469,7 +469,10 @@ def test_index_pages_that_point_elsewhere_or_list_other_files_are_caught(repo: P
     entries = {e.name: e for e in report.entries}
     assert entries["lib-b"].problems == [
         "lib-b 1.0: simple/lib-b/index.html links lib_b-1.0-py3-none-any.whl to"
-        " https://example.invalid/lib_b-1.0-py3-none-any.whl, not to the repository's own file"
+        " https://example.invalid/lib_b-1.0-py3-none-any.whl, not to the repository's own file",
+        "lib-b 1.0: simple/lib-b/index.html links the provenance of lib_b-1.0-py3-none-any.whl"
+        " to https://example.invalid/lib_b-1.0-py3-none-any.whl.provenance, not to the"
+        " repository's own file",
     ]
     assert not report.ok
 

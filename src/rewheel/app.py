@@ -63,7 +63,7 @@ class BootstrapOptions:
     variant: str | None = None
     keep_going: bool = False
     work_dir: Path | None = None
-    # Sign each provenance statement (DSSE) with this Ed25519 key (PEM); None: with
+    # Sign each provenance statement (DSSE, PEP 740) with this Ed25519 key (PEM); None: with
     # the user's own key (trust.keys), made on first use. ``sign=False``: sign nothing.
     signing_key: Path | None = None
     sign: bool = True

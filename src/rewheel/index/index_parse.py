@@ -84,6 +84,9 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise _fail(name, page_url, f"invalid size of {filename}")
     has_metadata, metadata_sha256 = _json_metadata(file, name, page_url)
+    provenance = file.get("provenance")
+    if provenance is not None and not isinstance(provenance, str):
+        raise _fail(name, page_url, f"invalid provenance of {filename}")
     # Like pip: an empty reason string counts as "not yanked", a non-empty one is the reason.
     yanked = bool(yanked_value)
     return IndexFile(
@@ -96,6 +99,7 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
         size=size,
+        provenance=urljoin(page_url, provenance) if provenance else None,
     )
 
 
@@ -162,6 +166,7 @@ def _html_file(
     filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     yanked_reason = attributes.get("data-yanked")
     has_metadata, metadata_sha256 = _html_metadata(attributes, name, page_url)
+    provenance = (attributes.get("data-provenance") or "").strip()
     return IndexFile(
         filename=_check_filename(filename, name, page_url),
         url=url,
@@ -171,11 +176,12 @@ def _html_file(
         yanked_reason=yanked_reason or None,
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
+        provenance=urljoin(base_url, provenance) if provenance else None,
     )
 
 
 def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> ProjectPage:
-    """A PEP 503 HTML project page (with the PEP 592/629/658/714 data attributes)."""
+    """A PEP 503 HTML project page (with the PEP 592/629/658/714/740 data attributes)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

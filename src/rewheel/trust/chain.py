@@ -19,13 +19,13 @@ For each wheel, three guarantees:
 Dependencies are read from each wheel's own METADATA, never from the ``.metadata`` beside it.
 
 Signatures: with a pinned key (``public_key``), every provenance must be signed by it (its DSSE
-envelope). Without one, each signature is checked with the key the repository publishes under
-the key id it names (``repo.published_keys``): that catches a signed file changed on its own,
-but the writer of the repository can publish a key of their own, so the report says which keys
-signed and how to pin one (``unpinned_note``); a repository with no key at all gets
-``UNSIGNED_NOTE``. Either way, a repository rewritten consistently (another wheel with a build
-record, provenance, signature and metadata made to match it) passes unless a key its writer
-cannot reach is pinned.
+envelope, and the PEP 740 provenance object when there is one). Without one, each signature is
+checked with the key the repository publishes under the key id it names
+(``repo.published_keys``): that catches a signed file changed on its own, but the writer of the
+repository can publish a key of their own, so the report says which keys signed and how to pin
+one (``unpinned_note``); a repository with no key at all gets ``UNSIGNED_NOTE``. Either way, a
+repository rewritten consistently (another wheel with a build record, provenance, signature and
+metadata made to match it) passes unless a key its writer cannot reach is pinned.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from ..core.fsutil import sha256_file
 from ..core.records import BuildRecord
 from ..core.types import IndexFile, Upstream, WheelRef
 from ..core.versions import normal_version
-from ..index.index_pages import wheel_url
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX, provenance_url, wheel_url
 from ..index.index_parse import parse_html_page, parse_json_page
 from ..repo.published_keys import KEYS_DIR as KEYS_DIR_NAME
 from ..repo.published_keys import PublicKey, key_file_name, keys_dir, published_keys
@@ -58,6 +58,7 @@ from .provenance import (
     check_statement,
     envelope_keyids,
     load_public_key_file,
+    read_provenance_object,
     sdist_filename,
 )
 
@@ -264,6 +265,12 @@ class _Checker:
                     f"{label}: {page} lists {ref.filename} with another sha256"
                     f" ({file.sha256 or 'none'}) than the wheel's"
                 )
+            own_provenance = urljoin(f"{_PAGES_AT}{ref.name}/", provenance_url(ref.filename))
+            if file.provenance is not None and file.provenance != own_provenance:
+                problems.append(
+                    f"{label}: {page} links the provenance of {ref.filename} to"
+                    f" {file.provenance}, not to the repository's own file"
+                )
             if file.metadata_sha256 is not None and file.metadata_sha256 != own_sha256:
                 problems.append(
                     f"{label}: {page} gives the sha256 of other metadata than the wheel's own"
@@ -321,6 +328,7 @@ class _Checker:
         if named is not None and named != path.name:
             problems.append(f"{label}: the build record names another provenance file ({named})")
         problems += self._check_signature(ref, payload, label)
+        problems += self._check_provenance_object(ref, payload, label)
         return problems
 
     def _check_signature(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
@@ -351,6 +359,39 @@ class _Checker:
             return [f"{label}: {why}"]
         self.signers[key.keyid] = self.signers.get(key.keyid, 0) + 1
         return []
+
+    def _check_provenance_object(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
+        """The PEP 740 provenance object the pages link to, when there is one: the same
+        statement, signed by the pinned key (or by a key the repository publishes)."""
+        path = self.repo.wheel_path(ref).with_name(ref.filename + PROVENANCE_OBJECT_SUFFIX)
+        try:
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            return [f"{label}: unreadable PEP 740 provenance {path.name}: {exc}"]
+        attestations, problems = read_provenance_object(document)
+        problems = [f"{label}: {path.name}: {p}" for p in problems]
+        if not attestations and not problems:
+            problems.append(f"{label}: {path.name} holds no attestation rewheel can check")
+        for attested in attestations:
+            if attested.statement != payload:
+                problems.append(
+                    f"{label}: {path.name} carries another statement than the provenance file"
+                )
+            elif not attested.signed:
+                problems.append(f"{label}: {path.name}: its signature is not valid")
+            elif self.public_key is not None and attested.key.keyid != self.public_key.keyid:
+                problems.append(
+                    f"{label}: {path.name} is signed by the key {attested.key.keyid}, not by"
+                    " the pinned one"
+                )
+            elif self.public_key is None and attested.key.keyid not in self.published:
+                problems.append(
+                    f"{label}: {path.name} is signed by the key {attested.key.keyid}, which"
+                    " the repository does not publish"
+                )
+        return problems
 
     def _check_sdist(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
         url, sha256 = record.sdist_url, record.sdist_sha256

@@ -7,8 +7,10 @@ around them is small and kept apart: ``system_tools()`` and ``build_platform()``
 machine, ``write_provenance()`` writes the statement (and, given a key, its signature) beside
 the wheel.
 
-Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always) and
-``<wheel>.provenance.dsse.json`` (a DSSE envelope of it signed with Ed25519, when signed).
+Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always);
+``<wheel>.provenance.dsse.json`` (a DSSE envelope of it signed with Ed25519) and
+``<wheel>.provenance`` (the PEP 740 provenance object the index pages link to, holding the same
+statement and signature), when signed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .. import __version__
 from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
 from ..core.records import BuildRecord
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
 from ..repo.published_keys import KeyFormatError, PublicKey, load_public_key
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -48,6 +51,8 @@ SCHEMA_FILE = "provenance.schema.json"
 DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PROVENANCE_SUFFIX = ".provenance.json"
 DSSE_SUFFIX = ".provenance.dsse.json"
+# The PEP 740 provenance object beside each signed wheel: <wheel>.provenance.
+PUBLISHER_KIND = "rewheel"
 
 
 def builder_id(version: str = __version__) -> str:
@@ -571,14 +576,115 @@ def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
     return f"no valid signature by the key {key.keyid}"
 
 
+# ---------------------------------------------------------------- PEP 740 provenance objects
+
+
+def provenance_object(payload: bytes, signature: bytes, key: PublicKey) -> dict[str, Any]:
+    """The PEP 740 provenance object served beside a wheel (``<wheel>.provenance``): one
+    bundle, whose publisher is rewheel's signing key, holding one attestation of the statement
+    ``payload``. Where it departs from PEP 740 (no Sigstore certificate, Ed25519) is in
+    docs/provenance.md, "PEP 740"."""
+    return {
+        "version": 1,
+        "attestation_bundles": [
+            {
+                "publisher": {
+                    "kind": PUBLISHER_KIND,
+                    "claims": {},
+                    "keyid": key.keyid,
+                    "algorithm": "ed25519",
+                },
+                "attestations": [
+                    {
+                        "version": 1,
+                        "verification_material": {
+                            "public_key": base64.b64encode(key.der).decode("ascii"),
+                            "transparency_entries": [],
+                        },
+                        "envelope": {
+                            "statement": base64.b64encode(payload).decode("ascii"),
+                            "signature": base64.b64encode(signature).decode("ascii"),
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Attested:
+    """One attestation of a PEP 740 provenance object, decoded (nothing checked yet)."""
+
+    statement: bytes
+    signature: bytes
+    key: PublicKey
+    publisher: Mapping[str, Any]
+
+    @property
+    def signed(self) -> bool:
+        """Whether the signature is the key's, over the DSSE encoding of the statement."""
+        return self.key.verifies(self.signature, pae(DSSE_PAYLOAD_TYPE, self.statement))
+
+
+def _b64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("not a base64 string")
+    return base64.b64decode(value, validate=True)
+
+
+def read_provenance_object(obj: Any) -> tuple[list[Attested], list[str]]:
+    """The attestations of a PEP 740 provenance object that rewheel can check (publisher kind
+    ``rewheel``), and what is wrong with the object or the ones it cannot read."""
+    if not isinstance(obj, Mapping) or obj.get("version") != 1:
+        return [], ["not a PEP 740 provenance object of version 1"]
+    bundles = obj.get("attestation_bundles")
+    if not isinstance(bundles, list) or not bundles:
+        return [], ["the provenance object has no attestation_bundles"]
+    found: list[Attested] = []
+    problems: list[str] = []
+    for bundle in bundles:
+        publisher = bundle.get("publisher") if isinstance(bundle, Mapping) else None
+        attestations = bundle.get("attestations") if isinstance(bundle, Mapping) else None
+        if not isinstance(publisher, Mapping) or not isinstance(attestations, list):
+            problems.append("an attestation bundle without publisher and attestations")
+            continue
+        if publisher.get("kind") != PUBLISHER_KIND:
+            problems.append(
+                f"an attestation bundle of publisher kind {str(publisher.get('kind'))[:80]!r},"
+                " which rewheel does not check"
+            )
+            continue
+        for attestation in attestations:
+            try:
+                if not isinstance(attestation, Mapping) or attestation.get("version") != 1:
+                    raise ValueError("not an attestation object of version 1")
+                material = attestation.get("verification_material")
+                envelope = attestation.get("envelope")
+                if not isinstance(material, Mapping) or not isinstance(envelope, Mapping):
+                    raise ValueError("no verification_material and envelope")
+                key = load_public_key(_b64(material.get("public_key")))
+                found.append(
+                    Attested(
+                        statement=_b64(envelope.get("statement")),
+                        signature=_b64(envelope.get("signature")),
+                        key=key,
+                        publisher=publisher,
+                    )
+                )
+            except ValueError as exc:  # KeyFormatError is one
+                problems.append(f"an attestation that cannot be read: {exc}")
+    return found, problems
+
+
 # ---------------------------------------------------------------- writing
 
 
 def write_provenance(
     wheel_path: Path, stmt: Mapping[str, Any], *, signer: Signer | None = None
 ) -> Path:
-    """Write the statement beside ``wheel_path`` and, given a signer, its DSSE envelope;
-    return the statement's path."""
+    """Write the statement beside ``wheel_path`` and, given a signer, its DSSE envelope and the
+    PEP 740 provenance object that carries the same signature; return the statement's path."""
     payload = statement_bytes(stmt)
     path = wheel_path.with_name(wheel_path.name + PROVENANCE_SUFFIX)
     if signer is not None:
@@ -586,5 +692,8 @@ def write_provenance(
         envelope = dsse_envelope(payload, signer.keyid, signature)
         dsse = wheel_path.with_name(wheel_path.name + DSSE_SUFFIX)
         atomic_write_bytes(dsse, (json.dumps(envelope, indent=2) + "\n").encode("utf-8"))
+        served = wheel_path.with_name(wheel_path.name + PROVENANCE_OBJECT_SUFFIX)
+        document = provenance_object(payload, signature, signer.public_key)
+        atomic_write_bytes(served, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     atomic_write_bytes(path, payload)
     return path

@@ -40,6 +40,7 @@ from ..core.history import History, Remembered
 from ..core.records import BuildRecord, RecordError, Why
 from ..core.report import Outcome
 from ..core.versions import newest_first, normal_version
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
 from ..repo.published_keys import KEYS_DIR, key_file_name, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
@@ -56,7 +57,12 @@ from .graph_export import (
 )
 
 BROWSE_DIR = "browse"
-PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json")
+PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json", PROVENANCE_OBJECT_SUFFIX)
+_PROVENANCE_LABELS = {
+    ".provenance.json": "provenance",
+    ".provenance.dsse.json": "signed provenance",
+    PROVENANCE_OBJECT_SUFFIX: "PEP 740 provenance",
+}
 _PAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.html$")
 # An address shown as a link: spelled out with its scheme, nothing a browser would strip or fold
 # (spaces, controls, backslashes) so that what is checked is what the browser follows.
@@ -221,7 +227,7 @@ def _keys_paragraph(keys: Sequence[str]) -> str:
         for keyid in keys
     )
     return (
-        '<div id="signing-keys"><p>Provenance is signed (DSSE) with the key'
+        '<div id="signing-keys"><p>Provenance is signed (DSSE, PEP 740) with the key'
         f"{'s' if len(keys) > 1 else ''} below, by fingerprint (sha256 of the public key):</p>"
         f"<ul>{items}</ul>"
         '<p class="muted">Whoever can change this page can change the key too: compare the '
@@ -483,7 +489,7 @@ def _version_section(
     for w in version.wheels:
         extra = []
         for fname in w.provenance:
-            label = "signed provenance" if fname.endswith(".dsse.json") else "provenance"
+            label = _PROVENANCE_LABELS[fname[len(w.filename) :]]
             extra.append(f'<a class="provenance" href="../wheels/{_e(quote(fname))}">{label}</a>')
         rows.append(
             f'<tr><td><a class="wheel" href="../wheels/{_e(quote(w.filename))}">'
