@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
@@ -507,6 +508,40 @@ def chain_of_custody(
     finally:
         if client is not None:
             client.close()
+
+
+def verify_index(
+    index_url: str,
+    *,
+    public_key: Path | None = None,
+    allow_prebuilt: bool = False,
+    machine: Machine = Machine(),
+) -> ChainReport:
+    """``served.verify_index`` on the index at ``index_url``, over HTTP; downloads go through
+    a private temporary folder."""
+    import tempfile
+
+    from .trust.provenance import load_public_key_file
+    from .trust.served import verify_index as check
+
+    if urlsplit(index_url).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"--index takes the URL of an index (http:// or https://), not {index_url!r}",
+            step=Step.VERIFY,
+        )
+    key = load_public_key_file(public_key) if public_key is not None else None
+    client = machine.http_client()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rewheel-verify-") as scratch:
+            return check(
+                client,
+                index_url,
+                scratch=Path(scratch),
+                public_key=key,
+                allow_prebuilt=allow_prebuilt,
+            )
+    finally:
+        client.close()
 
 
 def sbom(*, venv: Path | None, repo_root: Path, output: Path | None) -> str:

@@ -335,6 +335,15 @@ def install(
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index, for --check-upstream.",
 )
+@click.option(
+    "--index",
+    "served_index",
+    metavar="URL",
+    default=None,
+    help="Check the index served at URL (its root, http://HOST:PORT/simple/) from outside, "
+    "over HTTP only: every file against its page's sha256, each wheel's PEP 740 provenance "
+    "(signed by --public-key) and its build tools and dependencies on the index.",
+)
 @_public_key_option
 def verify(
     venv: Path | None,
@@ -342,12 +351,39 @@ def verify(
     allow_prebuilt: bool,
     check_upstream: bool,
     index_url: str,
+    served_index: str | None,
     public_key: Path | None,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
     its creator writes), and the chain of custody of those wheels (or of all of them): built from
-    source here, their dependencies and their build tools too."""
+    source here, their dependencies and their build tools too. With --index URL, check what an
+    index serves instead of a repository on disk."""
+    if served_index is not None:
+        if venv is not None or check_upstream:
+            raise click.UsageError("--index checks a served index: it goes without --venv")
+        served = app.verify_index(
+            served_index, public_key=public_key, allow_prebuilt=allow_prebuilt
+        )
+        _echo_chain(served, scope="INDEX")
+        where = printable(served_index)
+        if not served.ok or not served.entries:
+            broken = sum(not e.ok for e in served.entries)
+            also = (
+                f", and {len(served.problems)} problem(s) of the index" if served.problems else ""
+            )
+            click.echo(
+                f"chain of custody broken for {broken} of {len(served.entries)} wheel(s) served"
+                f" at {where}{also}",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(
+            f"chain of custody holds for {len(served.entries)} wheel(s) served at {where}: "
+            "built from source, dependencies built from source, build tools built from source",
+            err=True,
+        )
+        return
     venv_ok = True
     packages = None
     if venv is not None:
@@ -455,19 +491,22 @@ def _echo_notes(notes: Sequence[str]) -> None:
         click.echo(f"note: {printable(note)}", err=True)
 
 
-def _echo_chain(report: ChainReport) -> None:
+def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
+    # Names, URLs and messages can come from a served index: shown without terminal controls.
     for e in report.entries:
         tag = "chain  " if e.ok else "CHAIN  "
         click.echo(
-            f"{tag} {e.name} {e.version}: built from source {e.source}, "
-            f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            printable(
+                f"{tag} {e.name} {e.version}: built from source {e.source}, "
+                f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            )
         )
         for problem in e.problems:
-            click.echo(f"          - {problem}")
+            click.echo(f"          - {printable(problem)}")
     for problem in report.problems:
-        click.echo(f"REPO    {problem}")
+        click.echo(f"{scope:<7} {printable(problem)}")
     for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {printable(note)}", err=True)
 
 
 @cli.command()
