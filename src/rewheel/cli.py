@@ -337,7 +337,6 @@ def install(
 )
 @click.option(
     "--index",
-    "served_index",
     metavar="URL",
     default=None,
     help="Check the index served at URL (its root, http://HOST:PORT/simple/) from outside, "
@@ -351,7 +350,7 @@ def verify(
     allow_prebuilt: bool,
     check_upstream: bool,
     index_url: str,
-    served_index: str | None,
+    index: str | None,
     public_key: Path | None,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
@@ -359,14 +358,12 @@ def verify(
     its creator writes), and the chain of custody of those wheels (or of all of them): built from
     source here, their dependencies and their build tools too. With --index URL, check what an
     index serves instead of a repository on disk."""
-    if served_index is not None:
+    if index is not None:
         if venv is not None or check_upstream:
             raise click.UsageError("--index checks a served index: it goes without --venv")
-        served = app.verify_index(
-            served_index, public_key=public_key, allow_prebuilt=allow_prebuilt
-        )
+        served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
         _echo_chain(served, scope="INDEX")
-        where = printable(served_index)
+        where = printable(index)
         if not served.ok or not served.entries:
             broken = sum(not e.ok for e in served.entries)
             also = (
