@@ -269,3 +269,12 @@ def test_a_provenance_object_nested_too_deep_is_a_finding_not_a_crash(
     report = app.verify_index(served, public_key=_key(repo))
     (entry,) = [e for e in report.entries if e.name == "tool-a"]
     assert any("is not JSON" in p for p in entry.problems)
+
+
+def test_an_index_that_serves_no_wheel_does_not_pass(tmp_path: Path) -> None:
+    empty = Repository(tmp_path / "empty")
+    empty.ensure_layout()
+    with IndexServer(empty) as server:
+        result = _verify(server.url + "/")
+    assert result.exit_code == 1
+    assert f"no wheel is served at {server.url}/: nothing to verify" in result.output

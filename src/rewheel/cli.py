@@ -364,7 +364,10 @@ def verify(
         served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
         _echo_chain(served, scope="INDEX")
         where = printable(index)
-        if not served.ok or not served.entries:
+        if not served.entries and served.ok:
+            click.echo(f"no wheel is served at {where}: nothing to verify", err=True)
+            sys.exit(1)
+        if not served.ok:
             broken = sum(not e.ok for e in served.entries)
             also = (
                 f", and {len(served.problems)} problem(s) of the index" if served.problems else ""
