@@ -206,7 +206,14 @@ def cli() -> None:
     "--signing-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with [default: your own, "
+    "made on first use in $XDG_DATA_HOME/rewheel/keys/].",
+)
+@click.option(
+    "--no-sign",
+    is_flag=True,
+    help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
+    "this one (docs/provenance.md).",
 )
 @click.option(
     "--work-dir",
@@ -236,6 +243,7 @@ def bootstrap(
     dask: str | None,
     advertise_host: str | None,
     signing_key: Path | None,
+    no_sign: bool,
     work_dir: Path | None,
     verbose: int,
     quiet: int,
@@ -244,6 +252,8 @@ def bootstrap(
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
+    if no_sign and signing_key is not None:
+        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
     options = app.BootstrapOptions(
@@ -261,6 +271,7 @@ def bootstrap(
         variant=variant,
         keep_going=keep_going,
         signing_key=signing_key,
+        sign=not no_sign,
         work_dir=work_dir,
         dask=dask,
         advertise_host=advertise_host,
@@ -316,9 +327,10 @@ def install(
         allow_prebuilt=allow_prebuilt,
     )
     if public_key is None:
-        from .trust.chain import UNSIGNED_NOTE
+        from .repo.repository import Repository
+        from .trust.chain import signing_note
 
-        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
+        click.echo(f"note: {signing_note(Repository(repo))}", err=True)
     click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
 
 
@@ -343,6 +355,14 @@ def install(
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index, for --check-upstream.",
 )
+@click.option(
+    "--index",
+    metavar="URL",
+    default=None,
+    help="Check the index served at URL (its root, http://HOST:PORT/simple/) from outside, "
+    "over HTTP only: every file against its page's sha256, each wheel's PEP 740 provenance "
+    "(signed by --public-key) and its build tools and dependencies on the index.",
+)
 @_public_key_option
 def verify(
     venv: Path | None,
@@ -350,12 +370,40 @@ def verify(
     allow_prebuilt: bool,
     check_upstream: bool,
     index_url: str,
+    index: str | None,
     public_key: Path | None,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
     its creator writes), and the chain of custody of those wheels (or of all of them): built from
-    source here, their dependencies and their build tools too."""
+    source here, their dependencies and their build tools too. With --index URL, check what an
+    index serves instead of a repository on disk."""
+    if index is not None:
+        if venv is not None or check_upstream:
+            raise click.UsageError("--index checks a served index: it goes without --venv")
+        served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
+        _echo_chain(served, scope="INDEX")
+        where = printable(index)
+        if not served.entries and served.ok:
+            click.echo(f"no wheel is served at {where}: nothing to verify", err=True)
+            sys.exit(1)
+        if not served.ok:
+            broken = sum(not e.ok for e in served.entries)
+            also = (
+                f", and {len(served.problems)} problem(s) of the index" if served.problems else ""
+            )
+            click.echo(
+                f"chain of custody broken for {broken} of {len(served.entries)} wheel(s) served"
+                f" at {where}{also}",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(
+            f"chain of custody holds for {len(served.entries)} wheel(s) served at {where}: "
+            "built from source, dependencies built from source, build tools built from source",
+            err=True,
+        )
+        return
     venv_ok = True
     packages = None
     if venv is not None:
@@ -484,19 +532,22 @@ def _echo_notes(notes: Sequence[str]) -> None:
         click.echo(f"note: {printable(note)}", err=True)
 
 
-def _echo_chain(report: ChainReport) -> None:
+def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
+    # Names, URLs and messages can come from a served index: shown without terminal controls.
     for e in report.entries:
         tag = "chain  " if e.ok else "CHAIN  "
         click.echo(
-            f"{tag} {e.name} {e.version}: built from source {e.source}, "
-            f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            printable(
+                f"{tag} {e.name} {e.version}: built from source {e.source}, "
+                f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            )
         )
         for problem in e.problems:
-            click.echo(f"          - {problem}")
+            click.echo(f"          - {printable(problem)}")
     for problem in report.problems:
-        click.echo(f"REPO    {problem}")
+        click.echo(f"{scope:<7} {printable(problem)}")
     for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {printable(note)}", err=True)
 
 
 @cli.command()
