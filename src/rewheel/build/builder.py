@@ -25,7 +25,7 @@ from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
 from .pyproject import BuildSystem
 from .recipes import BuildRecipe, RecipeContext, load_recipe
-from .reproducible import reproducible_env, source_date_epoch
+from .reproducible import Interpreter, reproducible_env, source_date_epoch
 from .settings import PackageSettings, Settings
 from .workspace import Workspace
 
@@ -96,7 +96,7 @@ class WheelBuilder:
     there, in the sandbox the runner applies.
 
     ``recipes`` finds a recipe by name (the ``rewheel.recipes`` entry points); tests pass their
-    own.
+    own. ``interpreter`` is the one build environments are venvs of (default: this one).
     """
 
     def __init__(
@@ -109,6 +109,7 @@ class WheelBuilder:
         build_timeout: float | None = None,
         cores: CoreBudget | None = None,
         recipes: Callable[[str], BuildRecipe] = load_recipe,
+        interpreter: Interpreter | None = None,
     ) -> None:
         self.workspace = workspace
         self.env_builder = env_builder
@@ -117,6 +118,7 @@ class WheelBuilder:
         self.build_timeout = build_timeout
         self.cores = cores or CoreBudget()
         self.recipes = recipes
+        self.interpreter = interpreter or Interpreter.running()
         # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
         self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
@@ -193,6 +195,7 @@ class WheelBuilder:
             name=pin.name,
             version=str(pin.version),
             epoch=source_date_epoch(prepared.sdist_path),
+            interpreter=self.interpreter,
         )
         cores = self.cores.take()
         try:
