@@ -181,6 +181,7 @@ def bootstrap(
                     sandbox=sandbox,
                     crates_io=machine.crates_io or crates_io_reachable,
                     recipes=machine.recipes or load_recipe,
+                    notice=notice,
                 )
                 with _build_steps(options, steps, server) as chosen:
                     result = Bootstrapper(

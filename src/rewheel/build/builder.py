@@ -20,7 +20,8 @@ from ..core.errors import BuildError, Step
 from ..core.fsutil import remove_tree
 from ..core.resolver import Pin
 from ..core.types import Runner, WheelRef
-from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
+from ..repo.machine_paths import PathInWheel, paths_in_wheel
+from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, wheel_name_version
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
 from .pyproject import BuildSystem
@@ -84,6 +85,9 @@ class FreshWheel:
     started: float  # wall clock, when the build began
     build_path: Path
     log: Path
+    # Where the wheel names this machine (its build root, the interpreter's prefix, the
+    # repository): nothing, when it is reproducible anywhere.
+    machine_paths: tuple[PathInWheel, ...] = ()
 
 
 # What becomes of a fresh wheel: published (``publisher.Publisher.deliver``) or kept aside
@@ -97,6 +101,11 @@ class WheelBuilder:
 
     ``recipes`` finds a recipe by name (the ``rewheel.recipes`` entry points); tests pass their
     own. ``interpreter`` is the one build environments are venvs of (default: this one).
+
+    Every wheel it builds is searched for the paths of this machine: the build root, the
+    interpreter's install prefix, and ``private_paths`` (the repository). What is found goes to
+    the package's log and to ``on_notice`` (default: nowhere else), and into
+    ``FreshWheel.machine_paths``.
     """
 
     def __init__(
@@ -110,6 +119,8 @@ class WheelBuilder:
         cores: CoreBudget | None = None,
         recipes: Callable[[str], BuildRecipe] = load_recipe,
         interpreter: Interpreter | None = None,
+        private_paths: Sequence[Path] = (),
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.env_builder = env_builder
@@ -119,6 +130,8 @@ class WheelBuilder:
         self.cores = cores or CoreBudget()
         self.recipes = recipes
         self.interpreter = interpreter or Interpreter.running()
+        self.private_paths = tuple(private_paths)
+        self.on_notice = on_notice
         # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
         self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
@@ -224,12 +237,41 @@ class WheelBuilder:
             started=wall_started,
             build_path=self.workspace.folder(pin),
             log=log,
+            machine_paths=self._machine_paths(pin, path, log),
         )
         ref = deliver(prepared, fresh)
         seconds = time.monotonic() - started
         with contextlib.suppress(OSError):
             remove_tree(self.workspace.folder(pin))
         return Built(wheel=ref, metadata=fresh.metadata, seconds=seconds, log=log)
+
+    def _machine_paths(self, pin: Pin, wheel: Path, log: Path) -> tuple[PathInWheel, ...]:
+        """Where ``wheel`` names this machine; said in the log and to ``on_notice``."""
+        paths: list[str | Path] = [
+            self.workspace.work_root,
+            *self.interpreter.private_prefixes(),
+            *self.private_paths,
+        ]
+        try:
+            found = tuple(paths_in_wheel(wheel, paths))
+        except READ_ERRORS:
+            return ()  # not a readable zip: publishing refuses it, with the reason
+        if not found:
+            return found
+        lines = [f"=== {wheel.name} names paths of this machine (not reproducible elsewhere):"]
+        lines += [f"===   {f}" for f in found]
+        with contextlib.suppress(OSError), log.open("a", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        if self.on_notice is not None:
+            where = ", ".join(sorted({f.member for f in found})[:3])
+            more = len({f.member for f in found}) - 3
+            self.on_notice(
+                f"{pin.name} {pin.version}: the wheel names paths of this machine "
+                f"({', '.join(sorted({f.path for f in found}))}) in {where}"
+                + (f" and {more} more" if more > 0 else "")
+                + f"; see {log}"
+            )
+        return found
 
     def _run(self, prepared: Prepared, env: BuildEnvironment, out: Path) -> Path:
         """Run the package's recipe or its backend; the wheel it wrote."""

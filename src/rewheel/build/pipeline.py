@@ -290,8 +290,11 @@ def local_steps(
     cores: CoreBudget | None = None,
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
+    notice: Callable[[str], None] | None = None,
 ) -> LocalSteps:
-    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout."""
+    """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout.
+
+    ``notice`` hears of wheels that name paths of this machine (the repository among them)."""
     settings = settings or Settings()
     workspace = Workspace(
         work_root=work_root or repo.work_dir,
@@ -322,6 +325,8 @@ def local_steps(
             build_timeout=build_timeout,
             cores=cores,
             recipes=recipes,
+            private_paths=(repo.root,),
+            on_notice=notice,
         ),
         publisher=Publisher(repo, witness=witness),
     )
