@@ -246,6 +246,7 @@ def test_reproducible_env_keeps_existing_compiler_flags(tmp_path: Path) -> None:
     assert env == {
         "SOURCE_DATE_EPOCH": "5",
         "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
         "CFLAGS": f"-O2 {flag}",
         "CXXFLAGS": flag,
         "TMPDIR": str(tmp_path / "tmp"),

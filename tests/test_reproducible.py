@@ -244,16 +244,19 @@ def test_the_interpreter_prefix_and_the_work_folder_are_mapped_before_the_source
 ) -> None:
     from rewheel.build.reproducible import reproducible_env
 
+    # An sdist's tree sits one folder down in the work folder's src/.
+    source = tmp_path / "src" / "a-1"
     env = reproducible_env(
-        {}, source_dir=tmp_path / "src", name="a", version="1", epoch=5, interpreter=PYENV
+        {}, source_dir=source, name="a", version="1", epoch=5, interpreter=PYENV, work_dir=tmp_path
     )
     assert env["CFLAGS"].split() == [
         "-ffile-prefix-map=/opt/py=/rewheel/python",
-        f"-ffile-prefix-map={tmp_path}=/rewheel/a-1-work",
-        f"-ffile-prefix-map={tmp_path / 'src'}=/rewheel/a-1",  # GCC: the last match wins
-        f"-ffile-prefix-map={tmp_path / 'tmp'}=/rewheel/a-1-tmp",
+        f"-ffile-prefix-map={tmp_path}=/rewheel/a-1-work",  # with the build environments
+        f"-ffile-prefix-map={source}=/rewheel/a-1",  # GCC: the last match wins
+        f"-ffile-prefix-map={tmp_path / 'src' / 'tmp'}=/rewheel/a-1-tmp",
         "-frandom-seed=a-1",
     ]
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["LDSHARED"] == "gcc -shared -L/opt/py/lib"
 
 

@@ -64,9 +64,11 @@ tinybackend. Its ``build_wheel`` works as setuptools' own ``bdist_wheel`` does w
 for reproducibility: setuptools' ``build_ext`` compiles ``<import_name>/_speedups.c`` with the
 interpreter's sysconfig flags and link command (``$CFLAGS``, ``$LDSHARED`` and the
 ``DIST_EXTRA_CONFIG`` file count), the source named by its absolute path so that ``__FILE__``
-names the build folder; it writes ``<import_name>/_generated.py`` with a plain ``open()``; and it
-stores every file with the mode it has on disk and the time ``SOURCE_DATE_EPOCH`` gives. The
-module ``_speedups`` has ``answer() -> 42`` and ``source() -> __FILE__``. No ``_build_info.json``.
+names the build folder, and with a header it writes into ``$HOME/include`` (outside the source
+tree, as a build requirement's headers are); it writes ``<import_name>/_generated.py`` with a
+plain ``open()``; and it stores every file with the mode it has on disk and the time
+``SOURCE_DATE_EPOCH`` gives. The module ``_speedups`` has ``answer() -> 42`` and
+``source() -> __FILE__``. No ``_build_info.json``.
 
 A ``legacy`` sdist has no pyproject.toml, so a frontend falls back to
 ``setuptools.build_meta:__legacy__``: building it needs a real setuptools (and, for
@@ -421,12 +423,19 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     spec = _spec()
     package = spec["import_name"]
     source = os.path.abspath(os.path.join(package, "_speedups.c"))
+    # A header outside the source tree (as a build requirement's headers are, in the build
+    # environment): its path lands in the debug data.
+    include = os.path.join(os.environ["HOME"], "include")
+    os.makedirs(include, exist_ok=True)
+    with open(os.path.join(include, "extbackend_answer.h"), "w", encoding="utf-8") as f:
+        f.write("static inline long extbackend_answer(void) { return 42; }\n")
+    extension = Extension(f"{package}._speedups", [source], include_dirs=[include])
     dist = Distribution(
         {
             "name": spec["name"],
             "version": spec["version"],
             "script_name": "setup.py",
-            "ext_modules": [Extension(f"{package}._speedups", [source])],
+            "ext_modules": [extension],
         }
     )
     dist.parse_config_files()  # DIST_EXTRA_CONFIG: [build_ext] parallel
@@ -471,8 +480,11 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 _EXT_C_SOURCE = r"""#define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "extbackend_answer.h"
 
-static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyObject *answer(PyObject *self, PyObject *args) {
+    return PyLong_FromLong(extbackend_answer());
+}
 static PyObject *source(PyObject *self, PyObject *args) { return PyUnicode_FromString(__FILE__); }
 
 static PyMethodDef methods[] = {

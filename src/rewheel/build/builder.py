@@ -132,9 +132,15 @@ class WheelBuilder:
         self.interpreter = interpreter or Interpreter.running()
         self.private_paths = tuple(private_paths)
         self.on_notice = on_notice
-        # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
+        # PYTHONHASHSEED and PYTHONDONTWRITEBYTECODE here (as in reproducible_env): the build
+        # environment's scrubbing drops every PYTHON* variable, and get_requires runs in the
+        # same source tree as the build.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
-        self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
+        self.extra_env = {
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "CARGO_NET_OFFLINE": "true",
+        }
 
     def _settings(self, pin: Pin) -> PackageSettings:
         return self.settings.for_package(pin.name, pin.version)
@@ -209,6 +215,7 @@ class WheelBuilder:
             version=str(pin.version),
             epoch=source_date_epoch(prepared.sdist_path),
             interpreter=self.interpreter,
+            work_dir=self.workspace.folder(pin),
         )
         cores = self.cores.take()
         try:

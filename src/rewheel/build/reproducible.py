@@ -206,21 +206,23 @@ def reproducible_env(
     version: str,
     epoch: int,
     interpreter: Interpreter | None = None,
+    work_dir: Path | None = None,
 ) -> dict[str, str]:
     """The variables to add to a build's ``environ`` (existing C flags are kept).
 
     ``interpreter``: the one the build environment is a venv of (default: none known, so its
-    prefix is not mapped and ``LDSHARED`` is left alone).
+    prefix is not mapped and ``LDSHARED`` is left alone). ``work_dir``: the package's work
+    folder, which holds its build environments (default: the source tree's parent).
     """
     interpreter = interpreter or Interpreter()
     # A temporary folder of the build's own, and temporary names from a fixed seed (see
     # buildenv.SITECUSTOMIZE): backends that build in mkdtemp() folders then build in the same
     # place every time. Both folders are mapped to fixed names in compiled debug data.
-    work = source_dir.parent
-    tmp = work / "tmp"
+    tmp = source_dir.parent / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    # GCC applies the last map that matches: the general ones (the whole work folder, with its
-    # build environments; the interpreter's prefix) first, the source tree and TMPDIR after.
+    work = work_dir or source_dir.parent
+    # GCC applies the last map that matches: the general ones (the interpreter's prefix, the
+    # work folder with its build environments) first, the source tree and TMPDIR after.
     maps = [f"-ffile-prefix-map={p}={PYTHON_PREFIX_NAME}" for p in interpreter.private_prefixes()]
     maps += [
         f"-ffile-prefix-map={work}=/rewheel/{name}-{version}-work",
@@ -236,6 +238,10 @@ def reproducible_env(
         "TMPDIR": str(tmp),
         "REWHEEL_TEMP_SEED": f"{name}-{version}-{epoch}",
         "PYTHONHASHSEED": HASH_SEED,
+        # No __pycache__ from what the build happens to import: a backend that copies a whole
+        # folder into the wheel (numpy's meson install does) would ship a .pyc naming the
+        # build folder. Backends that compile on purpose (py_compile, compileall) still do.
+        "PYTHONDONTWRITEBYTECODE": "1",
         "CFLAGS": _add_flag(environ.get("CFLAGS"), flags),
         "CXXFLAGS": _add_flag(environ.get("CXXFLAGS"), flags),
         **linker_env(environ, interpreter),
