@@ -361,3 +361,30 @@ def test_without_setarch_builds_go_on_and_the_run_is_told_once(tmp_path: Path) -
         )
     assert [n for n in notices if "randomization" in n] == [notices[0]]
     assert "setarch -R failed" in notices[0]
+
+
+def test_rebuild_builds_where_it_is_told_and_a_recorded_build_path_then_matches(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A wheel that records its build folder rebuilds bit for bit only in the same folder:
+    ``rebuild --work-dir`` chooses it (the default is the shared per-user build root)."""
+    from click.testing import CliRunner
+
+    from rewheel.cli import cli
+
+    upstream.sdist("recorder", "1.0")
+    work, repo = tmp_path / "work", tmp_path / "repo"
+    options = app.BootstrapOptions(
+        requirements=[Requirement("recorder")], repo=repo, index_url=upstream.url, work_dir=work
+    )
+    assert app.bootstrap(options).ok
+    elsewhere = tmp_path / "elsewhere"
+    args = ["rebuild", "--check", "--repo", str(repo), "--work-dir"]
+    result = CliRunner().invoke(cli, [*args, str(elsewhere)])
+    assert result.exit_code == 1, result.output
+    assert "DIFFERS recorder 1.0" in result.output
+    assert "content differs: recorder/_build_info.json" in result.output
+    assert elsewhere.is_dir()
+    result = CliRunner().invoke(cli, [*args, str(work)])
+    assert result.exit_code == 0, result.output
+    assert "same    recorder 1.0" in result.output

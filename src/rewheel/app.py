@@ -392,10 +392,13 @@ def rebuild(
     build_timeout: float | None = None,
     settings_dir: Path | None = None,
     variant: str | None = None,
+    work_dir: Path | None = None,
     notice: Callable[[str], None] | None = None,
     progress: Callable[[RebuildResult], None] | None = None,
 ) -> list[RebuildResult]:
-    """Build ``packages`` (all when none) again without publishing; compare with the repository."""
+    """Build ``packages`` (all when none) again without publishing; compare with the repository.
+
+    ``work_dir``: the build root (default: the same one a bootstrap uses)."""
     from .trust.rebuild import rebuild_check
 
     return rebuild_check(
@@ -409,6 +412,7 @@ def rebuild(
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,
+        work_dir=work_dir,
         notice=notice,
         progress=progress,
     )

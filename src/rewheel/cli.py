@@ -122,6 +122,17 @@ def cli() -> None:
     """
 
 
+_work_dir_option = click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
+    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
+    "Compiled code does not name it, but a build can write it into a file (numpy's "
+    "__config__.py does): keep it the same to rebuild such wheels bit for bit.",
+)
+
+
 @cli.command()
 @click.argument("requirements", nargs=-1)
 @click.option(
@@ -180,14 +191,7 @@ def cli() -> None:
     default=None,
     help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
 )
-@click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
-    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
-    "Wheels can record it: keep it the same to rebuild bit for bit.",
-)
+@_work_dir_option
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
 def bootstrap(
@@ -448,6 +452,7 @@ def sbom(venv: Path | None, repo: Path, output: Path | None) -> None:
 @_no_sandbox_option
 @_settings_option
 @_variant_option
+@_work_dir_option
 def rebuild(
     packages: tuple[str, ...],
     check: bool,
@@ -458,6 +463,7 @@ def rebuild(
     no_sandbox: bool,
     settings_dir: Path | None,
     variant: str | None,
+    work_dir: Path | None,
 ) -> None:
     """Build PACKAGES (name or name==version; all when none) again from their records, in fresh
     environments of the same wheels, and compare each with the published wheel bit for bit."""
@@ -488,6 +494,7 @@ def rebuild(
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,
+        work_dir=work_dir,
         notice=lambda text: click.echo(f"note: {text}", err=True),
         progress=show,
     )
