@@ -103,9 +103,9 @@ def fixed_layout_prefix() -> list[str]:
     """The prefix that runs a command with address space randomization off, [] if none works.
 
     util-linux ``setarch <machine> -R`` sets ``ADDR_NO_RANDOMIZE`` in the command's personality,
-    which every process it starts inherits. Build tools that name things by an object's address
-    (meson calls an unnamed dependency ``dep<id>``, and numpy writes those names into its
-    ``__config__.py``) then get the same addresses in every run. Randomization protects a
+    which every process it starts inherits. A build tool that names things by an object's
+    address (meson calls an unnamed dependency ``dep<id>``) then gets the same names whenever
+    everything before it is the same; with randomization, never. Randomization protects a
     process from hostile input; build code is the untrusted party itself, so it loses nothing.
     """
     global _setarch_result
