@@ -142,10 +142,13 @@ def _suffix() -> str:
 
 
 @needs_compiler
+@pytest.mark.parametrize("own_cflags", [False, True])
 def test_the_extension_names_no_build_path_and_has_no_runpath(
-    upstream: Upstream, with_setuptools: Path, tmp_path: Path
+    upstream: Upstream, with_setuptools: Path, tmp_path: Path, own_cflags: bool
 ) -> None:
     upstream.sdist("fastmod", "1.0", c_extension=True)
+    if own_cflags:  # the package's settings give their own CFLAGS: the prefix maps stay
+        (with_setuptools / "fastmod.toml").write_text('[env]\nCFLAGS = "-O1"\n')
     wheels = _bootstrap(
         upstream, tmp_path / "repo", tmp_path / "w", with_setuptools, requirements=("fastmod",)
     )
@@ -253,7 +256,7 @@ def test_the_interpreter_prefix_and_the_work_folder_are_mapped_before_the_source
         "-ffile-prefix-map=/opt/py=/rewheel/python",
         f"-ffile-prefix-map={tmp_path}=/rewheel/a-1-work",  # with the build environments
         f"-ffile-prefix-map={source}=/rewheel/a-1",  # GCC: the last match wins
-        f"-ffile-prefix-map={tmp_path / 'src' / 'tmp'}=/rewheel/a-1-tmp",
+        f"-ffile-prefix-map={tmp_path / 'tmp'}=/rewheel/a-1-tmp",  # TMPDIR
         "-frandom-seed=a-1",
     ]
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"

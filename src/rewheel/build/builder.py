@@ -162,25 +162,30 @@ class WheelBuilder:
             version=str(pin.version),
         )
 
-    def _with_build_vars(self, prepared: Prepared, env: BuildEnvironment) -> BuildEnvironment:
-        """The environment with what every build gets added, then the package's settings."""
+    def _with_build_vars(
+        self, prepared: Prepared, env: BuildEnvironment, last: Mapping[str, str] | None = None
+    ) -> BuildEnvironment:
+        """The environment with what every build gets added, then the package's settings, then
+        ``last`` (the reproducibility variables, which build on the settings' own flags)."""
         return BuildEnvironment(
             path=env.path,
             python=env.python,
             environ={
                 **env.environ,
-                # A temporary folder the sandbox lets it write (the build step moves it into
-                # the source tree's parent, see reproducible_env).
+                # A temporary folder the sandbox lets it write.
                 "TMPDIR": str(self.workspace.folder(prepared.pin) / "tmp"),
                 **self.extra_env,
                 **self._settings(prepared.pin).env,
+                **(last or {}),
             },
             installed=env.installed,
         )
 
-    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
+    def _backend(
+        self, prepared: Prepared, env: BuildEnvironment, last: Mapping[str, str] | None = None
+    ) -> Backend:
         assert isinstance(prepared.backend, BuildSystem)
-        env = self._with_build_vars(prepared, env)
+        env = self._with_build_vars(prepared, env, last)
         return Backend(
             prepared.source_dir,
             prepared.backend,
@@ -208,8 +213,10 @@ class WheelBuilder:
         started, wall_started = time.monotonic(), time.time()
         out = self.workspace.folder(pin) / "dist"
         out.mkdir(parents=True, exist_ok=True)
+        # From the settings' variables too: their CFLAGS get the prefix maps, their CC the
+        # link command (and a SOURCE_DATE_EPOCH of theirs gives way to the sdist's).
         repro = reproducible_env(
-            env.environ,
+            {**env.environ, **self._settings(pin).env},
             source_dir=prepared.source_dir,
             name=pin.name,
             version=str(pin.version),
@@ -220,8 +227,9 @@ class WheelBuilder:
         cores = self.cores.take()
         try:
             compile_vars = compile_parallelism(cores, self.workspace.folder(pin))
-            env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
-            path = self._run(prepared, env, out)
+            env = dataclasses.replace(env, environ={**env.environ, **compile_vars})
+            path = self._run(prepared, env, out, repro)
+            env = self._with_build_vars(prepared, env, repro)  # as the build had it
         finally:
             self.cores.give(cores)
         name, version = wheel_name_version(path.name)
@@ -280,13 +288,16 @@ class WheelBuilder:
             )
         return found
 
-    def _run(self, prepared: Prepared, env: BuildEnvironment, out: Path) -> Path:
+    def _run(
+        self, prepared: Prepared, env: BuildEnvironment, out: Path, repro: Mapping[str, str]
+    ) -> Path:
         """Run the package's recipe or its backend; the wheel it wrote."""
         pin = prepared.pin
         pkg = self._settings(pin)
         if pkg.recipe is None:
-            return self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
-        build_env = self._with_build_vars(prepared, env)
+            backend = self._backend(prepared, env, repro)
+            return backend.build_wheel(out, pkg.config_settings or None)
+        build_env = self._with_build_vars(prepared, env, repro)
         wheel = self.recipes(pkg.recipe).build_wheel(
             RecipeContext(
                 name=pin.name,

@@ -212,15 +212,16 @@ def reproducible_env(
 
     ``interpreter``: the one the build environment is a venv of (default: none known, so its
     prefix is not mapped and ``LDSHARED`` is left alone). ``work_dir``: the package's work
-    folder, which holds its build environments (default: the source tree's parent).
+    folder, which holds its build environments and its ``tmp`` (default: the source tree's
+    parent).
     """
     interpreter = interpreter or Interpreter()
     # A temporary folder of the build's own, and temporary names from a fixed seed (see
     # buildenv.SITECUSTOMIZE): backends that build in mkdtemp() folders then build in the same
     # place every time. Both folders are mapped to fixed names in compiled debug data.
-    tmp = source_dir.parent / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
     work = work_dir or source_dir.parent
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     # GCC applies the last map that matches: the general ones (the interpreter's prefix, the
     # work folder with its build environments) first, the source tree and TMPDIR after.
     maps = [f"-ffile-prefix-map={p}={PYTHON_PREFIX_NAME}" for p in interpreter.private_prefixes()]
