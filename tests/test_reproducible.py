@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,7 +65,6 @@ def _bootstrap(
     *,
     requirements: tuple[str, ...] = ("fastmod", "quickmod"),
     jobs: int = 2,
-    notices: list[str] | None = None,
 ) -> dict[str, Path]:
     options = app.BootstrapOptions(
         requirements=[Requirement(r) for r in requirements],
@@ -74,8 +74,7 @@ def _bootstrap(
         work_dir=work,
         settings_dir=settings,
     )
-    notice = notices.append if notices is not None else None
-    result = app.bootstrap(options, notice=notice)
+    result = app.bootstrap(options)
     assert result.ok, {node: str(exc) for node, exc in result.failures.items()}
     repository = Repository(repo)
     return {
@@ -131,8 +130,6 @@ def test_two_bootstraps_on_different_roots_umasks_clocks_and_jobs_give_identical
 
 
 def _tag() -> str:
-    import sysconfig
-
     impl = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     return f"{impl}-{impl}-{sysconfig.get_platform().replace('-', '_').replace('.', '_')}"
 
