@@ -248,7 +248,7 @@ def test_reproducible_env_keeps_existing_compiler_flags(tmp_path: Path) -> None:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "CFLAGS": f"-O2 {flag}",
-        "CXXFLAGS": flag,
+        "CPPFLAGS": flag,
         "TMPDIR": str(tmp_path / "tmp"),
         "REWHEEL_TEMP_SEED": "a-1-5",
     }

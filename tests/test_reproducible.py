@@ -249,7 +249,7 @@ def test_the_interpreter_prefix_and_the_work_folder_are_mapped_before_the_source
     env = reproducible_env(
         {}, source_dir=source, name="a", version="1", epoch=5, interpreter=PYENV, work_dir=tmp_path
     )
-    assert env["CFLAGS"].split() == [
+    assert env["CPPFLAGS"].split() == [
         "-ffile-prefix-map=/opt/py=/rewheel/python",
         f"-ffile-prefix-map={tmp_path}=/rewheel/a-1-work",  # with the build environments
         f"-ffile-prefix-map={source}=/rewheel/a-1",  # GCC: the last match wins
@@ -257,6 +257,9 @@ def test_the_interpreter_prefix_and_the_work_folder_are_mapped_before_the_source
         "-frandom-seed=a-1",
     ]
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    # No CFLAGS where there was none: setuptools would take it for the interpreter's own flags
+    # (-O3, -DNDEBUG, -fwrapv) and build without them.
+    assert "CFLAGS" not in env and "CXXFLAGS" not in env
     assert env["LDSHARED"] == "gcc -shared -L/opt/py/lib"
 
 

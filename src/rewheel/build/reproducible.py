@@ -3,8 +3,8 @@
 - ``SOURCE_DATE_EPOCH`` from the sdist itself (its newest member's mtime): backends stamp zip
   members with it instead of the clock.
 - ``PYTHONHASHSEED=0``: set order, and so generated files, do not change from run to run.
-- ``-ffile-prefix-map=<source dir>=/rewheel/<name>-<version>`` in CFLAGS/CXXFLAGS: compiled code
-  and its debug information do not name the build folder.
+- ``-ffile-prefix-map=<source dir>=/rewheel/<name>-<version>`` in CPPFLAGS (and in CFLAGS/CXXFLAGS
+  when those are set): compiled code and its debug information do not name the build folder.
 - The rest of the package's work folder (its build environments) and the interpreter's own install
   prefix mapped too (``-ffile-prefix-map``), so that headers included from either do not name
   this machine; ``-frandom-seed`` so that the names GCC would draw at random (LTO section names,
@@ -208,7 +208,8 @@ def reproducible_env(
     interpreter: Interpreter | None = None,
     work_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The variables to add to a build's ``environ`` (existing C flags are kept).
+    """The variables to add to a build's ``environ`` (existing C flags are kept, none is added
+    where there was none: see CPPFLAGS below).
 
     ``interpreter``: the one the build environment is a venv of (default: none known, so its
     prefix is not mapped and ``LDSHARED`` is left alone). ``work_dir``: the package's work
@@ -234,7 +235,7 @@ def reproducible_env(
         f"-frandom-seed={name}-{version}",
     ]
     flags = " ".join(maps)
-    return {
+    env = {
         "SOURCE_DATE_EPOCH": str(epoch),
         "TMPDIR": str(tmp),
         "REWHEEL_TEMP_SEED": f"{name}-{version}-{epoch}",
@@ -243,10 +244,18 @@ def reproducible_env(
         # folder into the wheel (numpy's meson install does) would ship a .pyc naming the
         # build folder. Backends that compile on purpose (py_compile, compileall) still do.
         "PYTHONDONTWRITEBYTECODE": "1",
-        "CFLAGS": _add_flag(environ.get("CFLAGS"), flags),
-        "CXXFLAGS": _add_flag(environ.get("CXXFLAGS"), flags),
+        # CPPFLAGS, which every compile reads (setuptools and meson add it to the C and C++
+        # flags): a CFLAGS variable would *replace* the interpreter's own flags in setuptools
+        # (72 and later), and every extension would be built without -O3, -DNDEBUG and -fwrapv.
+        "CPPFLAGS": _add_flag(environ.get("CPPFLAGS"), flags),
         **linker_env(environ, interpreter),
     }
+    # Flags someone did set (the user, the package's settings) get the maps too: build systems
+    # that read no CPPFLAGS (CMake) see them there.
+    for key in ("CFLAGS", "CXXFLAGS"):
+        if environ.get(key, "").strip():
+            env[key] = _add_flag(environ[key], flags)
+    return env
 
 
 def default_build_root() -> Path:
