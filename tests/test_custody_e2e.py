@@ -128,7 +128,7 @@ def test_every_wheel_has_provenance_matching_it_and_its_record(repo: Path) -> No
         assert build["internalParameters"]["sourceDateEpoch"] == record["source_date_epoch"]
         repro = build["internalParameters"]["reproducibilityEnvironment"]
         assert repro["PYTHONHASHSEED"] == "0"
-        assert f"=/rewheel/{name}-1.0" in repro["CFLAGS"]
+        assert f"=/rewheel/{name}-1.0" in repro["CPPFLAGS"]
         assert build["externalParameters"]["package"] == {"name": name, "version": "1.0"}
         assert build["externalParameters"]["why"], name
         run = stmt["predicate"]["runDetails"]

@@ -436,14 +436,17 @@ def test_reproducible_env_keeps_existing_compiler_flags(tmp_path: Path) -> None:
         {"CFLAGS": "-O2"}, source_dir=tmp_path / "src", name="a", version="1", epoch=5
     )
     flag = (
+        f"-ffile-prefix-map={tmp_path}=/rewheel/a-1-work "
         f"-ffile-prefix-map={tmp_path / 'src'}=/rewheel/a-1 "
-        f"-ffile-prefix-map={tmp_path / 'tmp'}=/rewheel/a-1-tmp"
+        f"-ffile-prefix-map={tmp_path / 'tmp'}=/rewheel/a-1-tmp "
+        "-frandom-seed=a-1"
     )
     assert env == {
         "SOURCE_DATE_EPOCH": "5",
         "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
         "CFLAGS": f"-O2 {flag}",
-        "CXXFLAGS": flag,
+        "CPPFLAGS": flag,
         "TMPDIR": str(tmp_path / "tmp"),
         "REWHEEL_TEMP_SEED": "a-1-5",
     }

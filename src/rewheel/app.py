@@ -208,6 +208,7 @@ def bootstrap(
                     sandbox=sandbox,
                     crates_io=machine.crates_io or crates_io_reachable,
                     recipes=machine.recipes or load_recipe,
+                    notice=notice,
                 )
                 with _build_steps(options, steps, server) as chosen, _stop_on_interrupt(runner):
                     bootstrapper = Bootstrapper(
@@ -597,10 +598,13 @@ def rebuild(
     build_timeout: float | None = None,
     settings_dir: Path | None = None,
     variant: str | None = None,
+    work_dir: Path | None = None,
     notice: Callable[[str], None] | None = None,
     progress: Callable[[RebuildResult], None] | None = None,
 ) -> list[RebuildResult]:
-    """Build ``packages`` (all when none) again without publishing; compare with the repository."""
+    """Build ``packages`` (all when none) again without publishing; compare with the repository.
+
+    ``work_dir``: the build root (default: the same one a bootstrap uses)."""
     from .trust.keys import rewheel_data_dir
     from .trust.rebuild import rebuild_check
 
@@ -618,6 +622,7 @@ def rebuild(
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,
+        work_dir=work_dir,
         notice=notice,
         progress=progress,
     )

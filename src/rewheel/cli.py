@@ -150,6 +150,17 @@ def cli() -> None:
     """
 
 
+_work_dir_option = click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
+    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
+    "Compiled code does not name it, but a build can write it into a file (numpy's "
+    "__config__.py does): keep it the same to rebuild such wheels bit for bit.",
+)
+
+
 @cli.command()
 @click.argument("requirements", nargs=-1)
 @click.option(
@@ -215,14 +226,7 @@ def cli() -> None:
     help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
     "this one (docs/provenance.md).",
 )
-@click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
-    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
-    "Wheels can record it: keep it the same to rebuild bit for bit.",
-)
+@_work_dir_option
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
 def bootstrap(
@@ -584,6 +588,7 @@ def sbom(venv: Path | None, repo: Path, output: Path | None) -> None:
 @_no_sandbox_option
 @_settings_option
 @_variant_option
+@_work_dir_option
 def rebuild(
     packages: tuple[str, ...],
     check: bool,
@@ -594,6 +599,7 @@ def rebuild(
     no_sandbox: bool,
     settings_dir: Path | None,
     variant: str | None,
+    work_dir: Path | None,
 ) -> None:
     """Build PACKAGES (name or name==version; all when none) again from their records, in fresh
     environments of the same wheels, and compare each with the published wheel bit for bit."""
@@ -624,6 +630,7 @@ def rebuild(
         build_timeout=build_timeout,
         settings_dir=settings_dir,
         variant=variant,
+        work_dir=work_dir,
         notice=lambda text: click.echo(f"note: {text}", err=True),
         progress=show,
     )

@@ -28,6 +28,7 @@ API::
                                        # $CFLAGS applied) into <import_name>/_cext.so, a shared
                                        # library linked with -l<each of c_libraries>
         c_libraries: list[str]
+        setuptools_extension: bool = False  # a C extension module built by setuptools (below)
 
     make_sdist(spec, dest_dir) -> Path  # {dist}-{version}.tar.gz (PEP 625) or .zip
     make_wheel(spec, dest_dir) -> Path  # prebuilt {dist}-{version}-py3-none-any.whl
@@ -60,6 +61,19 @@ tree, then waits for a child process (same process group) that sleeps that long.
 
 ``requirements`` covers build_requires + dynamic_requires; the build fails loudly if one of them
 (without an environment marker) is not installed, which proves the build env really holds it.
+
+A ``setuptools_extension`` sdist has ``requires = ["setuptools"]`` (a real one, which the test
+serves, e.g. the wheel that ``ensurepip`` bundles) and the in-tree backend
+``extbackend`` in place of tinybackend. Its ``build_wheel`` works as setuptools' own
+``bdist_wheel`` does where it matters for reproducibility:
+setuptools' ``build_ext`` compiles ``<import_name>/_speedups.c`` with the
+interpreter's sysconfig flags and link command (``$CFLAGS``, ``$LDSHARED`` and the
+``DIST_EXTRA_CONFIG`` file count), the source named by its absolute path so that ``__FILE__``
+names the build folder, and with a header it writes into ``$HOME/include`` (outside the source
+tree, as a build requirement's headers are); it writes ``<import_name>/_generated.py`` with a
+plain ``open()``; and it stores every file with the mode it has on disk and the time
+``SOURCE_DATE_EPOCH`` gives. The module ``_speedups`` has ``answer() -> 42`` and
+``source() -> __FILE__``. No ``_build_info.json``.
 
 A ``legacy`` sdist has no pyproject.toml, so a frontend falls back to
 ``setuptools.build_meta:__legacy__``: building it needs a real setuptools (and, for
@@ -382,6 +396,129 @@ def build_sdist(sdist_directory, config_settings=None):
 '''
 )
 
+_EXT_BACKEND_SOURCE = r'''"""extbackend: a C extension built by setuptools, as bdist_wheel would."""
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import sysconfig
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _spec():
+    with open(os.path.join(HERE, "spec.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _tag():
+    impl = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    return f"{impl}-{impl}-{platform}"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def _files_of(folder, prefix, suffixes):
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(suffixes):
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[f"{prefix}/{name}"] = (f.read(), os.stat(path).st_mode)
+    return found
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    spec = _spec()
+    package = spec["import_name"]
+    source = os.path.abspath(os.path.join(package, "_speedups.c"))
+    # A header outside the source tree (as a build requirement's headers are, in the build
+    # environment): its path lands in the debug data.
+    include = os.path.join(os.environ["HOME"], "include")
+    os.makedirs(include, exist_ok=True)
+    with open(os.path.join(include, "extbackend_answer.h"), "w", encoding="utf-8") as f:
+        f.write("static inline long extbackend_answer(void) { return 42; }\n")
+    extension = Extension(f"{package}._speedups", [source], include_dirs=[include])
+    dist = Distribution(
+        {
+            "name": spec["name"],
+            "version": spec["version"],
+            "script_name": "setup.py",
+            "ext_modules": [extension],
+        }
+    )
+    dist.parse_config_files()  # DIST_EXTRA_CONFIG: [build_ext] parallel
+    cmd = build_ext(dist)
+    cmd.build_lib = os.path.join("build", "lib")
+    cmd.build_temp = os.path.join("build", "temp")
+    cmd.ensure_finalized()
+    cmd.run()
+    with open(os.path.join(package, "_generated.py"), "w", encoding="utf-8") as f:
+        f.write(f"VERSION = {spec['version']!r}\n")
+
+    files = _files_of(package, package, (".py",))
+    files.update(_files_of(os.path.join(cmd.build_lib, package), package, (".so",)))
+    dist_info = f"{spec['dist']}-{spec['version']}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {spec['name']}\nVersion: {spec['version']}\n"
+    wheel = (
+        "Wheel-Version: 1.0\nGenerator: extbackend 1.0\nRoot-Is-Purelib: false\n"
+        f"Tag: {_tag()}\n"
+    )
+    files[f"{dist_info}/METADATA"] = (metadata.encode(), 0o100644)
+    files[f"{dist_info}/WHEEL"] = (wheel.encode(), 0o100644)
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for path, (data, _mode) in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        writer.writerow([path, f"sha256={digest}", len(data)])
+    writer.writerow([f"{dist_info}/RECORD", "", ""])
+    files[f"{dist_info}/RECORD"] = (record.getvalue().encode(), 0o100644)
+    epoch = max(int(os.environ.get("SOURCE_DATE_EPOCH", "315532800")), 315532800)
+    date_time = time.gmtime(epoch)[:6]
+    filename = f"{spec['dist']}-{spec['version']}-{_tag()}.whl"
+    os.makedirs(wheel_directory, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as zf:
+        for path, (data, mode) in files.items():
+            info = zipfile.ZipInfo(path, date_time=date_time)
+            info.create_system = 3
+            info.external_attr = mode << 16  # as on disk, as bdist_wheel stores it
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return filename
+'''
+
+_EXT_C_SOURCE = r"""#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "extbackend_answer.h"
+
+static PyObject *answer(PyObject *self, PyObject *args) {
+    return PyLong_FromLong(extbackend_answer());
+}
+static PyObject *source(PyObject *self, PyObject *args) { return PyUnicode_FromString(__FILE__); }
+
+static PyMethodDef methods[] = {
+    {"answer", answer, METH_NOARGS, "42"},
+    {"source", source, METH_NOARGS, "the file this was compiled from, as the compiler saw it"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+"""
+
 _SETUP_PY_SOURCE = (
     r'''"""setup.py of a rewheel legacy test sdist: built by setuptools.build_meta:__legacy__."""
 
@@ -446,6 +583,7 @@ class SdistSpec:
     attack: str | None = None
     c_extension: str | None = None
     c_libraries: list[str] = field(default_factory=list)
+    setuptools_extension: bool = False
 
 
 def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
@@ -455,12 +593,22 @@ def make_sdist(spec: SdistSpec, dest_dir: Path) -> Path:
         raise ValueError(f"sdist_format must be 'tar.gz' or 'zip', not {spec.sdist_format!r}")
     if spec.legacy and spec.build_requires:
         raise ValueError("a legacy sdist has no pyproject.toml, so no build_requires")
+    if spec.setuptools_extension and (spec.legacy or spec.build_requires):
+        raise ValueError("a setuptools_extension sdist has its own pyproject.toml (setuptools)")
     top = f"{data['dist']}-{data['version']}"
     files = {
         "PKG-INFO": _pkg_info(spec, data).encode("utf-8"),
         f"{data['import_name']}/__init__.py": _init_py(data),
     }
-    if spec.legacy:
+    if spec.setuptools_extension:
+        files["pyproject.toml"] = (
+            b'[build-system]\nrequires = ["setuptools"]\n'
+            b'build-backend = "extbackend"\nbackend-path = ["_backend"]\n'
+        )
+        files["_backend/extbackend.py"] = _EXT_BACKEND_SOURCE.encode("utf-8")
+        files["_backend/spec.json"] = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+        files[f"{data['import_name']}/_speedups.c"] = _EXT_C_SOURCE.encode("utf-8")
+    elif spec.legacy:
         spec_json = json.dumps(data, indent=2, sort_keys=True)
         files["setup.py"] = _SETUP_PY_SOURCE.replace("@SPEC_JSON@", repr(spec_json)).encode()
     else:

@@ -20,7 +20,8 @@ from ..core.errors import BuildError, CommandFailed, Step
 from ..core.fsutil import remove_tree
 from ..core.resolver import Pin
 from ..core.types import Runner, WheelRef
-from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
+from ..repo.machine_paths import PathInWheel, paths_in_wheel
+from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, wheel_name_version
 from .backend import Backend
 from .buildenv import BuildEnvironment, EnvBuilder
 from .conditions import (
@@ -35,7 +36,7 @@ from .conditions import (
 from .diagnose import TAIL_CHARS, diagnose
 from .pyproject import BuildSystem
 from .recipes import BuildRecipe, RecipeContext, load_recipe
-from .reproducible import reproducible_env, source_date_epoch
+from .reproducible import Interpreter, reproducible_env, source_date_epoch
 from .settings import PackageSettings, Settings
 from .workspace import Workspace
 
@@ -121,6 +122,9 @@ class FreshWheel:
     log: Path
     # How the build ran (None: the builder was given no probe, as in rebuilds and on workers).
     conditions: BuildConditions | None = None
+    # Where the wheel names this machine (its build root, the interpreter's prefix, the
+    # repository): nothing, when it is reproducible anywhere.
+    machine_paths: tuple[PathInWheel, ...] = ()
 
 
 # What becomes of a fresh wheel: published (``publisher.Publisher.deliver``) or kept aside
@@ -135,6 +139,13 @@ class WheelBuilder:
     ``recipes`` finds a recipe by name (the ``rewheel.recipes`` entry points); tests pass their
     own. With a ``probe`` (one per run), each fresh wheel comes with its ``BuildConditions``:
     how the build ran, the compilers it could run, what the wheel links against.
+
+    ``interpreter`` is the one build environments are venvs of (default: this one).
+
+    Every wheel it builds is searched for the paths of this machine: the build root, the
+    interpreter's install prefix, and ``private_paths`` (the repository). What is found goes to
+    the package's log and to ``on_notice`` (default: nowhere else), and into
+    ``FreshWheel.machine_paths``.
     """
 
     def __init__(
@@ -148,6 +159,9 @@ class WheelBuilder:
         cores: CoreBudget | None = None,
         recipes: Callable[[str], BuildRecipe] = load_recipe,
         probe: BuildProbe | None = None,
+        interpreter: Interpreter | None = None,
+        private_paths: Sequence[Path] = (),
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.env_builder = env_builder
@@ -157,9 +171,18 @@ class WheelBuilder:
         self.cores = cores or CoreBudget()
         self.recipes = recipes
         self.probe = probe
-        # PYTHONHASHSEED here: the build environment's scrubbing drops every PYTHON* variable.
+        self.interpreter = interpreter or Interpreter.running()
+        self.private_paths = tuple(private_paths)
+        self.on_notice = on_notice
+        # PYTHONHASHSEED and PYTHONDONTWRITEBYTECODE here (as in reproducible_env): the build
+        # environment's scrubbing drops every PYTHON* variable, and get_requires runs in the
+        # same source tree as the build.
         # CARGO_NET_OFFLINE: cargo fails at once on a missing crate instead of retrying the net.
-        self.extra_env = {"PYTHONHASHSEED": "0", "CARGO_NET_OFFLINE": "true"}
+        self.extra_env = {
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "CARGO_NET_OFFLINE": "true",
+        }
 
     def _settings(self, pin: Pin) -> PackageSettings:
         return self.settings.for_package(pin.name, pin.version)
@@ -181,25 +204,30 @@ class WheelBuilder:
             version=str(pin.version),
         )
 
-    def _with_build_vars(self, prepared: Prepared, env: BuildEnvironment) -> BuildEnvironment:
-        """The environment with what every build gets added, then the package's settings."""
+    def _with_build_vars(
+        self, prepared: Prepared, env: BuildEnvironment, last: Mapping[str, str] | None = None
+    ) -> BuildEnvironment:
+        """The environment with what every build gets added, then the package's settings, then
+        ``last`` (the reproducibility variables, which build on the settings' own flags)."""
         return BuildEnvironment(
             path=env.path,
             python=env.python,
             environ={
                 **env.environ,
-                # A temporary folder the sandbox lets it write (the build step moves it into
-                # the source tree's parent, see reproducible_env).
+                # A temporary folder the sandbox lets it write.
                 "TMPDIR": str(self.workspace.folder(prepared.pin) / "tmp"),
                 **self.extra_env,
                 **self._settings(prepared.pin).env,
+                **(last or {}),
             },
             installed=env.installed,
         )
 
-    def _backend(self, prepared: Prepared, env: BuildEnvironment) -> Backend:
+    def _backend(
+        self, prepared: Prepared, env: BuildEnvironment, last: Mapping[str, str] | None = None
+    ) -> Backend:
         assert isinstance(prepared.backend, BuildSystem)
-        env = self._with_build_vars(prepared, env)
+        env = self._with_build_vars(prepared, env, last)
         return Backend(
             prepared.source_dir,
             prepared.backend,
@@ -227,19 +255,24 @@ class WheelBuilder:
         started, wall_started = time.monotonic(), time.time()
         out = self.workspace.folder(pin) / "dist"
         out.mkdir(parents=True, exist_ok=True)
+        # From the settings' variables too: their CFLAGS get the prefix maps, their CC the
+        # link command (and a SOURCE_DATE_EPOCH of theirs gives way to the sdist's).
         repro = reproducible_env(
-            env.environ,
+            {**env.environ, **self._settings(pin).env},
             source_dir=prepared.source_dir,
             name=pin.name,
             version=str(pin.version),
             epoch=source_date_epoch(prepared.sdist_path),
+            interpreter=self.interpreter,
+            work_dir=self.workspace.folder(pin),
         )
         cores = self.cores.take()
         try:
             compile_vars = compile_parallelism(cores, self.workspace.folder(pin))
-            env = dataclasses.replace(env, environ={**env.environ, **repro, **compile_vars})
-            before = self._conditions(prepared, env, cores, compile_vars)
-            path = self._run(prepared, env, out)
+            env = dataclasses.replace(env, environ={**env.environ, **compile_vars})
+            before = self._conditions(prepared, env, cores, compile_vars, repro)
+            path = self._run(prepared, env, out, repro)
+            env = self._with_build_vars(prepared, env, repro)  # as the build had it
         finally:
             self.cores.give(cores)
         name, version = wheel_name_version(path.name)
@@ -267,6 +300,7 @@ class WheelBuilder:
                 if before is None or self.probe is None
                 else dataclasses.replace(before, linkage=self.probe.linkage(path))
             ),
+            machine_paths=self._machine_paths(pin, path, log),
         )
         ref = deliver(prepared, fresh)
         seconds = time.monotonic() - started
@@ -280,12 +314,13 @@ class WheelBuilder:
         env: BuildEnvironment,
         cores: int,
         compile_vars: Mapping[str, str],
+        repro: Mapping[str, str],
     ) -> BuildConditions | None:
         """How the build is about to run, read before it starts (None without a probe)."""
         if self.probe is None:
             return None
         pkg = self._settings(prepared.pin)
-        environ = self._with_build_vars(prepared, env).environ
+        environ = self._with_build_vars(prepared, env, repro).environ
         extra = compile_vars.get("DIST_EXTRA_CONFIG")
         return BuildConditions(
             umask=process_umask(),
@@ -304,13 +339,44 @@ class WheelBuilder:
             ),
         )
 
-    def _run(self, prepared: Prepared, env: BuildEnvironment, out: Path) -> Path:
+    def _machine_paths(self, pin: Pin, wheel: Path, log: Path) -> tuple[PathInWheel, ...]:
+        """Where ``wheel`` names this machine; said in the log and to ``on_notice``."""
+        paths: list[str | Path] = [
+            self.workspace.work_root,
+            *self.interpreter.private_prefixes(),
+            *self.private_paths,
+        ]
+        try:
+            found = tuple(paths_in_wheel(wheel, paths))
+        except READ_ERRORS:
+            return ()  # not a readable zip: publishing refuses it, with the reason
+        if not found:
+            return found
+        lines = [f"=== {wheel.name} names paths of this machine (not reproducible elsewhere):"]
+        lines += [f"===   {f}" for f in found]
+        with contextlib.suppress(OSError), log.open("a", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        if self.on_notice is not None:
+            where = ", ".join(sorted({f.member for f in found})[:3])
+            more = len({f.member for f in found}) - 3
+            self.on_notice(
+                f"{pin.name} {pin.version}: the wheel names paths of this machine "
+                f"({', '.join(sorted({f.path for f in found}))}) in {where}"
+                + (f" and {more} more" if more > 0 else "")
+                + f"; see {log}"
+            )
+        return found
+
+    def _run(
+        self, prepared: Prepared, env: BuildEnvironment, out: Path, repro: Mapping[str, str]
+    ) -> Path:
         """Run the package's recipe or its backend; the wheel it wrote."""
         pin = prepared.pin
         pkg = self._settings(pin)
         if pkg.recipe is None:
-            return self._backend(prepared, env).build_wheel(out, pkg.config_settings or None)
-        build_env = self._with_build_vars(prepared, env)
+            backend = self._backend(prepared, env, repro)
+            return backend.build_wheel(out, pkg.config_settings or None)
+        build_env = self._with_build_vars(prepared, env, repro)
         log = self.workspace.log(pin)
         recipe = self.recipes(pkg.recipe)
         start = _log_size(log)

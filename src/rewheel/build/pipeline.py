@@ -294,11 +294,13 @@ def local_steps(
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
     probe: BuildProbe | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> LocalSteps:
     """The ``LocalSteps`` of a bootstrap: its three parts made here, on one work folder layout.
 
     ``probe`` asks the machine how each build ran, for its provenance (default: a
-    ``conditions.HostProbe`` for this run)."""
+    ``conditions.HostProbe`` for this run); ``notice`` hears of wheels that name paths of this
+    machine (the repository among them)."""
     settings = settings or Settings()
     workspace = Workspace(
         work_root=work_root or repo.work_dir,
@@ -317,6 +319,8 @@ def local_steps(
         crates_io=crates_io,
         recipes=recipes,
         probe=probe or HostProbe(),
+        private_paths=(repo.root,),
+        notice=notice,
     )
     return LocalSteps(
         repo=repo,
@@ -354,6 +358,8 @@ def build_parts(
     crates_io: Callable[[], bool] = crates_io_reachable,
     recipes: Callable[[str], BuildRecipe] = load_recipe,
     probe: BuildProbe | None = None,
+    private_paths: Sequence[Path] = (),
+    notice: Callable[[str], None] | None = None,
 ) -> BuildParts:
     """The one factory of a build's preparer and builder: for a bootstrap (``local_steps``),
     ``rebuild --check`` and a Dask worker alike. With ``probe``, the builder records how each
@@ -377,5 +383,7 @@ def build_parts(
             cores=cores,
             recipes=recipes,
             probe=probe,
+            private_paths=private_paths,
+            on_notice=notice,
         ),
     )

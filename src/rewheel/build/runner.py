@@ -3,7 +3,11 @@
 Commands that run build code (``confine=...``) go through ``sandbox.bwrap_argv`` when the run has a
 sandbox, and get the run's ``sandbox.Limits`` in every case: a wall time, per-process limits set
 with util-linux ``prlimit``, a watch on the size of their writable folders, and a cap on the
-output kept in the log.
+output kept in the log. They also run with address space randomization off (util-linux
+``setarch -R``), so that what a build tool derives from addresses comes out the same every time.
+
+Every command gets the same umask (``reproducible.BUILD_UMASK`` by default), whatever the user's:
+the modes of the files a build writes end up in its wheel.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import select
 import shlex
 import shutil
@@ -25,6 +30,7 @@ from typing import BinaryIO
 
 from ..core.errors import CommandFailed
 from ..core.types import Confinement
+from .reproducible import BUILD_UMASK
 from .sandbox import Limits, SandboxPolicy, bwrap_argv
 from .seccomp import build_filter
 
@@ -88,6 +94,29 @@ def _orphan_guard_prefix() -> list[str]:
                 prefix = []
             _guard_result = prefix
         return list(_guard_result)
+
+
+_setarch_result: list[str] | None = None
+
+
+def fixed_layout_prefix() -> list[str]:
+    """The prefix that runs a command with address space randomization off, [] if none works.
+
+    util-linux ``setarch <machine> -R`` sets ``ADDR_NO_RANDOMIZE`` in the command's personality,
+    which every process it starts inherits. A build tool that names things by an object's
+    address (meson calls an unnamed dependency ``dep<id>``) then gets the same names whenever
+    everything before it is the same; with randomization, never. Randomization protects a
+    process from hostile input; build code is the untrusted party itself, so it loses nothing.
+    """
+    global _setarch_result
+    with _probe_lock:
+        if _setarch_result is None:
+            setarch = shutil.which("setarch")
+            prefix = [setarch, platform.machine(), "-R"] if setarch else []
+            if prefix and not _probe([*prefix, "true"]):
+                prefix = []
+            _setarch_result = prefix
+        return list(_setarch_result)
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -301,7 +330,10 @@ class SubprocessRunner:
     when it has a bwrap, and in every case under its limits. ``on_notice`` receives, once per
     runner, the news that network isolation was asked for but is not available here (default: a
     logging warning). ``unshare`` cuts commands run outside the sandbox off from the network
-    (default: an ``UnshareProbe`` of the runner's own, probed when first needed).
+    (default: an ``UnshareProbe`` of the runner's own, probed when first needed). ``umask`` is
+    the one every command gets (None: rewheel's own); ``fixed_layout`` the prefix that turns
+    address space randomization off for build code (default: ``fixed_layout_prefix()``, probed
+    when first needed; [] for none).
     """
 
     def __init__(
@@ -311,13 +343,17 @@ class SubprocessRunner:
         sandbox: SandboxPolicy | None = None,
         poll_seconds: float = 1.0,
         unshare: UnshareProbe | None = None,
+        umask: int | None = BUILD_UMASK,
+        fixed_layout: Callable[[], Sequence[str]] = fixed_layout_prefix,
     ) -> None:
         self._unshare = unshare or UnshareProbe()
         self._on_notice = on_notice or _log.warning
         self._notice_lock = threading.Lock()
-        self._noticed = False
+        self._noticed: set[str] = set()
         self.sandbox = sandbox or SandboxPolicy(bwrap=None)
         self._poll = poll_seconds
+        self.umask = umask
+        self._fixed_layout = fixed_layout
         # The process groups of the commands running now, for ``stop``.
         self._running: set[int] = set()
         self._running_lock = threading.Lock()
@@ -355,12 +391,22 @@ class SubprocessRunner:
         if limits is not None and limits.wall_seconds is not None:
             timeout = limits.wall_seconds if timeout is None else min(timeout, limits.wall_seconds)
         pass_fds: tuple[int, ...] = ()
+        layout: list[str] = []
+        if confine is not None:
+            layout = list(self._fixed_layout())
+            if not layout:
+                self._notice_once(
+                    "address space randomization cannot be turned off for builds here "
+                    "(util-linux setarch -R failed); builds whose tools record addresses "
+                    "will not be reproducible",
+                    key="setarch",
+                )
         if confine is not None and self.sandbox.enabled:
             seccomp = _seccomp_fd()
             pass_fds = () if seccomp is None else (seccomp,)
             full = _rlimit_prefix(self.sandbox.limits) + bwrap_argv(
                 self.sandbox,
-                cmd,
+                layout + cmd,
                 cwd=cwd,
                 readable=confine.readable,
                 writable=confine.writable,
@@ -369,21 +415,23 @@ class SubprocessRunner:
             )
             shown = full
         else:
-            shown = cmd  # what the log shows: the command and its network prefix
+            network_prefix: list[str] = []
             if isolate_network or (confine is not None and not confine.network):
-                prefix = self._unshare.prefix()
-                if prefix:
-                    shown = prefix + cmd
-                else:
+                network_prefix = self._unshare.prefix()
+                if not network_prefix:
                     self._notice_once(
                         "network isolation is not available on this machine "
-                        "(unshare --net --map-root-user failed); running builds with network access"
+                        "(unshare --net --map-root-user failed); "
+                        "running builds with network access",
+                        key="unshare",
                     )
             guard = _orphan_guard_prefix()
-            if guard and not _findable(cmd[0], env):
-                guard = []  # let Popen report the missing program itself
+            if not _findable(cmd[0], env):
+                guard = layout = []  # let Popen report the missing program itself
+            # What the log shows: the command and the prefixes that change what it sees.
+            shown = network_prefix + layout + cmd
             rlimits = _rlimit_prefix(limits) if limits is not None else []
-            full = rlimits + shown[: len(shown) - len(cmd)] + guard + cmd
+            full = rlimits + network_prefix + guard + layout + cmd
         watched = tuple(confine.writable) if confine is not None else ()
         folder_cap = limits.folder_bytes if limits is not None else None
         output_cap = limits.output_bytes if limits is not None else 1 << 40
@@ -411,6 +459,7 @@ class SubprocessRunner:
                     # Its own process group, so that a timeout can kill everything it started.
                     start_new_session=True,
                     pass_fds=pass_fds,
+                    umask=-1 if self.umask is None else self.umask,
                 )
             except OSError as exc:
                 os.close(read_end)
@@ -536,9 +585,9 @@ class SubprocessRunner:
                 watchdog.join()
         return returncode, (stopped[0] if stopped else None)
 
-    def _notice_once(self, message: str) -> None:
+    def _notice_once(self, message: str, *, key: str) -> None:
         with self._notice_lock:
-            if self._noticed:
+            if key in self._noticed:
                 return
-            self._noticed = True
+            self._noticed.add(key)
         self._on_notice(message)

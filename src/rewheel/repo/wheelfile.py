@@ -16,7 +16,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
@@ -218,6 +218,12 @@ class WheelReader:
     def open(self, member: str | zipfile.ZipInfo) -> IO[bytes]:
         """One member's content as a seekable stream (seeking back decompresses again)."""
         return self._zf.open(member)
+
+    def chunks(self, member: str | zipfile.ZipInfo) -> Iterator[bytes]:
+        """The content of one member, in pieces of at most 1 MiB (a bomb is never held whole)."""
+        with self._zf.open(member) as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
 
     def digest(self, member: str | zipfile.ZipInfo) -> str:
         """The sha256 of one member's content, as RECORD writes it, read in chunks."""
