@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .core.bootstrap import Bootstrapper, Steps
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
+    from .trust.install import PinnedRelease
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
 
@@ -339,28 +340,93 @@ def install(
     venv: Path,
     *,
     repo_root: Path,
-    constraints: Path | None = None,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
     public_key: Path | None = None,
     allow_prebuilt: bool = False,
-) -> None:
+) -> list[PinnedRelease]:
     """Install from the repository's index, after checking the chain of custody of every wheel
-    the resolution chose (with ``public_key``, their signatures too)."""
-    repo = Repository(repo_root)
-    repo.ensure_layout()
+    the resolution chose (with ``public_key``, their signatures too); what was installed."""
+    repo = _existing_repository(repo_root, Step.INSTALL)
     from .serve.server import IndexServer
 
     with IndexServer(repo) as server:
         from .trust.install import custody_check, install_into_venv
 
-        install_into_venv(
+        return install_into_venv(
             requirements,
             venv,
             index_url=server.url,
             check=custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt),
             constraints=constraints,
+            hashes=hashes,
             python=Path(sys.executable),
             log=repo.logs_dir / "install.log",
         )
+
+
+def lock(
+    requirements: Sequence[str],
+    *,
+    repo_root: Path,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
+    public_key: Path | None = None,
+    allow_prebuilt: bool = False,
+) -> str:
+    """A requirements file of exact versions and the sha256 of the repository's wheels for
+    ``requirements`` and their whole run-time closure (resolved against the repository alone,
+    for this interpreter), once the chain of custody of each is checked."""
+    repo = _existing_repository(repo_root, Step.LOCK_FILE)
+    from .serve.server import IndexServer
+    from .trust.install import custody_check, lock_text, resolve
+
+    with IndexServer(repo) as server:
+        pins = resolve(
+            requirements,
+            index_url=server.url,
+            constraints=constraints,
+            hashes=hashes,
+            python=Path(sys.executable),
+            log=repo.logs_dir / "install.log",
+            step=Step.LOCK_FILE,
+        )
+    custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE)(
+        pins
+    )
+    asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
+    return lock_text(
+        pins,
+        header=[
+            f"rewheel lock of {asked}",
+            f"from the repository {repo.root.resolve()}, for {_interpreter_label()}",
+            "pip install --require-hashes --no-deps --index-url URL/simple -r THIS-FILE",
+            "uv pip sync --require-hashes --index-url URL/simple THIS-FILE",
+            "(URL: where the repository is served, e.g. `rewheel serve`)",
+        ],
+    )
+
+
+def _interpreter_label() -> str:
+    import platform
+    import sysconfig
+
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}"
+        f" on {sysconfig.get_platform()}"
+    )
+
+
+def _existing_repository(repo_root: Path, step: Step) -> Repository:
+    """The repository at ``repo_root``, which must be one (a mistyped --repo is not made)."""
+    repo = Repository(repo_root)
+    if not repo.wheels_dir.is_dir():
+        raise ConfigError(
+            f"{repo_root} is not a rewheel repository (it has no wheels/ folder)",
+            step=step,
+            hint="give --repo the folder `rewheel bootstrap` built into",
+        )
+    return repo
 
 
 def verify(venv: Path, *, repo_root: Path) -> VerifyReport:

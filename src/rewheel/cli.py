@@ -258,40 +258,67 @@ def bootstrap(
         sys.exit(1)
 
 
+_requirement_files_option = click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Requirements from this file (repeatable); --hash options in it are enforced.",
+)
+_constraint_files_option = click.option(
+    "-c",
+    "--constraint",
+    "constraint_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Constrain versions with this file (repeatable).",
+)
+
+
+def _install_request(
+    requirements: Sequence[str], requirement_files: Sequence[Path], constraint_files: Sequence[Path]
+) -> tuple[list[str], list[str], dict[str, set[str]]]:
+    """Requirements, constraints and allowed hashes from the command line and the files."""
+    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    if not reqs.requirements:
+        raise click.UsageError("name at least one requirement, or give -r FILE")
+    hashes = {str(name): digests for name, digests in reqs.hashes.items()}
+    return [str(r) for r in reqs.requirements], [str(c) for c in reqs.constraints], hashes
+
+
 @cli.command()
-@click.argument("requirements", nargs=-1, required=True)
+@click.argument("requirements", nargs=-1)
+@_requirement_files_option
+@_constraint_files_option
 @click.option(
     "--venv",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="The virtual environment to create.",
+    help="The virtual environment to install into: made when it does not exist; one that "
+    "exists must have been made from the Python rewheel runs on.",
 )
 @_repo_option
-@click.option(
-    "-c",
-    "--constraint",
-    "constraint",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Constraints for the install.",
-)
 @_public_key_option
 @_allow_prebuilt_option
 def install(
     requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
     venv: Path,
     repo: Path,
-    constraint: Path | None,
     public_key: Path | None,
     allow_prebuilt: bool,
 ) -> None:
-    """Create VENV and install REQUIREMENTS into it from the repository alone, once the chain of
-    custody of every wheel to install is checked (nothing is installed if one is broken)."""
-    app.install(
-        list(requirements),
+    """Install REQUIREMENTS into VENV from the repository alone, once the chain of custody of
+    every wheel to install is checked (nothing is installed if one is broken)."""
+    reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
+    pins = app.install(
+        reqs,
         venv,
         repo_root=repo,
-        constraints=constraint,
+        constraints=constraints,
+        hashes=hashes,
         public_key=public_key,
         allow_prebuilt=allow_prebuilt,
     )
@@ -299,7 +326,57 @@ def install(
         from .trust.chain import UNSIGNED_NOTE
 
         click.echo(f"note: {UNSIGNED_NOTE}", err=True)
-    click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
+    installed = ", ".join(f"{p.name}=={p.version}" for p in pins)
+    click.echo(f"installed {len(pins)} package(s) into {venv}: {installed}", err=True)
+
+
+@cli.command()
+@click.argument("requirements", nargs=-1)
+@_requirement_files_option
+@_constraint_files_option
+@_repo_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the lock file here (default: standard output).",
+)
+@_public_key_option
+@_allow_prebuilt_option
+def lock(
+    requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    output: Path | None,
+    public_key: Path | None,
+    allow_prebuilt: bool,
+) -> None:
+    """Write a requirements file of exact versions, with the sha256 of the repository's wheels,
+    for REQUIREMENTS and all they need at run time (resolved against the repository alone, for
+    this Python), once the chain of custody of each wheel is checked: `pip install
+    --require-hashes --no-deps` and `uv pip sync` install exactly those files."""
+    reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
+    text = app.lock(
+        reqs,
+        repo_root=repo,
+        constraints=constraints,
+        hashes=hashes,
+        public_key=public_key,
+        allow_prebuilt=allow_prebuilt,
+    )
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        from .core.fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    if public_key is None:
+        from .trust.chain import UNSIGNED_NOTE
+
+        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
 
 
 @cli.command()
