@@ -23,7 +23,7 @@ from rewheel.cli import cli
 from rewheel.core.errors import IntegrityError, RewheelError
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
-from rewheel.trust.install import PinnedRelease, parse_pins
+from rewheel.trust.install import PinnedRelease, custody_check, parse_pins
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,18 @@ def test_a_folder_that_is_not_a_repository_is_not_made(tmp_path: Path) -> None:
         assert isinstance(result.exception, RewheelError), result.output
         assert "is not a rewheel repository" in str(result.exception)
     assert not missing.exists()
+
+
+def test_the_built_sdist_an_index_lists_beside_a_wheel_is_left_out_not_refused(
+    built: Path,
+) -> None:
+    record = Repository(built).load_record("lib-b", "1.0")
+    assert record is not None and record.sdist_sha256 is not None
+    wheel = _sha(built, "lib_b")
+    check = custody_check(Repository(built))
+    # uv lists every file of a release, an sdist too, though --no-build never takes it.
+    assert check([PinnedRelease("lib-b", "1.0", (wheel, record.sdist_sha256))]) == [
+        PinnedRelease("lib-b", "1.0", (wheel,))
+    ]
+    with pytest.raises(IntegrityError, match="not a wheel of the repository"):
+        check([PinnedRelease("lib-b", "1.0", (wheel, "0" * 64))])

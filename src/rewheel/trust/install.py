@@ -90,8 +90,9 @@ class PinnedRelease:
     sha256: tuple[str, ...]
 
 
-# Called with what is about to be installed; raises to refuse (nothing is installed then).
-CustodyCheck = Callable[[Sequence[PinnedRelease]], None]
+# Called with what is about to be installed; raises to refuse (nothing is installed then), or
+# returns what to install: the same releases, each kept to the files that may be installed.
+CustodyCheck = Callable[[Sequence[PinnedRelease]], list[PinnedRelease]]
 
 _PIN = re.compile(r"(?P<req>[^\s]+)(?P<hashes>(?:\s+--hash=sha256:[0-9a-fA-F]{64})*)")
 
@@ -126,7 +127,9 @@ def custody_check(
     step: Step = _STEP,
 ) -> CustodyCheck:
     """A check that refuses any file not a wheel of ``repo`` with its chain of custody whole;
-    its error names ``step`` (installing, or writing a lock file)."""
+    its error names ``step`` (installing, or writing a lock file). The sdist a wheel was built
+    from, which the index may list beside it, is not refused but left out: uv never builds here
+    (``--no-build``), and a lock lists wheels only."""
     doing, done = (
         ("lock", "no lock file was written")
         if step is Step.LOCK_FILE
@@ -136,11 +139,16 @@ def custody_check(
         )
     )
 
-    def check(pins: Sequence[PinnedRelease]) -> None:
+    def check(pins: Sequence[PinnedRelease]) -> list[PinnedRelease]:
         by_sha = {w.sha256: w for w in repo.wheels()}
         problems = []
+        wheels_only = []
         for pin in pins:
-            for sha256 in pin.sha256:
+            record = repo.load_record(canonicalize_name(pin.name), normal_version(pin.version))
+            sdist = record.sdist_sha256 if record is not None else None
+            kept = tuple(h for h in pin.sha256 if h != sdist)
+            wheels_only.append(replace(pin, sha256=kept))
+            for sha256 in kept:
                 ref = by_sha.get(sha256)
                 if (
                     ref is None
@@ -169,6 +177,7 @@ def custody_check(
                 step=step,
                 hint=f"{done}; `rewheel verify --repo` lists what is wrong in the repository",
             )
+        return wheels_only
 
     return check
 
@@ -450,7 +459,7 @@ def install_into_venv(
         try:
             pins = allowed_by_hashes(session.compile(reqs, constraints), hashes or {})
             if check is not None:
-                check(pins)
+                pins = check(pins)
             if not existing:
                 session.make_venv(venv)
             session.install(venv, pins)
