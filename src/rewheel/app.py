@@ -429,12 +429,19 @@ def _existing_repository(repo_root: Path, step: Step) -> Repository:
     return repo
 
 
-def verify(venv: Path, *, repo_root: Path) -> VerifyReport:
+def verify(venv: Path, *, repo_root: Path, allow_seed: bool = False) -> VerifyReport:
+    """Check ``venv`` against the repository; the seed packages ``python -m venv`` installs
+    (pip, setuptools) are checked against this interpreter's ensurepip wheels, and accepted
+    with ``allow_seed``."""
     repo = Repository(repo_root)
     wheels = [(ref, repo.wheel_path(ref)) for ref in repo.wheels()]
+    from .trust.seed import seed_wheels
     from .trust.verify import verify_venv
 
-    return verify_venv(venv, wheels)
+    python = Path(sys.executable)
+    return verify_venv(
+        venv, wheels, python=python, seeds=seed_wheels(python), allow_seed=allow_seed
+    )
 
 
 def serve(

@@ -401,6 +401,12 @@ def lock(
     help="The upstream index, for --check-upstream.",
 )
 @_public_key_option
+@click.option(
+    "--allow-seed",
+    is_flag=True,
+    help="Accept the seed packages `python -m venv` installs (pip, setuptools) when their "
+    "files are the wheels of this Python's ensurepip.",
+)
 def verify(
     venv: Path | None,
     repo: Path,
@@ -408,6 +414,7 @@ def verify(
     check_upstream: bool,
     index_url: str,
     public_key: Path | None,
+    allow_seed: bool,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
@@ -416,16 +423,27 @@ def verify(
     venv_ok = True
     packages = None
     if venv is not None:
-        report = app.verify(venv, repo_root=repo)
+        report = app.verify(venv, repo_root=repo, allow_seed=allow_seed)
+        with_problems = {(p.distribution, p.version) for p in report.problems}
         for name, version in report.checked:
-            click.echo(f"ok      {name} {version}")
+            if (name, version) in with_problems:
+                continue
+            if (name, version) in report.seeds:
+                click.echo(
+                    f"seed    {name} {version}: seed package of the venv, not from the "
+                    "repository: its files are the wheel of this Python's ensurepip"
+                )
+            else:
+                click.echo(f"ok      {name} {version}")
         for problem in report.problems:
             where = f" {problem.path}" if problem.path else ""
             version = f" {problem.version}" if problem.version else ""
             click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
-        venv_ok, packages = report.ok, report.checked
+        # Seed packages are not the repository's: there is no chain of custody to follow.
+        venv_ok = report.ok
+        packages = [c for c in report.checked if c not in report.seeds]
     chain = app.chain_of_custody(
         repo_root=repo,
         packages=packages,
@@ -447,7 +465,13 @@ def verify(
     if not venv_ok or not chain.ok:
         sys.exit(1)
     if venv is not None:
-        click.echo(f"{len(report.checked)} distributions verified against {repo}", err=True)
+        seeds = (
+            f" ({len(report.seeds)} of them seed packages, checked against this Python's"
+            " ensurepip wheels)"
+            if report.seeds
+            else ""
+        )
+        click.echo(f"{len(report.checked)} distributions verified against {repo}{seeds}", err=True)
     click.echo(
         f"chain of custody holds for {len(chain.entries)} wheel(s): built from source, "
         "dependencies built from source, build tools built from source",
