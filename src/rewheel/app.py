@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from .build.sandbox import Limits, limits_with, make_policy
@@ -22,9 +22,11 @@ from .build.settings import Settings
 from .core import runstate
 from .core.errors import ConfigError, RepositoryError, Step
 from .core.history import KEEP_RUNS, RunRecord, run_id
+from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
+from .core.versions import normal_version
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
@@ -427,6 +429,80 @@ def _existing_repository(repo_root: Path, step: Step) -> Repository:
             hint="give --repo the folder `rewheel bootstrap` built into",
         )
     return repo
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: PrunePlan
+    removed: list[RepoFile]  # what was removed (nothing on a dry run)
+    dry_run: bool
+
+
+def prune(
+    keep_sets: Sequence[tuple[str, Sequence[str]]],
+    *,
+    repo_root: Path,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Remove the wheels, sdists, records, logs and provenance of the packages no kept
+    requirement reaches, at run time or as a build tool (recursively), under the repository's
+    lock. ``keep_sets``: (what to call it, its requirements), each resolved against the
+    repository on its own (a ``--keep REQ``, or a whole ``-r`` file), ``constraints`` applying
+    to each. A kept package whose record cannot be read stops it: its build tools are unknown.
+    """
+    from .core.prune import keep, plan
+    from .repo.prune import after_removal, build_envs, list_files, remove_files
+    from .serve.server import IndexServer
+    from .trust.install import resolve
+
+    if not keep_sets:
+        raise ConfigError("name what to keep", step=Step.PRUNE)
+    repo = _existing_repository(repo_root, Step.PRUNE)
+    with repo.locked():
+        roots: dict[str, list[str]] = {}
+        with IndexServer(repo) as server:
+            for label, requirements in keep_sets:
+                pins = resolve(
+                    requirements,
+                    index_url=server.url,
+                    constraints=constraints,
+                    hashes=hashes,
+                    python=Path(sys.executable),
+                    log=None,  # a dry run changes nothing; uv's reason is in its error
+                    step=Step.PRUNE,
+                )
+                roots[label] = [
+                    f"{canonicalize_name(p.name)}=={normal_version(p.version)}" for p in pins
+                ]
+        files, folder_notes = list_files(repo)
+        envs, unreadable = build_envs(repo, files)
+        kept = keep(roots, envs)
+        blocking = sorted(why for node, why in unreadable.items() if node in kept)
+        if blocking:
+            raise RepositoryError(
+                "refusing to prune: the build tools of a kept package are unknown, "
+                + "; ".join(blocking),
+                step=Step.PRUNE,
+                hint="nothing was removed; restore the record (or remove that package's wheel"
+                " and build it again)",
+            )
+        listed = {node for f in files if (node := file_node(f)) is not None}
+        notes = folder_notes + [
+            f"{node} ({why}) is not in the repository"
+            for node, why in sorted(kept.items())
+            if node not in listed
+        ]
+        the_plan = plan(files, kept, notes=notes)
+        removed: list[RepoFile] = []
+        if not dry_run and the_plan.remove:
+            removed = remove_files(repo, the_plan.removed_files)
+            after_removal(repo, the_plan.remove)
+            from .ui.browse_pages import write_browse
+
+            write_browse(repo)
+        return PruneResult(the_plan, removed, dry_run)
 
 
 def verify(venv: Path, *, repo_root: Path, allow_seed: bool = False) -> VerifyReport:

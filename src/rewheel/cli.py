@@ -381,6 +381,77 @@ def lock(
 
 @cli.command()
 @click.option(
+    "--keep",
+    "keep",
+    multiple=True,
+    metavar="REQ",
+    help="Keep what this requirement needs (repeatable; each is resolved on its own).",
+)
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep what the requirements of this file need, resolved together (repeatable).",
+)
+@_constraint_files_option
+@_repo_option
+@click.option("--dry-run", is_flag=True, help="Print what would go and what stays; change nothing.")
+def prune(
+    keep: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    dry_run: bool,
+) -> None:
+    """Remove the wheels, sdists, records, logs and provenance of every package the kept
+    requirements do not reach, at run time or as build tools (recursively); the index pages,
+    build-order.json and graph.json are updated to match."""
+    keep_sets: list[tuple[str, list[str]]] = []
+    hashes: dict[str, set[str]] = {}
+    constraints = [str(c) for c in collect([], [], list(constraint_files)).constraints]
+    for text in keep:
+        keep_sets.append((text, [str(r) for r in collect([text], [], []).requirements]))
+    for path in requirement_files:
+        reqs = collect([], [path], [])
+        keep_sets.append((f"-r {path}", [str(r) for r in reqs.requirements]))
+        constraints += [str(c) for c in reqs.constraints]
+        for name, digests in reqs.hashes.items():
+            hashes.setdefault(str(name), set()).update(digests)
+    if not keep_sets:
+        raise click.UsageError("say what to keep: --keep REQ or -r FILE")
+    result = app.prune(
+        keep_sets, repo_root=repo, constraints=constraints, hashes=hashes, dry_run=dry_run
+    )
+    the_plan = result.plan
+    for node, why in the_plan.kept.items():
+        click.echo(f"keep    {node}: {why}")
+    for node, files in the_plan.remove.items():
+        click.echo(f"remove  {node}: reached by no kept requirement")
+        for file in files:
+            click.echo(f"          {printable(str(file))}")
+    for file in the_plan.left_alone:
+        click.echo(f"left    {printable(str(file))}: not a file of a package")
+    _echo_notes(the_plan.notes)
+    count = f"{len(the_plan.removed_files)} file(s) of {len(the_plan.remove)} package(s)"
+    if dry_run:
+        click.echo(
+            f"would remove {count}, keeping {len(the_plan.kept)} package(s); dry run: nothing"
+            " was removed",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"removed {len(result.removed)} file(s) of {len(the_plan.remove)} package(s), kept"
+            f" {len(the_plan.kept)} package(s); the index, build-order.json and graph.json are"
+            " updated",
+            err=True,
+        )
+
+
+@cli.command()
+@click.option(
     "--venv",
     default=None,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
