@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from packaging.utils import canonicalize_name
 
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
 from .core.report import BootstrapResult
+from .core.versions import normal_version
+from .repo.repository import Repository
 from .reqfile import collect
-from .ui.graph_export import history_graph, read_history, to_dot, to_html, why_lines
+from .ui.graph_export import (
+    history_graph,
+    read_history,
+    to_dot,
+    to_html,
+    why_data,
+    why_lines,
+)
 from .ui.progress import make_reporter
+from .ui.run_summary import summary_json
 from .ui.text import printable
 
 if TYPE_CHECKING:
     from .trust.chain import ChainReport
     from .trust.rebuild import RebuildResult
+    from .trust.verify import VerifyReport
 
 _repo_option = click.option(
     "--repo",
@@ -202,6 +216,13 @@ def cli() -> None:
 )
 @click.option("-v", "--verbose", count=True, help="More output.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="At the end, print what became of every package as one JSON object on stdout "
+    "(docs/inspecting.md).",
+)
 def bootstrap(
     requirements: tuple[str, ...],
     requirement_files: tuple[Path, ...],
@@ -223,11 +244,19 @@ def bootstrap(
     work_dir: Path | None,
     verbose: int,
     quiet: int,
+    as_json: bool,
 ) -> None:
     """Build REQUIREMENTS and everything they need, build tools included, from source."""
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
+    if reqs.hashes:
+        click.echo(
+            "note: the --hash options of the requirement files are not used here: bootstrap"
+            " builds from sdists, each checked against the sha256 the index gives (the hashes"
+            " are enforced by `rewheel install -r`)",
+            err=True,
+        )
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
     options = app.BootstrapOptions(
@@ -251,9 +280,19 @@ def bootstrap(
     )
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
-    with reporter:
-        result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    started = time.monotonic()
+    requested = [str(r) for r in reqs.requirements]
+    try:
+        with reporter:
+            result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    except (RewheelError, KeyboardInterrupt) as exc:
+        if as_json:
+            seconds = time.monotonic() - started
+            _echo_json(summary_json(None, repo, seconds, requested=requested, error=exc))
+        raise
     reporter.summary(result, repo)
+    if as_json:
+        _echo_json(summary_json(result, repo, time.monotonic() - started, requested=requested))
     if not result.ok:
         sys.exit(1)
 
@@ -478,6 +517,12 @@ def prune(
     help="Accept the seed packages `python -m venv` installs (pip, setuptools) when their "
     "files are the wheels of this Python's ensurepip.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the findings as one JSON object on stdout (docs/inspecting.md).",
+)
 def verify(
     venv: Path | None,
     repo: Path,
@@ -486,6 +531,7 @@ def verify(
     index_url: str,
     public_key: Path | None,
     allow_seed: bool,
+    as_json: bool,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
@@ -493,23 +539,11 @@ def verify(
     source here, their dependencies and their build tools too."""
     venv_ok = True
     packages = None
+    report: VerifyReport | None = None
     if venv is not None:
         report = app.verify(venv, repo_root=repo, allow_seed=allow_seed)
-        with_problems = {(p.distribution, p.version) for p in report.problems}
-        for name, version in report.checked:
-            if (name, version) in with_problems:
-                continue
-            if (name, version) in report.seeds:
-                click.echo(
-                    f"seed    {name} {version}: seed package of the venv, not from the "
-                    "repository: its files are the wheel of this Python's ensurepip"
-                )
-            else:
-                click.echo(f"ok      {name} {version}")
-        for problem in report.problems:
-            where = f" {problem.path}" if problem.path else ""
-            version = f" {problem.version}" if problem.version else ""
-            click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
+        if not as_json:
+            _echo_venv_report(report)
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
         # Seed packages are not the repository's: there is no chain of custody to follow.
@@ -523,8 +557,13 @@ def verify(
         upstream_url=index_url if check_upstream else None,
         public_key=public_key,
     )
-    _echo_chain(chain)
-    if venv is not None and not venv_ok:
+    if as_json:
+        _echo_json(_verify_json(repo, venv, report, chain))
+    else:
+        _echo_chain(chain)
+    for note in chain.notes:
+        click.echo(f"note: {note}", err=True)
+    if report is not None and not venv_ok:
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
     if not chain.ok:
         broken = sum(not e.ok for e in chain.entries)
@@ -535,7 +574,7 @@ def verify(
         )
     if not venv_ok or not chain.ok:
         sys.exit(1)
-    if venv is not None:
+    if report is not None:
         seeds = (
             f" ({len(report.seeds)} of them seed packages, checked against this Python's"
             " ensurepip wheels)"
@@ -601,18 +640,62 @@ def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
 @cli.command()
 @click.argument("package")
 @_repo_option
-def why(package: str, repo: Path) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print it as one JSON object on stdout (docs/inspecting.md).",
+)
+def why(package: str, repo: Path, as_json: bool) -> None:
     """Show every chain of requirements that brings PACKAGE (name or name==version) in, from the
-    newest of the last runs (up to 50) that had it, and what became of it there."""
+    newest of the last runs (up to 50) that had it, what became of it there, and whether its
+    wheel is still in the repository."""
     history = read_history(repo)
     _echo_notes(history.notes)
-    for line in why_lines(history, package):
+    in_repository = _wheel_lookup(repo)
+    if as_json:
+        _echo_json(why_data(history, package, in_repository=in_repository))
+        return
+    for line in why_lines(history, package, in_repository=in_repository):
         click.echo(line)
+
+
+def _wheel_lookup(repo_root: Path) -> Callable[[str, str], bool] | None:
+    """Whether the repository holds a wheel of (name, version); None without a wheels/ folder."""
+    repo = Repository(repo_root)
+    if not repo.wheels_dir.is_dir():
+        return None
+    held = {(w.name, normal_version(w.version)) for w in repo.wheels()}
+    return lambda name, version: (canonicalize_name(name), normal_version(version)) in held
+
+
+def _echo_json(data: object) -> None:
+    # ASCII only: text from packages cannot reach a terminal as control characters (JSON
+    # escapes C0 ones, and ensure_ascii the C1 ones and bidirectional overrides).
+    click.echo(json.dumps(data, indent=2))
 
 
 def _echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
         click.echo(f"note: {printable(note)}", err=True)
+
+
+def _echo_venv_report(report: VerifyReport) -> None:
+    with_problems = {(p.distribution, p.version) for p in report.problems}
+    for name, version in report.checked:
+        if (name, version) in with_problems:
+            continue
+        if (name, version) in report.seeds:
+            click.echo(
+                f"seed    {name} {version}: seed package of the venv, not from the "
+                "repository: its files are the wheel of this Python's ensurepip"
+            )
+        else:
+            click.echo(f"ok      {name} {version}")
+    for problem in report.problems:
+        where = f" {problem.path}" if problem.path else ""
+        version = f" {problem.version}" if problem.version else ""
+        click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
 
 
 def _echo_chain(report: ChainReport) -> None:
@@ -626,8 +709,54 @@ def _echo_chain(report: ChainReport) -> None:
             click.echo(f"          - {problem}")
     for problem in report.problems:
         click.echo(f"REPO    {problem}")
-    for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+
+
+def _verify_json(
+    repo: Path, venv: Path | None, report: VerifyReport | None, chain: ChainReport
+) -> dict[str, object]:
+    """``rewheel verify --json`` (docs/inspecting.md)."""
+    distributions = []
+    if report is not None:
+        with_problems = {(p.distribution, p.version) for p in report.problems}
+        for name, version in report.checked:
+            seed = (name, version) in report.seeds
+            status = "problem" if (name, version) in with_problems else "ok"
+            distributions.append({"name": name, "version": version, "status": status, "seed": seed})
+    return {
+        "format": 1,
+        "ok": (report is None or report.ok) and chain.ok,
+        "repository": str(repo.absolute()),
+        "venv": None if venv is None else str(venv.absolute()),
+        "distributions": distributions,
+        "problems": [
+            {
+                "distribution": p.distribution,
+                "version": p.version,
+                "path": p.path,
+                "reason": p.reason,
+            }
+            for p in (report.problems if report is not None else [])
+        ],
+        "notes": list(report.notes) if report is not None else [],
+        "chain": {
+            "ok": chain.ok,
+            "wheels": [
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "wheel": e.wheel,
+                    "ok": e.ok,
+                    "source": e.source.name.lower(),
+                    "dependencies": e.dependencies.name.lower(),
+                    "build_tools": e.build_tools.name.lower(),
+                    "problems": list(e.problems),
+                }
+                for e in chain.entries
+            ],
+            "problems": list(chain.problems),
+            "notes": list(chain.notes),
+        },
+    }
 
 
 @cli.command()
