@@ -122,6 +122,8 @@ Examples:
   rewheel bootstrap -r requirements.txt -c constraints.txt -j 8
   rewheel install requests --venv .venv   install from the repository alone
   rewheel verify --venv .venv             check every installed file against the repository
+  rewheel lock -r requirements.txt -o lock.txt   exact versions and hashes of the wheels here
+  rewheel prune --keep requests --dry-run what would go, and why the rest stays
   rewheel serve --host 0.0.0.0            share the index and its pages (http://HOST:8080/)
   rewheel why setuptools                  every chain of requirements that brings it in
   rewheel graph --html graph.html         draw the dependency graph
@@ -392,10 +394,12 @@ def lock(
     public_key: Path | None,
     allow_prebuilt: bool,
 ) -> None:
-    """Write a requirements file of exact versions, with the sha256 of the repository's wheels,
-    for REQUIREMENTS and all they need at run time (resolved against the repository alone, for
-    this Python), once the chain of custody of each wheel is checked: `pip install
-    --require-hashes --no-deps` and `uv pip sync` install exactly those files."""
+    """Pin REQUIREMENTS and all they need at run time to the repository's wheels, with hashes.
+
+    The requirements file written has exact versions and the sha256 of each wheel, resolved
+    against the repository alone for this Python, once the chain of custody of each wheel is
+    checked: `pip install --require-hashes --no-deps` and `uv pip sync` install exactly those
+    files from the served repository."""
     reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
     text = app.lock(
         reqs,
@@ -444,9 +448,11 @@ def prune(
     repo: Path,
     dry_run: bool,
 ) -> None:
-    """Remove the wheels, sdists, records, logs and provenance of every package the kept
-    requirements do not reach, at run time or as build tools (recursively); the index pages,
-    build-order.json and graph.json are updated to match."""
+    """Remove every package the kept requirements do not reach, at run time or as build tools.
+
+    Their wheels, sdists, records, logs and provenance go (build tools are followed recursively,
+    through each record's build environment); the index pages, build-order.json and graph.json
+    are updated to match. --dry-run prints the plan: what goes, what stays and why."""
     keep_sets: list[tuple[str, list[str]]] = []
     hashes: dict[str, set[str]] = {}
     constraints = [str(c) for c in collect([], [], list(constraint_files)).constraints]
@@ -648,8 +654,9 @@ def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
 )
 def why(package: str, repo: Path, as_json: bool) -> None:
     """Show every chain of requirements that brings PACKAGE (name or name==version) in, from the
-    newest of the last runs (up to 50) that had it, what became of it there, and whether its
-    wheel is still in the repository."""
+    newest of the last runs (up to 50) that had it, and what became of it there.
+
+    It also says when its wheel is no longer in the repository (removed by prune)."""
     history = read_history(repo)
     _echo_notes(history.notes)
     in_repository = _wheel_lookup(repo)
