@@ -85,6 +85,40 @@ _variant_option = click.option(
 )
 
 
+_index_url_option = click.option(
+    "--index-url",
+    default=app.DEFAULT_INDEX,
+    show_default=True,
+    envvar="REWHEEL_INDEX_URL",
+    help="The upstream index sdists come from (PEP 503/691).",
+)
+_pre_option = click.option("--pre", is_flag=True, help="Allow pre-releases.")
+_strict_hashes_option = click.option(
+    "--strict-hashes", is_flag=True, help="Refuse index files listed without sha256."
+)
+_keep_going_option = click.option(
+    "--keep-going",
+    is_flag=True,
+    help="Build all that can be built after a failure, then list the failures.",
+)
+_signing_key_option = click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
+)
+_work_dir_option = click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
+    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
+    "Wheels can record it: keep it the same to rebuild bit for bit.",
+)
+_verbose_option = click.option("-v", "--verbose", count=True, help="More output.")
+_quiet_option = click.option("-q", "--quiet", count=True, help="Less output.")
+
+
 _public_key_option = click.option(
     "--public-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -169,26 +203,16 @@ def cli() -> None:
     help="Constrain versions with this file (repeatable); applies to build environments too.",
 )
 @_repo_option
-@click.option(
-    "--index-url",
-    default=app.DEFAULT_INDEX,
-    show_default=True,
-    envvar="REWHEEL_INDEX_URL",
-    help="The upstream index sdists come from (PEP 503/691).",
-)
+@_index_url_option
 @_jobs_option
-@click.option("--pre", is_flag=True, help="Allow pre-releases.")
+@_pre_option
 @_build_timeout_option
 @_no_network_isolation_option
 @_no_sandbox_option
-@click.option("--strict-hashes", is_flag=True, help="Refuse index files listed without sha256.")
+@_strict_hashes_option
 @_settings_option
 @_variant_option
-@click.option(
-    "--keep-going",
-    is_flag=True,
-    help="Build all that can be built after a failure, then list the failures.",
-)
+@_keep_going_option
 @click.option(
     "--dask",
     "dask",
@@ -202,22 +226,10 @@ def cli() -> None:
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
-@click.option(
-    "--signing-key",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
-)
-@click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
-    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
-    "Wheels can record it: keep it the same to rebuild bit for bit.",
-)
-@click.option("-v", "--verbose", count=True, help="More output.")
-@click.option("-q", "--quiet", count=True, help="Less output.")
+@_signing_key_option
+@_work_dir_option
+@_verbose_option
+@_quiet_option
 @click.option(
     "--json",
     "as_json",
