@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
     from .build.recipes import BuildRecipe
     from .core.bootstrap import Bootstrapper, Steps
+    from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
     from .trust.install import PinnedRelease
@@ -91,7 +94,10 @@ def bootstrap(
     reporter: Reporter | None = None,
     notice: Callable[[str], None] | None = None,
     machine: Machine = Machine(),
+    planning: bool = False,
 ) -> BootstrapResult:
+    """Build what ``options`` ask for. ``planning``: resolve and read the cache for real but build
+    and write nothing (``core.update.PlanningSteps``): what would be built is in the result."""
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
         raise ConfigError(
@@ -107,6 +113,7 @@ def bootstrap(
     repo.ensure_layout()
     with repo.locked():
         client = machine.http_client()
+        plan_dir: Path | None = None
         started: datetime | None = None  # set once the run may change the repository
         bootstrapper: Bootstrapper[Any] | None = None
         try:
@@ -128,9 +135,10 @@ def bootstrap(
             )
             if options.dask is None and (same := _same_as_last_run(repo, upstream, fp)):
                 return same
-            # From here on the repository may change: the last run's state no longer holds.
-            (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
-            started = machine.now()
+            if not planning:
+                # From here on the repository may change: the last run's state no longer holds.
+                (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
+                started = machine.now()
 
             from .build.buildenv import EnvBuilder
             from .build.metadata import MetadataSource
@@ -155,7 +163,10 @@ def bootstrap(
                         return meta.read_bytes()
                 return None
 
-            metadata = MetadataSource(upstream, repo.sdists_dir, built=built_metadata)
+            if planning:  # a plan writes nothing into the repository, not even sdists
+                plan_dir = Path(tempfile.mkdtemp(prefix="rewheel-plan-"))
+            sdists = plan_dir if plan_dir is not None else repo.sdists_dir
+            metadata = MetadataSource(upstream, sdists, built=built_metadata)
             resolver = Resolver(
                 upstream,
                 metadata,
@@ -196,9 +207,15 @@ def bootstrap(
                     crates_io=machine.crates_io or crates_io_reachable,
                     recipes=machine.recipes or load_recipe,
                 )
-                with _build_steps(options, steps, server) as chosen:
+                with _build_steps(options, steps, server, planning) as chosen:
+                    if planning:
+                        chosen = _planning_steps(steps, repo, upstream, settings, work_root)
                     bootstrapper = Bootstrapper(
-                        chosen, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
+                        chosen,
+                        jobs=options.jobs,
+                        reporter=reporter,
+                        # A plan goes on past what it cannot plan, to show all it can.
+                        keep_going=options.keep_going or planning,
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:
@@ -214,6 +231,10 @@ def bootstrap(
             raise
         finally:
             client.close()
+            if plan_dir is not None:
+                shutil.rmtree(plan_dir, ignore_errors=True)
+        if planning:
+            return result
         repo.write_json("build-order.json", [r.to_json() for r in result.order])
         repo.write_json("graph.json", result.graph)
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
@@ -225,6 +246,52 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+def plan_update(
+    options: BootstrapOptions,
+    *,
+    notice: Callable[[str], None] | None = None,
+    machine: Machine = Machine(),
+) -> UpdatePlan:
+    """What a bootstrap of ``options`` would do now, found without building (``core.update``):
+    the new versions, the rebuilds and why, what stays, and the packages of the repository the
+    tree no longer reaches. ``rewheel update`` prints it, then bootstraps: the cache keys
+    rebuild exactly what changed."""
+    from .core.update import plan
+
+    planned = bootstrap(options, notice=notice, machine=machine, planning=True)
+    repo = Repository(options.repo)
+    recorded = {
+        r.node: record
+        for r in planned.order
+        if (record := repo.load_record(r.name, r.version)) is not None
+    }
+    held = [f"{w.name}=={normal_version(w.version)}" for w in repo.wheels()]
+    return plan(planned, recorded=recorded, held=held)
+
+
+def _planning_steps(
+    steps: LocalSteps, repo: Repository, upstream: HttpUpstream, settings: Settings, work: Path
+) -> Steps[Any]:
+    """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
+    requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
+    import tempfile
+
+    from .build.prepare import peek_build_requires
+    from .core.resolver import Pin
+    from .core.update import PlanningSteps
+
+    def peek(pin: Pin) -> tuple[str, ...]:
+        with tempfile.TemporaryDirectory(prefix="plan-", dir=work) as folder:
+            return peek_build_requires(upstream, pin, settings, Path(folder))
+
+    return PlanningSteps(
+        steps,
+        recorded=lambda pin: repo.load_record(pin.name, str(pin.version)),
+        prebuilt_allowed=lambda pin: steps.package_settings(pin).prebuilt,
+        peek=peek,
+    )
 
 
 def _remember_run(
@@ -319,10 +386,11 @@ def _listen_host(options: BootstrapOptions) -> str:
 
 @contextlib.contextmanager
 def _build_steps(
-    options: BootstrapOptions, local: LocalSteps, server: IndexServer
+    options: BootstrapOptions, local: LocalSteps, server: IndexServer, planning: bool = False
 ) -> Iterator[Steps[Any]]:
-    """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster."""
-    if options.dask is None:
+    """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster
+    (not for ``planning``: nothing is built)."""
+    if options.dask is None or planning:
         yield local
         return
     try:

@@ -20,7 +20,7 @@ from .core.errors import RewheelError
 from .core.report import BootstrapResult
 from .core.versions import normal_version
 from .repo.repository import Repository
-from .reqfile import collect
+from .reqfile import collect, parse_requirement
 from .ui.graph_export import (
     history_graph,
     read_history,
@@ -34,6 +34,7 @@ from .ui.run_summary import summary_json
 from .ui.text import printable
 
 if TYPE_CHECKING:
+    from .core.update import UpdatePlan
     from .trust.chain import ChainReport
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
@@ -338,6 +339,138 @@ def _install_request(
         raise click.UsageError("name at least one requirement, or give -r FILE")
     hashes = {str(name): digests for name, digests in reqs.hashes.items()}
     return [str(r) for r in reqs.requirements], [str(c) for c in reqs.constraints], hashes
+
+
+@cli.command()
+@click.argument("requirements", nargs=-1)
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Requirements from this file (repeatable).",
+)
+@click.option(
+    "-c",
+    "--constraint",
+    "constraint_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Constrain versions with this file (repeatable); applies to build environments too.",
+)
+@_repo_option
+@_index_url_option
+@_jobs_option
+@_pre_option
+@_build_timeout_option
+@_no_network_isolation_option
+@_no_sandbox_option
+@_strict_hashes_option
+@_settings_option
+@_variant_option
+@_keep_going_option
+@_signing_key_option
+@_work_dir_option
+@_verbose_option
+@_quiet_option
+@click.option("--dry-run", is_flag=True, help="Print the plan; build nothing.")
+def update(
+    requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    index_url: str,
+    jobs: int,
+    pre: bool,
+    build_timeout: float | None,
+    no_network_isolation: bool,
+    no_sandbox: bool,
+    strict_hashes: bool,
+    settings_dir: Path | None,
+    variant: str | None,
+    keep_going: bool,
+    signing_key: Path | None,
+    work_dir: Path | None,
+    verbose: int,
+    quiet: int,
+    dry_run: bool,
+) -> None:
+    """Re-resolve against the upstream, print what changes, then build only that.
+
+    Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
+    the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
+    what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
+    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    if not reqs.requirements:
+        last = read_history(repo).latest
+        if last is None or not last.requested:
+            raise click.UsageError("name what to update, or bootstrap it first")
+        reqs = collect(list(last.requested), [], [])
+        reqs.constraints = [
+            parse_requirement(c, where=f"the constraints of the {last.label}")
+            for c in last.constraints
+        ]
+        click.echo(f"updating what the {printable(last.label)} asked for", err=True)
+    options = app.BootstrapOptions(
+        requirements=reqs.requirements,
+        constraints=reqs.constraints,
+        repo=repo,
+        index_url=index_url,
+        jobs=jobs,
+        allow_prereleases=pre,
+        build_timeout=build_timeout,
+        isolate_network=not no_network_isolation,
+        sandbox=not no_sandbox,
+        strict_hashes=strict_hashes,
+        settings_dir=settings_dir,
+        variant=variant,
+        keep_going=keep_going,
+        signing_key=signing_key,
+        work_dir=work_dir,
+    )
+    _echo_plan(
+        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
+    )
+    if dry_run:
+        click.echo("dry run: nothing was built", err=True)
+        return
+    reporter = make_reporter(1 + verbose - quiet)
+    with reporter:
+        result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    reporter.summary(result, repo)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _echo_plan(plan: UpdatePlan) -> None:
+    from .core.update import Change
+
+    for entry in plan.entries:
+        if entry.change is Change.STAYS:
+            continue
+        label = {
+            Change.NEW: "new",
+            Change.REBUILD: "rebuild",
+            Change.PREBUILT: "prebuilt",
+            Change.UNKNOWN: "UNKNOWN",
+        }
+        why = f": {'; '.join(entry.reasons)}" if entry.reasons else ""
+        click.echo(f"{label[entry.change]:<8}{printable(entry.node)}{printable(why)}")
+    stays = plan.of(Change.STAYS)
+    if stays:
+        click.echo(f"stays   {', '.join(sorted(printable(e.node) for e in stays))}")
+    for node in plan.unreached:
+        click.echo(
+            f"unused  {printable(node)}: the tree no longer needs it (rewheel prune removes it)"
+        )
+    new, rebuild = len(plan.of(Change.NEW)), len(plan.of(Change.REBUILD))
+    prebuilt = len(plan.of(Change.PREBUILT))
+    click.echo(
+        f"plan: {new} new, {rebuild} rebuilt, {prebuilt} pre-built, {len(stays)} unchanged,"
+        f" {len(plan.unreached)} no longer needed",
+        err=True,
+    )
 
 
 @cli.command()
@@ -872,6 +1005,7 @@ class Runs:
     command line becomes without building anything."""
 
     bootstrap: Callable[..., BootstrapResult] = app.bootstrap
+    plan_update: Callable[..., UpdatePlan] = app.plan_update
 
 
 def _runs() -> Runs:
