@@ -276,8 +276,6 @@ def _planning_steps(
 ) -> Steps[Any]:
     """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
     requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
-    import tempfile
-
     from .build.prepare import peek_build_requires
     from .core.resolver import Pin
     from .core.update import PlanningSteps
@@ -461,9 +459,10 @@ def lock(
             log=repo.logs_dir / "install.log",
             step=Step.LOCK_FILE,
         )
-    custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE)(
-        pins
+    check = custody_check(
+        repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
     )
+    pins = check(pins)  # wheels only: not the sdist an index may list beside one
     asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
     return lock_text(
         pins,
