@@ -99,11 +99,14 @@ def test_bootstrap_builds_every_kind_of_dependency(upstream: Upstream, tmp_path:
     assert not info["setuptools_importable"]
     assert set(info["env"]) <= DELIBERATE
 
-    # The index serves what was built, with PEP 658 metadata beside each wheel.
+    # The index serves what was built, with PEP 658 metadata beside each wheel, and the sdists
+    # they were built from.
     page = json.loads((repo / "simple" / "tool-a" / "index.json").read_text())
     assert sorted(f["filename"] for f in page["files"]) == [
         "tool_a-1.0-py3-none-any.whl",
+        "tool_a-1.0.tar.gz",
         "tool_a-2.0-py3-none-any.whl",
+        "tool_a-2.0.tar.gz",
     ]
     assert (repo / "wheels" / "tool_a-1.0-py3-none-any.whl.metadata").is_file()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,64 @@ def test_help_reads_like_pip_and_uv() -> None:
     ) in (" ".join(commands.split()))
     assert "rewheel bootstrap requests" in text.split("Examples:")[1]
     assert "REWHEEL_<OPTION>" in text and "[tool.rewheel]" in text
+
+
+# -- where the settings file is found -------------------------------------------------------------
+
+
+def test_the_nearest_folder_above_with_settings_wins(tmp_path: Path) -> None:
+    deep = tmp_path / "proj" / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (tmp_path / "rewheel.toml").write_text("jobs = 1\n")
+    (tmp_path / "proj" / "pyproject.toml").write_text("[tool.rewheel]\njobs = 2\n")
+    # A pyproject.toml without [tool.rewheel] on the way is passed by, as ruff does.
+    (tmp_path / "proj" / "src" / "pyproject.toml").write_text("[tool.black]\n")
+    source = find_config(deep)
+    assert source is not None and source.path == tmp_path / "proj" / "pyproject.toml"
+    assert default_map(source, SCHEMA)["bootstrap"]["jobs"] == 2
+    # Relative paths stay relative to the file's own folder, not to where rewheel runs.
+    (tmp_path / "proj" / "pyproject.toml").write_text('[tool.rewheel]\nrepo = "wheels"\n')
+    source = find_config(deep)
+    assert source is not None
+    assert default_map(source, SCHEMA)["serve"]["repo"] == str(tmp_path / "proj" / "wheels")
+
+
+def test_the_search_stops_at_the_top_of_a_checkout(tmp_path: Path) -> None:
+    (tmp_path / "rewheel.toml").write_text("jobs = 1\n")  # outside the checkout
+    checkout = tmp_path / "checkout"
+    (checkout / "sub").mkdir(parents=True)
+    (checkout / ".git").mkdir()
+    assert find_config(checkout / "sub") is None
+    assert find_config(checkout) is None
+    (checkout / "rewheel.toml").write_text("jobs = 3\n")
+    source = find_config(checkout / "sub")
+    assert source is not None and source.path == checkout / "rewheel.toml"
+    # A worktree or submodule has a .git file: the same boundary.
+    (checkout / "sub" / ".git").write_text("gitdir: elsewhere\n")
+    assert find_config(checkout / "sub") is None
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
+def test_a_settings_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    # Another local user's file in a shared folder above (/tmp/rewheel.toml) would choose the
+    # index and the repository for whoever runs rewheel below it.
+    (tmp_path / "work").mkdir()
+    planted = tmp_path / "rewheel.toml"
+    planted.write_text('index-url = "https://evil.example/simple"\n')
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(ConfigError, match=r"rewheel.toml: belongs to another user \(uid 65534\)"):
+        find_config(tmp_path / "work")
+    # Root's own files are fine (a system-wide folder), as are yours.
+    os.chown(planted, 0, 0)
+    assert find_config(tmp_path / "work") is not None
+
+
+def test_the_command_line_finds_settings_in_a_folder_above(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _repo_with(tmp_path, "r5", "5")
+    (tmp_path / "rewheel.toml").write_text('repo = "r5"\n')
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    monkeypatch.delenv("REWHEEL_REPO", raising=False)
+    assert _run(["why", "app"], capsys)[1].startswith("app==5:")

@@ -195,7 +195,7 @@ def test_a_folder_that_is_not_a_repository_is_not_made(tmp_path: Path) -> None:
     for command in (["lock", "app"], ["install", "app", "--venv", str(tmp_path / "venv")]):
         result = CliRunner().invoke(cli, [*command, "--repo", str(missing)])
         assert isinstance(result.exception, RewheelError), result.output
-        assert "is not a rewheel repository" in str(result.exception)
+        assert f"there is no repository at {missing}" in str(result.exception)
     assert not missing.exists()
 
 

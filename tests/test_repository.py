@@ -478,3 +478,128 @@ def test_write_json(repo: Repository) -> None:
         with pytest.raises(RepositoryError):
             repo.write_json(bad, {})
     assert not (repo.root.parent / "outside.json").exists()
+
+
+# -- the sdists the wheels were built from, on the index ----------------------------------------
+
+
+def _built_from_sdist(
+    repo: Repository, tmp_path: Path, content: bytes = b"sdist bytes", **record: object
+) -> tuple[WheelRef, Path]:
+    """A published wheel of demo-pkg 1.0, its sdist in sdists/, and a record naming both."""
+    ref = repo.publish_wheel(make_wheel(tmp_path / "build", requires_python=">=3.8"))
+    sdist = repo.sdists_dir / "demo_pkg-1.0.tar.gz"
+    sdist.write_bytes(content)
+    fields: dict[str, object] = {
+        "wheel": ref.filename,
+        "wheel_sha256": ref.sha256,
+        "sdist_sha256": hashlib.sha256(content).hexdigest(),
+    }
+    fields.update(record)
+    repo.save_record(make_record("demo-pkg", "1.0", **fields))
+    return ref, sdist
+
+
+def _project_files(repo: Repository) -> dict[str, dict[str, object]]:
+    page = json.loads((repo.simple_dir / "demo-pkg" / "index.json").read_text())
+    return {f["filename"]: f for f in page["files"]}
+
+
+def test_the_sdist_a_wheel_was_built_from_is_listed_with_its_hash(
+    repo: Repository, tmp_path: Path
+) -> None:
+    ref, sdist = _built_from_sdist(repo, tmp_path)
+    repo.regenerate_index()
+    files = _project_files(repo)
+    assert set(files) == {ref.filename, sdist.name}
+    listed = files[sdist.name]
+    assert listed["url"] == "../../sdists/demo_pkg-1.0.tar.gz"
+    assert listed["hashes"] == {"sha256": sha256_file(sdist)}
+    assert listed["size"] == sdist.stat().st_size
+    assert listed["requires-python"] == ">=3.8"
+    assert listed["core-metadata"] is False  # no PEP 658 metadata for an sdist
+    html = (repo.simple_dir / "demo-pkg" / "index.html").read_text()
+    assert f'href="../../sdists/demo_pkg-1.0.tar.gz#sha256={sha256_file(sdist)}"' in html
+    assert json.loads((repo.simple_dir / "demo-pkg" / "index.json").read_text())["versions"] == [
+        "1.0"
+    ]
+
+
+@pytest.mark.parametrize(
+    "case", ["no record", "hash differs", "other wheel", "prebuilt", "link", "hidden", "no wheel"]
+)
+def test_an_sdist_is_listed_only_as_the_record_of_a_listed_wheel_says(
+    repo: Repository, tmp_path: Path, case: str
+) -> None:
+    ref, sdist = _built_from_sdist(
+        repo,
+        tmp_path,
+        **(
+            {"sdist_sha256": "0" * 64}
+            if case == "hash differs"
+            else {"wheel": "demo_pkg-1.0-1-py3-none-any.whl"}
+            if case == "other wheel"
+            else {"prebuilt": True}
+            if case == "prebuilt"
+            else {}
+        ),
+    )
+    if case == "no record":  # downloaded to read its metadata, never built
+        repo.record_path("demo-pkg", "1.0").unlink()
+    elif case == "link":  # planted: it would list (and serve) another file under its hash
+        target = tmp_path / "elsewhere.tar.gz"
+        target.write_bytes(sdist.read_bytes())
+        sdist.unlink()
+        sdist.symlink_to(target)
+    elif case == "hidden":  # a download in progress
+        sdist.rename(sdist.with_name(".demo_pkg-1.0.tar.gz.abc.part"))
+    elif case == "no wheel":
+        repo.wheel_path(ref).unlink()
+    repo.regenerate_index()
+    if case == "no wheel":
+        assert not (repo.simple_dir / "demo-pkg").exists()
+    else:
+        assert set(_project_files(repo)) == {ref.filename}
+
+
+def test_a_changed_record_or_sdist_is_seen_at_the_next_regeneration(
+    repo: Repository, tmp_path: Path
+) -> None:
+    ref, sdist = _built_from_sdist(repo, tmp_path)
+    repo.regenerate_index()
+    assert sdist.name in _project_files(repo)
+    sdist.write_bytes(b"something else")  # no longer what was built
+    repo.regenerate_index()
+    assert set(_project_files(repo)) == {ref.filename}
+    repo.save_record(
+        make_record(
+            "demo-pkg",
+            "1.0",
+            wheel=ref.filename,
+            sdist_sha256=hashlib.sha256(b"something else").hexdigest(),
+        )
+    )
+    repo.regenerate_index()
+    assert sdist.name in _project_files(repo)
+
+
+def test_a_record_saved_after_the_publish_puts_its_sdist_on_the_page_at_once(
+    repo: Repository, tmp_path: Path
+) -> None:
+    # The order of a build: publish (pages regenerated), then the record is saved. The last
+    # build of a run gets no later regeneration: its sdist must be listed all the same.
+    ref = repo.publish_wheel(make_wheel(tmp_path / "build"))
+    repo.regenerate_index()
+    sdist = repo.sdists_dir / "demo_pkg-1.0.tar.gz"
+    sdist.write_bytes(b"sdist bytes")
+    assert set(_project_files(repo)) == {ref.filename}
+    repo.save_record(
+        make_record("demo-pkg", "1.0", wheel=ref.filename, sdist_sha256=sha256_file(sdist))
+    )
+    assert set(_project_files(repo)) == {ref.filename, sdist.name}
+    html = (repo.simple_dir / "demo-pkg" / "index.html").read_text()
+    assert "../../sdists/demo_pkg-1.0.tar.gz#sha256=" in html
+    # The same as a full regeneration writes.
+    before = (repo.simple_dir / "demo-pkg" / "index.json").read_bytes()
+    repo.regenerate_index()
+    assert (repo.simple_dir / "demo-pkg" / "index.json").read_bytes() == before

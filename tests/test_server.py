@@ -1,20 +1,32 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import http.client
 import json
 import os
+import re
+import shutil
+import socket
+import stat
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import uv
+from fakes import make_record
+from support.sdists import SdistSpec, make_sdist
+from support.sdists import make_wheel as support_make_wheel
 
+from rewheel.core.errors import ConfigError
+from rewheel.core.fsutil import sha256_file
 from rewheel.core.types import WheelRef
 from rewheel.repo.repository import Repository
 from rewheel.serve import server as server_module
@@ -470,3 +482,308 @@ def test_every_response_carries_a_content_security_policy_and_nosniff(
         policy = headers["Content-Security-Policy"]
         assert policy == server_module.CONTENT_SECURITY_POLICY, status
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+
+
+# -- conditional requests -----------------------------------------------------------------------
+
+
+def request_with(srv: IndexServer, path: str, headers: dict[str, str]) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request(headers.pop("method", "GET"), path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def _age(path: Path, seconds: float = 86400) -> None:
+    """Make a file look written ``seconds`` ago."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/simple/", JSON),
+        ("/simple/", HTML),
+        ("/simple/tiny-pkg/", PIP_ACCEPT),
+        ("/simple/tiny-pkg/", None),
+        ("/wheels/{wheel}", None),
+        ("/wheels/{wheel}.metadata", None),
+        ("/logs/tiny_pkg-1.0.log", None),
+        ("/sdists/tiny_pkg-1.0.tar.gz", None),
+        ("/browse/", None),  # made on the fly: no pages written yet
+    ],
+)
+def test_an_unchanged_response_is_revalidated_with_its_etag(
+    server: IndexServer, repo: Repository, published: WheelRef, path: str, accept: str | None
+) -> None:
+    (repo.logs_dir / "tiny_pkg-1.0.log").write_text("log\n")
+    (repo.sdists_dir / "tiny_pkg-1.0.tar.gz").write_bytes(b"sdist")
+    path = path.format(wheel=published.filename)
+    base = {"Accept": accept} if accept else {}
+    status, headers, body = request_with(server, path, dict(base))
+    assert status == 200 and body
+    etag = headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    assert headers["Cache-Control"] == "no-cache"
+
+    for method in ("GET", "HEAD"):
+        status, headers304, body = request_with(
+            server, path, {**base, "If-None-Match": etag, "method": method}
+        )
+        assert (status, body) == (304, b""), method
+        assert headers304["ETag"] == etag
+        assert headers304["X-Content-Type-Options"] == "nosniff"
+    # A weak form of the tag, or the tag among others, matches too; another one does not.
+    assert request_with(server, path, {**base, "If-None-Match": f'"x", W/{etag}'})[0] == 304
+    assert request_with(server, path, {**base, "If-None-Match": '"other"'})[0] == 200
+
+
+def test_a_page_in_each_format_has_its_own_etag_and_a_new_page_a_new_one(
+    server: IndexServer, repo: Repository, published: WheelRef, tmp_path: Path
+) -> None:
+    json_tag = request(server, "/simple/tiny-pkg/", accept=JSON)[1]["ETag"]
+    html_tag = request(server, "/simple/tiny-pkg/", accept=HTML)[1]["ETag"]
+    assert json_tag != html_tag
+    # An HTML page's tag does not revalidate the JSON page.
+    assert (
+        request_with(server, "/simple/tiny-pkg/", {"Accept": JSON, "If-None-Match": html_tag})[0]
+        == 200
+    )
+    repo.publish_wheel(make_wheel(tmp_path / "v2", "Tiny_Pkg", "2.0", "tiny_mod"))
+    repo.regenerate_index()
+    status, headers, body = request_with(
+        server, "/simple/tiny-pkg/", {"Accept": JSON, "If-None-Match": json_tag}
+    )
+    assert status == 200 and headers["ETag"] != json_tag
+    assert json.loads(body)["versions"] == ["1.0", "2.0"]
+    # A page regenerated with the same content keeps its tag.
+    repo.regenerate_index()
+    assert request(server, "/simple/tiny-pkg/", accept=JSON)[1]["ETag"] == headers["ETag"]
+
+
+def test_last_modified_and_if_modified_since(
+    server: IndexServer, repo: Repository, published: WheelRef
+) -> None:
+    wheel = f"/wheels/{published.filename}"
+    _age(repo.wheel_path(published))
+    headers = request(server, wheel)[1]
+    last_modified = headers["Last-Modified"]
+    assert last_modified.endswith(" GMT")
+    assert request_with(server, wheel, {"If-Modified-Since": last_modified})[0] == 304
+    later = email.utils.formatdate(time.time(), usegmt=True)
+    assert request_with(server, wheel, {"If-Modified-Since": later})[0] == 304
+    earlier = email.utils.formatdate(time.time() - 3 * 86400, usegmt=True)
+    assert request_with(server, wheel, {"If-Modified-Since": earlier})[0] == 200
+    assert request_with(server, wheel, {"If-Modified-Since": "yesterday"})[0] == 200
+    # If-None-Match wins: a tag that does not match means the copy is old, whatever the date.
+    assert (
+        request_with(server, wheel, {"If-None-Match": '"old"', "If-Modified-Since": later})[0]
+        == 200
+    )
+    page = repo.simple_dir / "tiny-pkg" / "index.json"
+    _age(page)
+    headers = request(server, "/simple/tiny-pkg/", accept=JSON)[1]
+    assert (
+        request_with(
+            server,
+            "/simple/tiny-pkg/",
+            {"Accept": JSON, "If-Modified-Since": headers["Last-Modified"]},
+        )[0]
+        == 304
+    )
+
+
+def test_no_last_modified_for_a_file_written_this_second(
+    server: IndexServer, repo: Repository, published: WheelRef
+) -> None:
+    # Written again within the same second, it would look unchanged to If-Modified-Since.
+    path = repo.wheel_path(published)
+    now = time.time()
+    os.utime(path, (now, now))
+    headers = request(server, f"/wheels/{published.filename}")[1]
+    if int(time.time()) == int(now):  # still that second (nearly always)
+        assert "Last-Modified" not in headers
+    assert "ETag" in headers
+
+
+def test_a_replaced_file_is_not_revalidated(
+    server: IndexServer, repo: Repository, published: WheelRef, tmp_path: Path
+) -> None:
+    etag = request(server, f"/wheels/{published.filename}")[1]["ETag"]
+    # Rebuilt under the same name: another file.
+    repo.publish_wheel(make_wheel(tmp_path / "again", "Tiny_Pkg", "1.0", "other_mod"))
+    status, headers, body = request_with(
+        server, f"/wheels/{published.filename}", {"If-None-Match": etag}
+    )
+    assert status == 200 and headers["ETag"] != etag
+    assert body == repo.wheel_path(published).read_bytes()
+
+
+# -- the access log ------------------------------------------------------------------------------
+
+_LINE = re.compile(
+    r"^(?P<host>\S+) - - \[(?P<time>\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
+    r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<size>\d+|-) "(?P<referer>[^"]*)" '
+    r'"(?P<agent>[^"]*)"$'
+)
+
+
+def test_the_access_log_has_one_line_per_request(repo: Repository, published: WheelRef) -> None:
+    lines: list[str] = []
+    with IndexServer(repo, access_log=lines.append) as srv:
+        _, headers, body = request(srv, f"/wheels/{published.filename}")
+        request_with(srv, f"/wheels/{published.filename}", {"If-None-Match": headers["ETag"]})
+        request_with(srv, "/simple/nope/", {"User-Agent": "pip/25.0", "Referer": "http://x/"})
+        request(srv, "/simple/tiny-pkg/", method="HEAD")
+        request(srv, "/simple/", method="DELETE")  # answered by http.server itself
+    assert len(lines) == 5, lines
+    parsed = [m.groupdict() for line in lines if (m := _LINE.match(line))]
+    assert len(parsed) == 5, lines
+    assert [(p["request"].split()[0], p["status"]) for p in parsed] == [
+        ("GET", "200"),
+        ("GET", "304"),
+        ("GET", "404"),
+        ("HEAD", "200"),
+        ("DELETE", "501"),
+    ]
+    assert parsed[0]["host"] == "127.0.0.1"
+    assert parsed[0]["request"] == f"GET /wheels/{published.filename} HTTP/1.1"
+    assert parsed[0]["size"] == str(len(body))
+    assert parsed[1]["size"] == "-" and parsed[3]["size"] == "-"
+    assert (parsed[2]["agent"], parsed[2]["referer"]) == ("pip/25.0", "http://x/")
+
+
+def test_the_access_log_escapes_what_the_client_sent(repo: Repository) -> None:
+    lines: list[str] = []
+    with (
+        IndexServer(repo, access_log=lines.append) as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock,
+    ):
+        sock.sendall(
+            b'GET /\x1b[2J"x\\y HTTP/1.1\r\nHost: h\r\nUser-Agent: a"b\x07\r\n'
+            b"Connection: close\r\n\r\n"
+        )
+        while sock.recv(65536):
+            pass
+    (line,) = lines
+    assert _LINE.match(line), line
+    assert "\x1b" not in line and "\x07" not in line
+    assert '"GET /\\x1b[2J\\x22x\\x5cy HTTP/1.1"' in line
+    assert line.endswith('"a\\x22b\\x07"')
+
+
+def test_the_access_log_never_holds_the_upload_token(repo: Repository, tmp_path: Path) -> None:
+    token = "secret-token-" + "z" * 20
+    lines: list[str] = []
+    body = b"wheel bytes"
+    with IndexServer(repo, upload_token=token, access_log=lines.append) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request(
+            "PUT",
+            "/uploads/job1/x-1.0-py3-none-any.whl",
+            body=body,
+            headers={
+                "Authorization": f"Bearer {token}",
+                server_module.SHA256_HEADER: hashlib.sha256(body).hexdigest(),
+            },
+        )
+        assert conn.getresponse().status == 201
+        conn.close()
+    assert any('"PUT /uploads/job1/x-1.0-py3-none-any.whl HTTP/1.1" 201' in line for line in lines)
+    assert not any(token in line for line in lines)
+
+
+def test_an_access_log_file_is_appended_to_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = server_module.AccessLog.open(str(path))
+    log("one")
+    log("two")
+    log.close()
+    again = server_module.AccessLog.open(str(path))
+    again("three")
+    again.close()
+    assert path.read_text() == "one\ntwo\nthree\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match=r"cannot open the access log .*missing"):
+        server_module.AccessLog.open(str(tmp_path / "missing" / "access.log"))
+
+
+# -- sdists ------------------------------------------------------------------------------------
+
+
+def test_the_sdist_a_wheel_was_built_from_is_listed_and_served(
+    server: IndexServer, repo: Repository, tmp_path: Path
+) -> None:
+    sdist = make_sdist(SdistSpec("tiny-pkg", "1.0"), tmp_path / "up")
+    shutil.copy(sdist, repo.sdists_dir / sdist.name)
+    ref = repo.publish_wheel(support_make_wheel(SdistSpec("tiny-pkg", "1.0"), tmp_path / "w"))
+    repo.save_record(
+        make_record("tiny-pkg", "1.0", wheel=ref.filename, sdist_sha256=sha256_file(sdist))
+    )
+    repo.regenerate_index()
+    page = json.loads(request(server, "/simple/tiny-pkg/", accept=JSON)[2])
+    files = {f["filename"]: f for f in page["files"]}
+    assert set(files) == {ref.filename, sdist.name}
+    assert files[sdist.name]["hashes"] == {"sha256": sha256_file(sdist)}
+    status, _, body = request(server, urljoin("/simple/tiny-pkg/", files[sdist.name]["url"]))
+    assert (status, body) == (200, sdist.read_bytes())
+
+    # What pip finds when told to take no wheel: the sdist, with its hash checked.
+    dest = tmp_path / "downloads"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--isolated",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "--index-url",
+            server.url + "/",
+            "--dest",
+            str(dest),
+            "tiny-pkg",
+        ],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [p.name for p in dest.iterdir()] == [sdist.name]
+    assert (dest / sdist.name).read_bytes() == sdist.read_bytes()
+
+
+# -- listening ---------------------------------------------------------------------------------
+
+
+def test_a_port_in_use_is_a_clear_error(repo: Repository) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"127.0.0.1:{port}: the port is in use") as info:
+            IndexServer(repo, "127.0.0.1", port)
+    assert info.value.hint is not None and "--port" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("no-such-host.invalid", "no such host or address"),
+        ("999.1.1.1", "no such host or address"),
+        ("192.0.2.1", "192.0.2.1 is not an address of this machine"),
+    ],
+)
+def test_a_bad_host_is_a_clear_error(repo: Repository, host: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        IndexServer(repo, host, 0)
+    assert info.value.hint is not None and "--host" in info.value.hint

@@ -463,8 +463,8 @@ def test_index_pages_that_point_elsewhere_or_list_other_files_are_caught(repo: P
     page.write_text(text)
     report = verify_chain(Repository(repo))
     assert report.problems == [
-        "simple/lib-b/index.html lists evil-1.0-py3-none-any.whl, which is not a wheel of the"
-        " repository"
+        "simple/lib-b/index.html lists evil-1.0-py3-none-any.whl, which is neither a wheel of"
+        " the repository nor an sdist its records say a wheel was built from"
     ]
     entries = {e.name: e for e in report.entries}
     assert entries["lib-b"].problems == [
@@ -472,6 +472,25 @@ def test_index_pages_that_point_elsewhere_or_list_other_files_are_caught(repo: P
         " https://example.invalid/lib_b-1.0-py3-none-any.whl, not to the repository's own file"
     ]
     assert not report.ok
+
+
+def test_the_listed_sdists_must_be_the_repositorys_own_copies(repo: Path) -> None:
+    """The pages list the sdist each wheel was built from (for `pip download`): one linked
+    elsewhere, or listed with another hash, is a finding; the pages as written are not."""
+    assert verify_chain(Repository(repo)).problems == []
+    page = repo / "simple" / "lib-b" / "index.json"
+    data = json.loads(page.read_text())
+    for file in data["files"]:
+        if file["filename"] == "lib_b-1.0.tar.gz":
+            file["url"] = "https://example.invalid/lib_b-1.0.tar.gz"
+            file["hashes"] = {"sha256": "0" * 64}
+    page.write_text(json.dumps(data))
+    problems = verify_chain(Repository(repo)).problems
+    assert (
+        "simple/lib-b/index.json links lib_b-1.0.tar.gz to https://example.invalid/lib_b-1.0.tar.gz,"
+        " not to the repository's own copy"
+    ) in problems
+    assert any("lists lib_b-1.0.tar.gz with another sha256" in p for p in problems), problems
 
 
 def test_a_deleted_kept_sdist_is_a_finding_with_its_fix(repo: Path) -> None:

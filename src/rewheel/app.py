@@ -7,8 +7,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ from .repo.repository import Repository
 if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
     from .build.recipes import BuildRecipe
+    from .build.runner import SubprocessRunner
     from .core.bootstrap import Bootstrapper, Steps
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
@@ -207,7 +210,10 @@ def bootstrap(
                     crates_io=machine.crates_io or crates_io_reachable,
                     recipes=machine.recipes or load_recipe,
                 )
-                with _build_steps(options, steps, server, planning) as chosen:
+                with (
+                    _build_steps(options, steps, server, planning) as chosen,
+                    _stop_on_interrupt(runner),
+                ):
                     if planning:
                         chosen = _planning_steps(steps, repo, upstream, settings, work_root)
                     bootstrapper = Bootstrapper(
@@ -246,6 +252,26 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(runner: SubprocessRunner) -> Iterator[None]:
+    """Ctrl-C stops the builds under way too: their commands run in sessions of their own, out
+    of the terminal's reach, and the run would otherwise wait for each to end (and publish it
+    with no record). Only the main thread can take SIGINT; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        runner.stop()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def plan_update(
@@ -489,12 +515,7 @@ def _interpreter_label() -> str:
 def _existing_repository(repo_root: Path, step: Step) -> Repository:
     """The repository at ``repo_root``, which must be one (a mistyped --repo is not made)."""
     repo = Repository(repo_root)
-    if not repo.wheels_dir.is_dir():
-        raise ConfigError(
-            f"{repo_root} is not a rewheel repository (it has no wheels/ folder)",
-            step=step,
-            hint="give --repo the folder `rewheel bootstrap` built into",
-        )
+    repo.require_existing(step=step)
     return repo
 
 
@@ -595,25 +616,35 @@ def serve(
     *,
     max_connections: int = 64,
     header_timeout: float = 10.0,
+    access_log: str | None = None,
 ) -> None:
+    """Serve an existing repository until interrupted; ``access_log``: a file, or ``-`` for
+    stderr. A repository that is not there, a port in use or a bad host is a ConfigError
+    before anything is written."""
     repo = Repository(repo_root)
-    repo.ensure_layout()
-    repo.regenerate_index()
-    from .serve.server import IndexServer
+    repo.require_existing(step=Step.SERVE)
+    from .serve.server import AccessLog, IndexServer
     from .ui.browse_pages import write_browse
 
-    write_browse(repo)
-    server = IndexServer(
-        repo,
-        host,
-        port,
-        log=log,
-        max_connections=max_connections,
-        header_timeout=header_timeout,
-    )
-    print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    requests = AccessLog.open(access_log) if access_log is not None else None
+    try:
+        server = IndexServer(
+            repo,
+            host,
+            port,
+            log=log,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+            access_log=requests,
+        )
+        repo.ensure_layout()
+        repo.regenerate_index()
+        write_browse(repo)
+        print(f"serving {repo.root.resolve()} at {server.url}/", file=sys.stderr, flush=True)
         server.serve_forever()
+    finally:
+        if requests is not None:
+            requests.close()
 
 
 def chain_of_custody(

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
+from click.core import ParameterSource
 from packaging.utils import canonicalize_name
 
 from . import __version__, app
@@ -131,12 +132,23 @@ _allow_prebuilt_option = click.option(
 )
 
 
+def _variable_of(option: click.Option) -> str | None:
+    """``REWHEEL_<OPTION>``: the long option in capitals, dashes as underscores."""
+    longs = [o for o in option.opts if o.startswith("--")]
+    return f"{ENV_PREFIX}_{longs[0][2:].upper().replace('-', '_')}" if longs else None
+
+
 class _Commands(click.Group):
     """Every command's options also read ``REWHEEL_<OPTION>`` (``REWHEEL_JOBS=8``)."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         # Without this, click would name them REWHEEL_<COMMAND>_<OPTION>.
         cmd.context_settings.setdefault("auto_envvar_prefix", ENV_PREFIX)
+        # And click's own names come from the parameter (REWHEEL_CONSTRAINT_FILES for
+        # --constraint): each option gets the one named after it, which the docs promise.
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.envvar:
+                param.envvar = _variable_of(param)
         super().add_command(cmd, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -164,9 +176,11 @@ Examples:
   rewheel graph --html graph.html         draw the dependency graph
 
 \b
-Settings: the long options, as keys of [tool.rewheel] in ./pyproject.toml or of
-./rewheel.toml (jobs = 8, index-url = "..."), or as REWHEEL_<OPTION> environment
-variables (REWHEEL_JOBS=8). The command line wins, then the environment, then the file.
+Settings: the long options, as keys of rewheel.toml or of [tool.rewheel] in
+pyproject.toml, here or in the nearest folder above (jobs = 8, index-url = "..."),
+or as REWHEEL_<OPTION> environment variables (REWHEEL_JOBS=8). The command line wins,
+then the environment, then the file. Shell completion (bash):
+eval "$(_REWHEEL_COMPLETE=bash_source rewheel)"; zsh and fish in docs/configuration.md.
 Progress goes to stderr; data (why, graph --dot) to stdout. Docs: docs/ in the source.
 """
 
@@ -176,7 +190,9 @@ Progress goes to stderr; data (why, graph --dot) to stdout. Docs: docs/ in the s
     epilog=_EPILOG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="rewheel")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="rewheel", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Rebuild a Python dependency tree from source and serve it as a package index.
 
@@ -304,6 +320,9 @@ def bootstrap(
         if as_json:
             seconds = time.monotonic() - started
             _echo_json(summary_json(None, repo, seconds, requested=requested, error=exc))
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+            # Each wheel's record is saved when it is built: a re-run reuses them.
+            raise Interrupted(_KEPT) from exc
         raise
     reporter.summary(result, repo)
     if as_json:
@@ -436,8 +455,11 @@ def update(
         click.echo("dry run: nothing was built", err=True)
         return
     reporter = make_reporter(1 + verbose - quiet)
-    with reporter:
-        result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    try:
+        with reporter:
+            result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(_KEPT) from exc
     reporter.summary(result, repo)
     if not result.ok:
         sys.exit(1)
@@ -758,9 +780,30 @@ def verify(
     show_default=True,
     help="Seconds a client has to send its request headers.",
 )
-def serve(repo: Path, host: str, port: int, max_connections: int, header_timeout: float) -> None:
+@click.option(
+    "--access-log",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default=None,
+    help="Log every request, one line each in the combined log format of web servers, to "
+    "FILE (appended; created readable by you alone) or to stderr with -.",
+)
+def serve(
+    repo: Path,
+    host: str,
+    port: int,
+    max_connections: int,
+    header_timeout: float,
+    access_log: str | None,
+) -> None:
     """Serve the repository: the index for installers and browsable pages for people."""
-    app.serve(repo, host, port, max_connections=max_connections, header_timeout=header_timeout)
+    app.serve(
+        repo,
+        host,
+        port,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+        access_log=access_log,
+    )
 
 
 @cli.command()
@@ -1013,25 +1056,79 @@ def _runs() -> Runs:
     return obj if isinstance(obj, Runs) else Runs()
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+
+
+_KEPT = "what was built is kept, run the same command again to go on"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what a command wants to say about it (``main`` says it)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _interrupted(exc: BaseException | None) -> NoReturn:
+    what = exc.what if isinstance(exc, Interrupted) else None
+    click.echo(f"rewheel: interrupted{f'; {what}' if what else ''}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _variable_set(exc: click.BadParameter) -> str | None:
+    """The ``REWHEEL_*`` variable a refused value came from, if it came from the environment."""
+    param, ctx = exc.param, exc.ctx
+    if not isinstance(param, click.Option) or ctx is None or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return None
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    if ctx.auto_envvar_prefix is not None:
+        names.append(f"{ctx.auto_envvar_prefix}_{param.name.upper()}")
+    return next((n for n in names if os.environ.get(n)), None)
+
+
 def main(argv: Sequence[str] | None = None, *, runs: Runs | None = None) -> None:
+    """The entry point: every outcome becomes an exit code here (0 done, 1 some packages failed
+    or problems found, 2 an error that stopped the command, 130 interrupted)."""
     try:
-        # Defaults from ./rewheel.toml or ./pyproject.toml; the environment and the command line
-        # override them (click: command line > environment > default_map > default).
+        # Defaults from rewheel.toml or pyproject.toml in this folder or the nearest above it;
+        # the environment and the command line override them (click: command line >
+        # environment > default_map > default).
         source = find_config(Path.cwd())
         defaults = default_map(source, schema_from_click(cli)) if source is not None else None
-        cli.main(
+        code = cli.main(
             args=list(argv) if argv is not None else None,
             prog_name="rewheel",
             auto_envvar_prefix=ENV_PREFIX,
             default_map=defaults,
             obj=runs or Runs(),
+            # Exceptions come here: click's own handling turns Ctrl-C into exit code 1.
+            standalone_mode=False,
         )
+    except click.BadParameter as exc:
+        variable = _variable_set(exc)
+        if variable is None:
+            exc.show()
+            sys.exit(exc.exit_code)
+        # Named as the user set it, not as the option it stands for.
+        click.echo(f"rewheel: error: {variable}: {exc.message}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted(exc.__cause__)
+        click.echo("rewheel: aborted", err=True)  # end of input at a prompt
+        sys.exit(1)
     except RewheelError as exc:
         click.echo(f"rewheel: error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("rewheel: interrupted; what was built is kept, run again to go on", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

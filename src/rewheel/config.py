@@ -1,5 +1,5 @@
-"""Defaults for the command line from a file: ``./rewheel.toml`` or ``[tool.rewheel]`` in
-``./pyproject.toml``.
+"""Defaults for the command line from a file: ``rewheel.toml`` or ``[tool.rewheel]`` in
+``pyproject.toml``, in the current folder or the nearest one above it (``find_config``).
 
 Keys are named like the long options (``repo``, ``index-url``, ``jobs``, ``no-network-isolation``)
 and apply to every command that has that option; a table named after a command
@@ -16,6 +16,7 @@ problem is a ConfigError naming the file and the key.
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,6 +90,26 @@ def parse_source(path: Path, text: str) -> ConfigSource | None:
 
 
 def find_config(directory: Path) -> ConfigSource | None:
+    """The settings that apply in ``directory``: those of the nearest folder, ``directory`` or
+    one above it, that has a ``rewheel.toml`` or a ``pyproject.toml`` with ``[tool.rewheel]``
+    (as uv, ruff and pytest find theirs).
+
+    The search stops after the folder that holds ``.git`` (the top of a checkout: settings
+    above it are not the project's) and at the root. A file found on the way that belongs to
+    another user (neither you nor root) is an error: whoever can change it would choose your
+    index and your repository.
+    """
+    here = directory.absolute()
+    for folder in (here, *here.parents):
+        source = _config_in(folder)
+        if source is not None:
+            return source
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def _config_in(directory: Path) -> ConfigSource | None:
     """``rewheel.toml`` in ``directory``, else its ``pyproject.toml``'s ``[tool.rewheel]``.
 
     rewheel.toml wins when both exist: a file of its own is the more deliberate choice.
@@ -96,14 +117,25 @@ def find_config(directory: Path) -> ConfigSource | None:
     for name in (REWHEEL_TOML, PYPROJECT_TOML):
         path = directory / name
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                owner = os.fstat(f.fileno()).st_uid
+                data = f.read()
+            text = data.decode("utf-8")
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read it: {exc}") from exc
         source = parse_source(path, text)
-        if source is not None:
-            return source
+        if source is None:
+            continue
+        if owner not in (os.getuid(), 0):
+            raise ConfigError(
+                f"{path}: belongs to another user (uid {owner}); rewheel takes no settings from "
+                "a file someone else can change",
+                step=Step.SETTINGS,
+                hint="remove it or make it yours, or run rewheel from a folder of your own",
+            )
+        return source
     return None
 
 
@@ -190,7 +222,8 @@ def _value(source: ConfigSource, keys: tuple[str, ...], spec: OptionSpec, value:
     elif spec.kind in ("str", "path"):
         if not isinstance(value, str):
             raise wrong()
-        out = str(base / value) if spec.kind == "path" else value
+        # "-" is standard input or output where a path option takes it (serve --access-log).
+        out = str(base / value) if spec.kind == "path" and value != "-" else value
     else:  # list, paths
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):

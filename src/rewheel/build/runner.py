@@ -318,6 +318,25 @@ class SubprocessRunner:
         self._noticed = False
         self.sandbox = sandbox or SandboxPolicy(bwrap=None)
         self._poll = poll_seconds
+        # The process groups of the commands running now, for ``stop``.
+        self._running: set[int] = set()
+        self._running_lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Kill every command running now and refuse to start more (Ctrl-C): each one fails
+        with ``CommandFailed`` at once instead of the run waiting for its builds to end."""
+        with self._running_lock:
+            self._stopped = True
+            groups = list(self._running)
+        for pgid in groups:
+            _kill_group(pgid)
+
+    def _refuse_if_stopped(self, cmd: Sequence[str], log: Path) -> None:
+        if self._stopped:
+            raise CommandFailed(
+                f"{cmd[0]} not run: the run was interrupted", cmd=cmd, returncode=None, log_path=log
+            )
 
     def __call__(
         self,
@@ -331,6 +350,7 @@ class SubprocessRunner:
         confine: Confinement | None = None,
     ) -> None:
         cmd = [str(c) for c in cmd]
+        self._refuse_if_stopped(cmd, log)
         limits = self.sandbox.limits if confine is not None else None
         if limits is not None and limits.wall_seconds is not None:
             timeout = limits.wall_seconds if timeout is None else min(timeout, limits.wall_seconds)
@@ -402,6 +422,10 @@ class SubprocessRunner:
                 os.close(write_end)
                 for fd in pass_fds:
                     os.close(fd)
+            with self._running_lock:
+                self._running.add(proc.pid)
+                if self._stopped:  # stop() came between the check above and now
+                    _kill_group(proc.pid)
             pump = _Pump(read_end, out, output_cap)
             pump.start()
             try:
@@ -414,6 +438,8 @@ class SubprocessRunner:
                 # Whatever it left running in the background (build servers, daemons) would
                 # outlive the build environment it uses and keep writing to the log.
                 _kill_group(proc.pid)
+                with self._running_lock:
+                    self._running.discard(proc.pid)
                 pump.stop.set()
                 pump.join()
             if pump.dropped:

@@ -1,5 +1,11 @@
-"""Small filesystem helpers: hashing, atomic writes (temporary file, fsync, rename), and
-removing trees that build code left behind."""
+"""Small filesystem helpers: hashing, atomic writes (temporary file, fsync, rename), the modes of
+the files rewheel writes, and removing trees that build code left behind.
+
+Files rewheel publishes (wheels, pages, metadata, provenance, records) are for everyone who may
+read the repository: they get ``0o666`` less the user's umask, as any file the user creates would
+(``tempfile.mkstemp`` alone would leave them ``0o600``, which a web server running as another user
+cannot read). Private files (the HTTP cache) are ``0o600`` whatever the umask.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,46 @@ import tempfile
 from pathlib import Path
 
 _CHUNK = 1 << 20
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux shows it (``Umask:`` in /proc/self/status, Linux 4.7 and later)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    # os.umask can only be read by setting it, for the whole process: done once, at import,
+    # before rewheel starts threads, and only where /proc does not tell.
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_UMASK_AT_IMPORT = None if _umask_from_proc() is not None else _umask_by_setting()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` changes it for every thread
+    while it reads it)."""
+    found = _umask_from_proc()
+    if found is not None:
+        return found
+    return _UMASK_AT_IMPORT if _UMASK_AT_IMPORT is not None else 0o022
+
+
+def public_file_mode() -> int:
+    """The mode of a file for everyone who may read the repository: ``0o666`` less the umask
+    (``0o644`` under the usual ``022``)."""
+    return 0o666 & ~current_umask()
 
 
 def sha256_file(path: Path) -> str:
@@ -22,12 +68,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
+def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part.
+
+    The file is readable as the umask allows (``public_file_mode``), or only by its owner when
+    ``private``; folders made on the way get ``0o777`` less the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), PRIVATE_FILE_MODE if private else public_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -37,12 +87,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, *, private: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), private=private)
 
 
-def atomic_write_json(path: Path, data: object) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: Path, data: object, *, private: bool = False) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", private=private)
 
 
 def is_plain_file(path: Path, *, max_size: int | None = None) -> bool:

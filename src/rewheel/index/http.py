@@ -48,7 +48,7 @@ from urllib3.exceptions import (
 
 from .. import __version__
 from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
-from ..core.fsutil import atomic_write_bytes
+from ..core.fsutil import atomic_write_bytes, public_file_mode
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
@@ -367,8 +367,11 @@ class PageCache:
         if "ETag" not in header and "Last-Modified" not in header:
             return  # nothing to revalidate with: keeping it would not save a request
         header["sha256"] = hashlib.sha256(response.body).hexdigest()
+        # Private: pages of an index that needs a login are not for whoever serves the folder.
         atomic_write_bytes(
-            self._path(url, accept), json.dumps(header).encode() + b"\n" + response.body
+            self._path(url, accept),
+            json.dumps(header).encode() + b"\n" + response.body,
+            private=True,
         )
 
 
@@ -653,6 +656,9 @@ class HttpClient:
             digest = hashlib.sha256()
             received = 0
             with os.fdopen(fd, "wb") as f:
+                # A downloaded sdist is served from the repository: readable as the umask
+                # allows, not mkstemp's 0600.
+                os.fchmod(f.fileno(), public_file_mode())
                 for chunk in resp.stream(_CHUNK, decode_content=False):
                     received += len(chunk)
                     if received > cap:

@@ -33,10 +33,10 @@ HTML_CONTENT_TYPE = "application/vnd.pypi.simple.v1+html"
 
 @dataclass(frozen=True)
 class PageFile:
-    """One file as listed on a project page."""
+    """One file as listed on a project page: a wheel, or the sdist a wheel was built from."""
 
     filename: str
-    url: str  # relative to the project page, already percent-encoded (see wheel_url)
+    url: str  # relative to the project page, already percent-encoded (wheel_url, sdist_url)
     sha256: str
     size: int
     requires_python: str | None = None
@@ -47,6 +47,11 @@ class PageFile:
 def wheel_url(filename: str) -> str:
     """The URL of a published wheel relative to its project page ``simple/<name>/``."""
     return "../../wheels/" + quote(filename, safe="")
+
+
+def sdist_url(filename: str) -> str:
+    """The URL of an sdist in the repository relative to its project page ``simple/<name>/``."""
+    return "../../sdists/" + quote(filename, safe="")
 
 
 def project_url(name: str) -> str:

@@ -4,14 +4,17 @@ Layout under ``root``::
 
     wheels/<wheel>             published wheels
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
-    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/
-    sdists/ logs/ work/ records/
+    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/ (and the sdists
+                               in sdists/ that the wheels' records say they were built from)
+    sdists/ logs/ records/     the sdists built, build logs, build records
+    work/ cache/               private (0700): build folders and uploads, HTTP and uv caches
     runs/<id>.json             what each of the last runs did (``core.history``)
     .lock                      held by the run that writes the repository
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
 such as the index server or an installer never sees half a file, and a killed run leaves at most
-stale ``.*.tmp`` files, which are ignored and later removed.
+stale ``.*.tmp`` files, which are ignored and later removed. Published files are readable as the
+umask allows (``fsutil.public_file_mode``), so any static web server can serve the folder.
 """
 
 from __future__ import annotations
@@ -34,24 +37,35 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import (
+    InvalidSdistFilename,
     InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
+    parse_sdist_filename,
     parse_wheel_filename,
 )
+from packaging.version import InvalidVersion
 
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
-from ..core.fsutil import atomic_write_bytes, atomic_write_json, is_plain_file, sha256_file
+from ..core.fsutil import (
+    PRIVATE_DIR_MODE,
+    atomic_write_bytes,
+    atomic_write_json,
+    is_plain_file,
+    public_file_mode,
+    sha256_file,
+)
 from ..core.history import KEEP_RUNS, RUN_FILE, History, RunFileError, RunRecord, legacy_run
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
-from ..core.versions import same_version, version_key
+from ..core.versions import normal_version, same_version, version_key
 from ..index.index_pages import (
     PageFile,
     render_project_html,
     render_project_json,
     render_root_html,
     render_root_json,
+    sdist_url,
     wheel_url,
 )
 from .wheelfile import (
@@ -115,6 +129,7 @@ class Repository:
         self.records_dir = self.root / "records"
         self.simple_dir = self.root / "simple"
         self.runs_dir = self.root / "runs"
+        self.cache_dir = self.root / "cache"
         self._lock_path = self.root / ".lock"
         self._lock_fd: int | None = None
         self._lock_depth = 0
@@ -124,8 +139,24 @@ class Repository:
         self._index_lock = threading.Lock()  # one regeneration at a time
         self._sha_cache: dict[_FileKey, str] = {}
         self._requires_python_cache: dict[_FileKey, str | None] = {}
+        self._record_cache: dict[_FileKey, BuildRecord | None] = {}
+        self._sdist_names: dict[str, tuple[str, str] | None] = {}  # file name -> project, version
 
     # -- layout and lock ------------------------------------------------------------------------
+
+    def require_existing(self, *, step: str) -> None:
+        """Fail unless ``root`` is a repository a run has made (it has ``wheels/``): for the
+        commands that read one, where a mistyped ``--repo`` must not become an empty one."""
+        if self.wheels_dir.is_dir():
+            return
+        hint = f"build one with `rewheel bootstrap PKG --repo {self.root}`, or give --repo"
+        if not self.root.exists():
+            raise RepositoryError(f"there is no repository at {self.root}", step=step, hint=hint)
+        raise RepositoryError(
+            f"{self.root} is not a rewheel repository (it has no wheels/ folder)",
+            step=step,
+            hint=hint,
+        )
 
     def ensure_layout(self) -> None:
         """Create the directories; remove temporary files left by a killed run.
@@ -138,12 +169,18 @@ class Repository:
             self.wheels_dir,
             self.sdists_dir,
             self.logs_dir,
-            self.work_dir,
             self.records_dir,
             self.simple_dir,
         ):
             try:
                 d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RepositoryError(f"cannot create {d}: {exc}", step=Step.REPOSITORY) from exc
+        for d in (self.work_dir, self.cache_dir):
+            # Build folders, uploads and caches are nobody else's business, whatever serves
+            # the repository folder.
+            try:
+                d.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
             except OSError as exc:
                 raise RepositoryError(f"cannot create {d}: {exc}", step=Step.REPOSITORY) from exc
         with self._state_lock:
@@ -240,7 +277,8 @@ class Repository:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the wheel is for everyone to read
+            # mkstemp creates 0600; the wheel is for everyone who may read the repository.
+            os.chmod(tmp, public_file_mode())
             sha256 = digest.hexdigest()
             # Serialized so that the metadata and the wheel of one file name come from the
             # same publish. Metadata first: a .metadata without its wheel is never listed.
@@ -333,8 +371,8 @@ class Repository:
             ),
         )
 
-    def _sha256(self, path: Path) -> str:
-        key = _FileKey.of(path)
+    def _sha256(self, path: Path, key: _FileKey | None = None) -> str:
+        key = key or _FileKey.of(path)
         with self._state_lock:
             cached = self._sha_cache.get(key)
         if cached is not None:
@@ -382,6 +420,7 @@ class Repository:
                         step=Step.INDEX,
                     ) from exc
                 by_project.setdefault(ref.name, []).append(page_file)
+            self._add_sdists(by_project)
             for name, files in sorted(by_project.items()):
                 page_dir = self.simple_dir / name
                 self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
@@ -420,6 +459,93 @@ class Repository:
             version=ref.version,
         )
 
+    def _add_sdists(self, by_project: dict[str, list[PageFile]]) -> None:
+        """Add to each project's files the sdists its listed wheels were built from.
+
+        An sdist is listed when the build record of a listed wheel names that very wheel and the
+        sdist's sha256, and a plain file in sdists/ of that project and version has that sha256:
+        sdists downloaded only to read their metadata, changed or planted ones are not listed.
+        """
+        sdists = self._sdist_files()
+        if not sdists:
+            return
+        for name, files in by_project.items():
+            listed = {f.filename for f in files}
+            for version in {f.version for f in files if f.version is not None}:
+                candidates = sdists.get((name, normal_version(version)))
+                record = self._record_of(name, version) if candidates else None
+                if (
+                    candidates is None
+                    or record is None
+                    or record.prebuilt
+                    or record.wheel not in listed
+                    or not record.sdist_sha256
+                ):
+                    continue
+                wheel = next(f for f in files if f.filename == record.wheel)
+                for path in candidates:
+                    try:
+                        key = _FileKey.of(path)
+                        sha256 = self._sha256(path, key)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile
+                    if sha256 == record.sdist_sha256.lower():
+                        files.append(
+                            PageFile(
+                                filename=path.name,
+                                url=sdist_url(path.name),
+                                sha256=sha256,
+                                size=key.size,
+                                requires_python=wheel.requires_python,
+                                version=version,
+                            )
+                        )
+                        break
+
+    def _sdist_files(self) -> dict[tuple[str, str], list[Path]]:
+        """The plain files in sdists/ with an sdist's name, by (project, normalized version)."""
+        try:
+            with os.scandir(self.sdists_dir) as entries:
+                # Not through a link (d_type, no system call); hidden: a download in progress.
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+                )
+        except OSError:
+            return {}
+        out: dict[tuple[str, str], list[Path]] = {}
+        for filename in names:
+            with self._state_lock:
+                known = filename in self._sdist_names
+                parsed = self._sdist_names.get(filename)
+            if not known:
+                try:
+                    name, version = parse_sdist_filename(filename)
+                    parsed = (name, str(version))
+                except (InvalidSdistFilename, InvalidVersion):
+                    parsed = None
+                with self._state_lock:
+                    self._sdist_names[filename] = parsed
+            if parsed is not None:
+                out.setdefault(parsed, []).append(self.sdists_dir / filename)
+        return out
+
+    def _record_of(self, name: str, version: str) -> BuildRecord | None:
+        """The build record of ``name`` ``version``, read again only when its file changed."""
+        path = self.record_path(name, normal_version(version))
+        try:
+            key = _FileKey.of(path)
+        except OSError:
+            return None
+        with self._state_lock:
+            if key in self._record_cache:
+                return self._record_cache[key]
+        record = self.load_record(name, normal_version(version))
+        with self._state_lock:
+            self._record_cache[key] = record
+        return record
+
     @staticmethod
     def _write_if_changed(path: Path, text: str) -> None:
         data = text.encode("utf-8")
@@ -457,6 +583,26 @@ class Repository:
                 version=version,
                 step=Step.RECORD,
             ) from exc
+        if record.sdist_sha256 and not record.prebuilt:
+            self._list_sdist(canonicalize_name(name))
+
+    def _list_sdist(self, name: NormalizedName) -> None:
+        """Put the sdist of a build just recorded on its project's pages: they were written when
+        the wheel was published, before the record that vouches for the sdist existed. Only
+        that project's two pages; a failure is left to the next regeneration to redo."""
+        with self._index_lock, contextlib.suppress(OSError, RewheelError, zipfile.BadZipFile):
+            files = [self._page_file(ref) for ref in self.wheels() if ref.name == name]
+            by_project: dict[str, list[PageFile]] = {name: list(files)}
+            self._add_sdists(by_project)
+            if len(by_project[name]) == len(files):
+                return  # no sdist to add (or none can be vouched for)
+            page_dir = self.simple_dir / name
+            self._write_if_changed(
+                page_dir / "index.html", render_project_html(name, by_project[name])
+            )
+            self._write_if_changed(
+                page_dir / "index.json", render_project_json(name, by_project[name])
+            )
 
     def record_path(self, name: str, version: str) -> Path:
         return self.records_dir / f"{canonicalize_name(name)}-{version}.json"

@@ -24,6 +24,8 @@ must keep moving at ``MIN_TRANSFER_RATE`` on average. Nothing is read through a 
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import errno
 import hashlib
 import hmac
 import io
@@ -33,6 +35,7 @@ import resource
 import secrets
 import selectors
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -43,7 +46,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 LogCallback = Callable[[str], None]
+AccessLogCallback = Callable[[str], None]  # one line of the access log, without its newline
 
 _CHUNK = 1 << 16
 _POLL_INTERVAL = 0.05  # how soon stop() takes effect
@@ -199,6 +203,88 @@ def _path_segments(raw_path: str) -> list[str]:
     return segments
 
 
+@dataclass(frozen=True)
+class _Validators:
+    """What a client revalidates a response with: an ETag, and a Last-Modified time (seconds
+    since the epoch) when there is one that can be trusted."""
+
+    etag: str
+    last_modified: float | None = None
+
+    @classmethod
+    def of_file(cls, st: os.stat_result, now: float | None = None) -> _Validators:
+        """A file's: its ETag changes whenever it is replaced (a new inode: every write in the
+        repository is a rename), grows or is touched. Last-Modified counts whole seconds, so
+        it is given only once the second the file was written in is over: a file written
+        again within that second would otherwise look unchanged to If-Modified-Since."""
+        etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+        now = time.time() if now is None else now
+        mtime = st.st_mtime
+        return cls(etag, mtime if int(mtime) < int(now) else None)
+
+    @classmethod
+    def of_body(cls, body: bytes) -> _Validators:
+        """A page made on the fly: its ETag is its content's hash."""
+        return cls(f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _log_time(when: float) -> str:
+    """``10/Oct/2026:13:55:36 +0200``: local time, English month, as web servers log it."""
+    t = time.localtime(when)
+    offset = (t.tm_gmtoff or 0) // 60
+    sign, offset = ("-", -offset) if offset < 0 else ("+", offset)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{offset // 60:02d}{offset % 60:02d}"
+    )
+
+
+def _escape(text: str) -> str:
+    """What a client sent, safe in one log line: printable ASCII as it is, but ``"``, ``\\``
+    and anything else (control characters, terminal escapes, newlines) as ``\\xHH``."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else f"\\x{ord(c):02x}" for c in text)
+
+
+class AccessLog:
+    """The access log: one line per request, written whole under a lock (requests are answered
+    by several threads), flushed at once. ``open("-")`` is stderr."""
+
+    def __init__(self, stream: TextIO, *, owned: bool = False) -> None:
+        self._stream = stream
+        self._owned = owned
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, where: str) -> AccessLog:
+        """Append to the file ``where`` (created owner-only: it holds clients' addresses), or
+        write to stderr for ``-``."""
+        if where == "-":
+            return cls(sys.stderr)
+        try:
+            fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            stream = os.fdopen(fd, "a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open the access log {where}: {exc.strerror or exc}",
+                step=Step.SERVE,
+                hint="give a file in a folder you can write, or - for stderr",
+            ) from exc
+        return cls(stream, owned=True)
+
+    def __call__(self, line: str) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            with self._lock, contextlib.suppress(OSError):
+                self._stream.close()
+
+
 @dataclass(eq=False)
 class _Connection:
     """A client's connection: its socket, what was read of its next request, its time limit."""
@@ -269,13 +355,16 @@ class _Writer(io.BufferedIOBase):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self._sock = sock
+        self.sent = 0  # bytes written, headers included (for the access log)
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: ReadableBuffer, /) -> int:
         self._sock.sendall(data)
-        return memoryview(data).nbytes
+        n = memoryview(data).nbytes
+        self.sent += n
+        return n
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -296,16 +385,83 @@ class _Handler(BaseHTTPRequestHandler):
     def handle(self) -> None:
         # One request: a kept-alive connection waits for its next one in the event loop, not here.
         self.close_connection = True
-        self.handle_one_request()
+        self._status: int | None = None
+        self._body_from: int | None = None
+        try:
+            self.handle_one_request()
+        finally:
+            access_log = self.server.access_log
+            if access_log is not None and self._status is not None:
+                access_log(self._access_line())
 
     def finish(self) -> None:
         pass  # nothing is buffered, and the server decides what becomes of the socket
 
     def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
         super().send_response(code, message)
         # Every response, errors and redirects included.
         self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.send_header("X-Content-Type-Options", "nosniff")
+
+    def end_headers(self) -> None:
+        super().end_headers()
+        self._body_from = cast(_Writer, self.wfile).sent
+
+    def _access_line(self) -> str:
+        """The request in the combined log format of web servers (NCSA common format, then
+        referrer and user agent). What the client sent is escaped; no header but those two is
+        written (an upload's token never is)."""
+        host = self.client_address[0] if isinstance(self.client_address, tuple) else "-"
+        request = getattr(self, "requestline", "") or "-"
+        sent = cast(_Writer, self.wfile).sent
+        size = sent - self._body_from if self._body_from is not None else 0
+        headers = getattr(self, "headers", None)
+        referer = headers.get("Referer", "-") if headers is not None else "-"
+        agent = headers.get("User-Agent", "-") if headers is not None else "-"
+        return (
+            f'{_escape(str(host))} - - [{_log_time(time.time())}] "{_escape(request)}" '
+            f'{self._status} {size if size else "-"} "{_escape(referer)}" "{_escape(agent)}"'
+        )
+
+    # -- conditional requests (RFC 9110, 13.1) ----------------------------------------------------
+
+    def _not_modified(self, validators: _Validators) -> bool:
+        """Whether the client's copy is the current one: If-None-Match when sent (then
+        If-Modified-Since is not looked at), else If-Modified-Since."""
+        if self.command not in ("GET", "HEAD"):
+            return False
+        tags = self.headers.get_all("If-None-Match")
+        if tags:
+            given = {t.strip().removeprefix("W/") for t in ",".join(tags).split(",")}
+            return "*" in given or validators.etag in given
+        since = self.headers.get("If-Modified-Since")
+        if since is None or validators.last_modified is None:
+            return False
+        try:
+            when = email.utils.parsedate_to_datetime(since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if when.tzinfo is None:
+            return False
+        return int(validators.last_modified) <= when.timestamp()
+
+    def _send_validators(self, validators: _Validators) -> None:
+        self.send_header("ETag", validators.etag)
+        if validators.last_modified is not None:
+            self.send_header(
+                "Last-Modified", email.utils.formatdate(validators.last_modified, usegmt=True)
+            )
+        # Keep it, but ask before using it: a file can be replaced under the same name (a
+        # rebuilt wheel), and asking costs a 304.
+        self.send_header("Cache-Control", "no-cache")
+
+    def _send_not_modified(self, validators: _Validators, *, vary: bool = False) -> None:
+        self.send_response(HTTPStatus.NOT_MODIFIED)
+        self._send_validators(validators)
+        if vary:
+            self.send_header("Vary", "Accept")
+        self.end_headers()
 
     def do_GET(self) -> None:
         self._handle(send_body=True)
@@ -343,9 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif segments[0] == "browse" and len(segments) == 2:
             self._send_browse_page(repo, segments[1] or "index.html", send_body)
         elif segments[0] == "logs" and len(segments) == 2 and segments[1].endswith(".log"):
-            self._send_file(
-                repo.logs_dir, segments[1], "text/plain; charset=utf-8", send_body, no_cache=True
-            )
+            self._send_file(repo.logs_dir, segments[1], "text/plain; charset=utf-8", send_body)
         elif segments[0] == "simple" and segments[1:] == [""]:
             self._send_page(repo.simple_dir, send_body, root=True)
         elif segments[0] == "simple" and len(segments) in (2, 3) and segments[1]:
@@ -379,32 +533,29 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with open_below(self.server.repo.root, page_dir / f"index.{fmt}") as f:
                 body = f.read()
+                validators = _Validators.of_file(os.fstat(f.fileno()))
         except (FileNotFoundError, NotADirectoryError):
             if not root:
                 raise _Refused(HTTPStatus.NOT_FOUND) from None
             # A repository nothing was published to yet is an empty index, not an error.
             text = render_root_json([]) if fmt == "json" else render_root_html([])
             body = text.encode("utf-8")
+            validators = _Validators.of_body(body)
         except OSError:
             raise _Refused(HTTPStatus.NOT_FOUND) from None  # a symbolic link, a special file
+        if self._not_modified(validators):
+            self._send_not_modified(validators, vary=True)
+            return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Vary", "Accept")
-        self.send_header("Cache-Control", "no-cache")
+        self._send_validators(validators)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
 
-    def _send_file(
-        self,
-        directory: Path,
-        name: str,
-        content_type: str,
-        send_body: bool,
-        *,
-        no_cache: bool = False,
-    ) -> None:
+    def _send_file(self, directory: Path, name: str, content_type: str, send_body: bool) -> None:
         """A regular file directly in ``directory``, never through a symbolic link. Temporary
         files of a publish or download in progress start with "." and are never served."""
         if name.startswith("."):
@@ -414,13 +565,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             raise _Refused(HTTPStatus.NOT_FOUND) from None
         with f:
-            # The size of the file opened, even if a publish replaces the name or a log grows.
-            size = os.fstat(f.fileno()).st_size
+            # The file opened, even if a publish replaces the name or a log grows: its size, and
+            # the validators of that very version.
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            validators = _Validators.of_file(st)
+            if self._not_modified(validators):
+                self._send_not_modified(validators)
+                return
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(size))
-            if no_cache:
-                self.send_header("Cache-Control", "no-cache")
+            self._send_validators(validators)
             self.end_headers()
             if not send_body:
                 return
@@ -526,9 +682,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not name.endswith(".html"):
             raise _Refused(HTTPStatus.NOT_FOUND)
         try:
-            self._send_file(
-                repo.root / BROWSE_DIR, name, "text/html; charset=utf-8", send_body, no_cache=True
-            )
+            self._send_file(repo.root / BROWSE_DIR, name, "text/html; charset=utf-8", send_body)
         except _Refused:
             if name != "index.html":
                 raise
@@ -537,10 +691,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(body, "text/html; charset=utf-8", send_body)
 
     def _send_bytes(self, body: bytes, content_type: str, send_body: bool) -> None:
+        validators = _Validators.of_body(body)
+        if self._not_modified(validators):
+            self._send_not_modified(validators)
+            return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-cache")
+        self._send_validators(validators)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -592,6 +750,39 @@ def _open_job_folder(upload_dir: Path, job: str) -> int:
         os.close(base)
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """Why the server cannot listen on ``host``:``port``, and what to do about it."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(
+            f"cannot listen on {host!r}: no such host or address ({exc.strerror})",
+            step=Step.SERVE,
+            hint="give --host an address of this machine: 127.0.0.1 (this machine only), "
+            "0.0.0.0 or :: (every interface), or one of its own addresses",
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"cannot listen on {where}: the port is in use",
+            step=Step.SERVE,
+            hint="another program (another rewheel serve?) listens there: stop it, or choose "
+            "another port with --port",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(
+            f"cannot listen on {where}: {host} is not an address of this machine",
+            step=Step.SERVE,
+            hint="give --host an address of this machine: 127.0.0.1, 0.0.0.0 or ::",
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"cannot listen on {where}: permission denied",
+            step=Step.SERVE,
+            hint="ports below 1024 need privileges: choose --port 1024 or above, and put a "
+            "reverse proxy in front if the index must be on port 80 or 443",
+        )
+    return ConfigError(f"cannot listen on {where}: {exc.strerror or exc}", step=Step.SERVE)
+
+
 def _default_max_waiting(max_connections: int) -> int:
     """``DEFAULT_MAX_WAITING``, or fewer where this process may open few files."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -625,10 +816,12 @@ class _Server(HTTPServer):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_waiting: int = DEFAULT_MAX_WAITING,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        access_log: AccessLogCallback | None = None,
     ) -> None:
         self.address_family = family
         self.repo = repo
         self.log = log
+        self.access_log = access_log
         self.upload_token = upload_token
         self.upload_dir = upload_dir
         self.max_upload = max_upload
@@ -647,12 +840,13 @@ class _Server(HTTPServer):
         self._waiting: dict[_Connection, None] = {}  # oldest first
         self._stop = threading.Event()
         self._stopped = threading.Event()
-        super().__init__(address, _Handler)
-        self.socket.setblocking(False)
         # Written to by workers (a connection handed back) and by shutdown(): wakes the loop.
+        # Made first: a failed bind calls server_close(), which closes them.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        super().__init__(address, _Handler)
+        self.socket.setblocking(False)
 
     # -- the event loop -------------------------------------------------------------------------
 
@@ -913,6 +1107,7 @@ class IndexServer:
         max_waiting: int | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         negotiate: Negotiate = negotiate,
+        access_log: AccessLogCallback | None = None,
     ) -> None:
         if upload_token is not None and len(upload_token) < 16:
             raise ConfigError("an upload token must have at least 16 characters", step=Step.SERVE)
@@ -926,18 +1121,22 @@ class IndexServer:
         self.upload_token = upload_token
         self.upload_dir = (upload_dir or repo.work_dir / "uploads") if upload_token else None
         # Bound here, so that ``url`` is known (port 0 picks a free port) before serving.
-        self._httpd = _Server(
-            (host, port),
-            repo,
-            log,
-            family,
-            upload_token=upload_token,
-            upload_dir=self.upload_dir,
-            max_upload=max_upload,
-            max_connections=max_connections,
-            max_waiting=max_waiting or _default_max_waiting(max_connections),
-            header_timeout=header_timeout,
-        )
+        try:
+            self._httpd = _Server(
+                (host, port),
+                repo,
+                log,
+                family,
+                upload_token=upload_token,
+                upload_dir=self.upload_dir,
+                max_upload=max_upload,
+                max_connections=max_connections,
+                max_waiting=max_waiting or _default_max_waiting(max_connections),
+                header_timeout=header_timeout,
+                access_log=access_log,
+            )
+        except OSError as exc:
+            raise _cannot_listen(host, port, exc) from exc
         # Which page format answers a request's Accept header (tests pass one that records).
         self._httpd.negotiate = negotiate
         self._host = host

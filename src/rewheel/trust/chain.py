@@ -40,7 +40,7 @@ from ..core.fsutil import sha256_file
 from ..core.records import BuildRecord
 from ..core.types import IndexFile, Upstream, WheelRef
 from ..core.versions import normal_version
-from ..index.index_pages import wheel_url
+from ..index.index_pages import sdist_url, wheel_url
 from ..index.index_parse import parse_html_page, parse_json_page
 from ..repo.repository import Repository
 from ..repo.wheelfile import READ_ERRORS, parse_metadata, read_metadata_bytes
@@ -252,13 +252,41 @@ class _Checker:
                 continue
             out.extend((name, f) for f in files)
         known = {w.filename: w for w in self.by_name.get(project, [])}
+        sdists = self._recorded_sdists(project)
         for name, file in out:
-            if file.filename not in known:
-                self.problems.append(
-                    f"{name} lists {file.filename}, which is not a wheel of the repository"
-                )
+            if file.filename in known:
+                continue
+            if file.filename in sdists:
+                self._check_listed_sdist(project, name, file, sdists[file.filename])
+                continue
+            self.problems.append(
+                f"{name} lists {file.filename}, which is neither a wheel of the repository nor"
+                " an sdist its records say a wheel was built from"
+            )
         self._pages[project] = out
         return out
+
+    def _recorded_sdists(self, project: str) -> dict[str, str]:
+        """The sdists the pages of ``project`` may list: file name -> sha256, as the records of
+        its wheels say they were built from (the pages list them for ``pip download``)."""
+        out: dict[str, str] = {}
+        for (name, _version), record in self.records.items():
+            if name == project and record.sdist_url and record.sdist_sha256:
+                out[sdist_filename(record.sdist_url)] = record.sdist_sha256
+        return out
+
+    def _check_listed_sdist(self, project: str, page: str, file: IndexFile, recorded: str) -> None:
+        """A listed sdist must be the repository's own copy, with the recorded sha256."""
+        own = urljoin(f"{_PAGES_AT}{project}/", sdist_url(file.filename))
+        if file.url != own:
+            self.problems.append(
+                f"{page} links {file.filename} to {file.url}, not to the repository's own copy"
+            )
+        if file.sha256 != recorded:
+            self.problems.append(
+                f"{page} lists {file.filename} with another sha256 ({file.sha256 or 'none'})"
+                " than the one its wheel was built from"
+            )
 
     def _check_provenance(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
         path = self.repo.provenance_path(ref)

@@ -130,20 +130,18 @@ def custody_check(
     its error names ``step`` (installing, or writing a lock file). The sdist a wheel was built
     from, which the index may list beside it, is not refused but left out: uv never builds here
     (``--no-build``), and a lock lists wheels only."""
-    doing, done = (
-        ("lock", "no lock file was written")
-        if step is Step.LOCK_FILE
-        else (
-            "install",
-            "nothing was installed",
-        )
-    )
+    if step is Step.LOCK_FILE:
+        doing, done = "lock", "no lock file was written"
+    else:
+        doing, done = "install", "nothing was installed"
 
     def check(pins: Sequence[PinnedRelease]) -> list[PinnedRelease]:
         by_sha = {w.sha256: w for w in repo.wheels()}
         problems = []
         wheels_only = []
         for pin in pins:
+            # The pages list the sdists the wheels were built from too (for `pip download`): uv
+            # hashes them with the release, and never builds one here (--no-build).
             record = repo.load_record(canonicalize_name(pin.name), normal_version(pin.version))
             sdist = record.sdist_sha256 if record is not None else None
             kept = tuple(h for h in pin.sha256 if h != sdist)
