@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from conftest import Upstream, run_bootstrap
 
 from rewheel import app
-from rewheel.cli import cli, main
+from rewheel.cli import Runs, cli, main
+from rewheel.core.report import BootstrapResult
 
 ERROR_KEYS = {"type", "message", "step", "package", "version", "log", "hint", "chains"}
 NODE_KEYS = {"id", "name", "version", "outcome", "wheel", "seconds", "error"}
@@ -178,3 +179,24 @@ def test_why_says_when_a_wheel_is_no_longer_in_the_repository(built: Path) -> No
 def test_why_json_of_a_name_no_run_had_is_an_error(built: Path) -> None:
     result = CliRunner().invoke(cli, ["why", "nothing-like-it", "--json", "--repo", str(built)])
     assert result.exit_code != 0 and result.stdout == ""
+
+
+def test_bootstrap_says_it_does_not_use_the_hashes_of_a_lock_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[app.BootstrapOptions] = []
+
+    def fake_bootstrap(options: app.BootstrapOptions, **_: Any) -> BootstrapResult:
+        seen.append(options)
+        return BootstrapResult(order=[], graph={}, failures={})
+
+    lock = tmp_path / "lock.txt"
+    lock.write_text(f"app==1.0 --hash=sha256:{'a' * 64}\n")
+    argv = ["bootstrap", "-r", str(lock), "--repo", str(tmp_path / "repo"), "--json"]
+    with pytest.raises(SystemExit) as info:
+        main(argv, runs=Runs(bootstrap=fake_bootstrap))
+    out, err = capsys.readouterr()
+    assert info.value.code in (0, None)
+    assert "the --hash options of the requirement files are not used here" in err
+    assert [str(r) for r in seen[0].requirements] == ["app==1.0"]
+    assert json.loads(out)["outcome"] == "ok"

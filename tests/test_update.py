@@ -149,6 +149,31 @@ def test_a_new_version_whose_sdist_cannot_be_read_is_said_so(
     assert "rebuild app==1.0: build tool tool-a 1.0 -> 1.1" not in lines
 
 
+def test_a_hostile_new_sdist_is_not_extracted_outside_its_plan_folder(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    """The plan reads a new version's pyproject.toml from its sdist, extracted by the same
+    hardened extractor as a build: a member that climbs out is refused, nothing lands there."""
+    members = {
+        "lib-3.0/PKG-INFO": b"Metadata-Version: 2.2\nName: lib\nVersion: 3.0\n",
+        "lib-3.0/pyproject.toml": b"[build-system]\nrequires = []\n",
+        "lib-3.0/../../../../planted.txt": b"written outside\n",
+    }
+    bad = upstream.files / "lib-3.0.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    upstream.index.add(bad)
+    result = _update(upstream, built, "app", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "UNKNOWN lib==3.0: " in result.stdout, result.stdout
+    assert "member path with '..'" in result.stdout.split("UNKNOWN lib==3.0: ")[1]
+    assert not list(tmp_path.rglob("planted.txt"))
+    assert not list(Path("/tmp").glob("planted.txt"))
+
+
 def test_update_without_requirements_or_runs_says_so(upstream: Upstream, tmp_path: Path) -> None:
     result = _update(upstream, tmp_path / "empty")
     assert isinstance(result.exception, RepositoryError)
