@@ -517,7 +517,7 @@ class FakeRunner:
 def make_record(name: str, version: str, **fields: Any) -> BuildRecord:
     """A build record of a wheel ``name-version-py3-none-any.whl``, other fields as given."""
     defaults: dict[str, Any] = {
-        "sdist_url": f"https://files.example/{name}-{version}.tar.gz",
+        "sdist_url": f"https://files.example/{name.replace('-', '_')}-{version}.tar.gz",
         "sdist_sha256": "5" * 64,
         "wheel": f"{name.replace('-', '_')}-{version}-py3-none-any.whl",
         "wheel_sha256": "9" * 64,

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import html
 import json
 import random
 from html.parser import HTMLParser
 
+import pytest
+from packaging.utils import canonicalize_name
+
 from rewheel.index.index_pages import (
     PageFile,
+    RootIndex,
     project_url,
     project_versions,
     render_project_html,
@@ -176,3 +181,53 @@ def test_output_is_deterministic() -> None:
     names = [f"p{i}" for i in range(20)]
     assert render_root_html(names) == render_root_html(reversed(names))
     assert render_root_json(names) == render_root_json(reversed(names))
+
+
+def _root_html_reference(projects: list[str]) -> str:
+    # The root page as written before RootIndex: each name rendered, in one document.
+    names = sorted(set(projects), key=lambda n: (canonicalize_name(n), n))
+    links = "".join(
+        f'    <a href="{html.escape(project_url(n), quote=True)}">{html.escape(n, quote=True)}'
+        "</a><br>\n"
+        for n in names
+    )
+    return (
+        '<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset="utf-8">\n'
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        "    <title>Simple index</title>\n  </head>\n  <body>\n"
+        f"{links}  </body>\n</html>\n"
+    )
+
+
+def _root_json_reference(projects: list[str]) -> str:
+    names = sorted(set(projects), key=lambda n: (canonicalize_name(n), n))
+    data = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+ROOT_NAMES = ["a", "B", "b", "Foo_Bar", "foo-bar", "zeta", HOSTILE, 'ü"<x>\n\x00y', "p-1", "p.1"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_root_index_changed_one_project_at_a_time_is_a_fresh_render(seed: int) -> None:
+    rng = random.Random(seed)
+    root = RootIndex(rng.sample(ROOT_NAMES, rng.randrange(len(ROOT_NAMES))))
+    listed = set(root.names())
+    for _ in range(30):
+        name = rng.choice(ROOT_NAMES)
+        if rng.random() < 0.6:
+            assert root.add(name) == (name not in listed)
+            listed.add(name)
+        else:
+            assert root.discard(name) == (name in listed)
+            listed.discard(name)
+        assert (name in root) == (name in listed)
+        assert len(root) == len(listed)
+        expected = sorted(listed, key=lambda n: (canonicalize_name(n), n))
+        assert root.names() == expected
+        assert root.html() == _root_html_reference(expected)
+        assert root.json() == _root_json_reference(expected)
+        assert root.html() == render_root_html(listed)
+        assert root.json() == render_root_json(listed)
+    assert RootIndex().json() == _root_json_reference([])
+    assert RootIndex().html() == _root_html_reference([])

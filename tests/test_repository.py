@@ -494,6 +494,7 @@ def _built_from_sdist(
         "wheel": ref.filename,
         "wheel_sha256": ref.sha256,
         "sdist_sha256": hashlib.sha256(content).hexdigest(),
+        "sdist_url": "https://files.example/packages/demo_pkg-1.0.tar.gz",
     }
     fields.update(record)
     repo.save_record(make_record("demo-pkg", "1.0", **fields))

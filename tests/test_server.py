@@ -722,7 +722,13 @@ def test_the_sdist_a_wheel_was_built_from_is_listed_and_served(
     shutil.copy(sdist, repo.sdists_dir / sdist.name)
     ref = repo.publish_wheel(support_make_wheel(SdistSpec("tiny-pkg", "1.0"), tmp_path / "w"))
     repo.save_record(
-        make_record("tiny-pkg", "1.0", wheel=ref.filename, sdist_sha256=sha256_file(sdist))
+        make_record(
+            "tiny-pkg",
+            "1.0",
+            wheel=ref.filename,
+            sdist_sha256=sha256_file(sdist),
+            sdist_url=f"https://files.example/{sdist.name}",
+        )
     )
     repo.regenerate_index()
     page = json.loads(request(server, "/simple/tiny-pkg/", accept=JSON)[2])

@@ -142,6 +142,9 @@ def bootstrap(
                 # From here on the repository may change: the last run's state no longer holds.
                 (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
                 started = machine.now()
+                # Once, at the start: pages of every wheel, whatever a killed run or a hand left;
+                # each publication then rewrites only its own project's pages.
+                repo.regenerate_index()
 
             from .build.buildenv import EnvBuilder
             from .build.metadata import MetadataSource

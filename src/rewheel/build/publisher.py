@@ -148,13 +148,13 @@ class Publisher:
             system=system,
             conditions=conditions,
         )
-        self.repo.regenerate_index()
+        self.repo.regenerate_project(ref.name)
         return ref
 
     def publish_prebuilt(self, wheel: Path) -> WheelRef:
         """Publish an upstream's own wheel (no provenance: it was not built here)."""
         ref = self.repo.publish_wheel(wheel)
-        self.repo.regenerate_index()
+        self.repo.regenerate_project(ref.name)
         return ref
 
 

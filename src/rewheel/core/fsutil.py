@@ -68,11 +68,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
+def atomic_write_bytes(
+    path: Path, data: bytes, *, private: bool = False, durable: bool = True
+) -> None:
     """Write ``data`` to ``path`` so that readers see the old content or the new, never a part.
 
     The file is readable as the umask allows (``public_file_mode``), or only by its owner when
-    ``private``; folders made on the way get ``0o777`` less the umask."""
+    ``private``; folders made on the way get ``0o777`` less the umask. ``durable=False`` leaves
+    out the fsync, for files made again from others when they are lost (the index pages): a
+    reader still sees one content or the other, but a crash of the machine may lose what was
+    written last."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -80,7 +85,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> Non
             os.fchmod(f.fileno(), PRIVATE_FILE_MODE if private else public_file_mode())
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -17,3 +17,8 @@ def unsafe_member_name(name: str) -> str | None:
     if ".." in parts:
         return f"member path with '..': {name!r}"
     return None
+
+
+def sdist_filename(url: str) -> str:
+    """The file name an sdist's URL ends with (no query, no fragment)."""
+    return url.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]

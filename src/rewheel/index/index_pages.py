@@ -8,6 +8,7 @@ which this module does not trust.
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 from collections.abc import Iterable
@@ -109,21 +110,105 @@ def _json_document(data: dict[str, object]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
+class RootIndex:
+    """The projects of a root page, in page order, each with its part of both pages rendered.
+
+    Adding or removing one project renders only that project, so that a repository of 10,000
+    projects writes its new root pages without rendering every name again; ``html()`` and
+    ``json()`` are exactly ``render_root_html`` and ``render_root_json`` of ``names()``.
+    """
+
+    def __init__(self, projects: Iterable[str] = ()) -> None:
+        names = _sorted_projects(projects)
+        self._keys = [_root_key(name) for name in names]  # sorted: the pages' order
+        self._html = [_root_html_line(name) for name in names]
+        self._json = [_root_json_entry(name) for name in names]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def names(self) -> list[str]:
+        return [name for _canonical, name in self._keys]
+
+    def _find(self, name: str) -> int | None:
+        key = _root_key(name)
+        at = bisect.bisect_left(self._keys, key)
+        return at if at < len(self._keys) and self._keys[at] == key else None
+
+    def add(self, name: str) -> bool:
+        """List ``name``; False when it already is."""
+        key = _root_key(name)
+        at = bisect.bisect_left(self._keys, key)
+        if at < len(self._keys) and self._keys[at] == key:
+            return False
+        self._keys.insert(at, key)
+        self._html.insert(at, _root_html_line(name))
+        self._json.insert(at, _root_json_entry(name))
+        return True
+
+    def discard(self, name: str) -> bool:
+        """Stop listing ``name``; False when it was not listed."""
+        at = self._find(name)
+        if at is None:
+            return False
+        del self._keys[at], self._html[at], self._json[at]
+        return True
+
+    def html(self) -> str:
+        head, tail = _ROOT_HTML_FRAME
+        return head + "".join(self._html) + tail
+
+    def json(self) -> str:
+        if not self._keys:
+            return _json_document(_root_data([]))
+        head, tail = _ROOT_JSON_FRAME
+        return head + ",\n".join(self._json) + tail
+
+
+def _root_key(name: str) -> tuple[str, str]:
+    return (canonicalize_name(name), name)
+
+
+def _root_data(projects: list[str]) -> dict[str, object]:
+    return {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in projects]}
+
+
+def _root_html_line(name: str) -> str:
+    # One line of the root page's body, as _html_document indents it.
+    link = f'<a href="{_attr(project_url(name))}">{html.escape(name, quote=True)}</a><br>'
+    return f"    {link}\n"
+
+
+def _root_json_entry(name: str) -> str:
+    # One entry of the "projects" list as json.dumps indents it there, two levels deep; a JSON
+    # string holds no raw newline, so the name adds no line.
+    return "    " + json.dumps({"name": name}, indent=2, sort_keys=True).replace("\n", "\n    ")
+
+
+def _frame(document: str, part: str) -> tuple[str, str]:
+    """``document`` cut around its one ``part``: what comes before it and after it."""
+    head, found, tail = document.partition(part)
+    if not found:
+        raise AssertionError(f"{part!r} is not in {document!r}")
+    return head, tail
+
+
+# The root pages around their projects, cut from the pages of one project (a NUL in its place,
+# which no page holds otherwise): a root page is head + its projects' parts + tail (the JSON page
+# of no project is the one exception, an empty list being written "[]").
+_ROOT_HTML_FRAME = _frame(_html_document("Simple index", ["\x00"]), "    \x00\n")
+_ROOT_JSON_FRAME = _frame(_json_document(_root_data(["\x00"])), _root_json_entry("\x00"))
+
+
 def render_root_html(projects: Iterable[str]) -> str:
-    body = [
-        f'<a href="{_attr(project_url(name))}">{html.escape(name, quote=True)}</a><br>'
-        for name in _sorted_projects(projects)
-    ]
-    return _html_document("Simple index", body)
+    return RootIndex(projects).html()
 
 
 def render_root_json(projects: Iterable[str]) -> str:
-    return _json_document(
-        {
-            "meta": {"api-version": API_VERSION},
-            "projects": [{"name": name} for name in _sorted_projects(projects)],
-        }
-    )
+    return RootIndex(projects).json()
 
 
 def render_project_html(name: str, files: Iterable[PageFile]) -> str:

@@ -4,16 +4,20 @@ Layout under ``root``::
 
     wheels/<wheel>             published wheels
     wheels/<wheel>.metadata    their PEP 658 core metadata (the wheel's METADATA, byte for byte)
-    simple/                    PEP 503 / PEP 691 pages, regenerated from wheels/ (and the sdists
-                               in sdists/ that the wheels' records say they were built from)
+    simple/                    PEP 503 / PEP 691 pages made from wheels/ (and the sdists in
+                               sdists/ that the wheels' records say they were built from): all
+                               of them by regenerate_index (when a run starts), one project's
+                               (and the root's, if it is new) by regenerate_project after a
+                               publication
     sdists/ logs/ records/     the sdists built, build logs, build records
     work/ cache/               private (0700): build folders and uploads, HTTP and uv caches
     runs/<id>.json             what each of the last runs did (``core.history``)
     .lock                      held by the run that writes the repository
 
-Every file is written atomically (temporary file in the same directory, fsync, rename), so a reader
-such as the index server or an installer never sees half a file, and a killed run leaves at most
-stale ``.*.tmp`` files, which are ignored and later removed. Published files are readable as the
+Every file is written atomically (temporary file in the same directory, fsync, rename; the pages of
+simple/ without the fsync, as a run makes them again when it starts), so a reader such as the
+index server or an installer never sees half a file, and a killed run leaves at most stale
+``.*.tmp`` files, which are ignored and later removed. Published files are readable as the
 umask allows (``fsutil.public_file_mode``), so any static web server can serve the folder.
 """
 
@@ -56,15 +60,15 @@ from ..core.fsutil import (
     sha256_file,
 )
 from ..core.history import KEEP_RUNS, RUN_FILE, History, RunFileError, RunRecord, legacy_run
+from ..core.paths import sdist_filename
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import normal_version, same_version, version_key
 from ..index.index_pages import (
     PageFile,
+    RootIndex,
     render_project_html,
     render_project_json,
-    render_root_html,
-    render_root_json,
     sdist_url,
     wheel_url,
 )
@@ -140,7 +144,15 @@ class Repository:
         self._sha_cache: dict[_FileKey, str] = {}
         self._requires_python_cache: dict[_FileKey, str | None] = {}
         self._record_cache: dict[_FileKey, BuildRecord | None] = {}
-        self._sdist_names: dict[str, tuple[str, str] | None] = {}  # file name -> project, version
+        # The wheel files of each project (file name -> version), so that one project's wheels
+        # are found without listing wheels/: filled by a listing of wheels/ the first time it is
+        # needed (and again by each regenerate_index) and by every publish_wheel since. Names
+        # only: each file is looked at when used, so one removed meanwhile is left out.
+        self._catalog: dict[NormalizedName, dict[str, str]] | None = None
+        self._listed = False  # whether the catalog holds a listing of wheels/ yet
+        # The projects the root pages list, as this object last wrote them (None before its
+        # first regenerate_index): guarded by _index_lock.
+        self._root: RootIndex | None = None
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -302,6 +314,8 @@ class Repository:
             raise
         with self._state_lock:
             self._sha_cache[key] = sha256
+            if self._catalog is not None:
+                self._catalog.setdefault(name, {})[filename] = version
         return WheelRef(name=name, version=version, filename=filename, sha256=sha256)
 
     def _validated_metadata(self, wheel: Path, name: NormalizedName, version: str) -> bytes:
@@ -361,15 +375,7 @@ class Repository:
             except FileNotFoundError:
                 continue  # replaced or removed meanwhile
             refs.append(WheelRef(name=name, version=version, filename=path.name, sha256=sha256))
-        return sorted(
-            refs,
-            key=lambda r: (
-                r.name,
-                version_key(r.version),
-                _build_tag(r.filename),
-                r.filename,
-            ),
-        )
+        return sorted(refs, key=_listing_order)
 
     def _sha256(self, path: Path, key: _FileKey | None = None) -> str:
         key = key or _FileKey.of(path)
@@ -383,8 +389,13 @@ class Repository:
         return sha256
 
     def find_wheels(self, name: str, version: str) -> list[WheelRef]:
+        """The wheels of one version of a project, in the order of ``wheels()``.
+
+        Found without listing wheels/ (but the first time this object needs it): what this
+        object published is found, a wheel put there by hand meanwhile by the next object.
+        """
         wanted = canonicalize_name(name)
-        return [r for r in self.wheels() if r.name == wanted and same_version(r.version, version)]
+        return sorted(self._project_wheels(wanted, version), key=_listing_order)
 
     def wheel_path(self, ref: WheelRef) -> Path:
         if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
@@ -397,39 +408,130 @@ class Repository:
 
     # -- index ----------------------------------------------------------------------------------
 
-    def regenerate_index(self) -> None:
-        """Rewrite simple/ from wheels/.
+    def _list_wheels(self) -> None:
+        """Put every wheel file of wheels/ into the catalog (by name: nothing is read)."""
+        with self._state_lock:
+            if self._catalog is None:
+                # From here on every publish_wheel records its file: none is missed by both.
+                self._catalog = {}
+        found: dict[NormalizedName, dict[str, str]] = {}
+        for path in self._wheel_files():
+            try:
+                name, version = wheel_name_version(path.name)
+            except RewheelError:
+                continue  # not ours to list: a wheel file name is how a wheel is known
+            found.setdefault(name, {})[path.name] = version
+        with self._state_lock:
+            assert self._catalog is not None
+            for name, files in found.items():
+                self._catalog.setdefault(name, {}).update(files)
+            self._listed = True
 
-        Project pages are written before the root pages, so the root never links to a page that
-        does not exist yet; pages of projects that are gone are removed after the root stops
-        listing them.
+    def _project_wheels(self, name: NormalizedName, version: str | None = None) -> list[WheelRef]:
+        """The wheels of one project (of one version, if given), found without listing wheels/
+        (but the first time)."""
+        with self._state_lock:
+            listed = self._listed
+        if not listed:
+            self._list_wheels()
+        with self._state_lock:
+            assert self._catalog is not None
+            candidates = sorted(self._catalog.get(name, {}).items())
+        refs = []
+        for filename, found in candidates:
+            if version is not None and not same_version(found, version):
+                continue
+            path = self.wheels_dir / filename
+            if not is_plain_file(path):  # removed meanwhile, or a link put in its place
+                continue
+            try:
+                sha256 = self._sha256(path)
+            except FileNotFoundError:
+                continue  # replaced or removed meanwhile
+            refs.append(WheelRef(name=name, version=found, filename=filename, sha256=sha256))
+        return refs
+
+    def regenerate_index(self) -> None:
+        """Rewrite simple/ from a listing of wheels/: every page, and every project's.
+
+        What a run does when it starts, and ``serve``: it repairs the pages of a repository
+        changed by hand or by a run killed between a publication and its pages. Project pages
+        are written before the root pages, so the root never links to a page that does not
+        exist yet; pages of projects that are gone are removed after the root stops listing
+        them.
         """
         with self._index_lock:
+            self._root = None  # until the root pages below are written
             self.simple_dir.mkdir(parents=True, exist_ok=True)
-            by_project: dict[str, list[PageFile]] = {}
-            for ref in self.wheels():
-                try:
-                    page_file = self._page_file(ref)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                except (OSError, KeyError, zipfile.BadZipFile, IntegrityError) as exc:
-                    raise RepositoryError(
-                        f"cannot index {ref.filename}: {exc}",
-                        package=ref.name,
-                        version=ref.version,
-                        step=Step.INDEX,
-                    ) from exc
-                by_project.setdefault(ref.name, []).append(page_file)
-            self._add_sdists(by_project)
-            for name, files in sorted(by_project.items()):
-                page_dir = self.simple_dir / name
-                self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
-                self._write_if_changed(page_dir / "index.json", render_project_json(name, files))
-            self._write_if_changed(self.simple_dir / "index.html", render_root_html(by_project))
-            self._write_if_changed(self.simple_dir / "index.json", render_root_json(by_project))
+            self._list_wheels()
+            with self._state_lock:
+                assert self._catalog is not None
+                projects = sorted(self._catalog)
+            listed = []
+            for name in projects:
+                files = self._page_files(name)
+                if files:
+                    self._write_project_pages(name, files)
+                    listed.append(name)
+            root = RootIndex(listed)
+            self._write_root_pages(root)
             for entry in self.simple_dir.iterdir():
-                if entry.is_dir() and entry.name not in by_project:
+                if entry.is_dir() and entry.name not in root:
                     shutil.rmtree(entry, ignore_errors=True)
+            self._root = root
+
+    def regenerate_project(self, name: str) -> None:
+        """Rewrite the pages of the project ``name`` after a publication: its two pages, and the
+        root pages only if the project is new (or gone); no other wheel is read or listed.
+
+        The pages are what ``regenerate_index`` would write for the same wheels. The first
+        call on this object, or one after pages could not be written, is a ``regenerate_index``.
+        """
+        project = canonicalize_name(name)
+        if not _is_folder_name(project):  # its pages' folder is removed when it has no wheel
+            raise RepositoryError(f"not a project name: {name!r}", step=Step.INDEX)
+        with self._index_lock:
+            root, self._root = self._root, None  # None until the pages below are written
+            if root is not None:
+                files = self._page_files(project)
+                if files:
+                    self._write_project_pages(project, files)
+                    if root.add(project):
+                        self._write_root_pages(root)
+                else:
+                    if root.discard(project):
+                        self._write_root_pages(root)
+                    shutil.rmtree(self.simple_dir / project, ignore_errors=True)
+                self._root = root
+                return
+        self.regenerate_index()
+
+    def _page_files(self, name: NormalizedName) -> list[PageFile]:
+        files = []
+        for ref in self._project_wheels(name):
+            try:
+                files.append(self._page_file(ref))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (OSError, KeyError, zipfile.BadZipFile, IntegrityError) as exc:
+                raise RepositoryError(
+                    f"cannot index {ref.filename}: {exc}",
+                    package=ref.name,
+                    version=ref.version,
+                    step=Step.INDEX,
+                    hint=f"remove {self.wheel_path(ref)} (the next run builds it again if it "
+                    "is needed) or put the whole wheel back",
+                ) from exc
+        return files + self._sdists_of(name, files)
+
+    def _write_project_pages(self, name: NormalizedName, files: list[PageFile]) -> None:
+        page_dir = self.simple_dir / name
+        self._write_if_changed(page_dir / "index.html", render_project_html(name, files))
+        self._write_if_changed(page_dir / "index.json", render_project_json(name, files))
+
+    def _write_root_pages(self, root: RootIndex) -> None:
+        self._write_if_changed(self.simple_dir / "index.html", root.html())
+        self._write_if_changed(self.simple_dir / "index.json", root.json())
 
     def _page_file(self, ref: WheelRef) -> PageFile:
         path = self.wheel_path(ref)
@@ -459,76 +561,51 @@ class Repository:
             version=ref.version,
         )
 
-    def _add_sdists(self, by_project: dict[str, list[PageFile]]) -> None:
-        """Add to each project's files the sdists its listed wheels were built from.
+    def _sdists_of(self, name: NormalizedName, files: list[PageFile]) -> list[PageFile]:
+        """The sdists the listed wheels of project ``name`` were built from, as page files.
 
         An sdist is listed when the build record of a listed wheel names that very wheel and the
-        sdist's sha256, and a plain file in sdists/ of that project and version has that sha256:
-        sdists downloaded only to read their metadata, changed or planted ones are not listed.
+        sdist's sha256, and the plain file in sdists/ that the record's URL names, of that
+        project and version, has that sha256: sdists downloaded only to read their metadata,
+        changed or planted ones are not listed. Only the files the records name are looked at,
+        so a publication reads no other project's.
         """
-        sdists = self._sdist_files()
-        if not sdists:
-            return
-        for name, files in by_project.items():
-            listed = {f.filename for f in files}
-            for version in {f.version for f in files if f.version is not None}:
-                candidates = sdists.get((name, normal_version(version)))
-                record = self._record_of(name, version) if candidates else None
-                if (
-                    candidates is None
-                    or record is None
-                    or record.prebuilt
-                    or record.wheel not in listed
-                    or not record.sdist_sha256
-                ):
-                    continue
-                wheel = next(f for f in files if f.filename == record.wheel)
-                for path in candidates:
-                    try:
-                        key = _FileKey.of(path)
-                        sha256 = self._sha256(path, key)
-                    except FileNotFoundError:
-                        continue  # removed meanwhile
-                    if sha256 == record.sdist_sha256.lower():
-                        files.append(
-                            PageFile(
-                                filename=path.name,
-                                url=sdist_url(path.name),
-                                sha256=sha256,
-                                size=key.size,
-                                requires_python=wheel.requires_python,
-                                version=version,
-                            )
-                        )
-                        break
-
-    def _sdist_files(self) -> dict[tuple[str, str], list[Path]]:
-        """The plain files in sdists/ with an sdist's name, by (project, normalized version)."""
-        try:
-            with os.scandir(self.sdists_dir) as entries:
-                # Not through a link (d_type, no system call); hidden: a download in progress.
-                names = sorted(
-                    e.name
-                    for e in entries
-                    if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+        listed = {f.filename for f in files}
+        out = []
+        for version in sorted({f.version for f in files if f.version is not None}):
+            record = self._record_of(name, version)
+            if record is None or record.prebuilt or record.wheel not in listed:
+                continue
+            if not record.sdist_sha256 or not record.sdist_url:
+                continue
+            filename = sdist_filename(record.sdist_url)
+            try:
+                project, sdist_version = parse_sdist_filename(filename)
+            except (InvalidSdistFilename, InvalidVersion):
+                continue
+            if project != name or normal_version(str(sdist_version)) != normal_version(version):
+                continue
+            path = self.sdists_dir / filename
+            if not _is_folder_name(filename) or not is_plain_file(path):
+                continue
+            try:
+                key = _FileKey.of(path)
+                sha256 = self._sha256(path, key)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            if sha256 != record.sdist_sha256.lower():
+                continue
+            wheel = next(f for f in files if f.filename == record.wheel)
+            out.append(
+                PageFile(
+                    filename=filename,
+                    url=sdist_url(filename),
+                    sha256=sha256,
+                    size=key.size,
+                    requires_python=wheel.requires_python,
+                    version=version,
                 )
-        except OSError:
-            return {}
-        out: dict[tuple[str, str], list[Path]] = {}
-        for filename in names:
-            with self._state_lock:
-                known = filename in self._sdist_names
-                parsed = self._sdist_names.get(filename)
-            if not known:
-                try:
-                    name, version = parse_sdist_filename(filename)
-                    parsed = (name, str(version))
-                except (InvalidSdistFilename, InvalidVersion):
-                    parsed = None
-                with self._state_lock:
-                    self._sdist_names[filename] = parsed
-            if parsed is not None:
-                out.setdefault(parsed, []).append(self.sdists_dir / filename)
+            )
         return out
 
     def _record_of(self, name: str, version: str) -> BuildRecord | None:
@@ -555,7 +632,9 @@ class Repository:
         except OSError:
             pass
         try:
-            atomic_write_bytes(path, data)
+            # Not fsynced: pages are made from wheels/ again whenever a run (or serve) starts,
+            # and a publication waits for two to four fewer disk flushes.
+            atomic_write_bytes(path, data, durable=False)
         except OSError as exc:
             # The page keeps its old content: pages are replaced whole or not at all.
             raise RepositoryError(
@@ -588,21 +667,10 @@ class Repository:
 
     def _list_sdist(self, name: NormalizedName) -> None:
         """Put the sdist of a build just recorded on its project's pages: they were written when
-        the wheel was published, before the record that vouches for the sdist existed. Only
-        that project's two pages; a failure is left to the next regeneration to redo."""
-        with self._index_lock, contextlib.suppress(OSError, RewheelError, zipfile.BadZipFile):
-            files = [self._page_file(ref) for ref in self.wheels() if ref.name == name]
-            by_project: dict[str, list[PageFile]] = {name: list(files)}
-            self._add_sdists(by_project)
-            if len(by_project[name]) == len(files):
-                return  # no sdist to add (or none can be vouched for)
-            page_dir = self.simple_dir / name
-            self._write_if_changed(
-                page_dir / "index.html", render_project_html(name, by_project[name])
-            )
-            self._write_if_changed(
-                page_dir / "index.json", render_project_json(name, by_project[name])
-            )
+        the wheel was published, before the record that vouches for the sdist existed. A
+        failure is left to the next regeneration to redo."""
+        with contextlib.suppress(OSError, RewheelError, zipfile.BadZipFile):
+            self.regenerate_project(name)
 
     def record_path(self, name: str, version: str) -> Path:
         return self.records_dir / f"{canonicalize_name(name)}-{version}.json"
@@ -703,6 +771,20 @@ def _read_plain(path: Path, max_size: int) -> bytes:
         if st.st_size > max_size:
             raise OSError(errno.EFBIG, f"larger than {max_size} bytes")
         return f.read(max_size + 1)[:max_size]
+
+
+def _listing_order(ref: WheelRef) -> tuple[object, ...]:
+    """The order of ``Repository.wheels()``: name, version, build tag, file name."""
+    return (ref.name, version_key(ref.version), _build_tag(ref.filename), ref.filename)
+
+
+def _is_folder_name(name: str) -> bool:
+    """Whether ``name`` names one folder inside another (not itself, its parent, or a path)."""
+    return (
+        PurePosixPath(name).name == name
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "\\\x00")
+    )
 
 
 def _build_tag(filename: str) -> tuple[()] | tuple[int, str]:

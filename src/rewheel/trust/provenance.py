@@ -36,6 +36,7 @@ from packaging.utils import canonicalize_name
 from .. import __version__
 from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
+from ..core.paths import sdist_filename as sdist_filename
 from ..core.records import BuildRecord
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -134,10 +135,6 @@ def _descriptor(
         out["digest"] = {"sha256": sha256}
     out["annotations"] = dict(annotations)
     return out
-
-
-def sdist_filename(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]
 
 
 # The keys of internalParameters that come from the build's conditions (null when not recorded).
