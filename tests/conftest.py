@@ -21,6 +21,24 @@ from rewheel.core.bootstrap import BootstrapResult
 from rewheel.trust.provenance import PROVENANCE_SUFFIX, schema
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Bootstraps sign by default with the user's key, made on first use in
+    ``$XDG_DATA_HOME/rewheel/keys``: the tests make theirs in a folder of the session, never in
+    the home folder of whoever runs them. A test that needs a key of its own sets the variable
+    itself (monkeypatch)."""
+    folder = tmp_path_factory.mktemp("xdg-data")
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_DATA_HOME", None)
+        else:
+            os.environ["XDG_DATA_HOME"] = saved
+
+
 class Upstream:
     """A fake upstream index plus the folder its files are made in."""
 

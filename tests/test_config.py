@@ -126,6 +126,9 @@ def test_a_file_cannot_turn_the_sandbox_off(text: str, name: str) -> None:
         ("no-network-isolation = true\n", "REWHEEL_NO_NETWORK_ISOLATION=1"),
         ('[verify]\npublic-key = "attacker.pem"\n', "REWHEEL_PUBLIC_KEY=PATH"),
         ("[install]\nallow-prebuilt = true\n", "REWHEEL_ALLOW_PREBUILT=1"),
+        ("no-sign = true\n", "REWHEEL_NO_SIGN=1"),
+        ('[bootstrap]\nsigning-key = "theirs.pem"\n', "REWHEEL_SIGNING_KEY=PATH"),
+        ('[verify]\nindex = "http://elsewhere.example/simple/"\n', "REWHEEL_INDEX=URL"),
     ],
 )
 def test_a_file_cannot_weaken_isolation_or_verification(text: str, env: str) -> None:

@@ -9,16 +9,19 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from rewheel.index.index_pages import (
+    API_VERSION,
     PageFile,
     RootIndex,
     project_url,
     project_versions,
+    provenance_url,
     render_project_html,
     render_project_json,
     render_root_html,
     render_root_json,
     wheel_url,
 )
+from rewheel.index.index_parse import parse_html_page, parse_json_page
 
 HOSTILE = "ev<il>\"'&amp;"
 
@@ -72,7 +75,7 @@ def test_root_html_lists_projects_with_escaped_names_and_links() -> None:
     page = render_root_html(["Zeta", "alpha", HOSTILE])
     parsed = _parse(page)
     assert page.startswith("<!DOCTYPE html>")
-    assert '<meta name="pypi:repository-version" content="1.1">' in page
+    assert '<meta name="pypi:repository-version" content="1.3">' in page
     assert [text for _, text in parsed.anchors] == ["alpha", HOSTILE, "Zeta"]
     assert parsed.anchors[0][0]["href"] == "alpha/"
     # The hostile name is inert: no element came from it, its link is percent-encoded.
@@ -84,7 +87,7 @@ def test_root_html_lists_projects_with_escaped_names_and_links() -> None:
 
 def test_root_json() -> None:
     data = json.loads(render_root_json(["b", "a", "a"]))
-    assert data == {"meta": {"api-version": "1.1"}, "projects": [{"name": "a"}, {"name": "b"}]}
+    assert data == {"meta": {"api-version": "1.3"}, "projects": [{"name": "a"}, {"name": "b"}]}
 
 
 def test_project_html_attributes() -> None:
@@ -132,7 +135,7 @@ def test_project_json_schema() -> None:
         _file("demo-1.9.tar.gz", url="../../sdists/demo-1.9.tar.gz"),
     ]
     data = json.loads(render_project_json("Demo_Pkg", files))
-    assert data["meta"] == {"api-version": "1.1"}
+    assert data["meta"] == {"api-version": "1.3"}
     assert data["name"] == "demo-pkg"
     assert data["versions"] == ["1.9", "1.10"]
     by_name = {f["filename"]: f for f in data["files"]}
@@ -193,7 +196,7 @@ def _root_html_reference(projects: list[str]) -> str:
     )
     return (
         '<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset="utf-8">\n'
-        '    <meta name="pypi:repository-version" content="1.1">\n'
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
         f"{links}  </body>\n</html>\n"
     )
@@ -201,7 +204,7 @@ def _root_html_reference(projects: list[str]) -> str:
 
 def _root_json_reference(projects: list[str]) -> str:
     names = sorted(set(projects), key=lambda n: (canonicalize_name(n), n))
-    data = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
+    data = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -231,3 +234,33 @@ def test_root_index_changed_one_project_at_a_time_is_a_fresh_render(seed: int) -
         assert root.json() == render_root_json(listed)
     assert RootIndex().json() == _root_json_reference([])
     assert RootIndex().html() == _root_html_reference([])
+
+
+def test_pep_740_provenance_url_on_both_pages_round_trips_through_the_parser() -> None:
+    name = "demo-1.0-py3-none-any.whl"
+    signed = _file(name, provenance=provenance_url(name))
+    unsigned = _file("demo-0.9-py3-none-any.whl")
+    page_url = "http://index.test/simple/demo/"
+    expected = f"http://index.test/wheels/{name}.provenance"
+
+    data = json.loads(render_project_json("demo", [signed, unsigned]))
+    by_name = {f["filename"]: f for f in data["files"]}
+    assert by_name[name]["provenance"] == f"../../wheels/{name}.provenance"
+    assert "provenance" not in by_name["demo-0.9-py3-none-any.whl"]  # unsigned: no key at all
+    html = render_project_html("demo", [signed, unsigned])
+    anchors = {text: attrs for attrs, text in _parse(html).anchors}
+    assert anchors[name]["data-provenance"] == f"../../wheels/{name}.provenance"
+    assert "data-provenance" not in anchors["demo-0.9-py3-none-any.whl"]
+
+    demo = canonicalize_name("demo")
+    for parse, text in ((parse_json_page, json.dumps(data)), (parse_html_page, html)):
+        files = {f.filename: f for f in parse(text.encode(), page_url, demo).files}
+        assert files[name].provenance == expected
+        assert files["demo-0.9-py3-none-any.whl"].provenance is None
+
+
+def test_a_hostile_provenance_url_is_escaped_in_html() -> None:
+    html = render_project_html("demo", [_file("demo-1.0-py3-none-any.whl", provenance=HOSTILE)])
+    ((attrs, _),) = _parse(html).anchors
+    assert attrs["data-provenance"] == HOSTILE
+    assert "<il>" not in html

@@ -7,10 +7,16 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from rewheel.core.errors import UpstreamError
 from rewheel.core.types import IndexFile
-from rewheel.index.index_parse import parse_html_page, parse_json_page, parse_page
+from rewheel.index.index_parse import (
+    parse_html_page,
+    parse_json_page,
+    parse_page,
+    parse_root_page,
+)
 
 NAME: NormalizedName = canonicalize_name("foo-bar")
 PAGE = "https://index.example/simple/foo-bar/"
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SHA_A = "a" * 64
 SHA_B = "B" * 64
 
@@ -201,3 +207,40 @@ def test_parse_page_dispatches_on_content_type(content_type: str | None, data: b
 def test_parse_page_refuses_unknown_content_type() -> None:
     with pytest.raises(UpstreamError, match="Content-Type"):
         parse_page(b"{}", "application/json", PAGE, NAME)
+
+
+@pytest.mark.parametrize("value", [1, ["x"], {"url": "x"}, True])
+def test_json_provenance_that_is_not_a_string_is_refused(value: object) -> None:
+    data = _json([{"filename": "foo_bar-1.0.tar.gz", "url": "f", "provenance": value}])
+    with pytest.raises(UpstreamError, match="invalid provenance"):
+        parse_json_page(data, PAGE, NAME)
+
+
+def test_json_provenance_null_means_none() -> None:
+    data = _json([{"filename": "foo_bar-1.0.tar.gz", "url": "f", "provenance": None}])
+    (file,) = parse_json_page(data, PAGE, NAME).files
+    assert file.provenance is None
+
+
+def test_root_pages_give_normalized_project_names() -> None:
+    json_root = json.dumps(
+        {"meta": {"api-version": "1.3"}, "projects": [{"name": "Foo_Bar"}, {"name": "a"}]}
+    ).encode()
+    html_root = b'<a href="foo-bar/">Foo_Bar</a><a href="/simple/a/">a</a>'
+    root = "https://index.example/simple/"
+    assert parse_root_page(json_root, "application/vnd.pypi.simple.v1+json", root) == [
+        "a",
+        "foo-bar",
+    ]
+    assert parse_root_page(html_root, "text/html", root) == ["a", "foo-bar"]
+    with pytest.raises(UpstreamError):
+        parse_root_page(b'{"meta": {"api-version": "2.0"}, "projects": []}', JSON_V1, root)
+    with pytest.raises(UpstreamError):
+        parse_root_page(b"{}", "application/octet-stream", root)
+
+
+def test_json_nested_too_deep_is_an_unusable_page_not_a_crash() -> None:
+    with pytest.raises(UpstreamError, match="invalid JSON"):
+        parse_json_page(b"[" * 100_000, PAGE, NAME)
+    with pytest.raises(UpstreamError, match="invalid JSON"):
+        parse_root_page(b"[" * 100_000, JSON_V1, PAGE)

@@ -23,6 +23,7 @@ from rewheel.cli import cli
 from rewheel.core.errors import IntegrityError, RewheelError
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
+from rewheel.trust.chain import signing_note
 from rewheel.trust.install import PinnedRelease, custody_check, parse_pins
 
 
@@ -71,7 +72,7 @@ def test_the_lock_pins_the_run_time_closure_with_the_repository_s_hashes(built: 
     ]  # not tool-a (a build tool), not other (not needed)
     assert out.startswith("# rewheel lock of app\n")
     assert "pip install --require-hashes --no-deps" in out
-    assert "note: no public key given" in err
+    assert f"note: {signing_note(Repository(built))}" in err  # what no --public-key leaves out
 
 
 def _clean_env() -> dict[str, str]:

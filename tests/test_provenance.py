@@ -37,6 +37,7 @@ from rewheel.trust.provenance import (
     Tool,
     check_envelope,
     check_statement,
+    load_public_key_file,
     statement,
     statement_bytes,
     write_provenance,
@@ -351,12 +352,14 @@ def test_signed_envelope_verifies_and_catches_any_change(tmp_path: Path) -> None
     path = write_provenance(wheel, stmt, signer=Signer(private))
     envelope = json.loads((tmp_path / f"{wheel.name}.provenance.dsse.json").read_text())
     payload = path.read_bytes()
-    assert check_envelope(envelope, payload, public) is None
+    key = load_public_key_file(public)
+    assert check_envelope(envelope, payload, key) is None
     changed = payload.replace(b"2023-11-14T22:13:20Z", b"2023-11-14T22:13:21Z")
-    assert "another statement" in str(check_envelope(envelope, changed, public))
+    assert "another statement" in str(check_envelope(envelope, changed, key))
     (tmp_path / "other").mkdir()
     _, other_public = _keys(tmp_path / "other")
-    assert "no valid signature" in str(check_envelope(envelope, payload, other_public))
+    other = load_public_key_file(other_public)
+    assert "no valid signature" in str(check_envelope(envelope, payload, other))
 
 
 def test_signer_refuses_a_key_that_is_not_ed25519(tmp_path: Path) -> None:
@@ -396,7 +399,11 @@ def test_bootstrap_signs_and_verify_checks_signatures(upstream: Upstream, tmp_pa
     (entry,) = verify_chain(Repository(repo), public_key=public).entries
     assert entry.source == Verdict.BROKEN
     assert any("another statement" in p for p in entry.problems)
-    assert verify_chain(Repository(repo)).ok  # unsigned checks alone cannot see that change
+    # Without a pinned key, the key the repository publishes sees a change made on its own too.
+    assert (repo / "keys" / f"{load_public_key_file(public).keyid}.pub.pem").is_file()
+    unpinned = verify_chain(Repository(repo))
+    assert not unpinned.ok
+    assert any("another statement" in p for e in unpinned.entries for p in e.problems)
 
 
 # ---------------------------------------------------------------- reproducibility

@@ -64,6 +64,7 @@ def test_keep_follows_run_time_roots_then_build_tools_recursively() -> None:
         (Folder.WHEELS, "foo_bar-1.0-1-cp311-cp311-linux_x86_64.whl.metadata", "foo-bar==1.0"),
         (Folder.WHEELS, "foo_bar-1.0-py3-none-any.whl.provenance.json", "foo-bar==1.0"),
         (Folder.WHEELS, "foo_bar-1.0-py3-none-any.whl.provenance.dsse.json", "foo-bar==1.0"),
+        (Folder.WHEELS, "foo_bar-1.0-py3-none-any.whl.provenance", "foo-bar==1.0"),
         (Folder.WHEELS, "foo_bar-1.0-py3-none-any.whl.metadata.metadata", None),
         (Folder.WHEELS, ".foo_bar-1.0-py3-none-any.whl.x1y2.tmp", None),
         (Folder.WHEELS, "README", None),

@@ -38,6 +38,7 @@ from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import UNSIGNED_NOTE, Verdict, verify_chain
 from rewheel.trust.install import install_into_venv
+from rewheel.trust.provenance import Signer, load_public_key_file, write_provenance
 from rewheel.trust.seed import seed_wheels
 from rewheel.trust.verify import UNOWNED, VENV, Problem, VerifyReport
 
@@ -469,7 +470,10 @@ def test_index_pages_that_point_elsewhere_or_list_other_files_are_caught(repo: P
     entries = {e.name: e for e in report.entries}
     assert entries["lib-b"].problems == [
         "lib-b 1.0: simple/lib-b/index.html links lib_b-1.0-py3-none-any.whl to"
-        " https://example.invalid/lib_b-1.0-py3-none-any.whl, not to the repository's own file"
+        " https://example.invalid/lib_b-1.0-py3-none-any.whl, not to the repository's own file",
+        "lib-b 1.0: simple/lib-b/index.html links the provenance of lib_b-1.0-py3-none-any.whl"
+        " to https://example.invalid/lib_b-1.0-py3-none-any.whl.provenance, not to the"
+        " repository's own file",
     ]
     assert not report.ok
 
@@ -503,13 +507,58 @@ def test_a_deleted_kept_sdist_is_a_finding_with_its_fix(repo: Path) -> None:
     assert entries["app"].dependencies == Verdict.BROKEN
 
 
-def test_unsigned_verify_says_once_what_it_cannot_detect(repo: Path, tmp_path: Path) -> None:
+def test_verify_without_a_pinned_key_names_the_key_and_how_to_pin_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    (published,) = (repo / "keys").glob("*.pub.pem")
+    keyid = published.name.removesuffix(".pub.pem")
+    result = CliRunner().invoke(cli, ["verify", "--repo", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert UNSIGNED_NOTE not in result.output
+    assert result.output.count("which you did not pin") == 1
+    assert f"{keyid} (3 wheel(s), {published})" in result.output
+    assert f"then pin it: --public-key {published}" in result.output
+    # Pinned, the same key passes and the note is gone; another key fails every wheel.
+    result = CliRunner().invoke(
+        cli, ["verify", "--repo", str(repo), "--public-key", str(published)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "did not pin" not in result.output and UNSIGNED_NOTE not in result.output
+    _, other = _keys(tmp_path)
+    result = CliRunner().invoke(cli, ["verify", "--repo", str(repo), "--public-key", str(other)])
+    assert result.exit_code == 1
+    for wheel in ("app 1.0", "lib-b 1.0", "tool-a 1.0"):
+        assert f"{wheel}: no valid signature by the key {other_keyid(other)}" in result.output
+
+
+def other_keyid(public: Path) -> str:
+    return load_public_key_file(public).keyid
+
+
+def test_unsigned_verify_says_once_what_it_cannot_detect(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("solo", "1.0")
+    repo = tmp_path / "repo"
+    options = app.BootstrapOptions(
+        requirements=[Requirement("solo")],
+        repo=repo,
+        index_url=upstream.url,
+        jobs=1,
+        work_dir=tmp_path / "work",
+        sign=False,
+    )
+    assert app.bootstrap(options).ok
+    assert not (repo / "keys").exists()
+    assert not list((repo / "wheels").glob("*.dsse.json"))
+    assert not list((repo / "wheels").glob("*.provenance"))
     result = CliRunner().invoke(cli, ["verify", "--repo", str(repo)])
     assert result.exit_code == 0, result.output
     assert result.output.count(UNSIGNED_NOTE) == 1
     _, public = _keys(tmp_path)
     result = CliRunner().invoke(cli, ["verify", "--repo", str(repo), "--public-key", str(public)])
     assert result.exit_code == 1  # this repository is not signed
+    assert "provenance is not signed" in result.output
     assert UNSIGNED_NOTE not in result.output
 
 
@@ -589,12 +638,27 @@ def test_a_consistently_rewritten_repository_passes_unsigned_checks_but_not_the_
     record_path.write_text(json.dumps(record))
     provenance = repo / "wheels" / f"{wheel.name}.provenance.json"
     provenance.write_text(provenance.read_text().replace(old, new))
+    # Changed on its own, the statement no longer matches its signature, by the key the
+    # repository publishes: caught without pinning it.
+    (entry,) = verify_chain(Repository(repo)).entries
+    assert any("another statement" in p for p in entry.problems)
+    # The writer signs the rewrite with a key of their own and publishes it, in place of ours.
+    theirs, their_public = _keys(tmp_path / "their-keys")
+    signer = Signer(theirs)
+    write_provenance(wheel, json.loads(provenance.read_bytes()), signer=signer)
+    for published in (repo / "keys").iterdir():
+        published.unlink()
+    (repo / "keys" / f"{signer.keyid}.pub.pem").write_bytes(their_public.read_bytes())
+    Repository(repo).regenerate_index()
 
-    assert verify_chain(Repository(repo)).ok  # what no check without a key can see
+    unpinned = verify_chain(Repository(repo))
+    assert unpinned.ok  # what no check without a pinned key can see
+    assert unpinned.signers == {signer.keyid: 1}
+    assert any("which you did not pin" in note and signer.keyid in note for note in unpinned.notes)
     (entry,) = verify_chain(Repository(repo), public_key=public).entries
     assert entry.source == Verdict.BROKEN
-    assert any("another statement" in p for p in entry.problems)
-    with pytest.raises(IntegrityError, match="another statement"):
+    assert any("no valid signature by the key" in p for p in entry.problems)
+    with pytest.raises(IntegrityError, match="no valid signature by the key"):
         app.install(["solo"], tmp_path / "venv", repo_root=repo, public_key=public)
     assert not (tmp_path / "venv").exists()
 
@@ -603,7 +667,7 @@ def test_cli_install_checks_and_says_what_unsigned_checks_miss(built: Path, tmp_
     venv = tmp_path / "venv"
     result = CliRunner().invoke(cli, ["install", "app", "--venv", str(venv), "--repo", str(built)])
     assert result.exit_code == 0, result.output
-    assert UNSIGNED_NOTE in result.output
+    assert "which you did not pin" in result.output
     assert verify(venv, built).ok
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -39,11 +40,13 @@ if TYPE_CHECKING:
     from .build.pipeline import LocalSteps
     from .build.recipes import BuildRecipe
     from .build.runner import SubprocessRunner
+    from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, Steps
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
     from .trust.install import PinnedRelease
+    from .trust.provenance import Signer
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
 
@@ -70,7 +73,10 @@ class BootstrapOptions:
     variant: str | None = None
     keep_going: bool = False
     work_dir: Path | None = None
-    signing_key: Path | None = None  # Ed25519 PEM: sign each provenance statement (DSSE)
+    # Sign each provenance statement (DSSE, PEP 740) with this Ed25519 key (PEM); None: with
+    # the user's own key (trust.keys), made on first use. ``sign=False``: sign nothing.
+    signing_key: Path | None = None
+    sign: bool = True
     dask: str | None = None  # run the builds on a Dask cluster: tcp://HOST:PORT or local:N
     advertise_host: str | None = None  # the address Dask workers reach this machine at
 
@@ -107,12 +113,17 @@ def bootstrap(
             f"no settings declare the variant {options.variant!r}", step=Step.SETTINGS
         )
     repo = Repository(options.repo)
+    from .trust.keys import default_key_file, rewheel_data_dir
+
+    key_file = (options.signing_key or default_key_file()) if options.sign else None
     # Before anything else: a machine that cannot sandbox builds refuses to build at all.
     sandbox = make_policy(
         enabled=options.sandbox,
         limits=machine.limits(options.build_timeout),
-        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
+        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key), rewheel_data_dir().resolve()],
     )
+    if key_file is not None:
+        _check_key_unseen(key_file, sandbox, repo)
     repo.ensure_layout()
     with repo.locked():
         client = machine.http_client()
@@ -157,9 +168,9 @@ def bootstrap(
             from .core.resolver import Resolver
             from .serve.server import IndexServer
             from .trust.attest import Attestor
-            from .trust.provenance import Signer
 
-            signer = Signer(options.signing_key) if options.signing_key is not None else None
+            # A plan signs nothing: no key is made, none is published into the repository.
+            signer = None if planning else _signer(options, key_file, repo, notice)
 
             def built_metadata(name: NormalizedName, version: Version) -> bytes | None:
                 for ref in repo.find_wheels(name, str(version)):
@@ -347,6 +358,71 @@ def _remember_run(
 def _key_dirs(key: Path | None) -> list[Path]:
     """The folder of the signing key: never shown to a build, even if it is on PATH."""
     return [] if key is None else [key.resolve().parent]
+
+
+def _check_key_unseen(key_file: Path, sandbox: SandboxPolicy, repo: Repository) -> None:
+    """Refuse a signing key that build code or the index could read: in a folder every box
+    shows (``hidden`` cannot take a key out of ``/usr`` or the interpreter's prefix), or in the
+    repository, which is served."""
+    folder = key_file.resolve().parent
+    where = "" if folder == key_file.parent else f" (really {folder})"
+    hint = (
+        "keep the signing key elsewhere: --signing-key FILE, or XDG_DATA_HOME for the key"
+        " rewheel makes; or build without signing (--no-sign)"
+    )
+    if sandbox.shows(folder):
+        raise ConfigError(
+            f"the signing key {key_file} is in {key_file.parent}{where}, which the sandbox"
+            " shows to every build (read-only): build code could read it",
+            step=Step.SIGN,
+            hint=hint,
+        )
+    root = repo.root.resolve()
+    if folder == root or root in folder.parents:
+        raise ConfigError(
+            f"the signing key {key_file} is inside the repository {repo.root}, whose files are"
+            " served",
+            step=Step.SIGN,
+            hint=hint,
+        )
+
+
+def _signer(
+    options: BootstrapOptions,
+    key_file: Path | None,
+    repo: Repository,
+    notice: Callable[[str], None] | None,
+) -> Signer | None:
+    """The run's signer (None with ``sign=False``): the given key, or the user's own, made on
+    first use; its public key is published in the repository (``keys/<keyid>.pub.pem``)."""
+    if key_file is None:
+        return None
+    from .repo.published_keys import publish_key
+    from .trust.keys import user_key
+    from .trust.provenance import Signer
+
+    if options.signing_key is not None:
+        signer = Signer(options.signing_key)
+    else:
+        made = user_key(key_file)
+        signer = made.signer
+        if made.created and notice is not None:
+            notice(
+                f"made a signing key for you at {made.path} (Ed25519; keep it, back it up):"
+                f" fingerprint {signer.keyid}"
+            )
+    try:
+        publish_key(repo.root, signer.public_key)
+    except OSError as exc:
+        raise RepositoryError(
+            f"cannot publish the public key in {repo.root}: {exc}", step=Step.SIGN
+        ) from exc
+    if notice is not None and not options.sandbox:
+        notice(
+            f"--no-sandbox: build code runs as you and can read the signing key {key_file};"
+            " its signatures then prove less (docs/threat-model.md)"
+        )
+    return signer
 
 
 def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
@@ -685,6 +761,40 @@ def chain_of_custody(
             client.close()
 
 
+def verify_index(
+    index_url: str,
+    *,
+    public_key: Path | None = None,
+    allow_prebuilt: bool = False,
+    machine: Machine = Machine(),
+) -> ChainReport:
+    """``served.verify_index`` on the index at ``index_url``, over HTTP; downloads go through
+    a private temporary folder."""
+    import tempfile
+
+    from .trust.provenance import load_public_key_file
+    from .trust.served import verify_index as check
+
+    if urlsplit(index_url).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"--index takes the URL of an index (http:// or https://), not {index_url!r}",
+            step=Step.VERIFY,
+        )
+    key = load_public_key_file(public_key) if public_key is not None else None
+    client = machine.http_client()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rewheel-verify-") as scratch:
+            return check(
+                client,
+                index_url,
+                scratch=Path(scratch),
+                public_key=key,
+                allow_prebuilt=allow_prebuilt,
+            )
+    finally:
+        client.close()
+
+
 def sbom(*, venv: Path | None, repo_root: Path, output: Path | None) -> str:
     """A CycloneDX SBOM (JSON) of ``venv``, or of the repository when no venv is given."""
     from .trust.sbom import write_sbom
@@ -706,6 +816,7 @@ def rebuild(
     progress: Callable[[RebuildResult], None] | None = None,
 ) -> list[RebuildResult]:
     """Build ``packages`` (all when none) again without publishing; compare with the repository."""
+    from .trust.keys import rewheel_data_dir
     from .trust.rebuild import rebuild_check
 
     return rebuild_check(
@@ -714,7 +825,10 @@ def rebuild(
         jobs=jobs,
         isolate_network=isolate_network,
         sandbox=make_policy(
-            enabled=sandbox, limits=limits_with(build_timeout), hidden=[repo_root.resolve()]
+            enabled=sandbox,
+            limits=limits_with(build_timeout),
+            # The user's signing key is never shown to build code, rebuilds included.
+            hidden=[repo_root.resolve(), rewheel_data_dir().resolve()],
         ),
         build_timeout=build_timeout,
         settings_dir=settings_dir,

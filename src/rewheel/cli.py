@@ -107,7 +107,14 @@ _signing_key_option = click.option(
     "--signing-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="Ed25519 private key (PEM) to sign each wheel's provenance with (needs rewheel[sign]).",
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with [default: your own, "
+    "made on first use in $XDG_DATA_HOME/rewheel/keys/].",
+)
+_no_sign_option = click.option(
+    "--no-sign",
+    is_flag=True,
+    help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
+    "this one (docs/provenance.md).",
 )
 _work_dir_option = click.option(
     "--work-dir",
@@ -244,6 +251,7 @@ def cli() -> None:
     help="With --dask: the address of this machine that the workers can reach.",
 )
 @_signing_key_option
+@_no_sign_option
 @_work_dir_option
 @_verbose_option
 @_quiet_option
@@ -272,6 +280,7 @@ def bootstrap(
     dask: str | None,
     advertise_host: str | None,
     signing_key: Path | None,
+    no_sign: bool,
     work_dir: Path | None,
     verbose: int,
     quiet: int,
@@ -288,6 +297,8 @@ def bootstrap(
             " are enforced by `rewheel install -r`)",
             err=True,
         )
+    if no_sign and signing_key is not None:
+        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
     options = app.BootstrapOptions(
@@ -305,6 +316,7 @@ def bootstrap(
         variant=variant,
         keep_going=keep_going,
         signing_key=signing_key,
+        sign=not no_sign,
         work_dir=work_dir,
         dask=dask,
         advertise_host=advertise_host,
@@ -390,6 +402,7 @@ def _install_request(
 @_variant_option
 @_keep_going_option
 @_signing_key_option
+@_no_sign_option
 @_work_dir_option
 @_verbose_option
 @_quiet_option
@@ -410,6 +423,7 @@ def update(
     variant: str | None,
     keep_going: bool,
     signing_key: Path | None,
+    no_sign: bool,
     work_dir: Path | None,
     verbose: int,
     quiet: int,
@@ -420,6 +434,8 @@ def update(
     Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
     the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
     what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
+    if no_sign and signing_key is not None:
+        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         last = read_history(repo).latest
@@ -446,6 +462,7 @@ def update(
         variant=variant,
         keep_going=keep_going,
         signing_key=signing_key,
+        sign=not no_sign,
         work_dir=work_dir,
     )
     _echo_plan(
@@ -531,9 +548,9 @@ def install(
         allow_prebuilt=allow_prebuilt,
     )
     if public_key is None:
-        from .trust.chain import UNSIGNED_NOTE
+        from .trust.chain import signing_note
 
-        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
+        click.echo(f"note: {signing_note(Repository(repo))}", err=True)
     installed = ", ".join(f"{p.name}=={p.version}" for p in pins)
     click.echo(f"installed {len(pins)} package(s) into {venv}: {installed}", err=True)
 
@@ -584,9 +601,9 @@ def lock(
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)
     if public_key is None:
-        from .trust.chain import UNSIGNED_NOTE
+        from .trust.chain import signing_note
 
-        click.echo(f"note: {UNSIGNED_NOTE}", err=True)
+        click.echo(f"note: {signing_note(Repository(repo))}", err=True)
 
 
 @cli.command()
@@ -683,6 +700,14 @@ def prune(
     envvar="REWHEEL_INDEX_URL",
     help="The upstream index, for --check-upstream.",
 )
+@click.option(
+    "--index",
+    metavar="URL",
+    default=None,
+    help="Check the index served at URL (its root, http://HOST:PORT/simple/) from outside, "
+    "over HTTP only: every file against its page's sha256, each wheel's PEP 740 provenance "
+    "(signed by --public-key) and its build tools and dependencies on the index.",
+)
 @_public_key_option
 @click.option(
     "--allow-seed",
@@ -702,6 +727,7 @@ def verify(
     allow_prebuilt: bool,
     check_upstream: bool,
     index_url: str,
+    index: str | None,
     public_key: Path | None,
     allow_seed: bool,
     as_json: bool,
@@ -709,7 +735,38 @@ def verify(
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
     its creator writes), and the chain of custody of those wheels (or of all of them): built from
-    source here, their dependencies and their build tools too."""
+    source here, their dependencies and their build tools too. With --index URL, check what an
+    index serves instead of a repository on disk."""
+    if index is not None:
+        if venv is not None or check_upstream:
+            raise click.UsageError("--index checks a served index: it goes without --venv")
+        served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
+        if as_json:
+            _echo_json(_verify_json(None, None, None, served, index=index))
+        else:
+            _echo_chain(served, scope="INDEX")
+        _echo_notes(served.notes)
+        where = printable(index)
+        if not served.entries and served.ok:
+            click.echo(f"no wheel is served at {where}: nothing to verify", err=True)
+            sys.exit(1)
+        if not served.ok:
+            broken = sum(not e.ok for e in served.entries)
+            also = (
+                f", and {len(served.problems)} problem(s) of the index" if served.problems else ""
+            )
+            click.echo(
+                f"chain of custody broken for {broken} of {len(served.entries)} wheel(s) served"
+                f" at {where}{also}",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(
+            f"chain of custody holds for {len(served.entries)} wheel(s) served at {where}: "
+            "built from source, dependencies built from source, build tools built from source",
+            err=True,
+        )
+        return
     venv_ok = True
     packages = None
     report: VerifyReport | None = None
@@ -734,8 +791,7 @@ def verify(
         _echo_json(_verify_json(repo, venv, report, chain))
     else:
         _echo_chain(chain)
-    for note in chain.notes:
-        click.echo(f"note: {note}", err=True)
+    _echo_notes(chain.notes)
     if report is not None and not venv_ok:
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
     if not chain.ok:
@@ -893,23 +949,32 @@ def _echo_venv_report(report: VerifyReport) -> None:
         click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
 
 
-def _echo_chain(report: ChainReport) -> None:
+def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
+    # Names, URLs and messages can come from a served index: shown without terminal controls.
     for e in report.entries:
         tag = "chain  " if e.ok else "CHAIN  "
         click.echo(
-            f"{tag} {e.name} {e.version}: built from source {e.source}, "
-            f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            printable(
+                f"{tag} {e.name} {e.version}: built from source {e.source}, "
+                f"dependencies {e.dependencies}, build tools {e.build_tools}"
+            )
         )
         for problem in e.problems:
-            click.echo(f"          - {problem}")
+            click.echo(f"          - {printable(problem)}")
     for problem in report.problems:
-        click.echo(f"REPO    {problem}")
+        click.echo(f"{scope:<7} {printable(problem)}")
 
 
 def _verify_json(
-    repo: Path, venv: Path | None, report: VerifyReport | None, chain: ChainReport
+    repo: Path | None,
+    venv: Path | None,
+    report: VerifyReport | None,
+    chain: ChainReport,
+    *,
+    index: str | None = None,
 ) -> dict[str, object]:
-    """``rewheel verify --json`` (docs/inspecting.md)."""
+    """``rewheel verify --json`` (docs/inspecting.md): of a repository (and a venv), or of the
+    ``index`` served at a URL."""
     distributions = []
     if report is not None:
         with_problems = {(p.distribution, p.version) for p in report.problems}
@@ -920,7 +985,8 @@ def _verify_json(
     return {
         "format": 1,
         "ok": (report is None or report.ok) and chain.ok,
-        "repository": str(repo.absolute()),
+        "repository": None if repo is None else str(repo.absolute()),
+        "index": index,
         "venv": None if venv is None else str(venv.absolute()),
         "distributions": distributions,
         "problems": [

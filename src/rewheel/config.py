@@ -41,6 +41,9 @@ NOT_FROM_FILES: dict[str, str] = {
     "no-network-isolation": "could give the builds it runs the network",
     "public-key": "could choose whose signatures verify and install accept",
     "allow-prebuilt": "could make verify and install accept wheels not built from source",
+    "no-sign": "could turn off the signing of what you build",
+    "signing-key": "could sign what you build with a key someone else holds",
+    "index": "could make verify check another index than your repository",
 }
 
 Kind = Literal["str", "int", "float", "bool", "list", "path", "paths"]
@@ -246,7 +249,7 @@ def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> Co
 def _check_allowed_in_files(source: ConfigSource, keys: tuple[str, ...]) -> None:
     if keys[-1] in NOT_FROM_FILES:
         option = keys[-1]
-        value = "PATH" if option == "public-key" else "1"
+        value = {"public-key": "PATH", "signing-key": "PATH", "index": "URL"}.get(option, "1")
         env = f"{ENV_PREFIX}_{option.upper().replace('-', '_')}={value}"
         raise ConfigError(
             f"{source.where(*keys)}: --{option} cannot be set in a file (a folder you work in "

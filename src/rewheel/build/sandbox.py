@@ -178,6 +178,20 @@ class SandboxPolicy:
     def enabled(self) -> bool:
         return self.bwrap is not None
 
+    def shows(self, path: Path) -> bool:
+        """Whether ``path`` is in a folder of the machine that every box shows (read-only):
+        the system folders, the allowed files of ``/etc``, ``system_paths``. A secret there (a
+        signing key) can be read by build code whatever ``hidden`` says. False without a
+        box (then build code sees all that the user sees)."""
+        if self.bwrap is None:
+            return False
+        shown = [
+            *(Path(d) for d in _SYSTEM_DIRS),
+            *(Path("/etc") / name for name in _ETC_ALLOWED),
+            *self.system_paths,
+        ]
+        return _under(Path(os.path.abspath(path)), shown)
+
     def as_record(self, *, network_isolated: bool = True) -> dict[str, Any]:
         """What the records and provenance say about how builds were contained."""
         if self.bwrap is None:

@@ -9,7 +9,8 @@ files (as its own listing names them, never as a record names them) into those o
 packages, those of the others (removed), and those that belong to no package (left alone).
 
 Each file is tied to its package by its name alone, the way the repository names it:
-``wheels/<wheel>`` (and ``<wheel>.metadata``, ``.provenance.json``, ``.provenance.dsse.json``)
+``wheels/<wheel>`` (and ``<wheel>.metadata``, ``.provenance.json``, ``.provenance.dsse.json``,
+``.provenance``)
 by the wheel's file name, ``sdists/<sdist>`` by the sdist's, ``records/<name>-<version>.json``
 and ``logs/<name>-<version>.log`` by the normalized name and version. The I/O (listing the
 folders, reading the records, removing the files) is ``repo.prune``.
@@ -59,8 +60,9 @@ class Folder(enum.StrEnum):
     REBUILD_LOGS = "logs/rebuild"  # rewheel rebuild --check's logs
 
 
-# What the repository writes beside a wheel, named after it.
-WHEEL_SIDE_FILES = (".metadata", ".provenance.json", ".provenance.dsse.json")
+# What the repository writes beside a wheel, named after it (core metadata, the in-toto
+# statement, its DSSE envelope, the PEP 740 provenance object the index pages link).
+WHEEL_SIDE_FILES = (".metadata", ".provenance.json", ".provenance.dsse.json", ".provenance")
 
 
 @dataclass(frozen=True, order=True)

@@ -38,6 +38,8 @@ class IndexFile:
     has_metadata: bool = False
     metadata_sha256: str | None = None
     size: int | None = None
+    # PEP 740: the URL of the file's provenance object (absolute), when the page gives one.
+    provenance: str | None = None
 
 
 @dataclass(frozen=True)

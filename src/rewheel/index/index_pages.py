@@ -26,10 +26,12 @@ from packaging.version import InvalidVersion
 
 from ..core.versions import version_key
 
-# PEP 629 / PEP 700: the version of the simple API these pages follow.
-API_VERSION = "1.1"
+# PEP 629: the version of the simple API these pages follow; 1.3 has PEP 740's provenance.
+API_VERSION = "1.3"
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_CONTENT_TYPE = "application/vnd.pypi.simple.v1+html"
+# PEP 740: the provenance object of a file, served beside it (docs/provenance.md, "PEP 740").
+PROVENANCE_OBJECT_SUFFIX = ".provenance"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class PageFile:
     requires_python: str | None = None
     metadata_sha256: str | None = None  # PEP 658: served at url + ".metadata" when set
     version: str | None = None  # None: taken from the file name
+    # PEP 740: the URL of its provenance object, relative like ``url`` (provenance_url).
+    provenance: str | None = None
 
 
 def wheel_url(filename: str) -> str:
@@ -53,6 +57,11 @@ def wheel_url(filename: str) -> str:
 def sdist_url(filename: str) -> str:
     """The URL of an sdist in the repository relative to its project page ``simple/<name>/``."""
     return "../../sdists/" + quote(filename, safe="")
+
+
+def provenance_url(filename: str) -> str:
+    """The URL of a published wheel's PEP 740 provenance object relative to its project page."""
+    return wheel_url(filename + PROVENANCE_OBJECT_SUFFIX)
 
 
 def project_url(name: str) -> str:
@@ -222,6 +231,8 @@ def render_project_html(name: str, files: Iterable[PageFile]) -> str:
             value = _attr("sha256=" + f.metadata_sha256)
             attrs.append(f'data-dist-info-metadata="{value}"')
             attrs.append(f'data-core-metadata="{value}"')
+        if f.provenance is not None:
+            attrs.append(f'data-provenance="{_attr(f.provenance)}"')
         body.append(f"<a {' '.join(attrs)}>{html.escape(f.filename, quote=True)}</a><br>")
     return _html_document(f"Links for {name}", body)
 
@@ -241,6 +252,8 @@ def _json_file(f: PageFile) -> dict[str, object]:
     }
     if f.requires_python is not None:
         out["requires-python"] = f.requires_python
+    if f.provenance is not None:
+        out["provenance"] = f.provenance
     return out
 
 

@@ -11,7 +11,7 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 
 from ..core.errors import Step, UpstreamError
 from ..core.types import IndexFile, ProjectPage
@@ -84,6 +84,9 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise _fail(name, page_url, f"invalid size of {filename}")
     has_metadata, metadata_sha256 = _json_metadata(file, name, page_url)
+    provenance = file.get("provenance")
+    if provenance is not None and not isinstance(provenance, str):
+        raise _fail(name, page_url, f"invalid provenance of {filename}")
     # Like pip: an empty reason string counts as "not yanked", a non-empty one is the reason.
     yanked = bool(yanked_value)
     return IndexFile(
@@ -96,6 +99,7 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
         size=size,
+        provenance=urljoin(page_url, provenance) if provenance else None,
     )
 
 
@@ -103,7 +107,7 @@ def parse_json_page(data: bytes, page_url: str, name: NormalizedName) -> Project
     """A PEP 691 (API version 1.x) JSON project page."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting
         raise _fail(name, page_url, f"invalid JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise _fail(name, page_url, "JSON page is not an object")
@@ -162,6 +166,7 @@ def _html_file(
     filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     yanked_reason = attributes.get("data-yanked")
     has_metadata, metadata_sha256 = _html_metadata(attributes, name, page_url)
+    provenance = (attributes.get("data-provenance") or "").strip()
     return IndexFile(
         filename=_check_filename(filename, name, page_url),
         url=url,
@@ -171,11 +176,12 @@ def _html_file(
         yanked_reason=yanked_reason or None,
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
+        provenance=urljoin(base_url, provenance) if provenance else None,
     )
 
 
 def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> ProjectPage:
-    """A PEP 503 HTML project page (with the PEP 592/629/658/714 data attributes)."""
+    """A PEP 503 HTML project page (with the PEP 592/629/658/714/740 data attributes)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -201,3 +207,44 @@ def parse_page(
         # No Content-Type at all: old PEP 503 servers, which only ever served HTML.
         return parse_html_page(data, page_url, name)
     raise _fail(name, page_url, f"unexpected Content-Type {content_type!r}")
+
+
+def parse_root_page(data: bytes, content_type: str | None, page_url: str) -> list[str]:
+    """The project names the root page of an index lists (PEP 691 JSON ``projects``, or the
+    anchors of PEP 503 HTML, named by the last part of their link), normalized and sorted."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    root = NormalizedName("(root)")
+    names: list[str] = []
+    if media_type in (JSON_V1, "application/vnd.pypi.simple.latest+json"):
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _fail(root, page_url, f"invalid JSON ({exc})") from exc
+        meta = doc.get("meta") if isinstance(doc, dict) else None
+        _check_api_version(
+            meta.get("api-version") if isinstance(meta, dict) else None, root, page_url
+        )
+        projects = doc.get("projects")
+        if not isinstance(projects, list):
+            raise _fail(root, page_url, "JSON root page has no projects list")
+        for project in projects:
+            name = project.get("name") if isinstance(project, dict) else None
+            if not isinstance(name, str):
+                raise _fail(root, page_url, f"project entry without a name: {project!r}")
+            names.append(name)
+    elif media_type in (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", ""):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _fail(root, page_url, f"HTML page is not UTF-8 ({exc})") from exc
+        collector = _AnchorCollector()
+        collector.feed(text)
+        collector.close()
+        if collector.repository_version is not None:
+            _check_api_version(collector.repository_version, root, page_url)
+        for anchor in collector.anchors:
+            path = urlsplit(urljoin(page_url, anchor["href"] or "")).path
+            names.append(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+    else:
+        raise _fail(root, page_url, f"unexpected Content-Type {content_type!r}")
+    return sorted({canonicalize_name(n) for n in names if n})

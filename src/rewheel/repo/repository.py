@@ -65,8 +65,10 @@ from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import normal_version, same_version, version_key
 from ..index.index_pages import (
+    PROVENANCE_OBJECT_SUFFIX,
     PageFile,
     RootIndex,
+    provenance_url,
     render_project_html,
     render_project_json,
     sdist_url,
@@ -559,6 +561,12 @@ class Repository:
             requires_python=requires_python,
             metadata_sha256=hashlib.sha256(metadata).hexdigest(),
             version=ref.version,
+            # PEP 740: the provenance object written beside a signed wheel, when it is there.
+            provenance=(
+                provenance_url(ref.filename)
+                if is_plain_file(path.with_name(ref.filename + PROVENANCE_OBJECT_SUFFIX))
+                else None
+            ),
         )
 
     def _sdists_of(self, name: NormalizedName, files: list[PageFile]) -> list[PageFile]:

@@ -55,9 +55,12 @@ from ..core.errors import ConfigError, Step
 from ..index.index_pages import (
     HTML_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
+    PROVENANCE_OBJECT_SUFFIX,
     render_root_html,
     render_root_json,
 )
+from ..repo.published_keys import KEYS_DIR
+from ..repo.published_keys import SUFFIX as KEY_SUFFIX
 from ..repo.repository import Repository
 from ..ui.browse_pages import BROWSE_DIR, Site, content_security_policy, open_below, render_index
 
@@ -112,6 +115,21 @@ _OFFERS: tuple[tuple[str, str, str], ...] = (
     (JSON_CONTENT_TYPE, "json", JSON_CONTENT_TYPE),
     ("application/vnd.pypi.simple.latest+json", "json", JSON_CONTENT_TYPE),
 )
+
+
+# What is served from wheels/, by how the name ends: the wheel, its PEP 658 metadata, its
+# provenance (the in-toto statement, its DSSE envelope, the PEP 740 provenance object).
+_WHEELS_FILES = (
+    (".whl", "application/octet-stream"),
+    (".whl.metadata", "application/octet-stream"),
+    (".whl.provenance.json", "application/json"),
+    (".whl.provenance.dsse.json", "application/json"),
+    (".whl" + PROVENANCE_OBJECT_SUFFIX, "application/json"),
+)
+
+
+def _wheels_content_type(name: str) -> str | None:
+    return next((kind for suffix, kind in _WHEELS_FILES if name.endswith(suffix)), None)
 
 
 @dataclass(frozen=True)
@@ -511,11 +529,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_page(repo.simple_dir / normalized, send_body, root=False)
         elif segments[0] == "wheels" and len(segments) == 2:
-            if not segments[1].endswith(
-                (".whl", ".whl.metadata", ".whl.provenance.json", ".whl.provenance.dsse.json")
-            ):
+            content_type = _wheels_content_type(segments[1])
+            if content_type is None:
                 raise _Refused(HTTPStatus.NOT_FOUND)
-            self._send_file(repo.wheels_dir, segments[1], "application/octet-stream", send_body)
+            self._send_file(repo.wheels_dir, segments[1], content_type, send_body)
+        elif segments[0] == KEYS_DIR and len(segments) == 2:
+            # The public keys that sign the provenance (repo.published_keys).
+            if not segments[1].endswith(KEY_SUFFIX):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.root / KEYS_DIR, segments[1], "application/x-pem-file", send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
             # Read-only, for build workers on other machines; sdists are public upstream files.
             if not segments[1].lower().endswith(_SDIST_SUFFIXES):

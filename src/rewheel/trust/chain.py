@@ -17,9 +17,15 @@ For each wheel, three guarantees:
   repository with the source guarantee.
 
 Dependencies are read from each wheel's own METADATA, never from the ``.metadata`` beside it.
-Without a public key, a repository rewritten consistently (another wheel with a build record,
-provenance and metadata made to match it) passes: only a signature made where the repository's
-writer cannot reach tells that apart (``UNSIGNED_NOTE``).
+
+Signatures: with a pinned key (``public_key``), every provenance must be signed by it (its DSSE
+envelope, and the PEP 740 provenance object when there is one). Without one, each signature is
+checked with the key the repository publishes under the key id it names
+(``repo.published_keys``): that catches a signed file changed on its own, but the writer of the
+repository can publish a key of their own, so the report says which keys signed and how to pin
+one (``unpinned_note``); a repository with no key at all gets ``UNSIGNED_NOTE``. Either way, a
+repository rewritten consistently (another wheel with a build record, provenance, signature and
+metadata made to match it) passes unless a key its writer cannot reach is pinned.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
@@ -40,19 +46,50 @@ from ..core.fsutil import sha256_file
 from ..core.records import BuildRecord
 from ..core.types import IndexFile, Upstream, WheelRef
 from ..core.versions import normal_version
-from ..index.index_pages import sdist_url, wheel_url
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX, provenance_url, sdist_url, wheel_url
 from ..index.index_parse import parse_html_page, parse_json_page
+from ..repo.published_keys import KEYS_DIR as KEYS_DIR_NAME
+from ..repo.published_keys import PublicKey, key_file_name, keys_dir, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import READ_ERRORS, parse_metadata, read_metadata_bytes
-from .provenance import DSSE_SUFFIX, check_envelope, check_statement, sdist_filename
-
-# Said once by a check made without a public key.
-UNSIGNED_NOTE = (
-    "no public key given: hashes, records and provenance were checked against each other, "
-    "which catches a file changed on its own, but not a repository rewritten consistently "
-    "(another wheel with its build record, provenance subject, metadata and index pages made "
-    "to match); only --public-key, with a key its writer cannot reach, catches that"
+from .provenance import (
+    DSSE_SUFFIX,
+    check_envelope,
+    check_statement,
+    envelope_keyids,
+    load_public_key_file,
+    read_provenance_object,
+    sdist_filename,
 )
+
+# Said once by a check made with no key given (--public-key) or published in the repository.
+UNSIGNED_NOTE = (
+    "no signing key given or found: hashes, records and provenance were checked against each "
+    "other, which catches a file changed on its own, but not a repository rewritten "
+    "consistently (another wheel with its build record, provenance subject, metadata and index "
+    "pages made to match); only signatures checked with --public-key, a key the writer of the "
+    "repository cannot reach, catch that"
+)
+
+
+def unpinned_note(signers: Mapping[str, int | None], keys_folder: Path) -> str:
+    """What a check made with the repository's own published keys, none pinned, proves;
+    ``signers``: how many wheels each key signed (None: not counted)."""
+    listed = "; ".join(
+        f"{keyid} ({'' if count is None else f'{count} wheel(s), '}"
+        f"{keys_folder / key_file_name(keyid)})"
+        for keyid, count in sorted(signers.items())
+    )
+    first = keys_folder / key_file_name(min(signers))
+    return (
+        f"signatures checked with the key(s) the repository publishes, which you did not pin:"
+        f" {listed}. That catches a signed file changed on its own, but whoever can write the"
+        " repository can publish a key of their own and sign a rewrite with it, which passes."
+        " Compare the fingerprint with one you got elsewhere (from whoever runs the repository),"
+        f" then pin it: --public-key {first}"
+    )
+
+
 _READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
 # Where the index pages are taken to be served, to resolve the links they hold.
 _PAGES_AT = "http://repository.invalid/simple/"
@@ -89,6 +126,8 @@ class ChainReport:
     entries: list[ChainEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
     problems: list[str] = field(default_factory=list)  # of the repository, not of one wheel
+    # Key id -> how many wheels it signed (checked with a published key, or the pinned one).
+    signers: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -109,15 +148,19 @@ class _Checker:
         *,
         allow_prebuilt: bool,
         upstream: Upstream | None,
-        public_key: Path | None,
+        public_key: PublicKey | None,
         installed: set[tuple[str, str]] | None,
     ) -> None:
         self.repo = repo
         self.allow_prebuilt = allow_prebuilt
         self.upstream = upstream
-        self.public_key = public_key
+        self.public_key = public_key  # pinned by the user
         self.installed = installed
         self.notes: list[str] = []
+        self.published, self.key_problems = published_keys(repo.root)
+        self.signers: dict[str, int] = {}
+        self.unsigned: list[str] = []  # labels of wheels without a signature (unpinned)
+        self.unknown_keys: dict[str, list[str]] = {}  # keyid -> labels, not published
         self.wheels = repo.wheels()
         self.by_sha = {w.sha256: w for w in self.wheels}
         self.by_name: dict[str, list[WheelRef]] = {}
@@ -222,6 +265,12 @@ class _Checker:
                     f"{label}: {page} lists {ref.filename} with another sha256"
                     f" ({file.sha256 or 'none'}) than the wheel's"
                 )
+            own_provenance = urljoin(f"{_PAGES_AT}{ref.name}/", provenance_url(ref.filename))
+            if file.provenance is not None and file.provenance != own_provenance:
+                problems.append(
+                    f"{label}: {page} links the provenance of {ref.filename} to"
+                    f" {file.provenance}, not to the repository's own file"
+                )
             if file.metadata_sha256 is not None and file.metadata_sha256 != own_sha256:
                 problems.append(
                     f"{label}: {page} gives the sha256 of other metadata than the wheel's own"
@@ -306,18 +355,70 @@ class _Checker:
         named = record.provenance
         if named is not None and named != path.name:
             problems.append(f"{label}: the build record names another provenance file ({named})")
+        problems += self._check_signature(ref, payload, label)
+        problems += self._check_provenance_object(ref, payload, label)
+        return problems
+
+    def _check_signature(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
+        """The DSSE envelope of the statement: signed by the pinned key, or else by the
+        published key it names."""
+        dsse = self.repo.wheel_path(ref).with_name(ref.filename + DSSE_SUFFIX)
+        try:
+            envelope = json.loads(dsse.read_bytes())
+        except FileNotFoundError:
+            if self.public_key is not None:
+                return [f"{label}: provenance is not signed ({dsse.name} missing)"]
+            self.unsigned.append(label)
+            return []
+        except (OSError, ValueError) as exc:
+            return [f"{label}: unreadable signed provenance {dsse.name}: {exc}"]
         if self.public_key is not None:
-            dsse = path.with_name(ref.filename + DSSE_SUFFIX)
-            try:
-                envelope = json.loads(dsse.read_bytes())
-            except FileNotFoundError:
-                problems.append(f"{label}: provenance is not signed ({dsse.name} missing)")
-            except (OSError, ValueError) as exc:
-                problems.append(f"{label}: unreadable signed provenance {dsse.name}: {exc}")
-            else:
-                why = check_envelope(envelope, payload, self.public_key)
-                if why is not None:
-                    problems.append(f"{label}: {why}")
+            key = self.public_key
+        else:
+            claimed = envelope_keyids(envelope)
+            known = [self.published[k] for k in claimed if k in self.published]
+            if not known:
+                for keyid in claimed[:1] or ["(none named)"]:
+                    self.unknown_keys.setdefault(keyid, []).append(label)
+                return []
+            key = known[0]
+        why = check_envelope(envelope, payload, key)
+        if why is not None:
+            return [f"{label}: {why}"]
+        self.signers[key.keyid] = self.signers.get(key.keyid, 0) + 1
+        return []
+
+    def _check_provenance_object(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
+        """The PEP 740 provenance object the pages link to, when there is one: the same
+        statement, signed by the pinned key (or by a key the repository publishes)."""
+        path = self.repo.wheel_path(ref).with_name(ref.filename + PROVENANCE_OBJECT_SUFFIX)
+        try:
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            return [f"{label}: unreadable PEP 740 provenance {path.name}: {exc}"]
+        attestations, problems = read_provenance_object(document)
+        problems = [f"{label}: {path.name}: {p}" for p in problems]
+        if not attestations and not problems:
+            problems.append(f"{label}: {path.name} holds no attestation rewheel can check")
+        for attested in attestations:
+            if attested.statement != payload:
+                problems.append(
+                    f"{label}: {path.name} carries another statement than the provenance file"
+                )
+            elif not attested.signed:
+                problems.append(f"{label}: {path.name}: its signature is not valid")
+            elif self.public_key is not None and attested.key.keyid != self.public_key.keyid:
+                problems.append(
+                    f"{label}: {path.name} is signed by the key {attested.key.keyid}, not by"
+                    " the pinned one"
+                )
+            elif self.public_key is None and attested.key.keyid not in self.published:
+                problems.append(
+                    f"{label}: {path.name} is signed by the key {attested.key.keyid}, which"
+                    " the repository does not publish"
+                )
         return problems
 
     def _check_sdist(self, ref: WheelRef, record: BuildRecord, label: str) -> list[str]:
@@ -489,7 +590,7 @@ def verify_chain(
         repo,
         allow_prebuilt=allow_prebuilt,
         upstream=upstream,
-        public_key=public_key,
+        public_key=None if public_key is None else load_public_key_file(public_key),
         installed=installed,
     )
     report = ChainReport()
@@ -526,8 +627,44 @@ def verify_chain(
         projects = {ref.name for ref in targets}
     for project in sorted(projects):
         checker.pages(project)
-    report.problems = _dedupe(checker.problems)
+    report.problems = _dedupe(checker.problems + checker.key_problems)
+    report.signers = dict(checker.signers)
     if public_key is None:
-        checker.notes.append(UNSIGNED_NOTE)
+        checker.notes += _signing_notes(checker, keys_dir(repo.root))
     report.notes = _dedupe(checker.notes)
     return report
+
+
+def _few(labels: Sequence[str]) -> str:
+    shown = ", ".join(labels[:5])
+    return shown + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+
+
+def _signing_notes(checker: _Checker, keys_folder: Path) -> list[str]:
+    """What the signatures of a check made without a pinned key say, and what they cannot."""
+    notes = []
+    for keyid, labels in sorted(checker.unknown_keys.items()):
+        notes.append(
+            f"{len(labels)} wheel(s) signed by the key {keyid}, which the repository does not"
+            f" publish (no {KEYS_DIR_NAME}/{key_file_name(keyid)}), so their signatures were not"
+            f" checked: {_few(labels)}; pin that key with --public-key to check them"
+        )
+    if checker.unsigned and (checker.signers or checker.unknown_keys):
+        notes.append(
+            f"{len(checker.unsigned)} wheel(s) have unsigned provenance (built with --no-sign,"
+            f" or before rewheel signed by default): {_few(checker.unsigned)}"
+        )
+    if checker.signers:
+        notes.append(unpinned_note(checker.signers, keys_folder))
+    else:
+        notes.append(UNSIGNED_NOTE)
+    return notes
+
+
+def signing_note(repo: Repository) -> str:
+    """The note of a check made with no key pinned, from the keys the repository publishes
+    alone (for ``rewheel install``, which reports no counts)."""
+    published, _ = published_keys(repo.root)
+    if not published:
+        return UNSIGNED_NOTE
+    return unpinned_note(dict.fromkeys(published), keys_dir(repo.root))

@@ -4,11 +4,13 @@
 whose every field docs/provenance.md describes and ``provenance.schema.json`` (beside this
 module, ``schema()``) defines. ``check_statement()`` is its counterpart for ``verify``. The I/O
 around them is small and kept apart: ``system_tools()`` and ``build_platform()`` look at this
-machine, ``write_provenance()`` writes the statement (and, given a key, a DSSE envelope signed
-with Ed25519) beside the wheel.
+machine, ``write_provenance()`` writes the statement (and, given a key, its signature) beside
+the wheel.
 
-Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always) and
-``<wheel>.provenance.dsse.json`` (the signed envelope, when a signing key is given).
+Layout beside ``wheels/<wheel>``: ``<wheel>.provenance.json`` (the statement, always);
+``<wheel>.provenance.dsse.json`` (a DSSE envelope of it signed with Ed25519) and
+``<wheel>.provenance`` (the PEP 740 provenance object the index pages link to, holding the same
+statement and signature), when signed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from ..core.errors import ConfigError, Step
 from ..core.fsutil import atomic_write_bytes, sha256_file
 from ..core.paths import sdist_filename as sdist_filename
 from ..core.records import BuildRecord
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
+from ..repo.published_keys import KeyFormatError, PublicKey, load_public_key
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -48,6 +52,8 @@ SCHEMA_FILE = "provenance.schema.json"
 DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PROVENANCE_SUFFIX = ".provenance.json"
 DSSE_SUFFIX = ".provenance.dsse.json"
+# The PEP 740 provenance object beside each signed wheel: <wheel>.provenance.
+PUBLISHER_KIND = "rewheel"
 
 
 def builder_id(version: str = __version__) -> str:
@@ -478,19 +484,17 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 class Signer:
-    """An Ed25519 private key from a PEM file (needs the optional ``cryptography`` package)."""
+    """An Ed25519 private key from a PEM file (unencrypted PKCS#8, as ``openssl genpkey
+    -algorithm ed25519`` writes it). ``data``: the file's bytes, when the caller read them
+    itself (``trust.keys`` does, with its checks)."""
 
-    def __init__(self, key_file: Path) -> None:
+    def __init__(self, key_file: Path, *, data: bytes | None = None) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        except ImportError as exc:
-            raise ConfigError(
-                "signing needs the 'cryptography' package: pip install 'rewheel[sign]'",
-                step=Step.SIGN,
-            ) from exc
-        try:
-            key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+            pem = key_file.read_bytes() if data is None else data
+            key = serialization.load_pem_private_key(pem, password=None)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(
                 f"cannot load the signing key {key_file}: {exc}", step=Step.SIGN
@@ -498,39 +502,56 @@ class Signer:
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"{key_file} is not an Ed25519 private key", step=Step.SIGN)
         self._key = key
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        self.path = key_file
+        self.public_key = load_public_key(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
-        self.keyid = hashlib.sha256(raw).hexdigest()
+        self.keyid = self.public_key.keyid
+
+    def sign(self, payload: bytes) -> bytes:
+        """The Ed25519 signature of the DSSE encoding of ``payload`` (an in-toto statement)."""
+        return self._key.sign(pae(DSSE_PAYLOAD_TYPE, payload))
 
     def envelope(self, payload: bytes) -> dict[str, Any]:
-        signature = self._key.sign(pae(DSSE_PAYLOAD_TYPE, payload))
-        return {
-            "payloadType": DSSE_PAYLOAD_TYPE,
-            "payload": base64.b64encode(payload).decode("ascii"),
-            "signatures": [
-                {"keyid": self.keyid, "sig": base64.b64encode(signature).decode("ascii")}
-            ],
-        }
+        return dsse_envelope(payload, self.keyid, self.sign(payload))
 
 
-def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str | None:
-    """None if ``envelope`` carries ``payload`` with a valid signature by the key, else why not."""
+def dsse_envelope(payload: bytes, keyid: str, signature: bytes) -> dict[str, Any]:
+    """The DSSE envelope of an in-toto statement and one signature of it."""
+    return {
+        "payloadType": DSSE_PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signatures": [{"keyid": keyid, "sig": base64.b64encode(signature).decode("ascii")}],
+    }
+
+
+def load_public_key_file(path: Path) -> PublicKey:
+    """The Ed25519 public key in ``path`` (PEM), or a ConfigError naming the file."""
     try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    except ImportError as exc:
+        return load_public_key(path.read_bytes())
+    except (OSError, KeyFormatError) as exc:
         raise ConfigError(
-            "checking signatures needs the 'cryptography' package: pip install 'rewheel[sign]'",
+            f"cannot load the public key {path}: {exc}",
             step=Step.VERIFY,
+            hint="--public-key takes an Ed25519 public key in PEM, such as the repository's"
+            " keys/<fingerprint>.pub.pem",
         ) from exc
-    try:
-        key = serialization.load_pem_public_key(public_key_file.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the public key {public_key_file}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{public_key_file} is not an Ed25519 public key", step=Step.VERIFY)
+
+
+def envelope_keyids(envelope: Any) -> list[str]:
+    """The key ids the signatures of a DSSE envelope claim (not checked)."""
+    signatures = envelope.get("signatures") if isinstance(envelope, Mapping) else None
+    return [
+        str(sig["keyid"])
+        for sig in (signatures if isinstance(signatures, list) else [])
+        if isinstance(sig, Mapping) and isinstance(sig.get("keyid"), str)
+    ]
+
+
+def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
+    """None if ``envelope`` carries ``payload`` with a valid signature by ``key``, else why not."""
     if not isinstance(envelope, Mapping) or envelope.get("payloadType") != DSSE_PAYLOAD_TYPE:
         return "the signed envelope is not an in-toto DSSE envelope"
     try:
@@ -541,12 +562,116 @@ def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str 
         return "the signed envelope carries another statement than the provenance file"
     signatures = envelope.get("signatures")
     for sig in signatures if isinstance(signatures, list) else []:
-        try:
-            key.verify(base64.b64decode(str(sig.get("sig"))), pae(DSSE_PAYLOAD_TYPE, carried))
-        except (InvalidSignature, ValueError, AttributeError):
+        if not isinstance(sig, Mapping):
             continue
-        return None
-    return "no valid signature by the given public key"
+        try:
+            signature = base64.b64decode(str(sig.get("sig")), validate=True)
+        except ValueError:
+            continue
+        if key.verifies(signature, pae(DSSE_PAYLOAD_TYPE, carried)):
+            return None
+    return f"no valid signature by the key {key.keyid}"
+
+
+# ---------------------------------------------------------------- PEP 740 provenance objects
+
+
+def provenance_object(payload: bytes, signature: bytes, key: PublicKey) -> dict[str, Any]:
+    """The PEP 740 provenance object served beside a wheel (``<wheel>.provenance``): one
+    bundle, whose publisher is rewheel's signing key, holding one attestation of the statement
+    ``payload``. Where it departs from PEP 740 (no Sigstore certificate, Ed25519) is in
+    docs/provenance.md, "PEP 740"."""
+    return {
+        "version": 1,
+        "attestation_bundles": [
+            {
+                "publisher": {
+                    "kind": PUBLISHER_KIND,
+                    "claims": {},
+                    "keyid": key.keyid,
+                    "algorithm": "ed25519",
+                },
+                "attestations": [
+                    {
+                        "version": 1,
+                        "verification_material": {
+                            "public_key": base64.b64encode(key.der).decode("ascii"),
+                            "transparency_entries": [],
+                        },
+                        "envelope": {
+                            "statement": base64.b64encode(payload).decode("ascii"),
+                            "signature": base64.b64encode(signature).decode("ascii"),
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Attested:
+    """One attestation of a PEP 740 provenance object, decoded (nothing checked yet)."""
+
+    statement: bytes
+    signature: bytes
+    key: PublicKey
+    publisher: Mapping[str, Any]
+
+    @property
+    def signed(self) -> bool:
+        """Whether the signature is the key's, over the DSSE encoding of the statement."""
+        return self.key.verifies(self.signature, pae(DSSE_PAYLOAD_TYPE, self.statement))
+
+
+def _b64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("not a base64 string")
+    return base64.b64decode(value, validate=True)
+
+
+def read_provenance_object(obj: Any) -> tuple[list[Attested], list[str]]:
+    """The attestations of a PEP 740 provenance object that rewheel can check (publisher kind
+    ``rewheel``), and what is wrong with the object or the ones it cannot read."""
+    if not isinstance(obj, Mapping) or obj.get("version") != 1:
+        return [], ["not a PEP 740 provenance object of version 1"]
+    bundles = obj.get("attestation_bundles")
+    if not isinstance(bundles, list) or not bundles:
+        return [], ["the provenance object has no attestation_bundles"]
+    found: list[Attested] = []
+    problems: list[str] = []
+    for bundle in bundles:
+        publisher = bundle.get("publisher") if isinstance(bundle, Mapping) else None
+        attestations = bundle.get("attestations") if isinstance(bundle, Mapping) else None
+        if not isinstance(publisher, Mapping) or not isinstance(attestations, list):
+            problems.append("an attestation bundle without publisher and attestations")
+            continue
+        if publisher.get("kind") != PUBLISHER_KIND:
+            problems.append(
+                f"an attestation bundle of publisher kind {str(publisher.get('kind'))[:80]!r},"
+                " which rewheel does not check"
+            )
+            continue
+        for attestation in attestations:
+            try:
+                if not isinstance(attestation, Mapping) or attestation.get("version") != 1:
+                    raise ValueError("not an attestation object of version 1")
+                material = attestation.get("verification_material")
+                envelope = attestation.get("envelope")
+                if not isinstance(material, Mapping) or not isinstance(envelope, Mapping):
+                    raise ValueError("no verification_material and envelope")
+                key = load_public_key(_b64(material.get("public_key")))
+                found.append(
+                    Attested(
+                        statement=_b64(envelope.get("statement")),
+                        signature=_b64(envelope.get("signature")),
+                        key=key,
+                        publisher=publisher,
+                    )
+                )
+            except ValueError as exc:  # KeyFormatError is one
+                problems.append(f"an attestation that cannot be read: {exc}")
+    return found, problems
 
 
 # ---------------------------------------------------------------- writing
@@ -555,12 +680,17 @@ def check_envelope(envelope: Any, payload: bytes, public_key_file: Path) -> str 
 def write_provenance(
     wheel_path: Path, stmt: Mapping[str, Any], *, signer: Signer | None = None
 ) -> Path:
-    """Write the statement beside ``wheel_path`` (and its signed envelope); return its path."""
+    """Write the statement beside ``wheel_path`` and, given a signer, its DSSE envelope and the
+    PEP 740 provenance object that carries the same signature; return the statement's path."""
     payload = statement_bytes(stmt)
     path = wheel_path.with_name(wheel_path.name + PROVENANCE_SUFFIX)
     if signer is not None:
-        envelope = signer.envelope(payload)
+        signature = signer.sign(payload)
+        envelope = dsse_envelope(payload, signer.keyid, signature)
         dsse = wheel_path.with_name(wheel_path.name + DSSE_SUFFIX)
         atomic_write_bytes(dsse, (json.dumps(envelope, indent=2) + "\n").encode("utf-8"))
+        served = wheel_path.with_name(wheel_path.name + PROVENANCE_OBJECT_SUFFIX)
+        document = provenance_object(payload, signature, signer.public_key)
+        atomic_write_bytes(served, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     atomic_write_bytes(path, payload)
     return path

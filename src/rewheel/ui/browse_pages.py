@@ -40,6 +40,8 @@ from ..core.history import History, Remembered
 from ..core.records import BuildRecord, RecordError, Why
 from ..core.report import Outcome
 from ..core.versions import newest_first, normal_version
+from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
+from ..repo.published_keys import KEYS_DIR, key_file_name, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import parse_metadata
 from .assets import read_asset
@@ -55,7 +57,12 @@ from .graph_export import (
 )
 
 BROWSE_DIR = "browse"
-PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json")
+PROVENANCE_SUFFIXES = (".provenance.json", ".provenance.dsse.json", PROVENANCE_OBJECT_SUFFIX)
+_PROVENANCE_LABELS = {
+    ".provenance.json": "provenance",
+    ".provenance.dsse.json": "signed provenance",
+    PROVENANCE_OBJECT_SUFFIX: "PEP 740 provenance",
+}
 _PAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.html$")
 # An address shown as a link: spelled out with its scheme, nothing a browser would strip or fold
 # (spaces, controls, backslashes) so that what is checked is what the browser follows.
@@ -121,6 +128,7 @@ class Site:
     title: str = "rewheel repository"
     notes: tuple[str, ...] = ()  # run files that could not be read
     runs: int = 0  # runs remembered
+    keys: tuple[str, ...] = ()  # key ids of the signing keys published in keys/
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
@@ -191,6 +199,7 @@ def render_index(site: Site) -> str:
         '<table id="projects"><thead><tr><th>project</th><th>latest</th><th>versions</th>'
         "<th>summary</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n"
     )
+    body += _keys_paragraph(site.keys)
     if not built:
         body += '<p class="muted">Nothing was built into this repository yet.</p>\n'
     body += _not_built_table(site)
@@ -202,6 +211,29 @@ def render_index(site: Site) -> str:
         body += f'<p class="muted note">note: {_e(note)}</p>\n'
     body += _INDEX_SCRIPT
     return _page(site.title, body)
+
+
+def _keys_paragraph(keys: Sequence[str]) -> str:
+    """The signing keys the repository publishes, with their fingerprints: what to pin."""
+    if not keys:
+        return (
+            '<p id="signing-keys" class="muted">No signing key is published here: the '
+            "provenance of these wheels is not signed.</p>\n"
+        )
+    items = "".join(
+        f'<li><code class="fingerprint">{_e(keyid)}</code> '
+        f'(<a class="public-key" href="../{KEYS_DIR}/{_e(quote(key_file_name(keyid)))}">'
+        "Ed25519 public key</a>)</li>"
+        for keyid in keys
+    )
+    return (
+        '<div id="signing-keys"><p>Provenance is signed (DSSE, PEP 740) with the key'
+        f"{'s' if len(keys) > 1 else ''} below, by fingerprint (sha256 of the public key):</p>"
+        f"<ul>{items}</ul>"
+        '<p class="muted">Whoever can change this page can change the key too: compare the '
+        "fingerprint with one you got from whoever runs this repository, then pin it: "
+        "<code>rewheel verify --index URL --public-key KEY.pub.pem</code>.</p></div>\n"
+    )
 
 
 _STATUS: dict[Outcome | None, str] = {
@@ -457,7 +489,7 @@ def _version_section(
     for w in version.wheels:
         extra = []
         for fname in w.provenance:
-            label = "signed provenance" if fname.endswith(".dsse.json") else "provenance"
+            label = _PROVENANCE_LABELS[fname[len(w.filename) :]]
             extra.append(f'<a class="provenance" href="../wheels/{_e(quote(fname))}">{label}</a>')
         rows.append(
             f'<tr><td><a class="wheel" href="../wheels/{_e(quote(w.filename))}">'
@@ -774,6 +806,7 @@ def collect(
         title=title or default_title(repo),
         notes=history.notes,
         runs=sum(1 for run in history.runs if run.started is not None),
+        keys=tuple(sorted(published_keys(repo.root)[0])),
     )
 
 
