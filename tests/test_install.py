@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import os
 import subprocess
+import sys
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,11 +24,21 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from rewheel.core.errors import ConfigError, RewheelError
+from rewheel.core.errors import ConfigError, IntegrityError, RewheelError
 from rewheel.core.fsutil import sha256_file
 from rewheel.core.types import WheelRef
 from rewheel.repo.wheelfile import wheel_name_version
-from rewheel.trust.install import install_into_venv
+from rewheel.trust.install import (
+    MAX_REASON_CHARS,
+    MAX_REASON_LINES,
+    PinnedRelease,
+    allowed_by_hashes,
+    install_into_venv,
+    installer_reason,
+    lock_text,
+    parse_pins,
+    resolve,
+)
 
 
 def record_hash(data: bytes) -> str:
@@ -184,36 +196,62 @@ def test_inherited_pip_and_uv_settings_are_ignored(
 
 
 def test_constraints_are_applied(index: str, tmp_path: Path) -> None:
-    constraints = tmp_path / "constraints.txt"
-    constraints.write_text("# pins\nbeta<1.0  # none satisfies this\n")
     with pytest.raises(RewheelError) as info:
         install_into_venv(
-            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
+            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=["beta<1.0"]
         )
     assert info.value.step == "install"
+    assert "beta" in info.value.message
 
 
-def test_constraints_with_index_options_are_refused(
-    index: str, other_index: tuple[str, Path], tmp_path: Path
-) -> None:
-    constraints = tmp_path / "constraints.txt"
-    constraints.write_text(f"--extra-index-url {other_index[0]}\nbeta==9.0\n")
-    with pytest.raises(ConfigError, match="extra-index-url"):
+def test_constraints_that_bypass_the_index_are_refused(index: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="direct URL"):
         install_into_venv(
-            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
+            ["alpha"],
+            tmp_path / "venv",
+            index_url=index,
+            check=None,
+            constraints=["beta @ https://example.invalid/beta-9.0-py3-none-any.whl"],
         )
     assert not (tmp_path / "venv").exists()
 
 
-def test_hashes_in_constraints_are_passed_on(index: str, tmp_path: Path) -> None:
-    constraints = tmp_path / "constraints.txt"
-    constraints.write_text(f"beta==1.0 --hash=sha256:{'0' * 64}\n")
-    with pytest.raises(RewheelError) as info:
-        install_into_venv(
-            ["alpha"], tmp_path / "venv", index_url=index, check=None, constraints=constraints
-        )
-    assert not isinstance(info.value, ConfigError)  # accepted by us, refused by uv's hash check
-    assert "hash" in str(info.value).lower()
+def test_allowed_hashes_keep_each_project_to_those_files(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    with pytest.raises(IntegrityError, match="no file of it has a hash the requirements allow"):
+        install_into_venv(["alpha"], venv, index_url=index, check=None, hashes={"beta": {"0" * 64}})
+    assert not venv.exists()
+    pins = resolve(["alpha"], index_url=index)
+    beta = next(p for p in pins if p.name == "beta")
+    installed_pins = install_into_venv(
+        ["alpha"], venv, index_url=index, check=None, hashes={"beta": set(beta.sha256)}
+    )
+    assert {(p.name, p.version) for p in installed_pins} == {("alpha", "1.0"), ("beta", "1.0")}
+
+
+def test_allowed_by_hashes() -> None:
+    pins = [
+        PinnedRelease("Alpha", "1.0", ("a" * 64, "b" * 64)),
+        PinnedRelease("beta", "2", ("c" * 64,)),
+    ]
+    kept = allowed_by_hashes(pins, {"alpha": {"B" * 64}})
+    assert kept == [PinnedRelease("Alpha", "1.0", ("b" * 64,)), pins[1]]
+    with pytest.raises(IntegrityError) as info:
+        allowed_by_hashes(pins, {"beta": {"d" * 64}})
+    assert info.value.package == "beta" and info.value.step == "install"
+
+
+def test_lock_text_is_read_back_as_the_same_pins() -> None:
+    pins = [
+        PinnedRelease("Zeta_Pkg", "2.0", ("c" * 64,)),
+        PinnedRelease("alpha", "1.0", ("a" * 64, "b" * 64)),
+    ]
+    text = lock_text(pins, header=["made by a test", "with \x1b[31mred\x1b[0m"])
+    assert text.splitlines()[:2] == ["# made by a test", "# with \\x1b[31mred\\x1b[0m"]
+    assert parse_pins(text) == [
+        PinnedRelease("alpha", "1.0", ("a" * 64, "b" * 64)),
+        PinnedRelease("zeta-pkg", "2.0", ("c" * 64,)),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -238,15 +276,96 @@ def test_failure_names_the_step_and_log_and_leaves_no_venv(index: str, tmp_path:
     assert not venv.exists()
 
 
-def test_failure_without_log_carries_uv_output(index: str, tmp_path: Path) -> None:
-    with pytest.raises(RewheelError, match="gamma"):
-        install_into_venv(["gamma"], tmp_path / "venv", index_url=index, check=None)
+def test_the_error_gives_uv_s_own_reason(index: str, tmp_path: Path) -> None:
+    log = tmp_path / "install.log"
+    with pytest.raises(RewheelError) as info:
+        install_into_venv(
+            ["alpha", "gamma"], tmp_path / "venv", index_url=index, check=None, log=log
+        )
+    message = info.value.message
+    # uv's reason, not only "exited with 1" and the log's name.
+    assert message.startswith("resolving alpha, gamma against the repository: uv pip compile")
+    assert "No solution found" in message and "gamma" in message
+    assert "\x1b" not in message
+    assert info.value.hint is not None and "rewheel bootstrap" in info.value.hint
+    assert "No solution found" in log.read_text()
 
 
-def test_refuses_an_existing_environment(index: str, tmp_path: Path) -> None:
+def test_installer_reason_takes_the_last_diagnostic_without_escapes() -> None:
+    output = (
+        "Resolved 3 packages\n"
+        "\x1b[1m\x1b[31merror\x1b[0m: first\n"
+        "\x1b]0;a new window title\x07"
+        "  \u00d7 No solution found when resolving dependencies:\n"
+        "  \u2570\u2500\u25b6 Because gamma was not found, \x1b[2Jit is unsatisfiable.\x08\n"
+    )
+    assert installer_reason(output) == (
+        "  \u00d7 No solution found when resolving dependencies:\n"
+        "  \u2570\u2500\u25b6 Because gamma was not found, it is unsatisfiable.\\x08"
+    )
+
+
+def test_installer_reason_is_bounded() -> None:
+    lines = "".join(f"line {i}\n" for i in range(1000))
+    reason = installer_reason("error: it went wrong\n" + lines)
+    assert reason.startswith("error: it went wrong\nline 0\n")
+    assert len(reason.splitlines()) == MAX_REASON_LINES and reason.endswith("...")
+    long = installer_reason("error: " + "x" * 100_000)
+    assert len(long) == MAX_REASON_CHARS and long.endswith("...")
+    # Without a line saying where the reason starts: the last lines.
+    assert installer_reason(lines).splitlines()[-1] == "line 999"
+
+
+def test_installs_into_an_existing_venv_of_the_same_python(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / "keep").write_text("mine\n")
+    install_into_venv(["beta"], venv, index_url=index, check=None)
+    install_into_venv(["alpha"], venv, index_url=index, check=None)
+    assert installed(venv) == {"alpha": "1.0", "beta": "1.0"}
+    assert (venv / "keep").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda venv: (venv / "keep").write_text(""), "not a virtual environment"),
+        (
+            lambda venv: _edit_cfg(venv, "version", "3.9.1"),
+            "made from Python 3.9.1",
+        ),
+        (
+            lambda venv: _edit_cfg(venv, "include-system-site-packages", "true"),
+            "sees the system's site-packages",
+        ),
+    ],
+)
+def test_refuses_a_folder_that_is_not_a_venv_of_the_same_python(
+    index: str, tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
-    (venv / "keep").write_text("")
-    with pytest.raises(RewheelError, match="not empty"):
+    make(venv)
+    before = sorted(p.relative_to(venv) for p in venv.rglob("*"))
+    with pytest.raises(ConfigError, match=reason) as info:
         install_into_venv(["beta"], venv, index_url=index, check=None)
-    assert (venv / "keep").exists()
+    assert info.value.step == "install" and "new folder" in (info.value.hint or "")
+    assert sorted(p.relative_to(venv) for p in venv.rglob("*")) == before
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no second Python here")
+def test_refuses_a_venv_of_another_python(index: str, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    if Path(os.path.realpath(venv / "bin" / "python")) == Path(os.path.realpath(sys.executable)):
+        pytest.skip("/usr/bin/python3 is the Python the tests run on")
+    with pytest.raises(ConfigError, match="is not a virtual environment made from"):
+        install_into_venv(["beta"], venv, index_url=index, check=None)
+    assert installed(venv) == {}
+
+
+def _edit_cfg(venv: Path, key: str, value: str) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    cfg = venv / "pyvenv.cfg"
+    lines = [line for line in cfg.read_text().splitlines() if line.partition("=")[0].strip() != key]
+    cfg.write_text("\n".join([*lines, f"{key} = {value}"]) + "\n")

@@ -63,3 +63,22 @@ def test_what_is_refused_names_the_file_and_line(
     with pytest.raises(ConfigError, match=message) as info:
         collect([], [tmp_path / "r.txt"], [])
     assert info.value.step == "input"
+
+
+def test_hash_options_are_collected_by_project(tmp_path: Path) -> None:
+    a, b, c = "a" * 64, "B" * 64, "c" * 64
+    (tmp_path / "lock.txt").write_text(
+        f"Alpha_Pkg==1.0 \\\n    --hash=sha256:{a} \\\n    --hash sha256:{b}\n"
+        f"beta==2.0 --hash=sha256:{c}  # a comment\n"
+        "gamma\n"
+    )
+    out = collect([], [tmp_path / "lock.txt"], [])
+    assert _names(out.requirements) == ["Alpha_Pkg==1.0", "beta==2.0", "gamma"]
+    assert out.hashes == {"alpha-pkg": {a, b.lower()}, "beta": {c}}
+
+
+@pytest.mark.parametrize("value", ["md5:" + "0" * 32, "sha256:abc", "sha512:" + "0" * 128])
+def test_a_hash_that_is_not_a_sha256_is_refused(tmp_path: Path, value: str) -> None:
+    (tmp_path / "r.txt").write_text(f"alpha==1.0 --hash={value}\n")
+    with pytest.raises(ConfigError, match=r"r\.txt:1: --hash=.* is not sha256"):
+        collect([], [tmp_path / "r.txt"], [])

@@ -39,6 +39,7 @@ from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import UNSIGNED_NOTE, Verdict, verify_chain
 from rewheel.trust.install import install_into_venv
 from rewheel.trust.provenance import Signer, load_public_key_file, write_provenance
+from rewheel.trust.seed import seed_wheels
 from rewheel.trust.verify import UNOWNED, VENV, Problem, VerifyReport
 
 
@@ -672,3 +673,39 @@ def test_cli_install_checks_and_says_what_unsigned_checks_miss(built: Path, tmp_
 
 def test_problem_text() -> None:
     assert str(Problem(VENV, None, "pyvenv.cfg", "x")) == "(the venv): pyvenv.cfg: x"
+
+
+def test_seed_packages_are_named_as_such_and_accepted_when_they_are_ensurepip_s(
+    built: Path, tmp_path: Path
+) -> None:
+    if not seed_wheels(Path(sys.executable)):
+        pytest.skip("this Python has no ensurepip wheels")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # pip seeded
+    result = CliRunner().invoke(cli, ["install", "app", "--venv", str(venv), "--repo", str(built)])
+    assert result.exit_code == 0, result.output  # into the venv python -m venv made
+    seeds = {name for name, _ in app.verify(venv, repo_root=built).seeds}
+    assert "pip" in seeds
+
+    result = CliRunner().invoke(cli, ["verify", "--venv", str(venv), "--repo", str(built)])
+    assert result.exit_code == 1
+    assert "ok      pip" not in result.stdout  # not "ok pip", then "PROBLEM pip"
+    assert re.search(r"^PROBLEM pip \S+: seed package of the venv", result.stdout, re.M)
+    assert "not in the repository" not in result.stdout
+    assert "CHAIN" not in result.stdout  # no chain of custody to follow for it
+    assert "ok      App 1.0" in result.stdout
+
+    args = ["verify", "--venv", str(venv), "--repo", str(built), "--allow-seed"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^seed    pip \S+: seed package of the venv", result.stdout, re.M)
+    assert "seed packages, checked against this Python's ensurepip wheels" in result.stderr
+
+    # Accepted only as the wheel it is: a changed file of pip is a problem still.
+    (init,) = site(venv).glob("pip/__init__.py")
+    init.write_text(init.read_text() + "\nimport os  # planted\n")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert re.search(
+        r"^PROBLEM pip \S+ \S+pip/__init__.py: modified after install", result.stdout, re.M
+    )

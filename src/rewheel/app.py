@@ -6,10 +6,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from .build.sandbox import Limits, limits_with, make_policy
@@ -25,9 +27,11 @@ from .build.settings import Settings
 from .core import runstate
 from .core.errors import ConfigError, RepositoryError, Step
 from .core.history import KEEP_RUNS, RunRecord, run_id
+from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
+from .core.versions import normal_version
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
@@ -38,8 +42,10 @@ if TYPE_CHECKING:
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, Steps
+    from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
+    from .trust.install import PinnedRelease
     from .trust.provenance import Signer
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
@@ -97,7 +103,10 @@ def bootstrap(
     reporter: Reporter | None = None,
     notice: Callable[[str], None] | None = None,
     machine: Machine = Machine(),
+    planning: bool = False,
 ) -> BootstrapResult:
+    """Build what ``options`` ask for. ``planning``: resolve and read the cache for real but build
+    and write nothing (``core.update.PlanningSteps``): what would be built is in the result."""
     settings = Settings(options.settings_dir, variant=options.variant)
     if options.variant is not None and options.variant not in settings.variants():
         raise ConfigError(
@@ -118,6 +127,7 @@ def bootstrap(
     repo.ensure_layout()
     with repo.locked():
         client = machine.http_client()
+        plan_dir: Path | None = None
         started: datetime | None = None  # set once the run may change the repository
         bootstrapper: Bootstrapper[Any] | None = None
         try:
@@ -139,12 +149,13 @@ def bootstrap(
             )
             if options.dask is None and (same := _same_as_last_run(repo, upstream, fp)):
                 return same
-            # From here on the repository may change: the last run's state no longer holds.
-            (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
-            started = machine.now()
-            # Once, at the start: pages of every wheel, whatever a killed run or a hand left;
-            # each publication then rewrites only its own project's pages.
-            repo.regenerate_index()
+            if not planning:
+                # From here on the repository may change: the last run's state no longer holds.
+                (repo.root / runstate.LAST_RUN).unlink(missing_ok=True)
+                started = machine.now()
+                # Once, at the start: pages of every wheel, whatever a killed run or a hand left;
+                # each publication then rewrites only its own project's pages.
+                repo.regenerate_index()
 
             from .build.buildenv import EnvBuilder
             from .build.metadata import MetadataSource
@@ -158,7 +169,8 @@ def bootstrap(
             from .serve.server import IndexServer
             from .trust.attest import Attestor
 
-            signer = _signer(options, key_file, repo, notice)
+            # A plan signs nothing: no key is made, none is published into the repository.
+            signer = None if planning else _signer(options, key_file, repo, notice)
 
             def built_metadata(name: NormalizedName, version: Version) -> bytes | None:
                 for ref in repo.find_wheels(name, str(version)):
@@ -168,7 +180,10 @@ def bootstrap(
                         return meta.read_bytes()
                 return None
 
-            metadata = MetadataSource(upstream, repo.sdists_dir, built=built_metadata)
+            if planning:  # a plan writes nothing into the repository, not even sdists
+                plan_dir = Path(tempfile.mkdtemp(prefix="rewheel-plan-"))
+            sdists = plan_dir if plan_dir is not None else repo.sdists_dir
+            metadata = MetadataSource(upstream, sdists, built=built_metadata)
             resolver = Resolver(
                 upstream,
                 metadata,
@@ -210,9 +225,18 @@ def bootstrap(
                     recipes=machine.recipes or load_recipe,
                     notice=notice,
                 )
-                with _build_steps(options, steps, server) as chosen, _stop_on_interrupt(runner):
+                with (
+                    _build_steps(options, steps, server, planning) as chosen,
+                    _stop_on_interrupt(runner),
+                ):
+                    if planning:
+                        chosen = _planning_steps(steps, repo, upstream, settings, work_root)
                     bootstrapper = Bootstrapper(
-                        chosen, jobs=options.jobs, reporter=reporter, keep_going=options.keep_going
+                        chosen,
+                        jobs=options.jobs,
+                        reporter=reporter,
+                        # A plan goes on past what it cannot plan, to show all it can.
+                        keep_going=options.keep_going or planning,
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:
@@ -228,6 +252,10 @@ def bootstrap(
             raise
         finally:
             client.close()
+            if plan_dir is not None:
+                shutil.rmtree(plan_dir, ignore_errors=True)
+        if planning:
+            return result
         repo.write_json("build-order.json", [r.to_json() for r in result.order])
         repo.write_json("graph.json", result.graph)
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
@@ -259,6 +287,50 @@ def _stop_on_interrupt(runner: SubprocessRunner) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def plan_update(
+    options: BootstrapOptions,
+    *,
+    notice: Callable[[str], None] | None = None,
+    machine: Machine = Machine(),
+) -> UpdatePlan:
+    """What a bootstrap of ``options`` would do now, found without building (``core.update``):
+    the new versions, the rebuilds and why, what stays, and the packages of the repository the
+    tree no longer reaches. ``rewheel update`` prints it, then bootstraps: the cache keys
+    rebuild exactly what changed."""
+    from .core.update import plan
+
+    planned = bootstrap(options, notice=notice, machine=machine, planning=True)
+    repo = Repository(options.repo)
+    recorded = {
+        r.node: record
+        for r in planned.order
+        if (record := repo.load_record(r.name, r.version)) is not None
+    }
+    held = [f"{w.name}=={normal_version(w.version)}" for w in repo.wheels()]
+    return plan(planned, recorded=recorded, held=held)
+
+
+def _planning_steps(
+    steps: LocalSteps, repo: Repository, upstream: HttpUpstream, settings: Settings, work: Path
+) -> Steps[Any]:
+    """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
+    requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
+    from .build.prepare import peek_build_requires
+    from .core.resolver import Pin
+    from .core.update import PlanningSteps
+
+    def peek(pin: Pin) -> tuple[str, ...]:
+        with tempfile.TemporaryDirectory(prefix="plan-", dir=work) as folder:
+            return peek_build_requires(upstream, pin, settings, Path(folder))
+
+    return PlanningSteps(
+        steps,
+        recorded=lambda pin: repo.load_record(pin.name, str(pin.version)),
+        prebuilt_allowed=lambda pin: steps.package_settings(pin).prebuilt,
+        peek=peek,
+    )
 
 
 def _remember_run(
@@ -418,10 +490,11 @@ def _listen_host(options: BootstrapOptions) -> str:
 
 @contextlib.contextmanager
 def _build_steps(
-    options: BootstrapOptions, local: LocalSteps, server: IndexServer
+    options: BootstrapOptions, local: LocalSteps, server: IndexServer, planning: bool = False
 ) -> Iterator[Steps[Any]]:
-    """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster."""
-    if options.dask is None:
+    """``local`` itself, or with ``options.dask`` steps that run its builds on a Dask cluster
+    (not for ``planning``: nothing is built)."""
+    if options.dask is None or planning:
         yield local
         return
     try:
@@ -441,36 +514,178 @@ def install(
     venv: Path,
     *,
     repo_root: Path,
-    constraints: Path | None = None,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
     public_key: Path | None = None,
     allow_prebuilt: bool = False,
-) -> None:
+) -> list[PinnedRelease]:
     """Install from the repository's index, after checking the chain of custody of every wheel
-    the resolution chose (with ``public_key``, their signatures too)."""
-    repo = Repository(repo_root)
-    repo.ensure_layout()
+    the resolution chose (with ``public_key``, their signatures too); what was installed."""
+    repo = _existing_repository(repo_root, Step.INSTALL)
     from .serve.server import IndexServer
 
     with IndexServer(repo) as server:
         from .trust.install import custody_check, install_into_venv
 
-        install_into_venv(
+        return install_into_venv(
             requirements,
             venv,
             index_url=server.url,
             check=custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt),
             constraints=constraints,
+            hashes=hashes,
             python=Path(sys.executable),
             log=repo.logs_dir / "install.log",
         )
 
 
-def verify(venv: Path, *, repo_root: Path) -> VerifyReport:
+def lock(
+    requirements: Sequence[str],
+    *,
+    repo_root: Path,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
+    public_key: Path | None = None,
+    allow_prebuilt: bool = False,
+) -> str:
+    """A requirements file of exact versions and the sha256 of the repository's wheels for
+    ``requirements`` and their whole run-time closure (resolved against the repository alone,
+    for this interpreter), once the chain of custody of each is checked."""
+    repo = _existing_repository(repo_root, Step.LOCK_FILE)
+    from .serve.server import IndexServer
+    from .trust.install import custody_check, lock_text, resolve
+
+    with IndexServer(repo) as server:
+        pins = resolve(
+            requirements,
+            index_url=server.url,
+            constraints=constraints,
+            hashes=hashes,
+            python=Path(sys.executable),
+            log=repo.logs_dir / "install.log",
+            step=Step.LOCK_FILE,
+        )
+    check = custody_check(
+        repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
+    )
+    pins = check(pins)  # wheels only: not the sdist an index may list beside one
+    asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
+    return lock_text(
+        pins,
+        header=[
+            f"rewheel lock of {asked}",
+            f"from the repository {repo.root.resolve()}, for {_interpreter_label()}",
+            "pip install --require-hashes --no-deps --index-url URL/simple -r THIS-FILE",
+            "uv pip sync --require-hashes --index-url URL/simple THIS-FILE",
+            "(URL: where the repository is served, e.g. `rewheel serve`)",
+        ],
+    )
+
+
+def _interpreter_label() -> str:
+    import platform
+    import sysconfig
+
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}"
+        f" on {sysconfig.get_platform()}"
+    )
+
+
+def _existing_repository(repo_root: Path, step: Step) -> Repository:
+    """The repository at ``repo_root``, which must be one (a mistyped --repo is not made)."""
+    repo = Repository(repo_root)
+    repo.require_existing(step=step)
+    return repo
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: PrunePlan
+    removed: list[RepoFile]  # what was removed (nothing on a dry run)
+    dry_run: bool
+
+
+def prune(
+    keep_sets: Sequence[tuple[str, Sequence[str]]],
+    *,
+    repo_root: Path,
+    constraints: Sequence[str] = (),
+    hashes: Mapping[str, Collection[str]] | None = None,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Remove the wheels, sdists, records, logs and provenance of the packages no kept
+    requirement reaches, at run time or as a build tool (recursively), under the repository's
+    lock. ``keep_sets``: (what to call it, its requirements), each resolved against the
+    repository on its own (a ``--keep REQ``, or a whole ``-r`` file), ``constraints`` applying
+    to each. A kept package whose record cannot be read stops it: its build tools are unknown.
+    """
+    from .core.prune import keep, plan
+    from .repo.prune import after_removal, build_envs, list_files, remove_files
+    from .serve.server import IndexServer
+    from .trust.install import resolve
+
+    if not keep_sets:
+        raise ConfigError("name what to keep", step=Step.PRUNE)
+    repo = _existing_repository(repo_root, Step.PRUNE)
+    with repo.locked():
+        roots: dict[str, list[str]] = {}
+        with IndexServer(repo) as server:
+            for label, requirements in keep_sets:
+                pins = resolve(
+                    requirements,
+                    index_url=server.url,
+                    constraints=constraints,
+                    hashes=hashes,
+                    python=Path(sys.executable),
+                    log=None,  # a dry run changes nothing; uv's reason is in its error
+                    step=Step.PRUNE,
+                )
+                roots[label] = [
+                    f"{canonicalize_name(p.name)}=={normal_version(p.version)}" for p in pins
+                ]
+        files, folder_notes = list_files(repo)
+        envs, unreadable = build_envs(repo, files)
+        kept = keep(roots, envs)
+        blocking = sorted(why for node, why in unreadable.items() if node in kept)
+        if blocking:
+            raise RepositoryError(
+                "refusing to prune: the build tools of a kept package are unknown, "
+                + "; ".join(blocking),
+                step=Step.PRUNE,
+                hint="nothing was removed; restore the record (or remove that package's wheel"
+                " and build it again)",
+            )
+        listed = {node for f in files if (node := file_node(f)) is not None}
+        notes = folder_notes + [
+            f"{node} ({why}) is not in the repository"
+            for node, why in sorted(kept.items())
+            if node not in listed
+        ]
+        the_plan = plan(files, kept, notes=notes)
+        removed: list[RepoFile] = []
+        if not dry_run and the_plan.remove:
+            removed = remove_files(repo, the_plan.removed_files)
+            after_removal(repo, the_plan.remove)
+            from .ui.browse_pages import write_browse
+
+            write_browse(repo)
+        return PruneResult(the_plan, removed, dry_run)
+
+
+def verify(venv: Path, *, repo_root: Path, allow_seed: bool = False) -> VerifyReport:
+    """Check ``venv`` against the repository; the seed packages ``python -m venv`` installs
+    (pip, setuptools) are checked against this interpreter's ensurepip wheels, and accepted
+    with ``allow_seed``."""
     repo = Repository(repo_root)
     wheels = [(ref, repo.wheel_path(ref)) for ref in repo.wheels()]
+    from .trust.seed import seed_wheels
     from .trust.verify import verify_venv
 
-    return verify_venv(venv, wheels)
+    python = Path(sys.executable)
+    return verify_venv(
+        venv, wheels, python=python, seeds=seed_wheels(python), allow_seed=allow_seed
+    )
 
 
 def serve(

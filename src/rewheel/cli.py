@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,19 +13,32 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 from click.core import ParameterSource
+from packaging.utils import canonicalize_name
 
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
 from .core.report import BootstrapResult
-from .reqfile import collect
-from .ui.graph_export import history_graph, read_history, to_dot, to_html, why_lines
+from .core.versions import normal_version
+from .repo.repository import Repository
+from .reqfile import collect, parse_requirement
+from .ui.graph_export import (
+    history_graph,
+    read_history,
+    to_dot,
+    to_html,
+    why_data,
+    why_lines,
+)
 from .ui.progress import make_reporter
+from .ui.run_summary import summary_json
 from .ui.text import printable
 
 if TYPE_CHECKING:
+    from .core.update import UpdatePlan
     from .trust.chain import ChainReport
     from .trust.rebuild import RebuildResult
+    from .trust.verify import VerifyReport
 
 _repo_option = click.option(
     "--repo",
@@ -70,6 +85,48 @@ _settings_option = click.option(
 _variant_option = click.option(
     "--variant", default=None, help="Settings variant to build (e.g. cpu, cuda)."
 )
+
+
+_index_url_option = click.option(
+    "--index-url",
+    default=app.DEFAULT_INDEX,
+    show_default=True,
+    envvar="REWHEEL_INDEX_URL",
+    help="The upstream index sdists come from (PEP 503/691).",
+)
+_pre_option = click.option("--pre", is_flag=True, help="Allow pre-releases.")
+_strict_hashes_option = click.option(
+    "--strict-hashes", is_flag=True, help="Refuse index files listed without sha256."
+)
+_keep_going_option = click.option(
+    "--keep-going",
+    is_flag=True,
+    help="Build all that can be built after a failure, then list the failures.",
+)
+_signing_key_option = click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 private key (PEM) to sign each wheel's provenance with [default: your own, "
+    "made on first use in $XDG_DATA_HOME/rewheel/keys/].",
+)
+_no_sign_option = click.option(
+    "--no-sign",
+    is_flag=True,
+    help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
+    "this one (docs/provenance.md).",
+)
+_work_dir_option = click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
+    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
+    "Compiled code does not name it, but a build can write it into a file (numpy's "
+    "__config__.py does): keep it the same to rebuild such wheels bit for bit.",
+)
+_verbose_option = click.option("-v", "--verbose", count=True, help="More output.")
+_quiet_option = click.option("-q", "--quiet", count=True, help="Less output.")
 
 
 _public_key_option = click.option(
@@ -120,6 +177,8 @@ Examples:
   rewheel bootstrap -r requirements.txt -c constraints.txt -j 8
   rewheel install requests --venv .venv   install from the repository alone
   rewheel verify --venv .venv             check every installed file against the repository
+  rewheel lock -r requirements.txt -o lock.txt   exact versions and hashes of the wheels here
+  rewheel prune --keep requests --dry-run what would go, and why the rest stays
   rewheel serve --host 0.0.0.0            share the index and its pages (http://HOST:8080/)
   rewheel why setuptools                  every chain of requirements that brings it in
   rewheel graph --html graph.html         draw the dependency graph
@@ -150,17 +209,6 @@ def cli() -> None:
     """
 
 
-_work_dir_option = click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where sdists are extracted and built [default: /dev/shm/rewheel-build-<uid>, or "
-    "/tmp/rewheel-build-<uid>]; it must be a folder of yours that no one else can write. "
-    "Compiled code does not name it, but a build can write it into a file (numpy's "
-    "__config__.py does): keep it the same to rebuild such wheels bit for bit.",
-)
-
-
 @cli.command()
 @click.argument("requirements", nargs=-1)
 @click.option(
@@ -180,26 +228,16 @@ _work_dir_option = click.option(
     help="Constrain versions with this file (repeatable); applies to build environments too.",
 )
 @_repo_option
-@click.option(
-    "--index-url",
-    default=app.DEFAULT_INDEX,
-    show_default=True,
-    envvar="REWHEEL_INDEX_URL",
-    help="The upstream index sdists come from (PEP 503/691).",
-)
+@_index_url_option
 @_jobs_option
-@click.option("--pre", is_flag=True, help="Allow pre-releases.")
+@_pre_option
 @_build_timeout_option
 @_no_network_isolation_option
 @_no_sandbox_option
-@click.option("--strict-hashes", is_flag=True, help="Refuse index files listed without sha256.")
+@_strict_hashes_option
 @_settings_option
 @_variant_option
-@click.option(
-    "--keep-going",
-    is_flag=True,
-    help="Build all that can be built after a failure, then list the failures.",
-)
+@_keep_going_option
 @click.option(
     "--dask",
     "dask",
@@ -213,22 +251,18 @@ _work_dir_option = click.option(
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
-@click.option(
-    "--signing-key",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 private key (PEM) to sign each wheel's provenance with [default: your own, "
-    "made on first use in $XDG_DATA_HOME/rewheel/keys/].",
-)
-@click.option(
-    "--no-sign",
-    is_flag=True,
-    help="Sign nothing: verify and installers then cannot tell a rewritten repository from "
-    "this one (docs/provenance.md).",
-)
+@_signing_key_option
+@_no_sign_option
 @_work_dir_option
-@click.option("-v", "--verbose", count=True, help="More output.")
-@click.option("-q", "--quiet", count=True, help="Less output.")
+@_verbose_option
+@_quiet_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="At the end, print what became of every package as one JSON object on stdout "
+    "(docs/inspecting.md).",
+)
 def bootstrap(
     requirements: tuple[str, ...],
     requirement_files: tuple[Path, ...],
@@ -251,11 +285,19 @@ def bootstrap(
     work_dir: Path | None,
     verbose: int,
     quiet: int,
+    as_json: bool,
 ) -> None:
     """Build REQUIREMENTS and everything they need, build tools included, from source."""
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
+    if reqs.hashes:
+        click.echo(
+            "note: the --hash options of the requirement files are not used here: bootstrap"
+            " builds from sdists, each checked against the sha256 the index gives (the hashes"
+            " are enforced by `rewheel install -r`)",
+            err=True,
+        )
     if no_sign and signing_key is not None:
         raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     if advertise_host is not None and dask is None:
@@ -282,60 +324,360 @@ def bootstrap(
     )
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
+    started = time.monotonic()
+    requested = [str(r) for r in reqs.requirements]
+    try:
+        with reporter:
+            result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
+    except (RewheelError, KeyboardInterrupt) as exc:
+        if as_json:
+            seconds = time.monotonic() - started
+            _echo_json(summary_json(None, repo, seconds, requested=requested, error=exc))
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+            # Each wheel's record is saved when it is built: a re-run reuses them.
+            raise Interrupted(_KEPT) from exc
+        raise
+    reporter.summary(result, repo)
+    if as_json:
+        _echo_json(summary_json(result, repo, time.monotonic() - started, requested=requested))
+    if not result.ok:
+        sys.exit(1)
+
+
+_requirement_files_option = click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Requirements from this file (repeatable); --hash options in it are enforced.",
+)
+_constraint_files_option = click.option(
+    "-c",
+    "--constraint",
+    "constraint_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Constrain versions with this file (repeatable).",
+)
+
+
+def _install_request(
+    requirements: Sequence[str], requirement_files: Sequence[Path], constraint_files: Sequence[Path]
+) -> tuple[list[str], list[str], dict[str, set[str]]]:
+    """Requirements, constraints and allowed hashes from the command line and the files."""
+    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    if not reqs.requirements:
+        raise click.UsageError("name at least one requirement, or give -r FILE")
+    hashes = {str(name): digests for name, digests in reqs.hashes.items()}
+    return [str(r) for r in reqs.requirements], [str(c) for c in reqs.constraints], hashes
+
+
+@cli.command()
+@click.argument("requirements", nargs=-1)
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Requirements from this file (repeatable).",
+)
+@click.option(
+    "-c",
+    "--constraint",
+    "constraint_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Constrain versions with this file (repeatable); applies to build environments too.",
+)
+@_repo_option
+@_index_url_option
+@_jobs_option
+@_pre_option
+@_build_timeout_option
+@_no_network_isolation_option
+@_no_sandbox_option
+@_strict_hashes_option
+@_settings_option
+@_variant_option
+@_keep_going_option
+@_signing_key_option
+@_no_sign_option
+@_work_dir_option
+@_verbose_option
+@_quiet_option
+@click.option("--dry-run", is_flag=True, help="Print the plan; build nothing.")
+def update(
+    requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    index_url: str,
+    jobs: int,
+    pre: bool,
+    build_timeout: float | None,
+    no_network_isolation: bool,
+    no_sandbox: bool,
+    strict_hashes: bool,
+    settings_dir: Path | None,
+    variant: str | None,
+    keep_going: bool,
+    signing_key: Path | None,
+    no_sign: bool,
+    work_dir: Path | None,
+    verbose: int,
+    quiet: int,
+    dry_run: bool,
+) -> None:
+    """Re-resolve against the upstream, print what changes, then build only that.
+
+    Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
+    the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
+    what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
+    if no_sign and signing_key is not None:
+        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
+    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    if not reqs.requirements:
+        last = read_history(repo).latest
+        if last is None or not last.requested:
+            raise click.UsageError("name what to update, or bootstrap it first")
+        reqs = collect(list(last.requested), [], [])
+        reqs.constraints = [
+            parse_requirement(c, where=f"the constraints of the {last.label}")
+            for c in last.constraints
+        ]
+        click.echo(f"updating what the {printable(last.label)} asked for", err=True)
+    options = app.BootstrapOptions(
+        requirements=reqs.requirements,
+        constraints=reqs.constraints,
+        repo=repo,
+        index_url=index_url,
+        jobs=jobs,
+        allow_prereleases=pre,
+        build_timeout=build_timeout,
+        isolate_network=not no_network_isolation,
+        sandbox=not no_sandbox,
+        strict_hashes=strict_hashes,
+        settings_dir=settings_dir,
+        variant=variant,
+        keep_going=keep_going,
+        signing_key=signing_key,
+        sign=not no_sign,
+        work_dir=work_dir,
+    )
+    _echo_plan(
+        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
+    )
+    if dry_run:
+        click.echo("dry run: nothing was built", err=True)
+        return
+    reporter = make_reporter(1 + verbose - quiet)
     try:
         with reporter:
             result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
     except KeyboardInterrupt as exc:
-        # Each wheel's record is saved when it is built: a re-run reuses them.
-        raise Interrupted("what was built is kept, run the same command again to go on") from exc
+        raise Interrupted(_KEPT) from exc
     reporter.summary(result, repo)
     if not result.ok:
         sys.exit(1)
 
 
+def _echo_plan(plan: UpdatePlan) -> None:
+    from .core.update import Change
+
+    for entry in plan.entries:
+        if entry.change is Change.STAYS:
+            continue
+        label = {
+            Change.NEW: "new",
+            Change.REBUILD: "rebuild",
+            Change.PREBUILT: "prebuilt",
+            Change.UNKNOWN: "UNKNOWN",
+        }
+        why = f": {'; '.join(entry.reasons)}" if entry.reasons else ""
+        click.echo(f"{label[entry.change]:<8}{printable(entry.node)}{printable(why)}")
+    stays = plan.of(Change.STAYS)
+    if stays:
+        click.echo(f"stays   {', '.join(sorted(printable(e.node) for e in stays))}")
+    for node in plan.unreached:
+        click.echo(
+            f"unused  {printable(node)}: the tree no longer needs it (rewheel prune removes it)"
+        )
+    new, rebuild = len(plan.of(Change.NEW)), len(plan.of(Change.REBUILD))
+    prebuilt = len(plan.of(Change.PREBUILT))
+    click.echo(
+        f"plan: {new} new, {rebuild} rebuilt, {prebuilt} pre-built, {len(stays)} unchanged,"
+        f" {len(plan.unreached)} no longer needed",
+        err=True,
+    )
+
+
 @cli.command()
-@click.argument("requirements", nargs=-1, required=True)
+@click.argument("requirements", nargs=-1)
+@_requirement_files_option
+@_constraint_files_option
 @click.option(
     "--venv",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="The virtual environment to create.",
+    help="The virtual environment to install into: made when it does not exist; one that "
+    "exists must have been made from the Python rewheel runs on.",
 )
 @_repo_option
-@click.option(
-    "-c",
-    "--constraint",
-    "constraint",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Constraints for the install.",
-)
 @_public_key_option
 @_allow_prebuilt_option
 def install(
     requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
     venv: Path,
     repo: Path,
-    constraint: Path | None,
     public_key: Path | None,
     allow_prebuilt: bool,
 ) -> None:
-    """Create VENV and install REQUIREMENTS into it from the repository alone, once the chain of
-    custody of every wheel to install is checked (nothing is installed if one is broken)."""
-    app.install(
-        list(requirements),
+    """Install REQUIREMENTS into VENV from the repository alone, once the chain of custody of
+    every wheel to install is checked (nothing is installed if one is broken)."""
+    reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
+    pins = app.install(
+        reqs,
         venv,
         repo_root=repo,
-        constraints=constraint,
+        constraints=constraints,
+        hashes=hashes,
         public_key=public_key,
         allow_prebuilt=allow_prebuilt,
     )
     if public_key is None:
-        from .repo.repository import Repository
         from .trust.chain import signing_note
 
         click.echo(f"note: {signing_note(Repository(repo))}", err=True)
-    click.echo(f"installed {' '.join(requirements)} into {venv}", err=True)
+    installed = ", ".join(f"{p.name}=={p.version}" for p in pins)
+    click.echo(f"installed {len(pins)} package(s) into {venv}: {installed}", err=True)
+
+
+@cli.command()
+@click.argument("requirements", nargs=-1)
+@_requirement_files_option
+@_constraint_files_option
+@_repo_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the lock file here (default: standard output).",
+)
+@_public_key_option
+@_allow_prebuilt_option
+def lock(
+    requirements: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    output: Path | None,
+    public_key: Path | None,
+    allow_prebuilt: bool,
+) -> None:
+    """Pin REQUIREMENTS and all they need at run time to the repository's wheels, with hashes.
+
+    The requirements file written has exact versions and the sha256 of each wheel, resolved
+    against the repository alone for this Python, once the chain of custody of each wheel is
+    checked: `pip install --require-hashes --no-deps` and `uv pip sync` install exactly those
+    files from the served repository."""
+    reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
+    text = app.lock(
+        reqs,
+        repo_root=repo,
+        constraints=constraints,
+        hashes=hashes,
+        public_key=public_key,
+        allow_prebuilt=allow_prebuilt,
+    )
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        from .core.fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    if public_key is None:
+        from .trust.chain import signing_note
+
+        click.echo(f"note: {signing_note(Repository(repo))}", err=True)
+
+
+@cli.command()
+@click.option(
+    "--keep",
+    "keep",
+    multiple=True,
+    metavar="REQ",
+    help="Keep what this requirement needs (repeatable; each is resolved on its own).",
+)
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep what the requirements of this file need, resolved together (repeatable).",
+)
+@_constraint_files_option
+@_repo_option
+@click.option("--dry-run", is_flag=True, help="Print what would go and what stays; change nothing.")
+def prune(
+    keep: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    constraint_files: tuple[Path, ...],
+    repo: Path,
+    dry_run: bool,
+) -> None:
+    """Remove every package the kept requirements do not reach, at run time or as build tools.
+
+    Their wheels, sdists, records, logs and provenance go (build tools are followed recursively,
+    through each record's build environment); the index pages, build-order.json and graph.json
+    are updated to match. --dry-run prints the plan: what goes, what stays and why."""
+    keep_sets: list[tuple[str, list[str]]] = []
+    hashes: dict[str, set[str]] = {}
+    constraints = [str(c) for c in collect([], [], list(constraint_files)).constraints]
+    for text in keep:
+        keep_sets.append((text, [str(r) for r in collect([text], [], []).requirements]))
+    for path in requirement_files:
+        reqs = collect([], [path], [])
+        keep_sets.append((f"-r {path}", [str(r) for r in reqs.requirements]))
+        constraints += [str(c) for c in reqs.constraints]
+        for name, digests in reqs.hashes.items():
+            hashes.setdefault(str(name), set()).update(digests)
+    if not keep_sets:
+        raise click.UsageError("say what to keep: --keep REQ or -r FILE")
+    result = app.prune(
+        keep_sets, repo_root=repo, constraints=constraints, hashes=hashes, dry_run=dry_run
+    )
+    the_plan = result.plan
+    for node, why in the_plan.kept.items():
+        click.echo(f"keep    {node}: {why}")
+    for node, files in the_plan.remove.items():
+        click.echo(f"remove  {node}: reached by no kept requirement")
+        for file in files:
+            click.echo(f"          {printable(str(file))}")
+    for file in the_plan.left_alone:
+        click.echo(f"left    {printable(str(file))}: not a file of a package")
+    _echo_notes(the_plan.notes)
+    count = f"{len(the_plan.removed_files)} file(s) of {len(the_plan.remove)} package(s)"
+    if dry_run:
+        click.echo(
+            f"would remove {count}, keeping {len(the_plan.kept)} package(s); dry run: nothing"
+            " was removed",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"removed {len(result.removed)} file(s) of {len(the_plan.remove)} package(s), kept"
+            f" {len(the_plan.kept)} package(s); the index, build-order.json and graph.json are"
+            " updated",
+            err=True,
+        )
 
 
 @cli.command()
@@ -368,6 +710,18 @@ def install(
     "(signed by --public-key) and its build tools and dependencies on the index.",
 )
 @_public_key_option
+@click.option(
+    "--allow-seed",
+    is_flag=True,
+    help="Accept the seed packages `python -m venv` installs (pip, setuptools) when their "
+    "files are the wheels of this Python's ensurepip.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the findings as one JSON object on stdout (docs/inspecting.md).",
+)
 def verify(
     venv: Path | None,
     repo: Path,
@@ -376,6 +730,8 @@ def verify(
     index_url: str,
     index: str | None,
     public_key: Path | None,
+    allow_seed: bool,
+    as_json: bool,
 ) -> None:
     """Check that every file installed in VENV comes from a wheel of the repository (its
     byte-code compiles from those files, its pyvenv.cfg, python and activation scripts are what
@@ -386,7 +742,11 @@ def verify(
         if venv is not None or check_upstream:
             raise click.UsageError("--index checks a served index: it goes without --venv")
         served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
-        _echo_chain(served, scope="INDEX")
+        if as_json:
+            _echo_json(_verify_json(None, None, None, served, index=index))
+        else:
+            _echo_chain(served, scope="INDEX")
+        _echo_notes(served.notes)
         where = printable(index)
         if not served.entries and served.ok:
             click.echo(f"no wheel is served at {where}: nothing to verify", err=True)
@@ -410,17 +770,16 @@ def verify(
         return
     venv_ok = True
     packages = None
+    report: VerifyReport | None = None
     if venv is not None:
-        report = app.verify(venv, repo_root=repo)
-        for name, version in report.checked:
-            click.echo(f"ok      {name} {version}")
-        for problem in report.problems:
-            where = f" {problem.path}" if problem.path else ""
-            version = f" {problem.version}" if problem.version else ""
-            click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
+        report = app.verify(venv, repo_root=repo, allow_seed=allow_seed)
+        if not as_json:
+            _echo_venv_report(report)
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
-        venv_ok, packages = report.ok, report.checked
+        # Seed packages are not the repository's: there is no chain of custody to follow.
+        venv_ok = report.ok
+        packages = [c for c in report.checked if c not in report.seeds]
     chain = app.chain_of_custody(
         repo_root=repo,
         packages=packages,
@@ -429,8 +788,12 @@ def verify(
         upstream_url=index_url if check_upstream else None,
         public_key=public_key,
     )
-    _echo_chain(chain)
-    if venv is not None and not venv_ok:
+    if as_json:
+        _echo_json(_verify_json(repo, venv, report, chain))
+    else:
+        _echo_chain(chain)
+    _echo_notes(chain.notes)
+    if report is not None and not venv_ok:
         click.echo(f"{len(report.problems)} problem(s) in {venv}", err=True)
     if not chain.ok:
         broken = sum(not e.ok for e in chain.entries)
@@ -441,8 +804,14 @@ def verify(
         )
     if not venv_ok or not chain.ok:
         sys.exit(1)
-    if venv is not None:
-        click.echo(f"{len(report.checked)} distributions verified against {repo}", err=True)
+    if report is not None:
+        seeds = (
+            f" ({len(report.seeds)} of them seed packages, checked against this Python's"
+            " ensurepip wheels)"
+            if report.seeds
+            else ""
+        )
+        click.echo(f"{len(report.checked)} distributions verified against {repo}{seeds}", err=True)
     click.echo(
         f"chain of custody holds for {len(chain.entries)} wheel(s): built from source, "
         "dependencies built from source, build tools built from source",
@@ -522,18 +891,63 @@ def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
 @cli.command()
 @click.argument("package")
 @_repo_option
-def why(package: str, repo: Path) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print it as one JSON object on stdout (docs/inspecting.md).",
+)
+def why(package: str, repo: Path, as_json: bool) -> None:
     """Show every chain of requirements that brings PACKAGE (name or name==version) in, from the
-    newest of the last runs (up to 50) that had it, and what became of it there."""
+    newest of the last runs (up to 50) that had it, and what became of it there.
+
+    It also says when its wheel is no longer in the repository (removed by prune)."""
     history = read_history(repo)
     _echo_notes(history.notes)
-    for line in why_lines(history, package):
+    in_repository = _wheel_lookup(repo)
+    if as_json:
+        _echo_json(why_data(history, package, in_repository=in_repository))
+        return
+    for line in why_lines(history, package, in_repository=in_repository):
         click.echo(line)
+
+
+def _wheel_lookup(repo_root: Path) -> Callable[[str, str], bool] | None:
+    """Whether the repository holds a wheel of (name, version); None without a wheels/ folder."""
+    repo = Repository(repo_root)
+    if not repo.wheels_dir.is_dir():
+        return None
+    held = {(w.name, normal_version(w.version)) for w in repo.wheels()}
+    return lambda name, version: (canonicalize_name(name), normal_version(version)) in held
+
+
+def _echo_json(data: object) -> None:
+    # ASCII only: text from packages cannot reach a terminal as control characters (JSON
+    # escapes C0 ones, and ensure_ascii the C1 ones and bidirectional overrides).
+    click.echo(json.dumps(data, indent=2))
 
 
 def _echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
         click.echo(f"note: {printable(note)}", err=True)
+
+
+def _echo_venv_report(report: VerifyReport) -> None:
+    with_problems = {(p.distribution, p.version) for p in report.problems}
+    for name, version in report.checked:
+        if (name, version) in with_problems:
+            continue
+        if (name, version) in report.seeds:
+            click.echo(
+                f"seed    {name} {version}: seed package of the venv, not from the "
+                "repository: its files are the wheel of this Python's ensurepip"
+            )
+        else:
+            click.echo(f"ok      {name} {version}")
+    for problem in report.problems:
+        where = f" {problem.path}" if problem.path else ""
+        version = f" {problem.version}" if problem.version else ""
+        click.echo(f"PROBLEM {problem.distribution}{version}{where}: {problem.reason}")
 
 
 def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
@@ -550,8 +964,61 @@ def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
             click.echo(f"          - {printable(problem)}")
     for problem in report.problems:
         click.echo(f"{scope:<7} {printable(problem)}")
-    for note in report.notes:
-        click.echo(f"note: {printable(note)}", err=True)
+
+
+def _verify_json(
+    repo: Path | None,
+    venv: Path | None,
+    report: VerifyReport | None,
+    chain: ChainReport,
+    *,
+    index: str | None = None,
+) -> dict[str, object]:
+    """``rewheel verify --json`` (docs/inspecting.md): of a repository (and a venv), or of the
+    ``index`` served at a URL."""
+    distributions = []
+    if report is not None:
+        with_problems = {(p.distribution, p.version) for p in report.problems}
+        for name, version in report.checked:
+            seed = (name, version) in report.seeds
+            status = "problem" if (name, version) in with_problems else "ok"
+            distributions.append({"name": name, "version": version, "status": status, "seed": seed})
+    return {
+        "format": 1,
+        "ok": (report is None or report.ok) and chain.ok,
+        "repository": None if repo is None else str(repo.absolute()),
+        "index": index,
+        "venv": None if venv is None else str(venv.absolute()),
+        "distributions": distributions,
+        "problems": [
+            {
+                "distribution": p.distribution,
+                "version": p.version,
+                "path": p.path,
+                "reason": p.reason,
+            }
+            for p in (report.problems if report is not None else [])
+        ],
+        "notes": list(report.notes) if report is not None else [],
+        "chain": {
+            "ok": chain.ok,
+            "wheels": [
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "wheel": e.wheel,
+                    "ok": e.ok,
+                    "source": e.source.name.lower(),
+                    "dependencies": e.dependencies.name.lower(),
+                    "build_tools": e.build_tools.name.lower(),
+                    "problems": list(e.problems),
+                }
+                for e in chain.entries
+            ],
+            "problems": list(chain.problems),
+            "notes": list(chain.notes),
+        },
+    }
 
 
 @cli.command()
@@ -651,6 +1118,7 @@ class Runs:
     command line becomes without building anything."""
 
     bootstrap: Callable[..., BootstrapResult] = app.bootstrap
+    plan_update: Callable[..., UpdatePlan] = app.plan_update
 
 
 def _runs() -> Runs:
@@ -659,6 +1127,9 @@ def _runs() -> Runs:
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+
+
+_KEPT = "what was built is kept, run the same command again to go on"
 
 
 class Interrupted(KeyboardInterrupt):

@@ -1,15 +1,20 @@
 """Requirements and constraints files: one PEP 508 requirement a line.
 
-Comments, blank lines, line continuations and nested ``-r``/``-c`` files are understood. Options
-that would point rewheel at another index are refused: the upstream is given on the command line.
+Comments, blank lines, line continuations and nested ``-r``/``-c`` files are understood, and so
+are ``--hash=sha256:<hex>`` options after a requirement (what ``rewheel lock`` and
+``pip-compile --generate-hashes`` write): they are collected by project, for ``rewheel install``
+to allow only those files. Other options, such as those that would point rewheel at another index,
+are refused: the index is given on the command line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
 
 from .core.errors import ConfigError, Step
 
@@ -18,6 +23,14 @@ from .core.errors import ConfigError, Step
 class RequirementSet:
     requirements: list[Requirement] = field(default_factory=list)
     constraints: list[Requirement] = field(default_factory=list)
+    # The sha256 digests ``--hash`` options allow, by project (requirements and constraints alike,
+    # as pip takes them); a project without an entry is not restricted.
+    hashes: dict[NormalizedName, set[str]] = field(default_factory=dict)
+
+
+# ``--hash=sha256:<hex>`` (or ``--hash sha256:<hex>``) after a requirement.
+_HASH_OPTION = re.compile(r"\s--hash(?:=|\s+)(?P<value>\S+)")
+_SHA256 = re.compile(r"sha256:(?P<hex>[0-9a-fA-F]{64})")
 
 
 def parse_requirement(text: str, *, where: str = "the command line") -> Requirement:
@@ -75,7 +88,17 @@ def read_file(path: Path, into: RequirementSet, *, constraint: bool, seen: set[P
             raise ConfigError(
                 f"{where}: option {line.split()[0]!r} is not supported", step=Step.INPUT
             )
-        req = parse_requirement(line, where=where)
+        values = [m["value"] for m in _HASH_OPTION.finditer(" " + line)]
+        req = parse_requirement(_HASH_OPTION.sub("", " " + line).strip(), where=where)
+        for value in values:
+            digest = _SHA256.fullmatch(value)
+            if digest is None:
+                raise ConfigError(
+                    f"{where}: --hash={value} is not sha256:<64 hex digits> (the only hash that"
+                    " wheels here are known by)",
+                    step=Step.INPUT,
+                )
+            into.hashes.setdefault(canonicalize_name(req.name), set()).add(digest["hex"].lower())
         (into.constraints if constraint else into.requirements).append(req)
 
 

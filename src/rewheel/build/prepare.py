@@ -34,6 +34,26 @@ class SdistSource(Protocol):
     def download(self, file: IndexFile, dest_dir: Path) -> Path: ...
 
 
+def peek_build_requires(
+    upstream: SdistSource, pin: Pin, settings: Settings, folder: Path
+) -> tuple[str, ...]:
+    """The ``build-system.requires`` of ``pin``'s sdist, from a copy downloaded (its sha256
+    checked) and extracted into ``folder``, for a plan (``core.update``): nothing of the
+    repository changes, no build code runs. The settings' patches are not applied."""
+    sdist = upstream.download(pin.sdist, folder)
+    digest = sha256_file(sdist)
+    if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
+        raise IntegrityError(
+            f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
+            package=pin.name,
+            version=str(pin.version),
+            step=Step.DOWNLOAD,
+        )
+    pkg = settings.for_package(pin.name, pin.version)
+    source = extract_sdist(sdist, folder, package=pin.name, allow_links=pkg.allow_links)
+    return read_build_system(source, package=pin.name).requires
+
+
 class SourcePreparer:
     """Turns a pin into a ``Prepared`` source tree in the package's work folder.
 

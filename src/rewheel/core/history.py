@@ -46,6 +46,7 @@ __all__ = [
     "parse_edges",
     "parse_nodes",
     "run_id",
+    "run_nodes",
 ]
 
 FORMAT = 1
@@ -297,6 +298,43 @@ def parse_nodes(raw: object, *, with_outcomes: bool) -> tuple[NodeRun, ...]:
     return tuple(nodes)
 
 
+def run_nodes(result: BootstrapResult) -> tuple[tuple[NodeRun, ...], tuple[Edge, ...]]:
+    """Every package of ``result``'s graph with what became of it, and every edge: what a run
+    file keeps of a run (and ``rewheel bootstrap --json`` prints)."""
+    nodes: list[NodeRun] = []
+    edges = parse_edges(result.graph.get("edges", []))
+    listed = parse_nodes(result.graph.get("nodes", []), with_outcomes=False)
+    known = {n.id for n in listed}
+    for edge in edges:  # an edge's end the graph does not list: still a package
+        for end in (edge.parent, edge.child):
+            if end is not None and end not in known:
+                name, _, version = end.partition("==")
+                listed += (NodeRun(end, name, version, None),)
+                known.add(end)
+    records = {r.node: r for r in result.order}
+    for node in listed:
+        outcome_here = result.outcomes.get(node.id, Outcome.NOT_ATTEMPTED)
+        record = records.get(node.id)
+        exc = result.failures.get(node.id) or result.unbuilt.get(node.id)
+        seconds = (
+            record.seconds
+            if record is not None and outcome_here in (Outcome.BUILT, Outcome.PREBUILT)
+            else None
+        )
+        nodes.append(
+            NodeRun(
+                id=node.id,
+                name=node.name,
+                version=node.version,
+                outcome=outcome_here,
+                wheel=record.wheel if record is not None else None,
+                seconds=seconds,
+                error=ErrorInfo.of(exc) if exc is not None else None,
+            )
+        )
+    return tuple(nodes), edges
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One bootstrap as its run file tells it."""
@@ -333,39 +371,7 @@ class RunRecord:
             outcome = RunOutcome.FAILED
         else:
             outcome = RunOutcome.OK
-        nodes: list[NodeRun] = []
-        edges: tuple[Edge, ...] = ()
-        if result is not None:
-            edges = parse_edges(result.graph.get("edges", []))
-            listed = parse_nodes(result.graph.get("nodes", []), with_outcomes=False)
-            known = {n.id for n in listed}
-            for edge in edges:  # an edge's end the graph does not list: still a package
-                for end in (edge.parent, edge.child):
-                    if end is not None and end not in known:
-                        name, _, version = end.partition("==")
-                        listed += (NodeRun(end, name, version, None),)
-                        known.add(end)
-            records = {r.node: r for r in result.order}
-            for node in listed:
-                outcome_here = result.outcomes.get(node.id, Outcome.NOT_ATTEMPTED)
-                record = records.get(node.id)
-                exc = result.failures.get(node.id) or result.unbuilt.get(node.id)
-                seconds = (
-                    record.seconds
-                    if record is not None and outcome_here in (Outcome.BUILT, Outcome.PREBUILT)
-                    else None
-                )
-                nodes.append(
-                    NodeRun(
-                        id=node.id,
-                        name=node.name,
-                        version=node.version,
-                        outcome=outcome_here,
-                        wheel=record.wheel if record is not None else None,
-                        seconds=seconds,
-                        error=ErrorInfo.of(exc) if exc is not None else None,
-                    )
-                )
+        nodes, edges = run_nodes(result) if result is not None else ((), ())
         return cls(
             id=id,
             started=started,
@@ -374,7 +380,7 @@ class RunRecord:
             constraints=tuple(constraints),
             outcome=outcome,
             error=ErrorInfo.of(error) if error is not None else None,
-            nodes=tuple(nodes),
+            nodes=nodes,
             edges=edges,
         )
 

@@ -72,6 +72,11 @@ from .venvfiles import MadeReference, Reference, ReferenceMaker
 UNOWNED = "(no distribution)"
 # Problem.distribution of what the venv creator wrote (pyvenv.cfg, bin/python*, activate...).
 VENV = "(the venv)"
+# Problem.reason of a seed package found when they are not accepted.
+SEED_PROBLEM = (
+    "seed package of the venv (python -m venv installs it from the interpreter's ensurepip),"
+    " not from the repository; --allow-seed accepts it when its files are that wheel's"
+)
 
 # Files an installer writes into the dist-info directory that are not in the wheel.
 _INSTALLER_FILES = frozenset(
@@ -107,6 +112,9 @@ class VerifyReport:
     checked: list[tuple[str, str]] = field(default_factory=list)  # (name, version) found
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
+    # (name, version) of the seed packages found (``seed``: what ``python -m venv`` installs from
+    # the interpreter's ensurepip), checked against that wheel instead of the repository's.
+    seeds: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -535,9 +543,17 @@ class _Installed:
 
 
 class _Checker:
-    def __init__(self, layout: VenvLayout, repository: _Repository) -> None:
+    def __init__(
+        self,
+        layout: VenvLayout,
+        repository: _Repository,
+        seeds: _Repository | None = None,
+        allow_seed: bool = False,
+    ) -> None:
         self.layout = layout
         self.repository = repository
+        self.seeds = seeds or _Repository([])
+        self.allow_seed = allow_seed
         self.digests = _FileDigests(layout.root)
         self.report = VerifyReport()
         self.owned: set[str] = set()
@@ -570,7 +586,11 @@ class _Checker:
         self.report.checked.append((name, version))
 
         candidates = self.repository.wheels(name, version)
-        if not candidates:
+        if not candidates and (candidates := self.seeds.wheels(name, version)):
+            self.report.seeds.append((name, version))
+            if not self.allow_seed:
+                self.problem(name, version, None, SEED_PROBLEM)
+        elif not candidates:
             self.problem(name, version, None, "not in the repository")
             return
         wheels = [c for c in candidates if isinstance(c, WheelContents)]
@@ -932,6 +952,8 @@ def verify_venv(
     bytecode: BytecodeChecker = check_bytecode,
     references: ReferenceMaker | None = None,
     libraries: SystemLibraries | None = None,
+    seeds: Sequence[tuple[WheelRef, Path]] = (),
+    allow_seed: bool = False,
 ) -> VerifyReport:
     """Check every file installed in ``venv`` against the repository's ``wheels``, and what the
     venv creator wrote against what it writes for ``python`` (default: the interpreter rewheel
@@ -940,10 +962,14 @@ def verify_venv(
     Raises VerifyError only when ``venv`` is not a virtual environment or ``python`` cannot be
     run; everything found wrong inside the venv is a Problem in the report. ``libraries`` finds
     this machine's system libraries, for ``linked_library_findings`` (default: the real ones).
+
+    A distribution that is not in the repository but is one of ``seeds`` (the wheels the
+    interpreter's ensurepip installs into a venv, ``seed.seed_wheels``) is checked against that
+    wheel instead and listed in ``seeds``; unless ``allow_seed``, it is a problem too.
     """
     layout = venv_layout(venv)
     interpreter = probe_interpreter(python or Path(sys.executable))
-    checker = _Checker(layout, _Repository(wheels))
+    checker = _Checker(layout, _Repository(wheels), _Repository(seeds), allow_seed)
     for site in layout.site_dirs:
         for dist_info in sorted((layout.root / site).glob("*.dist-info")):
             if dist_info.is_dir():

@@ -14,8 +14,9 @@ import difflib
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "run_graph",
     "to_dot",
     "to_html",
+    "why_data",
     "why_lines",
 ]
 
@@ -257,10 +259,21 @@ def format_chain(chain: Sequence[Edge]) -> str:
     return text
 
 
-def why_lines(history: History, spec: str, limit: int = MAX_CHAINS) -> list[str]:
+# Whether the repository holds a wheel of (name, version) now; None: not known.
+InRepository = Callable[[str, str], bool]
+
+
+def why_lines(
+    history: History,
+    spec: str,
+    limit: int = MAX_CHAINS,
+    *,
+    in_repository: InRepository | None = None,
+) -> list[str]:
     """What ``rewheel why`` prints: for each package ``spec`` names, from the newest run that had
-    it (named, with what it was asked for), what became of it there, and every chain of that run
-    that brings it in. Text from packages and indexes is made safe for a terminal."""
+    it (named, with what it was asked for), what became of it there, whether its wheel is in
+    the repository any more (with ``in_repository``), and every chain of that run that brings it
+    in. Text from packages and indexes is made safe for a terminal."""
     found = history.matching(spec)
     if not found:
         raise _not_remembered(history, spec)
@@ -274,16 +287,17 @@ def why_lines(history: History, spec: str, limit: int = MAX_CHAINS) -> list[str]
         if run.started is not None:
             head += f" ({run.label})"
         lines.append(printable(head))
-        lines.extend(f"  {printable(line)}" for line in _status_lines(remembered))
+        lines.extend(f"  {printable(line)}" for line in _status_lines(remembered, in_repository))
         lines.extend(f"  {printable(format_chain(c))}" for c in chains_found)
         if truncated:
             lines.append(f"  ... stopped after {len(chains_found)} chains")
     return lines
 
 
-def _status_lines(remembered: Remembered) -> list[str]:
+def _status_lines(remembered: Remembered, in_repository: InRepository | None = None) -> list[str]:
     """What became of a package in its run, when it is not simply in the repository."""
     node, built_by = remembered.node, remembered.built_by
+    gone = in_repository is not None and not in_repository(node.name, node.version)
     error = node.error
     lines: list[str] = []
     if node.outcome is Outcome.FAILED and error is not None:
@@ -298,9 +312,62 @@ def _status_lines(remembered: Remembered) -> list[str]:
     elif node.outcome is Outcome.NOT_ATTEMPTED:
         why = error.first_line.removeprefix("not built: ") if error else ""
         lines.append(f"not attempted: {why or 'the run ended before it was reached'}")
-    if built_by is not None and built_by is not remembered.run:
+    was_there = built_by is not None or (node.outcome is not None and node.outcome.in_repository)
+    if gone and was_there:
+        lines.append(
+            "its wheel is no longer in the repository (removed since, by prune or by hand)"
+        )
+    elif built_by is not None and built_by is not remembered.run:
         lines.append(f"its wheel in the repository: built by the {built_by.label}")
     return lines
+
+
+def why_data(
+    history: History,
+    spec: str,
+    limit: int = MAX_CHAINS,
+    *,
+    in_repository: InRepository | None = None,
+) -> dict[str, Any]:
+    """``rewheel why --json``: what ``why_lines`` says, as one JSON object (docs/inspecting.md);
+    ConfigError when no remembered run has ``spec``."""
+    found = history.matching(spec)
+    if not found:
+        raise _not_remembered(history, spec)
+    packages = []
+    for remembered in found:
+        run, node = remembered.run, remembered.node
+        chains_found, truncated = chains(run_graph(run), node.id, limit)
+        packages.append(
+            {
+                "id": node.id,
+                "name": node.name,
+                "version": node.version,
+                "outcome": None if node.outcome is None else node.outcome.value,
+                "error": None if node.error is None else node.error.to_json(),
+                "run": _run_json(run),
+                "built_by": None if remembered.built_by is None else _run_json(remembered.built_by),
+                "in_repository": (
+                    None if in_repository is None else in_repository(node.name, node.version)
+                ),
+                "chains": [[edge.to_json() for edge in chain] for chain in chains_found],
+                "truncated": truncated,
+            }
+        )
+    return {"format": 1, "query": spec, "packages": packages, "notes": list(history.notes)}
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "started": (
+            None
+            if run.started is None
+            else run.started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ),
+        "requested": list(run.requested),
+        "outcome": run.outcome.value,
+    }
 
 
 def _not_remembered(history: History, spec: str) -> ConfigError:
