@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -209,35 +209,49 @@ def cli() -> None:
     """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _tree_options(f: F) -> F:
+    """What names a tree and how to build it: the options bootstrap and update share."""
+    options = [
+        click.argument("requirements", nargs=-1),
+        click.option(
+            "-r",
+            "--requirement",
+            "requirement_files",
+            multiple=True,
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Requirements from this file (repeatable).",
+        ),
+        click.option(
+            "-c",
+            "--constraint",
+            "constraint_files",
+            multiple=True,
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Constrain versions with this file (repeatable); applies to build environments "
+            "too.",
+        ),
+        _repo_option,
+        _index_url_option,
+        _jobs_option,
+        _pre_option,
+        _build_timeout_option,
+        _no_network_isolation_option,
+        _no_sandbox_option,
+        _strict_hashes_option,
+        _settings_option,
+        _variant_option,
+        _keep_going_option,
+    ]
+    for option in reversed(options):  # click applies decorators bottom-up
+        f = option(f)
+    return f
+
+
 @cli.command()
-@click.argument("requirements", nargs=-1)
-@click.option(
-    "-r",
-    "--requirement",
-    "requirement_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Install requirements from this file (repeatable).",
-)
-@click.option(
-    "-c",
-    "--constraint",
-    "constraint_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Constrain versions with this file (repeatable); applies to build environments too.",
-)
-@_repo_option
-@_index_url_option
-@_jobs_option
-@_pre_option
-@_build_timeout_option
-@_no_network_isolation_option
-@_no_sandbox_option
-@_strict_hashes_option
-@_settings_option
-@_variant_option
-@_keep_going_option
+@_tree_options
 @click.option(
     "--dask",
     "dask",
@@ -374,34 +388,7 @@ def _install_request(
 
 
 @cli.command()
-@click.argument("requirements", nargs=-1)
-@click.option(
-    "-r",
-    "--requirement",
-    "requirement_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Requirements from this file (repeatable).",
-)
-@click.option(
-    "-c",
-    "--constraint",
-    "constraint_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Constrain versions with this file (repeatable); applies to build environments too.",
-)
-@_repo_option
-@_index_url_option
-@_jobs_option
-@_pre_option
-@_build_timeout_option
-@_no_network_isolation_option
-@_no_sandbox_option
-@_strict_hashes_option
-@_settings_option
-@_variant_option
-@_keep_going_option
+@_tree_options
 @_signing_key_option
 @_no_sign_option
 @_work_dir_option
