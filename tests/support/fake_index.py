@@ -209,7 +209,10 @@ class FakeIndex:
     def stop(self) -> None:
         self._stopping.set()  # wakes stalled handlers
         if self._server is not None:
-            self._server.shutdown()
+            # shutdown() waits for serve_forever to see it: forever, if its thread died (e.g.
+            # it could not start a handler thread on a machine out of threads).
+            if self._thread is not None and self._thread.is_alive():
+                self._server.shutdown()
             self._server.server_close()
             self._server = None
         if self._thread is not None:
