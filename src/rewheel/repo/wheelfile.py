@@ -158,6 +158,21 @@ def requires_dist(metadata: bytes) -> list[Requirement]:
     return out
 
 
+def run_requirements(metadata: bytes) -> list[Requirement]:
+    """What a wheel needs at run time here: its ``Requires-Dist`` entries whose marker holds on
+    this machine without extras; entries that do not parse are left out (the metadata is the
+    wheel's, not ours to refuse)."""
+    out = []
+    for text in parse_metadata(metadata).get("requires_dist") or []:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req)
+    return out
+
+
 @dataclass(frozen=True)
 class WheelInfo:
     """What a wheel's WHEEL file says about the wheel's layout."""

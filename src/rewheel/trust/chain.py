@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from ..core.errors import RewheelError
@@ -51,7 +51,7 @@ from ..index.index_parse import parse_html_page, parse_json_page
 from ..repo.published_keys import KEYS_DIR as KEYS_DIR_NAME
 from ..repo.published_keys import PublicKey, key_file_name, keys_dir, published_keys
 from ..repo.repository import Repository
-from ..repo.wheelfile import READ_ERRORS, parse_metadata, read_metadata_bytes
+from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
 from .provenance import (
     DSSE_SUFFIX,
     check_envelope,
@@ -501,15 +501,7 @@ class _Checker:
         data = self.metadata(ref)
         if isinstance(data, str):
             return []  # reported with the wheel itself
-        out = []
-        for text in parse_metadata(data).get("requires_dist") or []:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                out.append(req)
-        return out
+        return run_requirements(data)
 
     def dependencies(self, ref: WheelRef) -> tuple[list[WheelRef], list[str]]:
         """Every wheel ``ref`` needs at run time, recursively, and what cannot be found."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -52,7 +52,7 @@ from ..index.http import HttpClient, Response
 from ..index.index_pages import project_url
 from ..index.index_parse import parse_page, parse_root_page
 from ..repo.published_keys import PublicKey
-from ..repo.wheelfile import READ_ERRORS, parse_metadata, read_metadata_bytes
+from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
 from .chain import UNSIGNED_NOTE, ChainEntry, ChainReport, Verdict
 from .provenance import (
     PREDICATE_TYPE,
@@ -438,15 +438,7 @@ class _IndexChecker:
         data = self._metadata.get(file.url)
         if data is None:
             return []
-        out = []
-        for text in parse_metadata(data).get("requires_dist") or []:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                out.append(req)
-        return out
+        return run_requirements(data)
 
     def dependencies(self, file: IndexFile) -> tuple[list[IndexFile], list[str]]:
         seen = {file.url}
