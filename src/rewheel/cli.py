@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -21,7 +22,7 @@ from .core.errors import RewheelError
 from .core.report import BootstrapResult
 from .core.versions import normal_version
 from .repo.repository import Repository
-from .reqfile import collect, parse_requirement
+from .reqfile import RequirementSet, collect, parse_requirement
 from .ui.graph_export import (
     history_graph,
     read_history,
@@ -209,11 +210,66 @@ def cli() -> None:
     """
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+@dataclass(frozen=True)
+class _Tree:
+    """The options bootstrap and update share: what names a tree and how to build it."""
+
+    requirements: tuple[str, ...]
+    requirement_files: tuple[Path, ...]
+    constraint_files: tuple[Path, ...]
+    repo: Path
+    index_url: str
+    jobs: int
+    pre: bool
+    build_timeout: float | None
+    no_network_isolation: bool
+    no_sandbox: bool
+    strict_hashes: bool
+    settings_dir: Path | None
+    variant: str | None
+    keep_going: bool
+    signing_key: Path | None
+    no_sign: bool
+    work_dir: Path | None
+
+    def check(self) -> None:
+        if self.no_sign and self.signing_key is not None:
+            raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
+
+    def options(self, reqs: RequirementSet, **more: Any) -> app.BootstrapOptions:
+        return app.BootstrapOptions(
+            requirements=reqs.requirements,
+            constraints=reqs.constraints,
+            repo=self.repo,
+            index_url=self.index_url,
+            jobs=self.jobs,
+            allow_prereleases=self.pre,
+            build_timeout=self.build_timeout,
+            isolate_network=not self.no_network_isolation,
+            sandbox=not self.no_sandbox,
+            strict_hashes=self.strict_hashes,
+            settings_dir=self.settings_dir,
+            variant=self.variant,
+            keep_going=self.keep_going,
+            signing_key=self.signing_key,
+            sign=not self.no_sign,
+            work_dir=self.work_dir,
+            **more,
+        )
 
 
-def _tree_options(f: F) -> F:
-    """What names a tree and how to build it: the options bootstrap and update share."""
+_TREE_KEYS = tuple(_Tree.__dataclass_fields__)
+
+
+def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The shared options, handed to the command as one ``tree`` argument."""
+
+    @functools.wraps(f)
+    def command(**kwargs: Any) -> None:
+        tree = _Tree(**{key: kwargs.pop(key) for key in _TREE_KEYS})
+        tree.check()
+        f(tree=tree, **kwargs)
+
     options = [
         click.argument("requirements", nargs=-1),
         click.option(
@@ -244,10 +300,14 @@ def _tree_options(f: F) -> F:
         _settings_option,
         _variant_option,
         _keep_going_option,
+        _signing_key_option,
+        _no_sign_option,
+        _work_dir_option,
     ]
+    wrapped: Callable[..., None] = command
     for option in reversed(options):  # click applies decorators bottom-up
-        f = option(f)
-    return f
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @cli.command()
@@ -265,9 +325,6 @@ def _tree_options(f: F) -> F:
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
-@_signing_key_option
-@_no_sign_option
-@_work_dir_option
 @_verbose_option
 @_quiet_option
 @click.option(
@@ -278,31 +335,17 @@ def _tree_options(f: F) -> F:
     "(docs/inspecting.md).",
 )
 def bootstrap(
-    requirements: tuple[str, ...],
-    requirement_files: tuple[Path, ...],
-    constraint_files: tuple[Path, ...],
-    repo: Path,
-    index_url: str,
-    jobs: int,
-    pre: bool,
-    build_timeout: float | None,
-    no_network_isolation: bool,
-    no_sandbox: bool,
-    strict_hashes: bool,
-    settings_dir: Path | None,
-    variant: str | None,
-    keep_going: bool,
+    tree: _Tree,
     dask: str | None,
     advertise_host: str | None,
-    signing_key: Path | None,
-    no_sign: bool,
-    work_dir: Path | None,
     verbose: int,
     quiet: int,
     as_json: bool,
 ) -> None:
     """Build REQUIREMENTS and everything they need, build tools included, from source."""
-    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    reqs = collect(
+        list(tree.requirements), list(tree.requirement_files), list(tree.constraint_files)
+    )
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     if reqs.hashes:
@@ -312,30 +355,9 @@ def bootstrap(
             " are enforced by `rewheel install -r`)",
             err=True,
         )
-    if no_sign and signing_key is not None:
-        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
-    options = app.BootstrapOptions(
-        requirements=reqs.requirements,
-        constraints=reqs.constraints,
-        repo=repo,
-        index_url=index_url,
-        jobs=jobs,
-        allow_prereleases=pre,
-        build_timeout=build_timeout,
-        isolate_network=not no_network_isolation,
-        sandbox=not no_sandbox,
-        strict_hashes=strict_hashes,
-        settings_dir=settings_dir,
-        variant=variant,
-        keep_going=keep_going,
-        signing_key=signing_key,
-        sign=not no_sign,
-        work_dir=work_dir,
-        dask=dask,
-        advertise_host=advertise_host,
-    )
+    options = tree.options(reqs, dask=dask, advertise_host=advertise_host)
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
     started = time.monotonic()
@@ -346,14 +368,14 @@ def bootstrap(
     except (RewheelError, KeyboardInterrupt) as exc:
         if as_json:
             seconds = time.monotonic() - started
-            _echo_json(summary_json(None, repo, seconds, requested=requested, error=exc))
+            _echo_json(summary_json(None, tree.repo, seconds, requested=requested, error=exc))
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
             # Each wheel's record is saved when it is built: a re-run reuses them.
             raise Interrupted(_KEPT) from exc
         raise
-    reporter.summary(result, repo)
+    reporter.summary(result, tree.repo)
     if as_json:
-        _echo_json(summary_json(result, repo, time.monotonic() - started, requested=requested))
+        _echo_json(summary_json(result, tree.repo, time.monotonic() - started, requested=requested))
     if not result.ok:
         sys.exit(1)
 
@@ -389,30 +411,11 @@ def _install_request(
 
 @cli.command()
 @_tree_options
-@_signing_key_option
-@_no_sign_option
-@_work_dir_option
 @_verbose_option
 @_quiet_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; build nothing.")
 def update(
-    requirements: tuple[str, ...],
-    requirement_files: tuple[Path, ...],
-    constraint_files: tuple[Path, ...],
-    repo: Path,
-    index_url: str,
-    jobs: int,
-    pre: bool,
-    build_timeout: float | None,
-    no_network_isolation: bool,
-    no_sandbox: bool,
-    strict_hashes: bool,
-    settings_dir: Path | None,
-    variant: str | None,
-    keep_going: bool,
-    signing_key: Path | None,
-    no_sign: bool,
-    work_dir: Path | None,
+    tree: _Tree,
     verbose: int,
     quiet: int,
     dry_run: bool,
@@ -422,11 +425,11 @@ def update(
     Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
     the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
     what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
-    if no_sign and signing_key is not None:
-        raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
-    reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    reqs = collect(
+        list(tree.requirements), list(tree.requirement_files), list(tree.constraint_files)
+    )
     if not reqs.requirements:
-        last = read_history(repo).latest
+        last = read_history(tree.repo).latest
         if last is None or not last.requested:
             raise click.UsageError("name what to update, or bootstrap it first")
         reqs = collect(list(last.requested), [], [])
@@ -435,24 +438,7 @@ def update(
             for c in last.constraints
         ]
         click.echo(f"updating what the {printable(last.label)} asked for", err=True)
-    options = app.BootstrapOptions(
-        requirements=reqs.requirements,
-        constraints=reqs.constraints,
-        repo=repo,
-        index_url=index_url,
-        jobs=jobs,
-        allow_prereleases=pre,
-        build_timeout=build_timeout,
-        isolate_network=not no_network_isolation,
-        sandbox=not no_sandbox,
-        strict_hashes=strict_hashes,
-        settings_dir=settings_dir,
-        variant=variant,
-        keep_going=keep_going,
-        signing_key=signing_key,
-        sign=not no_sign,
-        work_dir=work_dir,
-    )
+    options = tree.options(reqs)
     _echo_plan(
         _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
     )
@@ -465,7 +451,7 @@ def update(
             result = _runs().bootstrap(options, reporter=reporter, notice=reporter.note)
     except KeyboardInterrupt as exc:
         raise Interrupted(_KEPT) from exc
-    reporter.summary(result, repo)
+    reporter.summary(result, tree.repo)
     if not result.ok:
         sys.exit(1)
 
