@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
 from .core.report import BootstrapResult
 from .core.versions import normal_version
+from .index.local import LocalSdist
+from .projectdir import looks_like_path, pack_project, read_project
 from .repo.repository import Repository
 from .reqfile import RequirementSet, collect, parse_requirement
 from .ui.graph_export import (
@@ -310,6 +313,33 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def _project_roots(
+    tree: _Tree, extras: Sequence[str], groups: Sequence[str]
+) -> tuple[list[str], tuple[LocalSdist, ...]]:
+    """The requirements named on the command line, a project folder among them turned into its
+    roots (``projectdir.read_project``) and the sdist packed of it, which the run's end removes."""
+    folders = [r for r in tree.requirements if looks_like_path(r)]
+    named = [r for r in tree.requirements if not looks_like_path(r)]
+    for r in named:
+        if (Path(r) / "pyproject.toml").is_file():
+            click.echo(
+                f"note: {r!r} is read as a requirement; for the folder, write ./{r}", err=True
+            )
+    if not folders:
+        if extras or groups:
+            raise click.UsageError("--extra and --group go with a project folder (./project)")
+        return named, ()
+    if len(folders) > 1:
+        raise click.UsageError("give one project folder at a time")
+    project = read_project(folders[0], extras=extras, groups=groups)
+    packed = click.get_current_context().with_resource(
+        tempfile.TemporaryDirectory(prefix="rewheel-project-")
+    )
+    outside = [tree.repo, *([tree.work_dir] if tree.work_dir is not None else [])]
+    sdist = pack_project(project, Path(packed), exclude=outside)
+    return [*named, *(str(r) for r in project.roots)], (sdist,)
+
+
 @cli.command()
 @_tree_options
 @click.option(
@@ -325,6 +355,20 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
+@click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build these optional dependencies of it too (repeatable).",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
+)
 @_verbose_option
 @_quiet_option
 @click.option(
@@ -338,14 +382,19 @@ def bootstrap(
     tree: _Tree,
     dask: str | None,
     advertise_host: str | None,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
     verbose: int,
     quiet: int,
     as_json: bool,
 ) -> None:
-    """Build REQUIREMENTS and everything they need, build tools included, from source."""
-    reqs = collect(
-        list(tree.requirements), list(tree.requirement_files), list(tree.constraint_files)
-    )
+    """Build REQUIREMENTS and everything they need, build tools included, from source.
+
+    A REQUIREMENT that is a path (./project, /src/project) is a project folder with a
+    pyproject.toml: the project and its whole tree are built (--extra, --group choose more).
+    """
+    named, local = _project_roots(tree, extras, groups)
+    reqs = collect(named, list(tree.requirement_files), list(tree.constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     if reqs.hashes:
@@ -357,7 +406,7 @@ def bootstrap(
         )
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
-    options = tree.options(reqs, dask=dask, advertise_host=advertise_host)
+    options = tree.options(reqs, dask=dask, advertise_host=advertise_host, local_sdists=local)
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
     started = time.monotonic()
