@@ -125,6 +125,14 @@ def test_an_extra_that_does_not_exist_is_named_with_the_extras_there_are(tmp_pat
     assert "no extra 'speed'" in exc.value.message and "docs, fast" in exc.value.message
 
 
+def test_group_names_are_normalized_and_two_spellings_of_one_refused(tmp_path: Path) -> None:
+    project = project_from_pyproject(_pyproject(_APP_TOML), tmp_path, groups=["Typing"])
+    assert [str(r) for r in project.roots] == ["my-app==1.0", "typer"]
+    text = _APP_TOML.replace('typing = ["typer"]', 'typing = ["typer"]\nTyping = ["other"]')
+    with pytest.raises(ConfigError, match="Duplicate dependency group names"):
+        project_from_pyproject(_pyproject(text), tmp_path, groups=["typing"])
+
+
 def test_include_group_cycles_are_refused(tmp_path: Path) -> None:
     text = _APP_TOML.replace('lint = ["linter>=2"]', 'lint = [{include-group = "test"}]')
     with pytest.raises(ConfigError) as exc:
@@ -216,7 +224,9 @@ def test_the_folder_is_packed_without_vcs_caches_venvs_and_the_repository(tmp_pa
     assert sdist.url.startswith(folder.as_uri() + "#")
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "../outside.txt", "missing.txt"])
+@pytest.mark.parametrize(
+    "target", ["/etc/passwd", "../outside.txt", "missing.txt", "data.txt", "."]
+)
 def test_a_link_leading_out_of_the_folder_is_refused(tmp_path: Path, target: str) -> None:
     folder = make_project(tmp_path / "app", _app_spec(), _APP_TOML)
     (tmp_path / "outside.txt").write_text("secret")

@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dependency_groups
 import pyproject_metadata
@@ -371,16 +371,19 @@ def _files(project: Project, excluded: set[Path]) -> Iterator[tuple[str, Path]]:
             relative = path.relative_to(root).as_posix()
             st = path.lstat()
             if stat.S_ISLNK(st.st_mode):
-                resolved = path.resolve()
+                try:
+                    resolved = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # dangling, or a loop of links
+                    _refuse_link(project, path, "nowhere")
                 if not resolved.is_relative_to(root) or not resolved.is_file():
-                    _refuse_link(project, path, "outside the project folder or nowhere")
+                    _refuse_link(project, path, "outside the project folder, or not a file")
                 yield relative, resolved
             elif stat.S_ISREG(st.st_mode):
                 yield relative, path
             # sockets, pipes and devices hold no source: left out
 
 
-def _refuse_link(project: Project, path: Path, what: str) -> None:
+def _refuse_link(project: Project, path: Path, what: str) -> NoReturn:
     target = os.readlink(path)
     raise ConfigError(
         f"{path.relative_to(project.folder)} in the project folder is a link to {target!r}"
