@@ -326,9 +326,11 @@ def _project_roots(
                 f"note: {r!r} is read as a requirement; for the folder, write ./{r}", err=True
             )
     if not folders:
-        if extras or groups:
+        ctx = click.get_current_context()
+        typed = ParameterSource.COMMANDLINE
+        if typed in (ctx.get_parameter_source("extras"), ctx.get_parameter_source("groups")):
             raise click.UsageError("--extra and --group go with a project folder (./project)")
-        return named, ()
+        return named, ()  # set in a settings file: for the runs that name a project folder
     if len(folders) > 1:
         raise click.UsageError("give one project folder at a time")
     project = read_project(folders[0], extras=extras, groups=groups)
