@@ -443,3 +443,21 @@ def test_a_changed_folder_is_built_again_at_the_same_version(
     assert changed is not None and changed.sdist_sha256 != first.sdist_sha256
     (wheel,) = [w for w in repo.wheels() if w.name == "my-app"]
     assert wheel.sha256 == changed.wheel_sha256 != first.wheel_sha256
+
+
+def test_update_does_not_take_the_upstream_project_of_a_folder_built_before(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("lib", "1.0")
+    # Someone publishes a project of the same name and version upstream (dependency confusion).
+    upstream.sdist("my-app", "1.0", install_requires=["lib"])
+    folder = make_project(tmp_path / "app", SdistSpec("My_App", "1.0"), _APP_TOML)
+    assert _run(_bootstrap_argv(upstream, tmp_path, str(folder)), capsys)[0] == 0
+    argv = _bootstrap_argv(upstream, tmp_path)
+    argv[0] = "update"
+    code, _out, err = _run(argv, capsys)
+    assert code == 2 and f"from the project folder {folder.as_uri()}" in err
+    record = Repository(tmp_path / "repo").load_record("my-app", "1.0")
+    assert record is not None and record.sdist_url is not None
+    assert record.sdist_url.startswith(folder.as_uri())

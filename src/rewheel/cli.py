@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
+from .core.paths import is_local_sdist_url
 from .core.report import BootstrapResult
 from .core.versions import normal_version
 from .index.local import LocalSdist
@@ -484,6 +485,7 @@ def update(
         if last is None or not last.requested:
             raise click.UsageError("name what to update, or bootstrap it first")
         reqs = collect(list(last.requested), [], [])
+        _refuse_local_projects(tree.repo, reqs)
         reqs.constraints = [
             parse_requirement(c, where=f"the constraints of the {last.label}")
             for c in last.constraints
@@ -505,6 +507,24 @@ def update(
     reporter.summary(result, tree.repo)
     if not result.ok:
         sys.exit(1)
+
+
+def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
+    """Stop ``update`` from taking an upstream project for one the last run built from a project
+    folder of the same name (it asked for ``name==version``): whoever publishes that name upstream
+    would have it built in its place."""
+    for req in reqs.requirements:
+        pinned = [s.version for s in req.specifier if s.operator == "=="]
+        if len(pinned) != 1:
+            continue
+        record = Repository(repo).load_record(canonicalize_name(req.name), pinned[0])
+        if record is not None and record.sdist_url and is_local_sdist_url(record.sdist_url):
+            folder = record.sdist_url.split("#", 1)[0]
+            raise click.UsageError(
+                f"the last run built {req.name} {pinned[0]} from the project folder {folder}, and"
+                " update takes only what the upstream has: run `rewheel bootstrap` on that folder"
+                " again (with its --extra and --group), or name what to update"
+            )
 
 
 def _echo_plan(plan: UpdatePlan) -> None:
