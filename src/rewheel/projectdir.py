@@ -355,7 +355,16 @@ def _info(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
 def _files(project: Project, excluded: set[Path]) -> Iterator[tuple[str, Path]]:
     """Every file to pack, as (path relative to the folder with ``/``, path), sorted."""
     root = project.folder
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:  # a folder left out would be a different project
+        raise ConfigError(
+            f"cannot read {exc.filename} in the project folder: {exc.strerror or exc}",
+            package=project.name,
+            version=project.version,
+            step=Step.INPUT,
+        ) from exc
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         here = Path(dirpath)
         kept = []
         for d in sorted(dirnames):
@@ -369,7 +378,10 @@ def _files(project: Project, excluded: set[Path]) -> Iterator[tuple[str, Path]]:
         for name in sorted(filenames):
             path = here / name
             relative = path.relative_to(root).as_posix()
-            st = path.lstat()
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue  # removed since the folder was listed
             if stat.S_ISLNK(st.st_mode):
                 try:
                     resolved = path.resolve(strict=True)
