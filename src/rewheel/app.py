@@ -31,8 +31,10 @@ from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
+from .core.types import Upstream
 from .core.versions import normal_version
 from .index.http import HttpClient
+from .index.local import LocalSdist, WithLocalSdists
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
 
@@ -79,6 +81,9 @@ class BootstrapOptions:
     sign: bool = True
     dask: str | None = None  # run the builds on a Dask cluster: tcp://HOST:PORT or local:N
     advertise_host: str | None = None  # the address Dask workers reach this machine at
+    # Sdists made of project folders (``rewheel bootstrap ./project``): each is its project's only
+    # candidate, whatever the upstream lists under that name (``index.local``).
+    local_sdists: tuple[LocalSdist, ...] = ()
 
 
 def _utc_now() -> datetime:
@@ -147,7 +152,9 @@ def bootstrap(
                 interpreter=interpreter_tag(),
                 cache_format=CACHE_FORMAT,
             )
-            if options.dask is None and (same := _same_as_last_run(repo, upstream, fp)):
+            # A project folder can change without its version: it is packed and checked anew.
+            may_skip = options.dask is None and not options.local_sdists
+            if may_skip and (same := _same_as_last_run(repo, upstream, fp)):
                 return same
             if not planning:
                 # From here on the repository may change: the last run's state no longer holds.
@@ -183,9 +190,14 @@ def bootstrap(
             if planning:  # a plan writes nothing into the repository, not even sdists
                 plan_dir = Path(tempfile.mkdtemp(prefix="rewheel-plan-"))
             sdists = plan_dir if plan_dir is not None else repo.sdists_dir
-            metadata = MetadataSource(upstream, sdists, built=built_metadata)
+            source: Upstream = (
+                WithLocalSdists(upstream, options.local_sdists)
+                if options.local_sdists
+                else upstream
+            )
+            metadata = MetadataSource(source, sdists, built=built_metadata)
             resolver = Resolver(
-                upstream,
+                source,
                 metadata,
                 constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
@@ -204,7 +216,7 @@ def bootstrap(
                 )
                 steps = local_steps(
                     repo=repo,
-                    upstream=upstream,
+                    upstream=source,
                     resolver=resolver,
                     metadata=metadata,
                     env_builder=env_builder,
@@ -261,7 +273,7 @@ def bootstrap(
         repo.write_json("run-stats.json", run_stats(result, options.jobs))
         assert started is not None  # a run that returns before building returned above
         _remember_run(repo, options, result, started, machine.now())
-        if result.ok:
+        if result.ok and not options.local_sdists:
             repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
         from .ui.browse_pages import write_browse
 

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from packaging.utils import canonicalize_name
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
 from .core.errors import RewheelError
+from .core.paths import is_local_sdist_url
 from .core.report import BootstrapResult
 from .core.versions import normal_version
+from .index.local import LocalSdist
+from .projectdir import looks_like_path, pack_project, read_project
 from .repo.repository import Repository
 from .reqfile import RequirementSet, collect, parse_requirement
 from .ui.graph_export import (
@@ -310,6 +314,35 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def _project_roots(
+    tree: _Tree, extras: Sequence[str], groups: Sequence[str]
+) -> tuple[list[str], tuple[LocalSdist, ...]]:
+    """The requirements named on the command line, a project folder among them turned into its
+    roots (``projectdir.read_project``) and the sdist packed of it, which the run's end removes."""
+    folders = [r for r in tree.requirements if looks_like_path(r)]
+    named = [r for r in tree.requirements if not looks_like_path(r)]
+    for r in named:
+        if (Path(r) / "pyproject.toml").is_file():
+            click.echo(
+                f"note: {r!r} is read as a requirement; for the folder, write ./{r}", err=True
+            )
+    if not folders:
+        ctx = click.get_current_context()
+        typed = ParameterSource.COMMANDLINE
+        if typed in (ctx.get_parameter_source("extras"), ctx.get_parameter_source("groups")):
+            raise click.UsageError("--extra and --group go with a project folder (./project)")
+        return named, ()  # set in a settings file: for the runs that name a project folder
+    if len(folders) > 1:
+        raise click.UsageError("give one project folder at a time")
+    project = read_project(folders[0], extras=extras, groups=groups)
+    packed = click.get_current_context().with_resource(
+        tempfile.TemporaryDirectory(prefix="rewheel-project-")
+    )
+    outside = [tree.repo, *([tree.work_dir] if tree.work_dir is not None else [])]
+    sdist = pack_project(project, Path(packed), exclude=outside)
+    return [*named, *(str(r) for r in project.roots)], (sdist,)
+
+
 @cli.command()
 @_tree_options
 @click.option(
@@ -325,6 +358,20 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
+@click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build these optional dependencies of it too (repeatable).",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
+)
 @_verbose_option
 @_quiet_option
 @click.option(
@@ -338,14 +385,19 @@ def bootstrap(
     tree: _Tree,
     dask: str | None,
     advertise_host: str | None,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
     verbose: int,
     quiet: int,
     as_json: bool,
 ) -> None:
-    """Build REQUIREMENTS and everything they need, build tools included, from source."""
-    reqs = collect(
-        list(tree.requirements), list(tree.requirement_files), list(tree.constraint_files)
-    )
+    """Build REQUIREMENTS and everything they need, build tools included, from source.
+
+    A REQUIREMENT that is a path (./project, /src/project) is a project folder with a
+    pyproject.toml: the project and its whole tree are built (--extra, --group choose more).
+    """
+    named, local = _project_roots(tree, extras, groups)
+    reqs = collect(named, list(tree.requirement_files), list(tree.constraint_files))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     if reqs.hashes:
@@ -357,7 +409,7 @@ def bootstrap(
         )
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
-    options = tree.options(reqs, dask=dask, advertise_host=advertise_host)
+    options = tree.options(reqs, dask=dask, advertise_host=advertise_host, local_sdists=local)
     # A live display when stderr is a terminal, timestamped lines otherwise.
     reporter = make_reporter(1 + verbose - quiet)
     started = time.monotonic()
@@ -433,6 +485,7 @@ def update(
         if last is None or not last.requested:
             raise click.UsageError("name what to update, or bootstrap it first")
         reqs = collect(list(last.requested), [], [])
+        _refuse_local_projects(tree.repo, reqs)
         reqs.constraints = [
             parse_requirement(c, where=f"the constraints of the {last.label}")
             for c in last.constraints
@@ -454,6 +507,24 @@ def update(
     reporter.summary(result, tree.repo)
     if not result.ok:
         sys.exit(1)
+
+
+def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
+    """Stop ``update`` from taking an upstream project for one the last run built from a project
+    folder of the same name (it asked for ``name==version``): whoever publishes that name upstream
+    would have it built in its place."""
+    for req in reqs.requirements:
+        pinned = [s.version for s in req.specifier if s.operator == "=="]
+        if len(pinned) != 1:
+            continue
+        record = Repository(repo).load_record(canonicalize_name(req.name), pinned[0])
+        if record is not None and record.sdist_url and is_local_sdist_url(record.sdist_url):
+            folder = record.sdist_url.split("#", 1)[0]
+            raise click.UsageError(
+                f"the last run built {req.name} {pinned[0]} from the project folder {folder}, and"
+                " update takes only what the upstream has: run `rewheel bootstrap` on that folder"
+                " again (with its --extra and --group), or name what to update"
+            )
 
 
 def _echo_plan(plan: UpdatePlan) -> None:

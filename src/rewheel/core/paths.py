@@ -19,6 +19,27 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
+# An sdist rewheel made of a project folder on this machine (``rewheel bootstrap ./project``) has
+# no upstream URL: its records name the folder's ``file:`` URL with this fragment giving the name
+# of the archive, ``file:///home/me/proj#rewheel-sdist=proj-1.0.tar.gz``.
+LOCAL_SDIST_FRAGMENT = "rewheel-sdist="
+
+
+def local_sdist_url(folder_uri: str, filename: str) -> str:
+    """The URL records give an sdist made of the project folder at ``folder_uri`` (``file:``)."""
+    return f"{folder_uri}#{LOCAL_SDIST_FRAGMENT}{filename}"
+
+
+def is_local_sdist_url(url: str) -> bool:
+    """Whether ``url`` names an sdist made of a local project folder (``local_sdist_url``)."""
+    return url.startswith("file:") and f"#{LOCAL_SDIST_FRAGMENT}" in url
+
+
 def sdist_filename(url: str) -> str:
-    """The file name an sdist's URL ends with (no query, no fragment)."""
+    """The file name an sdist's URL ends with (no query, no fragment); for an sdist made of a
+    local project folder, the archive's name its fragment gives."""
+    if is_local_sdist_url(url):
+        name = url.split(f"#{LOCAL_SDIST_FRAGMENT}", 1)[1]
+        if name not in ("", ".", "..") and "/" not in name and "\\" not in name:
+            return name
     return url.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]

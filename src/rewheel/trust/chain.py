@@ -43,6 +43,7 @@ from packaging.utils import canonicalize_name
 
 from ..core.errors import RewheelError
 from ..core.fsutil import sha256_file
+from ..core.paths import is_local_sdist_url
 from ..core.records import BuildRecord
 from ..core.types import IndexFile, Upstream, WheelRef
 from ..core.versions import normal_version
@@ -428,17 +429,30 @@ class _Checker:
         filename = sdist_filename(url)
         problems = []
         local = self.repo.sdists_dir / filename
+        made_here = is_local_sdist_url(url)
         if not local.is_file():
+            fetch = (
+                f"run bootstrap again on the project folder it was made of ({url.split('#')[0]})"
+                if made_here
+                else f"download it again from {url} into sdists/"
+            )
             problems.append(
                 f"{label}: sdists/{filename}, the kept copy of the sdist it was built from, is"
                 " gone, so nothing here shows any more what it was built from and rebuild"
                 f" --check cannot run (bootstrap does not fetch it again for a wheel it reuses):"
-                f" download it again from {url} into sdists/ (its sha256 must be {sha256}),"
+                f" {fetch} (its sha256 must be {sha256}),"
                 " or, if it is gone from there too, remove this wheel and bootstrap again"
             )
         elif sha256_file(local) != sha256:
             problems.append(f"{label}: sdists/{filename} no longer has the recorded sha256")
-        if self.upstream is not None:
+        if made_here and self.upstream is not None:
+            # Packed of a project folder on the machine that built it: no index lists it, and
+            # an upstream project of the same name is another project's sdist.
+            self.notes.append(
+                f"{label}: built from a local project folder ({url.split('#')[0]}), which no"
+                " index lists"
+            )
+        elif self.upstream is not None:
             try:
                 page = self.upstream.get_project(ref.name)
             except RewheelError as exc:
