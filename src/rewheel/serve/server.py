@@ -59,6 +59,7 @@ from ..index.index_pages import (
     render_root_html,
     render_root_json,
 )
+from ..repo.build_cache import CACHE_DIR
 from ..repo.published_keys import KEYS_DIR
 from ..repo.published_keys import SUFFIX as KEY_SUFFIX
 from ..repo.repository import Repository
@@ -538,6 +539,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not segments[1].endswith(KEY_SUFFIX):
                 raise _Refused(HTTPStatus.NOT_FOUND)
             self._send_file(repo.root / KEYS_DIR, segments[1], "application/x-pem-file", send_body)
+        elif segments[0] == CACHE_DIR and len(segments) == 2:
+            # The build cache other repositories ask with --cache-url (repo.build_cache).
+            if not segments[1].endswith(".json"):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.root / CACHE_DIR, segments[1], "application/json", send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
             # Read-only, for build workers on other machines; sdists are public upstream files.
             if not segments[1].lower().endswith(_SDIST_SUFFIXES):
