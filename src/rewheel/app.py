@@ -32,7 +32,8 @@ from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .core.versions import normal_version
-from .index.http import HttpClient
+from .index.http import HttpClient, RetryPolicy
+from .index.http import Limits as HttpLimits
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .build.recipes import BuildRecipe
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
-    from .core.bootstrap import Bootstrapper, Steps
+    from .core.bootstrap import Bootstrapper, SharedCache, Steps
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -79,6 +80,10 @@ class BootstrapOptions:
     sign: bool = True
     dask: str | None = None  # run the builds on a Dask cluster: tcp://HOST:PORT or local:N
     advertise_host: str | None = None  # the address Dask workers reach this machine at
+    # Another repository to take exact, signed builds from (trust.shared_cache), and the public
+    # keys whose signatures it may carry besides the one this run signs with.
+    cache_url: str | None = None
+    cache_key_trust: list[Path] = field(default_factory=list)
 
 
 def _utc_now() -> datetime:
@@ -95,6 +100,8 @@ class Machine:
     crates_io: Callable[[], bool] | None = None  # does crates.io answer (rust.crates_io_reachable)
     recipes: Callable[[str], BuildRecipe] | None = None  # a recipe by name (recipes.load_recipe)
     now: Callable[[], datetime] = _utc_now  # the time a run starts and ends, for its run file
+    # The HTTP client that asks a shared build cache (--cache-url): shorter deadlines than an index.
+    cache_client: Callable[[], HttpClient] | None = None
 
 
 def bootstrap(
@@ -237,6 +244,9 @@ def bootstrap(
                         reporter=reporter,
                         # A plan goes on past what it cannot plan, to show all it can.
                         keep_going=options.keep_going or planning,
+                        shared_cache=None
+                        if planning
+                        else _shared_cache(options, repo, upstream, signer, machine, notice),
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:
@@ -267,6 +277,36 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+def _shared_cache(
+    options: BootstrapOptions,
+    repo: Repository,
+    upstream: HttpUpstream,
+    signer: Signer | None,
+    machine: Machine,
+    notice: Callable[[str], None] | None,
+) -> SharedCache | None:
+    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own."""
+    if options.cache_url is None:
+        return None
+    from .trust.provenance import load_public_key_file
+    from .trust.shared_cache import SharedBuildCache, cache_source
+
+    trusted = [load_public_key_file(path) for path in options.cache_key_trust]
+    if signer is not None:
+        trusted.append(signer.public_key)
+    source = cache_source(options.cache_url, machine.cache_client or _cache_client)
+    return SharedBuildCache(source, repo, trusted=trusted, upstream=upstream, notice=notice)
+
+
+def _cache_client() -> HttpClient:
+    """A build cache is asked before each build: one that does not answer at once is not
+    waited for (the package is built here instead)."""
+    return HttpClient(
+        limits=HttpLimits(page_seconds=30.0, download_seconds=300.0),
+        policy=RetryPolicy(attempts=2, connect_timeout=5.0, read_timeout=15.0, hash_retries=0),
+    )
 
 
 @contextlib.contextmanager
