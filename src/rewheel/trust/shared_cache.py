@@ -182,7 +182,9 @@ class FolderCache:
 def cache_source(where: str, client: Callable[[], HttpClient]) -> CacheSource:
     """The source ``--cache-url`` names: an http(s) URL, a ``file://`` URL or a folder."""
     if where.startswith(("http://", "https://")):
-        return HttpCache(where, client())
+        # The repository's root, also when given as its index (what installers are given).
+        base = where.rstrip("/").removesuffix("/simple")
+        return HttpCache(base + "/", client())
     path = where.removeprefix("file://")
     return FolderCache(Path(path).expanduser().absolute())
 
