@@ -482,7 +482,7 @@ class _Pass(Generic[EnvT]):
             record = await self._io(cache.fetch, pin, hint, env, key)
             if record is None:
                 continue
-            saved = self.steps.save_record(record)
+            saved = await self._io(self.steps.save_record, record)
             self.owner._from_cache.add(node)
             self._finish(pin, saved, cached=True, seconds=time.monotonic() - started)
             return WheelRef(pin.name, str(pin.version), saved.wheel, saved.wheel_sha256)
