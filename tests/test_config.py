@@ -158,9 +158,12 @@ def test_the_environment_can_turn_the_sandbox_off(
 
 def test_a_file_may_name_a_build_cache_but_not_the_keys_it_is_trusted_with() -> None:
     # A cache gives only builds signed by keys the user trusts: naming one is not a weakening.
-    assert dmap('[bootstrap]\ncache-url = "https://cache.example/"\n', name="rewheel.toml")[
-        "bootstrap"
-    ]["cache_url"] == "https://cache.example/"
+    assert (
+        dmap('[bootstrap]\ncache-url = "https://cache.example/"\n', name="rewheel.toml")[
+            "bootstrap"
+        ]["cache_url"]
+        == "https://cache.example/"
+    )
 
 
 def test_pyproject_messages_name_the_table() -> None:

@@ -4,7 +4,9 @@ Pages are read from disk on every request (the builder publishes while the serve
 what the repository holds is served: an unknown project is a 404, never a pass-through upstream.
 
 For builds on other machines (``rewheel.dask.dask_steps``) the server also hands out the
-repository's sdists (``GET /sdists/<file>``) and, only when started with an upload token, takes
+repository's sdists (``GET /sdists/<file>``), for other repositories' ``--cache-url`` the
+builds it offers (``GET /build-cache/<file>.json``, ``repo.build_cache``) and, only when started
+with an upload token, takes
 uploads into a staging folder (``PUT /uploads/<job>/<file>``, see ``_Handler._receive_upload``).
 Nothing uploaded is served or published by the server itself: the coordinator decides what to
 publish.
