@@ -129,6 +129,8 @@ def test_a_repository_served_by_rewheel_serve_gives_everything_and_nothing_is_bu
         assert (b / "sdists" / f"{name.replace('-', '_')}-1.0.tar.gz").is_file()
     out = verify_ok(b)
     assert "chain of custody holds for 3 wheel(s)" in out
+    page = (b / "browse" / "app.html").read_text()
+    assert f"taken from the build cache {server.url.removesuffix('/simple')}/" in page
     # The signer's key was published with its builds; pinned, it verifies them too.
     (key,) = (built / "keys").glob("*.pub.pem")
     assert (b / "keys" / key.name).read_bytes() == key.read_bytes()
