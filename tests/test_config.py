@@ -129,6 +129,7 @@ def test_a_file_cannot_turn_the_sandbox_off(text: str, name: str) -> None:
         ("no-sign = true\n", "REWHEEL_NO_SIGN=1"),
         ('[bootstrap]\nsigning-key = "theirs.pem"\n', "REWHEEL_SIGNING_KEY=PATH"),
         ('[verify]\nindex = "http://elsewhere.example/simple/"\n', "REWHEEL_INDEX=URL"),
+        ('[bootstrap]\ncache-key-trust = ["theirs.pem"]\n', "REWHEEL_CACHE_KEY_TRUST=PATH"),
     ],
 )
 def test_a_file_cannot_weaken_isolation_or_verification(text: str, env: str) -> None:
@@ -153,6 +154,16 @@ def test_the_environment_can_turn_the_sandbox_off(
     code, _out, err = _run(["bootstrap", "pkg"], capsys, Runs(bootstrap=fake_bootstrap))
     assert code == 0, err
     assert seen[0].sandbox is False
+
+
+def test_a_file_may_name_a_build_cache_but_not_the_keys_it_is_trusted_with() -> None:
+    # A cache gives only builds signed by keys the user trusts: naming one is not a weakening.
+    assert (
+        dmap('[bootstrap]\ncache-url = "https://cache.example/"\n', name="rewheel.toml")[
+            "bootstrap"
+        ]["cache_url"]
+        == "https://cache.example/"
+    )
 
 
 def test_pyproject_messages_name_the_table() -> None:

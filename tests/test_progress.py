@@ -117,7 +117,7 @@ def test_live_display_during_a_run_and_the_summary_after(tmp_path: Path) -> None
     assert "old==3.0" not in text  # reused: shown only with -v, and not among the slowest
     assert "✗ bad==1.0 failed" in text
     assert "note: network isolation is not available" in text
-    assert "2 built, 1 reused from cache, 1 failed" in text
+    assert "2 built, 1 reused, 1 failed" in text
     assert "/repo/logs/bad-1.0.log" in text and "backend failed" in text
     assert "Traceback" not in text  # the reason is the first line; the log has the rest
     assert re.search(r"Slowest builds.*slow==1\.0\s+42\.0s", text, re.S), text
@@ -141,7 +141,7 @@ def test_a_real_bootstrap_drives_the_live_display() -> None:
     assert "✓ tool==1.0 built" in text
     assert "✗ lib==1.0 failed" in text
     assert "tool==1.0: build" in text  # -v shows each step
-    assert "2 built, 0 reused from cache, 1 failed" in text
+    assert "2 built, 0 reused, 1 failed" in text
     assert reporter.tally.known >= {"tool==1.0", "lib==1.0", "app==1.0"}
 
 
@@ -282,7 +282,7 @@ def test_the_summary_lists_what_was_not_attempted_and_what_was_pre_built() -> No
     c, out = console(width=200)
     c.print(summary_renderable(s))
     text = plain(out.getvalue())
-    assert "1 built, 1 pre-built, 0 reused from cache, 1 failed, 3 not attempted" in text
+    assert "1 built, 1 pre-built, 0 reused, 1 failed, 3 not attempted" in text
     assert re.search(r"Not attempted.*app==1\.0\s+its build environment needs bad", text, re.S)
     assert re.search(r"x==1\.0\s+the run stopped at the first failure", text)
     assert "Pre-built (the upstream's own wheel, allowed by the settings): binary==2.0" in text

@@ -33,7 +33,8 @@ from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .core.types import Upstream
 from .core.versions import normal_version
-from .index.http import HttpClient
+from .index.http import HttpClient, RetryPolicy
+from .index.http import Limits as HttpLimits
 from .index.local import LocalSdist, WithLocalSdists
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .build.recipes import BuildRecipe
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
-    from .core.bootstrap import Bootstrapper, Steps
+    from .core.bootstrap import Bootstrapper, SharedCache, Steps
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -84,6 +85,10 @@ class BootstrapOptions:
     # Sdists made of project folders (``rewheel bootstrap ./project``): each is its project's only
     # candidate, whatever the upstream lists under that name (``index.local``).
     local_sdists: tuple[LocalSdist, ...] = ()
+    # Another repository to take exact, signed builds from (trust.shared_cache), and the public
+    # keys whose signatures it may carry besides the one this run signs with.
+    cache_url: str | None = None
+    cache_key_trust: list[Path] = field(default_factory=list)
 
 
 def _utc_now() -> datetime:
@@ -100,6 +105,8 @@ class Machine:
     crates_io: Callable[[], bool] | None = None  # does crates.io answer (rust.crates_io_reachable)
     recipes: Callable[[str], BuildRecipe] | None = None  # a recipe by name (recipes.load_recipe)
     now: Callable[[], datetime] = _utc_now  # the time a run starts and ends, for its run file
+    # The HTTP client that asks a shared build cache (--cache-url): shorter deadlines than an index.
+    cache_client: Callable[[], HttpClient] | None = None
 
 
 def bootstrap(
@@ -249,6 +256,9 @@ def bootstrap(
                         reporter=reporter,
                         # A plan goes on past what it cannot plan, to show all it can.
                         keep_going=options.keep_going or planning,
+                        shared_cache=None
+                        if planning
+                        else _shared_cache(options, repo, source, signer, machine, notice),
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:
@@ -279,6 +289,36 @@ def bootstrap(
 
         write_browse(repo)
         return result
+
+
+def _shared_cache(
+    options: BootstrapOptions,
+    repo: Repository,
+    upstream: Upstream,
+    signer: Signer | None,
+    machine: Machine,
+    notice: Callable[[str], None] | None,
+) -> SharedCache | None:
+    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own."""
+    if options.cache_url is None:
+        return None
+    from .trust.provenance import load_public_key_file
+    from .trust.shared_cache import SharedBuildCache, cache_source
+
+    trusted = [load_public_key_file(path) for path in options.cache_key_trust]
+    if signer is not None:
+        trusted.append(signer.public_key)
+    source = cache_source(options.cache_url, machine.cache_client or _cache_client)
+    return SharedBuildCache(source, repo, trusted=trusted, upstream=upstream, notice=notice)
+
+
+def _cache_client() -> HttpClient:
+    """A build cache is asked before each build: one that does not answer at once is not
+    waited for (the package is built here instead)."""
+    return HttpClient(
+        limits=HttpLimits(page_seconds=30.0, download_seconds=300.0),
+        policy=RetryPolicy(attempts=2, connect_timeout=5.0, read_timeout=15.0, hash_retries=0),
+    )
 
 
 @contextlib.contextmanager

@@ -130,6 +130,22 @@ _work_dir_option = click.option(
     "Compiled code does not name it, but a build can write it into a file (numpy's "
     "__config__.py does): keep it the same to rebuild such wheels bit for bit.",
 )
+_cache_url_option = click.option(
+    "--cache-url",
+    metavar="URL",
+    default=None,
+    help="Another rewheel repository (http(s) URL as `rewheel serve` or any web server serves "
+    "it, or a folder) to take wheels from instead of building them: only a build signed by a "
+    "trusted key that is exactly what this run would build (docs/cache.md).",
+)
+_cache_key_trust_option = click.option(
+    "--cache-key-trust",
+    "cache_key_trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Public key (PEM) whose signed builds --cache-url may give (repeatable) [default: "
+    "only the key this run signs with].",
+)
 _verbose_option = click.option("-v", "--verbose", count=True, help="More output.")
 _quiet_option = click.option("-q", "--quiet", count=True, help="Less output.")
 
@@ -235,6 +251,8 @@ class _Tree:
     signing_key: Path | None
     no_sign: bool
     work_dir: Path | None
+    cache_url: str | None
+    cache_key_trust: tuple[Path, ...]
 
     def check(self) -> None:
         if self.no_sign and self.signing_key is not None:
@@ -258,6 +276,8 @@ class _Tree:
             signing_key=self.signing_key,
             sign=not self.no_sign,
             work_dir=self.work_dir,
+            cache_url=self.cache_url,
+            cache_key_trust=list(self.cache_key_trust),
             **more,
         )
 
@@ -307,6 +327,8 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
         _signing_key_option,
         _no_sign_option,
         _work_dir_option,
+        _cache_url_option,
+        _cache_key_trust_option,
     ]
     wrapped: Callable[..., None] = command
     for option in reversed(options):  # click applies decorators bottom-up

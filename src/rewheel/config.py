@@ -43,6 +43,7 @@ NOT_FROM_FILES: dict[str, str] = {
     "allow-prebuilt": "could make verify and install accept wheels not built from source",
     "no-sign": "could turn off the signing of what you build",
     "signing-key": "could sign what you build with a key someone else holds",
+    "cache-key-trust": "could choose whose builds a shared build cache may give you",
     "index": "could make verify check another index than your repository",
 }
 
@@ -249,7 +250,12 @@ def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> Co
 def _check_allowed_in_files(source: ConfigSource, keys: tuple[str, ...]) -> None:
     if keys[-1] in NOT_FROM_FILES:
         option = keys[-1]
-        value = {"public-key": "PATH", "signing-key": "PATH", "index": "URL"}.get(option, "1")
+        value = {
+            "public-key": "PATH",
+            "signing-key": "PATH",
+            "cache-key-trust": "PATH",
+            "index": "URL",
+        }.get(option, "1")
         env = f"{ENV_PREFIX}_{option.upper().replace('-', '_')}={value}"
         raise ConfigError(
             f"{source.where(*keys)}: --{option} cannot be set in a file (a folder you work in "

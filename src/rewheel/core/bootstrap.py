@@ -17,6 +17,7 @@ import resource
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,13 @@ __all__ = [
     "BootstrapResult",
     "Bootstrapper",
     "Built",
+    "CacheHint",
     "Cached",
     "DependencyFailed",
     "NotAttempted",
     "Prepared",
     "Reporter",
+    "SharedCache",
     "Steps",
 ]
 
@@ -79,6 +82,35 @@ class Cached:
     backend_requires: tuple[str, ...]
     cache_key: str
     record: BuildRecord
+
+
+@dataclass(frozen=True)
+class CacheHint:
+    """A build of a pin that a shared build cache offers, as its (signed) provenance tells: the
+    requirements its build environment was resolved from, and the key it was built under. The
+    core resolves that environment itself; only when its own key is this one is it fetched."""
+
+    cache_key: str
+    build_requires: tuple[str, ...]
+    backend_requires: tuple[str, ...]
+
+
+class SharedCache(Protocol):
+    """Another repository's builds (``--cache-url``), asked before a pin is built here.
+
+    ``hints`` offers the builds of the pin's sdist that it has checked so far (signature by a
+    trusted key, record and statement in agreement); ``fetch`` takes the one whose key is the
+    key this run computed for the environment it resolved, checks the rest (the wheel's bytes,
+    the environment's wheels), publishes it into this repository and returns its record (with
+    ``from_cache``); None when it refuses it, having said why. Neither raises for what the cache
+    answers: a refused hit is built here.
+    """
+
+    def hints(self, pin: Pin) -> Sequence[CacheHint]: ...
+
+    def fetch(
+        self, pin: Pin, hint: CacheHint, build_env: Sequence[WheelRef], cache_key: str
+    ) -> BuildRecord | None: ...
 
 
 class Steps(Protocol[EnvT]):
@@ -193,18 +225,22 @@ class Bootstrapper(Generic[EnvT]):
         reporter: Reporter | None = None,
         threads: int = 32,
         keep_going: bool = False,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.steps = steps
+        self.shared_cache = shared_cache
         self.jobs = jobs
         self.keep_going = keep_going
         self.reporter = reporter or Reporter()
         self.threads = threads
         self._pass: _Pass[EnvT] | None = None
         self._built_before: set[str] = set()  # built by the passes before the current one
+        self._from_cache: set[str] = set()  # taken from the shared cache by this run
 
     def run(self, requirements: Sequence[Requirement], *, max_passes: int = 3) -> BootstrapResult:
         """Bootstrap ``requirements``; resolve again while built wheels contradict predictions."""
         self._built_before = set()
+        self._from_cache = set()
         result = asyncio.run(self._new_pass().run(requirements))
         built_here = set(result.built_nodes)
         window, window_cpu = result.build_window_seconds, result.build_window_cpu_seconds
@@ -223,7 +259,7 @@ class Bootstrapper(Generic[EnvT]):
             passes += 1
         result.build_window_seconds, result.build_window_cpu_seconds = window, window_cpu
         result.queued_seconds, result.queued_cpu = queued, (busy, total)
-        return _counted_over_passes(result, built_here)
+        return _counted_over_passes(result, built_here, self._from_cache)
 
     def _new_pass(self) -> _Pass[EnvT]:
         self._pass = _Pass(self)
@@ -236,14 +272,22 @@ class Bootstrapper(Generic[EnvT]):
         if self._pass is None:
             return None
         result = self._pass._result()
-        return _counted_over_passes(result, self._built_before | result.built_nodes)
+        return _counted_over_passes(
+            result, self._built_before | result.built_nodes, self._from_cache
+        )
 
 
-def _counted_over_passes(result: BootstrapResult, built_here: set[str]) -> BootstrapResult:
+def _counted_over_passes(
+    result: BootstrapResult, built_here: set[str], from_cache: AbstractSet[str] = frozenset()
+) -> BootstrapResult:
     """``result`` of the last pass, counted over the whole run: a wheel built (or taken
-    pre-built) by an earlier pass was built by this run, not reused."""
-    result.built = result.prebuilt = 0
+    pre-built, or from the shared cache) by an earlier pass was built by this run, not reused."""
+    result.built = result.prebuilt = result.from_cache = 0
     for record in result.order:
+        if record.node in from_cache:
+            result.from_cache += 1
+            result.outcomes[record.node] = Outcome.FROM_CACHE
+            continue
         if record.node not in built_here:
             continue
         if record.prebuilt:
@@ -252,13 +296,14 @@ def _counted_over_passes(result: BootstrapResult, built_here: set[str]) -> Boots
         else:
             result.built += 1
             result.outcomes[record.node] = Outcome.BUILT
-    result.reused = len(result.order) - result.built - result.prebuilt
+    result.reused = len(result.order) - result.built - result.prebuilt - result.from_cache
     result.built_nodes = built_here
     return result
 
 
 class _Pass(Generic[EnvT]):
     def __init__(self, owner: Bootstrapper[EnvT]) -> None:
+        self.owner = owner
         self.steps = owner.steps
         self.reporter = owner.reporter
         self.jobs = owner.jobs
@@ -363,6 +408,11 @@ class _Pass(Generic[EnvT]):
                 self._finish(pin, cached.record, cached=True, seconds=time.monotonic() - started)
                 return cached.wheel
 
+        if self.owner.shared_cache is not None:
+            taken = await self._from_shared_cache(pin, self.owner.shared_cache, started)
+            if taken is not None:
+                return taken
+
         self._check_stopping(pin)
         prebuilt = await self._io(self.steps.prebuilt, pin)
         if prebuilt is not None:
@@ -409,6 +459,34 @@ class _Pass(Generic[EnvT]):
         saved = self.steps.save_record(record)
         self._finish(pin, saved, cached=False, seconds=built.seconds)
         return built.wheel
+
+    async def _from_shared_cache(
+        self, pin: Pin, cache: SharedCache, started: float
+    ) -> WheelRef | None:
+        """The wheel of ``pin`` taken from the shared cache, when it offers exactly the build
+        this run would make: the environment its hint names, resolved here, gives the key it was
+        built under. Anything else (no hint, another key, a refused fetch, an environment that
+        cannot be had) leaves ``pin`` to be built here."""
+        node = _node_id(pin)
+        self.reporter.step(node, Step.CHECK_CACHE)
+        for hint in await self._io(cache.hints, pin):
+            try:
+                env = await self._build_env(
+                    pin, hint.build_requires, hint.backend_requires, preferred={}
+                )
+            except RewheelError:
+                continue  # its environment cannot be had here: built here, with its own
+            key = self.steps.cache_key(pin, env)
+            if key != hint.cache_key:
+                continue
+            record = await self._io(cache.fetch, pin, hint, env, key)
+            if record is None:
+                continue
+            saved = await self._io(self.steps.save_record, record)
+            self.owner._from_cache.add(node)
+            self._finish(pin, saved, cached=True, seconds=time.monotonic() - started)
+            return WheelRef(pin.name, str(pin.version), saved.wheel, saved.wheel_sha256)
+        return None
 
     def _check_stopping(self, pin: Pin) -> None:
         if self.stopping:
@@ -565,7 +643,9 @@ class _Pass(Generic[EnvT]):
         }
         outcomes: dict[str, Outcome] = {}
         for record in self.order:
-            if record.node not in self.built_nodes:
+            if record.node in self.owner._from_cache:
+                outcomes[record.node] = Outcome.FROM_CACHE
+            elif record.node not in self.built_nodes:
                 outcomes[record.node] = Outcome.REUSED
             else:
                 outcomes[record.node] = Outcome.PREBUILT if record.prebuilt else Outcome.BUILT

@@ -121,6 +121,8 @@ class BuildRecord:
     sandbox: Mapping[str, Any] | None = None
     settings: Mapping[str, Any] | None = None
     rust: Mapping[str, Any] | None = None
+    # Where the wheel came from when it was not built here: the --cache-url it was taken from.
+    from_cache: str | None = None
     # Keys this version does not know (a later version wrote the record): kept, written back.
     unknown: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -211,6 +213,7 @@ class BuildRecord:
             sandbox=r.optional_object("sandbox"),
             settings=r.optional_object("settings"),
             rust=r.optional_object("rust"),
+            from_cache=r.optional_text("from_cache"),
             unknown={k: v for k, v in data.items() if k not in _KNOWN},
         )
         if not record.name or not record.version:

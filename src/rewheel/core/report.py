@@ -36,6 +36,7 @@ class Outcome(enum.StrEnum):
     BUILT = "built"  # built from its sdist by this run
     REUSED = "reused"  # its wheel, built by an earlier run, reused from the cache
     PREBUILT = "prebuilt"  # the upstream's own wheel, taken because the settings allow-list it
+    FROM_CACHE = "from-cache"  # built elsewhere, taken from the shared build cache (--cache-url)
     FAILED = "failed"  # its own step failed
     DEPENDENCY_FAILED = "dependency-failed"  # not built: its build environment needs a failure
     NOT_ATTEMPTED = "not-attempted"  # not built: the run stopped (first failure, interrupted)
@@ -43,7 +44,7 @@ class Outcome(enum.StrEnum):
     @property
     def in_repository(self) -> bool:
         """Whether the run left a wheel of the package in the repository."""
-        return self in (Outcome.BUILT, Outcome.REUSED, Outcome.PREBUILT)
+        return self in (Outcome.BUILT, Outcome.REUSED, Outcome.PREBUILT, Outcome.FROM_CACHE)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class BootstrapResult:
     built: int = 0  # built from source by this run (pre-built wheels are not counted here)
     reused: int = 0
     prebuilt: int = 0  # upstream wheels taken pre-built (allow-listed by the settings)
+    from_cache: int = 0  # taken from the shared build cache (--cache-url), not built here
     # Every node of the graph and what became of it; a node of the graph missing here (a run
     # cut short) was not attempted.
     outcomes: dict[str, Outcome] = field(default_factory=dict)

@@ -74,6 +74,7 @@ from ..index.index_pages import (
     sdist_url,
     wheel_url,
 )
+from . import build_cache
 from .wheelfile import (
     READ_ERRORS,
     check_wheel,
@@ -672,6 +673,15 @@ class Repository:
             ) from exc
         if record.sdist_sha256 and not record.prebuilt:
             self._list_sdist(canonicalize_name(name))
+        try:
+            build_cache.offer(self.root, record)  # for other repositories' --cache-url
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot write the build-cache entry of {name} {version}: {exc}",
+                package=name,
+                version=version,
+                step=Step.RECORD,
+            ) from exc
 
     def _list_sdist(self, name: NormalizedName) -> None:
         """Put the sdist of a build just recorded on its project's pages: they were written when

@@ -4,7 +4,9 @@ Pages are read from disk on every request (the builder publishes while the serve
 what the repository holds is served: an unknown project is a 404, never a pass-through upstream.
 
 For builds on other machines (``rewheel.dask.dask_steps``) the server also hands out the
-repository's sdists (``GET /sdists/<file>``) and, only when started with an upload token, takes
+repository's sdists (``GET /sdists/<file>``), for other repositories' ``--cache-url`` the
+builds it offers (``GET /build-cache/<file>.json``, ``repo.build_cache``) and, only when started
+with an upload token, takes
 uploads into a staging folder (``PUT /uploads/<job>/<file>``, see ``_Handler._receive_upload``).
 Nothing uploaded is served or published by the server itself: the coordinator decides what to
 publish.
@@ -59,6 +61,7 @@ from ..index.index_pages import (
     render_root_html,
     render_root_json,
 )
+from ..repo.build_cache import CACHE_DIR
 from ..repo.published_keys import KEYS_DIR
 from ..repo.published_keys import SUFFIX as KEY_SUFFIX
 from ..repo.repository import Repository
@@ -538,6 +541,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not segments[1].endswith(KEY_SUFFIX):
                 raise _Refused(HTTPStatus.NOT_FOUND)
             self._send_file(repo.root / KEYS_DIR, segments[1], "application/x-pem-file", send_body)
+        elif segments[0] == CACHE_DIR and len(segments) == 2:
+            # The build cache other repositories ask with --cache-url (repo.build_cache).
+            if not segments[1].endswith(".json"):
+                raise _Refused(HTTPStatus.NOT_FOUND)
+            self._send_file(repo.root / CACHE_DIR, segments[1], "application/json", send_body)
         elif segments[0] == "sdists" and len(segments) == 2:
             # Read-only, for build workers on other machines; sdists are public upstream files.
             if not segments[1].lower().endswith(_SDIST_SUFFIXES):

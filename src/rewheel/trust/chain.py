@@ -356,19 +356,27 @@ class _Checker:
         named = record.provenance
         if named is not None and named != path.name:
             problems.append(f"{label}: the build record names another provenance file ({named})")
-        problems += self._check_signature(ref, payload, label)
+        problems += self._check_signature(ref, payload, label, record.from_cache)
         problems += self._check_provenance_object(ref, payload, label)
         return problems
 
-    def _check_signature(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
+    def _check_signature(
+        self, ref: WheelRef, payload: bytes, label: str, from_cache: str | None = None
+    ) -> list[str]:
         """The DSSE envelope of the statement: signed by the pinned key, or else by the
-        published key it names."""
+        published key it names. A wheel taken from a shared build cache (``from_cache``) was
+        built elsewhere: only its signature vouches for it, so it must have one that verifies."""
         dsse = self.repo.wheel_path(ref).with_name(ref.filename + DSSE_SUFFIX)
         try:
             envelope = json.loads(dsse.read_bytes())
         except FileNotFoundError:
             if self.public_key is not None:
                 return [f"{label}: provenance is not signed ({dsse.name} missing)"]
+            if from_cache is not None:
+                return [
+                    f"{label}: taken from the build cache {from_cache}, but its provenance is"
+                    f" not signed ({dsse.name} missing)"
+                ]
             self.unsigned.append(label)
             return []
         except (OSError, ValueError) as exc:
@@ -378,6 +386,11 @@ class _Checker:
         else:
             claimed = envelope_keyids(envelope)
             known = [self.published[k] for k in claimed if k in self.published]
+            if not known and from_cache is not None:
+                return [
+                    f"{label}: taken from the build cache {from_cache}, but signed by a key the"
+                    " repository does not publish, so its signature cannot be checked"
+                ]
             if not known:
                 for keyid in claimed[:1] or ["(none named)"]:
                     self.unknown_keys.setdefault(keyid, []).append(label)

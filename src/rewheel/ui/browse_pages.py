@@ -512,6 +512,11 @@ def _version_section(
         built: list[tuple[str, str]] = []
         if record.prebuilt:
             built.append(("source", "the upstream's pre-built wheel (allowed by the settings)"))
+        if record.from_cache:
+            # Built by another repository and taken from it, signed by a key this one trusted.
+            built.append(
+                ("source", f"built elsewhere, taken from the build cache {_e(record.from_cache)}")
+            )
         if record.sdist_url:
             built.append(("sdist", _url_link(record.sdist_url)))
         if record.sdist_sha256:

@@ -81,6 +81,7 @@ class Summary:
     repo: Path
     prebuilt: list[str] = field(default_factory=list)  # upstream wheels taken (allow-listed)
     not_built: list[NotBuilt] = field(default_factory=list)
+    from_cache: int = 0  # taken from the shared build cache (--cache-url)
 
     @property
     def stopped(self) -> list[str]:
@@ -139,6 +140,7 @@ def summarize(
         repo=repo,
         prebuilt=sorted(n for n, o in result.outcomes.items() if o is Outcome.PREBUILT),
         not_built=not_built,
+        from_cache=result.from_cache,
     )
 
 
@@ -146,8 +148,10 @@ def summary_lines(summary: Summary) -> list[str]:
     """The summary as plain text lines."""
     prebuilt = f", {len(summary.prebuilt)} pre-built" if summary.prebuilt else ""
     not_built = f", {len(summary.not_built)} not attempted" if summary.not_built else ""
+    cached = f", {summary.from_cache} from cache" if summary.from_cache else ""
     lines = [
-        f"{summary.built} built{prebuilt}, {summary.reused} reused, {len(summary.failed)} failed"
+        f"{summary.built} built{prebuilt}{cached}, {summary.reused} reused,"
+        f" {len(summary.failed)} failed"
         f"{not_built} in {_duration(summary.seconds)}; repository {summary.repo}"
     ]
     for f in summary.failed:
@@ -177,8 +181,9 @@ def summary_renderable(summary: Summary) -> RenderableType:
     head = Text.assemble(
         (f"{summary.built} built", "bold"),
         (f", {len(summary.prebuilt)} pre-built", "bold") if summary.prebuilt else "",
+        (f", {summary.from_cache} from cache", "bold") if summary.from_cache else "",
         ", ",
-        (f"{summary.reused} reused from cache", "bold"),
+        (f"{summary.reused} reused", "bold"),
         ", ",
         (f"{len(summary.failed)} failed", f"bold {status}"),
         (f", {len(summary.not_built)} not attempted", "bold yellow") if summary.not_built else "",

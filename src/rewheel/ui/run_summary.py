@@ -54,6 +54,7 @@ def summary_json(
         "built": ids(Outcome.BUILT),
         "reused": ids(Outcome.REUSED),
         "prebuilt": ids(Outcome.PREBUILT),
+        "from_cache": ids(Outcome.FROM_CACHE),
         "failed": [n.to_json() for n in sorted(nodes, key=_id) if n.outcome is Outcome.FAILED],
         "not_attempted": [
             n.to_json()

@@ -1,0 +1,352 @@
+"""``--cache-url``: a second repository takes a first one's builds, over HTTP (``rewheel serve``)
+or from its folder, only when each is signed by a trusted key and is exactly what it would build.
+
+Repository A is built once from a synthetic tree (tool-a; lib-b and app built with tool-a; app
+needs lib-b); each test bootstraps a repository B from the same upstream with A (or a copy of A
+changed the way a hostile cache would) as its cache. What a hostile cache serves is refused with a
+notice and built here; nothing of it reaches B.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import Upstream, run_bootstrap
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from packaging.requirements import Requirement
+from support.fake_index import FakeIndex
+
+from rewheel import app
+from rewheel.cli import cli
+from rewheel.core.report import BootstrapResult, Outcome
+from rewheel.index.http import HttpClient, Limits, RetryPolicy
+from rewheel.repo.build_cache import CACHE_DIR
+from rewheel.repo.repository import Repository
+from rewheel.serve.server import IndexServer
+from rewheel.trust.provenance import DSSE_PAYLOAD_TYPE, dsse_envelope, pae
+
+NODES = ("app==1.0", "lib-b==1.0", "tool-a==1.0")
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    files = tmp_path_factory.mktemp("cache-upstream")
+    with FakeIndex() as index:
+        up = Upstream(index, files)
+        up.sdist("tool-a", "1.0")
+        up.sdist("lib-b", "1.0", build_requires=["tool-a"])
+        up.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
+        yield up
+
+
+@pytest.fixture(scope="module")
+def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("cache-a") / "a"
+    result = run_bootstrap(upstream, repo, ["app"])
+    assert result.ok, result.failures
+    return repo
+
+
+@pytest.fixture
+def cache(built: Path, tmp_path: Path) -> Path:
+    """A copy of repository A, for a test to change."""
+    copy = tmp_path / "cache"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def bootstrap_b(
+    upstream: Upstream,
+    repo: Path,
+    cache_url: str,
+    *,
+    trust: list[Path] | None = None,
+    machine: app.Machine | None = None,
+    settings_dir: Path | None = None,
+) -> tuple[BootstrapResult, list[str]]:
+    notices: list[str] = []
+    options = app.BootstrapOptions(
+        requirements=[Requirement("app")],
+        repo=repo,
+        index_url=upstream.url,
+        jobs=2,
+        work_dir=repo.parent / f"{repo.name}-work",
+        cache_url=cache_url,
+        cache_key_trust=trust or [],
+        settings_dir=settings_dir,
+    )
+    result = app.bootstrap(options, notice=notices.append, machine=machine or app.Machine())
+    assert result.ok, result.failures
+    return result, notices
+
+
+def verify_ok(repo: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["verify", "--repo", str(repo), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def entry(cache: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """The build-cache entry of ``name`` in the cache, and its record."""
+    record = json.loads((cache / "records" / f"{name}-1.0.json").read_text())
+    path = cache / CACHE_DIR / f"{record['cache_key']}.json"
+    return path, json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- hits
+
+
+def test_a_repository_served_by_rewheel_serve_gives_everything_and_nothing_is_built(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    b = tmp_path / "b"
+    with IndexServer(Repository(built)) as server:
+        result, notices = bootstrap_b(upstream, b, server.url)
+    assert not notices, notices
+    assert (result.built, result.from_cache, result.reused) == (0, 3, 0)
+    assert {result.outcomes[n] for n in NODES} == {Outcome.FROM_CACHE}
+    for node in NODES:
+        name = node.split("==")[0]
+        record = json.loads((b / "records" / f"{name}-1.0.json").read_text())
+        assert record["from_cache"] == server.url.removesuffix("/simple") + "/"
+        assert record["log"] is None
+        ours = Repository(b).find_wheels(name, "1.0")
+        theirs = Repository(built).find_wheels(name, "1.0")
+        assert ours == theirs  # the very wheel, by name and sha256
+        wheel = b / "wheels" / ours[0].filename
+        assert wheel.with_name(wheel.name + ".provenance.dsse.json").is_file()
+        assert (b / "sdists" / f"{name.replace('-', '_')}-1.0.tar.gz").is_file()
+    out = verify_ok(b)
+    assert "chain of custody holds for 3 wheel(s)" in out
+    page = (b / "browse" / "app.html").read_text()
+    assert f"taken from the build cache {server.url.removesuffix('/simple')}/" in page
+    # The signer's key was published with its builds; pinned, it verifies them too.
+    (key,) = (built / "keys").glob("*.pub.pem")
+    assert (b / "keys" / key.name).read_bytes() == key.read_bytes()
+    verify_ok(b, "--public-key", str(key))
+    # The next run reuses them from its own repository: no cache asked, nothing built.
+    again, _ = bootstrap_b(upstream, b, "http://127.0.0.1:9/")
+    assert (again.built, again.from_cache, again.reused) == (0, 0, 3)
+
+
+def test_a_folder_on_this_machine_is_a_cache_too(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    result, notices = bootstrap_b(upstream, tmp_path / "b", str(built))
+    assert (result.built, result.from_cache) == (0, 3), notices
+    assert json.loads((tmp_path / "b/records/app-1.0.json").read_text())["from_cache"] == str(built)
+
+
+def test_other_settings_here_mean_other_keys_and_the_builds_are_made_here(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # tool-a gets another variable here: its key differs, so do the keys of everything it
+    # builds: the cache has nothing this run would build.
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "tool-a.toml").write_text('[env]\nTOOL_FLAVOUR = "other"\n')
+    result, notices = bootstrap_b(upstream, tmp_path / "b", str(built), settings_dir=settings)
+    assert (result.built, result.from_cache) == (3, 0)
+    # A key the cache does not have is no one's fault: nothing said about the cache.
+    assert not [n for n in notices if "build cache" in n], notices
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _resign(cache: Path, name: str, key: Ed25519PrivateKey) -> None:
+    """Sign ``name``'s statement in the cache with ``key`` instead."""
+    wheel = next((cache / "wheels").glob(f"{name.replace('-', '_')}-1.0-*.whl"))
+    payload = wheel.with_name(wheel.name + ".provenance.json").read_bytes()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    import hashlib
+
+    keyid = hashlib.sha256(raw).hexdigest()
+    envelope = dsse_envelope(payload, keyid, key.sign(pae(DSSE_PAYLOAD_TYPE, payload)))
+    wheel.with_name(wheel.name + ".provenance.dsse.json").write_text(json.dumps(envelope))
+
+
+def test_builds_signed_by_a_key_not_pinned_are_built_here_until_it_is_pinned(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    other = Ed25519PrivateKey.generate()
+    _resign(cache, "app", other)
+    result, notices = bootstrap_b(upstream, tmp_path / "b", str(cache))
+    assert result.outcomes["app==1.0"] is Outcome.BUILT
+    assert result.outcomes["tool-a==1.0"] is Outcome.FROM_CACHE
+    (said,) = [n for n in notices if "not trusted" in n]
+    assert "--cache-key-trust" in said
+    # Pinned, the same build is taken, and verify checks it with the key published beside it.
+    pem = tmp_path / "other.pub.pem"
+    pem.write_bytes(
+        other.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    pinned, notices = bootstrap_b(upstream, tmp_path / "b2", str(cache), trust=[pem])
+    assert pinned.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
+    verify_ok(tmp_path / "b2")
+
+
+# ---------------------------------------------------------------- a hostile cache
+
+
+def _unsigned(cache: Path) -> None:
+    next((cache / "wheels").glob("app-1.0-*.whl.provenance.dsse.json")).unlink()
+
+
+def _badly_signed(cache: Path) -> None:
+    path = next((cache / "wheels").glob("app-1.0-*.whl.provenance.dsse.json"))
+    envelope = json.loads(path.read_text())
+    sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+    sig[0] ^= 1
+    envelope["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    path.write_text(json.dumps(envelope))
+
+
+def _another_wheel(cache: Path) -> None:
+    wheel = next((cache / "wheels").glob("app-1.0-*.whl"))
+    tool = next((cache / "wheels").glob("tool_a-1.0-*.whl"))
+    wheel.write_bytes(tool.read_bytes())
+
+
+def _claims_another_key(cache: Path) -> None:
+    path, record = entry(cache, "app")
+    record["cache_key"] = "0" * 64
+    path.write_text(json.dumps(record))
+
+
+def _rekeyed(cache: Path) -> None:
+    # The record and every index agree on a key the signed statement does not give.
+    path, record = entry(cache, "app")
+    sdist_index = cache / CACHE_DIR / f"sdist-{record['sdist_sha256']}.json"
+    record["cache_key"] = "e" * 64
+    path.unlink()
+    (path.parent / f"{'e' * 64}.json").write_text(json.dumps(record))
+    sdist_index.write_text(json.dumps({"format": 1, "keys": ["e" * 64]}))
+
+
+def _another_package(cache: Path) -> None:
+    path, _ = entry(cache, "app")
+    _, tool = entry(cache, "tool-a")
+    path.write_text(json.dumps(tool))
+
+
+def _climbs_out(cache: Path) -> None:
+    path, record = entry(cache, "app")
+    record["wheel"] = "../records/app-1.0-py3-none-any.whl"
+    path.write_text(json.dumps(record))
+
+
+def _index_climbs_out(cache: Path) -> None:
+    _, record = entry(cache, "app")
+    sdist_index = cache / CACHE_DIR / f"sdist-{record['sdist_sha256']}.json"
+    sdist_index.write_text(json.dumps({"format": 1, "keys": ["../../records/app-1.0"]}))
+
+
+def _another_environment(cache: Path) -> None:
+    # A build made with other build tools, its record and statement consistent and signed:
+    # the same build of app, but in the record its environment lists lib-b instead of tool-a.
+    path, record = entry(cache, "app")
+    _, lib = entry(cache, "lib-b")
+    record["build_env"] = [{"name": "lib-b", "version": "1.0", "sha256": lib["wheel_sha256"]}]
+    path.write_text(json.dumps(record))
+
+
+HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "unsigned": (_unsigned, "has no signed provenance"),
+    "badly signed": (_badly_signed, "no valid signature by a trusted key"),
+    "another wheel": (_another_wheel, "not the wheel its provenance signs"),
+    "record claims another key": (_claims_another_key, "claims another key"),
+    "re-keyed consistently": (_rekeyed, "key recomputed from its signed provenance"),
+    "another package's record": (_another_package, "is of tool-a 1.0"),
+    "a wheel name that climbs out": (_climbs_out, "which is no file name"),
+    "an index that climbs out": (_index_climbs_out, "not a cache key"),
+    "another build environment": (_another_environment, "disagree"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_cache_is_refused_and_the_package_built_here(
+    case: str, upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    change, said = HOSTILE[case]
+    change(cache)
+    b = tmp_path / "b"
+    with IndexServer(Repository(cache)) as server:
+        result, notices = bootstrap_b(upstream, b, server.url)
+    assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
+    assert result.outcomes["tool-a==1.0"] is Outcome.FROM_CACHE
+    assert any(said in n and n.startswith("app==1.0") for n in notices), notices
+    assert json.loads((b / "records/app-1.0.json").read_text())["from_cache"] is None
+    verify_ok(b)
+
+
+def test_a_huge_answer_stops_the_cache_being_asked(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    _, record = entry(cache, "tool-a")
+    index = cache / CACHE_DIR / f"sdist-{record['sdist_sha256']}.json"
+    index.write_text(json.dumps({"format": 1, "keys": ["0" * 64] * 200_000}))  # 13 MiB
+    with IndexServer(Repository(cache)) as server:
+        result, notices = bootstrap_b(upstream, tmp_path / "b", server.url)
+    assert result.outcomes["tool-a==1.0"] is Outcome.BUILT
+    assert any("not asked again" in n for n in notices), notices
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(3)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_slow_cache_is_not_waited_for(upstream: Upstream, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    machine = app.Machine(
+        cache_client=lambda: HttpClient(
+            limits=Limits(page_seconds=0.5), policy=RetryPolicy(attempts=1)
+        )
+    )
+    try:
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{server.server_port}/"
+        result, notices = bootstrap_b(upstream, tmp_path / "b", url, machine=machine)
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.built, result.from_cache) == (3, 0)
+    (said,) = [n for n in notices if "not asked again" in n]
+    assert url in said
+    # One wait of half a second, not one per package: the cache is given up on at once.
+    assert took < 60
+
+
+def test_serve_answers_only_json_files_of_the_build_cache(built: Path) -> None:
+    with IndexServer(Repository(built)) as server:
+        client = HttpClient()
+        root = server.url.removesuffix("/simple")
+        _, record = entry(built, "app")
+        ok = client.get(f"{root}/{CACHE_DIR}/{record['cache_key']}.json")
+        assert ok.status == 200 and json.loads(ok.body)["name"] == "app"
+        assert client.get(f"{root}/{CACHE_DIR}/").status == 404
+        climbs = client.get(f"{root}/{CACHE_DIR}/..%2Frecords%2Fapp-1.0.json")
+        assert climbs.status in (400, 404)
