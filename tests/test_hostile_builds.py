@@ -210,3 +210,37 @@ def test_the_network_sentence_only_when_the_network_was_cut(
     # The cause line says what to do, on the same terms.
     hint = info.value.hint
     assert (hint is not None and hint.startswith("the build tried to download")) is told
+
+
+NOT_A_WHEEL = """
+import sys
+
+
+def attack(hook):
+    if hook == "build_wheel":
+        backend = sys.modules["tinybackend"]
+        real = backend.wheel_bytes
+
+        def damaged(spec, files):
+            filename, data = real(spec, files)
+            return filename, data[: len(data) // 2]  # the name of a wheel, half of its zip
+
+        backend.wheel_bytes = damaged
+    return None
+"""
+
+
+def test_a_build_that_writes_no_readable_wheel_fails_with_its_error(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("halfwheel", "1.0", attack=NOT_A_WHEEL)
+    upstream.sdist("fine", "1.0")
+    repo = tmp_path / "repo"
+    result = _bootstrap(upstream, repo, ["halfwheel", "fine"], keep_going=True)
+    error = result.failures["halfwheel==1.0"]
+    assert isinstance(error, BuildError), repr(error)
+    assert (error.package, error.version, error.step) == ("halfwheel", "1.0", "build-wheel")
+    assert "built halfwheel-1.0-py3-none-any.whl, which is not a readable wheel" in error.message
+    assert error.log_path is not None and error.hint
+    assert not Repository(repo).find_wheels("halfwheel", "1.0")
+    assert Repository(repo).find_wheels("fine", "1.0")
