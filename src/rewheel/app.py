@@ -142,7 +142,7 @@ def bootstrap(
                 constraints=options.constraints,
                 settings_dir=options.settings_dir,
                 variant=options.variant,
-                index_url=options.index_url,
+                index_url=upstream.index_url,  # without credentials: a new token builds nothing
                 allow_prereleases=options.allow_prereleases,
                 interpreter=interpreter_tag(),
                 cache_format=CACHE_FORMAT,
