@@ -113,7 +113,8 @@ def bootstrap(
             f"no settings declare the variant {options.variant!r}", step=Step.SETTINGS
         )
     repo = Repository(options.repo)
-    from .trust.keys import default_key_file, rewheel_data_dir
+    from .build.sandbox import rewheel_data_dir
+    from .trust.keys import default_key_file
 
     key_file = (options.signing_key or default_key_file()) if options.sign else None
     # Before anything else: a machine that cannot sandbox builds refuses to build at all.
@@ -820,7 +821,7 @@ def rebuild(
     """Build ``packages`` (all when none) again without publishing; compare with the repository.
 
     ``work_dir``: the build root (default: the same one a bootstrap uses)."""
-    from .trust.keys import rewheel_data_dir
+    from .build.sandbox import rewheel_data_dir
     from .trust.rebuild import rebuild_check
 
     return rebuild_check(

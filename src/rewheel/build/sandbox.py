@@ -320,6 +320,23 @@ def bwrap_argv(
 
 
 _VERSION = re.compile(r"bubblewrap (\S+)")
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME``, or ``~/.local/share`` (the XDG base directory rules)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("XDG_DATA_HOME", "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share"
+
+
+def rewheel_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """rewheel's folder of the user's data: hidden from every build."""
+    return data_home(environ) / "rewheel"
+
+
 _HINT = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
     "bubblewrap), or pass --no-sandbox to build without one (build code can then read and "
