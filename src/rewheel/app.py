@@ -113,7 +113,6 @@ def bootstrap(
             f"no settings declare the variant {options.variant!r}", step=Step.SETTINGS
         )
     repo = Repository(options.repo)
-    from .build.sandbox import rewheel_data_dir
     from .trust.keys import default_key_file
 
     key_file = (options.signing_key or default_key_file()) if options.sign else None
@@ -121,7 +120,7 @@ def bootstrap(
     sandbox = make_policy(
         enabled=options.sandbox,
         limits=machine.limits(options.build_timeout),
-        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key), rewheel_data_dir().resolve()],
+        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
     )
     if key_file is not None:
         _check_key_unseen(key_file, sandbox, repo)
@@ -821,7 +820,6 @@ def rebuild(
     """Build ``packages`` (all when none) again without publishing; compare with the repository.
 
     ``work_dir``: the build root (default: the same one a bootstrap uses)."""
-    from .build.sandbox import rewheel_data_dir
     from .trust.rebuild import rebuild_check
 
     return rebuild_check(
@@ -832,8 +830,8 @@ def rebuild(
         sandbox=make_policy(
             enabled=sandbox,
             limits=limits_with(build_timeout),
-            # The user's signing key is never shown to build code, rebuilds included.
-            hidden=[repo_root.resolve(), rewheel_data_dir().resolve()],
+            # The user's data folder, with the signing key, make_policy hides in every box.
+            hidden=[repo_root.resolve()],
         ),
         build_timeout=build_timeout,
         settings_dir=settings_dir,

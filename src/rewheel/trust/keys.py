@@ -14,8 +14,8 @@ to everyone else (created 0700); the key file ours, a regular file, readable by 
 starting at once end up with the same key and a reader never sees half of it). Anything else
 stops the run with what to fix, or to give ``--signing-key`` or ``--no-sign``.
 
-Builds never see it: the folder is in the sandbox's ``hidden`` list, and ``app`` refuses a key
-inside any folder the box shows (``SandboxPolicy.shows``).
+Builds never see it: every box hides the folder (``build.sandbox.make_policy``), and ``app``
+refuses a key inside any folder the box shows (``SandboxPolicy.shows``).
 """
 
 from __future__ import annotations
