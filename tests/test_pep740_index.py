@@ -8,24 +8,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
-from conftest import Upstream, run_bootstrap, schema_errors
+from conftest import schema_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from support.fake_index import FakeIndex
+from support.trees import built_tree, served_tree, tree_copy  # noqa: F401 (fixtures)
 from uv import find_uv_bin
 
 from rewheel.repo.repository import Repository
-from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import verify_chain
 from rewheel.trust.provenance import DSSE_PAYLOAD_TYPE, Signer, pae, read_provenance_object
 
@@ -131,35 +127,6 @@ PEP740_PROVENANCE: dict[str, Any] = {
         },
     },
 }
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("served")
-    files = base / "upstream-files"
-    files.mkdir()
-    with FakeIndex() as index:
-        up = Upstream(index, files)
-        up.sdist("tool-a", "1.0")
-        up.sdist("lib-b", "1.0", build_requires=["tool-a"])
-        up.sdist("App", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
-        repo = base / "repo"
-        result = run_bootstrap(up, repo, ["app"])
-        assert result.ok, result.failures
-        yield repo
-
-
-@pytest.fixture
-def repo(built: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "repo"
-    shutil.copytree(built, copy)
-    return copy
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    with IndexServer(Repository(repo)) as server:
-        yield server.url + "/"
 
 
 def _key(repo: Path) -> Path:
