@@ -18,7 +18,12 @@ import jsonschema
 from conftest import schema_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from support.trees import built_tree, served_tree, tree_copy  # noqa: F401 (fixtures)
+from support.trees import (  # noqa: F401 (fixtures)
+    built_tree,
+    published_key,
+    served_tree,
+    tree_copy,
+)
 from uv import find_uv_bin
 
 from rewheel.repo.repository import Repository
@@ -129,11 +134,6 @@ PEP740_PROVENANCE: dict[str, Any] = {
 }
 
 
-def _key(repo: Path) -> Path:
-    (key,) = (repo / "keys").glob("*.pub.pem")
-    return key
-
-
 def _get(url: str, accept: str = "*/*") -> tuple[str, bytes]:
     request = urllib.request.Request(url, headers={"Accept": accept})
     with urllib.request.urlopen(request) as answer:
@@ -146,7 +146,7 @@ def _get(url: str, accept: str = "*/*") -> tuple[str, bytes]:
 def test_pages_carry_a_provenance_url_per_wheel_that_serves_the_attestation(
     repo: Path, served: str
 ) -> None:
-    keyid = _key(repo).name.removesuffix(".pub.pem")
+    keyid = published_key(repo).name.removesuffix(".pub.pem")
     content_type, body = _get(served + "lib-b/", JSON_TYPE)
     assert content_type == JSON_TYPE
     page = json.loads(body)
@@ -297,7 +297,7 @@ def test_verify_repo_checks_the_provenance_object_the_pages_link_to(
     ) in entry.problems
     (entry,) = [
         e
-        for e in verify_chain(Repository(repo), public_key=_key(repo)).entries
+        for e in verify_chain(Repository(repo), public_key=published_key(repo)).entries
         if e.name == "tool-a"
     ]
     assert any("not by the pinned one" in p for p in entry.problems)

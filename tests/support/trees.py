@@ -5,6 +5,7 @@ Import the fixtures into a test module to use them (``from support.trees import 
 tree_copy, served_tree``); tests ask for them by the names ``built`` (the repository, shared
 by the module's tests: only read it), ``repo`` (a copy of it of the test's own, to tamper
 with) and ``served`` (that copy served over HTTP, the URL of its ``/simple/``).
+``published_key`` is the public key file such a repository publishes.
 """
 
 from __future__ import annotations
@@ -48,3 +49,9 @@ def tree_copy(built: Path, tmp_path: Path) -> Path:
 def served_tree(repo: Path) -> Iterator[str]:
     with IndexServer(Repository(repo)) as server:
         yield server.url + "/"
+
+
+def published_key(repo: Path) -> Path:
+    """The one public key file the repository publishes (``keys/*.pub.pem``)."""
+    (key,) = (repo / "keys").glob("*.pub.pem")
+    return key
