@@ -181,3 +181,13 @@ def test_split_credentials(url: str, public: str, userinfo: str | None) -> None:
         assert headers == {}
     else:
         assert headers == {"Authorization": "Basic " + base64.b64encode(userinfo.encode()).decode()}
+
+
+def test_a_refused_index_url_is_shown_without_its_credentials(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, output = _run(
+        ["verify", "--index", f"ftp://builder:{SECRET}@example.org/simple/"], capsys
+    )
+    assert code != 0 and "ftp://example.org/simple/" in output
+    assert SECRET not in output

@@ -32,6 +32,7 @@ from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .core.versions import normal_version
+from .index.credentials import without_credentials
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
 from .repo.repository import Repository
@@ -778,7 +779,8 @@ def verify_index(
 
     if urlsplit(index_url).scheme not in ("http", "https"):
         raise ConfigError(
-            f"--index takes the URL of an index (http:// or https://), not {index_url!r}",
+            "--index takes the URL of an index (http:// or https://), not "
+            f"{without_credentials(index_url)!r}",
             step=Step.VERIFY,
         )
     key = load_public_key_file(public_key) if public_key is not None else None
