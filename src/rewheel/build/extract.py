@@ -113,6 +113,7 @@ def extract_sdist(
     dest_parent: Path,
     *,
     package: str | None = None,
+    version: str | None = None,
     name: str | None = None,
     limits: ExtractLimits | None = None,
     allow_links: bool = False,
@@ -150,7 +151,7 @@ def extract_sdist(
             remove_tree(dest)
         if archive_fault(exc):
             assert isinstance(exc, Exception)
-            raise not_an_sdist(archive, exc, package=package, step=_STEP) from exc
+            raise not_an_sdist(archive, exc, package=package, version=version, step=_STEP) from exc
         if isinstance(exc, OSError):
             # A real I/O failure (disk full, permissions), not a fault of the archive.
             raise RewheelError(
@@ -187,8 +188,8 @@ def not_an_sdist(
         version=version,
         step=step,
         hint=(
-            f"the index served {archive.name} as this version's sdist, but it is not one "
-            "(truncated, damaged or another kind of file): the index serves a broken or "
+            f"{archive.name} was served as this version's sdist but is not one (truncated, "
+            "damaged or another kind of file): the index it came from serves a broken or "
             "hostile file; report it to the index's maintainers, or pin another version"
         ),
     )
