@@ -284,9 +284,15 @@ def test_a_worker_lost_mid_build_is_replaced(upstream: Upstream, tmp_path: Path)
 
 
 def _job(
-    up: Upstream, tmp_path: Path, coordinator: str, *, fail_build: bool = False, **changes: Any
+    up: Upstream,
+    tmp_path: Path,
+    coordinator: str,
+    *,
+    fail_build: bool = False,
+    attack: str | None = None,
+    **changes: Any,
 ) -> Job:
-    sdist = up.sdist("solo", "1.0", fail_build=fail_build)
+    sdist = up.sdist("solo", "1.0", fail_build=fail_build, attack=attack)
     repo = Repository(tmp_path / "coordinator")
     repo.sdists_dir.mkdir(parents=True, exist_ok=True)
     (repo.sdists_dir / sdist.name).write_bytes(sdist.read_bytes())
@@ -337,6 +343,46 @@ def test_run_job_builds_and_uploads(
     # The worker keeps nothing but its caches.
     assert not (tmp_path / "build-root" / "solo-1.0").exists()
     assert list((tmp_path / "worker" / "jobs").iterdir()) == []
+
+
+READ_PATHS = r"""
+import json, os
+
+
+def attack(hook):
+    if hook != "build_wheel":
+        return None
+    found = {}
+    for label, path in json.loads(PATHS).items():
+        try:
+            found[label] = sorted(os.listdir(path)) if os.path.isdir(path) else open(path).read()
+        except OSError:
+            found[label] = None
+    return found
+"""
+
+
+def test_a_workers_build_cannot_read_the_users_data_folder(
+    upstream: Upstream, tmp_path: Path, coordinator: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REWHEEL_WORKER_DIR", str(tmp_path / "worker"))
+    # The worker's user keeps a signing key in its data folder, which is also a folder of tools
+    # on PATH: the box shows such folders unless something hidden is below them.
+    data = tmp_path / "data"
+    keys = data / "rewheel" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "signing-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (data / "tool").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    monkeypatch.setenv("PATH", f"{data}{os.pathsep}{os.environ['PATH']}")
+    paths = {"key": str(keys / "signing-key.pem"), "keys": str(keys), "data": str(data)}
+    code = READ_PATHS.replace("PATHS", repr(json.dumps(paths)))
+    result = run_job(_job(upstream, tmp_path, f"http://127.0.0.1:{coordinator.port}", attack=code))
+    assert result.error is None and result.wheel is not None, result.error
+    assert coordinator.upload_dir is not None
+    with zipfile.ZipFile(coordinator.upload_dir / "job1" / result.wheel) as zf:
+        found = json.loads(zf.read("solo/_build_info.json"))["attack"]
+    assert found == {"key": None, "keys": None, "data": None}, found
 
 
 SOLO_PATCH = "".join(

@@ -18,12 +18,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from support.sdists import SdistSpec, make_wheel
+from support.damage import damaged
+from support.sdists import SdistSpec, make_sdist, make_wheel
 
 from rewheel.build.extract import extract_sdist, link_target_problem
+from rewheel.build.metadata import read_pkg_info
+from rewheel.build.reproducible import source_date_epoch
 from rewheel.core.errors import RewheelError, UnsafeArchiveError
 from rewheel.core.paths import unsafe_member_name
 from rewheel.repo.repository import Repository
+from rewheel.repo.wheelfile import READ_ERRORS, check_wheel, read_metadata_bytes
 from rewheel.trust.verify import verify_venv
 
 
@@ -62,6 +66,50 @@ HIGH_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
 # -- sdists --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_damaged_sdists_are_refused_with_rewheel_errors_only(tmp_path: Path, fmt: str) -> None:
+    """Every reader of an sdist (its PKG-INFO while resolving, its extraction, its member
+    times) refuses a damaged one with a RewheelError: never a traceback of tarfile or zipfile."""
+    whole = make_sdist(SdistSpec("demo", "1.0", sdist_format=fmt), tmp_path / "whole")
+    readers = {
+        "read_pkg_info": read_pkg_info,
+        "extract_sdist": lambda p: extract_sdist(p, p.parent / "out", package="demo"),
+        "source_date_epoch": source_date_epoch,
+    }
+    escaped = []
+    for i, data in enumerate(damaged(whole.read_bytes(), seed=len(fmt))):
+        path = tmp_path / str(i) / whole.name
+        path.parent.mkdir()
+        path.write_bytes(data)
+        for name, read in readers.items():
+            try:
+                read(path)
+            except RewheelError:
+                pass
+            except Exception as exc:  # what the test looks for
+                escaped.append(f"{name} of variant {i}: {type(exc).__name__}: {exc}")
+    assert escaped == []
+
+
+def test_damaged_wheels_raise_only_what_their_readers_say(tmp_path: Path) -> None:
+    """A damaged wheel (a build's output, an upstream's pre-built one) raises a RewheelError or
+    one of ``READ_ERRORS``, which every caller turns into an error of its own."""
+    whole = make_wheel(SdistSpec("demo", "1.0"), tmp_path / "whole")
+    escaped = []
+    for i, data in enumerate(damaged(whole.read_bytes(), seed=3)):
+        path = tmp_path / str(i) / whole.name
+        path.parent.mkdir()
+        path.write_bytes(data)
+        for read in (check_wheel, read_metadata_bytes):
+            try:
+                read(path)
+            except (RewheelError, *READ_ERRORS):
+                pass
+            except Exception as exc:  # what the test looks for
+                escaped.append(f"{read.__name__} of variant {i}: {type(exc).__name__}: {exc}")
+    assert escaped == []
 
 
 def test_tar_setuid_setgid_sticky_and_world_writable_bits_are_stripped(

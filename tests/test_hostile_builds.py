@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import Upstream, build_info
 from fakes import FakeRunner, RunnerCall
 from packaging.requirements import Requirement
+from support.sdists import SdistSpec, make_wheel
 
 from rewheel import app
 from rewheel.build.backend import Backend, mentions_network_failure
@@ -18,7 +20,7 @@ from rewheel.build.pyproject import BuildSystem
 from rewheel.build.runner import UnshareProbe
 from rewheel.cli import main
 from rewheel.core.bootstrap import BootstrapResult
-from rewheel.core.errors import BuildError, CommandFailed
+from rewheel.core.errors import BuildError, CommandFailed, UnsafeArchiveError
 from rewheel.repo.repository import Repository
 
 NO_NETWORK = "the build tried to reach the network; builds run without network"
@@ -210,3 +212,60 @@ def test_the_network_sentence_only_when_the_network_was_cut(
     # The cause line says what to do, on the same terms.
     hint = info.value.hint
     assert (hint is not None and hint.startswith("the build tried to download")) is told
+
+
+NOT_A_WHEEL = """
+import sys
+
+
+def attack(hook):
+    if hook == "build_wheel":
+        backend = sys.modules["tinybackend"]
+        real = backend.wheel_bytes
+
+        def damaged(spec, files):
+            filename, data = real(spec, files)
+            return filename, data[: len(data) // 2]  # the name of a wheel, half of its zip
+
+        backend.wheel_bytes = damaged
+    return None
+"""
+
+
+def test_a_build_that_writes_no_readable_wheel_fails_with_its_error(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("halfwheel", "1.0", attack=NOT_A_WHEEL)
+    upstream.sdist("fine", "1.0")
+    repo = tmp_path / "repo"
+    result = _bootstrap(upstream, repo, ["halfwheel", "fine"], keep_going=True)
+    error = result.failures["halfwheel==1.0"]
+    assert isinstance(error, BuildError), repr(error)
+    assert (error.package, error.version, error.step) == ("halfwheel", "1.0", "build-wheel")
+    assert "built halfwheel-1.0-py3-none-any.whl, which is not a readable wheel" in error.message
+    assert error.log_path is not None and error.hint
+    assert not Repository(repo).find_wheels("halfwheel", "1.0")
+    assert Repository(repo).find_wheels("fine", "1.0")
+
+
+def test_an_sdist_that_is_no_archive_fails_its_extraction_with_package_and_version(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # Its own wheel's metadata (PEP 658) lets the resolution go on without the sdist: the
+    # damaged file is first read when it is extracted for the build.
+    wheel = make_wheel(SdistSpec("cut", "1.0"), tmp_path / "wheels")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read("cut-1.0.dist-info/METADATA")
+    upstream.index.add(wheel, metadata=metadata)
+    sdist = upstream.sdist("cut", "1.0")
+    sdist.write_bytes(sdist.read_bytes()[:300])
+    upstream.index.add(sdist)
+    upstream.sdist("fine", "1.0")
+    repo = tmp_path / "repo"
+    result = _bootstrap(upstream, repo, ["cut", "fine"], keep_going=True)
+    error = result.failures["cut==1.0"]
+    assert isinstance(error, UnsafeArchiveError), repr(error)
+    assert (error.package, error.version, error.step) == ("cut", "1.0", "extract")
+    assert "cut-1.0.tar.gz is not a readable sdist archive" in error.message
+    assert error.hint is not None and "not one" in error.hint
+    assert Repository(repo).find_wheels("fine", "1.0")

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import struct
 import tarfile
 import threading
 import time
@@ -295,6 +296,38 @@ def bomb_sdist(tmp_path: Path, fmt: str, size: int) -> Path:
     return path
 
 
+def _refused_while_resolving(
+    index: HostileIndex, tmp_path: Path, filename: str, content: bytes
+) -> UnsafeArchiveError:
+    """What the resolver's metadata source raises for bomb 1.0 when the index lists ``content``
+    (with its true hash and size) as its only sdist, ``filename``."""
+    index.project(
+        "bomb",
+        [
+            {
+                "filename": filename,
+                "url": f"/files/{filename}",
+                "hashes": {"sha256": sha(content)},
+                "size": len(content),
+            }
+        ],
+    )
+    index.routes[f"/files/{filename}"] = lambda h: send(h, 200, content)
+
+    def nothing_built(name: NormalizedName, version: Version) -> bytes | None:
+        return None
+
+    with HttpClient(policy=FAST) as client:
+        upstream = HttpUpstream(index.url, client)
+        (file,) = upstream.get_project(BOMB).files
+        source = MetadataSource(
+            upstream, tmp_path / "sdists", built=nothing_built, tags=[Tag("py3", "none", "any")]
+        )
+        with pytest.raises(UnsafeArchiveError) as info:
+            source.requires_dist(BOMB, Version("1.0"), file)
+    return info.value
+
+
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
 def test_pkg_info_bomb_is_refused_during_resolution(
     index: HostileIndex, tmp_path: Path, fmt: str
@@ -302,34 +335,8 @@ def test_pkg_info_bomb_is_refused_during_resolution(
     sdist = bomb_sdist(tmp_path, fmt, 32 * MiB)
     content = sdist.read_bytes()
     assert len(content) < 256 * 1024
-    index.project(
-        "bomb",
-        [
-            {
-                "filename": sdist.name,
-                "url": f"/files/{sdist.name}",
-                "hashes": {"sha256": sha(content)},
-                "size": len(content),
-            }
-        ],
-    )
-    index.routes[f"/files/{sdist.name}"] = lambda h: send(h, 200, content)
-
-    def nothing_built(name: NormalizedName, version: Version) -> bytes | None:
-        return None
-
-    with HttpClient(policy=FAST) as client, PeakMemory() as mem:
-        upstream = HttpUpstream(index.url, client)
-        (file,) = upstream.get_project(BOMB).files
-        source = MetadataSource(
-            upstream,
-            tmp_path / "sdists",
-            built=nothing_built,
-            tags=[Tag("py3", "none", "any")],
-        )
-        with pytest.raises(UnsafeArchiveError) as info:
-            source.requires_dist(BOMB, Version("1.0"), file)
-    err = info.value
+    with PeakMemory() as mem:
+        err = _refused_while_resolving(index, tmp_path, sdist.name, content)
     assert (err.package, err.version, err.step) == ("bomb", "1.0", "metadata")
     assert sdist.name in str(err) and str(MAX_METADATA_BYTES) in str(err)
     assert mem.peak < 8 * MiB, f"held {mem.peak / MiB:.1f} MiB for a 1 MiB limit"
@@ -341,6 +348,55 @@ def test_pkg_info_at_the_limit_is_read(tmp_path: Path) -> None:
     assert read_pkg_info(path, limit=exact) is not None
     with pytest.raises(UnsafeArchiveError):
         read_pkg_info(path, limit=exact - 1)
+
+
+def _not_sdists(tmp_path: Path, fmt: str) -> dict[str, bytes]:
+    """Files an index could serve under an sdist's name that are no readable archive of it."""
+    whole = bomb_sdist(tmp_path, fmt, 100).read_bytes()
+    flipped = bytearray(whole)
+    for i in range(len(flipped) // 3, len(flipped), 7):
+        flipped[i] ^= 0x5A
+    found = {
+        "empty": b"",
+        "html": b"<html><body>Login required</body></html>\n",
+        "truncated": whole[: len(whole) // 2],
+        "damaged": bytes(flipped),
+    }
+    if fmt == "zip":
+        # The end record places the central directory 4096 bytes later than it is: zipfile then
+        # seeks to a member's header 4096 bytes before the file starts (EINVAL).
+        end = whole.rindex(b"PK\x05\x06")
+        (offset,) = struct.unpack_from("<I", whole, end + 16)
+        later = struct.pack("<I", offset + 4096)
+        found["bad-offset"] = whole[: end + 16] + later + whole[end + 20 :]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kind"),
+    [(f, k) for f in ("tar.gz", "zip") for k in ("empty", "html", "truncated", "damaged")]
+    + [("zip", "bad-offset")],
+)
+def test_an_sdist_that_is_not_an_archive_is_a_clear_error_during_resolution(
+    index: HostileIndex, tmp_path: Path, fmt: str, kind: str
+) -> None:
+    filename = f"bomb-1.0.{fmt}"
+    err = _refused_while_resolving(index, tmp_path, filename, _not_sdists(tmp_path, fmt)[kind])
+    assert (err.package, err.version, err.step) == ("bomb", "1.0", "metadata")
+    assert f"{filename} is not a readable sdist archive" in err.message
+    assert err.hint is not None and filename in err.hint and "not one" in err.hint
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_read_pkg_info_refuses_what_is_no_archive_with_its_own_error(
+    tmp_path: Path, fmt: str
+) -> None:
+    for kind, content in _not_sdists(tmp_path, fmt).items():
+        path = tmp_path / kind / f"bomb-1.0.{fmt}"
+        path.parent.mkdir()
+        path.write_bytes(content)
+        with pytest.raises(UnsafeArchiveError, match="not a readable sdist archive"):
+            read_pkg_info(path)
 
 
 # -- (3) downloads longer than the index says, or than the cap -----------------------------------

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from packaging.utils import NormalizedName, canonicalize_name
+from support.damage import damaged
 
 from rewheel.core.errors import UpstreamError
 from rewheel.core.types import IndexFile
@@ -244,3 +245,52 @@ def test_json_nested_too_deep_is_an_unusable_page_not_a_crash() -> None:
         parse_json_page(b"[" * 100_000, PAGE, NAME)
     with pytest.raises(UpstreamError, match="invalid JSON"):
         parse_root_page(b"[" * 100_000, JSON_V1, PAGE)
+
+
+def test_damaged_pages_raise_only_upstream_errors() -> None:
+    """Pages cut short, with bytes flipped or inserted, or garbage: parsed, or refused with an
+    UpstreamError naming the page, whatever the bytes."""
+    name = canonicalize_name("demo")
+    url = "https://example.org/simple/demo/"
+    sha = "a" * 64
+    pages = {
+        "application/vnd.pypi.simple.v1+json": json.dumps(
+            {
+                "meta": {"api-version": "1.1"},
+                "name": "demo",
+                "files": [
+                    {
+                        "filename": "demo-1.0.tar.gz",
+                        "url": "../../files/demo-1.0.tar.gz",
+                        "hashes": {"sha256": sha},
+                        "core-metadata": {"sha256": sha},
+                        "requires-python": ">=3.8",
+                        "yanked": "broken",
+                        "size": 10,
+                        "provenance": "demo-1.0.tar.gz.provenance",
+                    }
+                ],
+            }
+        ).encode(),
+        "text/html": (
+            '<html><head><meta name="pypi:repository-version" content="1.1">'
+            '<base href="../files/"></head><body>'
+            f'<a href="demo-1.0.tar.gz#sha256={sha}" data-requires-python="&gt;=3.8" '
+            f'data-core-metadata="sha256={sha}" data-yanked="">demo-1.0.tar.gz</a>'
+            "</body></html>"
+        ).encode(),
+    }
+    escaped = []
+    for content_type, page in pages.items():
+        for i, data in enumerate(damaged(page, seed=7, count=300)):
+            for root in (False, True):
+                try:
+                    if root:
+                        parse_root_page(data, content_type, url)
+                    else:
+                        parse_page(data, content_type, url, name)
+                except UpstreamError:
+                    pass
+                except Exception as exc:  # what the test looks for
+                    escaped.append(f"{content_type} variant {i}: {type(exc).__name__}: {exc}")
+    assert escaped == []

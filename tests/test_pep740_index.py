@@ -8,24 +8,25 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
-from conftest import Upstream, run_bootstrap, schema_errors
+from conftest import schema_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from support.fake_index import FakeIndex
+from support.trees import (  # noqa: F401 (fixtures)
+    built_tree,
+    published_key,
+    served_tree,
+    tree_copy,
+)
 from uv import find_uv_bin
 
 from rewheel.repo.repository import Repository
-from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import verify_chain
 from rewheel.trust.provenance import DSSE_PAYLOAD_TYPE, Signer, pae, read_provenance_object
 
@@ -133,40 +134,6 @@ PEP740_PROVENANCE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("served")
-    files = base / "upstream-files"
-    files.mkdir()
-    with FakeIndex() as index:
-        up = Upstream(index, files)
-        up.sdist("tool-a", "1.0")
-        up.sdist("lib-b", "1.0", build_requires=["tool-a"])
-        up.sdist("App", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
-        repo = base / "repo"
-        result = run_bootstrap(up, repo, ["app"])
-        assert result.ok, result.failures
-        yield repo
-
-
-@pytest.fixture
-def repo(built: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "repo"
-    shutil.copytree(built, copy)
-    return copy
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    with IndexServer(Repository(repo)) as server:
-        yield server.url + "/"
-
-
-def _key(repo: Path) -> Path:
-    (key,) = (repo / "keys").glob("*.pub.pem")
-    return key
-
-
 def _get(url: str, accept: str = "*/*") -> tuple[str, bytes]:
     request = urllib.request.Request(url, headers={"Accept": accept})
     with urllib.request.urlopen(request) as answer:
@@ -179,7 +146,7 @@ def _get(url: str, accept: str = "*/*") -> tuple[str, bytes]:
 def test_pages_carry_a_provenance_url_per_wheel_that_serves_the_attestation(
     repo: Path, served: str
 ) -> None:
-    keyid = _key(repo).name.removesuffix(".pub.pem")
+    keyid = published_key(repo).name.removesuffix(".pub.pem")
     content_type, body = _get(served + "lib-b/", JSON_TYPE)
     assert content_type == JSON_TYPE
     page = json.loads(body)
@@ -330,7 +297,7 @@ def test_verify_repo_checks_the_provenance_object_the_pages_link_to(
     ) in entry.problems
     (entry,) = [
         e
-        for e in verify_chain(Repository(repo), public_key=_key(repo)).entries
+        for e in verify_chain(Repository(repo), public_key=published_key(repo)).entries
         if e.name == "tool-a"
     ]
     assert any("not by the pinned one" in p for p in entry.problems)

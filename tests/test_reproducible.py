@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import Upstream
 from packaging.requirements import Requirement
+from support.sdists import SdistSpec, make_sdist
 
 from rewheel import app
-from rewheel.build.reproducible import Interpreter
+from rewheel.build.reproducible import Interpreter, source_date_epoch
+from rewheel.core.errors import BuildError
 from rewheel.repo.machine_paths import paths_in_wheel
 from rewheel.repo.repository import Repository
 
@@ -391,3 +393,12 @@ def test_rebuild_builds_where_it_is_told_and_a_recorded_build_path_then_matches(
     result = CliRunner().invoke(cli, [*args, str(work)])
     assert result.exit_code == 0, result.output
     assert "same    recorder 1.0" in result.output
+
+
+def test_member_times_of_a_truncated_sdist_are_a_build_error(tmp_path: Path) -> None:
+    whole = make_sdist(SdistSpec("demo", "1.0"), tmp_path / "whole")
+    assert source_date_epoch(whole) > 0
+    cut = tmp_path / whole.name
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(BuildError, match="cannot read the member times"):
+        source_date_epoch(cut)

@@ -58,6 +58,15 @@ def test_defaults_package_version_and_variant_merge(tmp_path: Path) -> None:
         ("six.toml", "[env\n", "invalid TOML"),
         ("six.toml", '[pins]\nx = "<1"\n', "_defaults.toml"),
         ("six.toml", '[build]\nallow_links = "yes"\n', "build.allow_links"),
+        ("six.toml", "[config_settings]\nstamp = 1979-05-27T07:32:00Z\n", "config_settings.stamp"),
+        ("six.toml", "[config_settings]\nday = 1979-05-27\n", '"1979-05-27"'),
+        ("six.toml", "[config_settings]\nat = [07:32:00]\n", "config_settings.at[0]"),
+        ("six.toml", '[versions."1"]\nconfig_settings = { a = { b = 1979-05-27 } }\n', ".a.b"),
+        ("six.toml", "[config_settings]\nratio = nan\n", "config_settings.ratio"),
+        ("six.toml", '[versions."not a version"]\nenv = { A = "1" }\n', "is not a version"),
+        ("six.toml", "versions = 1\n", "versions: must be a table"),
+        ("six.toml", "variants = [1]\n", "variants: must be a table"),
+        ("_defaults.toml", "[pins]\nx = 1979-05-27\n", "pins.x"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(
@@ -71,6 +80,19 @@ def test_bad_settings_name_the_file_and_key(
     assert name in str(info.value)
     assert words in str(info.value)
     assert info.value.step == "settings"
+
+
+def test_config_settings_of_every_json_kind_are_recorded_and_hashed(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "six.toml",
+        '[config_settings]\nflag = true\nn = 3\nx = 0.5\nargs = ["-a", "-b"]\n'
+        'nested = { deeper = { when = "1979-05-27" } }\n',
+    )
+    pkg = Settings(tmp_path).for_package(canonicalize_name("six"), Version("1"))
+    assert len(pkg.digest()) == 64
+    record = pkg.as_record()
+    assert json.loads(json.dumps(record)) == record
 
 
 def test_apply_to_requirements_adds_drops_and_leaves_tools_to_the_system() -> None:

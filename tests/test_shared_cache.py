@@ -350,3 +350,34 @@ def test_serve_answers_only_json_files_of_the_build_cache(built: Path) -> None:
         assert client.get(f"{root}/{CACHE_DIR}/").status == 404
         climbs = client.get(f"{root}/{CACHE_DIR}/..%2Frecords%2Fapp-1.0.json")
         assert climbs.status in (400, 404)
+
+
+class _RecordingClient:
+    """An HttpClient stand-in that answers 404 and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, dict[str, str]]] = []
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        self.asked.append((url, dict(kwargs.get("headers") or {})))
+
+        class _Answer:
+            status = 404
+            body = b""
+
+        return _Answer()
+
+
+def test_credentials_in_the_cache_url_are_sent_to_its_host_and_never_recorded() -> None:
+    from rewheel.trust.shared_cache import cache_source
+
+    client = _RecordingClient()
+    source = cache_source(
+        "https://team:s3cret@cache.example/simple/",
+        lambda: client,  # type: ignore[arg-type,return-value]
+    )
+    assert source.read("build-cache/x.json", 1000) is None
+    assert "s3cret" not in source.label
+    ((url, headers),) = client.asked
+    assert url == "https://cache.example/build-cache/x.json"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"team:s3cret").decode()

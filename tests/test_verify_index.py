@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
-from conftest import Upstream, run_bootstrap
+from conftest import Upstream
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.requirements import Requirement
 from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_wheel
+from support.trees import (  # noqa: F401 (fixtures)
+    built_tree,
+    published_key,
+    served_tree,
+    tree_copy,
+)
 
 from rewheel import app
 from rewheel.cli import cli
@@ -33,40 +37,6 @@ from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import UNSIGNED_NOTE, Verdict
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("verify-index")
-    files = base / "upstream-files"
-    files.mkdir()
-    with FakeIndex() as index:
-        up = Upstream(index, files)
-        up.sdist("tool-a", "1.0")
-        up.sdist("lib-b", "1.0", build_requires=["tool-a"])
-        up.sdist("App", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
-        repo = base / "repo"
-        result = run_bootstrap(up, repo, ["app"])
-        assert result.ok, result.failures
-        yield repo
-
-
-@pytest.fixture
-def repo(built: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "repo"
-    shutil.copytree(built, copy)
-    return copy
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    with IndexServer(Repository(repo)) as server:
-        yield server.url + "/"
-
-
-def _key(repo: Path) -> Path:
-    (key,) = (repo / "keys").glob("*.pub.pem")
-    return key
-
-
 def _verify(url: str, *args: str) -> Result:
     return CliRunner().invoke(cli, ["verify", "--index", url, *args])
 
@@ -75,7 +45,7 @@ def _verify(url: str, *args: str) -> Result:
 
 
 def test_verify_index_holds_for_a_good_index_with_the_pinned_key(repo: Path, served: str) -> None:
-    result = _verify(served, "--public-key", str(_key(repo)))
+    result = _verify(served, "--public-key", str(published_key(repo)))
     assert result.exit_code == 0, result.output
     for name in ("app", "lib-b", "tool-a"):
         assert (
@@ -87,7 +57,7 @@ def test_verify_index_holds_for_a_good_index_with_the_pinned_key(repo: Path, ser
 
 
 def test_verify_index_without_a_pinned_key_says_which_key_signed(repo: Path, served: str) -> None:
-    keyid = _key(repo).name.removesuffix(".pub.pem")
+    keyid = published_key(repo).name.removesuffix(".pub.pem")
     result = _verify(served)
     assert result.exit_code == 0, result.output
     assert f"which you did not pin: {keyid} (3 wheel(s))" in result.output
@@ -119,7 +89,7 @@ def _swap(repo: Path, name: str) -> Path:
 
 def test_a_swapped_wheel_with_its_page_hash_fixed_is_named(repo: Path, served: str) -> None:
     wheel = _swap(repo, "lib_b")
-    result = _verify(served, "--public-key", str(_key(repo)))
+    result = _verify(served, "--public-key", str(published_key(repo)))
     assert result.exit_code == 1
     assert "CHAIN   lib-b 1.0: built from source BROKEN" in result.output
     assert (
@@ -135,7 +105,7 @@ def test_a_file_that_is_not_what_its_page_lists_is_named(repo: Path, served: str
     data = bytearray(wheel.read_bytes())
     data[-1] ^= 1  # pages not regenerated: they still list the real hash
     wheel.write_bytes(bytes(data))
-    report = app.verify_index(served, public_key=_key(repo))
+    report = app.verify_index(served, public_key=published_key(repo))
     entries = {e.name: e for e in report.entries}
     assert entries["tool-a"].source == Verdict.BROKEN
     assert any(
@@ -155,7 +125,7 @@ def test_metadata_without_a_dependency_is_caught(repo: Path, served: str) -> Non
         )
     )
     Repository(repo).regenerate_index()  # the page gives the new metadata's hash
-    report = app.verify_index(served, public_key=_key(repo))
+    report = app.verify_index(served, public_key=published_key(repo))
     (entry,) = [e for e in report.entries if e.name == "app"]
     assert any("is not the wheel's own METADATA" in p for p in entry.problems)
 
@@ -175,7 +145,7 @@ def test_a_provenance_url_on_another_host_is_a_finding_and_not_fetched(
         (wheel,) = (repo / "wheels").glob("lib_b-*.whl")
         target = elsewhere.url.removesuffix("/simple") + f"/evil/{wheel.name}.provenance"
         _edit_pages(repo, "lib-b", f"../../wheels/{wheel.name}.provenance", target)
-        result = _verify(served, "--public-key", str(_key(repo)))
+        result = _verify(served, "--public-key", str(published_key(repo)))
         assert elsewhere.requests == []
     assert result.exit_code == 1
     assert (
@@ -189,7 +159,7 @@ def test_a_wheel_on_another_host_is_not_fetched(repo: Path, served: str) -> None
         (wheel,) = (repo / "wheels").glob("lib_b-*.whl")
         target = elsewhere.url.removesuffix("/simple") + f"/evil/{wheel.name}"
         _edit_pages(repo, "lib-b", f"../../wheels/{wheel.name}", target)
-        report = app.verify_index(served, public_key=_key(repo))
+        report = app.verify_index(served, public_key=published_key(repo))
         assert elsewhere.requests == []
     (entry,) = [e for e in report.entries if e.name == "lib-b"]
     assert any("on another host than the index: not fetched" in p for p in entry.problems)
@@ -200,7 +170,7 @@ def test_json_and_html_pages_that_disagree_are_a_finding(repo: Path, served: str
     (wheel,) = (repo / "wheels").glob("tool_a-*.whl")
     text = path.read_text()
     path.write_text(text.replace(f' data-provenance="../../wheels/{wheel.name}.provenance"', ""))
-    report = app.verify_index(served, public_key=_key(repo))
+    report = app.verify_index(served, public_key=published_key(repo))
     assert report.problems == [
         f"the JSON and HTML pages of tool-a disagree about {wheel.name} (its URL, sha256,"
         " metadata or provenance, or whether it is listed)"
@@ -218,7 +188,7 @@ def test_a_file_longer_than_its_page_says_is_not_downloaded_past_it(
     page.write_text(json.dumps(data))
     report = app.verify_index(
         served,
-        public_key=_key(repo),
+        public_key=published_key(repo),
         machine=app.Machine(http_client=lambda: HttpClient(limits=Limits(page_bytes=1 << 20))),
     )
     (entry,) = [e for e in report.entries if e.name == "tool-a"]
@@ -266,7 +236,7 @@ def test_a_provenance_object_nested_too_deep_is_a_finding_not_a_crash(
 ) -> None:
     (wheel,) = (repo / "wheels").glob("tool_a-*.whl")
     wheel.with_name(wheel.name + ".provenance").write_text("[" * 100_000)
-    report = app.verify_index(served, public_key=_key(repo))
+    report = app.verify_index(served, public_key=published_key(repo))
     (entry,) = [e for e in report.entries if e.name == "tool-a"]
     assert any("is not JSON" in p for p in entry.problems)
 

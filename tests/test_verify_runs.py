@@ -19,17 +19,16 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Upstream, run_bootstrap
+from conftest import Upstream
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.requirements import Requirement
-from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_wheel
+from support.trees import built_tree, tree_copy  # noqa: F401 (fixtures)
 
 from rewheel import app
 from rewheel.cli import cli
@@ -41,29 +40,6 @@ from rewheel.trust.install import install_into_venv
 from rewheel.trust.provenance import Signer, load_public_key_file, write_provenance
 from rewheel.trust.seed import seed_wheels
 from rewheel.trust.verify import UNOWNED, VENV, Problem, VerifyReport
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("runs")
-    files = base / "upstream-files"
-    files.mkdir()
-    with FakeIndex() as index:
-        up = Upstream(index, files)
-        up.sdist("tool-a", "1.0")
-        up.sdist("lib-b", "1.0", build_requires=["tool-a"])
-        up.sdist("App", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
-        repo = base / "repo"
-        result = run_bootstrap(up, repo, ["app"])
-        assert result.ok, result.failures
-        yield repo
-
-
-@pytest.fixture
-def repo(built: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "repo"
-    shutil.copytree(built, copy)
-    return copy
 
 
 @pytest.fixture

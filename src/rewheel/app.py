@@ -33,6 +33,7 @@ from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
 from .core.types import Upstream
 from .core.versions import normal_version
+from .index.credentials import without_credentials
 from .index.http import HttpClient, RetryPolicy
 from .index.http import Limits as HttpLimits
 from .index.local import LocalSdist, WithLocalSdists
@@ -125,14 +126,14 @@ def bootstrap(
             f"no settings declare the variant {options.variant!r}", step=Step.SETTINGS
         )
     repo = Repository(options.repo)
-    from .trust.keys import default_key_file, rewheel_data_dir
+    from .trust.keys import default_key_file
 
     key_file = (options.signing_key or default_key_file()) if options.sign else None
     # Before anything else: a machine that cannot sandbox builds refuses to build at all.
     sandbox = make_policy(
         enabled=options.sandbox,
         limits=machine.limits(options.build_timeout),
-        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key), rewheel_data_dir().resolve()],
+        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
     )
     if key_file is not None:
         _check_key_unseen(key_file, sandbox, repo)
@@ -154,7 +155,7 @@ def bootstrap(
                 constraints=options.constraints,
                 settings_dir=options.settings_dir,
                 variant=options.variant,
-                index_url=options.index_url,
+                index_url=upstream.index_url,  # without credentials: a new token builds nothing
                 allow_prereleases=options.allow_prereleases,
                 interpreter=interpreter_tag(),
                 cache_format=CACHE_FORMAT,
@@ -830,7 +831,8 @@ def verify_index(
 
     if urlsplit(index_url).scheme not in ("http", "https"):
         raise ConfigError(
-            f"--index takes the URL of an index (http:// or https://), not {index_url!r}",
+            "--index takes the URL of an index (http:// or https://), not "
+            f"{without_credentials(index_url)!r}",
             step=Step.VERIFY,
         )
     key = load_public_key_file(public_key) if public_key is not None else None
@@ -872,7 +874,6 @@ def rebuild(
     """Build ``packages`` (all when none) again without publishing; compare with the repository.
 
     ``work_dir``: the build root (default: the same one a bootstrap uses)."""
-    from .trust.keys import rewheel_data_dir
     from .trust.rebuild import rebuild_check
 
     return rebuild_check(
@@ -883,8 +884,8 @@ def rebuild(
         sandbox=make_policy(
             enabled=sandbox,
             limits=limits_with(build_timeout),
-            # The user's signing key is never shown to build code, rebuilds included.
-            hidden=[repo_root.resolve(), rewheel_data_dir().resolve()],
+            # The user's data folder, with the signing key, make_policy hides in every box.
+            hidden=[repo_root.resolve()],
         ),
         build_timeout=build_timeout,
         settings_dir=settings_dir,

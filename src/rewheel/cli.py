@@ -23,6 +23,7 @@ from .core.errors import RewheelError
 from .core.paths import is_local_sdist_url
 from .core.report import BootstrapResult
 from .core.versions import normal_version
+from .index.credentials import without_credentials
 from .index.local import LocalSdist
 from .projectdir import looks_like_path, pack_project, read_project
 from .repo.repository import Repository
@@ -97,7 +98,8 @@ _index_url_option = click.option(
     default=app.DEFAULT_INDEX,
     show_default=True,
     envvar="REWHEEL_INDEX_URL",
-    help="The upstream index sdists come from (PEP 503/691).",
+    help="The upstream index sdists come from (PEP 503/691). Credentials in it "
+    "(https://USER:TOKEN@HOST/simple) go to that host only and are never written or shown.",
 )
 _pre_option = click.option("--pre", is_flag=True, help="Allow pre-releases.")
 _strict_hashes_option = click.option(
@@ -808,12 +810,13 @@ def verify(
         if venv is not None or check_upstream:
             raise click.UsageError("--index checks a served index: it goes without --venv")
         served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
+        shown = without_credentials(index)  # output may be kept or shared: no password in it
         if as_json:
-            _echo_json(_verify_json(None, None, None, served, index=index))
+            _echo_json(_verify_json(None, None, None, served, index=shown))
         else:
             _echo_chain(served, scope="INDEX")
         _echo_notes(served.notes)
-        where = printable(index)
+        where = printable(shown)
         if not served.entries and served.ok:
             click.echo(f"no wheel is served at {where}: nothing to verify", err=True)
             sys.exit(1)

@@ -33,7 +33,7 @@ from .conditions import (
     sitecustomize_of,
     small_file,
 )
-from .diagnose import TAIL_CHARS, diagnose
+from .diagnose import TAIL_CHARS, clean_line, diagnose
 from .pyproject import BuildSystem
 from .recipes import BuildRecipe, RecipeContext, load_recipe
 from .reproducible import Interpreter, reproducible_env, source_date_epoch
@@ -285,23 +285,34 @@ class WheelBuilder:
                 step=Step.BUILD_WHEEL,
                 log_path=log,
             )
-        fresh = FreshWheel(
-            path=path,
-            name=name,
-            version=version,
-            metadata=read_metadata_bytes(path),
-            env=env,
-            reproducibility=repro,
-            started=wall_started,
-            build_path=self.workspace.folder(pin),
-            log=log,
-            conditions=(
-                None
-                if before is None or self.probe is None
-                else dataclasses.replace(before, linkage=self.probe.linkage(path))
-            ),
-            machine_paths=self._machine_paths(pin, path, log),
-        )
+        try:
+            fresh = FreshWheel(
+                path=path,
+                name=name,
+                version=version,
+                metadata=read_metadata_bytes(path),
+                env=env,
+                reproducibility=repro,
+                started=wall_started,
+                build_path=self.workspace.folder(pin),
+                log=log,
+                conditions=(
+                    None
+                    if before is None or self.probe is None
+                    else dataclasses.replace(before, linkage=self.probe.linkage(path))
+                ),
+                machine_paths=self._machine_paths(pin, path, log),
+            )
+        except READ_ERRORS as exc:  # the build's own file: anything may be in it
+            raise BuildError(
+                f"the backend built {path.name}, which is not a readable wheel "
+                f"({type(exc).__name__}: {clean_line(str(exc))})",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.BUILD_WHEEL,
+                log_path=log,
+                hint="the build wrote a damaged wheel; its log shows what the backend did",
+            ) from exc
         ref = deliver(prepared, fresh)
         seconds = time.monotonic() - started
         with contextlib.suppress(OSError):

@@ -18,6 +18,7 @@ extraction directory is removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import lzma
 import os
 import stat
@@ -46,8 +47,8 @@ _TAR_SUFFIXES = {
 _COPY_CHUNK = 1 << 20
 # What reading a broken or hostile archive raises, besides our own refusals. OSError here is
 # gzip's/bz2's "bad data" kind (no errno); zip raises NotImplementedError for unknown compression
-# methods and RuntimeError for encrypted members.
-_ARCHIVE_FAULTS = (
+# methods and RuntimeError for encrypted members; ValueError covers UnicodeDecodeError.
+ARCHIVE_FAULTS: tuple[type[Exception], ...] = (
     tarfile.TarError,
     zipfile.BadZipFile,
     zlib.error,
@@ -112,6 +113,7 @@ def extract_sdist(
     dest_parent: Path,
     *,
     package: str | None = None,
+    version: str | None = None,
     name: str | None = None,
     limits: ExtractLimits | None = None,
     allow_links: bool = False,
@@ -147,16 +149,50 @@ def extract_sdist(
     except BaseException as exc:
         with contextlib.suppress(OSError):
             remove_tree(dest)
-        if isinstance(exc, OSError) and exc.errno is not None:
+        if archive_fault(exc):
+            assert isinstance(exc, Exception)
+            raise not_an_sdist(archive, exc, package=package, version=version, step=_STEP) from exc
+        if isinstance(exc, OSError):
             # A real I/O failure (disk full, permissions), not a fault of the archive.
             raise RewheelError(
                 f"cannot extract {archive.name}: {exc}", package=package, step=_STEP
             ) from exc
-        if isinstance(exc, _ARCHIVE_FAULTS) and not isinstance(exc, RewheelError):
-            # Corrupt or unsupported archives.
-            raise budget.refuse(str(exc) or type(exc).__name__) from exc
         raise
     return _source_root(dest)
+
+
+def archive_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is what reading a broken or hostile archive raises: a fault of the file,
+    not of the machine (an ``OSError`` with an errno: disk full, permissions) nor one of
+    rewheel's own refusals. ``EINVAL`` is the file's: zipfile seeks wherever a member's header
+    offset says, before the start of the file too."""
+    if isinstance(exc, RewheelError) or not isinstance(exc, ARCHIVE_FAULTS):
+        return False
+    return not isinstance(exc, OSError) or exc.errno in (None, errno.EINVAL)
+
+
+def not_an_sdist(
+    archive: Path,
+    exc: Exception,
+    *,
+    package: str | None,
+    step: Step,
+    version: str | None = None,
+) -> UnsafeArchiveError:
+    """The error for an sdist that is not a readable archive (truncated, damaged, or not an
+    archive at all), raised by ``exc`` while reading it."""
+    why = _shown(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return UnsafeArchiveError(
+        f"{archive.name} is not a readable sdist archive ({type(exc).__name__}: {why})",
+        package=package,
+        version=version,
+        step=step,
+        hint=(
+            f"{archive.name} was served as this version's sdist but is not one (truncated, "
+            "damaged or another kind of file): the index it came from serves a broken or "
+            "hostile file; report it to the index's maintainers, or pin another version"
+        ),
+    )
 
 
 def _archive_kind(archive: Path, package: str | None) -> str:

@@ -24,6 +24,7 @@ from packaging.version import Version
 from ..core.errors import Step, UnsafeArchiveError
 from ..core.types import IndexFile, Upstream
 from ..repo.wheelfile import parse_metadata, requires_dist
+from .extract import archive_fault, not_an_sdist
 
 BuiltMetadata = Callable[[NormalizedName, Version], bytes | None]
 
@@ -51,8 +52,18 @@ def read_pkg_info(sdist: Path, limit: int = MAX_METADATA_BYTES) -> bytes | None:
     """The top-level PKG-INFO of an sdist, read without extracting anything.
 
     Read in bounded chunks, whatever size the archive claims: a PKG-INFO longer than ``limit``
-    bytes once decompressed raises ``UnsafeArchiveError``.
+    bytes once decompressed raises ``UnsafeArchiveError``, and so does a file that is not a
+    readable archive (truncated, damaged, or not an archive at all).
     """
+    try:
+        return _read_pkg_info(sdist, limit)
+    except Exception as exc:
+        if archive_fault(exc):
+            raise not_an_sdist(sdist, exc, package=None, step=Step.METADATA) from exc
+        raise
+
+
+def _read_pkg_info(sdist: Path, limit: int) -> bytes | None:
     name = sdist.name
     if name.endswith(".zip"):
         with zipfile.ZipFile(sdist) as zf:
@@ -162,9 +173,8 @@ class MetadataSource:
         try:
             pkg_info = read_pkg_info(local)
         except UnsafeArchiveError as exc:
-            raise UnsafeArchiveError(
-                exc.message, package=name, version=str(version), step=Step.METADATA
-            ) from exc
+            exc.package, exc.version = name, str(version)
+            raise
         if pkg_info is not None and static_sdist_metadata(pkg_info) is not None:
             return "sdist-pkg-info", pkg_info
         if pkg_info is not None:

@@ -50,7 +50,13 @@ def peek_build_requires(
             step=Step.DOWNLOAD,
         )
     pkg = settings.for_package(pin.name, pin.version)
-    source = extract_sdist(sdist, folder, package=pin.name, allow_links=pkg.allow_links)
+    source = extract_sdist(
+        sdist,
+        folder,
+        package=pin.name,
+        version=str(pin.version),
+        allow_links=pkg.allow_links,
+    )
     return read_build_system(source, package=pin.name).requires
 
 
@@ -107,7 +113,12 @@ class SourcePreparer:
         pkg = self.settings.for_package(pin.name, pin.version)
         # A fixed name, not a random one: the build path must not change from run to run.
         source = extract_sdist(
-            sdist, work, package=pin.name, name="src", allow_links=pkg.allow_links
+            sdist,
+            work,
+            package=pin.name,
+            version=str(pin.version),
+            name="src",
+            allow_links=pkg.allow_links,
         )
         self._apply_patches(pin, source, log)
         build_system = read_build_system(source, package=pin.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,20 @@ from .builder import Deliver, FreshWheel
 from .conditions import BuildConditions
 
 
+@dataclass(frozen=True)
+class HowBuilt:
+    """How a published wheel was built, as its provenance tells it (a ``FreshWheel`` says the
+    same of a wheel built here; a Dask worker's result of one built there)."""
+
+    env: BuildEnvironment  # as the build hook had it
+    reproducibility: Mapping[str, str]
+    started: float  # wall clock, when the build began
+    build_path: Path
+    log: Path
+    system: Sequence[Mapping[str, Any]] = ()  # the system tools its settings took
+    conditions: BuildConditions | None = None  # None: not recorded (rebuilds, workers)
+
+
 class Witness(Protocol):
     """What LocalSteps tells about each build, and asks to write its provenance once published.
 
@@ -31,19 +46,10 @@ class Witness(Protocol):
 
     def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None: ...
 
-    def attest(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        wheel: WheelRef,
-        *,
-        reproducibility: Mapping[str, str],
-        started: float,
-        build_path: Path,
-        log: Path,
-        system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
-    ) -> Path: ...
+    def attest(self, prepared: Prepared, wheel: WheelRef, how: HowBuilt) -> Path:
+        """Write the provenance of ``wheel`` (just published, built from ``prepared`` as
+        ``how`` says) beside it; return its path."""
+        ...
 
     def attestation(self, name: str, version: str) -> Attestation | None:
         """What writing the provenance of a package added to its record (None: not attested)."""
@@ -59,19 +65,7 @@ class NoWitness:
     def saw_backend_requires(self, pin: Pin, requires: Sequence[str]) -> None:
         return None
 
-    def attest(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        wheel: WheelRef,
-        *,
-        reproducibility: Mapping[str, str],
-        started: float,
-        build_path: Path,
-        log: Path,
-        system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
-    ) -> Path:
+    def attest(self, prepared: Prepared, wheel: WheelRef, how: HowBuilt) -> Path:
         raise BuildError(
             "this run publishes nothing, so it attests nothing",
             package=prepared.pin.name,
@@ -137,17 +131,8 @@ class Publisher:
                 step=Step.PUBLISH,
                 log_path=log,
             )
-        self.witness.attest(
-            prepared,
-            env,
-            ref,
-            reproducibility=reproducibility,
-            started=started,
-            build_path=build_path,
-            log=log,
-            system=system,
-            conditions=conditions,
-        )
+        how = HowBuilt(env, reproducibility, started, build_path, log, system, conditions)
+        self.witness.attest(prepared, ref, how)
         self.repo.regenerate_project(ref.name)
         return ref
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..core.errors import BuildError, RepositoryError, Step
+from .extract import ARCHIVE_FAULTS
 
 # Zip files cannot store times before 1980; backends clamp or fail below it.
 MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z
@@ -54,6 +55,8 @@ BUILD_UMASK = 0o022
 SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local"})
 # What the interpreter's own prefix is called in compiled debug data and __FILE__.
 PYTHON_PREFIX_NAME = "/rewheel/python"
+# What reading an sdist's member times can raise: a damaged archive, or a time out of range.
+_TIME_FAULTS: tuple[type[Exception], ...] = (*ARCHIVE_FAULTS, OverflowError)
 
 
 def source_date_epoch(sdist: Path) -> int:
@@ -72,7 +75,7 @@ def source_date_epoch(sdist: Path) -> int:
             with tarfile.open(sdist) as tf:
                 for member in tf:
                     newest = max(newest, int(member.mtime))
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, OverflowError, ValueError) as exc:
+    except _TIME_FAULTS as exc:
         raise BuildError(f"cannot read the member times of {sdist.name}: {exc}") from exc
     return max(newest, MIN_EPOCH)
 

@@ -320,6 +320,23 @@ def bwrap_argv(
 
 
 _VERSION = re.compile(r"bubblewrap (\S+)")
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME``, or ``~/.local/share`` (the XDG base directory rules)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("XDG_DATA_HOME", "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share"
+
+
+def rewheel_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """rewheel's folder of the user's data: hidden from every build."""
+    return data_home(environ) / "rewheel"
+
+
 _HINT = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
     "bubblewrap), or pass --no-sandbox to build without one (build code can then read and "
@@ -364,7 +381,11 @@ def make_policy(
     environ: Mapping[str, str] | None = None,
     bwrap: str | None = None,
 ) -> SandboxPolicy:
-    """The run's sandbox, or a ConfigError that says how to get one (or to go without)."""
+    """The run's sandbox, or a ConfigError that says how to get one (or to go without).
+
+    Besides ``hidden``, the box never shows rewheel's own venv nor the user's data folder
+    (``rewheel_data_dir``, where the signing key is made), whoever makes the policy: a local
+    run, a rebuild, a Dask worker (whose user's data folder it is then)."""
     limits = limits or Limits()
     if not enabled:
         return SandboxPolicy(bwrap=None, limits=limits)
@@ -372,9 +393,10 @@ def make_policy(
     if isinstance(found, str):
         raise ConfigError(f"cannot sandbox builds: {found}", step=Step.SANDBOX, hint=_HINT)
     path, version = found
+    environ = os.environ if environ is None else environ
     view = system_view(
-        os.environ if environ is None else environ,
+        environ,
         python_prefix=Path(sys.base_prefix).resolve(),
-        hidden=[Path(sys.prefix).resolve(), *hidden],
+        hidden=[Path(sys.prefix).resolve(), rewheel_data_dir(environ).resolve(), *hidden],
     )
     return SandboxPolicy(bwrap=path, bwrap_version=version, limits=limits, system_paths=view)

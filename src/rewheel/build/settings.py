@@ -7,7 +7,8 @@ named by the normalized project name. Every key is optional::
     NO_CYTHON_COMPILE = "true"
 
     [config_settings]          # PEP 517 config_settings passed to the backend hooks
-    setup-args = ["-Dallow-noblas=true"]
+    setup-args = ["-Dallow-noblas=true"]   # strings, numbers, booleans, lists, tables; a TOML
+                                           # date or time is refused (backends receive JSON)
 
     [build]
     requires_add = ["wheel"]           # build requirements added to build-system.requires
@@ -33,8 +34,10 @@ bootstrap. Everything a package's settings say is part of its cache key and its 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from ..core.errors import ConfigError, Step
 
@@ -131,6 +134,27 @@ def _str_list(value: object, path: Path, key: str) -> list[str]:
     return list(value)
 
 
+def _check_json(value: object, path: Path, key: str) -> None:
+    """Refuse what JSON cannot carry as TOML wrote it: a date or a time (no JSON type), NaN and
+    infinities (not JSON). config_settings reach the backend as JSON (pyproject-hooks) and are
+    hashed as JSON into the cache key and the provenance."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, path, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, path, f"{key}[{i}]")
+    elif isinstance(value, datetime.date | datetime.time):
+        raise _fail(
+            path,
+            key,
+            f"a TOML date or time ({value.isoformat()}) cannot be passed to a build backend, "
+            f'which receives config_settings as JSON; write it as a string: "{value.isoformat()}"',
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _fail(path, key, f"{value} cannot be passed to a build backend; write a string")
+
+
 @dataclass
 class _Layer:
     """One level of settings (a file's top level, a version table or a variant table)."""
@@ -148,6 +172,7 @@ def _parse_layer(data: Mapping[str, Any], path: Path, base: Path, where: str) ->
     if "config_settings" in data:
         if not isinstance(data["config_settings"], dict):
             raise _fail(path, f"{where}config_settings", "must be a table")
+        _check_json(data["config_settings"], path, f"{where}config_settings")
         layer.config_settings = dict(data["config_settings"])
     if "build" in data:
         build = data["build"]
@@ -213,11 +238,18 @@ def _read(path: Path, base: Path) -> tuple[_FileSettings, dict[str, Any]]:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise _fail(path, "(top level)", f"unknown keys {sorted(unknown)}")
+    for key in ("versions", "variants"):
+        if not isinstance(data.get(key, {}), dict):
+            raise _fail(path, key, "must be a table")
     versions = {}
     for version, table in data.get("versions", {}).items():
         if not isinstance(table, dict):
             raise _fail(path, f"versions.{version}", "must be a table")
-        versions[str(Version(version))] = _parse_layer(table, path, base, f"versions.{version}.")
+        try:
+            exact = str(Version(version))
+        except InvalidVersion as exc:
+            raise _fail(path, f"versions.{version}", "is not a version") from exc
+        versions[exact] = _parse_layer(table, path, base, f"versions.{version}.")
     variants = {}
     for variant, table in data.get("variants", {}).items():
         if not isinstance(table, dict):
@@ -247,6 +279,8 @@ class Settings:
                 if not isinstance(pins, dict):
                     raise _fail(path, "pins", "must be a table of name = specifier")
                 for name, spec in pins.items():
+                    if not isinstance(spec, str):
+                        raise _fail(path, f"pins.{name}", 'must be a specifier string ("<2")')
                     try:
                         self.pins.append(Requirement(f"{name}{spec}"))
                     except InvalidRequirement as exc:

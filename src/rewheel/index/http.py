@@ -561,6 +561,7 @@ class HttpClient:
         expected_sha256: str | None = None,
         *,
         size: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
         """Stream ``url`` to ``dest`` (temporary file, hash check, fsync, rename); its sha256.
 
@@ -587,7 +588,7 @@ class HttpClient:
                 tmp, digest = self._retrying(
                     url,
                     "download",
-                    lambda: self._fetch_to_temp(url, dest, size, deadline),
+                    lambda: self._fetch_to_temp(url, dest, size, deadline, headers or {}),
                     deadline,
                 )
                 if expected is None or digest == expected:
@@ -609,7 +610,12 @@ class HttpClient:
         )
 
     def _fetch_to_temp(
-        self, url: str, dest: Path, size: int | None, deadline: _Deadline
+        self,
+        url: str,
+        dest: Path,
+        size: int | None,
+        deadline: _Deadline,
+        headers: Mapping[str, str],
     ) -> tuple[Path, str] | _Again:
         if size is not None:
             cap, cap_name = size, "listed_size"
@@ -631,7 +637,7 @@ class HttpClient:
             "GET",
             url,
             # Raw bytes: the hash is of the file as stored, whatever Content-Encoding says.
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            headers={**headers, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             retries=self._retries,
             timeout=self._timeout,
             preload_content=False,

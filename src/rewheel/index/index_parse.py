@@ -15,6 +15,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from ..core.errors import Step, UpstreamError
 from ..core.types import IndexFile, ProjectPage
+from .credentials import without_credentials
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -25,6 +26,12 @@ _STEP = Step.INDEX
 
 def _fail(name: NormalizedName, page_url: str, why: str) -> UpstreamError:
     return UpstreamError(f"unusable project page {page_url}: {why}", package=name, step=_STEP)
+
+
+def _link(base: str, href: str) -> str:
+    """An absolute link of the page, without the credentials it may carry: links are recorded
+    and printed (the user's own credentials, split off the index URL, are sent to its host)."""
+    return without_credentials(urljoin(base, href))
 
 
 def _check_sha256(value: object, name: NormalizedName, page_url: str) -> str:
@@ -91,7 +98,7 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
     yanked = bool(yanked_value)
     return IndexFile(
         filename=_check_filename(filename, name, page_url),
-        url=urljoin(page_url, url),
+        url=_link(page_url, url),
         sha256=None if sha is None else _check_sha256(sha, name, page_url),
         requires_python=requires_python or None,
         yanked=yanked,
@@ -99,7 +106,7 @@ def _json_file(file: object, name: NormalizedName, page_url: str) -> IndexFile:
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
         size=size,
-        provenance=urljoin(page_url, provenance) if provenance else None,
+        provenance=_link(page_url, provenance) if provenance else None,
     )
 
 
@@ -158,7 +165,7 @@ def _html_file(
     attributes: dict[str, str | None], base_url: str, name: NormalizedName, page_url: str
 ) -> IndexFile:
     href = attributes["href"] or ""
-    url, fragment = urldefrag(urljoin(base_url, href.strip()))
+    url, fragment = urldefrag(_link(base_url, href.strip()))
     sha = None
     algorithm, sep, digest = fragment.partition("=")
     if sep and algorithm.lower() == "sha256":
@@ -176,7 +183,7 @@ def _html_file(
         yanked_reason=yanked_reason or None,
         has_metadata=has_metadata,
         metadata_sha256=metadata_sha256,
-        provenance=urljoin(base_url, provenance) if provenance else None,
+        provenance=_link(base_url, provenance) if provenance else None,
     )
 
 

@@ -26,6 +26,7 @@ from packaging.utils import (
 from ..core.errors import IntegrityError, RewheelError, Step, UpstreamError
 from ..core.fsutil import sha256_file
 from ..core.types import IndexFile, ProjectPage
+from .credentials import origin, split_credentials
 from .http import HttpClient, PageCache, Response
 from .index_parse import parse_page
 
@@ -120,7 +121,9 @@ class HttpUpstream:
         cache_dir: Path | None = None,
         strict: bool = False,
     ) -> None:
-        self.index_url = index_url.rstrip("/")
+        # The user's credentials, if the URL carries any, go only to the index's own host.
+        self.index_url, self._credentials = split_credentials(index_url.rstrip("/"))
+        self._origin = origin(self.index_url)
         self.strict = strict
         self._client = client
         self._cache = PageCache(cache_dir) if cache_dir is not None else None
@@ -138,6 +141,9 @@ class HttpUpstream:
     def _count(self, kind: str) -> None:
         with self._count_lock:
             self.request_counts[kind] += 1
+
+    def _auth(self, url: str) -> dict[str, str]:
+        return self._credentials if origin(url) == self._origin else {}
 
     def project_url(self, name: str) -> str:
         return f"{self.index_url}/{canonicalize_name(name)}/"
@@ -166,7 +172,9 @@ class HttpUpstream:
         url = self.project_url(name)
         self._count("project")
         try:
-            response = self._client.get(url, {"Accept": ACCEPT}, cache=self._cache, step=Step.INDEX)
+            response = self._client.get(
+                url, {"Accept": ACCEPT, **self._auth(url)}, cache=self._cache, step=Step.INDEX
+            )
         except UpstreamError as exc:
             raise _blamed(exc, name, "index") from exc
         if response.status in _NO_SUCH_PROJECT:
@@ -196,7 +204,11 @@ class HttpUpstream:
         self._count("metadata")
         try:
             response = self._client.get(
-                url, cache=self._cache, step=Step.METADATA, limit="metadata_bytes"
+                url,
+                self._auth(url),
+                cache=self._cache,
+                step=Step.METADATA,
+                limit="metadata_bytes",
             )
         except UpstreamError as exc:
             raise _blamed(exc, package, "metadata") from exc
@@ -239,7 +251,9 @@ class HttpUpstream:
             dest_dir.mkdir(parents=True, exist_ok=True)
             self._count("download")
             try:
-                digest = self._client.download_to(file.url, target, file.sha256, size=file.size)
+                digest = self._client.download_to(
+                    file.url, target, file.sha256, size=file.size, headers=self._auth(file.url)
+                )
             except (UpstreamError, IntegrityError) as exc:
                 raise _blamed(exc, package, "download") from exc
             if file.sha256 is None:

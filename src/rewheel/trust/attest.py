@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..build.buildenv import BuildEnvironment
-from ..build.conditions import BuildConditions
+from ..build.publisher import HowBuilt
 from ..build.settings import PackageSettings, Settings
 from ..core.bootstrap import Prepared
 from ..core.fsutil import sha256_file
@@ -115,27 +114,15 @@ class Attestor:
         with self._lock:
             self._backend_requires[_key(pin)] = list(requires)
 
-    def attest(
-        self,
-        prepared: Prepared,
-        env: BuildEnvironment,
-        wheel: WheelRef,
-        *,
-        reproducibility: Mapping[str, str],
-        started: float,
-        build_path: Path,
-        log: Path,
-        system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
-    ) -> Path:
+    def attest(self, prepared: Prepared, wheel: WheelRef, how: HowBuilt) -> Path:
         """Write the provenance of ``wheel`` (just published) beside it; return its path."""
-        pin = prepared.pin
+        pin, env, log, reproducibility = prepared.pin, how.env, how.log, how.reproducibility
         finished = time.time()
         with self._lock:
             why = list(self._why.get(_key(pin), []))
             backend_requires = list(self._backend_requires.get(_key(pin), []))
         tools = list(system_tools())
-        for t in system:  # tools the package's settings take from the system (cmake, ...)
+        for t in how.system:  # tools the package's settings take from the system (cmake, ...)
             path = t.get("path")
             uri = f"file://{path}" if path else None
             tools.append(Tool(str(t.get("name")), str(t.get("version")), uri))
@@ -155,17 +142,17 @@ class Attestor:
             platform=build_platform(),
             reproducibility=reproducibility,
             source_date_epoch=epoch,
-            build_path=str(build_path),
+            build_path=str(how.build_path),
             network_isolated=self.network_isolated,
             sandbox=self.sandbox,
-            started=started,
+            started=how.started,
             finished=finished,
             log_name=log.name,
             log_sha256=sha256_file(log) if log.is_file() else None,
             settings=settings_parameters(
                 self.settings, self.settings.for_package(pin.name, pin.version)
             ),
-            conditions=None if conditions is None else conditions.as_record(),
+            conditions=None if how.conditions is None else how.conditions.as_record(),
         )
         path = write_provenance(self.repo.wheel_path(wheel), statement(facts), signer=self.signer)
         with self._lock:

@@ -14,8 +14,8 @@ to everyone else (created 0700); the key file ours, a regular file, readable by 
 starting at once end up with the same key and a reader never sees half of it). Anything else
 stops the run with what to fix, or to give ``--signing-key`` or ``--no-sign``.
 
-Builds never see it: the folder is in the sandbox's ``hidden`` list, and ``app`` refuses a key
-inside any folder the box shows (``SandboxPolicy.shows``).
+Builds never see it: every box hides the folder (``build.sandbox.make_policy``), and ``app``
+refuses a key inside any folder the box shows (``SandboxPolicy.shows``).
 """
 
 from __future__ import annotations
@@ -28,29 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..build.sandbox import rewheel_data_dir
 from ..core.errors import ConfigError, Step
 from .provenance import Signer
 
 KEY_FILE = "signing-key.pem"
-_DATA_DIR = "rewheel"
 _KEYS_DIR = "keys"
 MAX_KEY_FILE = 64 << 10
 _HINT = "or sign with a key of your own (--signing-key FILE), or build without signing (--no-sign)"
-
-
-def data_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_DATA_HOME``, or ``~/.local/share`` (the XDG base directory rules)."""
-    environ = os.environ if environ is None else environ
-    value = environ.get("XDG_DATA_HOME", "")
-    if value and os.path.isabs(value):
-        return Path(value)
-    home = environ.get("HOME") or str(Path.home())
-    return Path(home) / ".local" / "share"
-
-
-def rewheel_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """rewheel's folder of the user's data: hidden from every build."""
-    return data_home(environ) / _DATA_DIR
 
 
 def default_key_file(environ: Mapping[str, str] | None = None) -> Path:

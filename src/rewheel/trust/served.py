@@ -48,6 +48,7 @@ from packaging.version import InvalidVersion
 
 from ..core.errors import RewheelError
 from ..core.types import IndexFile
+from ..index.credentials import split_credentials
 from ..index.http import HttpClient, Response
 from ..index.index_pages import project_url
 from ..index.index_parse import parse_page, parse_root_page
@@ -131,6 +132,8 @@ class _IndexChecker:
         scratch: Path,
     ) -> None:
         self.client = client
+        # Credentials in the URL are sent (every request goes to its host), never shown.
+        index_url, self._auth = split_credentials(index_url)
         self.base = index_url if index_url.endswith("/") else index_url + "/"
         self.origin = _origin(self.base)
         self.public_key = public_key
@@ -158,7 +161,7 @@ class _IndexChecker:
     ) -> Response | str:
         """The answer to a GET, or why there is none to use."""
         try:
-            response = self.client.get(url, {"Accept": accept}, limit=limit)
+            response = self.client.get(url, {"Accept": accept, **self._auth}, limit=limit)
         except RewheelError as exc:
             return f"{what} cannot be fetched: {exc.message}"
         if response.status != 200:
@@ -250,7 +253,7 @@ class _IndexChecker:
             )
         path = self.scratch / file.filename
         try:
-            digest = self.client.download_to(file.url, path, size=file.size)
+            digest = self.client.download_to(file.url, path, size=file.size, headers=self._auth)
         except RewheelError as exc:
             return f"{label}: {file.filename} cannot be downloaded: {exc.message}"
         try:

@@ -53,6 +53,7 @@ from ..core.records import BuildRecord, RecordError
 from ..core.resolver import Pin
 from ..core.types import Upstream, WheelRef
 from ..core.versions import normal_version
+from ..index.credentials import split_credentials
 from ..index.http import HttpClient, LimitExceeded
 from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
 from ..repo.build_cache import CACHE_DIR, entry_name, is_sha256, sdist_index_name
@@ -111,6 +112,8 @@ class HttpCache:
     """A repository served over HTTP(S): ``rewheel serve``, or any server of its folder."""
 
     def __init__(self, base_url: str, client: HttpClient) -> None:
+        # Credentials in the URL go to its host only, as a header; records name it without them.
+        base_url, self.headers = split_credentials(base_url)
         self.label = base_url
         self.base = base_url.rstrip("/") + "/"
         self.client = client
@@ -118,7 +121,9 @@ class HttpCache:
     def read(self, relpath: str, limit: int) -> bytes | None:
         url = self.base + quote(relpath)
         try:
-            response = self.client.get(url, step="cache", limit="metadata_bytes")
+            response = self.client.get(
+                url, step="cache", limit="metadata_bytes", headers=self.headers
+            )
         except RewheelError as exc:  # unreachable, a deadline, a limit (LimitExceeded)
             raise CacheUnavailable(exc.message) from exc
         if response.status == 404:
@@ -132,7 +137,7 @@ class HttpCache:
     def download(self, relpath: str, dest: Path, sha256: str) -> bool:
         url = self.base + quote(relpath)
         try:
-            self.client.download_to(url, dest, sha256)
+            self.client.download_to(url, dest, sha256, headers=self.headers)
         except IntegrityError:
             return False  # other bytes than the signed ones (dest is left untouched)
         except LimitExceeded as exc:
