@@ -539,7 +539,23 @@ def install(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write the lock file here (default: standard output).",
+    help="Write the lock file here (default: standard output); pylock.toml or"
+    " pylock.NAME.toml selects --format pylock.",
+)
+@click.option(
+    "--format",
+    "lock_format",
+    type=click.Choice(["requirements", "pylock"]),
+    default=None,
+    help="requirements (the default): a requirements file with --hash options; pylock: a"
+    " PEP 751 pylock.toml, with the sdists the wheels were built from.",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    default=None,
+    help="pylock: where the repository is served (e.g. http://HOST:8080 of `rewheel serve`);"
+    " its files get URLs under it. Without it, paths (relative to the -o file).",
 )
 @_public_key_option
 @_allow_prebuilt_option
@@ -549,6 +565,8 @@ def lock(
     constraint_files: tuple[Path, ...],
     repo: Path,
     output: Path | None,
+    lock_format: str | None,
+    base_url: str | None,
     public_key: Path | None,
     allow_prebuilt: bool,
 ) -> None:
@@ -557,7 +575,23 @@ def lock(
     The requirements file written has exact versions and the sha256 of each wheel, resolved
     against the repository alone for this Python, once the chain of custody of each wheel is
     checked: `pip install --require-hashes --no-deps` and `uv pip sync` install exactly those
-    files from the served repository."""
+    files from the served repository. With --format pylock, a PEP 751 pylock.toml of the same
+    wheels and their sdists: `uv pip install -r pylock.toml`."""
+    from .trust.pylock import PYLOCK_NAME, Placement, check_pylock_name
+
+    if lock_format is None:
+        named = output is not None and PYLOCK_NAME.match(output.name) is not None
+        lock_format = "pylock" if named else "requirements"
+    placement = None
+    if lock_format == "pylock":
+        if output is not None:
+            check_pylock_name(output)
+        if base_url is not None:
+            placement = Placement.served_at(base_url)
+        else:
+            placement = Placement(lock_dir=output.parent if output is not None else None)
+    elif base_url is not None:
+        raise click.UsageError("--base-url applies to --format pylock")
     reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
     text = app.lock(
         reqs,
@@ -566,6 +600,7 @@ def lock(
         hashes=hashes,
         public_key=public_key,
         allow_prebuilt=allow_prebuilt,
+        pylock=placement,
     )
     if output is None:
         click.echo(text, nl=False)
