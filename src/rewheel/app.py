@@ -279,15 +279,23 @@ def _stop_on_interrupt(runner: SubprocessRunner) -> Iterator[None]:
         yield
         return
 
+    stopping = False
+
     def interrupted(_signum: int, _frame: object) -> None:
+        nonlocal stopping
         runner.stop()
-        raise KeyboardInterrupt
+        # Once: a second Ctrl-C while the run stops (writing its run file, closing its pool)
+        # would break that off in a traceback; it only stops the builds again.
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # After an interrupt, later ones are ignored until the process has said so and exited.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if stopping else previous)
 
 
 def plan_update(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -1149,6 +1151,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _interrupted(exc: BaseException | None) -> NoReturn:
+    if threading.current_thread() is threading.main_thread():
+        # A second Ctrl-C must not turn the exit into a traceback (or a death by SIGINT).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     what = exc.what if isinstance(exc, Interrupted) else None
     click.echo(f"rewheel: interrupted{f'; {what}' if what else ''}", err=True)
     sys.exit(EXIT_INTERRUPTED)
