@@ -181,6 +181,7 @@ Examples:
   rewheel install requests --venv .venv   install from the repository alone
   rewheel verify --venv .venv             check every installed file against the repository
   rewheel lock -r requirements.txt -o lock.txt   exact versions and hashes of the wheels here
+  rewheel lock requests -o pylock.toml   the same as a PEP 751 lock (uv pip install -r)
   rewheel prune --keep requests --dry-run what would go, and why the rest stays
   rewheel serve --host 0.0.0.0            share the index and its pages (http://HOST:8080/)
   rewheel why setuptools                  every chain of requirements that brings it in
