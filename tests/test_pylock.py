@@ -19,6 +19,7 @@ import uv
 from click.testing import CliRunner
 from conftest import Upstream, run_bootstrap
 from packaging.markers import Marker
+from packaging.pylock import PackageWheel, Pylock
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
@@ -108,7 +109,13 @@ def _file_sha(path: Path) -> str:
 
 
 def check_pylock(doc: dict[str, Any], lock_dir: Path | None = None) -> None:
-    """The rules of PEP 751 this writer must keep, checked on a parsed file."""
+    """The rules of PEP 751 this writer must keep, checked on a parsed file: by packaging's own
+    reader (``packaging.pylock``), which refuses what the specification does not allow, then the
+    rules it leaves to writers."""
+    lock = Pylock.from_dict(doc)
+    # What an installer reading it here picks: each package's wheel, never its sdist.
+    for package, chosen in lock.select():
+        assert isinstance(chosen, PackageWheel), (package.name, chosen)
     assert set(doc) <= TOP_KEYS
     assert doc["lock-version"] == "1.0"
     assert doc["created-by"] == "rewheel"
@@ -337,21 +344,31 @@ def test_a_chain_of_many_markers_is_widened_never_narrowed() -> None:
 
 def test_hostile_text_in_metadata_stays_data_in_the_toml() -> None:
     nasty = "x\"\n[tool.evil]\nrun = 'rm -rf /'\\"
+    # A marker whose quoted value holds a terminal escape or a bidi override: left out (the
+    # package is installed wherever its chain's other markers hold), never written.
+    for hidden in ("\x1b[2J", "\u202e"):
+        requires = {
+            canonicalize_name("root"): [Requirement(f"a; platform_release != 'x{hidden}'")],
+            canonicalize_name("a"): [],
+        }
+        markers, _ = propagate_markers([Requirement("root")], requires, ENVIRONMENT)
+        assert markers == {"root": None, "a": None}
     package = LockedPackage(
         name=canonicalize_name("a"),
         version="1.0",
         wheels=(LockedFile("a-1.0-py3-none-any.whl", "url", "http://h/" + nasty, 1, "0" * 64),),
         sdist=None,
-        requires_python=nasty,
+        requires_python=nasty,  # not a specifier: left out, not written
         dependencies=(),
-        marker="platform_release == '\"]\\n[x]'",
+        marker="platform_release == '\"]'",
     )
-    doc = pylock_document(
-        [package],
-        environment=ENVIRONMENT | {"implementation_name": "cpython", "platform_machine": "x86_64"},
-        index_url=None,
-    )
+    environment = {**ENVIRONMENT, "implementation_name": "cpython", "platform_machine": "x86_64"}
+    doc = pylock_document([package], environment=environment, index_url=None)
     text = pylock_text(doc, header=["line\n[tool.evil]"])
     parsed = tomllib.loads(text)
-    assert parsed == doc
-    assert "evil" not in parsed.get("tool", {})
+    assert "tool" not in parsed
+    (entry,) = parsed["packages"]
+    assert entry["wheels"][0]["url"] == "http://h/" + nasty
+    assert entry["marker"] == "platform_release == '\"]'"
+    assert "requires-python" not in entry
+    assert Pylock.from_dict(parsed) == doc

@@ -580,10 +580,12 @@ def lock(
     checked: `pip install --require-hashes --no-deps` and `uv pip sync` install exactly those
     files from the served repository. With --format pylock, a PEP 751 pylock.toml of the same
     wheels and their sdists: `uv pip install -r pylock.toml`."""
-    from .trust.pylock import PYLOCK_NAME, Placement, check_pylock_name
+    from packaging.pylock import is_valid_pylock_path
+
+    from .trust.pylock import Placement, check_pylock_name
 
     if lock_format is None:
-        named = output is not None and PYLOCK_NAME.match(output.name) is not None
+        named = output is not None and is_valid_pylock_path(output)
         lock_format = "pylock" if named else "requirements"
     placement = None
     if lock_format == "pylock":

@@ -24,12 +24,23 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import tomli_w
 from packaging.markers import Marker
+from packaging.pylock import (
+    Package,
+    PackageSdist,
+    PackageWheel,
+    Pylock,
+    PylockValidationError,
+    is_valid_pylock_path,
+)
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 from ..core.errors import ConfigError, RewheelError, Step
 from ..core.versions import normal_version
@@ -40,8 +51,7 @@ from .install import PinnedRelease
 
 LOCK_VERSION = "1.0"
 CREATED_BY = "rewheel"
-# PEP 751's file names: pylock.toml, or pylock.<name>.toml with no dot in the name.
-PYLOCK_NAME = re.compile(r"^pylock\.(?:[^.]+\.)?toml$")
+_F = TypeVar("_F", PackageWheel, PackageSdist)
 # A package whose chains of requirements give more marker clauses than this is given none:
 # it is needed here (the resolution chose it), and a marker that long helps nobody read it.
 MAX_CLAUSES = 8
@@ -50,7 +60,7 @@ MAX_TERMS = 6
 
 def check_pylock_name(path: Path) -> None:
     """Refuse a lock file name PEP 751 does not allow (``pylock.toml``, ``pylock.NAME.toml``)."""
-    if not PYLOCK_NAME.match(path.name):
+    if not is_valid_pylock_path(path):
         raise ConfigError(
             f"{path.name!r} is not a PEP 751 lock file name",
             step=Step.LOCK_FILE,
@@ -106,14 +116,6 @@ class LockedFile:
     size: int
     sha256: str
 
-    def as_toml(self) -> dict[str, object]:
-        return {
-            "name": self.filename,
-            self.kind: self.location,
-            "size": self.size,
-            "hashes": {"sha256": self.sha256},
-        }
-
 
 @dataclass(frozen=True)
 class LockedPackage:
@@ -132,10 +134,13 @@ Requirements = Mapping[NormalizedName, Sequence[Requirement]]
 
 def _marker_text(marker: Marker | None) -> str | None:
     """The marker of an edge of the lock: None when it always holds here (none, or one testing
-    ``extra``, decided when the lock was made)."""
+    ``extra``, decided when the lock was made) or cannot be written as it is."""
     if marker is None or "extra" in str(marker):
         return None
-    return str(marker)
+    text = str(marker)
+    # A value with a line break or control character (a wheel's metadata may hold one) is left
+    # out: the marker is only made wider, and the file stays one string per line.
+    return text if text.isprintable() else None
 
 
 def propagate_markers(
@@ -293,45 +298,68 @@ def _quoted(value: str) -> str:
     return "'" + value + "'" if "'" not in value else '"' + value + '"'
 
 
+def _specifier(text: str | None) -> SpecifierSet | None:
+    """A release's ``Requires-Python`` as a specifier; None when absent or unparsable (it is
+    the wheel's metadata: the resolution already applied what uv could read of it)."""
+    if text is None:
+        return None
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        return None
+
+
+def _file(file: LockedFile, kind: type[_F]) -> _F:
+    url = file.location if file.kind == "url" else None
+    path = file.location if file.kind == "path" else None
+    return kind(
+        name=file.filename, url=url, path=path, size=file.size, hashes={"sha256": file.sha256}
+    )
+
+
 def pylock_document(
     packages: Sequence[LockedPackage],
     *,
     environment: Mapping[str, str],
     index_url: str | None,
-    tool: Mapping[str, object] | None = None,
-) -> dict[str, object]:
-    """The PEP 751 document, keys in the specification's order, packages sorted by name."""
-    doc: dict[str, object] = {
-        "lock-version": LOCK_VERSION,
-        "environments": [environment_marker(environment)],
-        "requires-python": lock_requires_python(environment["python_version"]),
-        "created-by": CREATED_BY,
-    }
+) -> Pylock:
+    """The PEP 751 document as packaging's model (``packaging.pylock``), validated by it:
+    packages sorted by name."""
     entries = []
     for package in sorted(packages, key=lambda p: (p.name, normal_version(p.version))):
-        entry: dict[str, object] = {"name": package.name, "version": package.version}
-        if package.marker is not None:
-            entry["marker"] = package.marker
-        if package.requires_python is not None:
-            entry["requires-python"] = package.requires_python
-        if package.dependencies:
-            entry["dependencies"] = [{"name": d} for d in package.dependencies]
-        if index_url is not None:
-            entry["index"] = index_url
-        if package.sdist is not None:
-            entry["sdist"] = package.sdist.as_toml()
-        entry["wheels"] = [w.as_toml() for w in package.wheels]
-        entries.append(entry)
-    doc["packages"] = entries
-    if tool:
-        doc["tool"] = {"rewheel": dict(tool)}
-    return doc
+        entries.append(
+            Package(
+                name=package.name,
+                version=Version(package.version),
+                marker=Marker(package.marker) if package.marker is not None else None,
+                requires_python=_specifier(package.requires_python),
+                dependencies=[{"name": d} for d in package.dependencies] or None,
+                index=index_url,
+                sdist=_file(package.sdist, PackageSdist) if package.sdist is not None else None,
+                wheels=[_file(w, PackageWheel) for w in package.wheels],
+            )
+        )
+    document = Pylock(
+        lock_version=Version(LOCK_VERSION),
+        environments=[Marker(environment_marker(environment))],
+        requires_python=SpecifierSet(lock_requires_python(environment["python_version"])),
+        created_by=CREATED_BY,
+        packages=entries,
+    )
+    try:
+        document.validate()
+    except PylockValidationError as exc:
+        raise RewheelError(
+            f"the lock file would not be a valid PEP 751 file: {exc}", step=Step.LOCK_FILE
+        ) from exc
+    return document
 
 
-def pylock_text(document: Mapping[str, object], *, header: Sequence[str] = ()) -> str:
-    """``document`` as TOML (tomli-w), ``header`` lines first as comments."""
+def pylock_text(document: Pylock, *, header: Sequence[str] = ()) -> str:
+    """``document`` as TOML (packaging's ``to_dict``, written by tomli-w: keys in the
+    specification's order), ``header`` lines first as comments."""
     comments = "".join(f"# {_one_line(line)}\n" for line in header)
-    return comments + tomli_w.dumps(document)
+    return comments + tomli_w.dumps(dict(document.to_dict()))
 
 
 def _one_line(text: str) -> str:
