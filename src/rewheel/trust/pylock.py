@@ -12,9 +12,14 @@ Markers: the resolution is for one interpreter, so every release of the lock is 
 release that only a requirement with a marker brings in (``colorama; sys_platform ==
 "win32"``) carries that marker, joined along each chain of requirements from the roots
 (``propagate_markers``). A marker that tests ``extra`` is taken as holding: the extras were
-chosen when the lock was made, and PEP 751 markers have no ``extra`` variable. The file's
-``environments`` names the interpreter it was resolved for, and ``requires-python`` its minor
-version and what the releases require.
+chosen when the lock was made, and PEP 751 markers have no ``extra`` variable. Markers are only
+ever made wider than the chains' (a chain too long or a value that cannot be written drops
+terms). The file's ``environments`` names the interpreter it was resolved for (uv refuses
+another), and ``requires-python`` its minor version; each package carries its own
+``Requires-Python``.
+
+The document is packaging's PEP 751 model (``packaging.pylock``), validated by it, and written
+by tomli-w.
 """
 
 from __future__ import annotations
