@@ -287,6 +287,9 @@ def test_a_name_pep_751_does_not_allow_is_refused(built: Path, tmp_path: Path) -
         assert isinstance(result.exception, ConfigError), (name, result.output)
         assert "pylock.NAME.toml" in str(result.exception.hint)
         assert not (tmp_path / name).exists()
+    result = _lock(built, "app", "--format", "requirements", "-o", str(tmp_path / "pylock.toml"))
+    assert result.exit_code == 2 and "use --format pylock" in result.output
+    assert not (tmp_path / "pylock.toml").exists()
     result = _lock(built, "app", "--base-url", "http://x/")  # not a pylock
     assert result.exit_code == 2 and "--base-url applies to --format pylock" in result.output
     result = _lock(built, "app", "--format", "pylock", "--base-url", "file:///etc")

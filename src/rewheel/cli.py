@@ -597,6 +597,10 @@ def lock(
             placement = Placement(lock_dir=output.parent if output is not None else None)
     elif base_url is not None:
         raise click.UsageError("--base-url applies to --format pylock")
+    elif output is not None and is_valid_pylock_path(output):
+        raise click.UsageError(
+            f"{output.name} is a PEP 751 lock file name: use --format pylock, or another name"
+        )
     reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
     text = app.lock(
         reqs,
