@@ -107,3 +107,42 @@ def test_ctrl_c_exits_130_and_keeps_what_was_built(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr
         assert "0 built, 1 reused, 0 failed" in again.stderr
         assert not [p for _m, p in list(index.requests)[before:] if p.endswith(".tar.gz")]
+
+
+def test_ctrl_c_pressed_twice_stops_the_same_way_without_a_traceback(tmp_path: Path) -> None:
+    """An impatient second Ctrl-C (or `timeout`, which signals the child and then its whole
+    group) lands while the run is stopping: it must not end in a traceback."""
+    files = tmp_path / "files"
+    files.mkdir()
+    repo, out = tmp_path / "repo", tmp_path / "run.log"
+    with FakeIndex() as index:
+        index.add(make_sdist(SdistSpec("int-slow", "1.0", build_seconds=6), files))
+        cmd = [*RUN, "--repo", str(repo), "--index-url", index.url, "int-slow"]
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(
+                cmd,
+                env=_env(),
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            _wait_until(
+                "the slow build", _log_has(repo / "logs/int-slow-1.0.log", "build_wheel"), proc
+            )
+            os.killpg(proc.pid, signal.SIGINT)
+            for _ in range(20):  # again, while it stops
+                time.sleep(0.02)
+                if proc.poll() is not None:
+                    break
+                os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        text = out.read_text()
+        assert code == 130, text
+        assert "rewheel: interrupted" in text, text
+        assert "Traceback" not in text and "never retrieved" not in text, text

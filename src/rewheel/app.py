@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .trust.chain import ChainReport
     from .trust.install import PinnedRelease
     from .trust.provenance import Signer
+    from .trust.pylock import Placement
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
 
@@ -331,15 +332,23 @@ def _stop_on_interrupt(runner: SubprocessRunner) -> Iterator[None]:
         yield
         return
 
+    stopping = False
+
     def interrupted(_signum: int, _frame: object) -> None:
+        nonlocal stopping
         runner.stop()
-        raise KeyboardInterrupt
+        # Once: a second Ctrl-C while the run stops (writing its run file, closing its pool)
+        # would break that off in a traceback; it only stops the builds again.
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # After an interrupt, later ones are ignored until the process has said so and exited.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if stopping else previous)
 
 
 def plan_update(
@@ -600,10 +609,13 @@ def lock(
     hashes: Mapping[str, Collection[str]] | None = None,
     public_key: Path | None = None,
     allow_prebuilt: bool = False,
+    pylock: Placement | None = None,
 ) -> str:
     """A requirements file of exact versions and the sha256 of the repository's wheels for
     ``requirements`` and their whole run-time closure (resolved against the repository alone,
-    for this interpreter), once the chain of custody of each is checked."""
+    for this interpreter), once the chain of custody of each is checked. With ``pylock`` (where
+    its readers find the repository's files), a PEP 751 ``pylock.toml`` of the same wheels, with
+    the sdists they were built from."""
     repo = _existing_repository(repo_root, Step.LOCK_FILE)
     from .serve.server import IndexServer
     from .trust.install import custody_check, lock_text, resolve
@@ -623,6 +635,8 @@ def lock(
     )
     pins = check(pins)  # wheels only: not the sdist an index may list beside one
     asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
+    if pylock is not None:
+        return _pylock(repo, pins, pylock, requirements, asked)
     return lock_text(
         pins,
         header=[
@@ -631,6 +645,36 @@ def lock(
             "pip install --require-hashes --no-deps --index-url URL/simple -r THIS-FILE",
             "uv pip sync --require-hashes --index-url URL/simple THIS-FILE",
             "(URL: where the repository is served, e.g. `rewheel serve`)",
+        ],
+    )
+
+
+def _pylock(
+    repo: Repository,
+    pins: Sequence[PinnedRelease],
+    placement: Placement,
+    requirements: Sequence[str],
+    asked: str,
+) -> str:
+    from packaging.markers import default_environment
+
+    from .trust.pylock import lock_packages, pylock_document, pylock_text
+
+    environment = {key: str(value) for key, value in default_environment().items()}
+    packages = lock_packages(
+        repo, pins, placement=placement, roots=requirements, environment=environment
+    )
+    if placement.base_url is not None:
+        where = f"served at {placement.base_url}"
+    else:
+        where = "files by path" + (", relative to this file" if placement.lock_dir else "")
+    document = pylock_document(packages, environment=environment, index_url=placement.index_url())
+    return pylock_text(
+        document,
+        header=[
+            f"rewheel lock of {asked}",
+            f"from the repository {repo.root.resolve()} ({where}), for {_interpreter_label()}",
+            "uv pip install -r THIS-FILE (or uv pip sync THIS-FILE); chains of custody checked",
         ],
     )
 

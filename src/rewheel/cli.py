@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -201,6 +203,7 @@ Examples:
   rewheel install requests --venv .venv   install from the repository alone
   rewheel verify --venv .venv             check every installed file against the repository
   rewheel lock -r requirements.txt -o lock.txt   exact versions and hashes of the wheels here
+  rewheel lock requests -o pylock.toml   the same as a PEP 751 lock (uv pip install -r)
   rewheel prune --keep requests --dry-run what would go, and why the rest stays
   rewheel serve --host 0.0.0.0            share the index and its pages (http://HOST:8080/)
   rewheel why setuptools                  every chain of requirements that brings it in
@@ -634,7 +637,23 @@ def install(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write the lock file here (default: standard output).",
+    help="Write the lock file here (default: standard output); pylock.toml or"
+    " pylock.NAME.toml selects --format pylock.",
+)
+@click.option(
+    "--format",
+    "lock_format",
+    type=click.Choice(["requirements", "pylock"]),
+    default=None,
+    help="requirements (the default): a requirements file with --hash options; pylock: a"
+    " PEP 751 pylock.toml, with the sdists the wheels were built from.",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    default=None,
+    help="pylock: where the repository is served (e.g. http://HOST:8080 of `rewheel serve`);"
+    " its files get URLs under it. Without it, paths (relative to the -o file).",
 )
 @_public_key_option
 @_allow_prebuilt_option
@@ -644,6 +663,8 @@ def lock(
     constraint_files: tuple[Path, ...],
     repo: Path,
     output: Path | None,
+    lock_format: str | None,
+    base_url: str | None,
     public_key: Path | None,
     allow_prebuilt: bool,
 ) -> None:
@@ -652,7 +673,29 @@ def lock(
     The requirements file written has exact versions and the sha256 of each wheel, resolved
     against the repository alone for this Python, once the chain of custody of each wheel is
     checked: `pip install --require-hashes --no-deps` and `uv pip sync` install exactly those
-    files from the served repository."""
+    files from the served repository. With --format pylock, a PEP 751 pylock.toml of the same
+    wheels and their sdists: `uv pip install -r pylock.toml`."""
+    from packaging.pylock import is_valid_pylock_path
+
+    from .trust.pylock import Placement, check_pylock_name
+
+    if lock_format is None:
+        named = output is not None and is_valid_pylock_path(output)
+        lock_format = "pylock" if named else "requirements"
+    placement = None
+    if lock_format == "pylock":
+        if output is not None:
+            check_pylock_name(output)
+        if base_url is not None:
+            placement = Placement.served_at(base_url)
+        else:
+            placement = Placement(lock_dir=output.parent if output is not None else None)
+    elif base_url is not None:
+        raise click.UsageError("--base-url applies to --format pylock")
+    elif output is not None and is_valid_pylock_path(output):
+        raise click.UsageError(
+            f"{output.name} is a PEP 751 lock file name: use --format pylock, or another name"
+        )
     reqs, constraints, hashes = _install_request(requirements, requirement_files, constraint_files)
     text = app.lock(
         reqs,
@@ -661,6 +704,7 @@ def lock(
         hashes=hashes,
         public_key=public_key,
         allow_prebuilt=allow_prebuilt,
+        pylock=placement,
     )
     if output is None:
         click.echo(text, nl=False)
@@ -1210,6 +1254,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _interrupted(exc: BaseException | None) -> NoReturn:
+    if threading.current_thread() is threading.main_thread():
+        # A second Ctrl-C must not turn the exit into a traceback (or a death by SIGINT).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     what = exc.what if isinstance(exc, Interrupted) else None
     click.echo(f"rewheel: interrupted{f'; {what}' if what else ''}", err=True)
     sys.exit(EXIT_INTERRUPTED)

@@ -112,6 +112,16 @@ def _os_error_text(exc: OSError, where: Path) -> str:
 
 
 @dataclass(frozen=True)
+class KeptSdist:
+    """An sdist the repository keeps: the very file a wheel of it was built from."""
+
+    filename: str
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class _FileKey:
     """Identifies one version of a file on disk, to reuse what was computed from it."""
 
@@ -583,39 +593,56 @@ class Repository:
         out = []
         for version in sorted({f.version for f in files if f.version is not None}):
             record = self._record_of(name, version)
-            if record is None or record.prebuilt or record.wheel not in listed:
+            if record is None or record.wheel not in listed:
                 continue
-            if not record.sdist_sha256 or not record.sdist_url:
-                continue
-            filename = sdist_filename(record.sdist_url)
-            try:
-                project, sdist_version = parse_sdist_filename(filename)
-            except (InvalidSdistFilename, InvalidVersion):
-                continue
-            if project != name or normal_version(str(sdist_version)) != normal_version(version):
-                continue
-            path = self.sdists_dir / filename
-            if not _is_folder_name(filename) or not is_plain_file(path):
-                continue
-            try:
-                key = _FileKey.of(path)
-                sha256 = self._sha256(path, key)
-            except FileNotFoundError:
-                continue  # removed meanwhile
-            if sha256 != record.sdist_sha256.lower():
+            kept = self._kept_sdist_of(name, version, record)
+            if kept is None:
                 continue
             wheel = next(f for f in files if f.filename == record.wheel)
             out.append(
                 PageFile(
-                    filename=filename,
-                    url=sdist_url(filename),
-                    sha256=sha256,
-                    size=key.size,
+                    filename=kept.filename,
+                    url=sdist_url(kept.filename),
+                    sha256=kept.sha256,
+                    size=kept.size,
                     requires_python=wheel.requires_python,
                     version=version,
                 )
             )
         return out
+
+    def kept_sdist(self, name: str, version: str) -> KeptSdist | None:
+        """The sdist in sdists/ that ``name`` ``version`` was built from, as its build record
+        names it (file name from its URL, sha256): a plain file of that project and version with
+        that sha256; None when there is none (pre-built, no record, changed or missing)."""
+        record = self._record_of(canonicalize_name(name), version)
+        if record is None:
+            return None
+        return self._kept_sdist_of(canonicalize_name(name), version, record)
+
+    def _kept_sdist_of(
+        self, name: NormalizedName, version: str, record: BuildRecord
+    ) -> KeptSdist | None:
+        if record.prebuilt or not record.sdist_sha256 or not record.sdist_url:
+            return None
+        filename = sdist_filename(record.sdist_url)
+        try:
+            project, sdist_version = parse_sdist_filename(filename)
+        except (InvalidSdistFilename, InvalidVersion):
+            return None
+        if project != name or normal_version(str(sdist_version)) != normal_version(version):
+            return None
+        path = self.sdists_dir / filename
+        if not _is_folder_name(filename) or not is_plain_file(path):
+            return None
+        try:
+            key = _FileKey.of(path)
+            sha256 = self._sha256(path, key)
+        except FileNotFoundError:
+            return None  # removed meanwhile
+        if sha256 != record.sdist_sha256.lower():
+            return None
+        return KeptSdist(filename=filename, path=path, sha256=sha256, size=key.size)
 
     def _record_of(self, name: str, version: str) -> BuildRecord | None:
         """The build record of ``name`` ``version``, read again only when its file changed."""
