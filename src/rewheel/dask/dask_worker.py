@@ -303,7 +303,10 @@ def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient)
     )
     runner = SubprocessRunner(sandbox=sandbox)
     workspace = Workspace(
-        work_root=build_root, logs_dir=repo.logs_dir, isolate_network=job.isolate_network
+        work_root=build_root,
+        logs_dir=repo.logs_dir,
+        isolate_network=job.isolate_network,
+        box_root=sandbox.work_in_box,
     )
     return build_parts(
         workspace=workspace,
