@@ -17,7 +17,7 @@ from ..core.types import WheelRef
 from ..repo.repository import Repository
 from .buildenv import BuildEnvironment
 from .builder import Deliver, FreshWheel
-from .conditions import BuildConditions
+from .conditions import BuildConditions, RecordedConditions
 
 
 class Witness(Protocol):
@@ -42,7 +42,7 @@ class Witness(Protocol):
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
+        conditions: BuildConditions | RecordedConditions | None = None,
     ) -> Path: ...
 
     def attestation(self, name: str, version: str) -> Attestation | None:
@@ -70,7 +70,7 @@ class NoWitness:
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
+        conditions: BuildConditions | RecordedConditions | None = None,
     ) -> Path:
         raise BuildError(
             "this run publishes nothing, so it attests nothing",
@@ -122,7 +122,7 @@ class Publisher:
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
         expected_sha256: str | None = None,
-        conditions: BuildConditions | None = None,
+        conditions: BuildConditions | RecordedConditions | None = None,
     ) -> WheelRef:
         """Publish ``wheel`` built from ``prepared`` (here or on a Dask worker) with its
         provenance; with ``expected_sha256``, refuse a wheel that is not those bytes.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..build.buildenv import BuildEnvironment
-from ..build.conditions import BuildConditions
+from ..build.conditions import BuildConditions, RecordedConditions
 from ..build.settings import PackageSettings, Settings
 from ..core.bootstrap import Prepared
 from ..core.fsutil import sha256_file
@@ -126,7 +126,7 @@ class Attestor:
         build_path: Path,
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
-        conditions: BuildConditions | None = None,
+        conditions: BuildConditions | RecordedConditions | None = None,
     ) -> Path:
         """Write the provenance of ``wheel`` (just published) beside it; return its path."""
         pin = prepared.pin
