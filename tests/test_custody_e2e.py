@@ -24,6 +24,7 @@ from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
 from rewheel import app
+from rewheel.build.sandbox import make_policy
 from rewheel.cli import cli
 from rewheel.index.http import HttpClient
 from rewheel.index.upstream import HttpUpstream
@@ -323,7 +324,9 @@ def test_two_bootstraps_into_two_repositories_give_identical_wheels(
 def test_rebuild_check_passes_untouched_and_names_the_tampered_member(
     built: Built, repo: Path
 ) -> None:
-    results = rebuild_check(repo, jobs=2, work_dir=built.work)
+    # Boxed as the bootstrap was: the build info names the build's folder, /build in a box.
+    box = make_policy(enabled=True)
+    results = rebuild_check(repo, jobs=2, sandbox=box)
     assert {r.name: r.status for r in results} == {
         "app": "identical",
         "lib-b": "identical",
@@ -339,7 +342,7 @@ def test_rebuild_check_passes_untouched_and_names_the_tampered_member(
                 data += b"# tampered\n"
             dst.writestr(info, data)
     wheel.write_bytes(buffer.getvalue())
-    (result,) = rebuild_check(repo, ["app"], jobs=1, work_dir=built.work)
+    (result,) = rebuild_check(repo, ["app"], jobs=1, sandbox=box)
     assert result.status == "different"
     assert "content differs: app/__init__.py" in result.differences
     assert result.kept is not None and result.kept.is_file()

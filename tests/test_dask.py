@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import stat
 import subprocess
@@ -157,6 +158,30 @@ def test_local_cluster_builds_what_a_local_run_builds(upstream: Upstream, tmp_pa
     # Run again: everything is reused from the cache, no cluster work needed.
     again = app.bootstrap(_options(upstream, tmp_path / "dask", work, dask="local:1"))
     assert again.ok and again.built == 0 and again.reused == 4
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler")
+def test_wheels_built_on_workers_record_how_they_were_built(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The umask, the compilers and what the wheel links, read on the worker that built it,
+    reach the coordinator's provenance as a local build's do."""
+    upstream.sdist("app", "1.0", c_extension="int rewheel_answer(void) { return 42; }\n")
+    repo = tmp_path / "dask"
+    result = app.bootstrap(_options(upstream, repo, tmp_path / "work", dask="local:1"))
+    assert result.ok, result.failures
+    (ref,) = Repository(repo).wheels()
+    statement = json.loads((repo / "wheels" / (ref.filename + ".provenance.json")).read_text())
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert internal["umask"] is not None and internal["cores"] >= 1
+    assert internal["environment"]["SOURCE_DATE_EPOCH"] == str(internal["sourceDateEpoch"])
+    assert internal["hookRunner"]["kind"] == "pyproject-hooks"
+    (elf,) = internal["linkage"]["files"]
+    assert elf["file"] == "app/_cext.so"
+    assert isinstance(elf["needed"], list)
+    builder = statement["predicate"]["runDetails"]["builder"]["builderDependencies"]
+    (cc,) = [d for d in builder if d["name"] == "cc"]
+    assert cc["annotations"]["role"] == "compiler" and cc["annotations"]["version"]
 
 
 def test_a_failing_build_fails_once_with_the_workers_log(

@@ -115,6 +115,37 @@ def test_a_build_cannot_read_the_users_credentials(
     assert probed == {**{p: False for p in probes[:-1]}, "pyproject.toml": True}
 
 
+def test_builds_at_once_each_see_only_their_own_folder_at_the_fixed_path(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Every box shows its package's work folder at /build: two builds running at the same time
+    each get their own there, and neither can reach the other's, nor the build root."""
+    work = tmp_path / "work"
+    probes = {}
+    for me, other in (("left", "right"), ("right", "left")):
+        probes[me] = {
+            f"/build/src/{me}-1.0/{me}/__init__.py": True,  # its own: the control
+            f"/build/src/{other}-1.0/{other}/__init__.py": False,
+            f"{work}/{other}-1.0/src/{other}-1.0/{other}/__init__.py": False,
+            f"{work}/{me}-1.0/src/{me}-1.0/{me}/__init__.py": False,
+        }
+        upstream.sdist(me, "1.0", probe_files=list(probes[me]), build_seconds=1.0)
+    repo = tmp_path / "repo"
+    result = app.bootstrap(
+        app.BootstrapOptions(
+            requirements=[Requirement("left"), Requirement("right")],
+            repo=repo,
+            index_url=upstream.url,
+            jobs=2,
+            work_dir=work,
+        )
+    )
+    assert result.ok, result.failures
+    for name in ("left", "right"):
+        (ref,) = Repository(repo).find_wheels(name, "1.0")
+        assert build_info(repo / "wheels" / ref.filename)["probed"] == probes[name]
+
+
 def test_a_hanging_build_is_killed_with_its_process_group(
     upstream: Upstream, tmp_path: Path
 ) -> None:

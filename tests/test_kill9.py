@@ -87,6 +87,7 @@ def _wheel_fingerprint(path: Path) -> tuple[str, str | None]:
                 info_data = json.loads(data)
                 prefix = info_data.pop("sys_prefix")
                 info_data.pop("sys_executable")
+                info_data.pop("cwd")
                 data = json.dumps(info_data, sort_keys=True).encode()
             elif info.filename.endswith(".dist-info/RECORD"):
                 data = b"\n".join(x for x in data.splitlines() if b"_build_info.json" not in x)

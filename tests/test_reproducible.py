@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Upstream
+from conftest import Upstream, build_info
 from packaging.requirements import Requirement
 from support.sdists import SdistSpec, make_sdist
 
@@ -173,11 +173,47 @@ def test_the_extension_names_no_build_path_and_has_no_runpath(
 # ---------------------------------------------------------------- a wheel that names the machine
 
 
-def test_a_wheel_that_records_its_build_path_is_reported(
+def test_a_wheel_that_records_its_build_path_is_the_same_from_any_build_root(
     upstream: Upstream, tmp_path: Path
 ) -> None:
-    """tinybackend writes its interpreter's path (the build environment, in the work folder)
-    into the wheel: no prefix map reaches that, and the run says so."""
+    """tinybackend writes its folder and its interpreter's prefix (the source tree and the build
+    environment, in the work folder) into a generated file, as meson's ``__config__.py`` and
+    Cython's modules do: no prefix map reaches that. In the box the work folder is always at
+    the same path, so two build roots, umasks and -j give the same wheel."""
+    upstream.sdist("recorder", "1.0")
+    wheels = []
+    for n, (umask, jobs) in enumerate([(0o022, 1), (0o077, 2)]):
+        work = tmp_path / f"root{n}" / ("deeper/" * n) / "work"
+        notices: list[str] = []
+        options = app.BootstrapOptions(
+            requirements=[Requirement("recorder")],
+            repo=tmp_path / f"repo{n}",
+            index_url=upstream.url,
+            work_dir=work,
+            jobs=jobs,
+        )
+        old = os.umask(umask)
+        try:
+            assert app.bootstrap(options, notice=notices.append).ok
+        finally:
+            os.umask(old)
+        repository = Repository(tmp_path / f"repo{n}")
+        (ref,) = repository.wheels()
+        wheel = repository.wheel_path(ref)
+        assert paths_in_wheel(wheel, _machine_paths(work)) == []
+        assert not [n for n in notices if "paths of this machine" in n]
+        wheels.append(wheel)
+    info = build_info(wheels[0])
+    assert info["cwd"] == "/build/src/recorder-1.0"
+    assert info["sys_prefix"].startswith("/build/")
+    assert wheels[0].read_bytes() == wheels[1].read_bytes()
+
+
+def test_without_the_sandbox_a_wheel_that_records_its_build_path_is_reported(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Without the box there is no fixed path: the prefix maps are all there is, and a wheel
+    that names the work folder is reported."""
     upstream.sdist("recorder", "1.0")
     work = tmp_path / "work"
     notices: list[str] = []
@@ -186,6 +222,7 @@ def test_a_wheel_that_records_its_build_path_is_reported(
         repo=tmp_path / "repo",
         index_url=upstream.url,
         work_dir=work,
+        sandbox=False,
     )
     assert app.bootstrap(options, notice=notices.append).ok
     (wheel,) = Repository(tmp_path / "repo").wheels()
@@ -368,11 +405,13 @@ def test_without_setarch_builds_go_on_and_the_run_is_told_once(tmp_path: Path) -
     assert "setarch -R failed" in notices[0]
 
 
+@pytest.mark.parametrize("sandbox", [True, False])
 def test_rebuild_builds_where_it_is_told_and_a_recorded_build_path_then_matches(
-    upstream: Upstream, tmp_path: Path
+    upstream: Upstream, tmp_path: Path, sandbox: bool
 ) -> None:
-    """A wheel that records its build folder rebuilds bit for bit only in the same folder:
-    ``rebuild --work-dir`` chooses it (the default is the shared per-user build root)."""
+    """A wheel that records its build folder rebuilds bit for bit anywhere in the sandbox (the
+    work folder is at a fixed path there); without it, only in the same folder: ``rebuild
+    --work-dir`` chooses it (the default is the shared per-user build root)."""
     from click.testing import CliRunner
 
     from rewheel.cli import cli
@@ -380,12 +419,21 @@ def test_rebuild_builds_where_it_is_told_and_a_recorded_build_path_then_matches(
     upstream.sdist("recorder", "1.0")
     work, repo = tmp_path / "work", tmp_path / "repo"
     options = app.BootstrapOptions(
-        requirements=[Requirement("recorder")], repo=repo, index_url=upstream.url, work_dir=work
+        requirements=[Requirement("recorder")],
+        repo=repo,
+        index_url=upstream.url,
+        work_dir=work,
+        sandbox=sandbox,
     )
     assert app.bootstrap(options).ok
     elsewhere = tmp_path / "elsewhere"
-    args = ["rebuild", "--check", "--repo", str(repo), "--work-dir"]
+    no_box = [] if sandbox else ["--no-sandbox"]
+    args = ["rebuild", "--check", "--repo", str(repo), *no_box, "--work-dir"]
     result = CliRunner().invoke(cli, [*args, str(elsewhere)])
+    if sandbox:
+        assert result.exit_code == 0, result.output
+        assert "same    recorder 1.0" in result.output
+        return
     assert result.exit_code == 1, result.output
     assert "DIFFERS recorder 1.0" in result.output
     assert "content differs: recorder/_build_info.json" in result.output

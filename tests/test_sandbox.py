@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 from rewheel import app
 from rewheel.build.runner import SubprocessRunner
 from rewheel.build.sandbox import (
+    BOX_WORK,
     ENV_ALLOWED,
     Limits,
     SandboxPolicy,
@@ -22,7 +23,7 @@ from rewheel.build.sandbox import (
     system_view,
 )
 from rewheel.core.errors import CommandFailed, ConfigError
-from rewheel.core.types import Confinement
+from rewheel.core.types import Confinement, Relocation
 
 PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")  # visible in the box; our venv is not
 MiB = 1 << 20
@@ -66,6 +67,77 @@ def test_the_box_shows_the_system_read_only_and_only_the_named_paths_writable() 
     assert "--unshare-net" not in bwrap_argv(
         policy, ["x"], cwd=Path("/"), readable=(), writable=(), network=True
     )
+
+
+def test_the_work_folder_is_shown_at_its_fixed_path_and_nowhere_else() -> None:
+    moved = Relocation(host=Path("/b/w/pkg-1.0"), box=BOX_WORK)
+    policy = SandboxPolicy(bwrap="/usr/bin/bwrap", system_paths=(Path("/opt/py"),))
+    argv = bwrap_argv(
+        policy,
+        ["python", "hook.py"],
+        cwd=Path("/build/src"),
+        readable=[Path("/b/w/pkg-1.0"), Path("/hooks/_in_process.py")],
+        writable=[Path("/b/w/pkg-1.0/src"), Path("/ctl")],
+        relocated=moved,
+    )
+    mounts = _mounts(argv)
+    assert ("--ro-bind", "/build") in mounts and ("--bind", "/build/src") in mounts
+    assert ("--ro-bind", "/hooks/_in_process.py") in mounts and ("--bind", "/ctl") in mounts
+    assert not [dest for _opt, dest in mounts if dest.startswith("/b/w")]
+    # The sources stay the machine's folders.
+    i = argv.index("--ro-bind")
+    assert argv[i + 1 : i + 3] == ["/b/w/pkg-1.0", "/build"]
+    assert argv[argv.index("--chdir") + 1] == "/build/src"
+
+
+def test_paths_under_the_work_folder_are_rewritten_in_every_form() -> None:
+    moved = Relocation(
+        host=Path("/r/pkg-1.0"), box=Path("/build"), aliases=(Path("/real/pkg-1.0"),)
+    )
+    assert moved.text("/r/pkg-1.0") == "/build"
+    assert moved.text("/r/pkg-1.0/env/bin:/usr/bin") == "/build/env/bin:/usr/bin"
+    assert moved.text("-I/real/pkg-1.0/src -ffile-prefix-map=/r/pkg-1.0=/x") == (
+        "-I/build/src -ffile-prefix-map=/build=/x"
+    )
+    # Another package's folder, whose name only starts with this one's, is left alone.
+    assert moved.text("/r/pkg-1.0.1/src") == "/r/pkg-1.0.1/src"
+    assert moved.text("/r/pkg-1.0-x") == "/r/pkg-1.0-x"
+    assert moved.path(Path("/r/pkg-1.0/dist")) == Path("/build/dist")
+    assert moved.path(Path("/elsewhere")) == Path("/elsewhere")
+    confine = Confinement(relocated=moved).adding(writable=[Path("/ctl")])
+    assert confine.relocated == moved and confine.in_box(Path("/r/pkg-1.0")) == Path("/build")
+    assert Confinement().in_box(Path("/r/pkg-1.0")) == Path("/r/pkg-1.0")
+
+
+def test_a_relocated_work_folder_needs_the_sandbox(tmp_path: Path) -> None:
+    confine = Confinement(relocated=Relocation(host=tmp_path, box=BOX_WORK))
+    with pytest.raises(ValueError, match="needs the sandbox"):
+        SubprocessRunner()(["true"], cwd=tmp_path, env={}, log=tmp_path / "log", confine=confine)
+    assert make_policy(enabled=False).work_in_box is None
+
+
+def test_a_build_sees_its_work_folder_at_the_fixed_path(bwrap: str, tmp_path: Path) -> None:
+    work = tmp_path / "root" / "pkg-1.0"
+    (work / "src").mkdir(parents=True)
+    runner = SubprocessRunner(sandbox=make_policy(enabled=True, bwrap=bwrap))
+    confine = Confinement(
+        readable=(work,),
+        writable=(work / "src",),
+        relocated=Relocation(host=work, box=BOX_WORK),
+    )
+    code = (
+        "import os, sys; open('seen', 'w').write(repr((os.getcwd(), sys.argv[1], "
+        "os.environ['WHERE'], os.path.exists(sys.argv[2]))))"
+    )
+    runner(
+        [PYTHON, "-c", code, str(work / "src"), str(tmp_path)],
+        cwd=work / "src",
+        env={"WHERE": f"{work}/env/bin:/usr/bin"},
+        log=tmp_path / "log",
+        confine=confine,
+    )
+    seen = (work / "src" / "seen").read_text()
+    assert seen == repr(("/build/src", "/build/src", "/build/env/bin:/usr/bin", False))
 
 
 def test_the_system_view_never_shows_what_is_hidden(tmp_path: Path) -> None:

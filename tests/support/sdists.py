@@ -51,7 +51,7 @@ An sdist (top directory ``{dist}-{version}/``) holds ``PKG-INFO``, ``<import_nam
 
     {"requirements": {"<req as written>": "<installed version>" | null, ...},
      "env": [sorted names of PIP_* and UV_* environment variables, all of them],
-     "sys_prefix": ..., "sys_executable": ...,
+     "sys_prefix": ..., "sys_executable": ..., "cwd": the folder the hook ran in,
      "pip_importable": bool, "setuptools_importable": bool, "config_settings": {...}}
 
 With ``probe_files``, build_info also has ``"probed": {path as given: bool}``: whether the build
@@ -142,6 +142,7 @@ def build_info(requirements, config_settings, probe_files=(), attack=None):
         "env": sorted(k for k in os.environ if k.startswith(("PIP_", "UV_"))),
         "sys_prefix": sys.prefix,
         "sys_executable": sys.executable,
+        "cwd": os.getcwd(),
         "pip_importable": importlib.util.find_spec("pip") is not None,
         "setuptools_importable": importlib.util.find_spec("setuptools") is not None,
         "config_settings": dict(config_settings or {}),

@@ -121,7 +121,8 @@ class Backend:
         """Build a wheel into ``out_dir`` and return its path."""
         with self._translated(Step.BUILD_WHEEL):
             out_dir.mkdir(parents=True, exist_ok=True)
-            name = self._caller.build_wheel(str(out_dir), config_settings)
+            # Named as the hook sees it (in the box, the work folder is at a fixed path).
+            name = self._caller.build_wheel(str(self._confine.in_box(out_dir)), config_settings)
             if not isinstance(name, str) or "/" in name or not name.endswith(".whl"):
                 raise self._error(
                     Step.BUILD_WHEEL, f"hook returned {name!r}, not a wheel file name"

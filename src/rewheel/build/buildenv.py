@@ -153,11 +153,14 @@ class EnvBuilder:
 
         common = ["--no-config", "--no-python-downloads", "--color", "never", "--no-progress"]
         # No seed packages: the build gets pip/setuptools/wheel only if it asks for them.
+        # Relocatable: its scripts find their interpreter relative to themselves, since build
+        # code sees the environment at another path (sandbox.BOX_WORK) than the one made here.
         run(
             [
                 str(self._uv),
                 "venv",
                 *common,
+                "--relocatable",
                 "--no-project",
                 "--python",
                 str(self._python),

@@ -120,7 +120,7 @@ class FreshWheel:
     started: float  # wall clock, when the build began
     build_path: Path
     log: Path
-    # How the build ran (None: the builder was given no probe, as in rebuilds and on workers).
+    # How the build ran (None: the builder was given no probe, as in rebuilds).
     conditions: BuildConditions | None = None
     # Where the wheel names this machine (its build root, the interpreter's prefix, the
     # repository): nothing, when it is reproducible anywhere.

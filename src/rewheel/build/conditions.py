@@ -11,6 +11,7 @@ asks the machine only what no earlier one did.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.metadata
@@ -86,6 +87,17 @@ class BuildConditions:
             "programs": [p.as_record() for p in self.programs],
             "linkage": None if self.linkage is None else self.linkage.as_record(),
         }
+
+
+@dataclass(frozen=True)
+class RecordedConditions:
+    """``BuildConditions`` made elsewhere, as their record: a Dask worker builds, reads how the
+    build ran there and sends ``as_record()`` back; the coordinator publishes with this."""
+
+    record: Mapping[str, Any]
+
+    def as_record(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self.record))
 
 
 def process_umask(status: Path = Path("/proc/self/status")) -> str | None:

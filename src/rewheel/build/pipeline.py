@@ -306,6 +306,7 @@ def local_steps(
         work_root=work_root or repo.work_dir,
         logs_dir=repo.logs_dir,
         isolate_network=isolate_network,
+        box_root=None if sandbox is None else sandbox.work_in_box,
     )
     parts = build_parts(
         workspace=workspace,

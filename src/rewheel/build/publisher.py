@@ -18,7 +18,7 @@ from ..core.types import WheelRef
 from ..repo.repository import Repository
 from .buildenv import BuildEnvironment
 from .builder import Deliver, FreshWheel
-from .conditions import BuildConditions
+from .conditions import BuildConditions, RecordedConditions
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class HowBuilt:
     build_path: Path
     log: Path
     system: Sequence[Mapping[str, Any]] = ()  # the system tools its settings took
-    conditions: BuildConditions | None = None  # None: not recorded (rebuilds, workers)
+    # None: not recorded (rebuilds); a worker's, as its result carried them (RecordedConditions)
+    conditions: BuildConditions | RecordedConditions | None = None
 
 
 class Witness(Protocol):
@@ -116,7 +117,7 @@ class Publisher:
         log: Path,
         system: Sequence[Mapping[str, Any]] = (),
         expected_sha256: str | None = None,
-        conditions: BuildConditions | None = None,
+        conditions: BuildConditions | RecordedConditions | None = None,
     ) -> WheelRef:
         """Publish ``wheel`` built from ``prepared`` (here or on a Dask worker) with its
         provenance; with ``expected_sha256``, refuse a wheel that is not those bytes.

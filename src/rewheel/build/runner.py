@@ -8,6 +8,10 @@ output kept in the log. They also run with address space randomization off (util
 
 Every command gets the same umask (``reproducible.BUILD_UMASK`` by default), whatever the user's:
 the modes of the files a build writes end up in its wheel.
+
+A confinement with a ``relocated`` folder (the package's work folder, shown at
+``sandbox.BOX_WORK``) has the command's arguments, working folder and variables rewritten to the
+paths the box shows; it needs the sandbox (without one there is nothing to mount it with).
 """
 
 from __future__ import annotations
@@ -401,17 +405,25 @@ class SubprocessRunner:
                     "will not be reproducible",
                     key="setarch",
                 )
+        if confine is not None and confine.relocated is not None and not self.sandbox.enabled:
+            raise ValueError("a relocated work folder needs the sandbox")
         if confine is not None and self.sandbox.enabled:
+            moved = confine.relocated
+            if moved is not None:
+                # What the box shows: the work folder at its fixed path, nowhere else.
+                cmd = [moved.text(c) for c in cmd]
+                env = {k: moved.text(v) for k, v in env.items()}
             seccomp = _seccomp_fd()
             pass_fds = () if seccomp is None else (seccomp,)
             full = _rlimit_prefix(self.sandbox.limits) + bwrap_argv(
                 self.sandbox,
                 layout + cmd,
-                cwd=cwd,
+                cwd=confine.in_box(cwd),
                 readable=confine.readable,
                 writable=confine.writable,
                 network=confine.network,
                 seccomp_fd=seccomp,
+                relocated=moved,
             )
             shown = full
         else:

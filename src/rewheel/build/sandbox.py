@@ -15,7 +15,12 @@ command a recipe runs for a build gets, by default:
   abstract sockets), IPC and UTS namespaces, no capabilities, no nested user namespaces, a new
   terminal session;
 - resource limits (``Limits``): a wall time per command, address space, largest file, total size
-  of its writable folders, and size of its output kept in the log.
+  of its writable folders, and size of its output kept in the log;
+- its package's work folder (source tree, build environments, home, temporary and output
+  folders) at one fixed path, ``BOX_WORK`` (``/build``), whatever the build root on the machine:
+  what a build records of its own paths is then the same on every machine. Each box has its own
+  mount namespace, so builds running at once each see their own folder there, and none sees
+  another's (the build root is not shown at all).
 
 This module is the pure half: what the box looks like (``SandboxPolicy``, ``bwrap_argv``). Running
 it, and enforcing the limits that need watching, is ``runner.SubprocessRunner``'s job.
@@ -34,7 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, Step
+from ..core.types import Relocation
 from .seccomp import refused_calls
+
+# Where every box shows its package's work folder (``Confinement.relocated``).
+BOX_WORK = Path("/build")
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -178,6 +187,11 @@ class SandboxPolicy:
     def enabled(self) -> bool:
         return self.bwrap is not None
 
+    @property
+    def work_in_box(self) -> Path | None:
+        """The fixed path at which builds see their work folder (None: no box, no relocation)."""
+        return BOX_WORK if self.bwrap is not None else None
+
     def shows(self, path: Path) -> bool:
         """Whether ``path`` is in a folder of the machine that every box shows (read-only):
         the system folders, the allowed files of ``/etc``, ``system_paths``. A secret there (a
@@ -206,11 +220,17 @@ class SandboxPolicy:
             "seccomp_refused": refused_calls(),
             "readonly_system": [str(p) for p in self.system_paths],
             "limits": self.limits.as_record(),
+            "workFolderInBox": str(BOX_WORK),
         }
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path == r or r in path.parents for r in roots)
+
+
+def _clashes(path: Path) -> bool:
+    """Whether showing ``path`` in the box would clash with the work folder's fixed place."""
+    return _under(path, [BOX_WORK]) or _under(BOX_WORK, [path])
 
 
 def system_view(
@@ -236,6 +256,8 @@ def system_view(
             continue
         if any(_under(h, [path]) for h in hidden):
             continue  # showing it would show something hidden below it
+        if _clashes(path):
+            continue  # the work folder's place in the box: not the machine's
         if path not in out:
             out.append(path)
         if (path / "rustup").exists():
@@ -254,12 +276,19 @@ def bwrap_argv(
     writable: Sequence[Path],
     network: bool = False,
     seccomp_fd: int | None = None,
+    relocated: Relocation | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``cmd`` in the box (pure: it looks at no file).
 
     Readable paths are mounted before writable ones, so a writable folder inside a readable one
     (a source tree inside its read-only work folder) is writable, and nothing else there is.
+    With ``relocated``, the paths under its host folder are mounted at their place under its box
+    folder (``cmd`` and ``cwd`` must already name them there).
     """
+
+    def at(p: Path) -> str:
+        return str(p if relocated is None else relocated.path(p))
+
     if policy.bwrap is None:
         raise ValueError("no sandbox program")
     argv = [
@@ -310,9 +339,9 @@ def bwrap_argv(
     for p in policy.system_paths:
         argv += ["--ro-bind-try", str(p), str(p)]
     for p in readable:
-        argv += ["--ro-bind", str(p), str(p)]
+        argv += ["--ro-bind", str(p), at(p)]
     for p in writable:
-        argv += ["--bind", str(p), str(p)]
+        argv += ["--bind", str(p), at(p)]
     # The root itself (a tmpfs bwrap makes) read-only: nothing can be written outside the paths
     # named writable and the two small temporary folders.
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(cwd), "--", *cmd]
@@ -394,9 +423,17 @@ def make_policy(
         raise ConfigError(f"cannot sandbox builds: {found}", step=Step.SANDBOX, hint=_HINT)
     path, version = found
     environ = os.environ if environ is None else environ
+    prefix = Path(sys.base_prefix).resolve()
+    if _clashes(prefix):
+        raise ConfigError(
+            f"cannot sandbox builds: the interpreter is installed in {prefix}, where every "
+            f"sandbox shows the build's own work folder ({BOX_WORK})",
+            step=Step.SANDBOX,
+            hint="run rewheel with an interpreter installed elsewhere",
+        )
     view = system_view(
         environ,
-        python_prefix=Path(sys.base_prefix).resolve(),
+        python_prefix=prefix,
         hidden=[Path(sys.prefix).resolve(), rewheel_data_dir(environ).resolve(), *hidden],
     )
     return SandboxPolicy(bwrap=path, bwrap_version=version, limits=limits, system_paths=view)

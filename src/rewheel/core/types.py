@@ -7,6 +7,7 @@ so that none of them imports another and tests can hand each of them fakes.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,46 @@ class Why:
         return {"package": self.parent, "requirement": self.requirement, "kind": self.kind.value}
 
 
+# A character that may continue a file name: a path followed by one of these is another path
+# (``/w/pkg-1.0`` is not a prefix of ``/w/pkg-1.0.1``).
+_NAME_CHAR = r"[\w.+~-]"
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """A folder of the machine (``host``) that a boxed command sees at another path (``box``).
+
+    The package's work folder is mounted at one fixed path in every box, so that what a build
+    records of its own paths (compiled-in file names, generated modules, ``sys.prefix``) is the
+    same whatever the build root. ``aliases``: other spellings of ``host`` (its resolved path).
+    The host path itself does not exist in the box.
+    """
+
+    host: Path
+    box: Path
+    aliases: tuple[Path, ...] = ()
+
+    def _pattern(self) -> re.Pattern[str]:
+        spellings = sorted({str(self.host), *(str(a) for a in self.aliases)}, key=len, reverse=True)
+        alternatives = "|".join(re.escape(s) for s in spellings if s != "/")
+        return re.compile(f"(?:{alternatives})(?!{_NAME_CHAR})")
+
+    def path(self, path: Path) -> Path:
+        """Where ``path`` (of the machine) is in the box: moved if it is under ``host``."""
+        return Path(self.text(str(path))) if self.covers(path) else path
+
+    def covers(self, path: Path) -> bool:
+        """Whether ``path`` is ``host`` or under it (in any of its spellings)."""
+        roots = (self.host, *self.aliases)
+        return any(path == r or r in path.parents for r in roots)
+
+    def text(self, text: str) -> str:
+        """``text`` (an argument, a variable's value) with every path under ``host`` moved to
+        the box: whole values, ``PATH``-like lists and flags such as ``-I/host/...`` alike."""
+        box = str(self.box)
+        return self._pattern().sub(lambda _m: box, text)
+
+
 @dataclass(frozen=True)
 class Confinement:
     """What an untrusted command (a build hook, a recipe's compiler) may see of this machine.
@@ -107,11 +148,15 @@ class Confinement:
     With the sandbox on, only these paths (and a read-only view of the system) exist for it:
     ``readable`` read-only, ``writable`` read-write (mounted after the readable ones, so a
     writable folder may sit inside a readable one). ``network``: whether it keeps the network.
+    ``relocated``: a folder the box shows at a fixed path instead of its own (the paths above
+    under it are mounted there, and the command's arguments, folder and variables are rewritten
+    to match); only a sandbox can do this, so it is set only when the run has one.
     """
 
     readable: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     network: bool = False
+    relocated: Relocation | None = None
 
     def adding(
         self, *, readable: Sequence[Path] = (), writable: Sequence[Path] = ()
@@ -120,7 +165,12 @@ class Confinement:
             readable=(*self.readable, *readable),
             writable=(*self.writable, *writable),
             network=self.network,
+            relocated=self.relocated,
         )
+
+    def in_box(self, path: Path) -> Path:
+        """Where the boxed command sees ``path`` of the machine."""
+        return path if self.relocated is None else self.relocated.path(path)
 
 
 class Runner(Protocol):

@@ -39,6 +39,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from ..build.buildenv import BuildEnvironment
+from ..build.conditions import RecordedConditions
 from ..build.diagnose import clean_line
 from ..build.pipeline import LocalSteps
 from ..core.bootstrap import Built, Cached, Prepared
@@ -320,6 +321,9 @@ class DaskSteps:
                 log=log,
                 system=self.local.system_tools(pin),
                 expected_sha256=result.sha256,
+                conditions=(
+                    None if result.conditions is None else RecordedConditions(result.conditions)
+                ),
             )
         finally:
             shutil.rmtree(staged_dir, ignore_errors=True)

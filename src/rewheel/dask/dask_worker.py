@@ -37,6 +37,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from distributed import get_worker
@@ -45,6 +46,7 @@ from packaging.version import Version
 
 from ..build.buildenv import EnvBuilder
 from ..build.builder import CoreBudget, FreshWheel
+from ..build.conditions import HostProbe
 from ..build.pipeline import BuildParts, build_parts
 from ..build.publisher import keep_in
 from ..build.reproducible import ensure_private_dir
@@ -127,6 +129,9 @@ class JobResult:
     env_path: str = ""
     python: str = ""
     reproducibility: Mapping[str, str] = field(default_factory=dict)
+    # How the build ran on the worker (``conditions.BuildConditions.as_record()``: umask,
+    # compilers, what the wheel links there), for the provenance; None: not recorded.
+    conditions: Mapping[str, Any] | None = None
     error: tuple[str, str, str | None] | None = None
     hint: str | None = None  # the error's: what to do about it (the cause its log shows)
     log_uploaded: bool = False
@@ -245,6 +250,18 @@ def _core_budget() -> CoreBudget:
         return _cores
 
 
+# One probe for the builds of this worker process: it asks the machine each thing once.
+_probe: HostProbe | None = None
+
+
+def _host_probe() -> HostProbe:
+    global _probe
+    with _cores_lock:
+        if _probe is None:
+            _probe = HostProbe()
+        return _probe
+
+
 def _worker_name() -> str:
     try:
         return str(get_worker().address)
@@ -303,7 +320,10 @@ def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient)
     )
     runner = SubprocessRunner(sandbox=sandbox)
     workspace = Workspace(
-        work_root=build_root, logs_dir=repo.logs_dir, isolate_network=job.isolate_network
+        work_root=build_root,
+        logs_dir=repo.logs_dir,
+        isolate_network=job.isolate_network,
+        box_root=sandbox.work_in_box,
     )
     return build_parts(
         workspace=workspace,
@@ -318,6 +338,8 @@ def _worker_parts(job: Job, scratch: Path, build_root: Path, client: HttpClient)
         settings=_JobSettings(_job_settings(job, scratch / "patches")),
         build_timeout=job.build_timeout,
         cores=_core_budget(),
+        # How each build ran here, for the coordinator's provenance (it cannot see this machine).
+        probe=_host_probe(),
     )
 
 
@@ -352,6 +374,7 @@ def _run_steps(job: Job, parts: BuildParts, out_dir: Path) -> JobResult:
         env_path=str(made.env.path),
         python=str(made.env.python),
         reproducibility=dict(made.reproducibility),
+        conditions=None if made.conditions is None else made.conditions.as_record(),
     )
 
 

@@ -250,6 +250,7 @@ def rebuild_check(
             # Beside, not over, the logs of the builds that published the wheels.
             logs_dir=repo.root / "logs" / "rebuild",
             isolate_network=isolate_network,
+            box_root=runner.sandbox.work_in_box,
         )
         parts = build_parts(
             workspace=workspace,
