@@ -151,15 +151,33 @@ def test_a_folder_on_this_machine_is_a_cache_too(
 def test_other_settings_here_mean_other_keys_and_the_builds_are_made_here(
     upstream: Upstream, built: Path, tmp_path: Path
 ) -> None:
-    # tool-a gets another variable here: its key differs, so do the keys of everything it
-    # builds: the cache has nothing this run would build.
+    # Every package gets another variable here: every key differs, so the cache has nothing
+    # this run would build.
     settings = tmp_path / "settings"
     settings.mkdir()
-    (settings / "tool-a.toml").write_text('[env]\nTOOL_FLAVOUR = "other"\n')
+    (settings / "_defaults.toml").write_text('[env]\nTOOL_FLAVOUR = "other"\n')
     result, notices = bootstrap_b(upstream, tmp_path / "b", str(built), settings_dir=settings)
     assert (result.built, result.from_cache) == (3, 0)
     # A key the cache does not have is no one's fault: nothing said about the cache.
     assert not [n for n in notices if "build cache" in n], notices
+
+
+def test_a_build_tool_rebuilt_to_the_same_bytes_keeps_the_keys_of_what_it_builds(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # Only tool-a's settings differ, so it is built here; its wheel does not depend on the
+    # variable (nor, in the sandbox's fixed /build, on the build root), so the environments
+    # of lib-b and app hold the same wheel by sha256: their keys, and the cache's builds, hold.
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "tool-a.toml").write_text('[env]\nTOOL_FLAVOUR = "other"\n')
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(built), settings_dir=settings)
+    assert result.outcomes["tool-a==1.0"] is Outcome.BUILT, notices
+    assert Repository(b).find_wheels("tool-a", "1.0") == Repository(built).find_wheels(
+        "tool-a", "1.0"
+    )
+    assert (result.built, result.from_cache) == (1, 2), notices
 
 
 # ---------------------------------------------------------------- keys
