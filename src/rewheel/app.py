@@ -69,6 +69,9 @@ class BootstrapOptions:
     isolate_network: bool = True
     sandbox: bool = True  # build code in bubblewrap; False only when the user says --no-sandbox
     strict_hashes: bool = False
+    # The sha256 digests allowed for a project's sdist (``--hash`` options, a pylock.toml's sdist
+    # entries), by normalized name: the bootstrap builds no other file of that project.
+    sdist_hashes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     settings_dir: Path | None = None
     variant: str | None = None
     keep_going: bool = False
@@ -146,6 +149,7 @@ def bootstrap(
                 allow_prereleases=options.allow_prereleases,
                 interpreter=interpreter_tag(),
                 cache_format=CACHE_FORMAT,
+                sdist_hashes=options.sdist_hashes,
             )
             if options.dask is None and (same := _same_as_last_run(repo, upstream, fp)):
                 return same
@@ -237,6 +241,10 @@ def bootstrap(
                         reporter=reporter,
                         # A plan goes on past what it cannot plan, to show all it can.
                         keep_going=options.keep_going or planning,
+                        sdist_hashes={
+                            canonicalize_name(name): digests
+                            for name, digests in options.sdist_hashes.items()
+                        },
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:
