@@ -221,7 +221,9 @@ def test_a_pylock_file_is_read_as_a_lock_by_its_name(tmp_path: Path) -> None:
         (tmp_path / name).write_text(lock)
         out = collect([], [tmp_path / name], [])
         assert _names(out.requirements) == ["alpha==1.0", "beta==2.0"]
-        assert out.hashes == {"alpha": {digest}}  # a wheel's hash is no sdist's
+        assert out.lock_sdist_hashes == {"alpha": {digest}}  # a wheel's hash is no sdist's
+        assert out.hashes == {}  # nothing for `rewheel install` to hold the repository's wheels to
+        assert out.sdist_hashes() == {"alpha": {digest}}
         assert len(out.notes) == 1 and "no sdist hash for beta==2.0" in out.notes[0]
         assert not out.lines  # the lock's packages need no --hash of their own
     (tmp_path / "pylock.toml").write_text(lock)

@@ -336,3 +336,19 @@ def test_a_pylock_with_a_tampered_sdist_hash_builds_nothing(
         f"alpha==1.0 [download]: sdist alpha-1.0.tar.gz has sha256 {_sha(sdists['alpha'])}" in err
     )
     assert repo.wheels() == [] and repo.load_records() == []
+
+
+@pytest.mark.usefixtures("_clean")
+@pytest.mark.parametrize("command", ["install", "lock"])
+def test_commands_that_read_the_repository_take_no_index_from_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    lock = tmp_path / "locked.txt"
+    lock.write_text("-i https://pypi.org/simple\nsix==1.17.0\n")
+    argv = [command, "-r", str(lock), "--repo", str(tmp_path / "repo")]
+    if command == "install":
+        argv += ["--venv", str(tmp_path / "venv")]
+    code, err = _cli(argv, capsys)
+    assert code == 2
+    assert "locked.txt:1: the index https://pypi.org/simple is not used here" in err
+    assert not (tmp_path / "venv").exists()

@@ -268,7 +268,7 @@ class _Tree:
         return app.BootstrapOptions(
             requirements=reqs.requirements,
             constraints=reqs.constraints,
-            sdist_hashes={str(name): frozenset(d) for name, d in reqs.hashes.items()},
+            sdist_hashes={str(n): frozenset(d) for n, d in reqs.sdist_hashes().items()},
             repo=self.repo,
             index_url=self.index_url,
             jobs=self.jobs,
@@ -424,7 +424,7 @@ _constraint_files_option = click.option(
 
 def _no_index_lines(reqs: RequirementSet) -> None:
     """What reads the repository, not an upstream, takes no index from a file."""
-    for where, url in [*reqs.index_urls, *reqs.lock_indexes][:1]:
+    for where, url in reqs.index_urls[:1]:
         raise ConfigError(
             f"{where}: the index {url} is not used here: this command reads the repository",
             step=Step.INPUT,

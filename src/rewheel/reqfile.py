@@ -52,6 +52,9 @@ class RequirementSet:
     # The sha256 digests ``--hash`` options allow, by project (requirements and constraints alike,
     # as pip takes them); a project without an entry is not restricted.
     hashes: dict[NormalizedName, set[str]] = field(default_factory=dict)
+    # The sha256 of the sdists PEP 751 locks give, by project: for a bootstrap only (what
+    # ``rewheel install`` checks are the repository's wheels, which no upstream lock names).
+    lock_sdist_hashes: dict[NormalizedName, set[str]] = field(default_factory=dict)
     # Every requirement of the command line and of requirements files (not constraints, not
     # lock files), for pip's hash-checking mode (``check_hash_mode``).
     lines: list[Line] = field(default_factory=list)
@@ -59,6 +62,14 @@ class RequirementSet:
     index_urls: list[tuple[str, str]] = field(default_factory=list)  # (where, --index-url)
     lock_indexes: list[tuple[str, str]] = field(default_factory=list)  # (where, packages.index)
     notes: list[str] = field(default_factory=list)  # what was ignored, for the user to see
+
+    def sdist_hashes(self) -> dict[NormalizedName, set[str]]:
+        """What a bootstrap holds each project's sdist to: the ``--hash`` options (pip-compile
+        and uv list the sdist's next to the wheels') and the locks' sdist hashes."""
+        out = {name: set(digests) for name, digests in self.hashes.items()}
+        for name, digests in self.lock_sdist_hashes.items():
+            out.setdefault(name, set()).update(digests)
+        return out
 
     def hash_checking(self) -> bool:
         return self.require_hashes or any(line.hashed for line in self.lines)
@@ -271,7 +282,7 @@ def _read_lock(
                 " taken from the upstream and checked against the index's sha256 only"
             )
             continue
-        into.hashes.setdefault(package.name, set()).update(package.sdist_sha256)
+        into.lock_sdist_hashes.setdefault(package.name, set()).update(package.sdist_sha256)
 
 
 def collect(
