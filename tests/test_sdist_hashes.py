@@ -352,3 +352,23 @@ def test_commands_that_read_the_repository_take_no_index_from_a_file(
     assert code == 2
     assert "locked.txt:1: the index https://pypi.org/simple is not used here" in err
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.usefixtures("_clean")
+def test_a_lock_made_against_another_index_is_built_from_the_upstream_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = "d" * 64
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(
+        'lock-version = "1.0"\ncreated-by = "pip"\n[[packages]]\nname = "six"\n'
+        'version = "1.17.0"\nindex = "https://mirror.invalid/simple"\n'
+        'sdist = { url = "https://mirror.invalid/six.tar.gz",'
+        f' hashes = {{ sha256 = "{digest}" }} }}\n'
+    )
+    seen, runs = _recording()
+    code, err = _cli(["bootstrap", "-r", str(lock)], capsys, runs)
+    assert code == 0
+    assert seen[0].index_url == "https://pypi.org/simple"
+    assert seen[0].sdist_hashes == {"six": frozenset({digest})}
+    assert "the lock's packages came from https://mirror.invalid/simple" in err

@@ -311,7 +311,8 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
             "requirement_files",
             multiple=True,
             type=click.Path(path_type=Path, dir_okay=False),
-            help="Requirements from this file (repeatable).",
+            help="Requirements from this file (repeatable): pip's format, its --hash options "
+            "enforced on the sdists, or a PEP 751 pylock.toml (docs/requirement-files.md).",
         ),
         click.option(
             "-c",
