@@ -81,6 +81,7 @@ def test_a_tampered_sdist_stops_the_run_before_anything_is_prepared_or_built() -
     )
     assert f"has sha256 {real}" in str(err) and "a" * 64 in str(err)
     assert "beta-2.0.tar.gz" in str(err) and err.step == "download"
+    assert err.hint is not None and "nothing was built from it" in err.hint
     assert not steps.prepares and not steps.builds and not steps.published
 
 
@@ -120,7 +121,9 @@ def test_a_build_tool_not_listed_is_resolved_and_a_listed_one_is_held_to_its_has
     hashes["tool"] = {_sdist_sha(upstream, "tool", "2.0")}
     steps = FakeSteps(upstream, build_requires={"alpha": ["tool<2"]})
     result = _run(steps, ["alpha==1.0", "tool==2.0"], hashes)
-    assert isinstance(result.failures["tool==1.0"], HashMismatch)
+    refused = result.failures["tool==1.0"]
+    assert isinstance(refused, HashMismatch)
+    assert refused.hint is not None and "pass the file with -c as well" in refused.hint
     assert "tool==1.0" not in steps.builds and "alpha==1.0" not in steps.builds
 
 

@@ -326,12 +326,12 @@ class _Pass(Generic[EnvT]):
             if pin.name not in self.sdist_hashes:
                 continue
             if pin.sdist.sha256:
-                self._check_hash(pin, pin.sdist.sha256)
+                self._check_hash(pin, pin.sdist.sha256, first=True)
             else:
                 prepared = await self._io(self.steps.prepare, pin)
-                self._check_hash(pin, prepared.sdist_sha256)
+                self._check_hash(pin, prepared.sdist_sha256, first=True)
 
-    def _check_hash(self, pin: Pin, digest: str) -> None:
+    def _check_hash(self, pin: Pin, digest: str, *, first: bool = False) -> None:
         """Refuse ``pin``'s sdist unless ``digest`` is among the hashes given for its project
         (the same project in a build environment too, whatever its version)."""
         allowed = self.sdist_hashes.get(pin.name)
@@ -343,10 +343,13 @@ class _Pass(Generic[EnvT]):
             filename=pin.sdist.filename,
             found=digest.lower(),
             expected=allowed,
-            hint="the upstream serves another file than the one the hashes were made of; nothing"
-            " was built from it. If the change is expected, lock again; a build tool pinned with"
-            " hashes is held to them in build environments too (pass the file with -c as well"
-            " so that they use that version)",
+            hint=(
+                "the upstream serves another file than the one the hashes were made of, and"
+                " nothing was built from it; if the change is expected, lock again"
+                if first
+                else "a project listed with hashes is held to them in build environments too;"
+                " pass the file with -c as well so that they use the version it pins"
+            ),
         )
 
     # -- nodes -------------------------------------------------------------------------------
