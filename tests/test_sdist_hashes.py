@@ -266,6 +266,11 @@ def test_uv_compiled_hashes_build_exactly_the_pinned_versions(
     assert sorted((w.name, w.version) for w in repo.wheels()) == [("alpha", "1.0"), ("beta", "2.0")]
     record = repo.load_record("beta", "2.0")
     assert record is not None and record.sdist_sha256 == _sha(sdists["beta"])
+    # The same pins with other hashes are no "nothing changed" re-run: the wheels already
+    # built from the sdist are refused with it.
+    lock.write_text(_uv_compiled(upstream, sdists, beta="0" * 64))
+    code, err, _ = _bootstrap(upstream, tmp_path, lock, capsys)
+    assert code == 2 and "beta==2.0 [download]: sdist beta-2.0.tar.gz has sha256" in err
 
 
 @pytest.mark.usefixtures("_clean")
