@@ -181,7 +181,7 @@ def test_why_json_of_a_name_no_run_had_is_an_error(built: Path) -> None:
     assert result.exit_code != 0 and result.stdout == ""
 
 
-def test_bootstrap_says_it_does_not_use_the_hashes_of_a_lock_file(
+def test_bootstrap_holds_the_sdists_to_the_hashes_of_a_lock_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[app.BootstrapOptions] = []
@@ -197,6 +197,7 @@ def test_bootstrap_says_it_does_not_use_the_hashes_of_a_lock_file(
         main(argv, runs=Runs(bootstrap=fake_bootstrap))
     out, err = capsys.readouterr()
     assert info.value.code in (0, None)
-    assert "the --hash options of the requirement files are not used here" in err
+    assert "not used" not in err
+    assert seen[0].sdist_hashes == {"app": frozenset({"a" * 64})}
     assert [str(r) for r in seen[0].requirements] == ["app==1.0"]
     assert json.loads(out)["outcome"] == "ok"

@@ -74,6 +74,9 @@ class BootstrapOptions:
     isolate_network: bool = True
     sandbox: bool = True  # build code in bubblewrap; False only when the user says --no-sandbox
     strict_hashes: bool = False
+    # The sha256 digests allowed for a project's sdist (``--hash`` options, a pylock.toml's sdist
+    # entries), by normalized name: the bootstrap builds no other file of that project.
+    sdist_hashes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     settings_dir: Path | None = None
     variant: str | None = None
     keep_going: bool = False
@@ -160,6 +163,7 @@ def bootstrap(
                 allow_prereleases=options.allow_prereleases,
                 interpreter=interpreter_tag(),
                 cache_format=CACHE_FORMAT,
+                sdist_hashes=options.sdist_hashes,
             )
             # A project folder can change without its version: it is packed and checked anew.
             may_skip = options.dask is None and not options.local_sdists
@@ -261,6 +265,10 @@ def bootstrap(
                         shared_cache=None
                         if planning
                         else _shared_cache(options, repo, source, signer, machine, notice),
+                        sdist_hashes={
+                            canonicalize_name(name): digests
+                            for name, digests in options.sdist_hashes.items()
+                        },
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from . import __version__, app
 from .config import ENV_PREFIX, default_map, find_config, schema_from_click
-from .core.errors import RewheelError
+from .core.errors import ConfigError, RewheelError, Step
 from .core.paths import is_local_sdist_url
 from .core.report import BootstrapResult
 from .core.versions import normal_version
@@ -263,10 +263,39 @@ class _Tree:
         if self.no_sign and self.signing_key is not None:
             raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
 
+    def requirement_set(self, named: Sequence[str] | None = None) -> RequirementSet:
+        """The requirements of the command line (``named``: those it names, a project folder's
+        roots in its place) and the files, in pip's hash-checking mode when they have hashes; an
+        ``--index-url`` of a file must be this run's upstream."""
+        given = list(self.requirements if named is None else named)
+        reqs = collect(given, list(self.requirement_files), list(self.constraint_files))
+        reqs.check_hash_mode()
+        for where, url in reqs.index_urls:
+            if not _same_index(url, self.index_url):
+                raise ConfigError(
+                    f"{where}: --index-url {url} is not the upstream of this run"
+                    f" ({self.index_url})",
+                    step=Step.INPUT,
+                    hint=f"give it on the command line: --index-url {url}",
+                )
+        elsewhere = sorted(
+            {url for _, url in reqs.lock_indexes if not _same_index(url, self.index_url)}
+        )
+        notes = list(reqs.notes)
+        if elsewhere:
+            notes.append(
+                f"the lock's packages came from {', '.join(elsewhere)}; rewheel takes their sdists"
+                f" from {self.index_url}, held to the lock's sdist hashes where it has them"
+            )
+        for note in notes:
+            click.echo(f"note: {printable(note)}", err=True)
+        return reqs
+
     def options(self, reqs: RequirementSet, **more: Any) -> app.BootstrapOptions:
         return app.BootstrapOptions(
             requirements=reqs.requirements,
             constraints=reqs.constraints,
+            sdist_hashes={str(n): frozenset(d) for n, d in reqs.sdist_hashes().items()},
             repo=self.repo,
             index_url=self.index_url,
             jobs=self.jobs,
@@ -290,6 +319,10 @@ class _Tree:
 _TREE_KEYS = tuple(_Tree.__dataclass_fields__)
 
 
+def _same_index(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
+
+
 def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     """The shared options, handed to the command as one ``tree`` argument."""
 
@@ -307,7 +340,8 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
             "requirement_files",
             multiple=True,
             type=click.Path(path_type=Path, dir_okay=False),
-            help="Requirements from this file (repeatable).",
+            help="Requirements from this file (repeatable): pip's format, its --hash options "
+            "enforced on the sdists, or a PEP 751 pylock.toml (docs/requirement-files.md).",
         ),
         click.option(
             "-c",
@@ -424,16 +458,9 @@ def bootstrap(
     pyproject.toml: the project and its whole tree are built (--extra, --group choose more).
     """
     named, local = _project_roots(tree, extras, groups)
-    reqs = collect(named, list(tree.requirement_files), list(tree.constraint_files))
+    reqs = tree.requirement_set(named)
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
-    if reqs.hashes:
-        click.echo(
-            "note: the --hash options of the requirement files are not used here: bootstrap"
-            " builds from sdists, each checked against the sha256 the index gives (the hashes"
-            " are enforced by `rewheel install -r`)",
-            err=True,
-        )
     if advertise_host is not None and dask is None:
         raise click.UsageError("--advertise-host goes with --dask")
     options = tree.options(reqs, dask=dask, advertise_host=advertise_host, local_sdists=local)
@@ -477,11 +504,22 @@ _constraint_files_option = click.option(
 )
 
 
+def _no_index_lines(reqs: RequirementSet) -> None:
+    """What reads the repository, not an upstream, takes no index from a file."""
+    for where, url in reqs.index_urls[:1]:
+        raise ConfigError(
+            f"{where}: the index {url} is not used here: this command reads the repository",
+            step=Step.INPUT,
+            hint="remove the --index-url line (the repository is given with --repo)",
+        )
+
+
 def _install_request(
     requirements: Sequence[str], requirement_files: Sequence[Path], constraint_files: Sequence[Path]
 ) -> tuple[list[str], list[str], dict[str, set[str]]]:
     """Requirements, constraints and allowed hashes from the command line and the files."""
     reqs = collect(list(requirements), list(requirement_files), list(constraint_files))
+    _no_index_lines(reqs)
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     hashes = {str(name): digests for name, digests in reqs.hashes.items()}
@@ -504,9 +542,7 @@ def update(
     Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
     the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
     what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
-    reqs = collect(
-        list(tree.requirements), list(tree.requirement_files), list(tree.constraint_files)
-    )
+    reqs = tree.requirement_set()
     if not reqs.requirements:
         last = read_history(tree.repo).latest
         if last is None or not last.requested:
@@ -757,6 +793,7 @@ def prune(
         keep_sets.append((text, [str(r) for r in collect([text], [], []).requirements]))
     for path in requirement_files:
         reqs = collect([], [path], [])
+        _no_index_lines(reqs)
         keep_sets.append((f"-r {path}", [str(r) for r in reqs.requirements]))
         constraints += [str(c) for c in reqs.constraints]
         for name, digests in reqs.hashes.items():

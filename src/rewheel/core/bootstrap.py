@@ -16,7 +16,7 @@ import functools
 import resource
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from .errors import BuildError, Link, ResolutionError, RewheelError, Step
+from .errors import BuildError, HashMismatch, Link, ResolutionError, RewheelError, Step
 from .records import BuildExtras, BuildRecord, EnvEntry, Why
 from .report import BootstrapResult, Outcome, Reporter
 from .resolver import Pin, Resolution
@@ -226,9 +226,13 @@ class Bootstrapper(Generic[EnvT]):
         threads: int = 32,
         keep_going: bool = False,
         shared_cache: SharedCache | None = None,
+        sdist_hashes: Mapping[NormalizedName, Collection[str]] | None = None,
     ) -> None:
         self.steps = steps
         self.shared_cache = shared_cache
+        # The sha256 digests the requirement files or lock allow for a project's sdist (pip's
+        # hash-checking mode); a project without an entry is checked against the index only.
+        self.sdist_hashes = {name: frozenset(d) for name, d in (sdist_hashes or {}).items()}
         self.jobs = jobs
         self.keep_going = keep_going
         self.reporter = reporter or Reporter()
@@ -309,6 +313,7 @@ class _Pass(Generic[EnvT]):
         self.jobs = owner.jobs
         self.threads = owner.threads
         self.keep_going = owner.keep_going
+        self.sdist_hashes = owner.sdist_hashes
         self.stopping = False
         self.weights: dict[NodeKey, float] = {}
         self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
@@ -347,6 +352,7 @@ class _Pass(Generic[EnvT]):
                 purpose="the requested packages",
             )
             self.reporter.resolved("the requested packages", len(top.pins))
+            await self._check_hashes_first(top)
             self._add_edges(top)
             tops = [self._ensure(pin) for pin in top.sorted_pins()]
             await asyncio.gather(*tops, return_exceptions=True)
@@ -355,6 +361,41 @@ class _Pass(Generic[EnvT]):
             while pending := [t for t in self.tasks.values() if not t.done()]:
                 await asyncio.gather(*pending, return_exceptions=True)
         return self._result()
+
+    # -- hashes ------------------------------------------------------------------------------
+
+    async def _check_hashes_first(self, top: Resolution) -> None:
+        """Every requested sdist that has hashes given, checked before anything is built: by
+        the sha256 the index lists, or, where it lists none, by downloading it."""
+        for pin in top.sorted_pins():
+            if pin.name not in self.sdist_hashes:
+                continue
+            if pin.sdist.sha256:
+                self._check_hash(pin, pin.sdist.sha256, first=True)
+            else:
+                prepared = await self._io(self.steps.prepare, pin)
+                self._check_hash(pin, prepared.sdist_sha256, first=True)
+
+    def _check_hash(self, pin: Pin, digest: str, *, first: bool = False) -> None:
+        """Refuse ``pin``'s sdist unless ``digest`` is among the hashes given for its project
+        (the same project in a build environment too, whatever its version)."""
+        allowed = self.sdist_hashes.get(pin.name)
+        if allowed is None or not digest or digest.lower() in allowed:
+            return
+        raise HashMismatch(
+            package=pin.name,
+            version=str(pin.version),
+            filename=pin.sdist.filename,
+            found=digest.lower(),
+            expected=allowed,
+            hint=(
+                "the upstream serves another file than the one the hashes were made of, and"
+                " nothing was built from it; if the change is expected, lock again"
+                if first
+                else "a project listed with hashes is held to them in build environments too;"
+                " pass the file with -c as well so that they use the version it pins"
+            ),
+        )
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -397,6 +438,8 @@ class _Pass(Generic[EnvT]):
     async def _node_inner(self, pin: Pin) -> WheelRef:
         node = _node_id(pin)
         started = time.monotonic()
+        if pin.sdist.sha256:
+            self._check_hash(pin, pin.sdist.sha256)
         cached = await self._io(self.steps.cached, pin)
         if cached is not None:
             self.weights[_key(pin)] = cached.record.seconds or 1.0
@@ -422,6 +465,7 @@ class _Pass(Generic[EnvT]):
 
         self.reporter.step(node, Step.PREPARE)
         prepared = await self._io(self.steps.prepare, pin)
+        self._check_hash(pin, prepared.sdist_sha256)
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
         self._check_stopping(pin)
         async with self._slot(pin):

@@ -7,7 +7,7 @@ place and a caller can act on it without parsing text.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
@@ -107,6 +107,32 @@ class UpstreamError(RewheelError):
 
 class IntegrityError(RewheelError):
     """A file's content does not match the hash that vouches for it."""
+
+
+class HashMismatch(IntegrityError):
+    """An sdist whose sha256 is not among those the requirement files or lock allow for it."""
+
+    def __init__(
+        self,
+        *,
+        package: str,
+        version: str,
+        filename: str,
+        found: str,
+        expected: Collection[str],
+        hint: str | None = None,
+    ) -> None:
+        self.filename = filename
+        self.found = found
+        self.expected = tuple(sorted(expected))
+        super().__init__(
+            f"sdist {filename} has sha256 {found}; the hashes given for {package} allow only "
+            + ", ".join(self.expected),
+            package=package,
+            version=version,
+            step=Step.DOWNLOAD,
+            hint=hint,
+        )
 
 
 class UnsafeArchiveError(RewheelError):

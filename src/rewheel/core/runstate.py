@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ def fingerprint(
     allow_prereleases: bool,
     interpreter: str,
     cache_format: int,
+    sdist_hashes: Mapping[str, Collection[str]] | None = None,
 ) -> str:
     data = {
         "format": FORMAT,
@@ -75,6 +76,8 @@ def fingerprint(
         "interpreter": interpreter,
         "cache_format": cache_format,
     }
+    if sdist_hashes:  # only when given: the fingerprints of runs without hashes stay as they were
+        data["sdist_hashes"] = {name: sorted(d) for name, d in sorted(sdist_hashes.items())}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
