@@ -265,8 +265,7 @@ class _Pass(Generic[EnvT]):
         self.threads = owner.threads
         self.keep_going = owner.keep_going
         self.stopping = False
-        self.weights: dict[NodeKey, float] = {}
-        self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
+        self.waits: WaitGraph[NodeKey] = WaitGraph()  # every node weighs 1 until known
         self.queue = QueueWindow()
         self.slots: PrioritySlots[NodeKey] = PrioritySlots(
             owner.jobs, self.waits.chain, on_queue=self.queue.changed
@@ -354,7 +353,7 @@ class _Pass(Generic[EnvT]):
         started = time.monotonic()
         cached = await self._io(self.steps.cached, pin)
         if cached is not None:
-            self.weights[_key(pin)] = cached.record.seconds or 1.0
+            self.waits.set_weight(_key(pin), cached.record.seconds or 1.0)
             self.reporter.step(node, Step.CHECK_CACHE)
             env = await self._build_env(
                 pin, cached.build_requires, cached.backend_requires, preferred={}
