@@ -26,16 +26,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -64,6 +67,7 @@ from ..core.paths import sdist_filename
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import normal_version, same_version, version_key
+from ..index import index_pages
 from ..index.index_pages import (
     PROVENANCE_OBJECT_SUFFIX,
     PageFile,
@@ -74,6 +78,7 @@ from ..index.index_pages import (
     sdist_url,
     wheel_url,
 )
+from .hashcache import FileStat, HashCache
 from .wheelfile import (
     READ_ERRORS,
     check_wheel,
@@ -118,11 +123,12 @@ class _FileKey:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> _FileKey:
         st = path.stat()
-        return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 class Repository:
@@ -155,6 +161,25 @@ class Repository:
         # The projects the root pages list, as this object last wrote them (None before its
         # first regenerate_index): guarded by _index_lock.
         self._root: RootIndex | None = None
+        # Hashes remembered between runs (``remember_hashes``): for a run's own decisions only.
+        self._hashes: HashCache | None = None
+
+    def remember_hashes(
+        self,
+        *,
+        hasher: Callable[[Path], str] = sha256_file,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Take the hashes of files from ``cache/hashes.json`` while their stat is unchanged,
+        and keep new ones there (``save_hashes``). For a run's own decisions (the no-op check,
+        the index pages) only: never on an object that ``verify`` or another proof reads
+        (see ``repo.hashcache``). Call it after ``ensure_layout``."""
+        self._hashes = HashCache(self.root, self.cache_dir, hasher=hasher, clock=clock)
+
+    def save_hashes(self) -> None:
+        """Write down the hashes learnt since ``remember_hashes`` (nothing without it)."""
+        if self._hashes is not None:
+            self._hashes.save()
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -298,10 +323,16 @@ class Repository:
             # same publish. Metadata first: a .metadata without its wheel is never listed.
             with self._publish_lock:
                 atomic_write_bytes(self.wheels_dir / f"{filename}.metadata", metadata)
-                # A rename keeps inode, size and mtime: the key of the file as it will be listed.
-                st = tmp.stat()
-                key = _FileKey(filename, st.st_size, st.st_mtime_ns, st.st_ino)
+                inode = tmp.stat().st_ino
                 os.replace(tmp, dest)
+                # The key of the file as it will be listed (a rename changes its ctime); none
+                # when another file took its place meanwhile.
+                st = dest.stat()
+                key = (
+                    _FileKey(filename, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                    if st.st_ino == inode
+                    else None
+                )
             _fsync_dir(self.wheels_dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -314,8 +345,11 @@ class Repository:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if key is not None and self._hashes is not None:
+            self._hashes.remember(dest, FileStat.of(st), sha256)
         with self._state_lock:
-            self._sha_cache[key] = sha256
+            if key is not None:
+                self._sha_cache[key] = sha256
             if self._catalog is not None:
                 self._catalog.setdefault(name, {})[filename] = version
         return WheelRef(name=name, version=version, filename=filename, sha256=sha256)
@@ -380,6 +414,8 @@ class Repository:
         return sorted(refs, key=_listing_order)
 
     def _sha256(self, path: Path, key: _FileKey | None = None) -> str:
+        if self._hashes is not None:
+            return self._hashes.sha256(path)
         key = key or _FileKey.of(path)
         with self._state_lock:
             cached = self._sha_cache.get(key)
@@ -470,17 +506,84 @@ class Repository:
                 assert self._catalog is not None
                 projects = sorted(self._catalog)
             listed = []
+            sdists = self._sdists_by_project() if self._hashes is not None else {}
             for name in projects:
+                inputs = self._page_inputs(name, sdists)
+                if inputs is not None and self._page_unchanged(name, inputs):
+                    listed.append(name)
+                    continue
                 files = self._page_files(name)
                 if files:
                     self._write_project_pages(name, files)
                     listed.append(name)
+                self._remember_page(name, inputs, sdists, written=bool(files))
             root = RootIndex(listed)
             self._write_root_pages(root)
             for entry in self.simple_dir.iterdir():
                 if entry.is_dir() and entry.name not in root:
                     shutil.rmtree(entry, ignore_errors=True)
             self._root = root
+
+    # Pages skipped at a run's start: a project's pages are written again only when one of the
+    # files they are made from (its wheels, their .metadata and provenance objects, its records,
+    # its sdists), or the pages themselves, changed since they were last written, by the stat of
+    # each (as the hash cache tells a changed file), or when rewheel's page code changed.
+
+    def _sdists_by_project(self) -> dict[NormalizedName, list[str]]:
+        out: dict[NormalizedName, list[str]] = {}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.sdists_dir):
+                try:
+                    project, _ = parse_sdist_filename(entry.name)
+                except (InvalidSdistFilename, InvalidVersion):
+                    continue
+                out.setdefault(project, []).append(entry.name)
+        return out
+
+    def _page_inputs(
+        self, name: NormalizedName, sdists: dict[NormalizedName, list[str]]
+    ) -> str | None:
+        """A digest of the stat of every file the project's pages are made from (None without
+        the hash cache: then every page is made again)."""
+        if self._hashes is None:
+            return None
+        with self._state_lock:
+            assert self._catalog is not None
+            wheels = sorted(self._catalog.get(name, {}).items())
+        paths = []
+        for filename, _version in wheels:
+            path = self.wheels_dir / filename
+            paths += [path, path.with_name(filename + ".metadata")]
+            paths.append(path.with_name(filename + PROVENANCE_OBJECT_SUFFIX))
+        for version in sorted({normal_version(v) for _, v in wheels}):
+            paths.append(self.record_path(name, version))
+        paths += [self.sdists_dir / f for f in sorted(sdists.get(name, []))]
+        return _stat_digest(paths, _page_code_digest())
+
+    def _page_outputs(self, name: NormalizedName) -> str:
+        page_dir = self.simple_dir / name
+        return _stat_digest([page_dir / "index.html", page_dir / "index.json"], "")
+
+    def _page_unchanged(self, name: NormalizedName, inputs: str) -> bool:
+        assert self._hashes is not None
+        recorded = self._hashes.page(name)
+        return recorded is not None and recorded == f"{inputs}:{self._page_outputs(name)}"
+
+    def _remember_page(
+        self,
+        name: NormalizedName,
+        inputs: str | None,
+        sdists: dict[NormalizedName, list[str]],
+        *,
+        written: bool,
+    ) -> None:
+        """Record the pages just written, if nothing they are made from changed meanwhile."""
+        if self._hashes is None:
+            return
+        if not written or inputs is None or self._page_inputs(name, sdists) != inputs:
+            self._hashes.set_page(name, None)
+            return
+        self._hashes.set_page(name, f"{inputs}:{self._page_outputs(name)}")
 
     def regenerate_project(self, name: str) -> None:
         """Rewrite the pages of the project ``name`` after a publication: its two pages, and the
@@ -766,6 +869,30 @@ class Repository:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
+
+
+def _stat_digest(paths: list[Path], salt: str) -> str:
+    """sha256 over each path and its stat (inode, size, mtime, ctime, type), or its absence."""
+    digest = hashlib.sha256(salt.encode())
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            text = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_mode}"
+        except OSError:
+            text = "-"
+        digest.update(f"{path}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _page_code_digest() -> str:
+    """The code that makes pages: a recorded page made by other code is made again."""
+    digest = hashlib.sha256()
+    for module in (index_pages, sys.modules[__name__]):
+        if module.__file__ is not None:
+            with contextlib.suppress(OSError):
+                digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def _read_plain(path: Path, max_size: int) -> bytes:
