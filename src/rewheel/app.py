@@ -161,7 +161,8 @@ def bootstrap(
             )
             if options.dask is None:
                 same = _same_as_last_run(repo, upstream, fp)
-                repo.save_hashes()
+                if not planning:  # a plan writes nothing into the repository
+                    repo.save_hashes()
                 if same is not None:
                     return same
             if not planning:
