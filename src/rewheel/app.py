@@ -34,6 +34,7 @@ from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
+from .core.types import WheelRef
 from .core.versions import normal_version
 from .index.http import HttpClient
 from .index.upstream import HttpUpstream
@@ -462,9 +463,13 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
         # they were most of a no-op run's time.
         with ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop") as pool:
             list(pool.map(functools.partial(_page_digest, upstream), list(pages)))
-    if not runstate.unchanged(
-        last, fp, page_digest=upstream.page_digest, order=order, wheels=repo.wheels()
-    ):
+    # Only the wheels the last run listed are looked at, not every wheel of the repository.
+    held = [
+        WheelRef(canonicalize_name(r.name), r.version, r.wheel, sha)
+        for r in order
+        if (sha := repo.wheel_sha256(r.wheel)) is not None
+    ]
+    if not runstate.unchanged(last, fp, page_digest=upstream.page_digest, order=order, wheels=held):
         return None
     return BootstrapResult(
         order=order,

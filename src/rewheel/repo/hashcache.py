@@ -69,6 +69,7 @@ class HashCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
+        self._prefix = os.fspath(root).rstrip("/") + "/"
         self.path = folder / HASHES_FILE
         self.hasher = hasher
         self.clock = clock
@@ -142,10 +143,17 @@ class HashCache:
 
     # -- hashes ----------------------------------------------------------------------------------
 
+    def _name(self, path: Path) -> str:
+        """``path`` below ``root``, as the entries name it (without pathlib's slow way)."""
+        text = os.fspath(path)
+        if text.startswith(self._prefix):
+            return text[len(self._prefix) :]
+        return path.relative_to(self.root).as_posix()
+
     def sha256(self, path: Path) -> str:
         """The sha256 of ``path`` (a file below ``root``): remembered if its stat is unchanged,
         else computed. Raises ``FileNotFoundError`` as reading the file would."""
-        name = path.relative_to(self.root).as_posix()
+        name = self._name(path)
         before = FileStat.of(path.stat())
         with self._lock:
             known = self._entries.get(name)
@@ -167,7 +175,7 @@ class HashCache:
         """``path``, as ``st`` describes it, holds bytes whose hash is ``sha256``: known because
         this process wrote them (a publication hashes what it writes, then renames it in place),
         so the entry is kept however recent it is."""
-        name = path.relative_to(self.root).as_posix()
+        name = self._name(path)
         with self._lock:
             self._entries[name] = (st, sha256)
             self._dirty = True

@@ -163,6 +163,7 @@ class Repository:
         self._root: RootIndex | None = None
         # Hashes remembered between runs (``remember_hashes``): for a run's own decisions only.
         self._hashes: HashCache | None = None
+        self._names: dict[str, tuple[NormalizedName, str]] = {}  # wheel file -> name, version
 
     def remember_hashes(
         self,
@@ -388,22 +389,50 @@ class Repository:
         return data
 
     def _wheel_files(self) -> list[Path]:
-        if not self.wheels_dir.is_dir():
+        try:
+            entries = list(os.scandir(self.wheels_dir))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            p
-            for p in self.wheels_dir.iterdir()
+        names = sorted(
+            e.name
+            for e in entries
             # A link is no wheel of ours (a build or a local user may have planted it to list
-            # another file's hash): only plain files count.
-            if p.name.endswith(".whl") and not p.name.startswith(".") and is_plain_file(p)
+            # another file's hash): only plain files count (the entry's own type, not followed).
+            if e.name.endswith(".whl") and not e.name.startswith(".") and _plain_entry(e)
         )
+        return [self.wheels_dir / name for name in names]
+
+    def _name_version(self, filename: str) -> tuple[NormalizedName, str]:
+        """``wheel_name_version`` of a file name, parsed once per object (tags are slow to
+        parse, and a repository of 10,000 wheels lists every name several times a run)."""
+        with self._state_lock:
+            known = self._names.get(filename)
+        if known is None:
+            known = wheel_name_version(filename)  # raises RewheelError: not remembered
+            with self._state_lock:
+                self._names[filename] = known
+        return known
+
+    def wheel_sha256(self, filename: str) -> str | None:
+        """The sha256 of ``wheels/filename``, or None when that is no plain file: what the no-op
+        check asks of each wheel the last run listed, without listing the others."""
+        try:
+            path = self._wheel_file(filename)
+        except RepositoryError:
+            return None
+        if not is_plain_file(path):
+            return None
+        try:
+            return self._sha256(path)
+        except FileNotFoundError:
+            return None
 
     def wheels(self) -> list[WheelRef]:
         """The wheels in wheels/, sorted by name, version, file name."""
         refs = []
         for path in self._wheel_files():
             try:
-                name, version = wheel_name_version(path.name)
+                name, version = self._name_version(path.name)
             except RewheelError:
                 continue  # not ours to list: a wheel file name is how a wheel is known
             try:
@@ -436,9 +465,12 @@ class Repository:
         return sorted(self._project_wheels(wanted, version), key=_listing_order)
 
     def wheel_path(self, ref: WheelRef) -> Path:
-        if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
-            raise RepositoryError(f"not a plain file name: {ref.filename!r}", step=Step.REPOSITORY)
-        return self.wheels_dir / ref.filename
+        return self._wheel_file(ref.filename)
+
+    def _wheel_file(self, filename: str) -> Path:
+        if PurePosixPath(filename).name != filename or "\\" in filename:
+            raise RepositoryError(f"not a plain file name: {filename!r}", step=Step.REPOSITORY)
+        return self.wheels_dir / filename
 
     def provenance_path(self, ref: WheelRef) -> Path:
         """``wheels/<wheel>.provenance.json``: the wheel's in-toto/SLSA provenance statement."""
@@ -455,7 +487,7 @@ class Repository:
         found: dict[NormalizedName, dict[str, str]] = {}
         for path in self._wheel_files():
             try:
-                name, version = wheel_name_version(path.name)
+                name, version = self._name_version(path.name)
             except RewheelError:
                 continue  # not ours to list: a wheel file name is how a wheel is known
             found.setdefault(name, {})[path.name] = version
@@ -550,19 +582,22 @@ class Repository:
         with self._state_lock:
             assert self._catalog is not None
             wheels = sorted(self._catalog.get(name, {}).items())
+        # Plain strings: pathlib is most of the time of a start at 10,000 wheels.
+        folder, records, sdist_folder = (
+            os.fspath(d) for d in (self.wheels_dir, self.records_dir, self.sdists_dir)
+        )
         paths = []
         for filename, _version in wheels:
-            path = self.wheels_dir / filename
-            paths += [path, path.with_name(filename + ".metadata")]
-            paths.append(path.with_name(filename + PROVENANCE_OBJECT_SUFFIX))
+            path = f"{folder}/{filename}"
+            paths += [path, f"{path}.metadata", f"{path}{PROVENANCE_OBJECT_SUFFIX}"]
         for version in sorted({normal_version(v) for _, v in wheels}):
-            paths.append(self.record_path(name, version))
-        paths += [self.sdists_dir / f for f in sorted(sdists.get(name, []))]
+            paths.append(f"{records}/{name}-{version}.json")  # as record_path names it
+        paths += [f"{sdist_folder}/{f}" for f in sorted(sdists.get(name, []))]
         return _stat_digest(paths, _page_code_digest())
 
     def _page_outputs(self, name: NormalizedName) -> str:
-        page_dir = self.simple_dir / name
-        return _stat_digest([page_dir / "index.html", page_dir / "index.json"], "")
+        page_dir = f"{os.fspath(self.simple_dir)}/{name}"
+        return _stat_digest([f"{page_dir}/index.html", f"{page_dir}/index.json"], "")
 
     def _page_unchanged(self, name: NormalizedName, inputs: str) -> bool:
         assert self._hashes is not None
@@ -871,7 +906,14 @@ class Repository:
             ) from exc
 
 
-def _stat_digest(paths: list[Path], salt: str) -> str:
+def _plain_entry(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _stat_digest(paths: list[str], salt: str) -> str:
     """sha256 over each path and its stat (inode, size, mtime, ctime, type), or its absence."""
     digest = hashlib.sha256(salt.encode())
     for path in paths:
