@@ -41,7 +41,16 @@ MEASURE = "_measure"
 TAIL_LINES = 40
 # Variables that would make a tool see more than PyPI or a different Python setup.
 _DROPPED_PREFIXES = ("PIP_", "UV_")
-_DROPPED_NAMES = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "CONDA_PREFIX")
+# PYTHONDONTWRITEBYTECODE (set on this machine) would make every start of either tool compile
+# its modules again, which a user's never does: most of a no-op re-run's time.
+_DROPPED_NAMES = (
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "CONDA_PREFIX",
+    "PYTHONDONTWRITEBYTECODE",
+)
 
 
 # --------------------------------------------------------------------------- measuring wrapper
