@@ -195,14 +195,3 @@ class HashCache:
                 changed = self._pages.get(project) != digest
                 self._pages[project] = digest
             self._dirty = self._dirty or changed
-
-    def forget_missing(self) -> None:
-        """Drop the entries of files that are gone (a pruned wheel, for example)."""
-        with self._lock:
-            names = list(self._entries)
-        gone = [n for n in names if not (self.root / n).exists()]
-        if gone:
-            with self._lock:
-                for n in gone:
-                    self._entries.pop(n, None)
-                self._dirty = True
