@@ -490,3 +490,28 @@ def test_queue_window_counts_cpu_only_while_work_waits_for_a_slot() -> None:
     window.changed(False)
     assert window.seconds == 5.0
     assert (window.busy, window.total) == (80 + 90, 100 + 100)
+
+
+def test_a_build_that_needs_nothing_more_keeps_the_slot_of_its_get_requires() -> None:
+    """Once its backend asked for nothing more, a node builds in the slot it holds instead of
+    queueing again behind every other node (on Dask the get-requires task has even built the
+    wheel already, and the second turn only published it, late)."""
+    projects: Projects = {name: {"1.0": []} for name in ("a", "b", "c")}
+    steps = FakeSteps(FakeUpstream(projects), default_duration=0.01)
+    result = run(steps, ["a", "b", "c"], jobs=1)
+    assert result.ok
+    seen = [
+        (event, node) for event, node in steps.events if event in ("get-requires", "build-start")
+    ]
+    for i in range(0, len(seen), 2):
+        (first, node), (then, same) = seen[i], seen[i + 1]
+        assert (first, then, same) == ("get-requires", "build-start", node), seen
+
+
+def test_a_build_that_needs_more_waits_for_it_and_queues_again() -> None:
+    projects: Projects = {"tool": {"1.0": []}, "app": {"1.0": []}}
+    steps = FakeSteps(FakeUpstream(projects), backend_requires={"app": ["tool"]})
+    result = run(steps, ["app"], jobs=1)
+    assert result.ok
+    assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
+    assert steps.index("get-requires", "app==1.0") < steps.index("build-start", "tool==1.0")

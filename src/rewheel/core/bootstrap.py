@@ -315,8 +315,7 @@ class _Pass(Generic[EnvT]):
         self.keep_going = owner.keep_going
         self.sdist_hashes = owner.sdist_hashes
         self.stopping = False
-        self.weights: dict[NodeKey, float] = {}
-        self.waits: WaitGraph[NodeKey] = WaitGraph(lambda k: self.weights.get(k, 1.0))
+        self.waits: WaitGraph[NodeKey] = WaitGraph()  # every node weighs 1 until known
         self.queue = QueueWindow()
         self.slots: PrioritySlots[NodeKey] = PrioritySlots(
             owner.jobs, self.waits.chain, on_queue=self.queue.changed
@@ -442,7 +441,7 @@ class _Pass(Generic[EnvT]):
             self._check_hash(pin, pin.sdist.sha256)
         cached = await self._io(self.steps.cached, pin)
         if cached is not None:
-            self.weights[_key(pin)] = cached.record.seconds or 1.0
+            self.waits.set_weight(_key(pin), cached.record.seconds or 1.0)
             self.reporter.step(node, Step.CHECK_CACHE)
             env = await self._build_env(
                 pin, cached.build_requires, cached.backend_requires, preferred={}
@@ -468,25 +467,33 @@ class _Pass(Generic[EnvT]):
         self._check_hash(pin, prepared.sdist_sha256)
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
         self._check_stopping(pin)
+        built: Built | None = None
         async with self._slot(pin):
             self._check_stopping(pin)
             self.reporter.step(node, Step.GET_REQUIRES)
             handle = await self._io(self.steps.create_env, prepared, env1, name="env")
             backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
+            if not backend_requires:
+                # Nothing more to wait for: build in the same slot rather than queue again
+                # behind others (on Dask the get-requires task has built the wheel already, and
+                # this only publishes it).
+                self._check_stopping(pin)
+                self.reporter.step(node, Step.BUILD)
+                built = await self._io(self.steps.build, prepared, handle)
         env2 = env1
-        if backend_requires:
+        if built is None:
             self.reporter.step(node, Step.WAITING)
             preferred = {w.name: Version(w.version) for w in env1}
             env2 = await self._build_env(
                 pin, prepared.build_requires, backend_requires, preferred=preferred
             )
-        self._check_stopping(pin)
-        async with self._slot(pin):
             self._check_stopping(pin)
-            self.reporter.step(node, Step.BUILD)
-            if env2 != env1:
-                handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
-            built = await self._io(self.steps.build, prepared, handle)
+            async with self._slot(pin):
+                self._check_stopping(pin)
+                self.reporter.step(node, Step.BUILD)
+                if env2 != env1:
+                    handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
+                built = await self._io(self.steps.build, prepared, handle)
         if self.steps.drifted(pin, built.metadata):
             self.drifted.append(node)
         record = _new_record(

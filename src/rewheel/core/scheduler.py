@@ -6,7 +6,6 @@ Pure bookkeeping plus one asyncio primitive; no I/O. The bootstrap owns the poli
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Hashable
@@ -23,12 +22,24 @@ class WaitGraph(Generic[K]):
     Refuses an edge that would close a cycle (a build that needs itself, directly or through its
     build tools), and measures the longest chain of waiters behind a node, so that the work that
     holds up the most is done first.
+
+    Chains are kept up to date as the graph changes (an edge added, a node done, a weight set):
+    a change recomputes the node it touches and, only while values change, the nodes it waits
+    for. Asking for a chain is then a lookup, which the build slots do for every waiting node
+    each time a slot frees: recomputing chains from scratch there made a run quadratic in the
+    number of packages.
     """
 
     def __init__(self, weight: Callable[[K], float] | None = None) -> None:
+        """``weight(node)`` is asked once per node, when its chain is first needed; a weight
+        that changes later is given with ``set_weight``."""
         self._waits_on: dict[K, set[K]] = defaultdict(set)
         self._waiters: dict[K, set[K]] = defaultdict(set)
         self._weight = weight or (lambda _k: 1.0)
+        self._weights: dict[K, float] = {}
+        # node -> its chain, for the nodes asked about and everything that waits on them (a
+        # node's chain is known only when those of all its waiters are).
+        self._chains: dict[K, float] = {}
 
     def path(self, start: K, goal: K) -> list[K] | None:
         """A chain of waits from ``start`` to ``goal``, if there is one."""
@@ -53,28 +64,65 @@ class WaitGraph(Generic[K]):
             return [waiter, *back]
         self._waits_on[waiter].add(waited)
         self._waiters[waited].add(waiter)
+        self._changed(waited)
         return None
 
     def done(self, node: K) -> None:
         """``node`` finished: nobody waits for it any more."""
         for waiter in self._waiters.pop(node, set()):
             self._waits_on[waiter].discard(node)
+        self._changed(node)
+
+    def set_weight(self, node: K, weight: float) -> None:
+        """``node`` weighs ``weight`` from now on (instead of what ``weight(node)`` said)."""
+        self._weights[node] = weight
+        self._changed(node)
+
+    def _weight_of(self, node: K) -> float:
+        weight = self._weights.get(node)
+        if weight is None:
+            weight = self._weights[node] = self._weight(node)
+        return weight
 
     def chain(self, node: K) -> float:
         """Weight of the longest chain of waiters from ``node`` up to a node nobody waits for."""
-        memo: dict[K, float] = {}
+        known = self._chains.get(node)
+        if known is not None:
+            return known
+        # Depth first, without recursion: a node's chain after all its waiters' chains.
+        stack: list[tuple[K, bool]] = [(node, False)]
+        while stack:
+            n, ready = stack.pop()
+            if n in self._chains:
+                continue
+            waiters = self._waiters.get(n, ())
+            if ready:
+                self._chains[n] = self._computed(n)
+                continue
+            stack.append((n, True))
+            stack.extend((w, False) for w in waiters if w not in self._chains)
+        return self._chains[node]
 
-        def walk(n: K, active: frozenset[K]) -> float:
-            if n in memo:
-                return memo[n]
-            best = 0.0
-            for w in self._waiters.get(n, ()):
-                if w not in active:
-                    best = max(best, walk(w, active | {w}))
-            memo[n] = self._weight(n) + best
-            return memo[n]
+    def _computed(self, node: K) -> float:
+        """``node``'s chain from its waiters' known chains."""
+        return self._weight_of(node) + max(
+            (self._chains[w] for w in self._waiters.get(node, ())), default=0.0
+        )
 
-        return walk(node, frozenset({node}))
+    def _changed(self, node: K) -> None:
+        """``node``'s waiters or weight changed: bring the known chains up to date."""
+        if node not in self._chains:
+            return  # not known, so neither is any below it: nothing to update
+        for waiter in self._waiters.get(node, ()):
+            self.chain(waiter)  # known, before ``node``'s is computed from it
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            value = self._computed(n)
+            if value == self._chains[n] and n != node:
+                continue
+            self._chains[n] = value
+            todo.extend(d for d in self._waits_on.get(n, ()) if d in self._chains)
 
 
 class PrioritySlots(Generic[K]):
@@ -136,11 +184,11 @@ class PrioritySlots(Generic[K]):
 
     def _hand_over(self) -> None:
         while self._free > 0 and self._waiting:
-            # Highest priority first; among equals, the earliest to ask.
-            ranked = [(-self._priority(k), order, k, fut) for k, order, fut in self._waiting]
-            heapq.heapify(ranked)
-            _, _, key, fut = heapq.heappop(ranked)
-            self._waiting = [w for w in self._waiting if w[2] is not fut]
+            # Highest priority first; among equals, the earliest to ask (the queue is in the
+            # order of asking). One pass: priorities are asked now, as they change.
+            priorities = list(map(self._priority, [k for k, _, _ in self._waiting]))
+            best = max(range(len(priorities)), key=priorities.__getitem__)  # the first of equals
+            key, _, fut = self._waiting.pop(best)
             if fut.cancelled():
                 continue
             self._take(key)

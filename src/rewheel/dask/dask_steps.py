@@ -350,24 +350,16 @@ def _is_loopback(host: str) -> bool:
 
 
 @contextlib.contextmanager
-def dask_steps(
-    local: LocalSteps,
+def dask_client(
     target: str,
     *,
-    server: IndexServer,
-    advertise_host: str | None = None,
     connect_timeout: float = 10.0,
     wait_for_workers: float = 30.0,
-) -> Iterator[DaskSteps]:
-    """``DaskSteps`` over ``local``, connected to the cluster ``target`` names (see
-    ``parse_dask_target``), for the time of the ``with`` block.
-
-    ``server`` must have an upload token; workers reach it at ``advertise_host`` (this machine's
-    loopback address when None, which suits only workers on this machine).
-    """
+) -> Iterator[tuple[Client, str]]:
+    """A client of the cluster ``target`` names (see ``parse_dask_target``; ``local:N`` starts
+    one on this machine), once a worker offers this interpreter's resource, with that resource's
+    name, for the time of the ``with`` block."""
     parsed = parse_dask_target(target)
-    if server.upload_token is None or server.upload_dir is None:
-        raise ConfigError("the index server takes no uploads (no upload token)", step=Step.DASK)
     resource = worker_resource()
     with contextlib.ExitStack() as stack:
         try:
@@ -391,7 +383,7 @@ def dask_steps(
                 f"cannot start or reach Dask at {target}: {exc}", step=Step.DASK
             ) from exc
         deadline = time.monotonic() + wait_for_workers
-        while not (workers := _matching_workers(client, resource)):
+        while not _matching_workers(client, resource):
             if time.monotonic() > deadline:
                 raise ConfigError(
                     f"no worker of the Dask cluster {target} offers the resource {resource!r}; "
@@ -399,6 +391,32 @@ def dask_steps(
                     step=Step.DASK,
                 )
             time.sleep(0.2)
+        yield client, resource
+
+
+@contextlib.contextmanager
+def dask_steps(
+    local: LocalSteps,
+    target: str,
+    *,
+    server: IndexServer,
+    advertise_host: str | None = None,
+    connect_timeout: float = 10.0,
+    wait_for_workers: float = 30.0,
+) -> Iterator[DaskSteps]:
+    """``DaskSteps`` over ``local``, connected to the cluster ``target`` names (see
+    ``parse_dask_target``), for the time of the ``with`` block.
+
+    ``server`` must have an upload token; workers reach it at ``advertise_host`` (this machine's
+    loopback address when None, which suits only workers on this machine).
+    """
+    parse_dask_target(target)
+    if server.upload_token is None or server.upload_dir is None:
+        raise ConfigError("the index server takes no uploads (no upload token)", step=Step.DASK)
+    with dask_client(
+        target, connect_timeout=connect_timeout, wait_for_workers=wait_for_workers
+    ) as (client, resource):
+        workers = _matching_workers(client, resource)
         remote = sorted(a for a, w in workers.items() if not _is_loopback(str(w.get("host"))))
         if advertise_host is None and remote:
             raise ConfigError(

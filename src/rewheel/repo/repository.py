@@ -26,16 +26,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -64,6 +67,7 @@ from ..core.paths import sdist_filename
 from ..core.records import BuildRecord, RecordError
 from ..core.types import WheelRef
 from ..core.versions import normal_version, same_version, version_key
+from ..index import index_pages
 from ..index.index_pages import (
     PROVENANCE_OBJECT_SUFFIX,
     PageFile,
@@ -75,6 +79,7 @@ from ..index.index_pages import (
     wheel_url,
 )
 from . import build_cache
+from .hashcache import FileStat, HashCache
 from .wheelfile import (
     READ_ERRORS,
     check_wheel,
@@ -129,11 +134,12 @@ class _FileKey:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> _FileKey:
         st = path.stat()
-        return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(path.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 class Repository:
@@ -166,6 +172,26 @@ class Repository:
         # The projects the root pages list, as this object last wrote them (None before its
         # first regenerate_index): guarded by _index_lock.
         self._root: RootIndex | None = None
+        # Hashes remembered between runs (``remember_hashes``): for a run's own decisions only.
+        self._hashes: HashCache | None = None
+        self._names: dict[str, tuple[NormalizedName, str]] = {}  # wheel file -> name, version
+
+    def remember_hashes(
+        self,
+        *,
+        hasher: Callable[[Path], str] = sha256_file,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Take the hashes of files from ``cache/hashes.json`` while their stat is unchanged,
+        and keep new ones there (``save_hashes``). For a run's own decisions (the no-op check,
+        the index pages) only: never on an object that ``verify`` or another proof reads
+        (see ``repo.hashcache``). Call it after ``ensure_layout``."""
+        self._hashes = HashCache(self.root, self.cache_dir, hasher=hasher, clock=clock)
+
+    def save_hashes(self) -> None:
+        """Write down the hashes learnt since ``remember_hashes`` (nothing without it)."""
+        if self._hashes is not None:
+            self._hashes.save()
 
     # -- layout and lock ------------------------------------------------------------------------
 
@@ -309,10 +335,16 @@ class Repository:
             # same publish. Metadata first: a .metadata without its wheel is never listed.
             with self._publish_lock:
                 atomic_write_bytes(self.wheels_dir / f"{filename}.metadata", metadata)
-                # A rename keeps inode, size and mtime: the key of the file as it will be listed.
-                st = tmp.stat()
-                key = _FileKey(filename, st.st_size, st.st_mtime_ns, st.st_ino)
+                inode = tmp.stat().st_ino
                 os.replace(tmp, dest)
+                # The key of the file as it will be listed (a rename changes its ctime); none
+                # when another file took its place meanwhile.
+                st = dest.stat()
+                key = (
+                    _FileKey(filename, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                    if st.st_ino == inode
+                    else None
+                )
             _fsync_dir(self.wheels_dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -325,8 +357,11 @@ class Repository:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if key is not None and self._hashes is not None:
+            self._hashes.remember(dest, FileStat.of(st), sha256)
         with self._state_lock:
-            self._sha_cache[key] = sha256
+            if key is not None:
+                self._sha_cache[key] = sha256
             if self._catalog is not None:
                 self._catalog.setdefault(name, {})[filename] = version
         return WheelRef(name=name, version=version, filename=filename, sha256=sha256)
@@ -365,22 +400,50 @@ class Repository:
         return data
 
     def _wheel_files(self) -> list[Path]:
-        if not self.wheels_dir.is_dir():
+        try:
+            entries = list(os.scandir(self.wheels_dir))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            p
-            for p in self.wheels_dir.iterdir()
+        names = sorted(
+            e.name
+            for e in entries
             # A link is no wheel of ours (a build or a local user may have planted it to list
-            # another file's hash): only plain files count.
-            if p.name.endswith(".whl") and not p.name.startswith(".") and is_plain_file(p)
+            # another file's hash): only plain files count (the entry's own type, not followed).
+            if e.name.endswith(".whl") and not e.name.startswith(".") and _plain_entry(e)
         )
+        return [self.wheels_dir / name for name in names]
+
+    def _name_version(self, filename: str) -> tuple[NormalizedName, str]:
+        """``wheel_name_version`` of a file name, parsed once per object (tags are slow to
+        parse, and a repository of 10,000 wheels lists every name several times a run)."""
+        with self._state_lock:
+            known = self._names.get(filename)
+        if known is None:
+            known = wheel_name_version(filename)  # raises RewheelError: not remembered
+            with self._state_lock:
+                self._names[filename] = known
+        return known
+
+    def wheel_sha256(self, filename: str) -> str | None:
+        """The sha256 of ``wheels/filename``, or None when that is no plain file: what the no-op
+        check asks of each wheel the last run listed, without listing the others."""
+        try:
+            path = self._wheel_file(filename)
+        except RepositoryError:
+            return None
+        if not is_plain_file(path):
+            return None
+        try:
+            return self._sha256(path)
+        except FileNotFoundError:
+            return None
 
     def wheels(self) -> list[WheelRef]:
         """The wheels in wheels/, sorted by name, version, file name."""
         refs = []
         for path in self._wheel_files():
             try:
-                name, version = wheel_name_version(path.name)
+                name, version = self._name_version(path.name)
             except RewheelError:
                 continue  # not ours to list: a wheel file name is how a wheel is known
             try:
@@ -391,6 +454,8 @@ class Repository:
         return sorted(refs, key=_listing_order)
 
     def _sha256(self, path: Path, key: _FileKey | None = None) -> str:
+        if self._hashes is not None:
+            return self._hashes.sha256(path)
         key = key or _FileKey.of(path)
         with self._state_lock:
             cached = self._sha_cache.get(key)
@@ -411,9 +476,12 @@ class Repository:
         return sorted(self._project_wheels(wanted, version), key=_listing_order)
 
     def wheel_path(self, ref: WheelRef) -> Path:
-        if PurePosixPath(ref.filename).name != ref.filename or "\\" in ref.filename:
-            raise RepositoryError(f"not a plain file name: {ref.filename!r}", step=Step.REPOSITORY)
-        return self.wheels_dir / ref.filename
+        return self._wheel_file(ref.filename)
+
+    def _wheel_file(self, filename: str) -> Path:
+        if PurePosixPath(filename).name != filename or "\\" in filename:
+            raise RepositoryError(f"not a plain file name: {filename!r}", step=Step.REPOSITORY)
+        return self.wheels_dir / filename
 
     def provenance_path(self, ref: WheelRef) -> Path:
         """``wheels/<wheel>.provenance.json``: the wheel's in-toto/SLSA provenance statement."""
@@ -430,7 +498,7 @@ class Repository:
         found: dict[NormalizedName, dict[str, str]] = {}
         for path in self._wheel_files():
             try:
-                name, version = wheel_name_version(path.name)
+                name, version = self._name_version(path.name)
             except RewheelError:
                 continue  # not ours to list: a wheel file name is how a wheel is known
             found.setdefault(name, {})[path.name] = version
@@ -481,17 +549,87 @@ class Repository:
                 assert self._catalog is not None
                 projects = sorted(self._catalog)
             listed = []
+            sdists = self._sdists_by_project() if self._hashes is not None else {}
             for name in projects:
+                inputs = self._page_inputs(name, sdists)
+                if inputs is not None and self._page_unchanged(name, inputs):
+                    listed.append(name)
+                    continue
                 files = self._page_files(name)
                 if files:
                     self._write_project_pages(name, files)
                     listed.append(name)
+                self._remember_page(name, inputs, sdists, written=bool(files))
             root = RootIndex(listed)
             self._write_root_pages(root)
             for entry in self.simple_dir.iterdir():
                 if entry.is_dir() and entry.name not in root:
                     shutil.rmtree(entry, ignore_errors=True)
             self._root = root
+
+    # Pages skipped at a run's start: a project's pages are written again only when one of the
+    # files they are made from (its wheels, their .metadata and provenance objects, its records,
+    # its sdists), or the pages themselves, changed since they were last written, by the stat of
+    # each (as the hash cache tells a changed file), or when rewheel's page code changed.
+
+    def _sdists_by_project(self) -> dict[NormalizedName, list[str]]:
+        out: dict[NormalizedName, list[str]] = {}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.sdists_dir):
+                try:
+                    project, _ = parse_sdist_filename(entry.name)
+                except (InvalidSdistFilename, InvalidVersion):
+                    continue
+                out.setdefault(project, []).append(entry.name)
+        return out
+
+    def _page_inputs(
+        self, name: NormalizedName, sdists: dict[NormalizedName, list[str]]
+    ) -> str | None:
+        """A digest of the stat of every file the project's pages are made from (None without
+        the hash cache: then every page is made again)."""
+        if self._hashes is None:
+            return None
+        with self._state_lock:
+            assert self._catalog is not None
+            wheels = sorted(self._catalog.get(name, {}).items())
+        # Plain strings: pathlib is most of the time of a start at 10,000 wheels.
+        folder, records, sdist_folder = (
+            os.fspath(d) for d in (self.wheels_dir, self.records_dir, self.sdists_dir)
+        )
+        paths = []
+        for filename, _version in wheels:
+            path = f"{folder}/{filename}"
+            paths += [path, f"{path}.metadata", f"{path}{PROVENANCE_OBJECT_SUFFIX}"]
+        for version in sorted({normal_version(v) for _, v in wheels}):
+            paths.append(f"{records}/{name}-{version}.json")  # as record_path names it
+        paths += [f"{sdist_folder}/{f}" for f in sorted(sdists.get(name, []))]
+        return _stat_digest(paths, _page_code_digest())
+
+    def _page_outputs(self, name: NormalizedName) -> str:
+        page_dir = f"{os.fspath(self.simple_dir)}/{name}"
+        return _stat_digest([f"{page_dir}/index.html", f"{page_dir}/index.json"], "")
+
+    def _page_unchanged(self, name: NormalizedName, inputs: str) -> bool:
+        assert self._hashes is not None
+        recorded = self._hashes.page(name)
+        return recorded is not None and recorded == f"{inputs}:{self._page_outputs(name)}"
+
+    def _remember_page(
+        self,
+        name: NormalizedName,
+        inputs: str | None,
+        sdists: dict[NormalizedName, list[str]],
+        *,
+        written: bool,
+    ) -> None:
+        """Record the pages just written, if nothing they are made from changed meanwhile."""
+        if self._hashes is None:
+            return
+        if not written or inputs is None or self._page_inputs(name, sdists) != inputs:
+            self._hashes.set_page(name, None)
+            return
+        self._hashes.set_page(name, f"{inputs}:{self._page_outputs(name)}")
 
     def regenerate_project(self, name: str) -> None:
         """Rewrite the pages of the project ``name`` after a publication: its two pages, and the
@@ -803,6 +941,37 @@ class Repository:
             raise RepositoryError(
                 f"cannot write {path}: {_os_error_text(exc, path.parent)}", step=Step.WRITE
             ) from exc
+
+
+def _plain_entry(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _stat_digest(paths: list[str], salt: str) -> str:
+    """sha256 over each path and its stat (inode, size, mtime, ctime, type), or its absence."""
+    digest = hashlib.sha256(salt.encode())
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            text = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_mode}"
+        except OSError:
+            text = "-"
+        digest.update(f"{path}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _page_code_digest() -> str:
+    """The code that makes pages: a recorded page made by other code is made again."""
+    digest = hashlib.sha256()
+    for module in (index_pages, sys.modules[__name__]):
+        if module.__file__ is not None:
+            with contextlib.suppress(OSError):
+                digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def _read_plain(path: Path, max_size: int) -> bytes:

@@ -1,0 +1,672 @@
+#!/usr/bin/env python3
+"""Scale-out: how the makespan of a 1,000-package tree falls with workers, and what the
+coordinator costs per package.
+
+What runs, and what does not:
+
+- **Real**: ``core.bootstrap.Bootstrapper`` (one asyncio task per package, the build graph, the
+  ``core.scheduler`` wait graph and priority slots, records, the result), its thread pool, and,
+  for ``--executor dask``, a Dask cluster made by ``dask.dask_steps.dask_client`` exactly as
+  ``--dask local:N`` makes it (N worker processes, one thread each, the interpreter resource);
+  every build is one Dask task submitted with that resource and waited for from the bootstrap's
+  thread pool, as ``DaskSteps`` does.
+- **Fake** (``SleepSteps``, the core's ``Steps`` interface): resolution returns a precomputed
+  graph (no resolvelib, no index, no HTTP); prepare, create_env and get_requires return at once;
+  a build sleeps for its known duration, in the pool thread (local) or in a Dask worker (dask).
+  No sdist is downloaded, nothing is uploaded or published, no record or provenance is written,
+  no sandbox is started: the figures are the scheduling and the coordinator's bookkeeping only.
+
+The graph (``make_graph``, seeded): a build-tool core (flit-core, setuptools, hatchling and its
+dependencies, setuptools-scm, hatch-vcs, poetry-core, Cython, meson, meson-python, pybind11, and
+two long "numpy-like" and "scipy-like" builds that need most of them), then packages that each
+build with one of the backends, some with a plugin, some with one or two of the earlier
+packages in their build environment (which gives the graph its depth). Durations are log-normal
+(a median and sigma), with the numpy-like and scipy-like builds 40 and 60 times the median.
+
+For each executor and number of workers N the bootstrap runs with ``-j N`` and the script
+prints the makespan against the two lower bounds (the critical path: the longest chain of
+builds, each waiting for its build environment; and total work / N), the CPU time of the
+coordinator process (for Dask this includes the Dask scheduler of the local cluster, which runs
+in the same process) and of the bootstrap's event-loop thread alone, and the memory Python
+allocated per package (``tracemalloc``, measured in a separate run of the local executor).
+
+    .venv/bin/python benchmarks/bench_scaleout.py                 # local and dask, 1 2 4 8
+    .venv/bin/python benchmarks/bench_scaleout.py --executor local --workers 8 --profile out.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import heapq
+import json
+import math
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from rewheel.core.bootstrap import Bootstrapper, Built, Cached, Prepared
+from rewheel.core.records import BuildExtras, BuildRecord
+from rewheel.core.resolver import Edge, Pin, Resolution
+from rewheel.core.types import EdgeKind, IndexFile, WheelRef
+
+CPU_TARGET_MS = 5.0
+MAKESPAN_TARGET = 1.10
+
+# -- the graph -------------------------------------------------------------------------------
+
+# name: (direct build requirements, runtime requirements that a build environment pulls in too,
+# duration in medians). The real tools' graph, simplified.
+CORE: dict[str, tuple[tuple[str, ...], tuple[str, ...], float]] = {
+    "flit-core": ((), (), 1.0),
+    "setuptools": ((), (), 3.0),
+    "wheel": (("flit-core",), (), 1.0),
+    "packaging": (("flit-core",), (), 1.0),
+    "pathspec": (("flit-core",), (), 1.0),
+    "pluggy": (("setuptools",), (), 1.0),
+    "trove-classifiers": (("setuptools",), (), 1.0),
+    "pyproject-metadata": (("flit-core",), ("packaging",), 1.0),
+    "hatchling": (
+        ("packaging", "pathspec", "pluggy", "trove-classifiers"),
+        ("packaging", "pathspec", "pluggy", "trove-classifiers"),
+        2.0,
+    ),
+    "setuptools-scm": (("setuptools",), ("packaging", "setuptools"), 1.5),
+    "hatch-vcs": (("hatchling", "setuptools-scm"), ("hatchling", "setuptools-scm"), 1.0),
+    "poetry-core": ((), (), 2.0),
+    "cython": (("setuptools",), (), 4.0),
+    "meson": (("setuptools",), (), 2.0),
+    "meson-python": (
+        ("meson", "pyproject-metadata", "packaging"),
+        ("meson", "pyproject-metadata", "packaging"),
+        1.0,
+    ),
+    "pybind11": (("setuptools", "cmake-lite"), (), 2.0),
+    "cmake-lite": (("setuptools", "setuptools-scm"), (), 3.0),
+    "numpy-like": (("meson-python", "cython"), (), 40.0),
+    "scipy-like": (("meson-python", "cython", "pybind11", "numpy-like"), ("numpy-like",), 60.0),
+}
+# (build requirements, share of the other packages)
+BACKENDS: list[tuple[tuple[str, ...], float]] = [
+    (("setuptools",), 0.35),
+    (("setuptools", "wheel"), 0.08),
+    (("setuptools", "setuptools-scm"), 0.12),
+    (("hatchling",), 0.17),
+    (("hatchling", "hatch-vcs"), 0.05),
+    (("poetry-core",), 0.10),
+    (("flit-core",), 0.07),
+    (("setuptools", "cython"), 0.03),
+    (("meson-python", "cython", "numpy-like"), 0.02),
+    (("setuptools", "pybind11"), 0.01),
+]
+
+
+@dataclass
+class Graph:
+    env: dict[str, tuple[str, ...]]  # name -> every package its build environment holds
+    requires: dict[str, tuple[str, ...]]  # name -> its direct build requirements
+    seconds: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def critical_path(self) -> tuple[float, list[str]]:
+        """The longest chain: a build starts when every wheel of its build environment is
+        published (what the bootstrap waits for)."""
+        finish: dict[str, float] = {}
+        best: dict[str, str | None] = {}
+
+        def visit(name: str) -> float:
+            if name not in finish:
+                before = max(self.env[name], key=visit, default=None)
+                best[name] = before
+                finish[name] = self.seconds[name] + (visit(before) if before else 0.0)
+            return finish[name]
+
+        end = max(self.env, key=visit)
+        chain: list[str] = []
+        node: str | None = end
+        while node is not None:
+            chain.append(node)
+            node = best[node]
+        return finish[end], chain[::-1]
+
+    def depth(self) -> int:
+        memo: dict[str, int] = {}
+
+        def d(name: str) -> int:
+            if name not in memo:
+                memo[name] = 1 + max((d(e) for e in self.env[name]), default=0)
+            return memo[name]
+
+        return max(d(n) for n in self.env)
+
+
+def make_graph(packages: int, *, median: float, sigma: float, seed: int) -> Graph:
+    rng = random.Random(seed)
+    runtime: dict[str, tuple[str, ...]] = {}
+    requires: dict[str, tuple[str, ...]] = {}
+    seconds: dict[str, float] = {}
+    for name, (build, run, medians) in CORE.items():
+        requires[name], runtime[name] = build, run
+        seconds[name] = medians * median
+    choices = [b for b, _ in BACKENDS]
+    weights = [w for _, w in BACKENDS]
+    others: list[str] = []
+    for i in range(packages - len(CORE)):
+        name = f"pkg-{i:04d}"
+        build = list(rng.choices(choices, weights)[0])
+        # Some builds need earlier packages (plugins, headers, code generators): depth.
+        if others and rng.random() < 0.15:
+            build += rng.sample(others[-200:], k=min(len(others[-200:]), rng.choice((1, 1, 2))))
+        requires[name] = tuple(build)
+        runtime[name] = ()
+        seconds[name] = median * math.exp(rng.gauss(0.0, sigma))
+        others.append(name)
+
+    def closure(names: Sequence[str]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(runtime[n])
+        return tuple(sorted(seen))
+
+    env = {name: closure(requires[name]) for name in requires}
+    return Graph(env=env, requires=requires, seconds=seconds)
+
+
+# -- the fake steps ----------------------------------------------------------------------------
+
+
+def _pin(name: str) -> Pin:
+    filename = f"{name.replace('-', '_')}-1.0.tar.gz"
+    return Pin(
+        canonicalize_name(name),
+        Version("1.0"),
+        IndexFile(filename, f"https://example.invalid/{filename}", "0" * 64),
+    )
+
+
+class SleepSteps:
+    """``core.bootstrap.Steps`` over a ``Graph``: resolution from the graph, builds that
+    sleep through ``sleep(name, seconds)``.
+
+    ``in_get_requires``: the build sleeps in ``get_requires`` and ``build`` only "publishes",
+    as with ``DaskSteps`` (whose get-requires task builds the wheel when the backend needs
+    nothing more); else in ``build``, as with ``LocalSteps``. ``history``: each package has a
+    record of an earlier build that took its duration, with a build environment that no longer
+    matches (a rebuild, as after ``rewheel update``): the scheduler then knows the durations.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        sleep: Callable[[str, float], None],
+        *,
+        in_get_requires: bool = False,
+        history: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.sleep = sleep
+        self.in_get_requires = in_get_requires
+        self.history = history
+        self.pins = {canonicalize_name(n): _pin(n) for n in graph.env}
+        self.names = {canonicalize_name(n): n for n in graph.env}
+        self.lock = threading.Lock()
+        self.published: set[str] = set()
+        self.violations: list[str] = []
+
+    def resolve(
+        self,
+        requirements: Sequence[Requirement],
+        *,
+        kinds: Mapping[str, EdgeKind],
+        parent: Pin | None,
+        preferred: Mapping[NormalizedName, Version],
+        purpose: str,
+    ) -> Resolution:
+        if parent is None:
+            names = [canonicalize_name(str(r.name)) for r in requirements]
+            return Resolution(
+                {n: self.pins[n] for n in names},
+                [Edge(None, n, n, EdgeKind.TOPLEVEL) for n in names],
+            )
+        env = [canonicalize_name(n) for n in self.graph.env[self.names[parent.name]]]
+        return Resolution(
+            {n: self.pins[n] for n in env},
+            [Edge(parent, n, n, EdgeKind.BUILD_SYSTEM) for n in env],
+        )
+
+    def cached(self, pin: Pin) -> Cached | None:
+        if not self.history:
+            return None
+        name = self.names[pin.name]
+        wheel = self._wheel(pin)
+        record = BuildRecord(
+            name=pin.name,
+            version="1.0",
+            sdist_url=pin.sdist.url,
+            sdist_sha256="0" * 64,
+            wheel=wheel.filename,
+            wheel_sha256=wheel.sha256,
+            build_system_requires=self.graph.requires[name],
+            cache_key="an older build environment",
+            seconds=self.graph.seconds[name],
+        )
+        return Cached(wheel, self.graph.requires[name], (), "an older build environment", record)
+
+    def _wheel(self, pin: Pin) -> WheelRef:
+        filename = f"{self.names[pin.name].replace('-', '_')}-1.0-py3-none-any.whl"
+        return WheelRef(pin.name, "1.0", filename, "0" * 64)
+
+    def cache_key(self, pin: Pin, build_env: Sequence[WheelRef]) -> str:
+        return pin.name
+
+    def prepare(self, pin: Pin) -> Prepared:
+        return Prepared(
+            pin=pin,
+            sdist_path=Path("/nonexistent") / pin.sdist.filename,
+            sdist_sha256="0" * 64,
+            source_dir=Path("/nonexistent"),
+            build_requires=self.graph.requires[self.names[pin.name]],
+        )
+
+    def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> Any:
+        with self.lock:
+            missing = [w.name for w in wheels if w.name not in self.published]
+        if missing:
+            self.violations.append(f"{prepared.pin.name}: env before {missing}")
+        return tuple(wheels)
+
+    def get_requires(self, prepared: Prepared, env: Any) -> list[str]:
+        if self.in_get_requires:
+            name = self.names[prepared.pin.name]
+            self.sleep(name, self.graph.seconds[name])
+        return []
+
+    def build(self, prepared: Prepared, env: Any) -> Built:
+        name = self.names[prepared.pin.name]
+        seconds = self.graph.seconds[name]
+        if not self.in_get_requires:
+            self.sleep(name, seconds)
+        with self.lock:
+            self.published.add(prepared.pin.name)
+        return Built(
+            wheel=self._wheel(prepared.pin),
+            metadata=b"Metadata-Version: 2.1\nName: x\nVersion: 1.0\n\n",
+            seconds=seconds,
+            log=Path("/nonexistent.log"),
+        )
+
+    def drifted(self, pin: Pin, built_metadata: bytes) -> bool:
+        return False
+
+    def prebuilt(self, pin: Pin) -> Built | None:
+        return None
+
+    def record_extras(self, pin: Pin) -> BuildExtras:
+        return BuildExtras()
+
+    def save_record(self, record: BuildRecord) -> BuildRecord:
+        return record
+
+
+# -- executors ---------------------------------------------------------------------------------
+
+
+def local_sleep(_name: str, seconds: float) -> None:
+    time.sleep(seconds)
+
+
+CLUSTER = """
+import sys
+from distributed import LocalCluster
+from rewheel.dask.dask_worker import worker_resource
+with LocalCluster(n_workers=int(sys.argv[1]), threads_per_worker=1, processes=True,
+                  resources={worker_resource(): 1}, dashboard_address="127.0.0.1:0") as cluster:
+    print(cluster.scheduler_address, flush=True)
+    sys.stdin.read()  # until the benchmark closes it
+"""
+
+
+@contextlib.contextmanager
+def cluster_elsewhere(workers: int) -> Iterator[str]:
+    """The same cluster as ``local:N`` (N worker processes, one thread each, the interpreter's
+    resource), with its scheduler in a process of its own, as on a real cluster: its address."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER, str(workers)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        if not address:
+            raise SystemExit("the Dask cluster did not start")
+        yield address
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str, float], None]]:
+    """Builds as Dask tasks, submitted as ``DaskSteps._run`` submits them (the interpreter
+    resource, ``pure=False``), on the cluster ``--dask local:N`` makes (its scheduler in this
+    process) or, unless ``scheduler_here``, on the same cluster run in another process and
+    reached by its address (``--dask tcp://...``)."""
+    from rewheel.dask.dask_steps import dask_client
+
+    with contextlib.ExitStack() as stack:
+        target = (
+            f"local:{workers}"
+            if scheduler_here
+            else stack.enter_context(cluster_elsewhere(workers))
+        )
+        client, resource_name = stack.enter_context(dask_client(target))
+        counter = iter(range(1 << 62))
+
+        def sleep(name: str, seconds: float) -> None:
+            future = client.submit(
+                time.sleep,
+                seconds,
+                key=f"rewheel-build-{name}-{next(counter)}",
+                resources={resource_name: 1},
+                pure=False,
+            )
+            try:
+                future.result()
+            finally:
+                future.release()
+
+        yield sleep
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    executor: str
+    durations: str  # "known" to the scheduler (from the records of earlier builds) or not
+    workers: int
+    packages: int
+    makespan_s: float
+    critical_path_s: float
+    work_per_worker_s: float
+    bound_s: float
+    ratio: float
+    process_cpu_ms_per_pkg: float
+    loop_cpu_ms_per_pkg: float
+    policy_s: float  # the scheduler's policy simulated without overhead (list scheduling)
+    roundtrip_ms: float  # an empty Dask task, submitted and waited for (0 for local)
+    max_parallel: int
+    built: int
+    violations: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _process_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_once(
+    graph: Graph,
+    executor: str,
+    workers: int,
+    *,
+    history: bool,
+    scheduler_here: bool = True,
+    profile: Path | None = None,
+) -> Run:
+    roots = [Requirement(n) for n in graph.env]
+    with contextlib.ExitStack() as stack:
+        roundtrip = 0.0
+        if executor == "dask":
+            sleep = stack.enter_context(dask_sleep(workers, scheduler_here=scheduler_here))
+            sleep("warm-up", 0.0)  # the workers' first task imports what tasks need
+            t = time.perf_counter()
+            for i in range(20):
+                sleep(f"round-trip-{i}", 0.0)
+            roundtrip = (time.perf_counter() - t) / 20
+        else:
+            sleep = local_sleep
+        steps = SleepSteps(graph, sleep, in_get_requires=executor == "dask", history=history)
+        boot = Bootstrapper(steps, jobs=workers, threads=max(32, workers * 4))
+        profiler = cProfile.Profile() if profile else None
+        cpu0, loop0, t0 = _process_cpu(), time.thread_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        result = boot.run(roots, max_passes=1)
+        if profiler:
+            profiler.disable()
+        makespan = time.perf_counter() - t0
+        loop_cpu, cpu = time.thread_time() - loop0, _process_cpu() - cpu0
+        if profiler and profile:
+            profiler.dump_stats(str(profile))
+    cp, _chain = graph.critical_path()
+    per = graph.total / workers
+    bound = max(cp, per)
+    n = len(graph.env)
+    return Run(
+        executor=executor if executor == "local" or scheduler_here else "dask (scheduler apart)",
+        durations="known" if history else "unknown",
+        workers=workers,
+        packages=n,
+        makespan_s=round(makespan, 3),
+        critical_path_s=round(cp, 3),
+        work_per_worker_s=round(per, 3),
+        bound_s=round(bound, 3),
+        ratio=round(makespan / bound, 3) if bound else float("inf"),
+        policy_s=round(simulate(graph, workers, known=history), 3),
+        roundtrip_ms=round(roundtrip * 1000, 1),
+        process_cpu_ms_per_pkg=round(cpu / n * 1000, 3),
+        loop_cpu_ms_per_pkg=round(loop_cpu / n * 1000, 3),
+        max_parallel=result.max_parallel_builds,
+        built=result.built,
+        violations=len(steps.violations) + len(result.failures),
+    )
+
+
+def simulate(graph: Graph, workers: int, *, known: bool) -> float:
+    """The makespan of the bootstrap's policy with no overhead at all: a build starts as soon as
+    its environment is built and a worker is free; among ready builds the one with the heaviest
+    chain of builds waiting behind it goes first (each weighing its duration when ``known``,
+    else 1, as ``core.scheduler.WaitGraph`` weighs them)."""
+    waiters: dict[str, list[str]] = {n: [] for n in graph.env}
+    for name, env in graph.env.items():
+        for e in env:
+            waiters[e].append(name)
+    chains: dict[str, float] = {}
+    for name in graph.env:
+        _chain(name, waiters, chains, graph.seconds if known else None)
+    remaining = {n: len(env) for n, env in graph.env.items()}
+    ready = [(-chains[n], n) for n, k in remaining.items() if k == 0]
+    heapq.heapify(ready)
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < workers:
+            _, name = heapq.heappop(ready)
+            heapq.heappush(running, (now + graph.seconds[name], name))
+        now, name = heapq.heappop(running)
+        for w in waiters[name]:
+            remaining[w] -= 1
+            if remaining[w] == 0:
+                heapq.heappush(ready, (-chains[w], w))
+    return now
+
+
+def _chain(
+    name: str,
+    waiters: dict[str, list[str]],
+    chains: dict[str, float],
+    seconds: dict[str, float] | None,
+) -> float:
+    stack = [(name, False)]
+    while stack:
+        n, ready = stack.pop()
+        if n in chains:
+            continue
+        if ready:
+            weight = seconds[n] if seconds is not None else 1.0
+            chains[n] = weight + max((chains[w] for w in waiters[n]), default=0.0)
+        else:
+            stack.append((n, True))
+            stack.extend((w, False) for w in waiters[n] if w not in chains)
+    return chains[name]
+
+
+def memory_per_package(graph: Graph, workers: int) -> float:
+    """KiB of Python allocations per package at the run's peak (local executor, builds of no
+    duration: only the coordinator's own objects)."""
+    quick = Graph(graph.env, graph.requires, dict.fromkeys(graph.seconds, 0.0))
+    steps = SleepSteps(quick, local_sleep)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    Bootstrapper(steps, jobs=workers).run([Requirement(n) for n in graph.env], max_passes=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / len(graph.env) / 1024
+
+
+def table(runs: Sequence[Run]) -> str:
+    head = [
+        "executor",
+        "durations",
+        "workers",
+        "makespan s",
+        "critical path s",
+        "work/N s",
+        "makespan/bound",
+        "policy alone s",
+        "process CPU ms/pkg",
+        "loop CPU ms/pkg",
+        "max parallel",
+    ]
+    rows = [head] + [
+        [
+            r.executor,
+            r.durations,
+            str(r.workers),
+            f"{r.makespan_s:.2f}",
+            f"{r.critical_path_s:.2f}",
+            f"{r.work_per_worker_s:.2f}",
+            f"{r.ratio:.3f}",
+            f"{r.policy_s:.2f}",
+            f"{r.process_cpu_ms_per_pkg:.2f}",
+            f"{r.loop_cpu_ms_per_pkg:.2f}",
+            str(r.max_parallel),
+        ]
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    out = []
+    for i, row in enumerate(rows):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if i == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", type=int, default=1000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--executor", choices=("local", "dask", "both"), default="both")
+    parser.add_argument(
+        "--median", type=float, default=0.1, help="median build seconds (default 0.1)"
+    )
+    parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma (default 1)")
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--durations",
+        choices=("unknown", "known", "both"),
+        default="both",
+        help="whether the scheduler knows build durations (from earlier builds' records)",
+    )
+    parser.add_argument(
+        "--scheduler-apart",
+        action="store_true",
+        help="run the Dask cluster (scheduler and workers) in a process of its own and reach it "
+        "by address, so that the coordinator's CPU is rewheel's and the Dask client's only",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile", type=Path, help="cProfile the (last) run into this file")
+    args = parser.parse_args(argv)
+
+    graph = make_graph(args.packages, median=args.median, sigma=args.sigma, seed=args.seed)
+    cp, chain = graph.critical_path()
+    durations = sorted(graph.seconds.values())
+    print(
+        f"graph: {len(graph.env)} packages, depth {graph.depth()}, total work "
+        f"{graph.total:.1f} s, critical path {cp:.2f} s ({' -> '.join(chain)}); builds: median "
+        f"{statistics.median(durations):.3f} s, p90 {durations[int(0.9 * len(durations))]:.3f} "
+        f"s, max {durations[-1]:.2f} s",
+        flush=True,
+    )
+    executors = ["local", "dask"] if args.executor == "both" else [args.executor]
+    runs: list[Run] = []
+    modes = [False, True] if args.durations == "both" else [args.durations == "known"]
+    for executor in executors:
+        for history in modes:
+            for n in args.workers:
+                run = run_once(
+                    graph,
+                    executor,
+                    n,
+                    history=history,
+                    scheduler_here=not args.scheduler_apart,
+                    profile=args.profile,
+                )
+                runs.append(run)
+                print(
+                    f"{executor} x{n} durations {run.durations}: makespan {run.makespan_s:.2f} "
+                    f"s, bound {run.bound_s:.2f} s (x{run.ratio:.3f}; the same policy without "
+                    f"any overhead: {run.policy_s:.2f} s), coordinator CPU "
+                    f"{run.process_cpu_ms_per_pkg:.2f} ms/pkg (event loop "
+                    f"{run.loop_cpu_ms_per_pkg:.2f}), Dask round trip {run.roundtrip_ms:.1f} ms, "
+                    f"violations {run.violations}",
+                    flush=True,
+                )
+    kib = memory_per_package(graph, max(args.workers))
+    print()
+    print(table(runs))
+    print(f"\nmemory: {kib:.1f} KiB of Python allocations per package at the peak (tracemalloc)")
+    met_cpu = all(r.process_cpu_ms_per_pkg < CPU_TARGET_MS for r in runs)
+    met_span = all(r.ratio <= MAKESPAN_TARGET for r in runs)
+    print(
+        f"targets: coordinator CPU < {CPU_TARGET_MS} ms/pkg: {'met' if met_cpu else 'MISSED'}; "
+        f"makespan within {MAKESPAN_TARGET - 1:.0%} of the bound: "
+        f"{'met' if met_span else 'MISSED'}"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"runs": [asdict(r) for r in runs], "kib_per_package": kib}, indent=1)
+        )
+    return 0 if all(r.violations == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
