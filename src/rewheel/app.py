@@ -34,8 +34,7 @@ from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
-from .core.types import Upstream
-from .core.types import WheelRef
+from .core.types import Upstream, WheelRef
 from .core.versions import normal_version
 from .index.credentials import without_credentials
 from .index.http import HttpClient, RetryPolicy
