@@ -550,6 +550,21 @@ def envelope_keyids(envelope: Any) -> list[str]:
     ]
 
 
+def envelope_signatures(envelope: Mapping[str, Any]) -> list[bytes]:
+    """The signatures of a DSSE envelope, decoded (unchecked; entries that are not base64 are
+    left out)."""
+    signatures = envelope.get("signatures")
+    decoded = []
+    for sig in signatures if isinstance(signatures, list) else []:
+        if not isinstance(sig, Mapping):
+            continue
+        try:
+            decoded.append(base64.b64decode(str(sig.get("sig")), validate=True))
+        except ValueError:
+            continue
+    return decoded
+
+
 def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
     """None if ``envelope`` carries ``payload`` with a valid signature by ``key``, else why not."""
     if not isinstance(envelope, Mapping) or envelope.get("payloadType") != DSSE_PAYLOAD_TYPE:
@@ -560,16 +575,9 @@ def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
         return "the signed envelope's payload is not base64"
     if carried != payload:
         return "the signed envelope carries another statement than the provenance file"
-    signatures = envelope.get("signatures")
-    for sig in signatures if isinstance(signatures, list) else []:
-        if not isinstance(sig, Mapping):
-            continue
-        try:
-            signature = base64.b64decode(str(sig.get("sig")), validate=True)
-        except ValueError:
-            continue
-        if key.verifies(signature, pae(DSSE_PAYLOAD_TYPE, carried)):
-            return None
+    signed = pae(DSSE_PAYLOAD_TYPE, carried)
+    if any(key.verifies(signature, signed) for signature in envelope_signatures(envelope)):
+        return None
     return f"no valid signature by the key {key.keyid}"
 
 

@@ -68,6 +68,7 @@ from .provenance import (
     check_statement,
     dsse_envelope,
     envelope_keyids,
+    envelope_signatures,
     pae,
     provenance_object,
 )
@@ -441,21 +442,15 @@ class SharedBuildCache:
             ):
                 raise ValueError("not an in-toto DSSE envelope")
             payload = base64.b64decode(str(envelope.get("payload")), validate=True)
-            signatures = envelope.get("signatures")
-            if not isinstance(signatures, list):
+            if not isinstance(envelope.get("signatures"), list):
                 raise ValueError("no signatures")
         except ValueError as exc:
             self._refuse(pin, f"its signed provenance cannot be read ({exc})")
             return None
-        for sig in signatures:
-            if not isinstance(sig, Mapping):
-                continue
-            try:
-                signature = base64.b64decode(str(sig.get("sig")), validate=True)
-            except ValueError:
-                continue
+        signed = pae(DSSE_PAYLOAD_TYPE, payload)
+        for signature in envelope_signatures(envelope):
             for key in self.trusted.values():
-                if key.verifies(signature, pae(DSSE_PAYLOAD_TYPE, payload)):
+                if key.verifies(signature, signed):
                     return payload, signature, key
         claimed = [k for k in envelope_keyids(envelope) if k not in self.trusted]
         if claimed and all(k not in self.trusted for k in claimed):
