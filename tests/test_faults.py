@@ -9,10 +9,13 @@ import contextlib
 import hashlib
 import json
 import os
+import select
+import signal
 import socket
 import struct
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +150,7 @@ class RawServer:
         self.seen: list[str] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/f.bin"
+        self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -156,10 +160,14 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
+            if self._stopping.is_set():
+                conn.close()
+                return
+            with conn, contextlib.suppress(OSError):
                 self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(10)  # a client that stops halfway cannot keep close() waiting
         request = b""
         while b"\r\n\r\n" not in request:
             chunk = conn.recv(4096)
@@ -180,6 +188,20 @@ class RawServer:
             conn.sendall(head.encode() + b"\r\n" + body)
 
     def close(self) -> None:
+        """Stop the thread, then close the listening socket.
+
+        Never the other way round: a descriptor closed under a thread blocked in accept() leaves
+        that accept() waiting, and the kernel starts it again with the same number after a signal
+        (starting a subprocess was enough), by then another listening socket's (a later test's
+        FakeIndex): the thread took its connection and answered it with BODY. shutdown() wakes
+        the accept() instead.
+        """
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(30)
+        if self.thread.is_alive():
+            raise RuntimeError("RawServer's thread did not stop; its socket is left open")
         self.sock.close()
 
 
@@ -226,6 +248,66 @@ def test_a_server_that_always_resets_is_given_up_on(raw: list[RawServer], tmp_pa
         client.download_to(server.url, tmp_path / "f.bin", BODY_SHA)
     assert len(server.seen) == FAST.attempts
     assert list(tmp_path.iterdir()) == []
+
+
+def _blocked_in_accept(thread: threading.Thread) -> None:
+    """Wait (a while) until ``thread`` sleeps in the kernel's accept(); silently gives up where
+    /proc does not say."""
+    wchan = Path(f"/proc/self/task/{thread.native_id}/wchan")
+    for _ in range(200):
+        with contextlib.suppress(OSError):
+            if wchan.read_text() == "inet_csk_accept":
+                return
+        time.sleep(0.01)
+
+
+def test_a_closed_raw_server_takes_no_connection_meant_for_a_later_server(
+    raw: list[RawServer], tmp_path: Path
+) -> None:
+    """close() closed the listening socket under the thread blocked in accept(). The kernel
+    restarts such an accept() after a signal (one with SA_RESTART here; starting a subprocess was
+    enough in the test runs) with the same descriptor number, by then another listening socket's:
+    the old thread took a connection of a later test's FakeIndex and answered it with BODY, a
+    project page of random bytes (the flaky failures of test_prune, test_settings and
+    test_sandbox_escapes, and hangs in FakeIndex.stop when it took a connection that
+    serve_forever had already selected)."""
+    server = RawServer([])
+    raw.append(server)
+    with HttpClient(policy=FAST) as client:
+        assert client.download_to(server.url, tmp_path / "f.bin", BODY_SHA) == BODY_SHA
+    _blocked_in_accept(server.thread)
+    number = server.sock.fileno()
+    server.close()
+    with socket.create_server(("127.0.0.1", 0)) as later:  # blocking, as FakeIndex's
+        extra: int | None = None
+        if later.fileno() != number:  # the usual case: it took the lowest free number, that one
+            with contextlib.suppress(OSError):
+                os.fstat(number)
+                pytest.skip("the closed descriptor number was taken by something else meanwhile")
+            extra = os.dup2(later.fileno(), number)  # the later listening socket, at that number
+        try:
+            if server.thread.is_alive():
+                # What a signal does to a blocked accept(): the kernel starts it again.
+                previous = signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+                signal.siginterrupt(signal.SIGUSR1, False)
+                try:
+                    signal.pthread_kill(server.thread.ident or 0, signal.SIGUSR1)
+                    time.sleep(0.2)
+                finally:
+                    signal.signal(signal.SIGUSR1, previous)
+            with socket.create_connection(later.getsockname()[:2], timeout=10) as client_sock:
+                client_sock.sendall(b"GET /simple/app/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                select.select([later], [], [], 5)
+                later.setblocking(False)
+                try:
+                    conn, _ = later.accept()
+                except BlockingIOError:
+                    pytest.fail(f"the closed server took the connection: {client_sock.recv(80)!r}")
+                conn.close()
+        finally:
+            if extra is not None:
+                os.close(extra)
+    assert server.seen == ["good"]
 
 
 # -- a full disk -----------------------------------------------------------------------------------

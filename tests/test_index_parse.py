@@ -186,6 +186,21 @@ def test_html_malformed_raises_upstream_error(data: bytes) -> None:
     assert (info.value.package, info.value.step) == (NAME, "index")
 
 
+@pytest.mark.parametrize(
+    ("content_type", "said"),
+    [(None, "no Content-Type"), ("application/vnd.pypi.simple.v1+json", "Content-Type 'app")],
+)
+def test_an_unreadable_page_says_what_came(content_type: str | None, said: str) -> None:
+    """A body of random bytes (what a misdirected connection brought in a flaky test) is named
+    by its size, its Content-Type and its first bytes, not only by the parser's complaint."""
+    data = b"\xa7*\xaa \xb4J\xa5\x1a" * 100
+    with pytest.raises(UpstreamError) as info:
+        parse_page(data, content_type, PAGE, NAME)
+    assert f"received 800 bytes with {said}" in str(info.value)
+    assert "starting b'\\xa7*\\xaa \\xb4J" in str(info.value)
+    assert (info.value.package, info.value.step) == (NAME, "index")
+
+
 def test_empty_pages() -> None:
     assert parse_html_page(b"<html><body></body></html>", PAGE, NAME).files == ()
     assert parse_json_page(_json([]), PAGE, NAME).files == ()

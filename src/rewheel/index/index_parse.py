@@ -206,14 +206,26 @@ def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> Project
 def parse_page(
     data: bytes, content_type: str | None, page_url: str, name: NormalizedName
 ) -> ProjectPage:
-    """A project page in whichever format its Content-Type names (PEP 691 negotiation)."""
+    """A project page in whichever format its Content-Type names (PEP 691 negotiation).
+
+    A page that cannot be read says what came: its size, its Content-Type and its first bytes.
+    """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type in (JSON_V1, "application/vnd.pypi.simple.latest+json"):
-        return parse_json_page(data, page_url, name)
-    if media_type in (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", ""):
-        # No Content-Type at all: old PEP 503 servers, which only ever served HTML.
-        return parse_html_page(data, page_url, name)
+    try:
+        if media_type in (JSON_V1, "application/vnd.pypi.simple.latest+json"):
+            return parse_json_page(data, page_url, name)
+        if media_type in (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", ""):
+            # No Content-Type at all: old PEP 503 servers, which only ever served HTML.
+            return parse_html_page(data, page_url, name)
+    except UpstreamError as exc:
+        exc.message += f" ({_what_came(data, content_type)})"
+        raise
     raise _fail(name, page_url, f"unexpected Content-Type {content_type!r}")
+
+
+def _what_came(data: bytes, content_type: str | None) -> str:
+    kind = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
+    return f"received {len(data)} bytes with {kind}, starting {data[:24]!r}"
 
 
 def parse_root_page(data: bytes, content_type: str | None, page_url: str) -> list[str]:
