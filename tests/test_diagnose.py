@@ -99,6 +99,15 @@ LOGS = Path(__file__).parent / "build_logs"
         ("autoconf-pkg-check-modules.log", Cause.PKG_CONFIG, "apt-get install libffi-dev"),
         ("setuptools-no-compiler.log", Cause.COMMAND, "the command gcc is not installed"),
         ("maturin-cargo-offline.log", Cause.CARGO_OFFLINE, "[build] prebuilt = true"),
+        # siphash24 1.9 from PyPI (meson-python): its wrap clones c-siphash from GitHub.
+        (
+            "meson-python-wrap-git-offline.log",
+            Cause.MESON_WRAP,
+            "meson cannot find the dependency libcsiphash-1 on the system, and its fallback "
+            "subproject libcsiphash-1 is fetched from github.com, which builds cannot reach; "
+            "install its development files (apt-file search /libcsiphash-1.pc), or ship the "
+            "subproject's source in the sdist (subprojects/libcsiphash-1/) with a patch",
+        ),
     ],
 )
 def test_real_logs(log: str, kind: Cause, expected: str) -> None:
@@ -192,6 +201,22 @@ def test_a_program_that_subprocess_could_not_start_is_a_missing_command() -> Non
     # Without subprocess in the traceback, and not a known program: a file.
     found = diagnose(error)
     assert found is not None and found.kind is Cause.FILE
+
+
+def test_a_meson_subproject_downloaded_by_its_wrap_file_names_the_system_package() -> None:
+    text = (
+        "Run-time dependency zlib found: NO (tried pkg-config and cmake)\n"
+        "Looking for a fallback subproject for the dependency zlib\n"
+        "Downloading zlib source from https://zlib.net/fossils/zlib-1.3.tar.gz\n"
+        "../meson.build:3:0: ERROR: could not get https://zlib.net/fossils/zlib-1.3.tar.gz "
+        "is the internet available?\n"
+    )
+    found = diagnose(text, package="pkg")
+    assert found is not None and found.kind is Cause.MESON_WRAP
+    assert "fetched from zlib.net" in found.line()
+    assert "apt-get install zlib1g-dev" in found.line()
+    # Without network the fetch is the cause; with it, the download failure is still the wrap's.
+    assert diagnose(text, package="pkg", offline=False) is not None
 
 
 def test_the_most_specific_cause_wins_and_of_one_kind_the_last() -> None:

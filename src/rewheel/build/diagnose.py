@@ -372,6 +372,7 @@ class Cause(enum.StrEnum):
     COMPILER = "compiler"
     HEADER = "header"
     PKG_CONFIG = "pkg-config"
+    MESON_WRAP = "meson-wrap"
     LIBRARY = "library"
     COMMAND = "command"
     MODULE = "module"
@@ -566,6 +567,48 @@ def _pkg_config(line: str, _index: int, _ctx: _Context) -> Diagnosis | None:
     return Diagnosis(Cause.PKG_CONFIG, cause, fix)
 
 
+# meson falls back to a subproject when the system lacks a dependency; a subproject that its
+# .wrap file fetches (git clone, or a download) cannot be had in a build without network.
+_MESON_FETCH = re.compile(
+    r"ERROR: Git command failed: \[.*'clone'.*?'https?://([A-Za-z0-9.-]{1,100})[^']*', '("
+    + _NAME
+    + r")'\]"
+    r"|could not get https?://([A-Za-z0-9.-]{1,100})\S* is the internet available",
+    re.ASCII,
+)
+_MESON_FALLBACK = re.compile(
+    r"Looking for a fallback subproject for the dependency (" + _NAME + r")", re.ASCII
+)
+
+
+def _meson_wrap(line: str, index: int, ctx: _Context) -> Diagnosis | None:
+    if (match := _MESON_FETCH.search(line)) is None:
+        return None
+    host = match.group(1) or match.group(3)
+    dependency = None
+    for earlier in reversed(ctx.lines[:index]):
+        if (fallback := _MESON_FALLBACK.search(earlier)) is not None:
+            dependency = fallback.group(1)
+            break
+    subproject = match.group(2) or dependency
+    what = f"the dependency {dependency}" if dependency else "a dependency"
+    cause = (
+        f"meson cannot find {what} on the system, and its fallback subproject"
+        + (f" {subproject}" if subproject else "")
+        + f" is fetched from {host}, which builds cannot reach"
+    )
+    package = LIBRARIES.get(dependency.lower()) if dependency else None
+    if package is not None:
+        system = f"install its development files (Debian: apt-get install {package})"
+    elif dependency:
+        system = f"install its development files (apt-file search /{dependency}.pc)"
+    else:
+        system = "install it on the system"
+    folder = f"subprojects/{subproject}/" if subproject else "subprojects/"
+    fix = f"{system}, or ship the subproject's source in the sdist ({folder}) with a patch"
+    return Diagnosis(Cause.MESON_WRAP, cause, fix)
+
+
 _LINK = re.compile(r"cannot find -l(" + _NAME + r")", re.ASCII)
 
 
@@ -740,6 +783,8 @@ _TRIGGERS = re.compile(
             "No package",
             "No module named",
             "Unknown compiler",
+            "Git command failed",
+            "is the internet available",
             "COMPILER could be found",
             "ortran compiler",
             "cannot execute",
@@ -758,6 +803,7 @@ _RULES: list[_Rule] = [
     _compiler,
     _header,
     _pkg_config,
+    _meson_wrap,
     _library,
     _command,
     _module,
