@@ -172,16 +172,23 @@ def one_line(text: str) -> str:
 
 
 def error_line(error: Mapping[str, Any] | None) -> str | None:
-    """The cause line rewheel printed for an error object: its hint (the diagnosis) when there is
-    one, else the first line of its message."""
+    """The cause line rewheel printed for an error object. A failed build's hint is the diagnosis
+    of its log, which names the cause: that line. Any other error's message is the cause, and its
+    hint (if any) the fix: the first line of each, joined."""
     if not error:
         return None
     hint = error.get("hint")
-    if isinstance(hint, str) and hint.strip():
-        return one_line(hint.strip().splitlines()[0])
+    hint = hint.strip().splitlines()[0] if isinstance(hint, str) and hint.strip() else None
     message = error.get("message")
-    if isinstance(message, str) and message.strip():
-        return one_line(message.strip().splitlines()[0])
+    message = (
+        message.strip().splitlines()[0] if isinstance(message, str) and message.strip() else None
+    )
+    if error.get("type") == "BuildError" and hint:
+        return one_line(hint)
+    if message and hint:
+        return one_line(f"{message}; fix: {hint}")
+    if message or hint:
+        return one_line(message or hint or "")
     return one_line(str(error.get("type") or "unknown error"))
 
 

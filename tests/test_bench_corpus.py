@@ -23,8 +23,10 @@ def bench() -> ModuleType:
     return module
 
 
-def _error(message: str, hint: str | None = None, package: str = "x") -> dict[str, Any]:
-    return {"type": "BuildError", "message": message, "hint": hint, "package": package}
+def _error(
+    message: str, hint: str | None = None, package: str = "x", kind: str = "BuildError"
+) -> dict[str, Any]:
+    return {"type": kind, "message": message, "hint": hint, "package": package}
 
 
 def test_built_reused_and_prebuilt_come_from_the_lists(bench: ModuleType) -> None:
@@ -66,11 +68,17 @@ def test_a_run_stopped_by_an_error_gives_that_error(bench: ModuleType) -> None:
     report = {
         "outcome": "error",
         "failed": [],
-        "error": _error("no such project on the index: nope (HTTP 404 at URL)", package="nope"),
+        "error": _error(
+            "no such project on the index: nope (HTTP 404 at URL)\n  nope (requested)",
+            "check the name 'nope'",
+            package="nope",
+            kind="ResolutionError",
+        ),
     }
+    # Not a build's diagnosis: the message is the cause and the hint the fix, both shown.
     assert bench.classify(report, "nope")[:3] == (
         "error",
-        "no such project on the index: nope (HTTP 404 at URL)",
+        "no such project on the index: nope (HTTP 404 at URL); fix: check the name 'nope'",
         "nope",
     )
     assert bench.classify(None, "nope")[0] == "error"
