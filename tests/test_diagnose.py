@@ -108,6 +108,15 @@ LOGS = Path(__file__).parent / "build_logs"
             "install its development files (apt-file search /libcsiphash-1.pc), or ship the "
             "subproject's source in the sdist (subprojects/libcsiphash-1/) with a patch",
         ),
+        # platformdirs 4.14.9 from PyPI with python-sbom removed: hatchling's build hook is gone.
+        (
+            "hatchling-unknown-build-hook.log",
+            Cause.HATCH_PLUGIN,
+            "hatchling has no build hook python-sbom: the project that provides it is not among "
+            "the build requirements; add that project in its settings (pkg.toml): [build] "
+            "requires_add; or turn it off with a patch of its pyproject.toml "
+            "([tool.hatch.build.hooks.python-sbom]; [[patches]] in pkg.toml)",
+        ),
     ],
 )
 def test_real_logs(log: str, kind: Cause, expected: str) -> None:
@@ -217,6 +226,28 @@ def test_a_meson_subproject_downloaded_by_its_wrap_file_names_the_system_package
     assert "apt-get install zlib1g-dev" in found.line()
     # Without network the fetch is the cause; with it, the download failure is still the wrap's.
     assert diagnose(text, package="pkg", offline=False) is not None
+
+
+def test_a_fix_never_adds_back_what_the_settings_remove() -> None:
+    # virtualenv 21.15.11 and platformdirs 4.14.9 from PyPI, built with
+    # requires_remove = ["python-sbom"] (python-sbom is not on PyPI): the hook script imports it,
+    # and pyproject.toml configures its hook.
+    hook_script = (LOGS / "hatch-build-py-removed-requirement.log").read_text(encoding="utf-8")
+    found = diagnose(hook_script, package="virtualenv")
+    assert found is not None and 'requires_add = ["python-sbom"]' in found.line()
+    found = diagnose(hook_script, package="virtualenv", removed=["python_sbom"])
+    assert found is not None and found.kind is Cause.MODULE
+    assert found.line() == (
+        "the build imports python_sbom, from python-sbom, which its settings remove from the "
+        "build requirements (requires_remove); take the import out with a patch ([[patches]] in "
+        "virtualenv.toml), or stop removing it"
+    )
+    hook = (LOGS / "hatchling-unknown-build-hook.log").read_text(encoding="utf-8")
+    found = diagnose(hook, package="platformdirs", removed=["Python-SBOM"])
+    assert found is not None and found.kind is Cause.HATCH_PLUGIN
+    assert "requires_add" not in found.line()
+    assert "its settings remove python-sbom" in found.line()
+    assert "[tool.hatch.build.hooks.python-sbom]" in found.line()
 
 
 def test_the_most_specific_cause_wins_and_of_one_kind_the_last() -> None:

@@ -18,7 +18,7 @@ import enum
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -379,6 +379,7 @@ class Cause(enum.StrEnum):
     LIBRARY = "library"
     COMMAND = "command"
     MODULE = "module"
+    HATCH_PLUGIN = "hatch-plugin"
     PIP = "pip"
     NETWORK = "network"
     FILE = "file"
@@ -411,26 +412,37 @@ class _Context:
     lines: Sequence[str]
     package: str | None
     settings: str  # the package's settings file, as the fix names it
+    removed: frozenset[str]  # normalized names of the build requirements its settings drop
 
 
 _Rule = Callable[[str, int, _Context], "Diagnosis | None"]
 
 
 def diagnose(
-    log_text: str, *, package: str | None = None, offline: bool = True
+    log_text: str,
+    *,
+    package: str | None = None,
+    offline: bool = True,
+    removed: Collection[str] = (),
 ) -> Diagnosis | None:
     """The cause of a failed build that the end of its log shows, if a known one, with its fix.
 
     ``package`` names the settings file a fix adds to; ``offline``: the build ran without network
-    (without it, network failures are no cause this can name). Where several causes show, the
-    one most specific wins (a missing header over a missing command over a network failure),
-    and of two of a kind the later.
+    (without it, network failures are no cause this can name); ``removed``: the build
+    requirements its settings drop (``requires_remove``), which a fix must not add back. Where
+    several causes show, the one most specific wins (a missing header over a missing command
+    over a network failure), and of two of a kind the later.
     """
     text = log_text[-TAIL_CHARS:].replace("\r", "\n")
     # "=== " and "$ " lines are rewheel's own (when and where, the command, its exit status).
     lines = [line[:MAX_LINE] for line in text.split("\n") if not line.startswith(("=== ", "$ "))]
     settings = f"{canonicalize_name(package)}.toml" if package else "<name>.toml"
-    ctx = _Context(lines=lines, package=package, settings=settings)
+    ctx = _Context(
+        lines=lines,
+        package=package,
+        settings=settings,
+        removed=frozenset(canonicalize_name(name) for name in removed),
+    )
     rules = _RULES if offline else [r for r in _RULES if r is not _network]
     best: tuple[int, Diagnosis] | None = None
     for index, line in enumerate(lines):
@@ -714,10 +726,52 @@ def _module(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
     project = MODULE_PROJECTS.get(top, top.replace("_", "-"))
     if not _PROJECT.fullmatch(project):
         return None
+    if canonicalize_name(project) in ctx.removed:
+        return Diagnosis(
+            Cause.MODULE,
+            f"the build imports {module}, from {canonicalize_name(project)}, which its settings "
+            "remove from the build requirements (requires_remove)",
+            f"take the import out with a patch ([[patches]] in {ctx.settings}), or stop "
+            "removing it",
+        )
     return Diagnosis(
         Cause.MODULE,
         f"the build imports {module}, which it does not declare as a build requirement",
         _requires_add(canonicalize_name(project), ctx),
+    )
+
+
+_HATCH_PLUGIN = re.compile(
+    r"Unknown (build hook|metadata hook|version source|version scheme|builder): (" + _NAME + r")",
+    re.ASCII,
+)
+_HATCH_TABLES = {
+    "build hook": "tool.hatch.build.hooks",
+    "metadata hook": "tool.hatch.metadata.hooks",
+    "version source": "tool.hatch.version",
+    "version scheme": "tool.hatch.version",
+    "builder": "tool.hatch.build.targets",
+}
+
+
+def _hatch_plugin(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
+    if "UnknownPluginError" not in line or (match := _HATCH_PLUGIN.search(line)) is None:
+        return None
+    kind, name = match.group(1), match.group(2)
+    where = f"[{_HATCH_TABLES[kind]}.{name}]" if kind.endswith("hook") else _HATCH_TABLES[kind]
+    off = f"turn it off with a patch of its pyproject.toml ({where}; [[patches]] in {ctx.settings})"
+    if canonicalize_name(name) in ctx.removed:
+        return Diagnosis(
+            Cause.HATCH_PLUGIN,
+            f"hatchling has no {kind} {name}: its settings remove {canonicalize_name(name)} "
+            "from the build requirements (requires_remove), and its pyproject.toml still uses it",
+            off,
+        )
+    return Diagnosis(
+        Cause.HATCH_PLUGIN,
+        f"hatchling has no {kind} {name}: the project that provides it is not among the build "
+        "requirements",
+        f"add that project in its settings ({ctx.settings}): [build] requires_add; or {off}",
     )
 
 
@@ -785,6 +839,7 @@ _TRIGGERS = re.compile(
             "Could NOT find",
             "No package",
             "No module named",
+            "UnknownPluginError",
             "Unknown compiler",
             "Git command failed",
             "is the internet available",
@@ -810,6 +865,7 @@ _RULES: list[_Rule] = [
     _library,
     _command,
     _module,
+    _hatch_plugin,
     _pip,
     _network,
     _file,
