@@ -228,6 +228,20 @@ def test_a_meson_subproject_downloaded_by_its_wrap_file_names_the_system_package
     assert diagnose(text, package="pkg", offline=False) is not None
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ERROR: Git command failed: [" + "'clone', 'https://a" * 400,
+        "ERROR: Git command failed: [" + "'clone'" * 580,
+        "could not get https://a" * 170 + " is the internet available",
+    ],
+)
+def test_lines_built_to_make_the_meson_rule_backtrack_are_read_quickly(line: str) -> None:
+    started = time.perf_counter()
+    diagnose((line + "\n") * 60)
+    assert time.perf_counter() - started < 1.0
+
+
 def test_a_fix_never_adds_back_what_the_settings_remove() -> None:
     # virtualenv 21.15.11 and platformdirs 4.14.9 from PyPI, built with
     # requires_remove = ["python-sbom"] (python-sbom is not on PyPI): the hook script imports it,

@@ -584,12 +584,11 @@ def _pkg_config(line: str, _index: int, _ctx: _Context) -> Diagnosis | None:
 
 # meson falls back to a subproject when the system lacks a dependency; a subproject that its
 # .wrap file fetches (git clone, or a download) cannot be had in a build without network.
-_MESON_FETCH = re.compile(
-    r"ERROR: Git command failed: \[.*'clone'.*?'https?://([A-Za-z0-9.-]{1,100})[^']*', '("
-    + _NAME
-    + r")'\]"
-    r"|could not get https?://([A-Za-z0-9.-]{1,100})\S* is the internet available",
-    re.ASCII,
+_MESON_GIT_CLONE = re.compile(
+    r"'https?://([A-Za-z0-9.-]{1,100})[^'\s]{0,300}', '(" + _NAME + r")'\]", re.ASCII
+)
+_MESON_DOWNLOAD = re.compile(
+    r"could not get https?://([A-Za-z0-9.-]{1,100})\S{0,300} is the internet available", re.ASCII
 )
 _MESON_FALLBACK = re.compile(
     r"Looking for a fallback subproject for the dependency (" + _NAME + r")", re.ASCII
@@ -597,15 +596,21 @@ _MESON_FALLBACK = re.compile(
 
 
 def _meson_wrap(line: str, index: int, ctx: _Context) -> Diagnosis | None:
-    if (match := _MESON_FETCH.search(line)) is None:
+    if "ERROR: Git command failed: [" in line and "'clone'" in line:
+        match = _MESON_GIT_CLONE.search(line)
+    elif "is the internet available" in line:
+        match = _MESON_DOWNLOAD.search(line)
+    else:
         return None
-    host = match.group(1) or match.group(3)
+    if match is None:
+        return None
+    host = match.group(1)
     dependency = None
     for earlier in reversed(ctx.lines[:index]):
         if (fallback := _MESON_FALLBACK.search(earlier)) is not None:
             dependency = fallback.group(1)
             break
-    subproject = match.group(2) or dependency
+    subproject = (match.group(2) if match.re is _MESON_GIT_CLONE else None) or dependency
     what = f"the dependency {dependency}" if dependency else "a dependency"
     cause = (
         f"meson cannot find {what} on the system, and its fallback subproject"
