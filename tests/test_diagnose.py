@@ -99,6 +99,24 @@ LOGS = Path(__file__).parent / "build_logs"
         ("autoconf-pkg-check-modules.log", Cause.PKG_CONFIG, "apt-get install libffi-dev"),
         ("setuptools-no-compiler.log", Cause.COMMAND, "the command gcc is not installed"),
         ("maturin-cargo-offline.log", Cause.CARGO_OFFLINE, "[build] prebuilt = true"),
+        # siphash24 1.9 from PyPI (meson-python): its wrap clones c-siphash from GitHub.
+        (
+            "meson-python-wrap-git-offline.log",
+            Cause.MESON_WRAP,
+            "meson cannot find the dependency libcsiphash-1 on the system, and its fallback "
+            "subproject libcsiphash-1 is fetched from github.com, which builds cannot reach; "
+            "install its development files (apt-file search /libcsiphash-1.pc), or ship the "
+            "subproject's source in the sdist (subprojects/libcsiphash-1/) with a patch",
+        ),
+        # platformdirs 4.14.9 from PyPI with python-sbom removed: hatchling's build hook is gone.
+        (
+            "hatchling-unknown-build-hook.log",
+            Cause.HATCH_PLUGIN,
+            "hatchling has no build hook python-sbom: the project that provides it is not among "
+            "the build requirements; add that project in its settings (pkg.toml): [build] "
+            "requires_add; or turn it off with a patch of its pyproject.toml "
+            "([tool.hatch.build.hooks.python-sbom]; [[patches]] in pkg.toml)",
+        ),
     ],
 )
 def test_real_logs(log: str, kind: Cause, expected: str) -> None:
@@ -192,6 +210,58 @@ def test_a_program_that_subprocess_could_not_start_is_a_missing_command() -> Non
     # Without subprocess in the traceback, and not a known program: a file.
     found = diagnose(error)
     assert found is not None and found.kind is Cause.FILE
+
+
+def test_a_meson_subproject_downloaded_by_its_wrap_file_names_the_system_package() -> None:
+    text = (
+        "Run-time dependency zlib found: NO (tried pkg-config and cmake)\n"
+        "Looking for a fallback subproject for the dependency zlib\n"
+        "Downloading zlib source from https://zlib.net/fossils/zlib-1.3.tar.gz\n"
+        "../meson.build:3:0: ERROR: could not get https://zlib.net/fossils/zlib-1.3.tar.gz "
+        "is the internet available?\n"
+    )
+    found = diagnose(text, package="pkg")
+    assert found is not None and found.kind is Cause.MESON_WRAP
+    assert "fetched from zlib.net" in found.line()
+    assert "apt-get install zlib1g-dev" in found.line()
+    # Without network the fetch is the cause; with it, the download failure is still the wrap's.
+    assert diagnose(text, package="pkg", offline=False) is not None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ERROR: Git command failed: [" + "'clone', 'https://a" * 400,
+        "ERROR: Git command failed: [" + "'clone'" * 580,
+        "could not get https://a" * 170 + " is the internet available",
+    ],
+)
+def test_lines_built_to_make_the_meson_rule_backtrack_are_read_quickly(line: str) -> None:
+    started = time.perf_counter()
+    diagnose((line + "\n") * 60)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_fix_never_adds_back_what_the_settings_remove() -> None:
+    # virtualenv 21.15.11 and platformdirs 4.14.9 from PyPI, built with
+    # requires_remove = ["python-sbom"] (python-sbom is not on PyPI): the hook script imports it,
+    # and pyproject.toml configures its hook.
+    hook_script = (LOGS / "hatch-build-py-removed-requirement.log").read_text(encoding="utf-8")
+    found = diagnose(hook_script, package="virtualenv")
+    assert found is not None and 'requires_add = ["python-sbom"]' in found.line()
+    found = diagnose(hook_script, package="virtualenv", removed=["python_sbom"])
+    assert found is not None and found.kind is Cause.MODULE
+    assert found.line() == (
+        "the build imports python_sbom, from python-sbom, which its settings remove from the "
+        "build requirements (requires_remove); take the import out with a patch ([[patches]] in "
+        "virtualenv.toml), or stop removing it"
+    )
+    hook = (LOGS / "hatchling-unknown-build-hook.log").read_text(encoding="utf-8")
+    found = diagnose(hook, package="platformdirs", removed=["Python-SBOM"])
+    assert found is not None and found.kind is Cause.HATCH_PLUGIN
+    assert "requires_add" not in found.line()
+    assert "its settings remove python-sbom" in found.line()
+    assert "[tool.hatch.build.hooks.python-sbom]" in found.line()
 
 
 def test_the_most_specific_cause_wins_and_of_one_kind_the_last() -> None:

@@ -81,6 +81,32 @@ def test_what_the_build_writes_reaches_the_error_only_as_a_clean_line(
     assert str(error).isprintable() and str(error).endswith(error.hint)
 
 
+# A build whose hook script imports the plugin of a build requirement that is not on the index.
+IMPORTS_MISSING_PLUGIN = r"""
+def attack(hook):
+    if hook == "build_wheel":
+        import sbom_plugin_xyz  # noqa: F401
+"""
+
+
+def test_the_fix_does_not_add_back_a_requirement_the_settings_remove(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist(
+        "hooked", "1.0", build_requires=["sbom-plugin-xyz"], attack=IMPORTS_MISSING_PLUGIN
+    )
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "hooked.toml").write_text('[build]\nrequires_remove = ["sbom_plugin_xyz"]\n')
+    result = run_bootstrap(upstream, tmp_path / "repo", ["hooked"], settings_dir=settings)
+    error = result.failures["hooked==1.0"]
+    assert error.hint == (
+        "the build imports sbom_plugin_xyz, from sbom-plugin-xyz, which its settings remove from "
+        "the build requirements (requires_remove); take the import out with a patch "
+        "([[patches]] in hooked.toml), or stop removing it"
+    )
+
+
 def test_the_cli_prints_the_cause_on_the_failure_line(
     upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

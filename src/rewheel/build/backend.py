@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Backend:
         isolate_network: bool = True,
         confine: Confinement | None = None,
         unshare: UnshareProbe | None = None,
+        removed: Collection[str] = (),
     ) -> None:
         self._source_dir = source_dir
         self._build_system = build_system
@@ -84,6 +85,7 @@ class Backend:
         self._runner = runner
         self._log = log
         self._package = package
+        self._removed = tuple(removed)  # build requirements its settings drop (requires_remove)
         self._version = version
         self._timeout = timeout
         self._isolate_network = isolate_network
@@ -172,7 +174,9 @@ class Backend:
             error = self._error(step, message)
             if not exc.timed_out and exc.limit is None:
                 # What the hook's own output shows of the cause, as one line with its fix.
-                found = diagnose(output, package=self._package, offline=offline)
+                found = diagnose(
+                    output, package=self._package, offline=offline, removed=self._removed
+                )
                 error.hint = found.line() if found is not None else None
             raise error from exc
         except BackendUnavailable as exc:

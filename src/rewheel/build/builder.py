@@ -239,6 +239,7 @@ class WheelBuilder:
             timeout=self.build_timeout,
             isolate_network=self.workspace.isolate_network,
             confine=self.workspace.confinement(prepared.pin),
+            removed=sorted(self._settings(prepared.pin).requires_remove),
         )
 
     def get_requires(self, prepared: Prepared, env: BuildEnvironment) -> list[str]:

@@ -18,7 +18,7 @@ import enum
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -168,6 +168,7 @@ HEADERS: dict[str, str] = {
     "dbus/": "libdbus-1-dev",
     "glib.h": "libglib2.0-dev",
     "cairo.h": "libcairo2-dev",
+    "zmq.h": "libzmq3-dev",
     "expat.h": "libexpat1-dev",
     "curl/": "libcurl4-openssl-dev",
     "zstd.h": "libzstd-dev",
@@ -285,6 +286,8 @@ LIBRARIES: dict[str, str] = {
     "gio-2.0": "libglib2.0-dev",
     "gobject-introspection-1.0": "libgirepository1.0-dev",
     "cairo": "libcairo2-dev",
+    "libzmq": "libzmq3-dev",
+    "zeromq": "libzmq3-dev",
     "expat": "libexpat1-dev",
     "libcurl": "libcurl4-openssl-dev",
     "curl": "libcurl4-openssl-dev",
@@ -372,9 +375,11 @@ class Cause(enum.StrEnum):
     COMPILER = "compiler"
     HEADER = "header"
     PKG_CONFIG = "pkg-config"
+    MESON_WRAP = "meson-wrap"
     LIBRARY = "library"
     COMMAND = "command"
     MODULE = "module"
+    HATCH_PLUGIN = "hatch-plugin"
     PIP = "pip"
     NETWORK = "network"
     FILE = "file"
@@ -407,26 +412,37 @@ class _Context:
     lines: Sequence[str]
     package: str | None
     settings: str  # the package's settings file, as the fix names it
+    removed: frozenset[str]  # normalized names of the build requirements its settings drop
 
 
 _Rule = Callable[[str, int, _Context], "Diagnosis | None"]
 
 
 def diagnose(
-    log_text: str, *, package: str | None = None, offline: bool = True
+    log_text: str,
+    *,
+    package: str | None = None,
+    offline: bool = True,
+    removed: Collection[str] = (),
 ) -> Diagnosis | None:
     """The cause of a failed build that the end of its log shows, if a known one, with its fix.
 
     ``package`` names the settings file a fix adds to; ``offline``: the build ran without network
-    (without it, network failures are no cause this can name). Where several causes show, the
-    one most specific wins (a missing header over a missing command over a network failure),
-    and of two of a kind the later.
+    (without it, network failures are no cause this can name); ``removed``: the build
+    requirements its settings drop (``requires_remove``), which a fix must not add back. Where
+    several causes show, the one most specific wins (a missing header over a missing command
+    over a network failure), and of two of a kind the later.
     """
     text = log_text[-TAIL_CHARS:].replace("\r", "\n")
     # "=== " and "$ " lines are rewheel's own (when and where, the command, its exit status).
     lines = [line[:MAX_LINE] for line in text.split("\n") if not line.startswith(("=== ", "$ "))]
     settings = f"{canonicalize_name(package)}.toml" if package else "<name>.toml"
-    ctx = _Context(lines=lines, package=package, settings=settings)
+    ctx = _Context(
+        lines=lines,
+        package=package,
+        settings=settings,
+        removed=frozenset(canonicalize_name(name) for name in removed),
+    )
     rules = _RULES if offline else [r for r in _RULES if r is not _network]
     best: tuple[int, Diagnosis] | None = None
     for index, line in enumerate(lines):
@@ -566,6 +582,53 @@ def _pkg_config(line: str, _index: int, _ctx: _Context) -> Diagnosis | None:
     return Diagnosis(Cause.PKG_CONFIG, cause, fix)
 
 
+# meson falls back to a subproject when the system lacks a dependency; a subproject that its
+# .wrap file fetches (git clone, or a download) cannot be had in a build without network.
+_MESON_GIT_CLONE = re.compile(
+    r"'https?://([A-Za-z0-9.-]{1,100})[^'\s]{0,300}', '(" + _NAME + r")'\]", re.ASCII
+)
+_MESON_DOWNLOAD = re.compile(
+    r"could not get https?://([A-Za-z0-9.-]{1,100})\S{0,300} is the internet available", re.ASCII
+)
+_MESON_FALLBACK = re.compile(
+    r"Looking for a fallback subproject for the dependency (" + _NAME + r")", re.ASCII
+)
+
+
+def _meson_wrap(line: str, index: int, ctx: _Context) -> Diagnosis | None:
+    if "ERROR: Git command failed: [" in line and "'clone'" in line:
+        match = _MESON_GIT_CLONE.search(line)
+    elif "is the internet available" in line:
+        match = _MESON_DOWNLOAD.search(line)
+    else:
+        return None
+    if match is None:
+        return None
+    host = match.group(1)
+    dependency = None
+    for earlier in reversed(ctx.lines[:index]):
+        if (fallback := _MESON_FALLBACK.search(earlier)) is not None:
+            dependency = fallback.group(1)
+            break
+    subproject = (match.group(2) if match.re is _MESON_GIT_CLONE else None) or dependency
+    what = f"the dependency {dependency}" if dependency else "a dependency"
+    cause = (
+        f"meson cannot find {what} on the system, and its fallback subproject"
+        + (f" {subproject}" if subproject else "")
+        + f" is fetched from {host}, which builds cannot reach"
+    )
+    package = LIBRARIES.get(dependency.lower()) if dependency else None
+    if package is not None:
+        system = f"install its development files (Debian: apt-get install {package})"
+    elif dependency:
+        system = f"install its development files (apt-file search /{dependency}.pc)"
+    else:
+        system = "install it on the system"
+    folder = f"subprojects/{subproject}/" if subproject else "subprojects/"
+    fix = f"{system}, or ship the subproject's source in the sdist ({folder}) with a patch"
+    return Diagnosis(Cause.MESON_WRAP, cause, fix)
+
+
 _LINK = re.compile(r"cannot find -l(" + _NAME + r")", re.ASCII)
 
 
@@ -668,10 +731,52 @@ def _module(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
     project = MODULE_PROJECTS.get(top, top.replace("_", "-"))
     if not _PROJECT.fullmatch(project):
         return None
+    if canonicalize_name(project) in ctx.removed:
+        return Diagnosis(
+            Cause.MODULE,
+            f"the build imports {module}, from {canonicalize_name(project)}, which its settings "
+            "remove from the build requirements (requires_remove)",
+            f"take the import out with a patch ([[patches]] in {ctx.settings}), or stop "
+            "removing it",
+        )
     return Diagnosis(
         Cause.MODULE,
         f"the build imports {module}, which it does not declare as a build requirement",
         _requires_add(canonicalize_name(project), ctx),
+    )
+
+
+_HATCH_PLUGIN = re.compile(
+    r"Unknown (build hook|metadata hook|version source|version scheme|builder): (" + _NAME + r")",
+    re.ASCII,
+)
+_HATCH_TABLES = {
+    "build hook": "tool.hatch.build.hooks",
+    "metadata hook": "tool.hatch.metadata.hooks",
+    "version source": "tool.hatch.version",
+    "version scheme": "tool.hatch.version",
+    "builder": "tool.hatch.build.targets",
+}
+
+
+def _hatch_plugin(line: str, _index: int, ctx: _Context) -> Diagnosis | None:
+    if "UnknownPluginError" not in line or (match := _HATCH_PLUGIN.search(line)) is None:
+        return None
+    kind, name = match.group(1), match.group(2)
+    where = f"[{_HATCH_TABLES[kind]}.{name}]" if kind.endswith("hook") else _HATCH_TABLES[kind]
+    off = f"turn it off with a patch of its pyproject.toml ({where}; [[patches]] in {ctx.settings})"
+    if canonicalize_name(name) in ctx.removed:
+        return Diagnosis(
+            Cause.HATCH_PLUGIN,
+            f"hatchling has no {kind} {name}: its settings remove {canonicalize_name(name)} "
+            "from the build requirements (requires_remove), and its pyproject.toml still uses it",
+            off,
+        )
+    return Diagnosis(
+        Cause.HATCH_PLUGIN,
+        f"hatchling has no {kind} {name}: the project that provides it is not among the build "
+        "requirements",
+        f"add that project in its settings ({ctx.settings}): [build] requires_add; or {off}",
     )
 
 
@@ -739,7 +844,10 @@ _TRIGGERS = re.compile(
             "Could NOT find",
             "No package",
             "No module named",
+            "UnknownPluginError",
             "Unknown compiler",
+            "Git command failed",
+            "is the internet available",
             "COMPILER could be found",
             "ortran compiler",
             "cannot execute",
@@ -758,9 +866,11 @@ _RULES: list[_Rule] = [
     _compiler,
     _header,
     _pkg_config,
+    _meson_wrap,
     _library,
     _command,
     _module,
+    _hatch_plugin,
     _pip,
     _network,
     _file,
