@@ -228,11 +228,22 @@ def _with_symlink(sdist: Path, name: str, target: str) -> Path:
     return sdist
 
 
-def test_sdist_links_are_refused_unless_the_package_allows_them(
+def test_sdist_link_to_a_file_builds_with_no_settings(upstream: Upstream, tmp_path: Path) -> None:
+    """The link is extracted as a copy of its file, with the default settings."""
+    sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
+    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "PKG-INFO"))
+    repo = tmp_path / "repo"
+    result = run_bootstrap(upstream, repo, ["app"])
+    assert result.ok, result.failures
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    assert order["app"]["settings"] is None  # the defaults: nothing set, nothing recorded
+
+
+def test_sdist_links_to_folders_are_refused_unless_the_package_allows_them(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
-    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "PKG-INFO"))
+    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "."))
     repo = tmp_path / "repo"
     refused = run_bootstrap(upstream, repo, ["app"], keep_going=True)
     assert not refused.ok

@@ -403,9 +403,7 @@ class _Tree:
         if not parts:
             raise self._refuse(name, "a link named like the extraction directory")
         why = link_target_problem(parts, target)
-        if why:
-            if not self._allow_links:
-                self._links_refused(name, what)
+        if why:  # whether links are allowed or not: no setting makes this one right
             raise self._refuse(name, f"{why}; {_HOSTILE}")
         if not self._allow_links:
             self._copy_later(name, parts, what, _link_target_parts(parts, target), replace=False)
@@ -423,8 +421,6 @@ class _Tree:
         why = unsafe_member_name(target)
         target_parts = _member_parts(target)
         if why or not target_parts or not parts:
-            if not self._allow_links:
-                self._links_refused(name, what)
             raise self._refuse(name, f"hard link target {_shown(target)} is not a member path")
         if target_parts == parts:
             raise self._refuse(name, "a hard link to itself")
@@ -495,7 +491,9 @@ class _Tree:
                 hops += 1
                 if hops > _MAX_LINK_HOPS:
                     self._links_refused(
-                        name, what, f", a chain of more than {_MAX_LINK_HOPS} links (or a loop)"
+                        name,
+                        what,
+                        f", a chain of more than {_MAX_LINK_HOPS} links to links (or a loop)",
                     )
                 target = self._copies[target][2]
             self._copy_one(name, parts, what, target)
@@ -508,7 +506,10 @@ class _Tree:
             self._links_refused(name, what, ", the extraction directory")
         if len(target) > self._budget.max_depth or any(len(p.encode()) > _NAME_MAX for p in target):
             self._links_refused(name, what, f", {shown}, which is not extracted")
-        source = self._open_dir(target[:-1], name, create=False)
+        try:
+            source = self._open_dir(target[:-1], name, create=False)
+        except UnsafeArchiveError:  # missing, or a file in the way (there is no link on disk)
+            self._links_refused(name, what, f", {shown}, whose folder is not extracted")
         try:
             try:
                 st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
