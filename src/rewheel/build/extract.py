@@ -128,9 +128,11 @@ def extract_sdist(
     temporary name. The source root is the archive's single top-level directory if it has exactly
     one, else the extraction directory itself.
 
-    Symbolic and hard links are refused unless ``allow_links``; then only links whose target, read
-    as text against the link's own directory, stays inside the new directory are made, and no
-    member is ever written through a link. Refusals raise ``UnsafeArchiveError``.
+    With ``allow_links``, only links whose target, read as text against the link's own directory,
+    stays inside the new directory are made, and no member is ever written through a link.
+    Without it, no link is made: a symbolic or hard link that stays inside and names a regular file
+    of the archive (through at most ``_MAX_LINK_HOPS`` other links) becomes a copy of that file,
+    and any other link is refused. Refusals raise ``UnsafeArchiveError``.
     """
     limits = limits or ExtractLimits()
     opener = _archive_kind(archive, package)
