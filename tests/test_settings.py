@@ -270,3 +270,14 @@ def test_allow_links_merges_and_is_part_of_the_digest(tmp_path: Path) -> None:
     assert off.as_record()["allow_links"] is False
     assert PackageSettings().allow_links is False
     assert PackageSettings(allow_links=True).digest() != PackageSettings().digest()
+
+
+def test_the_digests_of_the_link_settings_are_unchanged() -> None:
+    """Copying links to files by default changed what an unset ``allow_links`` extracts, not the
+    settings: the digests (part of every build's cache key) are those of before, pinned here."""
+    assert PackageSettings().digest() == (
+        "65f7c66ac421a0b5a489bf6f21639460fb4cb8e053e350e009625390ca33ffe4"
+    )
+    assert PackageSettings(allow_links=True).digest() == (
+        "0e9c9f1c43d0e35d93d203e89de87a40bc938843766d45c21ef47ecfc7d93a5a"
+    )
