@@ -162,17 +162,34 @@ def test_links_inside_the_tree_are_allowed_when_asked(tmp_path: Path) -> None:
     assert (root / "hard.txt").stat().st_ino == (root / "real.txt").stat().st_ino
 
 
+def test_links_to_files_of_the_tree_are_copied_by_default(tmp_path: Path) -> None:
+    """Without ``allow_links`` no link is made: each becomes a file of its own with the bytes
+    (and the normalized mode) of the file it names."""
+    archive = make_tar(tmp_path / "demo-1.0.tar.gz", IN_TREE_LINKS)
+    root = extract_sdist(archive, tmp_path / "work", package="demo")
+    for name in ("sym.txt", "hard.txt"):
+        copy = root / name
+        assert not copy.is_symlink() and copy.is_file()
+        assert copy.read_bytes() == b"data"
+        assert copy.stat().st_ino != (root / "real.txt").stat().st_ino
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o644
+
+
 @pytest.mark.parametrize(("member", "kind"), [("sym.txt", "symbolic"), ("hard.txt", "hard")])
-def test_links_are_refused_by_default_naming_package_member_and_setting(
+def test_links_to_a_folder_are_refused_by_default_naming_package_member_and_setting(
     tmp_path: Path, member: str, kind: str
 ) -> None:
-    links = [m for m in IN_TREE_LINKS if m[0].name in ("demo-1.0/real.txt", f"demo-1.0/{member}")]
+    target = "sub" if kind == "symbolic" else "demo-1.0/sub"
+    links = [_file("demo-1.0/sub/f.txt"), _link(f"demo-1.0/{member}", target, tarfile.SYMTYPE)]
+    if kind == "hard":
+        links[1] = _link(f"demo-1.0/{member}", target, tarfile.LNKTYPE)
     archive = make_tar(tmp_path / "demo-1.0.tar.gz", links)
     with pytest.raises(UnsafeArchiveError) as info:
         extract_sdist(archive, tmp_path / "work", package="demo")
     text = str(info.value)
     assert info.value.package == "demo" and text.startswith("demo [extract]")
     assert f"demo-1.0/{member}" in text and f"{kind} link" in text
+    assert "the directory 'demo-1.0/sub'" in text
     assert "allow_links = true" in text
     assert list((tmp_path / "work").iterdir()) == []
 

@@ -21,7 +21,7 @@ import pytest
 from support.damage import damaged
 from support.sdists import SdistSpec, make_sdist, make_wheel
 
-from rewheel.build.extract import extract_sdist, link_target_problem
+from rewheel.build.extract import ExtractLimits, extract_sdist, link_target_problem
 from rewheel.build.metadata import read_pkg_info
 from rewheel.build.reproducible import source_date_epoch
 from rewheel.core.errors import RewheelError, UnsafeArchiveError
@@ -257,7 +257,9 @@ def test_cve_2025_4517_symlink_chain_past_path_max_is_refused(
     with pytest.raises(UnsafeArchiveError) as info:
         extract_sdist(archive, work, package="evil", name="src", allow_links=allow_links)
     assert info.value.package == "evil"
-    assert "member 'a" in str(info.value)  # "a" itself, or "a/ddd..." through it
+    # With links allowed, "a" itself or "a/ddd..." through it; without, the links are only noted
+    # for copying and "escape" is refused by its text ('..' after a name).
+    assert ("member 'a" if allow_links else "member 'escape'") in str(info.value)
     assert list((tmp_path / "outside").iterdir()) == []
     assert _outside_of(tmp_path, work) == before
     assert list(work.iterdir()) == []
@@ -367,8 +369,11 @@ def _zip_with_link(path: Path, link: str, target: str) -> Path:
 
 def test_zip_links_follow_the_same_rules(tmp_path: Path) -> None:
     inside = _zip_with_link(tmp_path / "demo-1.0.zip", "demo-1.0/sym.txt", "real.txt")
+    copied = extract_sdist(inside, tmp_path / "work", package="demo")
+    assert not (copied / "sym.txt").is_symlink() and (copied / "sym.txt").read_bytes() == b"data"
+    folder = _zip_with_link(tmp_path / "folder-1.0.zip", "demo-1.0/sym.txt", ".")
     with pytest.raises(UnsafeArchiveError, match="allow_links"):
-        extract_sdist(inside, tmp_path / "work", package="demo")
+        extract_sdist(folder, tmp_path / "work3", package="demo")
     root = extract_sdist(inside, tmp_path / "work", package="demo", allow_links=True)
     assert (root / "sym.txt").is_symlink() and (root / "sym.txt").read_bytes() == b"data"
     out = _zip_with_link(tmp_path / "evil-1.0.zip", "demo-1.0/sym.txt", "../../../etc/passwd")
@@ -527,3 +532,143 @@ def test_record_entries_escaping_site_packages_are_reported(tmp_path: Path) -> N
         assert key in found, (path, report.problems)
         assert reason in found[key], found[key]
     assert not report.ok
+
+
+# -- links extracted as copies (links not allowed, the default) -----------------------------------
+
+
+def test_link_to_a_later_member_is_copied(tmp_path: Path) -> None:
+    """Copies are made once every member is written, so the target may come after the link."""
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_entry("demo-1.0/docs/CONTRIBUTING.md", tarfile.SYMTYPE, link="../CONTRIBUTING.md"),
+            _tar_entry("demo-1.0/run", tarfile.SYMTYPE, link="bin/run.sh"),
+            _tar_file("demo-1.0/CONTRIBUTING.md", data=b"be nice"),
+            _tar_file("demo-1.0/bin/run.sh", mode=0o4777, data=b"#!/bin/sh\n"),
+        ],
+    )
+    root = extract_sdist(archive, tmp_path / "work", package="demo")
+    copy = root / "docs" / "CONTRIBUTING.md"
+    assert not copy.is_symlink() and copy.read_bytes() == b"be nice"
+    assert not (root / "run").is_symlink() and (root / "run").read_bytes() == b"#!/bin/sh\n"
+    assert stat.S_IMODE((root / "run").lstat().st_mode) == 0o755  # the target's, normalized
+
+
+def test_hard_link_is_copied(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_file("demo-1.0/a.txt", data=b"same"),
+            _tar_entry("demo-1.0/b.txt", tarfile.LNKTYPE, link="demo-1.0/a.txt"),
+        ],
+    )
+    root = extract_sdist(archive, tmp_path / "work", package="demo")
+    assert (root / "b.txt").read_bytes() == b"same"
+    assert (root / "b.txt").stat().st_ino != (root / "a.txt").stat().st_ino
+    assert (root / "b.txt").stat().st_nlink == 1
+
+
+def test_link_to_a_link_is_followed_a_few_hops(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_entry("demo-1.0/x/first", tarfile.SYMTYPE, link="../second"),
+            _tar_entry("demo-1.0/second", tarfile.LNKTYPE, link="demo-1.0/third"),
+            _tar_entry("demo-1.0/third", tarfile.SYMTYPE, link="real"),
+            _tar_file("demo-1.0/real", data=b"end"),
+        ],
+    )
+    root = extract_sdist(archive, tmp_path / "work", package="demo")
+    for name in ("x/first", "second", "third"):
+        assert not (root / name).is_symlink() and (root / name).read_bytes() == b"end"
+    longest = extract_sdist(_tar(tmp_path / "chain-1.0.tar.gz", _chain(9)), tmp_path / "work")
+    assert (longest / "l0").read_bytes() == b"end"  # 8 hops from l0 to l8
+
+
+def _chain(length: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    links = [_tar_entry(f"demo-1.0/l{i}", tarfile.SYMTYPE, link=f"l{i + 1}") for i in range(length)]
+    return [*links, _tar_file(f"demo-1.0/l{length}", data=b"end")]
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        (
+            [_tar_file("demo-1.0/sub/f"), _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="sub")],
+            "the directory 'demo-1.0/sub'",
+        ),
+        (
+            [_tar_file("demo-1.0/f"), _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="..")],
+            "the extraction directory",
+        ),
+        ([_tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="gone")], "which is not extracted"),
+        (
+            [_tar_entry("demo-1.0/l", tarfile.LNKTYPE, link="demo-1.0/gone")],
+            "which is not extracted",
+        ),
+        (
+            [
+                _tar_entry("demo-1.0/a", tarfile.SYMTYPE, link="b"),
+                _tar_entry("demo-1.0/b", tarfile.SYMTYPE, link="a"),
+            ],
+            "a loop",
+        ),
+        (_chain(10), "a chain of more than 8 links to links"),
+        (
+            # A path through a link: "d" is never made (it is a link to a folder), so "d/f" is not
+            # reached through it whatever the order.
+            [
+                _tar_file("demo-1.0/real/f"),
+                _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="d/f"),
+                _tar_entry("demo-1.0/d", tarfile.SYMTYPE, link="real"),
+            ],
+            "'demo-1.0/d/f', whose folder is not extracted",
+        ),
+    ],
+    ids=["to-folder", "to-root", "to-missing", "hard-to-missing", "loop", "long-chain", "through"],
+)
+def test_links_that_name_no_file_are_refused_by_default(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], why: str
+) -> None:
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", members)
+    with pytest.raises(UnsafeArchiveError, match="allow_links = true") as info:
+        extract_sdist(archive, tmp_path / "work", package="demo")
+    assert why in str(info.value)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_copy_never_replaces_a_later_member(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_file("demo-1.0/real"),
+            _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="real"),
+            _tar_file("demo-1.0/l/inside"),
+        ],
+    )
+    with pytest.raises(UnsafeArchiveError, match="would replace the directory"):
+        extract_sdist(archive, tmp_path / "work", package="demo")
+
+
+def test_many_links_to_one_big_file_hit_the_size_limit(tmp_path: Path) -> None:
+    """A bomb: one big file (compresses to nothing) and many links to it. Each copy counts."""
+    big = b"\0" * (1 << 20)
+    members = [_tar_file("demo-1.0/big", data=big)]
+    members += [_tar_entry(f"demo-1.0/l{i}", tarfile.SYMTYPE, link="big") for i in range(20)]
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", members)
+    limits = ExtractLimits(max_total_size=8 << 20)
+    with pytest.raises(UnsafeArchiveError, match="uncompressed size exceeds"):
+        extract_sdist(archive, tmp_path / "work", package="demo", limits=limits)
+    assert list((tmp_path / "work").iterdir()) == []
+    zipped = tmp_path / "demo-1.0.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("demo-1.0/big", big)
+        for i in range(20):
+            info = zipfile.ZipInfo(f"demo-1.0/l{i}")
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "big")
+    with pytest.raises(UnsafeArchiveError, match="uncompressed size exceeds"):
+        extract_sdist(zipped, tmp_path / "work", package="demo", limits=limits)
+    assert list((tmp_path / "work").iterdir()) == []

@@ -228,11 +228,22 @@ def _with_symlink(sdist: Path, name: str, target: str) -> Path:
     return sdist
 
 
-def test_sdist_links_are_refused_unless_the_package_allows_them(
+def test_sdist_link_to_a_file_builds_with_no_settings(upstream: Upstream, tmp_path: Path) -> None:
+    """The link is extracted as a copy of its file, with the default settings."""
+    sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
+    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "PKG-INFO"))
+    repo = tmp_path / "repo"
+    result = run_bootstrap(upstream, repo, ["app"])
+    assert result.ok, result.failures
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    assert order["app"]["settings"] is None  # the defaults: nothing set, nothing recorded
+
+
+def test_sdist_links_to_folders_are_refused_unless_the_package_allows_them(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
-    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "PKG-INFO"))
+    upstream.index.add(_with_symlink(sdist, "app-1.0/LICENSE", "."))
     repo = tmp_path / "repo"
     refused = run_bootstrap(upstream, repo, ["app"], keep_going=True)
     assert not refused.ok
@@ -259,3 +270,14 @@ def test_allow_links_merges_and_is_part_of_the_digest(tmp_path: Path) -> None:
     assert off.as_record()["allow_links"] is False
     assert PackageSettings().allow_links is False
     assert PackageSettings(allow_links=True).digest() != PackageSettings().digest()
+
+
+def test_the_digests_of_the_link_settings_are_unchanged() -> None:
+    """Copying links to files by default changed what an unset ``allow_links`` extracts, not the
+    settings: the digests (part of every build's cache key) are those of before, pinned here."""
+    assert PackageSettings().digest() == (
+        "65f7c66ac421a0b5a489bf6f21639460fb4cb8e053e350e009625390ca33ffe4"
+    )
+    assert PackageSettings(allow_links=True).digest() == (
+        "0e9c9f1c43d0e35d93d203e89de87a40bc938843766d45c21ef47ecfc7d93a5a"
+    )

@@ -8,11 +8,14 @@ where a link really goes). tarfile and zipfile only parse here; every member is 
 by ``_Tree``, which walks each path from a descriptor of the new directory with ``O_NOFOLLOW`` and
 so never writes through a link, whatever is on disk.
 
-Links (symbolic and hard) are refused unless the caller allows them (``[build] allow_links`` in a
-package's settings); allowed ones must stay inside the tree by their text alone. Special files are
-always refused. Modes are normalized (no setuid/setgid/sticky, no group/other write). Both formats
-are bounded in member count, total size and compression ratio. On any refusal the partial
-extraction directory is removed.
+Links (symbolic and hard) are never made unless the caller allows them (``[build] allow_links`` in a
+package's settings); allowed ones must stay inside the tree by their text alone. By default a link
+that stays inside the tree and names a regular file of the same archive is extracted as a copy of
+that file, made once every member is written (no link is ever created, and the copied bytes count
+against the size limit); any other link is refused. Special files are always refused. Modes are
+normalized (no setuid/setgid/sticky, no group/other write). Both formats are bounded in member
+count, total size and compression ratio. On any refusal the partial extraction directory is
+removed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from ..core.errors import RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import remove_tree
@@ -124,9 +128,11 @@ def extract_sdist(
     temporary name. The source root is the archive's single top-level directory if it has exactly
     one, else the extraction directory itself.
 
-    Symbolic and hard links are refused unless ``allow_links``; then only links whose target, read
-    as text against the link's own directory, stays inside the new directory are made, and no
-    member is ever written through a link. Refusals raise ``UnsafeArchiveError``.
+    With ``allow_links``, only links whose target, read as text against the link's own directory,
+    stays inside the new directory are made, and no member is ever written through a link.
+    Without it, no link is made: a symbolic or hard link that stays inside and names a regular file
+    of the archive (through at most ``_MAX_LINK_HOPS`` other links) becomes a copy of that file,
+    and any other link is refused. Refusals raise ``UnsafeArchiveError``.
     """
     limits = limits or ExtractLimits()
     opener = _archive_kind(archive, package)
@@ -241,6 +247,10 @@ _LINKS_FIX = (
     "set `[build] allow_links = true` in the package's settings if this sdist really needs links"
 )
 _HOSTILE = "this sdist is broken or hostile; nothing of it is used"
+# Hops followed from a link to the link it names before the file is reached; a longer chain
+# (or a loop) is refused.
+_MAX_LINK_HOPS = 8
+_NAME_MAX = 255
 
 
 def _member_parts(name: str) -> tuple[str, ...]:
@@ -306,6 +316,9 @@ class _Tree:
         self._allow_links = allow_links
         self._root = os.open(dest, _DIR_FLAGS)
         self._dir_times: dict[tuple[str, ...], float] = {}
+        # Links not allowed as links, copied in ``finish``: the link's path -> (its member name,
+        # what it is, the path of the member it names). Later entries of one name replace earlier.
+        self._copies: dict[tuple[str, ...], tuple[str, str, tuple[str, ...]]] = {}
 
     def close(self) -> None:
         os.close(self._root)
@@ -388,12 +401,15 @@ class _Tree:
             os.close(parent)
 
     def symlink(self, name: str, parts: tuple[str, ...], target: str) -> None:
-        self._links_allowed(name, f"a symbolic link to {_shown(target)}")
+        what = f"a symbolic link to {_shown(target)}"
         if not parts:
             raise self._refuse(name, "a link named like the extraction directory")
         why = link_target_problem(parts, target)
-        if why:
+        if why:  # whether links are allowed or not: no setting makes this one right
             raise self._refuse(name, f"{why}; {_HOSTILE}")
+        if not self._allow_links:
+            self._copy_later(name, parts, what, _link_target_parts(parts, target), replace=False)
+            return
         parent = self._open_dir(parts[:-1], name, create=True)
         try:
             self._clear(parent, parts[-1], name, replace_file=False)
@@ -403,13 +419,16 @@ class _Tree:
 
     def hardlink(self, name: str, parts: tuple[str, ...], target: str) -> None:
         """A tar hard link: ``target`` names an earlier member, from the archive's root."""
-        self._links_allowed(name, f"a hard link to {_shown(target)}")
+        what = f"a hard link to {_shown(target)}"
         why = unsafe_member_name(target)
         target_parts = _member_parts(target)
         if why or not target_parts or not parts:
             raise self._refuse(name, f"hard link target {_shown(target)} is not a member path")
         if target_parts == parts:
             raise self._refuse(name, "a hard link to itself")
+        if not self._allow_links:
+            self._copy_later(name, parts, what, target_parts, replace=True)
+            return
         source = self._open_dir(target_parts[:-1], name, create=False)
         try:
             try:
@@ -435,20 +454,121 @@ class _Tree:
         finally:
             os.close(source)
 
-    def _links_allowed(self, name: str, what: str) -> None:
-        if not self._allow_links:
-            raise self._refuse(
-                name, f"is {what}, and links in sdists are refused by default; {_LINKS_FIX}"
-            )
+    def _links_refused(self, name: str, what: str, why: str = "") -> NoReturn:
+        raise self._refuse(
+            name,
+            f"is {what}{why}, and links in sdists are refused by default (a link to a file of "
+            f"the sdist is extracted as a copy of it); {_LINKS_FIX}",
+        )
+
+    def _copy_later(
+        self,
+        name: str,
+        parts: tuple[str, ...],
+        what: str,
+        target: tuple[str, ...],
+        *,
+        replace: bool,
+    ) -> None:
+        """Note a link to be extracted as a copy of the file it names, once all members are
+        written (its target may come later in the archive). Its folder is made now, and what is
+        already at its place is cleared as a real link would (a hard link may replace an earlier
+        file of the same name, as with tar itself)."""
+        parent = self._open_dir(parts[:-1], name, create=True)
+        try:
+            self._clear(parent, parts[-1], name, replace_file=replace)
+        finally:
+            os.close(parent)
+        if parts in self._copies and not replace:
+            raise self._refuse(name, "would replace the link of the same name")
+        self._copies[parts] = (name, what, target)
+
+    def _copy_links(self) -> None:
+        """Write each noted link as a copy of the regular file it names, following links to
+        links up to ``_MAX_LINK_HOPS``; the file is reached from the extraction directory one
+        folder at a time without following anything on disk (there is no link on disk anyway)."""
+        for parts, (name, what, target) in self._copies.items():
+            hops = 0
+            while target in self._copies:
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    self._links_refused(
+                        name,
+                        what,
+                        f", a chain of more than {_MAX_LINK_HOPS} links to links (or a loop)",
+                    )
+                target = self._copies[target][2]
+            self._copy_one(name, parts, what, target)
+
+    def _copy_one(
+        self, name: str, parts: tuple[str, ...], what: str, target: tuple[str, ...]
+    ) -> None:
+        shown = _shown("/".join(target))
+        if not target:
+            self._links_refused(name, what, ", the extraction directory")
+        if len(target) > self._budget.max_depth or any(len(p.encode()) > _NAME_MAX for p in target):
+            self._links_refused(name, what, f", {shown}, which is not extracted")
+        try:
+            source = self._open_dir(target[:-1], name, create=False)
+        except UnsafeArchiveError:  # missing, or a file in the way (there is no link on disk)
+            self._links_refused(name, what, f", {shown}, whose folder is not extracted")
+        try:
+            try:
+                st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
+            except FileNotFoundError:
+                self._links_refused(name, what, f", {shown}, which is not extracted")
+            if not stat.S_ISREG(st.st_mode):
+                self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
+            src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
+        finally:
+            os.close(source)
+        with os.fdopen(src, "rb") as data:
+            st = os.fstat(src)
+            if not stat.S_ISREG(st.st_mode):  # nothing else writes here; checked all the same
+                self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
+            chunks = iter(lambda: data.read(_COPY_CHUNK), b"")
+            parent = self._open_dir(parts[:-1], name, create=True)
+            try:
+                try:
+                    fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+                except FileExistsError:
+                    found = _kind_name(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False))
+                    raise self._refuse(
+                        name, f"would replace the {found} of the same name"
+                    ) from None
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in chunks:
+                        self._budget.add_bytes(len(chunk))
+                        out.write(chunk)
+                    out.flush()
+                    # The file's mode was normalized when it was written.
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                    _set_mtime(fd, st.st_mtime)
+            finally:
+                os.close(parent)
 
     def finish(self) -> None:
-        """Directory times last (writing into a directory changes its time), deepest first."""
+        """Links copied, then directory times (writing into a directory changes its time),
+        deepest first."""
+        self._copy_links()
         for parts in sorted(self._dir_times, reverse=True):
             fd = self._open_dir(parts, "/".join(parts), create=False)
             try:
                 _set_mtime(fd, self._dir_times[parts])
             finally:
                 os.close(fd)
+
+
+def _link_target_parts(parts: tuple[str, ...], target: str) -> tuple[str, ...]:
+    """The member path a symlink at ``parts`` names, for a target that ``link_target_problem``
+    passed (its ``..`` come first and do not climb above the extraction directory)."""
+    base = list(parts[:-1])
+    for step in (p for p in target.split("/") if p not in ("", ".")):
+        if step == "..":
+            base.pop()
+        else:
+            base.append(step)
+    return tuple(base)
 
 
 def _set_mtime(fd: int, mtime: float) -> None:
@@ -534,6 +654,7 @@ def _extract_zip(archive: Path, tree: _Tree, budget: _Budget) -> None:
             else:
                 # Devices, fifos, sockets: an sdist has no use for them.
                 raise budget.refuse(f"special file {info.filename!r} (type {kind:o})")
+        tree.finish()
 
 
 def _source_root(dest: Path) -> Path:

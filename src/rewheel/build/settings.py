@@ -16,7 +16,8 @@ named by the normalized project name. Every key is optional::
     system_tools = ["patchelf>=0.11"]  # provided by the system: checked, recorded, not built
     recipe = "orjson-cargo"            # a custom build recipe (entry point rewheel.recipes)
     prebuilt = false                   # take the upstream wheel instead of building (allow-list)
-    allow_links = false                # extract symbolic and hard links of the sdist (inside it)
+    allow_links = false                # make the sdist's links as links (inside it); else
+                                       # links to its files are copied, others refused
 
     [[patches]]                # applied in order, with `patch -p1`, to the extracted sdist
     file = "numpy/0001-fix.patch"       # relative to the settings folder
@@ -80,7 +81,7 @@ class PackageSettings:
     system_tools: tuple[Requirement, ...] = ()
     recipe: str | None = None
     prebuilt: bool = False
-    allow_links: bool = False  # sdist links are refused unless set (see extract.extract_sdist)
+    allow_links: bool = False  # sdist links made as links; unset, links to files are copied
     patches: tuple[Patch, ...] = ()
     sources: tuple[str, ...] = ()  # the settings files that contributed
 
