@@ -173,6 +173,13 @@ def clean_environ(base: Mapping[str, str], home: Path, path_prefix: Path | None)
     env["XDG_CACHE_HOME"] = str(home / ".cache")
     env["XDG_CONFIG_HOME"] = str(home / ".config")
     env["XDG_DATA_HOME"] = str(home / ".local" / "share")
+    # rustup's toolchains stay where they are installed: its proxies (cargo, rustc) look for
+    # them under ~/.rustup, and the private HOME has none (both tools would fail on Rust sdists).
+    rustup_home = Path(
+        base.get("RUSTUP_HOME") or Path(base.get("HOME", "/nonexistent")) / ".rustup"
+    )
+    if rustup_home.is_dir():
+        env["RUSTUP_HOME"] = str(rustup_home)
     if path_prefix is not None:
         env["PATH"] = os.pathsep.join([str(path_prefix), env.get("PATH", os.defpath)])
     return env
