@@ -250,6 +250,7 @@ class _Tally:
     built: int = 0
     reused: int = 0
     prebuilt: int = 0
+    from_cache: int = 0
     failed: int = 0
 
     def step(self, node: str, step: str, now: float) -> None:
@@ -262,9 +263,11 @@ class _Tally:
         self.finished.add(node)
         self.active.pop(node, None)
 
-    def done(self, node: str, *, cached: bool, prebuilt: bool) -> None:
+    def done(self, node: str, *, cached: bool, prebuilt: bool, from_cache: bool = False) -> None:
         self.finish(node)
-        if cached:
+        if from_cache:
+            self.from_cache += 1
+        elif cached:
             self.reused += 1
         elif prebuilt:
             self.prebuilt += 1
@@ -341,12 +344,21 @@ class LineReporter(ProgressReporter):
         self._say(f"{node}: {step}", level=2)
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
         with self.lock:
-            self.tally.done(node, cached=cached, prebuilt=prebuilt)
+            self.tally.done(node, cached=cached, prebuilt=prebuilt, from_cache=from_cache)
             count = self.tally.count
-        if cached:
+        if from_cache:
+            self._say(f"({count}) {node}: from cache {wheel}")
+        elif cached:
             self._say(f"({count}) {node}: reused {wheel}", level=2)
         elif prebuilt:
             self._say(f"({count}) {node}: pre-built: took the upstream's {wheel}")
@@ -427,11 +439,21 @@ class RichReporter(ProgressReporter):
             self.console.print(Text.assemble((node, "bold"), f": {step}", style="dim"))
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
         with self.lock:
-            self.tally.done(node, cached=cached, prebuilt=prebuilt)
-        if cached:
+            self.tally.done(node, cached=cached, prebuilt=prebuilt, from_cache=from_cache)
+        if from_cache:
+            if self.verbosity >= 1:
+                self.console.print(Text.assemble(("⇣ ", "cyan"), (node, "bold"), " from cache"))
+        elif cached:
             if self.verbosity >= 2:
                 self.console.print(Text.assemble(("= ", "blue"), (node, "bold"), " reused"))
         elif prebuilt:
@@ -469,7 +491,7 @@ class RichReporter(ProgressReporter):
             tally = self.tally
             done, known = len(tally.finished), len(tally.known)
             built, reused, failed = tally.built, tally.reused, tally.failed
-            prebuilt = tally.prebuilt
+            prebuilt, from_cache = tally.prebuilt, tally.from_cache
             active = sorted(tally.active.items(), key=lambda item: item[1].step_started)
         elapsed = now - self.start
         head = Text.assemble(
@@ -478,6 +500,7 @@ class RichReporter(ProgressReporter):
             "  ·  ",
             (f"{built} built", "green"),
             (f", {prebuilt} pre-built", "yellow") if prebuilt else "",
+            (f", {from_cache} from cache", "cyan") if from_cache else "",
             ", ",
             (f"{reused} reused", "blue"),
             ", ",
