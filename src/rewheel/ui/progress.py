@@ -18,19 +18,18 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
 
 from ..core.errors import RewheelError, Step
 from ..core.report import BootstrapResult, Outcome, Reporter
 from .text import printable
+
+if TYPE_CHECKING:
+    # rich is imported where it draws: a run on a pipe, or one with nothing to do, never needs it.
+    from rich.console import Console, RenderableType
+    from rich.live import Live
 
 Clock = Callable[[], float]
 
@@ -177,6 +176,11 @@ def summary_lines(summary: Summary) -> list[str]:
 
 def summary_renderable(summary: Summary) -> RenderableType:
     """The summary as rich tables."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     status = "green" if not summary.failed else "red"
     head = Text.assemble(
         (f"{summary.built} built", "bold"),
@@ -392,6 +396,8 @@ class RichReporter(ProgressReporter):
         self.verbosity = verbosity
         self._live: Live | None = None
         self._refresh_per_second = refresh_per_second
+        from rich.spinner import Spinner
+
         # One spinner for the run: it animates from the time of its first frame.
         self._spinner = Spinner("dots", style="cyan")
 
@@ -400,6 +406,8 @@ class RichReporter(ProgressReporter):
     def __enter__(self) -> RichReporter:
         self.start = self.clock()
         if self.verbosity >= 1:
+            from rich.live import Live
+
             # stdout stays untouched (it is for data); stray writes to stderr go above the display.
             self._live = Live(
                 console=self.console,
@@ -425,14 +433,20 @@ class RichReporter(ProgressReporter):
     # -- the hooks ---------------------------------------------------------------------------
 
     def note(self, text: str) -> None:
+        from rich.text import Text
+
         if self.verbosity >= 1:
             self.console.print(Text.assemble(("note: ", "yellow"), text))
 
     def resolved(self, purpose: str, count: int) -> None:
+        from rich.text import Text
+
         if self.verbosity >= 2:
             self.console.print(Text(f"resolved {purpose}: {count} packages", style="dim"))
 
     def step(self, node: str, step: str) -> None:
+        from rich.text import Text
+
         with self.lock:
             self.tally.step(node, step, self.clock())
         if self.verbosity >= 2:
@@ -448,6 +462,8 @@ class RichReporter(ProgressReporter):
         prebuilt: bool = False,
         from_cache: bool = False,
     ) -> None:
+        from rich.text import Text
+
         with self.lock:
             self.tally.done(node, cached=cached, prebuilt=prebuilt, from_cache=from_cache)
         if from_cache:
@@ -467,6 +483,8 @@ class RichReporter(ProgressReporter):
             )
 
     def failed(self, node: str, error: RewheelError) -> None:
+        from rich.text import Text
+
         with self.lock:
             self.tally.finish(node)
             self.tally.failed += 1
@@ -486,6 +504,10 @@ class RichReporter(ProgressReporter):
 
     def render(self) -> RenderableType:
         """What the live display shows now."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         now = self.clock()
         with self.lock:
             tally = self.tally
@@ -541,5 +563,7 @@ def make_reporter(verbosity: int, stream: IO[str] | None = None) -> ProgressRepo
     stream = stream if stream is not None else sys.stderr
     interactive = stream.isatty() and os.environ.get("TERM", "") != "dumb"
     if interactive:
+        from rich.console import Console
+
         return RichReporter(Console(file=stream), verbosity)
     return LineReporter(verbosity, echo=lambda text: click.echo(text, file=stream))
