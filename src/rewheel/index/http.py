@@ -330,8 +330,8 @@ def _local_failure(dest: Path, exc: OSError) -> RewheelError:
     return RewheelError(f"cannot save {dest.name}: {why}", step=Step.DOWNLOAD)
 
 
-# The longest a page is used without asking the index again, whatever its Cache-Control says
-# (PyPI asks for 600 s): an index cannot pin a stale page, hiding a fixed release, for a year.
+# The longest a page is used without asking the index again, whatever its Cache-Control says:
+# an index cannot pin a stale page, hiding a fixed release, for a year.
 MAX_FRESH_SECONDS = 600
 
 
