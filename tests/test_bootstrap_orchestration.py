@@ -318,7 +318,14 @@ def test_the_reporter_is_told_a_wheel_was_taken_pre_built() -> None:
 
     class Done(Reporter):
         def done(
-            self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+            self,
+            node: str,
+            wheel: str,
+            *,
+            cached: bool,
+            seconds: float,
+            prebuilt: bool = False,
+            from_cache: bool = False,
         ) -> None:
             done[node] = (cached, prebuilt)
 
@@ -354,7 +361,14 @@ def test_partial_tells_what_an_interrupted_run_had_done() -> None:
 
     class Interrupt(Reporter):
         def done(
-            self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+            self,
+            node: str,
+            wheel: str,
+            *,
+            cached: bool,
+            seconds: float,
+            prebuilt: bool = False,
+            from_cache: bool = False,
         ) -> None:
             raise KeyboardInterrupt
 

@@ -192,3 +192,14 @@ def test_ctrl_c_stops_serve_with_130(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "rewheel: interrupted" in err and "Traceback" not in err
+
+
+def test_refresh_reaches_the_run_from_the_option_and_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen, runs = _recording()
+    assert _run(["bootstrap", "pkg"], capsys, runs)[0] == 0
+    assert _run(["bootstrap", "pkg", "--refresh"], capsys, runs)[0] == 0
+    monkeypatch.setenv("REWHEEL_REFRESH", "1")
+    assert _run(["bootstrap", "pkg"], capsys, runs)[0] == 0
+    assert [options.refresh for options in seen] == [False, True, True]

@@ -247,7 +247,14 @@ class _Interrupt(Reporter):
     """Ctrl-C as soon as the first package is in the repository."""
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
         raise KeyboardInterrupt
 

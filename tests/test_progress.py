@@ -206,6 +206,23 @@ def test_line_reporter_prints_timestamped_lines_by_verbosity() -> None:
     assert run(0) == ["[    1.5s] c==1.0: FAILED: c==1.0 [build]: boom"]
 
 
+def test_a_build_taken_from_the_shared_cache_is_shown_as_from_cache() -> None:
+    lines: list[str] = []
+    line = LineReporter(1, echo=lines.append, clock=Clock())
+    line.done("lib==1.0", "lib-1.0.whl", cached=True, seconds=0.1, from_cache=True)
+    line.done("old==1.0", "old-1.0.whl", cached=True, seconds=0.0)  # reused: only with -v
+    assert lines == ["[    0.0s] (1/1) lib==1.0: from cache lib-1.0.whl"]
+
+    c, out = console()
+    live = RichReporter(c, clock=Clock())
+    live.done("lib==1.0", "lib-1.0.whl", cached=True, seconds=0.1, from_cache=True)
+    live.done("old==1.0", "old-1.0.whl", cached=True, seconds=0.0)
+    assert "⇣ lib==1.0 from cache" in plain(out.getvalue())
+    assert "reused" not in plain(out.getvalue())
+    text = render(live)
+    assert "0 built, 1 from cache, 1 reused, 0 failed" in text
+
+
 def test_line_reporter_summary() -> None:
     lines: list[str] = []
     reporter = LineReporter(1, echo=lines.append)

@@ -148,6 +148,42 @@ def test_a_folder_on_this_machine_is_a_cache_too(
     assert json.loads((tmp_path / "b/records/app-1.0.json").read_text())["from_cache"] == str(built)
 
 
+def test_a_url_that_is_no_cache_is_said_once(upstream: Upstream, tmp_path: Path) -> None:
+    # The upstream's host answers 404 to every lookup, as a wrong URL would: said once, not
+    # three times, and everything built here.
+    wrong = upstream.url.removesuffix("/simple") + "/elsewhere/"
+    result, notices = bootstrap_b(upstream, tmp_path / "b", wrong)
+    assert (result.built, result.from_cache) == (3, 0)
+    said = [n for n in notices if "has no build-cache/format.json" in n]
+    assert len(said) == 1, notices
+    assert wrong.rstrip("/") in said[0]
+    _, in_folder = bootstrap_b(upstream, tmp_path / "c", str(tmp_path / "not-a-repository"))
+    assert len([n for n in in_folder if "has no build-cache/format.json" in n]) == 1
+
+
+def test_a_cache_that_lacks_one_build_says_nothing_and_one_without_the_marker_still_gives(
+    upstream: Upstream, built: Path, cache: Path, tmp_path: Path
+) -> None:
+    assert json.loads((cache / CACHE_DIR / "format.json").read_text()) == {"format": 1}
+    for index in (cache / CACHE_DIR).glob("sdist-*.json"):
+        if b'"keys"' in index.read_bytes() and _of_app(cache, index):
+            index.unlink()
+    result, notices = bootstrap_b(upstream, tmp_path / "b", str(cache))
+    assert (result.built, result.from_cache) == (1, 2)
+    assert not [n for n in notices if "format.json" in n], notices
+    # A repository of a rewheel without the marker: its builds are still taken, nothing said.
+    older = tmp_path / "older"
+    shutil.copytree(built, older, symlinks=True)
+    (older / CACHE_DIR / "format.json").unlink()
+    result, notices = bootstrap_b(upstream, tmp_path / "c", str(older))
+    assert result.from_cache == 3 and not [n for n in notices if "format.json" in n], notices
+
+
+def _of_app(cache: Path, index: Path) -> bool:
+    record = json.loads((cache / "records" / "app-1.0.json").read_text())
+    return index.name == f"sdist-{record['sdist_sha256']}.json"
+
+
 def test_other_settings_here_mean_other_keys_and_the_builds_are_made_here(
     upstream: Upstream, built: Path, tmp_path: Path
 ) -> None:

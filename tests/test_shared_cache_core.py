@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 from rewheel.core.bootstrap import Bootstrapper, BootstrapResult, CacheHint
 from rewheel.core.records import BuildRecord, EnvEntry
-from rewheel.core.report import Outcome
+from rewheel.core.report import Outcome, Reporter
 from rewheel.core.resolver import Pin
 from rewheel.core.types import WheelRef
 
@@ -132,3 +132,29 @@ def test_without_a_cache_everything_is_built() -> None:
     steps = FakeSteps(FakeUpstream(PROJECTS), build_requires=BUILD)
     result = _run(steps, None)
     assert (result.built, result.from_cache) == (3, 0)
+
+
+def test_the_reporter_is_told_what_came_from_the_cache() -> None:
+    steps = FakeSteps(FakeUpstream(PROJECTS), build_requires=BUILD)
+    told: dict[str, tuple[bool, bool]] = {}
+
+    class Told(Reporter):
+        def done(
+            self,
+            node: str,
+            wheel: str,
+            *,
+            cached: bool,
+            seconds: float,
+            prebuilt: bool = False,
+            from_cache: bool = False,
+        ) -> None:
+            told[node] = (cached, from_cache)
+
+    cache = _cache(steps, refuse={"app"})
+    Bootstrapper(steps, jobs=2, shared_cache=cache, reporter=Told()).run([Requirement("app")])
+    assert told == {
+        "tool==1.0": (True, True),
+        "lib==1.0": (True, True),
+        "app==1.0": (False, False),  # refused: built here
+    }

@@ -97,6 +97,8 @@ class BootstrapOptions:
     # keys whose signatures it may carry besides the one this run signs with.
     cache_url: str | None = None
     cache_key_trust: list[Path] = field(default_factory=list)
+    # Ask the index for every page, even one its max-age says is still fresh (``--refresh``).
+    refresh: bool = False
 
 
 # Index pages a no-op check revalidates at once: with the langchain example's 61 pages, 4 took
@@ -166,6 +168,7 @@ def bootstrap(
                 client,
                 cache_dir=repo.root / "cache" / "http",
                 strict=options.strict_hashes,
+                refresh=options.refresh,
             )
             fp = runstate.fingerprint(
                 requirements=options.requirements,
@@ -884,7 +887,8 @@ def chain_of_custody(
     client = HttpClient() if upstream_url is not None else None
     try:
         upstream = (
-            HttpUpstream(upstream_url, client, cache_dir=repo.root / "cache" / "http")
+            # A proof asks the index about every page, however fresh the cached one is.
+            HttpUpstream(upstream_url, client, cache_dir=repo.root / "cache" / "http", refresh=True)
             if upstream_url is not None and client is not None
             else None
         )

@@ -142,6 +142,13 @@ _cache_url_option = click.option(
     "it, or a folder) to take wheels from instead of building them: only a build signed by a "
     "trusted key that is exactly what this run would build (docs/cache.md).",
 )
+_refresh_option = click.option(
+    "--refresh",
+    is_flag=True,
+    default=False,
+    help="Ask the index again for every project page, even one it said is still fresh: a release "
+    "of the last few minutes is then seen now (docs/inspecting.md).",
+)
 _cache_key_trust_option = click.option(
     "--cache-key-trust",
     "cache_key_trust",
@@ -258,6 +265,7 @@ class _Tree:
     work_dir: Path | None
     cache_url: str | None
     cache_key_trust: tuple[Path, ...]
+    refresh: bool
 
     def check(self) -> None:
         if self.no_sign and self.signing_key is not None:
@@ -312,6 +320,7 @@ class _Tree:
             work_dir=self.work_dir,
             cache_url=self.cache_url,
             cache_key_trust=list(self.cache_key_trust),
+            refresh=self.refresh,
             **more,
         )
 
@@ -368,6 +377,7 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
         _work_dir_option,
         _cache_url_option,
         _cache_key_trust_option,
+        _refresh_option,
     ]
     wrapped: Callable[..., None] = command
     for option in reversed(options):  # click applies decorators bottom-up

@@ -15,7 +15,6 @@ problem is a ConfigError naming the file and the key.
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -242,6 +241,8 @@ def _value(source: ConfigSource, keys: tuple[str, ...], spec: OptionSpec, value:
 
 
 def _unknown(source: ConfigSource, keys: tuple[str, ...], known: set[str]) -> ConfigError:
+    import difflib  # only for a misspelt key
+
     close = difflib.get_close_matches(keys[-1].replace("_", "-"), sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"{source.where(*keys)}: no such option{hint}")

@@ -24,15 +24,12 @@ import gzip
 import io
 import os
 import stat
-import tarfile
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import dependency_groups
-import pyproject_metadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -41,6 +38,12 @@ from .core.errors import ConfigError, Step
 from .core.fsutil import sha256_file
 from .index.local import LocalSdist
 from .reqfile import parse_requirement
+
+if TYPE_CHECKING:
+    import tarfile
+
+# pyproject-metadata, dependency-groups and tarfile are imported where a project folder is read or
+# packed: a run that names none (every no-op re-run) does not load them.
 
 MAX_PYPROJECT_BYTES = 1 << 20
 # Folders never packed: version control, caches of tools, and (any folder with a pyvenv.cfg)
@@ -188,6 +191,8 @@ def project_from_pyproject(
         if key in table
     }
     minimal["dynamic"] = kept_dynamic
+    import pyproject_metadata
+
     try:
         metadata = pyproject_metadata.StandardMetadata.from_pyproject(
             {"project": minimal}, folder, metadata_version="2.2"
@@ -251,6 +256,8 @@ def _group_requirements(
         raise ConfigError(
             f"{where}: [dependency-groups] is not a table", package=name, step=Step.PYPROJECT
         )
+    import dependency_groups
+
     known = sorted(canonicalize_name(g) for g in table)
     out: list[Requirement] = []
     for group in groups:
@@ -290,6 +297,8 @@ def pack_project(
     folder). Links are followed only to a file inside the folder (packed as a copy); one that
     leads out of it, to a folder or nowhere is refused, naming it.
     """
+    import tarfile
+
     top = project.sdist_name.removesuffix(".tar.gz")
     target = dest_dir / project.sdist_name
     excluded = {p.absolute().resolve() for p in exclude}
@@ -343,6 +352,8 @@ def pack_project(
 
 
 def _info(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = mode

@@ -28,6 +28,7 @@ API:
 - ``truncate(path_substring, times=1)``: send the full Content-Length but only half the body, then
   close the connection.
 - ``stall(path_substring, seconds, times=1)``: wait ``seconds`` before answering.
+- ``cache_control``: when set, the ``Cache-Control`` header of every project page (200 and 304).
 
 Routes: ``/simple/`` (the project list), ``/simple/<normalized>/`` (a project page; other
 spellings of the name, or no trailing slash, redirect with 301 to it; unknown projects 404),
@@ -124,6 +125,7 @@ class FakeIndex:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests: list[tuple[str, str]] = []
+        self.cache_control: str | None = None
 
     # --- content --------------------------------------------------------------------------
 
@@ -346,7 +348,9 @@ def _make_handler(index: FakeIndex) -> type[BaseHTTPRequestHandler]:
                     return
                 media = self._media()
                 if media is not None:
-                    self._send(200, index.render_project(name, media), media)
+                    cc = index.cache_control
+                    headers = {"Cache-Control": cc} if cc is not None else None
+                    self._send(200, index.render_project(name, media), media, headers)
                 return
             if path.startswith("/files/"):
                 filename = unquote(path[len("/files/") :])
@@ -383,6 +387,8 @@ def _make_handler(index: FakeIndex) -> type[BaseHTTPRequestHandler]:
                 if self.headers.get("If-None-Match") == headers["ETag"]:
                     self.send_response(304)
                     self.send_header("ETag", headers["ETag"])
+                    if "Cache-Control" in headers:
+                        self.send_header("Cache-Control", headers["Cache-Control"])
                     self.end_headers()
                     return
             truncated = status == 200 and index._take(index._truncates, self.path) is not None

@@ -535,7 +535,9 @@ class _Pass(Generic[EnvT]):
                 continue
             saved = await self._io(self.steps.save_record, record)
             self.owner._from_cache.add(node)
-            self._finish(pin, saved, cached=True, seconds=time.monotonic() - started)
+            self._finish(
+                pin, saved, cached=True, seconds=time.monotonic() - started, from_cache=True
+            )
             return WheelRef(pin.name, str(pin.version), saved.wheel, saved.wheel_sha256)
         return None
 
@@ -548,7 +550,15 @@ class _Pass(Generic[EnvT]):
                 step=Step.SCHEDULING,
             )
 
-    def _finish(self, pin: Pin, record: BuildRecord, *, cached: bool, seconds: float) -> None:
+    def _finish(
+        self,
+        pin: Pin,
+        record: BuildRecord,
+        *,
+        cached: bool,
+        seconds: float,
+        from_cache: bool = False,
+    ) -> None:
         self.order.append(record)
         if cached:
             self.reused += 1
@@ -561,6 +571,7 @@ class _Pass(Generic[EnvT]):
             cached=cached,
             seconds=seconds,
             prebuilt=record.prebuilt and not cached,
+            from_cache=from_cache,
         )
 
     async def _build_env(

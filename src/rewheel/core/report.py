@@ -21,10 +21,18 @@ class Reporter:
         pass
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
-        """``node`` is in the repository: reused (``cached``), taken pre-built (``prebuilt``: the
-        upstream's own wheel, allow-listed by the settings) or built."""
+        """``node`` is in the repository: reused (``cached``), taken from the shared build cache
+        (``from_cache``, with ``cached``), taken pre-built (``prebuilt``: the upstream's own
+        wheel, allow-listed by the settings) or built."""
 
     def failed(self, node: str, error: RewheelError) -> None:
         pass

@@ -267,7 +267,7 @@ class Response:
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
     url: str = ""  # the final URL, after redirects: relative links resolve against it
-    from_cache: bool = False  # the body came from the page cache after a 304
+    from_cache: bool = False  # the body came from the page cache: after a 304, or still fresh
 
 
 def _is_retryable_status(status: int) -> bool:
@@ -330,15 +330,47 @@ def _local_failure(dest: Path, exc: OSError) -> RewheelError:
     return RewheelError(f"cannot save {dest.name}: {why}", step=Step.DOWNLOAD)
 
 
+# The longest a page is used without asking the index again, whatever its Cache-Control says:
+# an index cannot pin a stale page, hiding a fixed release, for a year.
+MAX_FRESH_SECONDS = 600
+
+
+def fresh_seconds(headers: Mapping[str, str]) -> int:
+    """How long a response may be used without asking again: its ``Cache-Control: max-age`` less
+    its ``Age``, at most ``MAX_FRESH_SECONDS``; 0 (ask every time) for ``no-cache``, ``no-store``,
+    no max-age or one that is not a plain number."""
+    directives = {}
+    for part in (_header(headers, "Cache-Control") or "").split(","):
+        name, _, value = part.strip().partition("=")
+        directives[name.strip().lower()] = value.strip().strip('"')
+    if "no-cache" in directives or "no-store" in directives:
+        return 0
+    max_age = directives.get("max-age", "")
+    age = (_header(headers, "Age") or "0").strip()
+    if not (max_age.isascii() and max_age.isdigit() and age.isascii() and age.isdigit()):
+        return 0
+    return max(0, min(int(max_age[:9]) - int(age[:9]), MAX_FRESH_SECONDS))
+
+
 class PageCache:
     """Index pages kept between runs, with their validators, for conditional requests.
 
     One file per (URL, Accept): a JSON header line, then the body. The header records the body's
-    hash so a damaged entry is ignored rather than served.
+    hash so a damaged entry is ignored rather than served, and when the page was fetched and for
+    how long the index said it stays fresh (``fresh_seconds``): a fresh page is used without a
+    request unless ``honour_freshness`` is off (``--refresh``, and every proof).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        honour_freshness: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root
+        self.honour_freshness = honour_freshness
+        self._clock = clock
 
     def _path(self, url: str, accept: str) -> Path:
         key = hashlib.sha256(f"{url}\n{accept}".encode()).hexdigest()
@@ -358,21 +390,45 @@ class PageCache:
             return None
         return {str(k): str(v) for k, v in header.items()}, body
 
+    def is_fresh(self, stored: Mapping[str, str]) -> bool:
+        """Whether a loaded entry may be used without asking the index. The cap is applied here
+        too, and an entry fetched "in the future" (a clock set back, an edited entry) is not."""
+        if not self.honour_freshness:
+            return False
+        try:
+            fetched, lifetime = float(stored["time"]), float(stored["max_age"])
+        except (KeyError, ValueError):
+            return False
+        age = self._clock() - fetched
+        return 0 <= age < min(lifetime, MAX_FRESH_SECONDS)
+
     def store(self, url: str, accept: str, response: Response) -> None:
         header = {"url": url, "final_url": response.url, "sha256": ""}
         for name in ("ETag", "Last-Modified", "Content-Type"):
             value = _header(response.headers, name)
             if value is not None:
                 header[name] = value
-        if "ETag" not in header and "Last-Modified" not in header:
-            return  # nothing to revalidate with: keeping it would not save a request
+        lifetime = fresh_seconds(response.headers)
+        if "ETag" not in header and "Last-Modified" not in header and lifetime == 0:
+            return  # nothing to revalidate with and never fresh: keeping it would save nothing
         header["sha256"] = hashlib.sha256(response.body).hexdigest()
+        header["time"] = repr(self._clock())
+        header["max_age"] = str(lifetime)
         # Private: pages of an index that needs a login are not for whoever serves the folder.
         atomic_write_bytes(
             self._path(url, accept),
             json.dumps(header).encode() + b"\n" + response.body,
             private=True,
+            durable=False,  # a cache: an entry lost or damaged by a crash is fetched again
         )
+
+
+def _from_cache(cached: tuple[dict[str, str], bytes], url: str) -> Response:
+    stored, body = cached
+    headers = urllib3.HTTPHeaderDict(
+        {k: v for k, v in stored.items() if k in ("ETag", "Last-Modified", "Content-Type")}
+    )
+    return Response(200, headers, body, stored.get("final_url") or url, from_cache=True)
 
 
 def _ca_certs() -> str | None:
@@ -507,6 +563,8 @@ class HttpClient:
         cached = cache.load(url, accept) if cache is not None else None
         if cached is not None and len(cached[1]) > cap:
             cached = None  # kept under a larger limit: not served under this one
+        if cached is not None and cache is not None and cache.is_fresh(cached[0]):
+            return _from_cache(cached, url)  # within the index's max-age: nothing asked
         if cached is not None:
             stored, _ = cached
             if "ETag" in stored:
@@ -545,11 +603,15 @@ class HttpClient:
             _ACTIVE.reset(token)
             deadline.close()
         if response.status == 304 and cached is not None:
-            stored, body = cached
-            headers_out = urllib3.HTTPHeaderDict(
-                {k: v for k, v in stored.items() if k in ("ETag", "Last-Modified", "Content-Type")}
-            )
-            return Response(200, headers_out, body, stored.get("final_url") or url, from_cache=True)
+            answer = _from_cache(cached, url)
+            if cache is not None:  # the 304's Cache-Control starts the page's freshness anew
+                renewed = urllib3.HTTPHeaderDict(answer.headers)
+                for name in ("Cache-Control", "Age"):
+                    value = _header(response.headers, name)
+                    if value is not None:
+                        renewed[name] = value
+                cache.store(url, accept, Response(200, renewed, answer.body, answer.url))
+            return answer
         if response.status == 200 and cache is not None:
             cache.store(url, accept, response)
         return response

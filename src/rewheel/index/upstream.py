@@ -107,7 +107,9 @@ class HttpUpstream:
     """``Upstream`` over a PEP 503/691 simple index such as ``https://pypi.org/simple``.
 
     ``strict`` refuses files the index lists without a sha256. ``cache_dir`` keeps project pages
-    between runs, revalidated with conditional requests. ``request_counts`` counts the requests
+    between runs: used as they are while the index's max-age lasts (at most
+    ``http.MAX_FRESH_SECONDS``), then revalidated with conditional requests; ``refresh``
+    revalidates every one. ``request_counts`` counts the requests
     made, by kind ("project", "metadata", "download"), retries not included. The client's
     ``Limits`` bound pages, PEP 658 metadata and downloads (a download also by the size the index
     lists for it, when it does).
@@ -120,13 +122,16 @@ class HttpUpstream:
         *,
         cache_dir: Path | None = None,
         strict: bool = False,
+        refresh: bool = False,
     ) -> None:
         # The user's credentials, if the URL carries any, go only to the index's own host.
         self.index_url, self._credentials = split_credentials(index_url.rstrip("/"))
         self._origin = origin(self.index_url)
         self.strict = strict
         self._client = client
-        self._cache = PageCache(cache_dir) if cache_dir is not None else None
+        self._cache = (
+            PageCache(cache_dir, honour_freshness=not refresh) if cache_dir is not None else None
+        )
         self._pages: OncePerKey[str, ProjectPage] = OncePerKey()
         self._raw: OncePerKey[str, Response] = OncePerKey()
         self._metadata: OncePerKey[str, bytes | None] = OncePerKey()

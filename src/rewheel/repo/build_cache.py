@@ -7,7 +7,9 @@ another repository's bootstrap asks for them with ``--cache-url`` (``trust.share
   builds of that sdist were recorded under, newest last (at most ``MAX_KEYS``);
 - ``build-cache/<cache key>.json``: the build record of the wheel built under that key, as in
   ``records/`` (docs/records.md). Its wheel, provenance and signature are beside the wheel in
-  ``wheels/``, its sdist in ``sdists/``.
+  ``wheels/``, its sdist in ``sdists/``;
+- ``build-cache/format.json``: ``{"format": 1}``, written with the first offer: a reader whose
+  every lookup misses can tell a cache without this build from a URL that is no cache at all.
 
 Nothing here is trusted by the reader: every answer is checked against a signed provenance
 statement there. The files are written when a record is saved (a build with a key and a
@@ -27,6 +29,7 @@ from ..core.records import BuildRecord
 __all__ = [
     "CACHE_DIR",
     "FORMAT",
+    "MARKER",
     "MAX_INDEX_BYTES",
     "MAX_KEYS",
     "entry_name",
@@ -38,6 +41,7 @@ __all__ = [
 
 CACHE_DIR = "build-cache"
 FORMAT = 1
+MARKER = "format.json"  # in CACHE_DIR: this repository offers builds, in this format
 MAX_KEYS = 16  # keys kept per sdist: a few variants and settings, not a history
 MAX_INDEX_BYTES = 64 << 10  # an sdist index of MAX_KEYS keys is about 1.3 KiB
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -84,6 +88,8 @@ def offer(root: Path, record: BuildRecord) -> bool:
     folder = root / CACHE_DIR
     folder.mkdir(exist_ok=True)
     atomic_write_json(folder / entry_name(key), record.to_json())
+    if not (folder / MARKER).is_file():
+        atomic_write_bytes(folder / MARKER, b'{"format": 1}\n')
     index = folder / sdist_index_name(sdist)
     with _lock:
         try:

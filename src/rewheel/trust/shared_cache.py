@@ -56,7 +56,7 @@ from ..core.versions import normal_version
 from ..index.credentials import split_credentials
 from ..index.http import HttpClient, LimitExceeded
 from ..index.index_pages import PROVENANCE_OBJECT_SUFFIX
-from ..repo.build_cache import CACHE_DIR, entry_name, is_sha256, sdist_index_name
+from ..repo.build_cache import CACHE_DIR, MARKER, entry_name, is_sha256, sdist_index_name
 from ..repo.published_keys import PublicKey, publish_key
 from ..repo.repository import Repository
 from ..ui.browse_pages import open_below
@@ -308,6 +308,7 @@ class SharedBuildCache:
         self._offers: dict[tuple[str, str, str], _Offer] = {}
         self._unavailable: str | None = None
         self._untrusted_said: set[str] = set()
+        self._marker_checked = False
 
     # -- the core's interface
 
@@ -318,6 +319,7 @@ class SharedBuildCache:
         try:
             listing = self.source.read(f"{CACHE_DIR}/{sdist_index_name(sdist)}", MAX_JSON_BYTES)
             if listing is None:
+                self._check_marker()
                 return []
             try:
                 document = json.loads(listing)
@@ -571,6 +573,21 @@ class SharedBuildCache:
         atomic_write_bytes(path.with_name(ref.filename + PROVENANCE_SUFFIX), offer.payload)
 
     # -- saying why
+
+    def _check_marker(self) -> None:
+        """On the first miss, once per run: a cache without ``build-cache/format.json`` is most
+        likely a wrong URL (a 404 to every lookup would otherwise say nothing); said once, and
+        the cache is still asked (a repository of an older rewheel has entries but no marker)."""
+        with self._lock:
+            if self._marker_checked:
+                return
+            self._marker_checked = True
+        if self.source.read(f"{CACHE_DIR}/{MARKER}", MAX_JSON_BYTES) is None:
+            self._notice(
+                f"the build cache {self.source.label} has no {CACHE_DIR}/{MARKER}: it is not the"
+                " root of a rewheel repository (its folder, or the URL `rewheel serve` gives), or"
+                " that repository has offered no build yet; what it does not have is built here"
+            )
 
     def _refuse(self, pin: Pin, why: str) -> None:
         self._notice(f"{pin}: not taken from the build cache {self.source.label}: {why}")

@@ -18,19 +18,18 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
 
 from ..core.errors import RewheelError, Step
 from ..core.report import BootstrapResult, Outcome, Reporter
 from .text import printable
+
+if TYPE_CHECKING:
+    # rich is imported where it draws: a run on a pipe, or one with nothing to do, never needs it.
+    from rich.console import Console, RenderableType
+    from rich.live import Live
 
 Clock = Callable[[], float]
 
@@ -177,6 +176,11 @@ def summary_lines(summary: Summary) -> list[str]:
 
 def summary_renderable(summary: Summary) -> RenderableType:
     """The summary as rich tables."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     status = "green" if not summary.failed else "red"
     head = Text.assemble(
         (f"{summary.built} built", "bold"),
@@ -250,6 +254,7 @@ class _Tally:
     built: int = 0
     reused: int = 0
     prebuilt: int = 0
+    from_cache: int = 0
     failed: int = 0
 
     def step(self, node: str, step: str, now: float) -> None:
@@ -262,9 +267,11 @@ class _Tally:
         self.finished.add(node)
         self.active.pop(node, None)
 
-    def done(self, node: str, *, cached: bool, prebuilt: bool) -> None:
+    def done(self, node: str, *, cached: bool, prebuilt: bool, from_cache: bool = False) -> None:
         self.finish(node)
-        if cached:
+        if from_cache:
+            self.from_cache += 1
+        elif cached:
             self.reused += 1
         elif prebuilt:
             self.prebuilt += 1
@@ -341,12 +348,21 @@ class LineReporter(ProgressReporter):
         self._say(f"{node}: {step}", level=2)
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
         with self.lock:
-            self.tally.done(node, cached=cached, prebuilt=prebuilt)
+            self.tally.done(node, cached=cached, prebuilt=prebuilt, from_cache=from_cache)
             count = self.tally.count
-        if cached:
+        if from_cache:
+            self._say(f"({count}) {node}: from cache {wheel}")
+        elif cached:
             self._say(f"({count}) {node}: reused {wheel}", level=2)
         elif prebuilt:
             self._say(f"({count}) {node}: pre-built: took the upstream's {wheel}")
@@ -380,6 +396,8 @@ class RichReporter(ProgressReporter):
         self.verbosity = verbosity
         self._live: Live | None = None
         self._refresh_per_second = refresh_per_second
+        from rich.spinner import Spinner
+
         # One spinner for the run: it animates from the time of its first frame.
         self._spinner = Spinner("dots", style="cyan")
 
@@ -388,6 +406,8 @@ class RichReporter(ProgressReporter):
     def __enter__(self) -> RichReporter:
         self.start = self.clock()
         if self.verbosity >= 1:
+            from rich.live import Live
+
             # stdout stays untouched (it is for data); stray writes to stderr go above the display.
             self._live = Live(
                 console=self.console,
@@ -413,25 +433,43 @@ class RichReporter(ProgressReporter):
     # -- the hooks ---------------------------------------------------------------------------
 
     def note(self, text: str) -> None:
+        from rich.text import Text
+
         if self.verbosity >= 1:
             self.console.print(Text.assemble(("note: ", "yellow"), text))
 
     def resolved(self, purpose: str, count: int) -> None:
+        from rich.text import Text
+
         if self.verbosity >= 2:
             self.console.print(Text(f"resolved {purpose}: {count} packages", style="dim"))
 
     def step(self, node: str, step: str) -> None:
+        from rich.text import Text
+
         with self.lock:
             self.tally.step(node, step, self.clock())
         if self.verbosity >= 2:
             self.console.print(Text.assemble((node, "bold"), f": {step}", style="dim"))
 
     def done(
-        self, node: str, wheel: str, *, cached: bool, seconds: float, prebuilt: bool = False
+        self,
+        node: str,
+        wheel: str,
+        *,
+        cached: bool,
+        seconds: float,
+        prebuilt: bool = False,
+        from_cache: bool = False,
     ) -> None:
+        from rich.text import Text
+
         with self.lock:
-            self.tally.done(node, cached=cached, prebuilt=prebuilt)
-        if cached:
+            self.tally.done(node, cached=cached, prebuilt=prebuilt, from_cache=from_cache)
+        if from_cache:
+            if self.verbosity >= 1:
+                self.console.print(Text.assemble(("⇣ ", "cyan"), (node, "bold"), " from cache"))
+        elif cached:
             if self.verbosity >= 2:
                 self.console.print(Text.assemble(("= ", "blue"), (node, "bold"), " reused"))
         elif prebuilt:
@@ -445,6 +483,8 @@ class RichReporter(ProgressReporter):
             )
 
     def failed(self, node: str, error: RewheelError) -> None:
+        from rich.text import Text
+
         with self.lock:
             self.tally.finish(node)
             self.tally.failed += 1
@@ -464,12 +504,16 @@ class RichReporter(ProgressReporter):
 
     def render(self) -> RenderableType:
         """What the live display shows now."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         now = self.clock()
         with self.lock:
             tally = self.tally
             done, known = len(tally.finished), len(tally.known)
             built, reused, failed = tally.built, tally.reused, tally.failed
-            prebuilt = tally.prebuilt
+            prebuilt, from_cache = tally.prebuilt, tally.from_cache
             active = sorted(tally.active.items(), key=lambda item: item[1].step_started)
         elapsed = now - self.start
         head = Text.assemble(
@@ -478,6 +522,7 @@ class RichReporter(ProgressReporter):
             "  ·  ",
             (f"{built} built", "green"),
             (f", {prebuilt} pre-built", "yellow") if prebuilt else "",
+            (f", {from_cache} from cache", "cyan") if from_cache else "",
             ", ",
             (f"{reused} reused", "blue"),
             ", ",
@@ -518,5 +563,7 @@ def make_reporter(verbosity: int, stream: IO[str] | None = None) -> ProgressRepo
     stream = stream if stream is not None else sys.stderr
     interactive = stream.isatty() and os.environ.get("TERM", "") != "dumb"
     if interactive:
+        from rich.console import Console
+
         return RichReporter(Console(file=stream), verbosity)
     return LineReporter(verbosity, echo=lambda text: click.echo(text, file=stream))
