@@ -34,12 +34,8 @@ class SdistSource(Protocol):
     def download(self, file: IndexFile, dest_dir: Path) -> Path: ...
 
 
-def peek_build_requires(
-    upstream: SdistSource, pin: Pin, settings: Settings, folder: Path
-) -> tuple[str, ...]:
-    """The ``build-system.requires`` of ``pin``'s sdist, from a copy downloaded (its sha256
-    checked) and extracted into ``folder``, for a plan (``core.update``): nothing of the
-    repository changes, no build code runs. The settings' patches are not applied."""
+def download_checked(upstream: SdistSource, pin: Pin, folder: Path) -> tuple[Path, str]:
+    """``pin``'s sdist downloaded into ``folder``, and its sha256, checked against the index's."""
     sdist = upstream.download(pin.sdist, folder)
     digest = sha256_file(sdist)
     if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
@@ -49,6 +45,16 @@ def peek_build_requires(
             version=str(pin.version),
             step=Step.DOWNLOAD,
         )
+    return sdist, digest
+
+
+def peek_build_requires(
+    upstream: SdistSource, pin: Pin, settings: Settings, folder: Path
+) -> tuple[str, ...]:
+    """The ``build-system.requires`` of ``pin``'s sdist, from a copy downloaded (its sha256
+    checked) and extracted into ``folder``, for a plan (``core.update``): nothing of the
+    repository changes, no build code runs. The settings' patches are not applied."""
+    sdist, _ = download_checked(upstream, pin, folder)
     pkg = settings.for_package(pin.name, pin.version)
     source = extract_sdist(
         sdist,
@@ -95,15 +101,7 @@ class SourcePreparer:
         log = self.workspace.log(pin)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"# rewheel build log of {pin}\n# sdist {pin.sdist.url}\n")
-        sdist = self.upstream.download(pin.sdist, self.sdists_dir)
-        digest = sha256_file(sdist)
-        if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
-            raise IntegrityError(
-                f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
-                package=pin.name,
-                version=str(pin.version),
-                step=Step.DOWNLOAD,
-            )
+        sdist, digest = download_checked(self.upstream, pin, self.sdists_dir)
         work = self.workspace.folder(pin)
         with self._lock:
             self._rust.pop((pin.name, str(pin.version)), None)  # found in the tree about to go
