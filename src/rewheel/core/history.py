@@ -76,6 +76,15 @@ class RunOutcome(enum.StrEnum):
     INTERRUPTED = "interrupted"  # interrupted (Ctrl-C); what was built was kept
 
 
+def run_outcome(result: BootstrapResult | None, error: BaseException | None) -> RunOutcome:
+    """How a run ended that left ``result`` (None: nothing done) or was stopped by ``error``."""
+    if error is not None:
+        return RunOutcome.INTERRUPTED if isinstance(error, KeyboardInterrupt) else RunOutcome.ERROR
+    if result is not None and not result.ok:
+        return RunOutcome.FAILED
+    return RunOutcome.OK
+
+
 def run_id(started: datetime, token: str) -> str:
     """The id of a run, its file's name without ``.json``: sorts by start time."""
     at = started.astimezone(UTC)
@@ -363,14 +372,7 @@ class RunRecord:
     ) -> RunRecord:
         """The run file of a run that ended with ``result`` or, when ``error`` stopped it, with
         what it had done by then (``result`` None: nothing)."""
-        if error is not None:
-            outcome = (
-                RunOutcome.INTERRUPTED if isinstance(error, KeyboardInterrupt) else RunOutcome.ERROR
-            )
-        elif result is not None and not result.ok:
-            outcome = RunOutcome.FAILED
-        else:
-            outcome = RunOutcome.OK
+        outcome = run_outcome(result, error)
         nodes, edges = run_nodes(result) if result is not None else ((), ())
         return cls(
             id=id,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.history import ErrorInfo, NodeRun, RunOutcome, run_nodes
+from ..core.history import ErrorInfo, NodeRun, run_nodes, run_outcome
 from ..core.report import BootstrapResult, Outcome
 
 FORMAT = 1
@@ -33,14 +33,7 @@ def summary_json(
             if node not in listed:
                 name, _, version = node.partition("==")
                 nodes.append(NodeRun(node, name, version, Outcome.FAILED, error=ErrorInfo.of(exc)))
-    if error is not None:
-        outcome = (
-            RunOutcome.INTERRUPTED if isinstance(error, KeyboardInterrupt) else RunOutcome.ERROR
-        )
-    elif result is not None and not result.ok:
-        outcome = RunOutcome.FAILED
-    else:
-        outcome = RunOutcome.OK
+    outcome = run_outcome(result, error)
 
     def ids(*outcomes: Outcome) -> list[str]:
         return sorted(n.id for n in nodes if n.outcome in outcomes)
