@@ -162,8 +162,13 @@ def run_requirements(metadata: bytes) -> list[Requirement]:
     """What a wheel needs at run time here: its ``Requires-Dist`` entries whose marker holds on
     this machine without extras; entries that do not parse are left out (the metadata is the
     wheel's, not ours to refuse)."""
+    return run_requirements_of(parse_metadata(metadata))
+
+
+def run_requirements_of(metadata: RawMetadata | None) -> list[Requirement]:
+    """``run_requirements`` of metadata already parsed (None: no metadata, no requirements)."""
     out = []
-    for text in parse_metadata(metadata).get("requires_dist") or []:
+    for text in (metadata.get("requires_dist") or []) if metadata is not None else []:
         try:
             req = Requirement(text)
         except InvalidRequirement:

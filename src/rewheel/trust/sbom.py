@@ -37,7 +37,6 @@ from cyclonedx.model.license import License, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 from packaging.metadata import RawMetadata
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -46,7 +45,7 @@ from ..core.errors import RewheelError, Step
 from ..core.records import BuildRecord
 from ..core.versions import normal_version
 from ..repo.repository import Repository
-from ..repo.wheelfile import parse_metadata, read_metadata_bytes
+from ..repo.wheelfile import parse_metadata, read_metadata_bytes, run_requirements_of
 from .verify import venv_layout
 
 PROPERTY_BUILD_ONLY = "rewheel:build-only"
@@ -105,26 +104,13 @@ def licenses_of(metadata: RawMetadata | None) -> list[License]:
     return out
 
 
-def requirements_of(metadata: RawMetadata | None) -> list[Requirement]:
-    """Requires-Dist that apply to this interpreter, without extras."""
-    out = []
-    for text in (metadata.get("requires_dist") or []) if metadata is not None else []:
-        try:
-            req = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            out.append(req)
-    return out
-
-
 def link_runtime(packages: Sequence[Package]) -> None:
     """Fill each package's ``runtime_deps`` from its Requires-Dist, among ``packages``."""
     by_name: dict[str, list[Package]] = {}
     for p in packages:
         by_name.setdefault(canonicalize_name(p.name), []).append(p)
     for p in packages:
-        for req in requirements_of(p.metadata):
+        for req in run_requirements_of(p.metadata):
             for q in by_name.get(canonicalize_name(req.name), []):
                 if req.specifier.contains(q.version, prereleases=True) and q.ref not in (
                     p.runtime_deps
