@@ -3,6 +3,7 @@ used only when its sha256 is among the hashes given for it, checked before anyth
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -17,7 +18,7 @@ from packaging.utils import canonicalize_name
 
 from rewheel import app
 from rewheel.cli import Runs, main
-from rewheel.core.bootstrap import Bootstrapper, BootstrapResult
+from rewheel.core.bootstrap import Bootstrapper, BootstrapResult, Prepared
 from rewheel.core.errors import HashMismatch
 from rewheel.repo.repository import Repository
 
@@ -125,6 +126,34 @@ def test_a_build_tool_not_listed_is_resolved_and_a_listed_one_is_held_to_its_has
     assert isinstance(refused, HashMismatch)
     assert refused.hint is not None and "pass the file with -c as well" in refused.hint
     assert "tool==1.0" not in steps.builds and "alpha==1.0" not in steps.builds
+
+
+class _IndexWithoutHashes(FakeUpstream):
+    """An index that lists no sha256 for its files."""
+
+    def get_project(self, name: Any) -> Any:
+        page = super().get_project(name)
+        files = tuple(dataclasses.replace(f, sha256=None) for f in page.files)
+        return dataclasses.replace(page, files=files)
+
+
+def test_an_sdist_the_hash_check_prepared_is_not_prepared_again_by_its_build() -> None:
+    # The index lists no sha256, so the check before any build downloads and extracts each
+    # hashed sdist; its node then builds from that, not from a second download and extraction.
+    upstream = _IndexWithoutHashes(PROJECTS)
+    real = {
+        n: _sdist_sha(FakeUpstream(PROJECTS), n, v) for n, v in (("alpha", "1.0"), ("beta", "2.0"))
+    }
+
+    class Steps(FakeSteps):
+        def prepare(self, pin: Any) -> Prepared:
+            prepared = super().prepare(pin)
+            return dataclasses.replace(prepared, sdist_sha256=real[str(pin.name)])
+
+    steps = Steps(upstream)
+    result = _run(steps, ["alpha==1.0", "beta==2.0"], {n: {d} for n, d in real.items()})
+    assert result.ok, result.failures
+    assert dict(steps.prepares) == {"alpha==1.0": 1, "beta==2.0": 1}
 
 
 def test_packages_without_hashes_are_checked_against_the_index_only() -> None:

@@ -314,6 +314,9 @@ class _Pass(Generic[EnvT]):
         self.threads = owner.threads
         self.keep_going = owner.keep_going
         self.sdist_hashes = owner.sdist_hashes
+        # Sdists prepared by the hash check before any build (the index listed no sha256), for
+        # their node to take instead of downloading and extracting them again.
+        self.prepared_early: dict[NodeKey, Prepared] = {}
         self.stopping = False
         self.waits: WaitGraph[NodeKey] = WaitGraph()  # every node weighs 1 until known
         self.queue = QueueWindow()
@@ -374,6 +377,7 @@ class _Pass(Generic[EnvT]):
             else:
                 prepared = await self._io(self.steps.prepare, pin)
                 self._check_hash(pin, prepared.sdist_sha256, first=True)
+                self.prepared_early[_key(pin)] = prepared
 
     def _check_hash(self, pin: Pin, digest: str, *, first: bool = False) -> None:
         """Refuse ``pin``'s sdist unless ``digest`` is among the hashes given for its project
@@ -463,7 +467,8 @@ class _Pass(Generic[EnvT]):
             return prebuilt.wheel
 
         self.reporter.step(node, Step.PREPARE)
-        prepared = await self._io(self.steps.prepare, pin)
+        early = self.prepared_early.pop(_key(pin), None)
+        prepared = early if early is not None else await self._io(self.steps.prepare, pin)
         self._check_hash(pin, prepared.sdist_sha256)
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
         self._check_stopping(pin)
