@@ -241,6 +241,40 @@ def test_every_option_reads_rewheel_environment_variables(
     assert options.isolate_network is False  # command line
     assert out == ""  # progress and summary go to stderr
     assert "0 built, 0 reused, 0 failed" in err
+    # The upstream a file chose is said, naming the file.
+    assert "note: the upstream index https://file.example/simple is set by " in err
+    assert f"{tmp_path / 'rewheel.toml'}; pass --index-url" in err
+
+
+def test_an_upstream_chosen_by_a_projects_own_pyproject_is_said_and_the_command_line_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cloned project's [tool.rewheel] may name the index every sdist comes from: a run inside
+    # it says so instead of taking it silently; --index-url overrides it without a note.
+    seen: list[app.BootstrapOptions] = []
+
+    def fake_bootstrap(options: app.BootstrapOptions, **_: Any) -> BootstrapResult:
+        seen.append(options)
+        return BootstrapResult(order=[], graph={}, failures={})
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REWHEEL_INDEX_URL", raising=False)
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nversion = "1"\n\n'
+        '[tool.rewheel]\nindex-url = "https://project.example/simple"\n'
+    )
+    runs = Runs(bootstrap=fake_bootstrap)
+    code, _, err = _run(["bootstrap", "pkg"], capsys, runs)
+    assert code == 0, err
+    assert seen[-1].index_url == "https://project.example/simple"
+    assert "note: the upstream index https://project.example/simple is set by " in err
+    assert str(tmp_path / "pyproject.toml") in err
+    code, _, err = _run(
+        ["bootstrap", "pkg", "--index-url", "https://pypi.org/simple"], capsys, runs
+    )
+    assert code == 0, err
+    assert seen[-1].index_url == "https://pypi.org/simple"
+    assert "upstream index" not in err
 
 
 def test_a_broken_settings_file_is_an_error_naming_it(

@@ -270,6 +270,17 @@ class _Tree:
     def check(self) -> None:
         if self.no_sign and self.signing_key is not None:
             raise click.UsageError("--no-sign and --signing-key contradict each other: give one")
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("index_url") is ParameterSource.DEFAULT_MAP:
+            # A settings file may be a cloned project's own [tool.rewheel]: its choice of the
+            # upstream every sdist comes from is said, never taken silently.
+            source = find_config(Path.cwd())
+            where = printable(str(source.path)) if source is not None else "a settings file"
+            click.echo(
+                f"note: the upstream index {printable(self.index_url)} is set by {where};"
+                " pass --index-url to choose another",
+                err=True,
+            )
 
     def requirement_set(self, named: Sequence[str] | None = None) -> RequirementSet:
         """The requirements of the command line (``named``: those it names, a project folder's
