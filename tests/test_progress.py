@@ -382,3 +382,34 @@ def test_the_summary_gives_the_cause_line_of_a_failure_on_one_line() -> None:
     c, out = console()
     c.print(summary_renderable(s))
     assert "zlib1g-dev" in plain(out.getvalue()) and "fake" not in out.getvalue()
+
+
+def test_a_failure_deep_in_the_tree_says_which_requested_package_needs_it() -> None:
+    graph = {
+        "nodes": [
+            {"id": "app==1.0", "name": "app", "version": "1.0"},
+            {"id": "mid==2.0", "name": "mid", "version": "2.0"},
+            {"id": "deep==3.0", "name": "deep", "version": "3.0"},
+        ],
+        "edges": [
+            {"from": None, "to": "app==1.0", "requirement": "app", "kind": "toplevel"},
+            {"from": "app==1.0", "to": "mid==2.0", "requirement": "mid", "kind": "install"},
+            {"from": "mid==2.0", "to": "deep==3.0", "requirement": "deep>=3", "kind": "install"},
+        ],
+    }
+    deep = BuildError("Rust crates not vendored", package="deep", version="3.0", step="build")
+    top = BuildError("backend failed", package="app", version="1.0", step="build")
+    s = summarize(
+        result(graph=graph, failures={"deep==3.0": deep, "app==1.0": top}), Path("my repo"), 1.0
+    )
+    assert [(f.node, f.needed_by) for f in s.failed] == [
+        ("app==1.0", None),  # asked for by name: no chain to give
+        ("deep==3.0", "app==1.0 -> mid==2.0"),
+    ]
+    lines = summary_lines(s)
+    assert lines[-1] == (
+        "    needed by app==1.0 -> mid==2.0 (every chain: rewheel why deep==3.0 --repo 'my repo')"
+    )
+    c, out = console(width=300)
+    c.print(summary_renderable(s))
+    assert "needed by app==1.0 -> mid==2.0" in plain(out.getvalue())

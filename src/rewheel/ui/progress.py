@@ -11,6 +11,7 @@ The total is not known up front (build environments are resolved as the run goes
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from ..core.errors import RewheelError, Step
+from ..core.errors import RepositoryError, RewheelError, Step
 from ..core.report import BootstrapResult, Outcome, Reporter
 from .text import printable
 
@@ -59,6 +60,7 @@ class FailedBuild:
     reason: str
     log: Path | None
     hint: str | None = None  # the cause and fix found (build.diagnose), or the error's own
+    needed_by: str | None = None  # the shortest chain from a requested package, when not one
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,24 @@ def _first_line(error: RewheelError) -> str:
     return printable(error.message.splitlines()[0]) if error.message else type(error).__name__
 
 
+def _needed_by(graph: object, nodes: Collection[str]) -> dict[str, str]:
+    """For each of ``nodes`` that no one asked for by name, the shortest chain of the run's graph
+    that brings it in, as text ("a==1 -> b==2"), so that a failure deep in a tree says why the
+    package is there at all. A graph that cannot be read gives nothing (it is the run's own)."""
+    from .graph_export import chains, parse_graph
+
+    try:
+        parsed = parse_graph(graph)
+    except RepositoryError:
+        return {}
+    found: dict[str, str] = {}
+    for node in nodes:
+        shortest, _cut = chains(parsed, node, limit=1)
+        if shortest and len(shortest[0]) > 1:
+            found[node] = printable(" -> ".join(edge.child for edge in shortest[0][:-1]))
+    return found
+
+
 def summarize(
     result: BootstrapResult,
     repo: Path,
@@ -109,6 +129,7 @@ def summarize(
     top: int = _SLOWEST,
 ) -> Summary:
     """What the end of a run reports. ``built_nodes``: nodes built (not reused) during the run."""
+    needed_by = _needed_by(result.graph, result.failures) if result.failures else {}
     failed = [
         FailedBuild(
             node=node,
@@ -116,6 +137,7 @@ def summarize(
             reason=_first_line(error),
             log=error.log_path,
             hint=printable(error.hint.splitlines()[0]) if error.hint else None,
+            needed_by=needed_by.get(node),
         )
         for node, error in sorted(result.failures.items())
     ]
@@ -143,6 +165,11 @@ def summarize(
     )
 
 
+def _needed_line(failed: FailedBuild, repo: Path) -> str:
+    why = shlex.join(["rewheel", "why", failed.node, "--repo", str(repo)])
+    return f"needed by {failed.needed_by} (every chain: {why})"
+
+
 def summary_lines(summary: Summary) -> list[str]:
     """The summary as plain text lines."""
     prebuilt = f", {len(summary.prebuilt)} pre-built" if summary.prebuilt else ""
@@ -159,6 +186,8 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"  failed: {f.node}{step}: {f.reason}{log}")
         if f.hint:
             lines.append(f"    {f.hint}")
+        if f.needed_by:
+            lines.append(f"    {_needed_line(f, summary.repo)}")
     for n in summary.blocked:
         lines.append(f"  not attempted: {n.node}: {n.reason}")
     if summary.stopped:
@@ -203,6 +232,8 @@ def summary_renderable(summary: Summary) -> RenderableType:
         table.add_column("log", style="cyan", overflow="fold")
         for f in summary.failed:
             reason = f"{f.reason}\n{f.hint}" if f.hint else f.reason
+            if f.needed_by:
+                reason += f"\n{_needed_line(f, summary.repo)}"
             table.add_row(f.node, f.step or "", reason, str(f.log) if f.log else "")
         parts.append(table)
     if summary.not_built:
