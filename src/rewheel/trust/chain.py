@@ -30,11 +30,9 @@ metadata made to match it) passes unless a key its writer cannot reach is pinned
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -53,6 +51,7 @@ from ..repo.published_keys import KEYS_DIR as KEYS_DIR_NAME
 from ..repo.published_keys import PublicKey, key_file_name, keys_dir, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
+from .custody import ChainEntry, ChainReport, Verdict
 from .provenance import (
     DSSE_SUFFIX,
     check_envelope,
@@ -94,45 +93,6 @@ def unpinned_note(signers: Mapping[str, int | None], keys_folder: Path) -> str:
 _READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
 # Where the index pages are taken to be served, to resolve the links they hold.
 _PAGES_AT = "http://repository.invalid/simple/"
-
-
-class Verdict(enum.IntEnum):
-    """Ordered from best to worst, so that ``max`` combines them."""
-
-    OK = 0
-    PREBUILT = 1  # a pre-built wheel, accepted by --allow-prebuilt
-    BROKEN = 2
-
-    def __str__(self) -> str:
-        return {0: "ok", 1: "pre-built", 2: "BROKEN"}[self.value]
-
-
-@dataclass
-class ChainEntry:
-    name: str
-    version: str
-    wheel: str | None
-    source: Verdict
-    dependencies: Verdict
-    build_tools: Verdict
-    problems: list[str] = field(default_factory=list)  # each names the package it is about
-
-    @property
-    def ok(self) -> bool:
-        return Verdict.BROKEN not in (self.source, self.dependencies, self.build_tools)
-
-
-@dataclass
-class ChainReport:
-    entries: list[ChainEntry] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
-    problems: list[str] = field(default_factory=list)  # of the repository, not of one wheel
-    # Key id -> how many wheels it signed (checked with a published key, or the pinned one).
-    signers: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(e.ok for e in self.entries) and not self.problems
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

@@ -54,7 +54,8 @@ from ..index.index_pages import project_url
 from ..index.index_parse import parse_page, parse_root_page
 from ..repo.published_keys import PublicKey
 from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
-from .chain import UNSIGNED_NOTE, ChainEntry, ChainReport, Verdict
+from .chain import UNSIGNED_NOTE
+from .custody import ChainEntry, ChainReport, Verdict
 from .provenance import (
     PREDICATE_TYPE,
     check_statement,

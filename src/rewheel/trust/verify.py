@@ -62,9 +62,9 @@ from .bytecode import (
     check_bytecode,
     probe_interpreter,
 )
-from .chain import ChainEntry as ChainEntry
-from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
+from .custody import ChainEntry as ChainEntry
+from .custody import ChainReport as ChainReport
 from .provenance import PROVENANCE_SUFFIX
 from .venvfiles import MadeReference, Reference, ReferenceMaker
 
