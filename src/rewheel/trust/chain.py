@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -451,7 +451,7 @@ class _Checker:
 
     # -- its build environment
 
-    def build_tools(self, ref: WheelRef, own: Verdict) -> list[BuildTool[WheelRef]] | Result:
+    def unknown_tools(self, ref: WheelRef, own: Verdict) -> Result | None:
         label = self.label(ref)
         record = self.record(ref)
         if record is None:
@@ -460,13 +460,17 @@ class _Checker:
             if self.allow_prebuilt:
                 return Verdict.PREBUILT, []
             return Verdict.BROKEN, [f"{label}: build tools unknown (a pre-built wheel)"]
-        tools = []
-        for entry in record.build_env:
+        return None
+
+    def build_tools(self, ref: WheelRef) -> Iterator[BuildTool[WheelRef]]:
+        """The wheels its build record lists, found by sha256 (and name) among the
+        repository's."""
+        record = self.record(ref)
+        for entry in record.build_env if record is not None else ():
             tool = self.by_sha.get(entry.sha256)
             if tool is not None and tool.name != canonicalize_name(entry.name):
                 tool = None
-            tools.append(BuildTool(entry.name, entry.version, entry.sha256, tool))
-        return tools
+            yield BuildTool(entry.name, entry.version, entry.sha256, tool)
 
     # -- what it needs at run time
 

@@ -111,9 +111,14 @@ class WheelSource(Protocol[W]):
         once per wheel."""
         ...
 
-    def build_tools(self, wheel: W, own: Verdict) -> list[BuildTool[W]] | Result:
-        """The wheels of its build environment, or the verdict on them when they are not known
-        (``own``: its ``check_wheel`` verdict)."""
+    def unknown_tools(self, wheel: W, own: Verdict) -> Result | None:
+        """The verdict on its build tools when the source does not know them (no record, no
+        verified provenance; ``own``: its ``check_wheel`` verdict), else None."""
+        ...
+
+    def build_tools(self, wheel: W) -> Iterable[BuildTool[W]]:
+        """The wheels of its build environment (the walk follows each before it asks for the
+        next)."""
         ...
 
     def requirements(self, wheel: W) -> list[Requirement]:
@@ -169,11 +174,11 @@ class CustodyWalk(Generic[W]):
         return result
 
     def _check_tools(self, wheel: W, label: str) -> Result:
-        tools = self.source.build_tools(wheel, self.own(wheel)[0])
-        if isinstance(tools, tuple):
-            return tools
+        unknown = self.source.unknown_tools(wheel, self.own(wheel)[0])
+        if unknown is not None:
+            return unknown
         verdict, problems = Verdict.OK, []
-        for tool in tools:
+        for tool in self.source.build_tools(wheel):
             if tool.wheel is None:
                 verdict = Verdict.BROKEN
                 problems.append(
