@@ -24,10 +24,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# _common, beside this script, whether it is run as a script or loaded from its file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import clean_environ
 
 FROMAGER_VERSION = "0.77.0"
 PYPI = "https://pypi.org/simple"
@@ -39,18 +44,6 @@ TOOLS = ("rewheel", "fromager")
 PHASES = ("cold", "warm")
 MEASURE = "_measure"
 TAIL_LINES = 40
-# Variables that would make a tool see more than PyPI or a different Python setup.
-_DROPPED_PREFIXES = ("PIP_", "UV_")
-# PYTHONDONTWRITEBYTECODE (set on this machine) would make every start of either tool compile
-# its modules again, which a user's never does: most of a no-op re-run's time.
-_DROPPED_NAMES = (
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONUSERBASE",
-    "CONDA_PREFIX",
-    "PYTHONDONTWRITEBYTECODE",
-)
 
 
 # --------------------------------------------------------------------------- measuring wrapper
@@ -154,35 +147,6 @@ class Tool:
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def clean_environ(base: Mapping[str, str], home: Path, path_prefix: Path | None) -> dict[str, str]:
-    """Environment for one tool: no pip/uv settings from this machine, a private HOME.
-
-    PIP_CONFIG_FILE=/dev/null makes pip skip every config file (global, user, site), which is how
-    this machine's extra local indexes and find-links stay out. The private HOME keeps caches of
-    anything that writes under ~ inside the run directory, so a cold run really starts empty.
-    """
-    env = {
-        key: value
-        for key, value in base.items()
-        if not key.startswith(_DROPPED_PREFIXES) and key not in _DROPPED_NAMES
-    }
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["HOME"] = str(home)
-    env["XDG_CACHE_HOME"] = str(home / ".cache")
-    env["XDG_CONFIG_HOME"] = str(home / ".config")
-    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
-    # rustup's toolchains stay where they are installed: its proxies (cargo, rustc) look for
-    # them under ~/.rustup, and the private HOME has none (both tools would fail on Rust sdists).
-    rustup_home = Path(
-        base.get("RUSTUP_HOME") or Path(base.get("HOME", "/nonexistent")) / ".rustup"
-    )
-    if rustup_home.is_dir():
-        env["RUSTUP_HOME"] = str(rustup_home)
-    if path_prefix is not None:
-        env["PATH"] = os.pathsep.join([str(path_prefix), env.get("PATH", os.defpath)])
-    return env
 
 
 def slug(tree: str) -> str:
