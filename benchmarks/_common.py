@@ -13,35 +13,43 @@ root, or loaded from its file by a test):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# Variables that would make a tool see more than PyPI or a different Python setup.
-_DROPPED_PREFIXES = ("PIP_", "UV_")
-# PYTHONDONTWRITEBYTECODE (set on this machine) would make every start of either tool compile
-# its modules again, which a user's never does: most of a no-op re-run's time.
-_DROPPED_NAMES = (
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONUSERBASE",
-    "CONDA_PREFIX",
-    "PYTHONDONTWRITEBYTECODE",
-)
+# Variables that would make a tool see more than the index it is given (pip's and uv's settings).
+TOOL_SETTINGS = ("PIP_", "UV_")
+# Variables that would make a tool see another Python setup than the one it runs on.
+PYTHON_SETUP = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "CONDA_PREFIX")
 
 
-def clean_environ(base: Mapping[str, str], home: Path, path_prefix: Path | None) -> dict[str, str]:
-    """Environment for one tool: no pip/uv settings from this machine, a private HOME.
+def without(
+    base: Mapping[str, str], prefixes: tuple[str, ...], names: Sequence[str] = ()
+) -> dict[str, str]:
+    """``base`` without the variables whose names start with one of ``prefixes`` or are one of
+    ``names``."""
+    return {
+        key: value
+        for key, value in base.items()
+        if not key.startswith(prefixes) and key not in names
+    }
+
+
+def clean_environ(
+    base: Mapping[str, str],
+    home: Path,
+    *,
+    prefixes: tuple[str, ...] = TOOL_SETTINGS,
+    names: Sequence[str] = PYTHON_SETUP,
+    path_prefix: Path | None = None,
+) -> dict[str, str]:
+    """Environment for one tool: ``base`` without ``prefixes`` and ``names``, no pip or uv
+    settings from this machine, a private HOME (``path_prefix``: put first on PATH).
 
     PIP_CONFIG_FILE=/dev/null makes pip skip every config file (global, user, site), which is how
     this machine's extra local indexes and find-links stay out. The private HOME keeps caches of
     anything that writes under ~ inside the run directory, so a cold run really starts empty.
     """
-    env = {
-        key: value
-        for key, value in base.items()
-        if not key.startswith(_DROPPED_PREFIXES) and key not in _DROPPED_NAMES
-    }
+    env = without(base, prefixes, names)
     env["PIP_CONFIG_FILE"] = os.devnull
     env["HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(home / ".cache")
