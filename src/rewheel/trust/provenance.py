@@ -296,12 +296,27 @@ def statement_bytes(stmt: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------- checking
 
 
+def role_entries(items: object, role: str) -> list[Mapping[str, Any]]:
+    """The resource descriptors in ``items`` (a statement's list, or anything) annotated with
+    ``role``: "source", "build-environment", "system-tool"..."""
+    if not isinstance(items, list):
+        return []
+    return [
+        item
+        for item in items
+        if isinstance(item, Mapping)
+        and isinstance(item.get("annotations"), Mapping)
+        and item["annotations"].get("role") == role
+    ]
+
+
 def _role(dep: Mapping[str, Any], role: str) -> bool:
     annotations = dep.get("annotations")
     return isinstance(annotations, Mapping) and annotations.get("role") == role
 
 
-def _sha256_of(dep: Mapping[str, Any]) -> str | None:
+def sha256_of(dep: Mapping[str, Any]) -> str | None:
+    """The sha256 in a resource descriptor's ``digest`` (a subject, a resolved dependency)."""
     digest = dep.get("digest")
     if isinstance(digest, Mapping) and isinstance(digest.get("sha256"), str):
         return str(digest["sha256"])
@@ -329,7 +344,7 @@ def check_statement(
     subject = subjects[0]
     if subject.get("name") != wheel_filename:
         problems.append(f"provenance subject is {subject.get('name')!r}, not {wheel_filename}")
-    if _sha256_of(subject) != wheel_sha256:
+    if sha256_of(subject) != wheel_sha256:
         problems.append("provenance subject sha256 does not match the wheel")
     if record is None:
         return problems
@@ -342,12 +357,12 @@ def check_statement(
     if len(sources) != 1:
         problems.append(f"provenance names {len(sources)} sources, not 1")
     else:
-        if _sha256_of(sources[0]) != record.sdist_sha256:
+        if sha256_of(sources[0]) != record.sdist_sha256:
             problems.append("the sdist sha256 of the provenance and of the build record differ")
         if sources[0].get("uri") != record.sdist_url:
             problems.append("the sdist URL of the provenance and of the build record differ")
     in_provenance = sorted(
-        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), _sha256_of(d))
+        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), sha256_of(d))
         for d in deps
         if _role(d, "build-environment")
     )
