@@ -310,11 +310,6 @@ def role_entries(items: object, role: str) -> list[Mapping[str, Any]]:
     ]
 
 
-def _role(dep: Mapping[str, Any], role: str) -> bool:
-    annotations = dep.get("annotations")
-    return isinstance(annotations, Mapping) and annotations.get("role") == role
-
-
 def sha256_of(dep: Mapping[str, Any]) -> str | None:
     """The sha256 in a resource descriptor's ``digest`` (a subject, a resolved dependency)."""
     digest = dep.get("digest")
@@ -353,7 +348,7 @@ def check_statement(
     deps = build.get("resolvedDependencies") if isinstance(build, Mapping) else None
     if not isinstance(deps, list) or not all(isinstance(d, Mapping) for d in deps):
         return [*problems, "provenance has no resolvedDependencies"]
-    sources = [d for d in deps if _role(d, "source")]
+    sources = role_entries(deps, "source")
     if len(sources) != 1:
         problems.append(f"provenance names {len(sources)} sources, not 1")
     else:
@@ -363,8 +358,7 @@ def check_statement(
             problems.append("the sdist URL of the provenance and of the build record differ")
     in_provenance = sorted(
         (str(d["annotations"].get("package")), str(d["annotations"].get("version")), sha256_of(d))
-        for d in deps
-        if _role(d, "build-environment")
+        for d in role_entries(deps, "build-environment")
     )
     in_record = sorted(
         (str(canonicalize_name(w.name)), w.version, w.sha256) for w in record.build_env

@@ -60,7 +60,9 @@ from .provenance import (
     PREDICATE_TYPE,
     check_statement,
     read_provenance_object,
+    role_entries,
     sdist_filename,
+    sha256_of,
 )
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
@@ -100,16 +102,13 @@ def _built_from(statement: Mapping[str, Any]) -> _Built:
     build = predicate.get("buildDefinition") if isinstance(predicate, Mapping) else None
     deps = build.get("resolvedDependencies") if isinstance(build, Mapping) else None
     built = _Built(source=None)
-    for dep in deps if isinstance(deps, list) else []:
-        annotations = dep.get("annotations") if isinstance(dep, Mapping) else None
-        if not isinstance(annotations, Mapping):
-            continue
-        digest = dep.get("digest")
-        sha256 = digest.get("sha256") if isinstance(digest, Mapping) else None
-        sha256 = sha256 if isinstance(sha256, str) else None
-        if annotations.get("role") == "source" and isinstance(dep.get("uri"), str):
-            built.source = (sdist_filename(dep["uri"]), sha256)
-        elif annotations.get("role") == "build-environment" and sha256 is not None:
+    for dep in role_entries(deps, "source"):
+        if isinstance(dep.get("uri"), str):
+            built.source = (sdist_filename(dep["uri"]), sha256_of(dep))
+    for dep in role_entries(deps, "build-environment"):
+        sha256 = sha256_of(dep)
+        if sha256 is not None:
+            annotations = dep["annotations"]
             built.build_env.append(
                 (str(annotations.get("package")), str(annotations.get("version")), sha256)
             )
