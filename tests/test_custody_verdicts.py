@@ -19,6 +19,7 @@ of a message: ``REWHEEL_WRITE_GOLDEN=1 pytest tests/test_custody_verdicts.py``, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,13 +36,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.requirements import Requirement
 from support.fake_index import FakeIndex
+from support.sdists import SdistSpec, make_wheel
 
 from rewheel import app
 from rewheel.cli import cli
+from rewheel.core.records import BuildRecord, EnvEntry
 from rewheel.core.report import Outcome
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
 from rewheel.trust.chain import ChainReport
+from rewheel.trust.custody import MAX_TOOL_DEPTH
 
 GOLDEN = Path(__file__).with_name("custody_verdicts.json")
 
@@ -318,3 +322,36 @@ def test_the_cases_catch_what_they_are_about(observed: dict[str, Any]) -> None:
             holds = case == "good" or case in unseen
             code = checks[check][0]
             assert code == ("exit 0" if holds else "exit 1"), (case, check, checks[check])
+
+
+def test_build_environments_nested_without_end_on_disk_are_cut_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Whoever writes a repository can make its build records nest build environments as deep
+    as they like (each record naming the next wheel's sha256): verify --repo follows them at
+    most MAX_TOOL_DEPTH deep, as verify --index does, instead of running out of stack."""
+    repo = Repository(tmp_path / "repo")
+    repo.ensure_layout()
+    made = tmp_path / "made"
+    below: EnvEntry | None = None
+    for i in reversed(range(600)):  # t0000 is built with t0001, which is built with t0002...
+        name = f"t{i:04d}"
+        wheel = make_wheel(SdistSpec(name, "1.0"), made)
+        shutil.copy(wheel, repo.wheels_dir / wheel.name)
+        sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        record = BuildRecord(
+            name=name,
+            version="1.0",
+            sdist_url=f"https://example.invalid/{name}-1.0.tar.gz",
+            sdist_sha256="0" * 64,
+            wheel=wheel.name,
+            wheel_sha256=sha256,
+            build_env=() if below is None else (below,),
+        )
+        repo.record_path(name, "1.0").write_text(json.dumps(record.to_json()))
+        below = EnvEntry(name, "1.0", sha256)
+    result = CliRunner().invoke(cli, ["verify", "--repo", str(repo.root)])
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1
+    deeper = f"build environments nested deeper than {MAX_TOOL_DEPTH}: not followed"
+    assert f"          - t0100 1.0: {deeper}" in result.output.splitlines()

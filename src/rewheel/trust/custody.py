@@ -58,6 +58,10 @@ class ChainReport:
 
 
 Result = tuple[Verdict, list[str]]
+# Build environments of build environments followed at most this deep (a real tree is a few
+# levels; an index that signs its own chain, or whoever writes a repository, could make one as
+# deep as they like, and each level is a call deeper).
+MAX_TOOL_DEPTH = 100
 
 
 def dedupe(items: Iterable[str]) -> list[str]:
@@ -134,11 +138,11 @@ class WheelSource(Protocol[W]):
 
 class CustodyWalk(Generic[W]):
     """The chain of custody of the wheels of ``source``: each wheel's own verdict, those of its
-    build tools (recursively, at most ``max_tool_depth`` deep when given) and those of its
+    build tools (recursively, at most ``max_tool_depth`` deep) and those of its
     dependencies (recursively), merged into one ``ChainEntry`` per wheel. Every verdict is
     worked out once per wheel."""
 
-    def __init__(self, source: WheelSource[W], *, max_tool_depth: int | None = None) -> None:
+    def __init__(self, source: WheelSource[W], *, max_tool_depth: int = MAX_TOOL_DEPTH) -> None:
         self.source = source
         self.max_tool_depth = max_tool_depth
         self._own: dict[str, Result] = {}
@@ -160,7 +164,7 @@ class CustodyWalk(Generic[W]):
         label = self.source.label(wheel)
         if key in self._visiting:
             return Verdict.BROKEN, [f"{label}: its build environment needs itself"]
-        if self.max_tool_depth is not None and len(self._visiting) >= self.max_tool_depth:
+        if len(self._visiting) >= self.max_tool_depth:
             return Verdict.BROKEN, [
                 f"{label}: build environments nested deeper than {self.max_tool_depth}: not"
                 " followed"

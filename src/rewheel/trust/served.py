@@ -68,9 +68,6 @@ from .provenance import (
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 HTML_ACCEPT = "application/vnd.pypi.simple.v1+html, text/html;q=0.5"
 _READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
-# Build environments of build environments followed at most this deep (a real tree is a few
-# levels; an index that signs its own chain could make one as deep as it likes).
-MAX_TOOL_DEPTH = 100
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -459,7 +456,7 @@ def verify_index(
         allow_prebuilt=allow_prebuilt,
         scratch=scratch,
     )
-    walk = CustodyWalk(checker, max_tool_depth=MAX_TOOL_DEPTH)
+    walk = CustodyWalk(checker)
     report = ChainReport()
     files = [(p, f) for p in checker.projects() for f in checker.files(p)]
     for _, file in files:
