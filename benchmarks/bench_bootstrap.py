@@ -24,10 +24,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# _common, beside this script, whether it is run as a script or loaded from its file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PYTHON_SETUP, clean_environ
 
 FROMAGER_VERSION = "0.77.0"
 PYPI = "https://pypi.org/simple"
@@ -39,18 +44,9 @@ TOOLS = ("rewheel", "fromager")
 PHASES = ("cold", "warm")
 MEASURE = "_measure"
 TAIL_LINES = 40
-# Variables that would make a tool see more than PyPI or a different Python setup.
-_DROPPED_PREFIXES = ("PIP_", "UV_")
 # PYTHONDONTWRITEBYTECODE (set on this machine) would make every start of either tool compile
 # its modules again, which a user's never does: most of a no-op re-run's time.
-_DROPPED_NAMES = (
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONUSERBASE",
-    "CONDA_PREFIX",
-    "PYTHONDONTWRITEBYTECODE",
-)
+DROPPED_NAMES = (*PYTHON_SETUP, "PYTHONDONTWRITEBYTECODE")
 
 
 # --------------------------------------------------------------------------- measuring wrapper
@@ -154,35 +150,6 @@ class Tool:
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def clean_environ(base: Mapping[str, str], home: Path, path_prefix: Path | None) -> dict[str, str]:
-    """Environment for one tool: no pip/uv settings from this machine, a private HOME.
-
-    PIP_CONFIG_FILE=/dev/null makes pip skip every config file (global, user, site), which is how
-    this machine's extra local indexes and find-links stay out. The private HOME keeps caches of
-    anything that writes under ~ inside the run directory, so a cold run really starts empty.
-    """
-    env = {
-        key: value
-        for key, value in base.items()
-        if not key.startswith(_DROPPED_PREFIXES) and key not in _DROPPED_NAMES
-    }
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["HOME"] = str(home)
-    env["XDG_CACHE_HOME"] = str(home / ".cache")
-    env["XDG_CONFIG_HOME"] = str(home / ".config")
-    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
-    # rustup's toolchains stay where they are installed: its proxies (cargo, rustc) look for
-    # them under ~/.rustup, and the private HOME has none (both tools would fail on Rust sdists).
-    rustup_home = Path(
-        base.get("RUSTUP_HOME") or Path(base.get("HOME", "/nonexistent")) / ".rustup"
-    )
-    if rustup_home.is_dir():
-        env["RUSTUP_HOME"] = str(rustup_home)
-    if path_prefix is not None:
-        env["PATH"] = os.pathsep.join([str(path_prefix), env.get("PATH", os.defpath)])
-    return env
 
 
 def slug(tree: str) -> str:
@@ -314,7 +281,7 @@ class Bench:
         if exe.exists() and fromager_version(exe) == FROMAGER_VERSION:
             return exe
         print(f"installing fromager=={FROMAGER_VERSION} into {venv}", flush=True)
-        env = clean_environ(os.environ, Path.home(), None)
+        env = clean_environ(os.environ, Path.home(), names=DROPPED_NAMES)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, env=env)
         pip = [
             str(venv / "bin" / "python"),
@@ -354,7 +321,9 @@ class Bench:
                 command += ["-c", str(self.constraints)]
             if self.settings is not None:
                 command += ["--settings", str(self.settings)]
-            return Tool(name, command, run_dir, clean_environ(os.environ, home, None))
+            return Tool(
+                name, command, run_dir, clean_environ(os.environ, home, names=DROPPED_NAMES)
+            )
         assert fromager is not None
         # fromager runs uv from PATH, so its venv's bin goes first. Its default index is PyPI.
         command = [
@@ -373,7 +342,7 @@ class Bench:
             "bootstrap",
             tree,
         ]
-        env = clean_environ(os.environ, home, fromager.parent)
+        env = clean_environ(os.environ, home, names=DROPPED_NAMES, path_prefix=fromager.parent)
         return Tool(name, command, run_dir, env)
 
     # -- running

@@ -30,11 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+# _common, beside this script, whether it is run as a script or loaded from its file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import TOOL_SETTINGS, clean_environ
+
 PYPI = "https://pypi.org/simple"
 HERE = Path(__file__).resolve().parent
-# Variables that would make rewheel see more than PyPI or a different Python setup.
-_DROPPED_PREFIXES = ("PIP_", "UV_", "REWHEEL_")
-_DROPPED_NAMES = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "CONDA_PREFIX")
+# Variables that would make rewheel see more than PyPI (its own settings too).
+DROPPED_PREFIXES = (*TOOL_SETTINGS, "REWHEEL_")
 CAUSE_CHARS = 400
 
 
@@ -143,28 +147,6 @@ class Row:
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def clean_environ(base: Mapping[str, str], home: Path) -> dict[str, str]:
-    """Environment for rewheel: no pip/uv/rewheel settings from this machine, a private HOME."""
-    env = {
-        key: value
-        for key, value in base.items()
-        if not key.startswith(_DROPPED_PREFIXES) and key not in _DROPPED_NAMES
-    }
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["HOME"] = str(home)
-    env["XDG_CACHE_HOME"] = str(home / ".cache")
-    env["XDG_CONFIG_HOME"] = str(home / ".config")
-    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
-    # rustup's toolchains stay where they are installed: its proxies (cargo, rustc) look for
-    # them under ~/.rustup, and the private HOME has none (both tools would fail on Rust sdists).
-    rustup_home = Path(
-        base.get("RUSTUP_HOME") or Path(base.get("HOME", "/nonexistent")) / ".rustup"
-    )
-    if rustup_home.is_dir():
-        env["RUSTUP_HOME"] = str(rustup_home)
-    return env
 
 
 def normalize(name: str) -> str:
@@ -459,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     home.mkdir(parents=True, exist_ok=True)
     work.mkdir(mode=0o700, parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    env = clean_environ(os.environ, home)
+    env = clean_environ(os.environ, home, prefixes=DROPPED_PREFIXES)
     rewheel = rewheel_command(args.rewheel)
     if args.settings is None and not args.conflicts:
         args.settings = HERE / "corpus-settings"

@@ -41,8 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from _common import TOOL_SETTINGS, without  # noqa: E402
 from support.sdists import SdistSpec, make_wheel  # noqa: E402
 from uv import find_uv_bin  # noqa: E402
 
@@ -103,7 +105,7 @@ def free_port() -> int:
 
 
 def clean_environ() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env = without(os.environ, TOOL_SETTINGS)
     env["NO_PROXY"] = env["no_proxy"] = HOST
     return env
 

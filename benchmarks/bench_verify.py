@@ -27,6 +27,11 @@ import time
 import zipfile
 from pathlib import Path
 
+# _common, beside this script, whether it is run as a script or loaded from its file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import TOOL_SETTINGS, without
+
 PACKAGES = [
     "attrs", "certifi", "click", "distributed", "fsspec", "h11", "idna", "Jinja2",
     "markdown-it-py", "mdurl", "packaging", "partd", "pathspec", "pluggy", "Pygments",
@@ -90,7 +95,7 @@ def main() -> None:
         refs.append((WheelRef(name, str(version), path.name, sha), path))
     venv = work / "venv"
     uv = find_uv_bin()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "PYTHON"))}
+    env = without(os.environ, (*TOOL_SETTINGS, "PYTHON"))
     subprocess.run([uv, "venv", "-q", "--no-config", "--python", sys.executable, str(venv)],
                    check=True, env=env)  # fmt: skip
     subprocess.run(

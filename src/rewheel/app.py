@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
-    from .trust.chain import ChainReport
+    from .trust.custody import ChainReport
     from .trust.install import PinnedRelease
     from .trust.provenance import Signer
     from .trust.pylock import Placement

@@ -44,7 +44,7 @@ from .ui.text import printable
 
 if TYPE_CHECKING:
     from .core.update import UpdatePlan
-    from .trust.chain import ChainReport
+    from .trust.custody import ChainReport
     from .trust.rebuild import RebuildResult
     from .trust.verify import VerifyReport
 

@@ -24,6 +24,12 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _STEP = Step.INDEX
 
 
+# The media types of PEP 691 pages; an HTML page may come with no Content-Type at all (old PEP
+# 503 servers, which only ever served HTML).
+_JSON_TYPES = (JSON_V1, "application/vnd.pypi.simple.latest+json")
+_HTML_TYPES = (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", "")
+
+
 def _fail(name: NormalizedName, page_url: str, why: str) -> UpstreamError:
     return UpstreamError(f"unusable project page {page_url}: {why}", package=name, step=_STEP)
 
@@ -187,8 +193,8 @@ def _html_file(
     )
 
 
-def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> ProjectPage:
-    """A PEP 503 HTML project page (with the PEP 592/629/658/714/740 data attributes)."""
+def _read_html(data: bytes, page_url: str, name: NormalizedName) -> _AnchorCollector:
+    """The anchors (and base, and API version, checked) of a PEP 503 HTML page."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -198,6 +204,12 @@ def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> Project
     collector.close()
     if collector.repository_version is not None:
         _check_api_version(collector.repository_version, name, page_url)
+    return collector
+
+
+def parse_html_page(data: bytes, page_url: str, name: NormalizedName) -> ProjectPage:
+    """A PEP 503 HTML project page (with the PEP 592/629/658/714/740 data attributes)."""
+    collector = _read_html(data, page_url, name)
     base_url = urljoin(page_url, collector.base) if collector.base is not None else page_url
     files = tuple(_html_file(a, base_url, name, page_url) for a in collector.anchors)
     return ProjectPage(name=name, files=files)
@@ -212,9 +224,9 @@ def parse_page(
     """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     try:
-        if media_type in (JSON_V1, "application/vnd.pypi.simple.latest+json"):
+        if media_type in _JSON_TYPES:
             return parse_json_page(data, page_url, name)
-        if media_type in (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", ""):
+        if media_type in _HTML_TYPES:
             # No Content-Type at all: old PEP 503 servers, which only ever served HTML.
             return parse_html_page(data, page_url, name)
     except UpstreamError as exc:
@@ -234,7 +246,7 @@ def parse_root_page(data: bytes, content_type: str | None, page_url: str) -> lis
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     root = NormalizedName("(root)")
     names: list[str] = []
-    if media_type in (JSON_V1, "application/vnd.pypi.simple.latest+json"):
+    if media_type in _JSON_TYPES:
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -251,17 +263,8 @@ def parse_root_page(data: bytes, content_type: str | None, page_url: str) -> lis
             if not isinstance(name, str):
                 raise _fail(root, page_url, f"project entry without a name: {project!r}")
             names.append(name)
-    elif media_type in (HTML_V1, "application/vnd.pypi.simple.latest+html", "text/html", ""):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _fail(root, page_url, f"HTML page is not UTF-8 ({exc})") from exc
-        collector = _AnchorCollector()
-        collector.feed(text)
-        collector.close()
-        if collector.repository_version is not None:
-            _check_api_version(collector.repository_version, root, page_url)
-        for anchor in collector.anchors:
+    elif media_type in _HTML_TYPES:
+        for anchor in _read_html(data, page_url, root).anchors:
             path = urlsplit(urljoin(page_url, anchor["href"] or "")).path
             names.append(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
     else:

@@ -30,11 +30,9 @@ metadata made to match it) passes unless a key its writer cannot reach is pinned
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -53,6 +51,15 @@ from ..repo.published_keys import KEYS_DIR as KEYS_DIR_NAME
 from ..repo.published_keys import PublicKey, key_file_name, keys_dir, published_keys
 from ..repo.repository import Repository
 from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
+from .custody import (
+    BuildTool,
+    ChainEntry,
+    ChainReport,
+    CustodyWalk,
+    Result,
+    Verdict,
+    dedupe,
+)
 from .provenance import (
     DSSE_SUFFIX,
     check_envelope,
@@ -96,53 +103,13 @@ _READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
 _PAGES_AT = "http://repository.invalid/simple/"
 
 
-class Verdict(enum.IntEnum):
-    """Ordered from best to worst, so that ``max`` combines them."""
-
-    OK = 0
-    PREBUILT = 1  # a pre-built wheel, accepted by --allow-prebuilt
-    BROKEN = 2
-
-    def __str__(self) -> str:
-        return {0: "ok", 1: "pre-built", 2: "BROKEN"}[self.value]
-
-
-@dataclass
-class ChainEntry:
-    name: str
-    version: str
-    wheel: str | None
-    source: Verdict
-    dependencies: Verdict
-    build_tools: Verdict
-    problems: list[str] = field(default_factory=list)  # each names the package it is about
-
-    @property
-    def ok(self) -> bool:
-        return Verdict.BROKEN not in (self.source, self.dependencies, self.build_tools)
-
-
-@dataclass
-class ChainReport:
-    entries: list[ChainEntry] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
-    problems: list[str] = field(default_factory=list)  # of the repository, not of one wheel
-    # Key id -> how many wheels it signed (checked with a published key, or the pinned one).
-    signers: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(e.ok for e in self.entries) and not self.problems
-
-
-def _dedupe(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-_Result = tuple[Verdict, list[str]]
-
-
 class _Checker:
+    """The repository on disk as a ``WheelSource``: its wheels, build records, provenance,
+    signatures, kept sdists and index pages."""
+
+    tool_absent = "a wheel of the repository"
+    dependency_absent = "in the repository"
+
     def __init__(
         self,
         repo: Repository,
@@ -168,9 +135,6 @@ class _Checker:
         for w in self.wheels:
             self.by_name.setdefault(w.name, []).append(w)
         self.records = self._load_records()
-        self._own: dict[str, _Result] = {}
-        self._tools: dict[str, _Result] = {}
-        self._visiting: set[str] = set()
         self._metadata: dict[str, bytes | str] = {}
         self._pages: dict[str, list[tuple[str, IndexFile]]] = {}
         self.problems: list[str] = []
@@ -193,15 +157,19 @@ class _Checker:
     def record(self, ref: WheelRef) -> BuildRecord | None:
         return self.records.get((ref.name, normal_version(ref.version)))
 
+    def key(self, ref: WheelRef) -> str:
+        return ref.filename
+
+    def label(self, ref: WheelRef) -> str:
+        return f"{ref.name} {ref.version}"
+
+    def tool_label(self, tool: BuildTool[WheelRef], wheel: WheelRef) -> str:
+        return self.label(wheel)  # the wheel's name and version, not the record's spelling
+
     # -- the wheel itself
 
-    def own(self, ref: WheelRef) -> _Result:
-        if ref.filename not in self._own:
-            self._own[ref.filename] = self._check_own(ref)
-        return self._own[ref.filename]
-
-    def _check_own(self, ref: WheelRef) -> _Result:
-        label = f"{ref.name} {ref.version}"
+    def check_wheel(self, ref: WheelRef) -> Result:
+        label = self.label(ref)
         record = self.record(ref)
         if record is None:
             return Verdict.BROKEN, [f"{label}: no build record: {ref.filename} was not built here"]
@@ -481,23 +449,10 @@ class _Checker:
                 )
         return problems
 
-    # -- its build environment, recursively
+    # -- its build environment
 
-    def tools(self, ref: WheelRef) -> _Result:
-        if ref.filename in self._tools:
-            return self._tools[ref.filename]
-        label = f"{ref.name} {ref.version}"
-        if ref.filename in self._visiting:
-            return Verdict.BROKEN, [f"{label}: its build environment needs itself"]
-        self._visiting.add(ref.filename)
-        try:
-            result = self._check_tools(ref, label)
-        finally:
-            self._visiting.discard(ref.filename)
-        self._tools[ref.filename] = result
-        return result
-
-    def _check_tools(self, ref: WheelRef, label: str) -> _Result:
+    def unknown_tools(self, ref: WheelRef, own: Verdict) -> Result | None:
+        label = self.label(ref)
         record = self.record(ref)
         if record is None:
             return Verdict.BROKEN, [f"{label}: build environment unknown (no build record)"]
@@ -505,22 +460,17 @@ class _Checker:
             if self.allow_prebuilt:
                 return Verdict.PREBUILT, []
             return Verdict.BROKEN, [f"{label}: build tools unknown (a pre-built wheel)"]
-        verdict, problems = Verdict.OK, []
-        for entry in record.build_env:
+        return None
+
+    def build_tools(self, ref: WheelRef) -> Iterator[BuildTool[WheelRef]]:
+        """The wheels its build record lists, found by sha256 (and name) among the
+        repository's."""
+        record = self.record(ref)
+        for entry in record.build_env if record is not None else ():
             tool = self.by_sha.get(entry.sha256)
-            if tool is None or tool.name != canonicalize_name(entry.name):
-                verdict = Verdict.BROKEN
-                problems.append(
-                    f"{label}: build tool {entry.name} {entry.version} (sha256"
-                    f" {entry.sha256[:12]}...) is not a wheel of the repository"
-                )
-                continue
-            for sub_verdict, sub_problems in (self.own(tool), self.tools(tool)):
-                verdict = max(verdict, sub_verdict)
-                if sub_verdict == Verdict.BROKEN:
-                    problems.append(f"{label}: build tool {tool.name} {tool.version} is not sound")
-                    problems.extend(sub_problems)
-        return verdict, _dedupe(problems)
+            if tool is not None and tool.name != canonicalize_name(entry.name):
+                tool = None
+            yield BuildTool(entry.name, entry.version, entry.sha256, tool)
 
     # -- what it needs at run time
 
@@ -530,60 +480,13 @@ class _Checker:
             return []  # reported with the wheel itself
         return run_requirements(data)
 
-    def dependencies(self, ref: WheelRef) -> tuple[list[WheelRef], list[str]]:
-        """Every wheel ``ref`` needs at run time, recursively, and what cannot be found."""
-        seen = {ref.filename}
-        todo, found, problems = [ref], [], []
-        while todo:
-            current = todo.pop()
-            for req in self.requirements(current):
-                candidates = [
-                    w
-                    for w in self.by_name.get(canonicalize_name(req.name), [])
-                    if req.specifier.contains(w.version, prereleases=True)
-                    and (
-                        self.installed is None
-                        or (w.name, normal_version(w.version)) in self.installed
-                    )
-                ]
-                if not candidates:
-                    problems.append(
-                        f"{current.name} {current.version}: dependency {req} has no wheel in"
-                        " the repository"
-                    )
-                for w in candidates:
-                    if w.filename not in seen:
-                        seen.add(w.filename)
-                        found.append(w)
-                        todo.append(w)
-        return found, problems
-
-    def entry(self, ref: WheelRef) -> ChainEntry:
-        source, problems = self.own(ref)
-        problems = list(problems)
-        deps, missing = self.dependencies(ref)
-        dep_verdict = Verdict.BROKEN if missing else Verdict.OK
-        problems += missing
-        tools_verdict, tool_problems = self.tools(ref)
-        problems += tool_problems
-        for dep in deps:
-            v, p = self.own(dep)
-            dep_verdict = max(dep_verdict, v)
-            if v == Verdict.BROKEN:
-                problems += p
-            v, p = self.tools(dep)
-            tools_verdict = max(tools_verdict, v)
-            if v == Verdict.BROKEN:
-                problems += p
-        return ChainEntry(
-            name=ref.name,
-            version=ref.version,
-            wheel=ref.filename,
-            source=source,
-            dependencies=dep_verdict,
-            build_tools=tools_verdict,
-            problems=_dedupe(problems),
-        )
+    def wheels_named(self, name: str) -> list[tuple[WheelRef, str]]:
+        """The repository's wheels of ``name`` (with ``installed``, those among them only)."""
+        return [
+            (w, w.version)
+            for w in self.by_name.get(canonicalize_name(name), [])
+            if self.installed is None or (w.name, normal_version(w.version)) in self.installed
+        ]
 
 
 def verify_chain(
@@ -612,6 +515,7 @@ def verify_chain(
         public_key=None if public_key is None else load_public_key_file(public_key),
         installed=installed,
     )
+    walk = CustodyWalk(checker)
     report = ChainReport()
     if packages is None:
         targets: list[WheelRef] = list(checker.wheels)
@@ -636,7 +540,7 @@ def verify_chain(
                     )
                 )
             targets.extend(refs)
-    report.entries.extend(checker.entry(ref) for ref in targets)
+    report.entries.extend(walk.entry(ref) for ref in targets)
     report.entries.sort(key=lambda e: (e.name, normal_version(e.version), e.wheel or ""))
     # Pages of the projects checked (all of them for the whole repository): files they list
     # that the repository does not hold.
@@ -646,11 +550,11 @@ def verify_chain(
         projects = {ref.name for ref in targets}
     for project in sorted(projects):
         checker.pages(project)
-    report.problems = _dedupe(checker.problems + checker.key_problems)
+    report.problems = dedupe(checker.problems + checker.key_problems)
     report.signers = dict(checker.signers)
     if public_key is None:
         checker.notes += _signing_notes(checker, keys_dir(repo.root))
-    report.notes = _dedupe(checker.notes)
+    report.notes = dedupe(checker.notes)
     return report
 
 

@@ -43,6 +43,7 @@ from ..core.versions import normal_version
 from ..repo.repository import Repository
 from ..ui.text import printable
 from .chain import verify_chain
+from .venvfiles import pyvenv_keys
 
 _STEP = Step.INSTALL
 # What of uv's output an error message carries: its reason, not its whole story (that is the log).
@@ -370,15 +371,9 @@ def _pyvenv_cfg(venv: Path) -> dict[str, str] | None:
     if path.is_symlink() or not path.is_file():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        return pyvenv_keys(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return None
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip().lower()] = value.strip()
-    return out
 
 
 def _venv_facts(venv: Path) -> tuple[dict[str, str], Path] | None:

@@ -296,12 +296,22 @@ def statement_bytes(stmt: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------- checking
 
 
-def _role(dep: Mapping[str, Any], role: str) -> bool:
-    annotations = dep.get("annotations")
-    return isinstance(annotations, Mapping) and annotations.get("role") == role
+def role_entries(items: object, role: str) -> list[Mapping[str, Any]]:
+    """The resource descriptors in ``items`` (a statement's list, or anything) annotated with
+    ``role``: "source", "build-environment", "system-tool"..."""
+    if not isinstance(items, list):
+        return []
+    return [
+        item
+        for item in items
+        if isinstance(item, Mapping)
+        and isinstance(item.get("annotations"), Mapping)
+        and item["annotations"].get("role") == role
+    ]
 
 
-def _sha256_of(dep: Mapping[str, Any]) -> str | None:
+def sha256_of(dep: Mapping[str, Any]) -> str | None:
+    """The sha256 in a resource descriptor's ``digest`` (a subject, a resolved dependency)."""
     digest = dep.get("digest")
     if isinstance(digest, Mapping) and isinstance(digest.get("sha256"), str):
         return str(digest["sha256"])
@@ -329,7 +339,7 @@ def check_statement(
     subject = subjects[0]
     if subject.get("name") != wheel_filename:
         problems.append(f"provenance subject is {subject.get('name')!r}, not {wheel_filename}")
-    if _sha256_of(subject) != wheel_sha256:
+    if sha256_of(subject) != wheel_sha256:
         problems.append("provenance subject sha256 does not match the wheel")
     if record is None:
         return problems
@@ -338,18 +348,17 @@ def check_statement(
     deps = build.get("resolvedDependencies") if isinstance(build, Mapping) else None
     if not isinstance(deps, list) or not all(isinstance(d, Mapping) for d in deps):
         return [*problems, "provenance has no resolvedDependencies"]
-    sources = [d for d in deps if _role(d, "source")]
+    sources = role_entries(deps, "source")
     if len(sources) != 1:
         problems.append(f"provenance names {len(sources)} sources, not 1")
     else:
-        if _sha256_of(sources[0]) != record.sdist_sha256:
+        if sha256_of(sources[0]) != record.sdist_sha256:
             problems.append("the sdist sha256 of the provenance and of the build record differ")
         if sources[0].get("uri") != record.sdist_url:
             problems.append("the sdist URL of the provenance and of the build record differ")
     in_provenance = sorted(
-        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), _sha256_of(d))
-        for d in deps
-        if _role(d, "build-environment")
+        (str(d["annotations"].get("package")), str(d["annotations"].get("version")), sha256_of(d))
+        for d in role_entries(deps, "build-environment")
     )
     in_record = sorted(
         (str(canonicalize_name(w.name)), w.version, w.sha256) for w in record.build_env

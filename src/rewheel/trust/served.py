@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion
+from packaging.version import InvalidVersion, Version
 
 from ..core.errors import RewheelError
 from ..core.types import IndexFile
@@ -54,22 +54,20 @@ from ..index.index_pages import project_url
 from ..index.index_parse import parse_page, parse_root_page
 from ..repo.published_keys import PublicKey
 from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, run_requirements
-from .chain import UNSIGNED_NOTE, ChainEntry, ChainReport, Verdict
+from .chain import UNSIGNED_NOTE
+from .custody import BuildTool, ChainReport, CustodyWalk, Result, Verdict, dedupe
 from .provenance import (
     PREDICATE_TYPE,
     check_statement,
     read_provenance_object,
+    role_entries,
     sdist_filename,
+    sha256_of,
 )
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 HTML_ACCEPT = "application/vnd.pypi.simple.v1+html, text/html;q=0.5"
 _READ_ERRORS: tuple[type[Exception], ...] = (RewheelError, *READ_ERRORS)
-# Build environments of build environments followed at most this deep (a real tree is a few
-# levels; an index that signs its own chain could make one as deep as it likes).
-MAX_TOOL_DEPTH = 100
-
-_Result = tuple[Verdict, list[str]]
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -88,10 +86,6 @@ def _label(file: IndexFile) -> str:
     return f"{name} {version}"
 
 
-def _dedupe(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
 @dataclass
 class _Built:
     """What a wheel's verified provenance says it was built from."""
@@ -105,16 +99,13 @@ def _built_from(statement: Mapping[str, Any]) -> _Built:
     build = predicate.get("buildDefinition") if isinstance(predicate, Mapping) else None
     deps = build.get("resolvedDependencies") if isinstance(build, Mapping) else None
     built = _Built(source=None)
-    for dep in deps if isinstance(deps, list) else []:
-        annotations = dep.get("annotations") if isinstance(dep, Mapping) else None
-        if not isinstance(annotations, Mapping):
-            continue
-        digest = dep.get("digest")
-        sha256 = digest.get("sha256") if isinstance(digest, Mapping) else None
-        sha256 = sha256 if isinstance(sha256, str) else None
-        if annotations.get("role") == "source" and isinstance(dep.get("uri"), str):
-            built.source = (sdist_filename(dep["uri"]), sha256)
-        elif annotations.get("role") == "build-environment" and sha256 is not None:
+    for dep in role_entries(deps, "source"):
+        if isinstance(dep.get("uri"), str):
+            built.source = (sdist_filename(dep["uri"]), sha256_of(dep))
+    for dep in role_entries(deps, "build-environment"):
+        sha256 = sha256_of(dep)
+        if sha256 is not None:
+            annotations = dep["annotations"]
             built.build_env.append(
                 (str(annotations.get("package")), str(annotations.get("version")), sha256)
             )
@@ -122,6 +113,12 @@ def _built_from(statement: Mapping[str, Any]) -> _Built:
 
 
 class _IndexChecker:
+    """An index over HTTP as a ``WheelSource``: its pages, files, PEP 658 metadata and PEP 740
+    provenance objects, each fetched once."""
+
+    tool_absent = "on the index"
+    dependency_absent = "on the index"
+
     def __init__(
         self,
         client: HttpClient,
@@ -143,9 +140,7 @@ class _IndexChecker:
         self.notes: list[str] = []
         self.signers: dict[str, int] = {}
         self._pages: dict[str, list[IndexFile]] = {}
-        self._own: dict[str, _Result] = {}
-        self._tools: dict[str, _Result] = {}
-        self._visiting: set[str] = set()
+        self._own: dict[str, Result] = {}
         self._built: dict[str, _Built] = {}
         self._metadata: dict[str, bytes] = {}
 
@@ -239,7 +234,17 @@ class _IndexChecker:
 
     # -- one wheel
 
-    def own(self, file: IndexFile) -> _Result:
+    def key(self, file: IndexFile) -> str:
+        return file.url
+
+    def label(self, file: IndexFile) -> str:
+        return _label(file)
+
+    def tool_label(self, tool: BuildTool[IndexFile], wheel: IndexFile) -> str:
+        return f"{tool.name} {tool.version}"  # as the statement names it
+
+    def check_wheel(self, file: IndexFile) -> Result:
+        """Kept here too, not only by the walk: ``requirements`` needs the download it makes."""
         if file.url not in self._own:
             self._own[file.url] = self._check_own(file)
         return self._own[file.url]
@@ -267,7 +272,7 @@ class _IndexChecker:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _check_own(self, file: IndexFile) -> _Result:
+    def _check_own(self, file: IndexFile) -> Result:
         label = _label(file)
         got = self._download(file, label)
         if isinstance(got, str):
@@ -383,35 +388,21 @@ class _IndexChecker:
                 return [f"the index lists {filename} with another sha256 than the provenance"]
         return []
 
-    # -- its build environment, recursively
+    # -- its build environment
 
-    def tools(self, file: IndexFile) -> _Result:
-        if file.url in self._tools:
-            return self._tools[file.url]
-        label = _label(file)
-        if file.url in self._visiting:
-            return Verdict.BROKEN, [f"{label}: its build environment needs itself"]
-        if len(self._visiting) >= MAX_TOOL_DEPTH:
-            return Verdict.BROKEN, [
-                f"{label}: build environments nested deeper than {MAX_TOOL_DEPTH}: not followed"
-            ]
-        self._visiting.add(file.url)
-        try:
-            result = self._check_tools(file, label)
-        finally:
-            self._visiting.discard(file.url)
-        self._tools[file.url] = result
-        return result
+    def unknown_tools(self, file: IndexFile, own: Verdict) -> Result | None:
+        if file.url in self._built:
+            return None
+        if own == Verdict.PREBUILT:
+            return Verdict.PREBUILT, []
+        return Verdict.BROKEN, [
+            f"{_label(file)}: build environment unknown (no verified provenance)"
+        ]
 
-    def _check_tools(self, file: IndexFile, label: str) -> _Result:
-        own, _ = self.own(file)
-        built = self._built.get(file.url)
-        if built is None:
-            if own == Verdict.PREBUILT:
-                return Verdict.PREBUILT, []
-            return Verdict.BROKEN, [f"{label}: build environment unknown (no verified provenance)"]
-        verdict, problems = Verdict.OK, []
-        for package, version, sha256 in built.build_env:
+    def build_tools(self, file: IndexFile) -> Iterator[BuildTool[IndexFile]]:
+        """The wheels its verified statement names, found by sha256 on the page of each (which
+        is fetched when the walk comes to it)."""
+        for package, version, sha256 in self._built[file.url].build_env:
             tool = next(
                 (
                     f
@@ -420,83 +411,29 @@ class _IndexChecker:
                 ),
                 None,
             )
-            if tool is None:
-                verdict = Verdict.BROKEN
-                problems.append(
-                    f"{label}: build tool {package} {version} (sha256 {sha256[:12]}...) is not on"
-                    " the index"
-                )
-                continue
-            for sub_verdict, sub_problems in (self.own(tool), self.tools(tool)):
-                verdict = max(verdict, sub_verdict)
-                if sub_verdict == Verdict.BROKEN:
-                    problems.append(f"{label}: build tool {package} {version} is not sound")
-                    problems.extend(sub_problems)
-        return verdict, _dedupe(problems)
+            yield BuildTool(package, version, sha256, tool)
 
     # -- what it needs at run time
 
-    def _requirements(self, file: IndexFile) -> list[Requirement]:
-        self.own(file)
+    def requirements(self, file: IndexFile) -> list[Requirement]:
+        self.check_wheel(file)
         data = self._metadata.get(file.url)
         if data is None:
             return []
         return run_requirements(data)
 
-    def dependencies(self, file: IndexFile) -> tuple[list[IndexFile], list[str]]:
-        seen = {file.url}
-        todo, found, problems = [file], [], []
-        while todo:
-            current = todo.pop()
-            for req in self._requirements(current):
-                candidates = []
-                for listed in self.files(req.name):
-                    if not listed.filename.endswith(".whl"):
-                        continue
-                    try:
-                        version = parse_wheel_filename(listed.filename)[1]
-                    except (InvalidWheelFilename, InvalidVersion):
-                        continue
-                    if req.specifier.contains(version, prereleases=True):
-                        candidates.append(listed)
-                if not candidates:
-                    problems.append(
-                        f"{_label(current)}: dependency {req} has no wheel on the index"
-                    )
-                for listed in candidates:
-                    if listed.url not in seen:
-                        seen.add(listed.url)
-                        found.append(listed)
-                        todo.append(listed)
-        return found, problems
-
-    def entry(self, file: IndexFile) -> ChainEntry:
-        source, problems = self.own(file)
-        problems = list(problems)
-        deps, missing = self.dependencies(file)
-        dep_verdict = Verdict.BROKEN if missing else Verdict.OK
-        problems += missing
-        tools_verdict, tool_problems = self.tools(file)
-        problems += tool_problems
-        for dep in deps:
-            for check, which in ((self.own, "dependencies"), (self.tools, "tools")):
-                verdict, found = check(dep)
-                if which == "dependencies":
-                    dep_verdict = max(dep_verdict, verdict)
-                else:
-                    tools_verdict = max(tools_verdict, verdict)
-                if verdict == Verdict.BROKEN:
-                    problems += found
-        name, _, version = _label(file).partition(" ")
-        return ChainEntry(
-            name=name,
-            version=version,
-            wheel=file.filename,
-            source=source,
-            dependencies=dep_verdict,
-            build_tools=tools_verdict,
-            problems=_dedupe(problems),
-        )
+    def wheels_named(self, name: str) -> list[tuple[IndexFile, Version]]:
+        """The wheels the pages of ``name`` list, with the versions their file names give."""
+        out = []
+        for listed in self.files(name):
+            if not listed.filename.endswith(".whl"):
+                continue
+            try:
+                version = parse_wheel_filename(listed.filename)[1]
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+            out.append((listed, version))
+        return out
 
 
 def verify_index(
@@ -519,15 +456,16 @@ def verify_index(
         allow_prebuilt=allow_prebuilt,
         scratch=scratch,
     )
+    walk = CustodyWalk(checker)
     report = ChainReport()
     files = [(p, f) for p in checker.projects() for f in checker.files(p)]
     for _, file in files:
         if file.filename.endswith(".whl"):
-            report.entries.append(checker.entry(file))
+            report.entries.append(walk.entry(file))
         else:
-            report.problems += checker.own(file)[1]  # an sdist: its hash
+            report.problems += walk.own(file)[1]  # an sdist: its hash
     report.entries.sort(key=lambda e: (e.name, e.version, e.wheel or ""))
-    report.problems = _dedupe(report.problems + checker.problems)
+    report.problems = dedupe(report.problems + checker.problems)
     report.signers = dict(checker.signers)
     if public_key is None:
         if checker.signers:
@@ -543,5 +481,5 @@ def verify_index(
             )
         else:
             checker.notes.append(UNSIGNED_NOTE)
-    report.notes = _dedupe(checker.notes)
+    report.notes = dedupe(checker.notes)
     return report

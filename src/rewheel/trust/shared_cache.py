@@ -71,6 +71,8 @@ from .provenance import (
     envelope_signatures,
     pae,
     provenance_object,
+    role_entries,
+    sha256_of,
 )
 
 __all__ = [
@@ -198,24 +200,6 @@ def cache_source(where: str, client: Callable[[], HttpClient]) -> CacheSource:
 # -- what a signed statement says about the key of its build ------------------------------------
 
 
-def _role_entries(items: object, role: str) -> list[Mapping[str, Any]]:
-    if not isinstance(items, list):
-        return []
-    return [
-        item
-        for item in items
-        if isinstance(item, Mapping)
-        and isinstance(item.get("annotations"), Mapping)
-        and item["annotations"].get("role") == role
-    ]
-
-
-def _sha256(item: Mapping[str, Any]) -> str | None:
-    digest = item.get("digest")
-    value = digest.get("sha256") if isinstance(digest, Mapping) else None
-    return value if isinstance(value, str) else None
-
-
 def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
     """The cache key of the build a provenance statement describes, computed from the statement
     alone as ``build.pipeline.build_cache_key`` computes it for a build; None when the
@@ -243,24 +227,24 @@ def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
     python, best = platform.get("pythonVersion"), platform.get("bestTag")
     if not all(isinstance(v, str) for v in (digest, impl, python, best)):
         return None
-    sources = _role_entries(deps, "source")
-    if len(sources) != 1 or _sha256(sources[0]) is None:
+    sources = role_entries(deps, "source")
+    if len(sources) != 1 or sha256_of(sources[0]) is None:
         return None
     env = []
-    for item in _role_entries(deps, "build-environment"):
-        sha = _sha256(item)
+    for item in role_entries(deps, "build-environment"):
+        sha = sha256_of(item)
         if sha is None:
             return None
         env.append(WheelRef(canonicalize_name("x"), "0", "x", sha))  # only the sha256 counts
     tools = []
-    for item in _role_entries(builder.get("builderDependencies"), "system-tool"):
+    for item in role_entries(builder.get("builderDependencies"), "system-tool"):
         uri, version = item.get("uri"), item["annotations"].get("version")
         if not isinstance(uri, str) or not uri.startswith("file://"):
             return None
         tools.append(SystemTool(str(item.get("name")), uri.removeprefix("file://"), str(version)))
     major_minor = ".".join(str(python).split(".")[:2])
     return build_cache_key(
-        sdist_sha256=_sha256(sources[0]),
+        sdist_sha256=sha256_of(sources[0]),
         build_env=env,
         interpreter=f"{impl}-{major_minor}-{best}",
         settings_digest=str(digest),

@@ -65,6 +65,17 @@ def parse_pyvenv_cfg(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def pyvenv_keys(text: str) -> dict[str, str]:
+    """The keys of a pyvenv.cfg (lower case) and their values, the last one of a key kept;
+    lines split with ``str.splitlines`` (``parse_pyvenv_cfg`` splits them as ``site.py``)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
 def creator_of(pairs: Sequence[tuple[str, str]]) -> str | None:
     """Which creator wrote these keys: uv records its version; ``python -m venv`` writes
     ``version`` and no ``implementation``. None for any other (virtualenv, conda...)."""

@@ -62,9 +62,9 @@ from .bytecode import (
     check_bytecode,
     probe_interpreter,
 )
-from .chain import ChainEntry as ChainEntry
-from .chain import ChainReport as ChainReport
 from .chain import verify_chain as verify_chain
+from .custody import ChainEntry as ChainEntry
+from .custody import ChainReport as ChainReport
 from .provenance import PROVENANCE_SUFFIX
 from .venvfiles import MadeReference, Reference, ReferenceMaker
 
@@ -149,20 +149,11 @@ class VenvLayout:
             return None
 
 
-def _pyvenv_cfg(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
 def venv_layout(venv: Path) -> VenvLayout:
     """The layout of the POSIX venv at ``venv``, from its pyvenv.cfg and directories."""
     root = Path(os.path.realpath(venv))
     try:
-        cfg = _pyvenv_cfg((root / "pyvenv.cfg").read_text(encoding="utf-8"))
+        cfg = venvfiles.pyvenv_keys((root / "pyvenv.cfg").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise VerifyError(f"{venv} is not a virtual environment: {exc}", step=Step.VERIFY) from exc
     found = re.match(r"(\d+)\.(\d+)", cfg.get("version_info") or cfg.get("version") or "")
