@@ -233,6 +233,10 @@ def bootstrap(
                 metadata,
                 constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
+                sdist_hashes={
+                    canonicalize_name(name): digests
+                    for name, digests in options.sdist_hashes.items()
+                },
             )
             runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
             # Dask workers upload their wheels to the index server: only they get this token.
