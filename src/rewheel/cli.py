@@ -396,6 +396,22 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+_extras_option = click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build these optional dependencies of it too (repeatable).",
+)
+_groups_option = click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
+)
+
+
 def _project_roots(
     tree: _Tree, extras: Sequence[str], groups: Sequence[str]
 ) -> tuple[list[str], tuple[LocalSdist, ...]]:
@@ -440,20 +456,8 @@ def _project_roots(
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
-@click.option(
-    "--extra",
-    "extras",
-    multiple=True,
-    metavar="NAME",
-    help="With a project folder: build these optional dependencies of it too (repeatable).",
-)
-@click.option(
-    "--group",
-    "groups",
-    multiple=True,
-    metavar="NAME",
-    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
-)
+@_extras_option
+@_groups_option
 @_verbose_option
 @_quiet_option
 @click.option(
