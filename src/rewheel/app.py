@@ -278,7 +278,7 @@ def bootstrap(
                     _stop_on_interrupt(runner),
                 ):
                     if planning:
-                        chosen = _planning_steps(steps, repo, upstream, settings, work_root)
+                        chosen = _planning_steps(steps, repo, source, settings, work_root)
                     bootstrapper = Bootstrapper(
                         chosen,
                         jobs=options.jobs,
@@ -407,10 +407,11 @@ def plan_update(
 
 
 def _planning_steps(
-    steps: LocalSteps, repo: Repository, upstream: HttpUpstream, settings: Settings, work: Path
+    steps: LocalSteps, repo: Repository, upstream: Upstream, settings: Settings, work: Path
 ) -> Steps[Any]:
     """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
-    requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
+    requirements are read from its sdist (a project folder's: the one packed of it), downloaded
+    into ``work`` (not the repository)."""
     from .build.prepare import peek_build_requires
     from .core.resolver import Pin
     from .core.update import PlanningSteps

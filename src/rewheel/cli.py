@@ -553,11 +553,15 @@ def _install_request(
 
 @cli.command()
 @_tree_options
+@_extras_option
+@_groups_option
 @_verbose_option
 @_quiet_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; build nothing.")
 def update(
     tree: _Tree,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
     verbose: int,
     quiet: int,
     dry_run: bool,
@@ -566,8 +570,11 @@ def update(
 
     Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
     the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
-    what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
-    reqs = tree.requirement_set()
+    what stays, and what the tree no longer reaches (`rewheel prune` removes it). A project
+    folder (./project) is packed again, as bootstrap packs it, and is its name's only candidate;
+    its dependencies are re-resolved against the upstream."""
+    named, local = _project_roots(tree, extras, groups)
+    reqs = tree.requirement_set(named)
     if not reqs.requirements:
         last = read_history(tree.repo).latest
         if last is None or not last.requested:
@@ -579,7 +586,7 @@ def update(
             for c in last.constraints
         ]
         click.echo(f"updating what the {printable(last.label)} asked for", err=True)
-    options = tree.options(reqs)
+    options = tree.options(reqs, local_sdists=local)
     _echo_plan(
         _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
     )
@@ -608,10 +615,14 @@ def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
         record = Repository(repo).load_record(canonicalize_name(req.name), pinned[0])
         if record is not None and record.sdist_url and is_local_sdist_url(record.sdist_url):
             folder = record.sdist_url.split("#", 1)[0]
+            from urllib.parse import unquote, urlsplit
+
+            path = printable(unquote(urlsplit(folder).path))
             raise click.UsageError(
                 f"the last run built {req.name} {pinned[0]} from the project folder {folder}, and"
-                " update takes only what the upstream has: run `rewheel bootstrap` on that folder"
-                " again (with its --extra and --group), or name what to update"
+                " without it update would take what the upstream has under that name: name the"
+                f" folder (`rewheel update {path}`, with its --extra and --group), or name what"
+                " to update"
             )
 
 
