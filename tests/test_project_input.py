@@ -6,6 +6,7 @@ The folders are synthetic projects carrying the tests' tiny in-tree backend
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -509,3 +510,49 @@ def test_update_of_a_project_folder_names_what_does_not_go_with_it(
     argv[0] = "update"
     code, _out, err = _run(argv, capsys)
     assert code == 2 and "go with a project folder" in err
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("command", ["bootstrap", "update"])
+def test_a_project_folder_in_hash_checking_mode_says_why_and_what_to_run(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    lib = upstream.sdist("lib", "1.0")
+    folder = make_project(tmp_path / "app", SdistSpec("My_App", "1.0"), _APP_TOML)
+    lock = tmp_path / "locked.txt"
+    lock.write_text(f"lib==1.0 --hash=sha256:{_sha(lib)}\n")
+    argv = _bootstrap_argv(upstream, tmp_path, str(folder), "-r", str(lock))
+    argv[0] = command
+    code, _out, err = _run(argv, capsys)
+    assert code == 2
+    assert f"the project folder {folder} cannot be hash-checked" in err
+    assert "pip refuses a local project in hash-checking mode too" in err
+    assert f"`rewheel {command} {folder} -c {lock}`" in err
+    assert "has no --hash" not in err  # not the generic message
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_hashed_file_as_constraints_pins_and_checks_a_project_folders_dependencies(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the refusal above says to run works: the file's versions and hashes hold."""
+    tool = upstream.sdist("tool-a", "1.0")
+    lib = upstream.sdist("lib", "1.0")
+    upstream.sdist("lib", "2.0")  # newer than the lock: not taken
+    folder = make_project(tmp_path / "app", _app_spec(), _APP_TOML)
+    lock = tmp_path / "locked.txt"
+    lock.write_text(f"lib==1.0 --hash=sha256:{_sha(lib)}\ntool-a==1.0 --hash=sha256:{_sha(tool)}\n")
+    code, _out, err = _run(
+        _bootstrap_argv(upstream, tmp_path, str(folder), "-c", str(lock)), capsys
+    )
+    assert code == 0, err
+    built = {(w.name, w.version) for w in Repository(tmp_path / "repo").wheels()}
+    assert built == {("my-app", "1.0"), ("lib", "1.0"), ("tool-a", "1.0")}
+    lock.write_text(f"lib==1.0 --hash=sha256:{'0' * 64}\n")
+    code, _out, err = _run(
+        _bootstrap_argv(upstream, tmp_path, str(folder), "-c", str(lock)), capsys
+    )
+    assert code == 2 and f"lib==1.0 [download]: sdist lib-1.0.tar.gz has sha256 {_sha(lib)}" in err

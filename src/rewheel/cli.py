@@ -282,12 +282,16 @@ class _Tree:
                 err=True,
             )
 
-    def requirement_set(self, named: Sequence[str] | None = None) -> RequirementSet:
+    def requirement_set(
+        self, named: Sequence[str] | None = None, *, project: bool = False
+    ) -> RequirementSet:
         """The requirements of the command line (``named``: those it names, a project folder's
-        roots in its place) and the files, in pip's hash-checking mode when they have hashes; an
-        ``--index-url`` of a file must be this run's upstream."""
+        roots in its place, ``project``) and the files, in pip's hash-checking mode when they
+        have hashes; an ``--index-url`` of a file must be this run's upstream."""
         given = list(self.requirements if named is None else named)
         reqs = collect(given, list(self.requirement_files), list(self.constraint_files))
+        if project and reqs.hash_checking():
+            self._refuse_hashed_project(reqs)
         reqs.check_hash_mode()
         for where, url in reqs.index_urls:
             if not _same_index(url, self.index_url):
@@ -309,6 +313,25 @@ class _Tree:
         for note in notes:
             click.echo(f"note: {printable(note)}", err=True)
         return reqs
+
+    def _refuse_hashed_project(self, reqs: RequirementSet) -> NoReturn:
+        """A project folder in pip's hash-checking mode: the error that says why it cannot be
+        checked and what to run instead (the file as constraints, whose hashes still hold)."""
+        folder = next((r for r in self.requirements if looks_like_path(r)), ".")
+        hashed = next((line.where for line in reqs.lines if line.hashed), None)
+        files = [str(f) for f in self.requirement_files]
+        lock = hashed.rsplit(":", 1)[0] if hashed else (files[0] if files else "FILE")
+        command = click.get_current_context().info_name or "bootstrap"
+        others = [f"-r {f}" for f in files if f != lock]
+        rerun = " ".join(["rewheel", command, folder, *others, "-c", lock])
+        raise ConfigError(
+            f"the project folder {folder} cannot be hash-checked: rewheel packs it into an sdist"
+            f" itself, so no hash in {lock} can name that file (pip refuses a local project in"
+            " hash-checking mode too), and its requirements have none",
+            step=Step.INPUT,
+            hint=f"give the hashed file as constraints: `{rerun}`; it then pins the project's"
+            " dependencies to its versions and holds their sdists to its hashes",
+        )
 
     def options(self, reqs: RequirementSet, **more: Any) -> app.BootstrapOptions:
         return app.BootstrapOptions(
@@ -483,7 +506,7 @@ def bootstrap(
     pyproject.toml: the project and its whole tree are built (--extra, --group choose more).
     """
     named, local = _project_roots(tree, extras, groups)
-    reqs = tree.requirement_set(named)
+    reqs = tree.requirement_set(named, project=bool(local))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     if advertise_host is not None and dask is None:
@@ -574,7 +597,7 @@ def update(
     folder (./project) is packed again, as bootstrap packs it, and is its name's only candidate;
     its dependencies are re-resolved against the upstream."""
     named, local = _project_roots(tree, extras, groups)
-    reqs = tree.requirement_set(named)
+    reqs = tree.requirement_set(named, project=bool(local))
     if not reqs.requirements:
         last = read_history(tree.repo).latest
         if last is None or not last.requested:
