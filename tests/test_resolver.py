@@ -504,3 +504,16 @@ def test_an_sdist_listed_without_a_sha256_is_not_preferred_over_the_usual_choice
     upstream = FakeUpstream({"alpha": {"1.0": []}})
     _with_files(upstream, "alpha", ("alpha-1.0.zip", None))
     assert _sdist_of(upstream, {"alpha": {"a" * 64}}) == "alpha-1.0.tar.gz"
+
+
+def test_the_metadata_of_an_sdist_the_hashes_refuse_is_not_read() -> None:
+    upstream = FakeUpstream({"alpha": {"1.0": ["evil"]}})
+    metadata = StaticMetadata(upstream)
+    res = Resolver(
+        upstream,
+        metadata,
+        target=target("3.11.4"),
+        sdist_hashes={NormalizedName("alpha"): {"0" * 64}},
+    ).resolve([Requirement("alpha==1.0")])
+    assert list(res.pins) == ["alpha"]  # refused later by its hash; "evil" never looked up
+    assert not metadata.calls and "evil" not in upstream.page_requests

@@ -526,3 +526,24 @@ def test_a_build_environments_download_of_other_bytes_is_a_hash_mismatch_of_its_
     # A project without hashes keeps the index's own error.
     result = _run(Steps(upstream, build_requires={"alpha": ["tool"]}), ["alpha==1.0"], {})
     assert type(result.failures["tool==1.0"]) is DigestMismatch
+
+
+@pytest.mark.usefixtures("_clean")
+@pytest.mark.parametrize("listed", [True, False], ids=["index-lists-sha256", "index-lists-none"])
+def test_what_a_tampered_sdist_asks_for_is_never_resolved(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str], listed: bool
+) -> None:
+    """The index serves a tampered sdist (its sha256 not allowed) whose PKG-INFO asks for a
+    project of the attacker's choosing: the run stops with the hash mismatch, and that project
+    is never looked up (no error of its making hides the mismatch)."""
+    real = make_sdist(SdistSpec("alpha", "1.0"), tmp_path / "real")
+    tampered = upstream.sdist("alpha", "1.0", install_requires=["evil-helper"])
+    if not listed:  # the sdist is downloaded for its metadata before any check: not read
+        upstream.index.add(tampered, omit_hash=True)
+    code, err, repo = _bootstrap(upstream, tmp_path, _hashed(tmp_path, _sha(real)), capsys)
+    assert code == 2, err
+    assert f"alpha==1.0 [download]: sdist alpha-1.0.tar.gz has sha256 {_sha(tampered)}" in err
+    assert not [p for _, p in upstream.index.requests if "evil" in p]
+    if listed:
+        assert ("GET", "/files/alpha-1.0.tar.gz") not in upstream.index.requests
+    assert repo.wheels() == []

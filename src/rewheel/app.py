@@ -227,16 +227,19 @@ def bootstrap(
                 if options.local_sdists
                 else upstream
             )
-            metadata = MetadataSource(source, sdists, built=built_metadata)
+            sdist_hashes = {
+                canonicalize_name(name): frozenset(d.lower() for d in digests)
+                for name, digests in options.sdist_hashes.items()
+            }
+            metadata = MetadataSource(
+                source, sdists, built=built_metadata, sdist_hashes=sdist_hashes
+            )
             resolver = Resolver(
                 source,
                 metadata,
                 constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
-                sdist_hashes={
-                    canonicalize_name(name): digests
-                    for name, digests in options.sdist_hashes.items()
-                },
+                sdist_hashes=sdist_hashes,
             )
             runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
             # Dask workers upload their wheels to the index server: only they get this token.

@@ -173,6 +173,12 @@ def _rank(sdist: IndexFile, allowed: AbstractSet[str] | None) -> tuple[bool, boo
     )
 
 
+def _refused_by_hashes(sdist: IndexFile, allowed: AbstractSet[str] | None) -> bool:
+    """Whether the index lists ``sdist`` with a sha256 the hashes given for its project do not
+    allow (it will not be built)."""
+    return allowed is not None and sdist.sha256 is not None and sdist.sha256.lower() not in allowed
+
+
 def _fits_python(requires_python: str | None, python_version: Version) -> bool:
     if not requires_python:
         return True
@@ -323,6 +329,10 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         if candidate.extras:
             # name[extra] needs name itself at the same version, and its extra's requirements.
             deps.append(Requirement(f"{candidate.name}=={candidate.version}"))
+        if _refused_by_hashes(candidate.sdist, self.sdist_hashes.get(candidate.name)):
+            # The bootstrap refuses this sdist by its hash before anything is built: what its
+            # metadata asks for (it could name anything) is not read, nor resolved.
+            return deps
         extras = sorted(candidate.extras) if candidate.extras else [""]
         for req in self.metadata.requires_dist(candidate.name, candidate.version, candidate.sdist):
             if candidate.extras:
