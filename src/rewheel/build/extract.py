@@ -573,6 +573,31 @@ class _Tree:
         further up (a loop through links), a copy deeper than the depth limit; every folder and
         file made counts as a member, and every byte against the size limit, so links that fan
         out over one another cannot make a bomb."""
+        self._check_tree(name, what, dest, source, top=top, stack=stack)
+        parent = self._open_dir(dest[:-1], name, create=True)
+        try:
+            into = self._new_dir(name, parent, dest[-1])
+        finally:
+            os.close(parent)
+        try:
+            source_fd = self._open_dir(source, name, create=False)
+            try:
+                self._fill_tree(name, what, into, dest, source_fd, source, top=top, stack=stack)
+            finally:
+                os.close(source_fd)
+        finally:
+            os.close(into)
+
+    def _check_tree(
+        self,
+        name: str,
+        what: str,
+        dest: tuple[str, ...],
+        source: tuple[str, ...],
+        *,
+        top: tuple[str, ...],
+        stack: tuple[tuple[str, ...], ...],
+    ) -> None:
         shown = _shown("/".join(source))
         if top[: len(source)] == source:
             self._links_refused(
@@ -587,44 +612,61 @@ class _Tree:
                 name, what, f", whose copy would be deeper than {self._budget.max_depth} folders"
             )
         self._budget.add_member()
-        parent = self._open_dir(dest[:-1], name, create=True)
+
+    def _new_dir(self, name: str, parent: int, leaf: str) -> int:
+        """A descriptor of the new folder ``leaf`` made in ``parent`` (refused if it exists)."""
         try:
-            try:
-                os.mkdir(dest[-1], _DIR_MODE, dir_fd=parent)
-            except FileExistsError:
-                found = _kind_name(os.stat(dest[-1], dir_fd=parent, follow_symlinks=False))
-                raise self._refuse(name, f"would replace the {found} of the same name") from None
-        finally:
-            os.close(parent)
-        folder = self._open_dir(source, name, create=False)
-        try:
-            on_disk = sorted(os.listdir(folder))
-        finally:
-            os.close(folder)
-        for child in sorted({*on_disk, *self._noted_in.get(source, ())}):
-            inner = (*source, child)
+            os.mkdir(leaf, _DIR_MODE, dir_fd=parent)
+        except FileExistsError:
+            found = _kind_name(os.stat(leaf, dir_fd=parent, follow_symlinks=False))
+            raise self._refuse(name, f"would replace the {found} of the same name") from None
+        return os.open(leaf, _DIR_FLAGS, dir_fd=parent)
+
+    def _fill_tree(
+        self,
+        name: str,
+        what: str,
+        into: int,
+        dest: tuple[str, ...],
+        source_fd: int,
+        source: tuple[str, ...],
+        *,
+        top: tuple[str, ...],
+        stack: tuple[tuple[str, ...], ...],
+    ) -> None:
+        """Copy what the folder ``source`` (open as ``source_fd``) holds into the new folder
+        ``dest`` (open as ``into``): each folder and file opened relative to its parent's
+        descriptor with ``O_NOFOLLOW``, each link noted inside resolved by name."""
+        inner_stack = (*stack, source)
+        for child in sorted({*os.listdir(source_fd), *self._noted_in.get(source, ())}):
+            inner, target = (*source, child), (*dest, child)
             if inner in self._copies:  # a link inside: what it names (a copy of it may be on disk)
                 inner = self._resolve(name, what, inner)
                 if self._is_folder(name, what, inner):
-                    self._copy_tree(
-                        name, what, (*dest, child), inner, top=top, stack=(*stack, source)
-                    )
+                    self._copy_tree(name, what, target, inner, top=top, stack=inner_stack)
                 else:
                     self._budget.add_member()
-                    self._copy_one(name, (*dest, child), what, inner)
+                    self._copy_one(name, target, what, inner)
                 continue
-            folder = self._open_dir(source, name, create=False)
-            try:
-                st = os.stat(child, dir_fd=folder, follow_symlinks=False)
-            finally:
-                os.close(folder)
+            st = os.stat(child, dir_fd=source_fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                self._copy_tree(name, what, (*dest, child), inner, top=top, stack=(*stack, source))
+                self._check_tree(name, what, target, inner, top=top, stack=inner_stack)
+                sub_into = self._new_dir(name, into, child)
+                try:
+                    sub_fd = os.open(child, _DIR_FLAGS, dir_fd=source_fd)
+                    try:
+                        self._fill_tree(
+                            name, what, sub_into, target, sub_fd, inner, top=top, stack=inner_stack
+                        )
+                    finally:
+                        os.close(sub_fd)
+                finally:
+                    os.close(sub_into)
             elif stat.S_ISREG(st.st_mode):
                 self._budget.add_member()
-                self._copy_one(name, (*dest, child), what, inner)
+                self._copy_file(name, what, source_fd, child, into, child, _shown("/".join(inner)))
             else:  # nothing else is ever written here; checked all the same
-                self._links_refused(name, what, f", which holds the {_kind_name(st)} {shown}")
+                self._links_refused(name, what, f", the {_kind_name(st)} {_shown('/'.join(inner))}")
         mtime = self._dir_times.get(source)
         if mtime is not None:
             self._dir_times[dest] = mtime
@@ -642,39 +684,43 @@ class _Tree:
         except UnsafeArchiveError:  # missing, or a file in the way (there is no link on disk)
             self._links_refused(name, what, f", {shown}, whose folder is not extracted")
         try:
+            parent = self._open_dir(parts[:-1], name, create=True)
             try:
-                st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
-            except FileNotFoundError:
-                self._links_refused(name, what, f", {shown}, which is not extracted")
-            if not stat.S_ISREG(st.st_mode):
-                self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
-            src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
+                self._copy_file(name, what, source, target[-1], parent, parts[-1], shown)
+            finally:
+                os.close(parent)
         finally:
             os.close(source)
+
+    def _copy_file(
+        self, name: str, what: str, source: int, leaf: str, parent: int, new: str, shown: str
+    ) -> None:
+        """Copy the regular file ``leaf`` of the folder ``source`` into the new file ``new`` of
+        the folder ``parent``, with its mode and time, counting its bytes."""
+        try:
+            st = os.stat(leaf, dir_fd=source, follow_symlinks=False)
+        except FileNotFoundError:
+            self._links_refused(name, what, f", {shown}, which is not extracted")
+        if not stat.S_ISREG(st.st_mode):
+            self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
+        src = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
         with os.fdopen(src, "rb") as data:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):  # nothing else writes here; checked all the same
                 self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
-            chunks = iter(lambda: data.read(_COPY_CHUNK), b"")
-            parent = self._open_dir(parts[:-1], name, create=True)
             try:
-                try:
-                    fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-                except FileExistsError:
-                    found = _kind_name(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False))
-                    raise self._refuse(
-                        name, f"would replace the {found} of the same name"
-                    ) from None
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in chunks:
-                        self._budget.add_bytes(len(chunk))
-                        out.write(chunk)
-                    out.flush()
-                    # The file's mode was normalized when it was written.
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                    _set_mtime(fd, st.st_mtime)
-            finally:
-                os.close(parent)
+                fd = os.open(new, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:
+                found = _kind_name(os.stat(new, dir_fd=parent, follow_symlinks=False))
+                raise self._refuse(name, f"would replace the {found} of the same name") from None
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: data.read(_COPY_CHUNK), b""):
+                    self._budget.add_bytes(len(chunk))
+                    out.write(chunk)
+                out.flush()
+                # The file's mode was normalized when it was written.
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                _set_mtime(fd, st.st_mtime)
 
     def finish(self) -> None:
         """Links copied, then directory times (writing into a directory changes its time),
