@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.damage import damaged
@@ -213,7 +214,7 @@ def _outside_of(tmp_path: Path, dest_parent: Path) -> set[Path]:
     return {p for p in tmp_path.rglob("*") if not p.is_relative_to(dest_parent)}
 
 
-def _cve_2025_4517_tar(path: Path, levels: int, payload: bytes) -> Path:
+def _cve_2025_4517_tar(path: Path, levels: int, payload: bytes, *, escape: bool = True) -> Path:
     """The public shape of CVE-2025-4517 (CPython gh-135034), aimed at ``<dest>/../..``.
 
     Each level is a directory with a 247-character name and a one-letter symlink to it, so the
@@ -234,8 +235,9 @@ def _cve_2025_4517_tar(path: Path, levels: int, payload: bytes) -> Path:
         here += f"{letter}/"
     deep_link = here + "l" * 254
     members.append(_tar_entry(deep_link, tarfile.SYMTYPE, link="../" * levels))
-    members.append(_tar_entry("escape", tarfile.SYMTYPE, link=deep_link + "/../.."))
-    members.append(_tar_file("escape/outside/evil.pth", data=payload))
+    if escape:
+        members.append(_tar_entry("escape", tarfile.SYMTYPE, link=deep_link + "/../.."))
+        members.append(_tar_file("escape/outside/evil.pth", data=payload))
     return _tar(path, members)
 
 
@@ -595,7 +597,10 @@ def _chain(length: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:
     ("members", "why"),
     [
         (
-            [_tar_file("demo-1.0/sub/f"), _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="sub")],
+            [
+                _tar_file("demo-1.0/sub/f"),
+                _tar_entry("demo-1.0/l", tarfile.LNKTYPE, link="demo-1.0/sub"),
+            ],
             "the directory 'demo-1.0/sub'",
         ),
         (
@@ -616,17 +621,24 @@ def _chain(length: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:
         ),
         (_chain(10), "a chain of more than 8 links to links"),
         (
-            # A path through a link: "d" is never made (it is a link to a folder), so "d/f" is not
-            # reached through it whatever the order.
+            # A path through a link to a file.
             [
-                _tar_file("demo-1.0/real/f"),
+                _tar_file("demo-1.0/real"),
                 _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="d/f"),
                 _tar_entry("demo-1.0/d", tarfile.SYMTYPE, link="real"),
             ],
-            "'demo-1.0/d/f', whose folder is not extracted",
+            "'demo-1.0/real/f', whose folder is not extracted",
         ),
     ],
-    ids=["to-folder", "to-root", "to-missing", "hard-to-missing", "loop", "long-chain", "through"],
+    ids=[
+        "hard-to-folder",
+        "to-root",
+        "to-missing",
+        "hard-to-missing",
+        "loop",
+        "long-chain",
+        "through-a-file",
+    ],
 )
 def test_links_that_name_no_file_are_refused_by_default(
     tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], why: str
@@ -672,3 +684,188 @@ def test_many_links_to_one_big_file_hit_the_size_limit(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchiveError, match="uncompressed size exceeds"):
         extract_sdist(zipped, tmp_path / "work", package="demo", limits=limits)
     assert list((tmp_path / "work").iterdir()) == []
+
+
+# -- links to folders, extracted as copies of the folder (links not allowed, the default) --------
+
+
+def _no_links_under(root: Path) -> None:
+    assert not [p for p in root.rglob("*") if p.is_symlink()]
+
+
+def test_a_link_to_a_folder_is_copied_with_the_links_inside_it(tmp_path: Path) -> None:
+    """The shape of real sdists: ``pkg/docs -> ../doc`` (before its target in the archive), a
+    folder that links a file (``LICENSE -> ../LICENSE``) and a folder of its own
+    (``img -> ../assets``), and a path through a link (``readme -> docs/index.rst``)."""
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_entry("demo-1.0/pkg/docs", tarfile.SYMTYPE, link="../doc"),
+            _tar_entry("demo-1.0/readme", tarfile.SYMTYPE, link="pkg/docs/index.rst"),
+            _tar_file("demo-1.0/pkg/__init__.py", data=b""),
+            _tar_file("demo-1.0/doc/index.rst", data=b"Demo"),
+            _tar_file("demo-1.0/doc/api/ref.rst", data=b"ref"),
+            _tar_file("demo-1.0/doc/run.sh", mode=0o4777, data=b"#!/bin/sh\n"),
+            _tar_entry("demo-1.0/doc/LICENSE", tarfile.SYMTYPE, link="../LICENSE"),
+            _tar_entry("demo-1.0/doc/img", tarfile.SYMTYPE, link="../assets"),
+            _tar_file("demo-1.0/LICENSE", data=b"MIT"),
+            _tar_file("demo-1.0/assets/logo.png", data=b"\x89PNG"),
+        ],
+    )
+    root = extract_sdist(archive, tmp_path / "work", package="demo")
+    docs = root / "pkg" / "docs"
+    assert docs.is_dir() and not docs.is_symlink()
+    found = {str(p.relative_to(docs)): p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    assert found == {
+        "index.rst": b"Demo",
+        "api/ref.rst": b"ref",
+        "run.sh": b"#!/bin/sh\n",
+        "LICENSE": b"MIT",
+        "img/logo.png": b"\x89PNG",
+    }
+    assert stat.S_IMODE((docs / "run.sh").stat().st_mode) == 0o755  # the target's, normalized
+    assert (root / "readme").read_bytes() == b"Demo"
+    assert (root / "doc" / "LICENSE").read_bytes() == b"MIT"  # the link inside, copied too
+    _no_links_under(tmp_path / "work")
+
+
+def test_a_zip_link_to_a_folder_is_copied(tmp_path: Path) -> None:
+    zipped = tmp_path / "demo-1.0.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("demo-1.0/doc/index.rst", "Demo")
+        info = zipfile.ZipInfo("demo-1.0/docs")
+        info.create_system = 3
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "doc")
+    root = extract_sdist(zipped, tmp_path / "work", package="demo")
+    assert (root / "docs" / "index.rst").read_bytes() == b"Demo"
+    _no_links_under(tmp_path / "work")
+
+
+def _folder_chain(length: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    links = [_tar_entry(f"demo-1.0/l{i}", tarfile.SYMTYPE, link=f"l{i + 1}") for i in range(length)]
+    return [*links, _tar_file(f"demo-1.0/l{length}/f", data=b"end")]
+
+
+def _fan_out(levels: int, files: list[tuple[tarfile.TarInfo, bytes | None]]) -> list[Any]:
+    """Folder d0 holds ``files``; each d<i> holds two links to d<i-1>: 2**levels copies of d0."""
+    members = list(files)
+    for i in range(1, levels + 1):
+        for side in ("a", "b"):
+            members.append(
+                _tar_entry(f"demo-1.0/d{i}/{side}", tarfile.SYMTYPE, link=f"../d{i - 1}")
+            )
+    members.append(_tar_entry("demo-1.0/top", tarfile.SYMTYPE, link=f"d{levels}"))
+    return members
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        (
+            [_tar_file("demo-1.0/a/f"), _tar_entry("demo-1.0/a/up", tarfile.SYMTYPE, link="..")],
+            "the directory 'demo-1.0', which holds it (its copy would never end)",
+        ),
+        (
+            [_tar_file("demo-1.0/a/f"), _tar_entry("demo-1.0/a/me", tarfile.SYMTYPE, link=".")],
+            "the directory 'demo-1.0/a', which holds it (its copy would never end)",
+        ),
+        (
+            # Through another link: b/back names a, which holds the link a/x being copied.
+            [
+                _tar_file("demo-1.0/a/f"),
+                _tar_entry("demo-1.0/a/x", tarfile.SYMTYPE, link="../b"),
+                _tar_entry("demo-1.0/b/back", tarfile.SYMTYPE, link="../a"),
+            ],
+            "which holds it (its copy would never end)",
+        ),
+        (
+            # A loop that does not hold the first link: b/y -> c, c/z -> b.
+            [
+                _tar_entry("demo-1.0/a/x", tarfile.SYMTYPE, link="../b"),
+                _tar_entry("demo-1.0/b/y", tarfile.SYMTYPE, link="../c"),
+                _tar_entry("demo-1.0/c/z", tarfile.SYMTYPE, link="../b"),
+            ],
+            "a loop of links to folders that hold them",
+        ),
+        (
+            [
+                _tar_file("demo-1.0/real/f"),
+                _tar_entry("demo-1.0/a", tarfile.SYMTYPE, link="b"),
+                _tar_entry("demo-1.0/b", tarfile.SYMTYPE, link="a/f"),
+            ],
+            "a chain of more than 8 links to links (or a loop)",
+        ),
+        (_folder_chain(10), "a chain of more than 8 links to links"),
+        (
+            # A member written where a link to a folder is to be copied.
+            [
+                _tar_file("demo-1.0/real/f"),
+                _tar_entry("demo-1.0/l", tarfile.SYMTYPE, link="real"),
+                _tar_file("demo-1.0/l/planted.py"),
+            ],
+            "would replace the directory of the same name",
+        ),
+    ],
+    ids=["parent", "itself", "through-a-link", "loop", "loop-through", "long-chain", "planted"],
+)
+def test_links_to_folders_that_never_end_or_lead_nowhere_are_refused(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], why: str
+) -> None:
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", members)
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_sdist(archive, tmp_path / "work", package="demo")
+    assert why in str(info.value)
+    assert info.value.package == "demo"
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_folder_chain_of_eight_hops_is_copied(tmp_path: Path) -> None:
+    root = extract_sdist(_tar(tmp_path / "demo-1.0.tar.gz", _folder_chain(9)), tmp_path / "work")
+    assert (root / "l0" / "f").read_bytes() == b"end"
+
+
+def test_links_to_folders_that_fan_out_are_counted_against_the_bomb_limits(
+    tmp_path: Path,
+) -> None:
+    """d0 is copied 2**12 times through links to links of folders: each copy's bytes and files
+    count, so the fan-out stops at the limits instead of filling the disk."""
+    big = [_tar_file("demo-1.0/d0/big", data=b"\0" * (1 << 20))]
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", _fan_out(12, big))
+    with pytest.raises(UnsafeArchiveError, match="uncompressed size exceeds"):
+        extract_sdist(archive, tmp_path / "work", limits=ExtractLimits(max_total_size=16 << 20))
+    assert list((tmp_path / "work").iterdir()) == []
+    small = [_tar_file(f"demo-1.0/d0/f{i}", data=b"") for i in range(8)]
+    archive = _tar(tmp_path / "demo-1.0.tar.gz", _fan_out(12, small))
+    with pytest.raises(UnsafeArchiveError, match="more than 2000 members"):
+        extract_sdist(archive, tmp_path / "work", limits=ExtractLimits(max_members=2000))
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_folders_copy_deeper_than_the_depth_limit_is_refused(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "demo-1.0.tar.gz",
+        [
+            _tar_file("demo-1.0/a/b/c/f"),
+            _tar_entry("demo-1.0/x/y/l", tarfile.SYMTYPE, link="../../a"),
+        ],
+    )
+    with pytest.raises(UnsafeArchiveError, match="whose copy would be deeper than 5 folders"):
+        extract_sdist(archive, tmp_path / "work", limits=ExtractLimits(max_depth=5))
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_the_cve_2025_4517_chain_of_links_to_folders_is_never_copied(tmp_path: Path) -> None:
+    """Without its last link (refused by its text alone), the chain is links to folders: the
+    letters name long folders through which the next level's members are written, and the deep
+    link names the extraction directory. Copying them as folders is refused, nothing written."""
+    (tmp_path / "archives").mkdir()
+    work = tmp_path / "work"
+    archive = _cve_2025_4517_tar(tmp_path / "archives" / "evil-1.0.tar.gz", 16, b"", escape=False)
+    before = _outside_of(tmp_path, work)
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_sdist(archive, work, package="evil", name="src")
+    # The next level's members made "a" a folder, which the copy of the link "a" may not replace.
+    assert "member 'a': would replace the directory of the same name" in str(info.value)
+    assert _outside_of(tmp_path, work) == before
+    assert list(work.iterdir()) == []

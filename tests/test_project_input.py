@@ -6,6 +6,7 @@ The folders are synthetic projects carrying the tests' tiny in-tree backend
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -458,6 +459,100 @@ def test_update_does_not_take_the_upstream_project_of_a_folder_built_before(
     argv[0] = "update"
     code, _out, err = _run(argv, capsys)
     assert code == 2 and f"from the project folder {folder.as_uri()}" in err
+    assert f"`rewheel update {folder}`" in err
     record = Repository(tmp_path / "repo").load_record("my-app", "1.0")
     assert record is not None and record.sdist_url is not None
     assert record.sdist_url.startswith(folder.as_uri())
+
+
+def test_update_takes_a_project_folder_as_bootstrap_does(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rewheel update ./project``: the folder packed again and its only candidate (the
+    upstream's project of the same name never taken), its dependencies re-resolved."""
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("lib", "1.0")
+    upstream.sdist("speedup", "1.0")
+    upstream.sdist("my-app", "1.0", install_requires=["lib"])  # dependency confusion
+    upstream.sdist("my-app", "9.0")
+    folder = make_project(tmp_path / "app", _app_spec(), _APP_TOML)
+    assert _run(_bootstrap_argv(upstream, tmp_path, str(folder)), capsys)[0] == 0
+    upstream.sdist("lib", "2.0")
+    update = _bootstrap_argv(upstream, tmp_path, str(folder), "--extra", "fast")
+    update[0] = "update"
+    code, out, err = _run([*update, "--dry-run"], capsys)
+    assert code == 0, err
+    assert "new     lib==2.0" in out and "new     speedup==1.0" in out
+    assert "my-app" not in out.split("stays")[0]  # the folder did not change: it stays
+    assert "stays   " in out and "my-app==1.0" in out.split("stays")[1]
+    code, out, err = _run(update, capsys)
+    assert code == 0, err
+    repo = Repository(tmp_path / "repo")
+    assert {(w.name, w.version) for w in repo.wheels()} >= {("lib", "2.0"), ("speedup", "1.0")}
+    assert ("my-app", "9.0") not in {(w.name, w.version) for w in repo.wheels()}
+    record = repo.load_record("my-app", "1.0")
+    assert record is not None and record.sdist_url == (
+        f"{folder.as_uri()}#rewheel-sdist=my_app-1.0.tar.gz"
+    )
+    # A new version of the folder is planned from the sdist packed of it, not fetched upstream.
+    toml = (folder / "pyproject.toml").read_text().replace('version = "1.0"', 'version = "1.1"')
+    (folder / "pyproject.toml").write_text(toml)
+    code, out, err = _run([*update, "--dry-run"], capsys)
+    assert code == 0, err
+    assert "new     my-app==1.1" in out
+    assert not [path for _, path in upstream.index.requests if path.startswith("/files/my_app")]
+
+
+def test_update_of_a_project_folder_names_what_does_not_go_with_it(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _bootstrap_argv(upstream, tmp_path, "lib", "--group", "test")
+    argv[0] = "update"
+    code, _out, err = _run(argv, capsys)
+    assert code == 2 and "go with a project folder" in err
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("command", ["bootstrap", "update"])
+def test_a_project_folder_in_hash_checking_mode_says_why_and_what_to_run(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    lib = upstream.sdist("lib", "1.0")
+    folder = make_project(tmp_path / "app", SdistSpec("My_App", "1.0"), _APP_TOML)
+    lock = tmp_path / "locked.txt"
+    lock.write_text(f"lib==1.0 --hash=sha256:{_sha(lib)}\n")
+    argv = _bootstrap_argv(upstream, tmp_path, str(folder), "-r", str(lock))
+    argv[0] = command
+    code, _out, err = _run(argv, capsys)
+    assert code == 2
+    assert f"the project folder {folder} cannot be hash-checked" in err
+    assert "pip refuses a local project in hash-checking mode too" in err
+    assert f"`rewheel {command} {folder} -c {lock}`" in err
+    assert "has no --hash" not in err  # not the generic message
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_hashed_file_as_constraints_pins_and_checks_a_project_folders_dependencies(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the refusal above says to run works: the file's versions and hashes hold."""
+    tool = upstream.sdist("tool-a", "1.0")
+    lib = upstream.sdist("lib", "1.0")
+    upstream.sdist("lib", "2.0")  # newer than the lock: not taken
+    folder = make_project(tmp_path / "app", _app_spec(), _APP_TOML)
+    lock = tmp_path / "locked.txt"
+    lock.write_text(f"lib==1.0 --hash=sha256:{_sha(lib)}\ntool-a==1.0 --hash=sha256:{_sha(tool)}\n")
+    code, _out, err = _run(
+        _bootstrap_argv(upstream, tmp_path, str(folder), "-c", str(lock)), capsys
+    )
+    assert code == 0, err
+    built = {(w.name, w.version) for w in Repository(tmp_path / "repo").wheels()}
+    assert built == {("my-app", "1.0"), ("lib", "1.0"), ("tool-a", "1.0")}
+    lock.write_text(f"lib==1.0 --hash=sha256:{'0' * 64}\n")
+    code, _out, err = _run(
+        _bootstrap_argv(upstream, tmp_path, str(folder), "-c", str(lock)), capsys
+    )
+    assert code == 2 and f"lib==1.0 [download]: sdist lib-1.0.tar.gz has sha256 {_sha(lib)}" in err

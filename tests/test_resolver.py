@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fakes import FakeUpstream, Projects, Release, StaticMetadata
 from packaging.markers import default_environment
@@ -18,7 +20,7 @@ from rewheel.core.errors import (
     ResolutionError,
 )
 from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
-from rewheel.core.types import EdgeKind
+from rewheel.core.types import EdgeKind, IndexFile
 
 
 def target(python: str) -> TargetEnvironment:
@@ -433,3 +435,85 @@ def test_hostile_text_in_a_failure_cannot_fake_lines_or_drive_the_terminal() -> 
         assert not any(c in text for c in "\x1b\x07\u202e"), text
         assert "curl" not in text or "\\n  fix: curl" in text
         assert all(not line.startswith("  fix: curl") for line in text.splitlines())
+
+
+# -- a release with several sdists, and the hashes a lock gives ------------------------------
+
+
+def _with_files(upstream: FakeUpstream, name: str, *files: tuple[str, str | None]) -> None:
+    """List more files, (filename, sha256), on ``name``'s page of the fake index."""
+    page = upstream.get_project(canonicalize_name(name))
+    more = tuple(
+        IndexFile(filename=f, url=f"https://fake.invalid/files/{f}", sha256=sha) for f, sha in files
+    )
+    upstream._pages[page.name] = dataclasses.replace(page, files=page.files + more)
+
+
+def _two_sdists() -> tuple[FakeUpstream, str, str]:
+    """alpha 1.0 as a .tar.gz and a .zip of other bytes; their listed sha256s."""
+    upstream = FakeUpstream({"alpha": {"1.0": []}})
+    (tar,) = upstream.get_project(NormalizedName("alpha")).files
+    assert tar.filename == "alpha-1.0.tar.gz" and tar.sha256 is not None
+    _with_files(upstream, "alpha", ("alpha-1.0.zip", "e" * 64))
+    return upstream, tar.sha256, "e" * 64
+
+
+def _sdist_of(upstream: FakeUpstream, hashes: dict[str, set[str]] | None) -> str:
+    res = Resolver(
+        upstream,
+        StaticMetadata(upstream),
+        target=target("3.11.4"),
+        sdist_hashes={canonicalize_name(n): d for n, d in (hashes or {}).items()},
+    ).resolve([Requirement("alpha==1.0")])
+    return res.pins[NormalizedName("alpha")].sdist.filename
+
+
+def test_the_sdist_whose_sha256_the_hashes_allow_is_chosen_among_a_versions_sdists() -> None:
+    upstream, tar, zipped = _two_sdists()
+    assert _sdist_of(upstream, None) == "alpha-1.0.tar.gz"  # without hashes: PEP 625's choice
+    assert _sdist_of(upstream, {"alpha": {zipped}}) == "alpha-1.0.zip"  # as pip picks
+    assert _sdist_of(upstream, {"alpha": {zipped.upper(), "9" * 64}}) == "alpha-1.0.zip"
+    assert _sdist_of(upstream, {"alpha": {tar, zipped}}) == "alpha-1.0.tar.gz"
+    # None allowed: the usual choice, which the bootstrap then refuses by its hash.
+    assert _sdist_of(upstream, {"alpha": {"0" * 64}}) == "alpha-1.0.tar.gz"
+    # Hashes of another project choose nothing here.
+    assert _sdist_of(upstream, {"beta": {zipped}}) == "alpha-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "alpha-1.0-py3-none-any.whl",
+        "alpha-1.0.tar.gz.asc",
+        "alpha-1.0.exe",
+        "alpha-1.0.tar.bz2",  # a legacy format rewheel does not take as an sdist
+        "evil-1.0.zip",  # another project's sdist on this page
+        "alpha-2.0.zip",  # another version's
+        "alpha-1.0-1.zip",
+    ],
+)
+def test_an_allowed_sha256_listed_for_a_file_that_is_not_this_versions_sdist_is_never_taken(
+    filename: str,
+) -> None:
+    upstream = FakeUpstream({"alpha": {"1.0": []}})
+    _with_files(upstream, "alpha", (filename, "a" * 64))
+    assert _sdist_of(upstream, {"alpha": {"a" * 64}}) == "alpha-1.0.tar.gz"
+
+
+def test_an_sdist_listed_without_a_sha256_is_not_preferred_over_the_usual_choice() -> None:
+    upstream = FakeUpstream({"alpha": {"1.0": []}})
+    _with_files(upstream, "alpha", ("alpha-1.0.zip", None))
+    assert _sdist_of(upstream, {"alpha": {"a" * 64}}) == "alpha-1.0.tar.gz"
+
+
+def test_the_metadata_of_an_sdist_the_hashes_refuse_is_not_read() -> None:
+    upstream = FakeUpstream({"alpha": {"1.0": ["evil"]}})
+    metadata = StaticMetadata(upstream)
+    res = Resolver(
+        upstream,
+        metadata,
+        target=target("3.11.4"),
+        sdist_hashes={NormalizedName("alpha"): {"0" * 64}},
+    ).resolve([Requirement("alpha==1.0")])
+    assert list(res.pins) == ["alpha"]  # refused later by its hash; "evil" never looked up
+    assert not metadata.calls and "evil" not in upstream.page_requests

@@ -15,11 +15,14 @@ from conftest import Upstream
 from fakes import FakeSteps, FakeUpstream, Release
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from support.sdists import SdistSpec, make_sdist
 
 from rewheel import app
 from rewheel.cli import Runs, main
 from rewheel.core.bootstrap import Bootstrapper, BootstrapResult, Prepared
-from rewheel.core.errors import HashMismatch
+from rewheel.core.errors import DigestMismatch, HashMismatch
+from rewheel.index.http import HttpClient
+from rewheel.index.upstream import HttpUpstream
 from rewheel.repo.repository import Repository
 
 TIMEOUT = 60
@@ -409,3 +412,138 @@ def test_a_lock_made_against_another_index_is_built_from_the_upstream_with_a_not
     assert seen[0].index_url == "https://pypi.org/simple"
     assert seen[0].sdist_hashes == {"six": frozenset({digest})}
     assert "the lock's packages came from https://mirror.invalid/simple" in err
+
+
+# -- a release with several sdists -----------------------------------------------------------
+
+
+def _two_sdists(upstream: Upstream) -> tuple[Path, Path]:
+    """alpha 1.0 as a .tar.gz and as a .zip (other bytes), both listed by the index."""
+    tar = upstream.sdist("alpha", "1.0")
+    zipped = upstream.sdist("alpha", "1.0", sdist_format="zip")
+    assert _sha(tar) != _sha(zipped)
+    return tar, zipped
+
+
+def _hashed(tmp_path: Path, *digests: str) -> Path:
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("alpha==1.0 " + " ".join(f"--hash=sha256:{d}" for d in digests) + "\n")
+    return lock
+
+
+@pytest.mark.usefixtures("_clean")
+def test_of_a_releases_two_sdists_the_one_the_hashes_allow_is_built(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tar, zipped = _two_sdists(upstream)
+    code, err, repo = _bootstrap(upstream, tmp_path, _hashed(tmp_path, _sha(zipped)), capsys)
+    assert code == 0, err
+    record = repo.load_record("alpha", "1.0")
+    assert record is not None and record.sdist_sha256 == _sha(zipped)
+    assert record.sdist_url.endswith("/alpha-1.0.zip")
+    assert ("GET", "/files/alpha-1.0.tar.gz") not in upstream.index.requests
+    # Without hashes, the usual choice (PEP 625's .tar.gz) stays.
+    code, err = _cli(
+        [
+            *["bootstrap", "alpha==1.0", "--index-url", upstream.url],
+            *["--repo", str(tmp_path / "r2"), "--work-dir", str(tmp_path / "w2"), "-q"],
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    record = Repository(tmp_path / "r2").load_record("alpha", "1.0")
+    assert record is not None and record.sdist_sha256 == _sha(tar)
+
+
+@pytest.mark.usefixtures("_clean")
+def test_an_allowed_hash_listed_for_a_file_that_is_no_sdist_is_never_taken(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile index serves a tampered .tar.gz, and lists the sha256 of the real one (which the
+    lock allows) for a file of another kind: a "wheel" holding the real sdist's bytes."""
+    real = make_sdist(SdistSpec("alpha", "1.0"), tmp_path / "real")
+    decoy = upstream.files / "alpha-1.0-py3-none-any.whl"
+    decoy.write_bytes(real.read_bytes())
+    upstream.index.add(decoy)
+    tampered = upstream.sdist("alpha", "1.0", fail_build=True)
+    code, err, repo = _bootstrap(upstream, tmp_path, _hashed(tmp_path, _sha(real)), capsys)
+    assert code == 2
+    assert f"alpha==1.0 [download]: sdist alpha-1.0.tar.gz has sha256 {_sha(tampered)}" in err
+    assert f"allow only {_sha(real)}" in err
+    assert repo.wheels() == [] and repo.load_records() == []
+    assert ("GET", "/files/alpha-1.0-py3-none-any.whl") not in upstream.index.requests
+
+
+@pytest.mark.usefixtures("_clean")
+def test_the_allowed_sdist_served_with_other_bytes_than_listed_is_a_hash_mismatch(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index lists the .zip with the sha256 the lock allows, then serves other bytes."""
+    tar = upstream.sdist("alpha", "1.0")
+    zipped = make_sdist(SdistSpec("alpha", "1.0", sdist_format="zip"), upstream.files)
+    upstream.index.add(zipped, wrong_hash=True)
+    (listed,) = [
+        f.sha256
+        for f in HttpUpstream(upstream.url, HttpClient())
+        .get_project(canonicalize_name("alpha"))
+        .files
+        if f.filename == "alpha-1.0.zip"
+    ]
+    assert listed is not None and listed != _sha(zipped)
+    code, err, repo = _bootstrap(upstream, tmp_path, _hashed(tmp_path, listed), capsys)
+    assert code == 2, err
+    assert f"alpha==1.0 [download]: sdist alpha-1.0.zip has sha256 {_sha(zipped)}" in err
+    assert f"the hashes given for alpha allow only {listed}" in err
+    assert "served other bytes" in err
+    assert repo.wheels() == [] and repo.load_records() == []
+    assert ("GET", "/files/alpha-1.0.tar.gz") not in upstream.index.requests
+    assert _sha(tar) not in err
+
+
+def test_a_build_environments_download_of_other_bytes_is_a_hash_mismatch_of_its_package() -> None:
+    upstream = FakeUpstream({"alpha": {"1.0": []}, "tool": {"1.0": []}})
+    real = _sdist_sha(upstream, "tool", "1.0")
+
+    class Steps(FakeSteps):
+        def prepare(self, pin: Any) -> Prepared:
+            if pin.name == "tool":
+                raise DigestMismatch(
+                    "served other bytes",
+                    filename="tool-1.0.tar.gz",
+                    found="c" * 64,
+                    expected=real,
+                    package="tool",
+                    version="1.0",
+                )
+            return super().prepare(pin)
+
+    steps = Steps(upstream, build_requires={"alpha": ["tool"]})
+    result = _run(steps, ["alpha==1.0"], {"tool": {real}})
+    failed = result.failures["tool==1.0"]
+    assert isinstance(failed, HashMismatch), failed
+    assert (failed.package, failed.version, failed.found) == ("tool", "1.0", "c" * 64)
+    assert failed.expected == (real,)
+    # A project without hashes keeps the index's own error.
+    result = _run(Steps(upstream, build_requires={"alpha": ["tool"]}), ["alpha==1.0"], {})
+    assert type(result.failures["tool==1.0"]) is DigestMismatch
+
+
+@pytest.mark.usefixtures("_clean")
+@pytest.mark.parametrize("listed", [True, False], ids=["index-lists-sha256", "index-lists-none"])
+def test_what_a_tampered_sdist_asks_for_is_never_resolved(
+    upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str], listed: bool
+) -> None:
+    """The index serves a tampered sdist (its sha256 not allowed) whose PKG-INFO asks for a
+    project of the attacker's choosing: the run stops with the hash mismatch, and that project
+    is never looked up (no error of its making hides the mismatch)."""
+    real = make_sdist(SdistSpec("alpha", "1.0"), tmp_path / "real")
+    tampered = upstream.sdist("alpha", "1.0", install_requires=["evil-helper"])
+    if not listed:  # the sdist is downloaded for its metadata before any check: not read
+        upstream.index.add(tampered, omit_hash=True)
+    code, err, repo = _bootstrap(upstream, tmp_path, _hashed(tmp_path, _sha(real)), capsys)
+    assert code == 2, err
+    assert f"alpha==1.0 [download]: sdist alpha-1.0.tar.gz has sha256 {_sha(tampered)}" in err
+    assert not [p for _, p in upstream.index.requests if "evil" in p]
+    if listed:
+        assert ("GET", "/files/alpha-1.0.tar.gz") not in upstream.index.requests
+    assert repo.wheels() == []

@@ -6,6 +6,7 @@ import difflib
 import io
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,38 @@ def test_sdist_link_to_a_file_builds_with_no_settings(upstream: Upstream, tmp_pa
     assert result.ok, result.failures
     order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
     assert order["app"]["settings"] is None  # the defaults: nothing set, nothing recorded
+
+
+def test_sdist_links_to_folders_inside_it_build_with_no_settings(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The package folder is a link (``app -> src/app``, as some sdists ship), and a folder in it
+    a link too (``data -> ../../data``): both are extracted as copies, so the wheel holds them."""
+    sdist = make_sdist(SdistSpec("app", "1.0"), upstream.files)
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(sdist) as tf:
+        for member in tf:
+            f = tf.extractfile(member) if member.isfile() else None
+            if member.name == "app-1.0/app" or member.name.startswith("app-1.0/app/"):
+                member.name = "app-1.0/src/app" + member.name.removeprefix("app-1.0/app")
+            members.append((member, f.read() if f is not None else None))
+    table = tarfile.TarInfo("app-1.0/data/table.txt")
+    table.size = 5
+    members.append((table, b"1 2 3"))
+    with tarfile.open(sdist, "w:gz") as tf:
+        for member, data in members:
+            tf.addfile(member, io.BytesIO(data) if data is not None else None)
+    _with_symlink(sdist, "app-1.0/app", "src/app")
+    upstream.index.add(_with_symlink(sdist, "app-1.0/src/app/data", "../../data"))
+    repo = tmp_path / "repo"
+    result = run_bootstrap(upstream, repo, ["app"])
+    assert result.ok, result.failures
+    (wheel,) = (repo / "wheels").glob("app-1.0-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("app/data/table.txt") == b"1 2 3"
+        assert "app/__init__.py" in zf.namelist()
+    order = {e["name"]: e for e in json.loads((repo / "build-order.json").read_text())}
+    assert order["app"]["settings"] is None
 
 
 def test_sdist_links_to_folders_are_refused_unless_the_package_allows_them(

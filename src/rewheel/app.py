@@ -227,12 +227,19 @@ def bootstrap(
                 if options.local_sdists
                 else upstream
             )
-            metadata = MetadataSource(source, sdists, built=built_metadata)
+            sdist_hashes = {
+                canonicalize_name(name): frozenset(d.lower() for d in digests)
+                for name, digests in options.sdist_hashes.items()
+            }
+            metadata = MetadataSource(
+                source, sdists, built=built_metadata, sdist_hashes=sdist_hashes
+            )
             resolver = Resolver(
                 source,
                 metadata,
                 constraints=[*settings.pins, *options.constraints],
                 allow_prereleases=options.allow_prereleases,
+                sdist_hashes=sdist_hashes,
             )
             runner = SubprocessRunner(on_notice=notice, sandbox=sandbox)
             # Dask workers upload their wheels to the index server: only they get this token.
@@ -274,7 +281,7 @@ def bootstrap(
                     _stop_on_interrupt(runner),
                 ):
                     if planning:
-                        chosen = _planning_steps(steps, repo, upstream, settings, work_root)
+                        chosen = _planning_steps(steps, repo, source, settings, work_root)
                     bootstrapper = Bootstrapper(
                         chosen,
                         jobs=options.jobs,
@@ -403,10 +410,11 @@ def plan_update(
 
 
 def _planning_steps(
-    steps: LocalSteps, repo: Repository, upstream: HttpUpstream, settings: Settings, work: Path
+    steps: LocalSteps, repo: Repository, upstream: Upstream, settings: Settings, work: Path
 ) -> Steps[Any]:
     """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
-    requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
+    requirements are read from its sdist (a project folder's: the one packed of it), downloaded
+    into ``work`` (not the repository)."""
     from .build.prepare import peek_build_requires
     from .core.resolver import Pin
     from .core.update import PlanningSteps

@@ -282,12 +282,16 @@ class _Tree:
                 err=True,
             )
 
-    def requirement_set(self, named: Sequence[str] | None = None) -> RequirementSet:
+    def requirement_set(
+        self, named: Sequence[str] | None = None, *, project: bool = False
+    ) -> RequirementSet:
         """The requirements of the command line (``named``: those it names, a project folder's
-        roots in its place) and the files, in pip's hash-checking mode when they have hashes; an
-        ``--index-url`` of a file must be this run's upstream."""
+        roots in its place, ``project``) and the files, in pip's hash-checking mode when they
+        have hashes; an ``--index-url`` of a file must be this run's upstream."""
         given = list(self.requirements if named is None else named)
         reqs = collect(given, list(self.requirement_files), list(self.constraint_files))
+        if project and reqs.hash_checking():
+            self._refuse_hashed_project(reqs)
         reqs.check_hash_mode()
         for where, url in reqs.index_urls:
             if not _same_index(url, self.index_url):
@@ -309,6 +313,25 @@ class _Tree:
         for note in notes:
             click.echo(f"note: {printable(note)}", err=True)
         return reqs
+
+    def _refuse_hashed_project(self, reqs: RequirementSet) -> NoReturn:
+        """A project folder in pip's hash-checking mode: the error that says why it cannot be
+        checked and what to run instead (the file as constraints, whose hashes still hold)."""
+        folder = next((r for r in self.requirements if looks_like_path(r)), ".")
+        hashed = next((line.where for line in reqs.lines if line.hashed), None)
+        files = [str(f) for f in self.requirement_files]
+        lock = hashed.rsplit(":", 1)[0] if hashed else (files[0] if files else "FILE")
+        command = click.get_current_context().info_name or "bootstrap"
+        others = [f"-r {f}" for f in files if f != lock]
+        rerun = " ".join(["rewheel", command, folder, *others, "-c", lock])
+        raise ConfigError(
+            f"the project folder {folder} cannot be hash-checked: rewheel packs it into an sdist"
+            f" itself, so no hash in {lock} can name that file (pip refuses a local project in"
+            " hash-checking mode too), and its requirements have none",
+            step=Step.INPUT,
+            hint=f"give the hashed file as constraints: `{rerun}`; it then pins the project's"
+            " dependencies to its versions and holds their sdists to its hashes",
+        )
 
     def options(self, reqs: RequirementSet, **more: Any) -> app.BootstrapOptions:
         return app.BootstrapOptions(
@@ -396,6 +419,22 @@ def _tree_options(f: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+_extras_option = click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build these optional dependencies of it too (repeatable).",
+)
+_groups_option = click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
+)
+
+
 def _project_roots(
     tree: _Tree, extras: Sequence[str], groups: Sequence[str]
 ) -> tuple[list[str], tuple[LocalSdist, ...]]:
@@ -440,20 +479,8 @@ def _project_roots(
     default=None,
     help="With --dask: the address of this machine that the workers can reach.",
 )
-@click.option(
-    "--extra",
-    "extras",
-    multiple=True,
-    metavar="NAME",
-    help="With a project folder: build these optional dependencies of it too (repeatable).",
-)
-@click.option(
-    "--group",
-    "groups",
-    multiple=True,
-    metavar="NAME",
-    help="With a project folder: build this dependency group of it too (PEP 735; repeatable).",
-)
+@_extras_option
+@_groups_option
 @_verbose_option
 @_quiet_option
 @click.option(
@@ -479,7 +506,7 @@ def bootstrap(
     pyproject.toml: the project and its whole tree are built (--extra, --group choose more).
     """
     named, local = _project_roots(tree, extras, groups)
-    reqs = tree.requirement_set(named)
+    reqs = tree.requirement_set(named, project=bool(local))
     if not reqs.requirements:
         raise click.UsageError("name at least one requirement, or give -r FILE")
     if advertise_host is not None and dask is None:
@@ -549,11 +576,15 @@ def _install_request(
 
 @cli.command()
 @_tree_options
+@_extras_option
+@_groups_option
 @_verbose_option
 @_quiet_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; build nothing.")
 def update(
     tree: _Tree,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
     verbose: int,
     quiet: int,
     dry_run: bool,
@@ -562,8 +593,11 @@ def update(
 
     Without REQUIREMENTS (and -r, -c), those of the last run. The plan lists the new versions,
     the builds whose sdist, build environment or settings changed (rebuilt, with what changed),
-    what stays, and what the tree no longer reaches (`rewheel prune` removes it)."""
-    reqs = tree.requirement_set()
+    what stays, and what the tree no longer reaches (`rewheel prune` removes it). A project
+    folder (./project) is packed again, as bootstrap packs it, and is its name's only candidate;
+    its dependencies are re-resolved against the upstream."""
+    named, local = _project_roots(tree, extras, groups)
+    reqs = tree.requirement_set(named, project=bool(local))
     if not reqs.requirements:
         last = read_history(tree.repo).latest
         if last is None or not last.requested:
@@ -575,7 +609,7 @@ def update(
             for c in last.constraints
         ]
         click.echo(f"updating what the {printable(last.label)} asked for", err=True)
-    options = tree.options(reqs)
+    options = tree.options(reqs, local_sdists=local)
     _echo_plan(
         _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
     )
@@ -604,10 +638,14 @@ def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
         record = Repository(repo).load_record(canonicalize_name(req.name), pinned[0])
         if record is not None and record.sdist_url and is_local_sdist_url(record.sdist_url):
             folder = record.sdist_url.split("#", 1)[0]
+            from urllib.parse import unquote, urlsplit
+
+            path = printable(unquote(urlsplit(folder).path))
             raise click.UsageError(
                 f"the last run built {req.name} {pinned[0]} from the project folder {folder}, and"
-                " update takes only what the upstream has: run `rewheel bootstrap` on that folder"
-                " again (with its --extra and --group), or name what to update"
+                " without it update would take what the upstream has under that name: name the"
+                f" folder (`rewheel update {path}`, with its --extra and --group), or name what"
+                " to update"
             )
 
 

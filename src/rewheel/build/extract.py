@@ -11,11 +11,13 @@ so never writes through a link, whatever is on disk.
 Links (symbolic and hard) are never made unless the caller allows them (``[build] allow_links`` in a
 package's settings); allowed ones must stay inside the tree by their text alone. By default a link
 that stays inside the tree and names a regular file of the same archive is extracted as a copy of
-that file, made once every member is written (no link is ever created, and the copied bytes count
-against the size limit); any other link is refused. Special files are always refused. Modes are
-normalized (no setuid/setgid/sticky, no group/other write). Both formats are bounded in member
-count, total size and compression ratio. On any refusal the partial extraction directory is
-removed.
+that file, and a symbolic link that names a folder of the tree as a copy of that folder (the links
+inside it copied the same way), made once every member is written (no link is ever created; the
+copied files and folders count against the member and size limits); a link to a folder that holds
+it, a loop, a chain longer than ``_MAX_LINK_HOPS`` and any other link are refused. Special files
+are always refused. Modes are normalized (no setuid/setgid/sticky, no group/other write). Both
+formats are bounded in member count, total size and compression ratio. On any refusal the
+partial extraction directory is removed.
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ def extract_sdist(
     With ``allow_links``, only links whose target, read as text against the link's own directory,
     stays inside the new directory are made, and no member is ever written through a link.
     Without it, no link is made: a symbolic or hard link that stays inside and names a regular file
-    of the archive (through at most ``_MAX_LINK_HOPS`` other links) becomes a copy of that file,
-    and any other link is refused. Refusals raise ``UnsafeArchiveError``.
+    of the archive (through at most ``_MAX_LINK_HOPS`` other links) becomes a copy of that file, a
+    symbolic link that names a folder of the archive a copy of that folder, and any other link is
+    refused. Refusals raise ``UnsafeArchiveError``.
     """
     limits = limits or ExtractLimits()
     opener = _archive_kind(archive, package)
@@ -319,6 +322,8 @@ class _Tree:
         # Links not allowed as links, copied in ``finish``: the link's path -> (its member name,
         # what it is, the path of the member it names). Later entries of one name replace earlier.
         self._copies: dict[tuple[str, ...], tuple[str, str, tuple[str, ...]]] = {}
+        self._hard: set[tuple[str, ...]] = set()  # those of ``_copies`` that are hard links
+        self._noted_in: dict[tuple[str, ...], list[str]] = {}  # ``_copies`` by folder, in finish
 
     def close(self) -> None:
         os.close(self._root)
@@ -482,23 +487,189 @@ class _Tree:
         if parts in self._copies and not replace:
             raise self._refuse(name, "would replace the link of the same name")
         self._copies[parts] = (name, what, target)
+        if replace:
+            self._hard.add(parts)
+        else:
+            self._hard.discard(parts)
 
     def _copy_links(self) -> None:
-        """Write each noted link as a copy of the regular file it names, following links to
-        links up to ``_MAX_LINK_HOPS``; the file is reached from the extraction directory one
-        folder at a time without following anything on disk (there is no link on disk anyway)."""
+        """Write each noted link as a copy of what it names: a regular file, or (a symbolic
+        link) a folder of the tree, copied whole with the links inside it copied the same way.
+        Links are resolved by name in the archive's own terms (``_resolve``), and every file and
+        folder is reached from the extraction directory one folder at a time without following
+        anything on disk (there is no link on disk anyway)."""
+        # The links noted in each folder, found at once however many folders are copied.
+        self._noted_in = {}
+        for parts in self._copies:
+            self._noted_in.setdefault(parts[:-1], []).append(parts[-1])
         for parts, (name, what, target) in self._copies.items():
-            hops = 0
-            while target in self._copies:
-                hops += 1
-                if hops > _MAX_LINK_HOPS:
-                    self._links_refused(
-                        name,
-                        what,
-                        f", a chain of more than {_MAX_LINK_HOPS} links to links (or a loop)",
-                    )
-                target = self._copies[target][2]
-            self._copy_one(name, parts, what, target)
+            source = self._resolve(name, what, target)
+            if self._is_folder(name, what, source):
+                if parts in self._hard:
+                    shown = _shown("/".join(source))
+                    self._links_refused(name, what, f", the directory {shown}")
+                self._copy_tree(name, what, parts, source, top=parts, stack=())
+            else:
+                self._copy_one(name, parts, what, source)
+
+    def _resolve(self, name: str, what: str, target: tuple[str, ...]) -> tuple[str, ...]:
+        """The member path ``target`` names once every link on its way is replaced by what it
+        names (a link to a link, or a path through a link to a folder), by the links' text alone.
+        More than ``_MAX_LINK_HOPS`` replacements (a long chain, or a loop) are refused."""
+        hops = 0
+        while True:
+            through = next(
+                (i for i in range(1, len(target) + 1) if target[:i] in self._copies), None
+            )
+            if through is None:
+                return target
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                self._links_refused(
+                    name,
+                    what,
+                    f", a chain of more than {_MAX_LINK_HOPS} links to links (or a loop)",
+                )
+            target = self._copies[target[:through]][2] + target[through:]
+            if len(target) > self._budget.max_depth:
+                shown = _shown("/".join(target[: self._budget.max_depth]) + "/...")
+                self._links_refused(name, what, f", {shown}, which is not extracted")
+
+    def _is_folder(self, name: str, what: str, source: tuple[str, ...]) -> bool:
+        """Whether the resolved ``source`` is a folder of the tree (the extraction directory
+        itself is refused: a link to it holds itself)."""
+        if not source:
+            self._links_refused(name, what, ", the extraction directory")
+        if any(len(p.encode()) > _NAME_MAX for p in source):
+            self._links_refused(name, what, f", {_shown('/'.join(source))}, which is not extracted")
+        try:
+            folder = self._open_dir(source[:-1], name, create=False)
+        except UnsafeArchiveError:  # missing, or a file in the way
+            self._links_refused(
+                name, what, f", {_shown('/'.join(source))}, whose folder is not extracted"
+            )
+        try:
+            st = os.stat(source[-1], dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return False  # _copy_one says it is missing
+        finally:
+            os.close(folder)
+        return stat.S_ISDIR(st.st_mode)
+
+    def _copy_tree(
+        self,
+        name: str,
+        what: str,
+        dest: tuple[str, ...],
+        source: tuple[str, ...],
+        *,
+        top: tuple[str, ...],
+        stack: tuple[tuple[str, ...], ...],
+    ) -> None:
+        """Copy the folder ``source`` (a resolved member path) to the new folder ``dest``, for
+        the link at ``top``: its files and folders as on disk, the links noted inside it as what
+        they name. ``stack`` holds the folders being copied around this one. Refused: a folder
+        that holds the link being copied (its copy would never end), one already being copied
+        further up (a loop through links), a copy deeper than the depth limit; every folder and
+        file made counts as a member, and every byte against the size limit, so links that fan
+        out over one another cannot make a bomb."""
+        self._check_tree(name, what, dest, source, top=top, stack=stack)
+        parent = self._open_dir(dest[:-1], name, create=True)
+        try:
+            into = self._new_dir(name, parent, dest[-1])
+        finally:
+            os.close(parent)
+        try:
+            source_fd = self._open_dir(source, name, create=False)
+            try:
+                self._fill_tree(name, what, into, dest, source_fd, source, top=top, stack=stack)
+            finally:
+                os.close(source_fd)
+        finally:
+            os.close(into)
+
+    def _check_tree(
+        self,
+        name: str,
+        what: str,
+        dest: tuple[str, ...],
+        source: tuple[str, ...],
+        *,
+        top: tuple[str, ...],
+        stack: tuple[tuple[str, ...], ...],
+    ) -> None:
+        shown = _shown("/".join(source))
+        if top[: len(source)] == source:
+            self._links_refused(
+                name, what, f", the directory {shown}, which holds it (its copy would never end)"
+            )
+        if any(outer[: len(source)] == source for outer in stack):
+            self._links_refused(
+                name, what, f", the directory {shown}, a loop of links to folders that hold them"
+            )
+        if len(dest) > self._budget.max_depth:
+            self._links_refused(
+                name, what, f", whose copy would be deeper than {self._budget.max_depth} folders"
+            )
+        self._budget.add_member()
+
+    def _new_dir(self, name: str, parent: int, leaf: str) -> int:
+        """A descriptor of the new folder ``leaf`` made in ``parent`` (refused if it exists)."""
+        try:
+            os.mkdir(leaf, _DIR_MODE, dir_fd=parent)
+        except FileExistsError:
+            found = _kind_name(os.stat(leaf, dir_fd=parent, follow_symlinks=False))
+            raise self._refuse(name, f"would replace the {found} of the same name") from None
+        return os.open(leaf, _DIR_FLAGS, dir_fd=parent)
+
+    def _fill_tree(
+        self,
+        name: str,
+        what: str,
+        into: int,
+        dest: tuple[str, ...],
+        source_fd: int,
+        source: tuple[str, ...],
+        *,
+        top: tuple[str, ...],
+        stack: tuple[tuple[str, ...], ...],
+    ) -> None:
+        """Copy what the folder ``source`` (open as ``source_fd``) holds into the new folder
+        ``dest`` (open as ``into``): each folder and file opened relative to its parent's
+        descriptor with ``O_NOFOLLOW``, each link noted inside resolved by name."""
+        inner_stack = (*stack, source)
+        for child in sorted({*os.listdir(source_fd), *self._noted_in.get(source, ())}):
+            inner, target = (*source, child), (*dest, child)
+            if inner in self._copies:  # a link inside: what it names (a copy of it may be on disk)
+                inner = self._resolve(name, what, inner)
+                if self._is_folder(name, what, inner):
+                    self._copy_tree(name, what, target, inner, top=top, stack=inner_stack)
+                else:
+                    self._budget.add_member()
+                    self._copy_one(name, target, what, inner)
+                continue
+            st = os.stat(child, dir_fd=source_fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                self._check_tree(name, what, target, inner, top=top, stack=inner_stack)
+                sub_into = self._new_dir(name, into, child)
+                try:
+                    sub_fd = os.open(child, _DIR_FLAGS, dir_fd=source_fd)
+                    try:
+                        self._fill_tree(
+                            name, what, sub_into, target, sub_fd, inner, top=top, stack=inner_stack
+                        )
+                    finally:
+                        os.close(sub_fd)
+                finally:
+                    os.close(sub_into)
+            elif stat.S_ISREG(st.st_mode):
+                self._budget.add_member()
+                self._copy_file(name, what, source_fd, child, into, child, _shown("/".join(inner)))
+            else:  # nothing else is ever written here; checked all the same
+                self._links_refused(name, what, f", the {_kind_name(st)} {_shown('/'.join(inner))}")
+        mtime = self._dir_times.get(source)
+        if mtime is not None:
+            self._dir_times[dest] = mtime
 
     def _copy_one(
         self, name: str, parts: tuple[str, ...], what: str, target: tuple[str, ...]
@@ -513,39 +684,43 @@ class _Tree:
         except UnsafeArchiveError:  # missing, or a file in the way (there is no link on disk)
             self._links_refused(name, what, f", {shown}, whose folder is not extracted")
         try:
+            parent = self._open_dir(parts[:-1], name, create=True)
             try:
-                st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
-            except FileNotFoundError:
-                self._links_refused(name, what, f", {shown}, which is not extracted")
-            if not stat.S_ISREG(st.st_mode):
-                self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
-            src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
+                self._copy_file(name, what, source, target[-1], parent, parts[-1], shown)
+            finally:
+                os.close(parent)
         finally:
             os.close(source)
+
+    def _copy_file(
+        self, name: str, what: str, source: int, leaf: str, parent: int, new: str, shown: str
+    ) -> None:
+        """Copy the regular file ``leaf`` of the folder ``source`` into the new file ``new`` of
+        the folder ``parent``, with its mode and time, counting its bytes."""
+        try:
+            st = os.stat(leaf, dir_fd=source, follow_symlinks=False)
+        except FileNotFoundError:
+            self._links_refused(name, what, f", {shown}, which is not extracted")
+        if not stat.S_ISREG(st.st_mode):
+            self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
+        src = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
         with os.fdopen(src, "rb") as data:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):  # nothing else writes here; checked all the same
                 self._links_refused(name, what, f", the {_kind_name(st)} {shown}")
-            chunks = iter(lambda: data.read(_COPY_CHUNK), b"")
-            parent = self._open_dir(parts[:-1], name, create=True)
             try:
-                try:
-                    fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-                except FileExistsError:
-                    found = _kind_name(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False))
-                    raise self._refuse(
-                        name, f"would replace the {found} of the same name"
-                    ) from None
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in chunks:
-                        self._budget.add_bytes(len(chunk))
-                        out.write(chunk)
-                    out.flush()
-                    # The file's mode was normalized when it was written.
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                    _set_mtime(fd, st.st_mtime)
-            finally:
-                os.close(parent)
+                fd = os.open(new, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:
+                found = _kind_name(os.stat(new, dir_fd=parent, follow_symlinks=False))
+                raise self._refuse(name, f"would replace the {found} of the same name") from None
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: data.read(_COPY_CHUNK), b""):
+                    self._budget.add_bytes(len(chunk))
+                    out.write(chunk)
+                out.flush()
+                # The file's mode was normalized when it was written.
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                _set_mtime(fd, st.st_mtime)
 
     def finish(self) -> None:
         """Links copied, then directory times (writing into a directory changes its time),

@@ -12,7 +12,8 @@ from __future__ import annotations
 import tarfile
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +23,7 @@ from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_fi
 from packaging.version import Version
 
 from ..core.errors import Step, UnsafeArchiveError
+from ..core.fsutil import sha256_file
 from ..core.types import IndexFile, Upstream
 from ..repo.wheelfile import parse_metadata, requires_dist
 from .extract import archive_fault, not_an_sdist
@@ -108,8 +110,12 @@ class MetadataSource:
         *,
         built: BuiltMetadata,
         tags: list[Tag] | None = None,
+        sdist_hashes: Mapping[NormalizedName, AbstractSet[str]] | None = None,
     ) -> None:
         self.upstream = upstream
+        # The sha256 digests a requirement file or lock allows for a project's sdist: a
+        # downloaded sdist they refuse is not read (the bootstrap refuses it before any build).
+        self.sdist_hashes = sdist_hashes or {}
         self.sdist_dir = sdist_dir
         self.built = built
         self.tags = tags if tags is not None else list(sys_tags())
@@ -170,6 +176,9 @@ class MetadataSource:
             if data is not None:
                 return "upstream-wheel-metadata", data
         local = self.upstream.download(sdist, self.sdist_dir)
+        allowed = self.sdist_hashes.get(name)
+        if allowed is not None and sha256_file(local) not in allowed:
+            return "guess", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
         try:
             pkg_info = read_pkg_info(local)
         except UnsafeArchiveError as exc:

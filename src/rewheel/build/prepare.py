@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.bootstrap import Prepared
-from ..core.errors import BuildError, CommandFailed, IntegrityError, Step
+from ..core.errors import BuildError, CommandFailed, DigestMismatch, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin
 from ..core.types import IndexFile, Runner
@@ -39,11 +39,13 @@ def download_checked(upstream: SdistSource, pin: Pin, folder: Path) -> tuple[Pat
     sdist = upstream.download(pin.sdist, folder)
     digest = sha256_file(sdist)
     if pin.sdist.sha256 is not None and digest != pin.sdist.sha256:
-        raise IntegrityError(
+        raise DigestMismatch(
             f"sdist {sdist.name} has sha256 {digest}, the index says {pin.sdist.sha256}",
+            filename=sdist.name,
+            found=digest,
+            expected=pin.sdist.sha256,
             package=pin.name,
             version=str(pin.version),
-            step=Step.DOWNLOAD,
         )
     return sdist, digest
 

@@ -24,10 +24,23 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import NormalizedName
+from packaging.utils import (
+    InvalidSdistFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+)
 from packaging.version import Version
 
-from .errors import BuildError, HashMismatch, Link, ResolutionError, RewheelError, Step
+from .errors import (
+    BuildError,
+    DigestMismatch,
+    HashMismatch,
+    Link,
+    ResolutionError,
+    RewheelError,
+    Step,
+)
 from .records import BuildExtras, BuildRecord, EnvEntry, Why
 from .report import BootstrapResult, Outcome, Reporter
 from .resolver import Pin, Resolution
@@ -345,16 +358,22 @@ class _Pass(Generic[EnvT]):
     async def run(self, requirements: Sequence[Requirement]) -> BootstrapResult:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="rewheel") as pool:
             self.pool = pool
-            top = await self._io(
-                self.steps.resolve,
-                requirements,
-                kinds={},
-                parent=None,
-                preferred={},
-                purpose="the requested packages",
-            )
-            self.reporter.resolved("the requested packages", len(top.pins))
-            await self._check_hashes_first(top)
+            try:
+                top = await self._io(
+                    self.steps.resolve,
+                    requirements,
+                    kinds={},
+                    parent=None,
+                    preferred={},
+                    purpose="the requested packages",
+                )
+                self.reporter.resolved("the requested packages", len(top.pins))
+                await self._check_hashes_first(top)
+            except DigestMismatch as exc:
+                held = self._held_to_hashes(exc)
+                if held is exc:
+                    raise
+                raise held from exc
             self._add_edges(top)
             tops = [self._ensure(pin) for pin in top.sorted_pins()]
             await asyncio.gather(*tops, return_exceptions=True)
@@ -400,6 +419,35 @@ class _Pass(Generic[EnvT]):
             ),
         )
 
+    def _held_to_hashes(self, exc: RewheelError) -> RewheelError:
+        """``exc`` as a ``HashMismatch`` when it is a download of a project held to hashes whose
+        bytes are not the sha256 the index listed (and so not among the allowed ones either):
+        the index listed an allowed hash for a file it then served otherwise. Else ``exc``."""
+        if not isinstance(exc, DigestMismatch) or exc.package is None:
+            return exc
+        name = canonicalize_name(exc.package)
+        allowed = self.sdist_hashes.get(name)
+        if allowed is None or exc.found.lower() in allowed:
+            return exc
+        version = exc.version
+        if version is None:
+            try:
+                version = str(parse_sdist_filename(exc.filename)[1])
+            except (InvalidSdistFilename, ValueError):
+                version = ""
+        return HashMismatch(
+            package=name,
+            version=version,
+            filename=exc.filename,
+            found=exc.found.lower(),
+            expected=allowed,
+            hint=(
+                f"the index lists {exc.filename} with sha256 {exc.expected} but served other"
+                " bytes, and nothing was built from them; the index or a proxy on the way serves"
+                " a file that is not the one the hashes were made of"
+            ),
+        )
+
     # -- nodes -------------------------------------------------------------------------------
 
     def _ensure(self, pin: Pin) -> asyncio.Task[WheelRef]:
@@ -423,11 +471,14 @@ class _Pass(Generic[EnvT]):
             self.unbuilt[node] = exc
             raise
         except RewheelError as exc:
-            self.failures[node] = exc
-            self.reporter.failed(node, exc)
+            err = self._held_to_hashes(exc)
+            self.failures[node] = err
+            self.reporter.failed(node, err)
             if not self.keep_going:
                 self.stopping = True
-            raise
+            if err is exc:
+                raise
+            raise err from exc
         except Exception as exc:  # a bug or an unexpected OS error: still one node's failure
             err = BuildError(
                 f"unexpected error: {exc!r}", package=pin.name, version=str(pin.version)

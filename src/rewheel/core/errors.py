@@ -109,6 +109,27 @@ class IntegrityError(RewheelError):
     """A file's content does not match the hash that vouches for it."""
 
 
+class DigestMismatch(IntegrityError):
+    """A downloaded file whose sha256 is not the one the index listed for it. (The fields have
+    defaults so that ``copy.copy`` and pickling, which call it with the message only, work.)"""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str = "",
+        found: str = "",
+        expected: str = "",
+        package: str | None = None,
+        version: str | None = None,
+        step: str | None = Step.DOWNLOAD,
+    ) -> None:
+        self.filename = filename
+        self.found = found
+        self.expected = expected
+        super().__init__(message, package=package, version=version, step=step)
+
+
 class HashMismatch(IntegrityError):
     """An sdist whose sha256 is not among those the requirement files or lock allow for it."""
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -115,13 +116,20 @@ class _Offer:
 
 
 def _offers(
-    page: ProjectPage, python_version: Version, *, wheels: bool = False
+    page: ProjectPage,
+    python_version: Version,
+    *,
+    wheels: bool = False,
+    allowed: AbstractSet[str] | None = None,
 ) -> dict[Version, _Offer]:
     """Each version on ``page`` with an sdist: the sdist to build for ``python_version``, or the
     Requires-Python that leaves them all out. With ``wheels``, the versions that have only wheels
     too (parsing every wheel's name costs: a page can list thousands).
 
-    Where a version has several sdists, ``.tar.gz`` is preferred (PEP 625).
+    Where a version has several sdists, one whose listed sha256 is among ``allowed`` (the hashes
+    a requirement file or lock gives for the project) comes first, as pip picks in hash-checking
+    mode; then ``.tar.gz`` (PEP 625). Only a file whose name parses as this project's sdist is
+    ever taken, whatever hash another file lists.
     """
     sdists: dict[Version, IndexFile] = {}
     too_new: dict[Version, str] = {}  # versions whose sdists all need another Python
@@ -138,9 +146,7 @@ def _offers(
                 too_new.setdefault(version, f.requires_python or "")
                 continue
             current = sdists.get(version)
-            if current is None or (
-                f.filename.endswith(".tar.gz") and not current.filename.endswith(".tar.gz")
-            ):
+            if current is None or _rank(f, allowed) > _rank(current, allowed):
                 sdists[version] = f
         elif wheels and f.filename.endswith(".whl"):
             try:
@@ -155,6 +161,22 @@ def _offers(
     for v in others:
         offers.setdefault(v, _Offer(None, wheels_only=True))
     return offers
+
+
+def _rank(sdist: IndexFile, allowed: AbstractSet[str] | None) -> tuple[bool, bool]:
+    """How much one sdist of a version is preferred over another: its listed sha256 allowed by
+    the hashes given, then ``.tar.gz``."""
+    listed = sdist.sha256.lower() if sdist.sha256 else None
+    return (
+        allowed is not None and listed is not None and listed in allowed,
+        sdist.filename.endswith(".tar.gz"),
+    )
+
+
+def _refused_by_hashes(sdist: IndexFile, allowed: AbstractSet[str] | None) -> bool:
+    """Whether the index lists ``sdist`` with a sha256 the hashes given for its project do not
+    allow (it will not be built)."""
+    return allowed is not None and sdist.sha256 is not None and sdist.sha256.lower() not in allowed
 
 
 def _fits_python(requires_python: str | None, python_version: Version) -> bool:
@@ -220,8 +242,10 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         constraints: Mapping[NormalizedName, SpecifierSet],
         allow_prereleases: bool,
         preferred: Mapping[NormalizedName, Version],
+        sdist_hashes: Mapping[NormalizedName, AbstractSet[str]],
     ) -> None:
         self.upstream = upstream
+        self.sdist_hashes = sdist_hashes
         self.metadata = metadata
         self.target = target
         self.constraints = constraints
@@ -277,7 +301,8 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         constraint = self.constraints.get(name)
         exact_pin = any(_is_exact_pin(r) for r in reqs)
         out = []
-        for version, offer in _offers(page, self.target.python_version).items():
+        offers = _offers(page, self.target.python_version, allowed=self.sdist_hashes.get(name))
+        for version, offer in offers.items():
             if version in bad or offer.sdist is None:
                 continue
             reasons = _left_out(
@@ -304,6 +329,10 @@ class _Provider(resolvelib.AbstractProvider):  # type: ignore[type-arg]
         if candidate.extras:
             # name[extra] needs name itself at the same version, and its extra's requirements.
             deps.append(Requirement(f"{candidate.name}=={candidate.version}"))
+        if _refused_by_hashes(candidate.sdist, self.sdist_hashes.get(candidate.name)):
+            # The bootstrap refuses this sdist by its hash before anything is built: what its
+            # metadata asks for (it could name anything) is not read, nor resolved.
+            return deps
         extras = sorted(candidate.extras) if candidate.extras else [""]
         for req in self.metadata.requires_dist(candidate.name, candidate.version, candidate.sdist):
             if candidate.extras:
@@ -365,8 +394,16 @@ class Resolver:
         constraints: Sequence[Requirement] = (),
         allow_prereleases: bool = False,
         max_rounds: int = 20000,
+        sdist_hashes: Mapping[NormalizedName, Collection[str]] | None = None,
     ) -> None:
+        """``sdist_hashes``: the sha256 digests a requirement file or lock allows for a project's
+        sdist; where a version has several sdists, one the index lists with such a digest is
+        chosen (the bootstrap still checks the file, before and after downloading it)."""
         self.upstream = upstream
+        self.sdist_hashes = {
+            name: frozenset(d.lower() for d in digests)
+            for name, digests in (sdist_hashes or {}).items()
+        }
         self.metadata = metadata
         self.target = target or TargetEnvironment()
         self.allow_prereleases = allow_prereleases
@@ -404,6 +441,7 @@ class Resolver:
             self.constraints,
             self.allow_prereleases,
             preferred or {},
+            self.sdist_hashes,
         )
         by_kind = kinds or {}
         for r in wanted:  # so that a chain stops at a package asked for directly
@@ -473,7 +511,9 @@ class Resolver:
             return ResolutionCause(CauseKind.CONFLICT, name, chains)
         if page.missing is not None:
             return ResolutionCause(CauseKind.NOT_FOUND, name, chains, missing=page.missing)
-        offers = _offers(page, self.target.python_version, wheels=True)
+        offers = _offers(
+            page, self.target.python_version, wheels=True, allowed=self.sdist_hashes.get(name)
+        )
         # A requirement that no version satisfies alone is the cause; else they conflict.
         unmet = [
             (chain, alone)

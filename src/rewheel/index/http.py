@@ -47,7 +47,13 @@ from urllib3.exceptions import (
 )
 
 from .. import __version__
-from ..core.errors import ConfigError, IntegrityError, RewheelError, Step, UpstreamError
+from ..core.errors import (
+    ConfigError,
+    DigestMismatch,
+    RewheelError,
+    Step,
+    UpstreamError,
+)
 from ..core.fsutil import atomic_write_bytes, public_file_mode
 
 _T = TypeVar("_T")
@@ -628,7 +634,7 @@ class HttpClient:
         """Stream ``url`` to ``dest`` (temporary file, hash check, fsync, rename); its sha256.
 
         A hash mismatch deletes the partial file and downloads once more before raising
-        ``IntegrityError``; ``dest`` is never left holding unverified content. A body longer than
+        ``DigestMismatch``; ``dest`` is never left holding unverified content. A body longer than
         ``size`` (the index's listed size, if it gives one) or than ``Limits.download_bytes``, or
         a download slower than its deadline, raises ``LimitExceeded`` and leaves nothing.
         """
@@ -667,8 +673,11 @@ class HttpClient:
         finally:
             _ACTIVE.reset(token)
             deadline.close()
-        raise IntegrityError(
-            f"{url}: sha256 {digest} does not match the index's {expected}", step=Step.DOWNLOAD
+        raise DigestMismatch(
+            f"{url}: sha256 {digest} does not match the index's {expected}",
+            filename=dest.name,
+            found=digest,
+            expected=expected or "",
         )
 
     def _fetch_to_temp(
