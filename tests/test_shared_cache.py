@@ -47,6 +47,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         up.sdist("tool-a", "1.0")
         up.sdist("lib-b", "1.0", build_requires=["tool-a"])
         up.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
+        up.sdist("tool-x", "1.0")  # needed only by a build of app patched to ask for it
         yield up
 
 
@@ -69,18 +70,19 @@ def cache(built: Path, tmp_path: Path) -> Path:
 def bootstrap_b(
     upstream: Upstream,
     repo: Path,
-    cache_url: str,
+    cache_url: str | None,
     *,
     trust: list[Path] | None = None,
     machine: app.Machine | None = None,
     settings_dir: Path | None = None,
+    jobs: int = 2,
 ) -> tuple[BootstrapResult, list[str]]:
     notices: list[str] = []
     options = app.BootstrapOptions(
         requirements=[Requirement("app")],
         repo=repo,
         index_url=upstream.url,
-        jobs=2,
+        jobs=jobs,
         work_dir=repo.parent / f"{repo.name}-work",
         cache_url=cache_url,
         cache_key_trust=trust or [],
@@ -214,6 +216,51 @@ def test_a_build_tool_rebuilt_to_the_same_bytes_keeps_the_keys_of_what_it_builds
         "tool-a", "1.0"
     )
     assert (result.built, result.from_cache) == (1, 2), notices
+
+
+_PATCH_APP = """\
+--- a/pyproject.toml
++++ b/pyproject.toml
+@@ -1,4 +1,4 @@
+ [build-system]
+-requires = ["tool-a"]
++requires = ["tool-a", "tool-x"]
+ build-backend = "tinybackend"
+ backend-path = ["_backend"]
+"""
+
+
+def _run_shape(repo: Path) -> tuple[list[str], list[Any], list[dict[str, Any]]]:
+    """What a run left of its build graph: the build order's nodes, graph.json's nodes and its
+    edges (sorted: tasks that run at once may record them in either order)."""
+    order = [
+        f"{r['name']}=={r['version']}" for r in json.loads((repo / "build-order.json").read_text())
+    ]
+    graph = json.loads((repo / "graph.json").read_text())
+    edges = sorted(graph["edges"], key=lambda e: json.dumps(e, sort_keys=True))
+    return order, graph["nodes"], edges
+
+
+def test_a_build_the_cache_offers_under_other_settings_leaves_the_run_as_without_a_cache(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # The cache built app with a patch that adds tool-x to its build requirements (signed, by a
+    # trusted key: the same run key). Here app has no settings: another key, a miss, so neither
+    # tool-x nor an edge to it may appear, and nothing is built or waited for on its account.
+    settings = tmp_path / "patched"
+    settings.mkdir()
+    (settings / "app.patch").write_text(_PATCH_APP)
+    (settings / "app.toml").write_text('[[patches]]\nfile = "app.patch"\n')
+    patched = tmp_path / "patched-repo"
+    first = run_bootstrap(upstream, patched, ["app"], settings_dir=settings)
+    assert first.ok, first.failures
+    assert "tool-x==1.0" in first.outcomes  # the cache's build of app did need tool-x
+    bootstrap_b(upstream, tmp_path / "plain", None, jobs=1)
+    with_cache, notices = bootstrap_b(upstream, tmp_path / "b", str(patched), jobs=1)
+    assert with_cache.outcomes["app==1.0"] is Outcome.BUILT, notices
+    assert "tool-x==1.0" not in with_cache.outcomes, with_cache.outcomes
+    assert _run_shape(tmp_path / "b") == _run_shape(tmp_path / "plain")
+    assert not (tmp_path / "b" / "records" / "tool-x-1.0.json").exists()
 
 
 # ---------------------------------------------------------------- keys

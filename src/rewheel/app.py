@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
+    from .core.resolver import Pin
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -283,7 +284,7 @@ def bootstrap(
                         keep_going=options.keep_going or planning,
                         shared_cache=None
                         if planning
-                        else _shared_cache(options, repo, source, signer, machine, notice),
+                        else _shared_cache(options, repo, source, signer, machine, notice, steps),
                         sdist_hashes={
                             canonicalize_name(name): digests
                             for name, digests in options.sdist_hashes.items()
@@ -328,18 +329,26 @@ def _shared_cache(
     signer: Signer | None,
     machine: Machine,
     notice: Callable[[str], None] | None,
+    steps: LocalSteps,
 ) -> SharedCache | None:
-    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own."""
+    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own;
+    it offers only builds made with ``steps``' interpreter and settings."""
     if options.cache_url is None:
         return None
     from .trust.provenance import load_public_key_file
-    from .trust.shared_cache import SharedBuildCache, cache_source
+    from .trust.shared_cache import KeyInputs, SharedBuildCache, cache_source
 
     trusted = [load_public_key_file(path) for path in options.cache_key_trust]
     if signer is not None:
         trusted.append(signer.public_key)
     source = cache_source(options.cache_url, machine.cache_client or _cache_client)
-    return SharedBuildCache(source, repo, trusted=trusted, upstream=upstream, notice=notice)
+
+    def inputs(pin: Pin) -> KeyInputs:
+        return KeyInputs(steps.tag, steps.package_settings(pin).digest())
+
+    return SharedBuildCache(
+        source, repo, trusted=trusted, inputs=inputs, upstream=upstream, notice=notice
+    )
 
 
 def _cache_client() -> HttpClient:
@@ -408,7 +417,6 @@ def _planning_steps(
     """``steps`` that build nothing (``core.update.PlanningSteps``); a new version's build
     requirements are read from its sdist, downloaded into ``work`` (not the repository)."""
     from .build.prepare import peek_build_requires
-    from .core.resolver import Pin
     from .core.update import PlanningSteps
 
     def peek(pin: Pin) -> tuple[str, ...]:

@@ -78,6 +78,7 @@ __all__ = [
     "CacheSource",
     "FolderCache",
     "HttpCache",
+    "KeyInputs",
     "SharedBuildCache",
     "cache_source",
     "statement_cache_key",
@@ -216,10 +217,25 @@ def _sha256(item: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class KeyInputs:
+    """What a cache key is made of besides the build environment's wheels: the same for a
+    build here and a build in the cache, or the key cannot be the same."""
+
+    interpreter: str  # ``build.pipeline.interpreter_tag()``
+    settings_digest: str  # ``PackageSettings.digest()`` of the package
+
+
 def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
     """The cache key of the build a provenance statement describes, computed from the statement
     alone as ``build.pipeline.build_cache_key`` computes it for a build; None when the
     statement does not say all it needs."""
+    found = _statement_key(statement)
+    return None if found is None else found[0]
+
+
+def _statement_key(statement: Mapping[str, Any]) -> tuple[str, KeyInputs] | None:
+    """``statement_cache_key``, and the inputs of that key besides the environment."""
     predicate = statement.get("predicate")
     build = predicate.get("buildDefinition") if isinstance(predicate, Mapping) else None
     run = predicate.get("runDetails") if isinstance(predicate, Mapping) else None
@@ -259,13 +275,15 @@ def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
             return None
         tools.append(SystemTool(str(item.get("name")), uri.removeprefix("file://"), str(version)))
     major_minor = ".".join(str(python).split(".")[:2])
-    return build_cache_key(
+    inputs = KeyInputs(interpreter=f"{impl}-{major_minor}-{best}", settings_digest=str(digest))
+    key = build_cache_key(
         sdist_sha256=_sha256(sources[0]),
         build_env=env,
-        interpreter=f"{impl}-{major_minor}-{best}",
-        settings_digest=str(digest),
+        interpreter=inputs.interpreter,
+        settings_digest=inputs.settings_digest,
         system_tools=tools,
     )
+    return key, inputs
 
 
 # -- the cache -----------------------------------------------------------------------------------
@@ -280,14 +298,18 @@ class _Offer:
     signature: bytes
     signer: PublicKey
     env_sha256: tuple[str, ...]  # sorted
+    inputs: KeyInputs
 
 
 class SharedBuildCache:
     """``bootstrap.SharedCache`` over a ``CacheSource``, publishing into ``repo``. Thread safe.
 
-    ``trusted``: the keys whose signatures make a build acceptable; ``upstream``: where the sdist
-    is downloaded from when the cache does not have it; ``notice``: hears why an offer was
-    refused (each reason once per package) and when the cache stops being asked.
+    ``trusted``: the keys whose signatures make a build acceptable; ``inputs``: this run's
+    interpreter and settings digest of a pin (an offer made with others is a sure miss, and is
+    not offered: the core would otherwise resolve and wait for build tools a build here does not
+    need); ``upstream``: where the sdist is downloaded from when the cache does not have it;
+    ``notice``: hears why an offer was refused (each reason once per package) and when the cache
+    stops being asked.
     """
 
     def __init__(
@@ -296,12 +318,14 @@ class SharedBuildCache:
         repo: Repository,
         *,
         trusted: Sequence[PublicKey],
+        inputs: Callable[[Pin], KeyInputs],
         upstream: Upstream | None = None,
         notice: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
         self.repo = repo
         self.trusted = {key.keyid: key for key in trusted}
+        self.inputs = inputs
         self.upstream = upstream
         self._notice = notice or (lambda _text: None)
         self._lock = threading.Lock()
@@ -330,14 +354,17 @@ class SharedBuildCache:
                 self._refuse(pin, f"its sdist index is not one ({exc})")
                 return []
             hints = []
+            here = self.inputs(pin)
             for key in list(reversed(keys))[:MAX_OFFERS]:
                 offer = self._offer(pin, sdist, key)
-                if offer is not None:
+                # Made with other settings or another Python: another key, no one's fault.
+                if offer is not None and offer.inputs == here:
                     hints.append(
                         CacheHint(
                             cache_key=key,
                             build_requires=offer.record.build_system_requires,
                             backend_requires=offer.record.backend_requires,
+                            build_env_sha256=offer.env_sha256,
                         )
                     )
             return hints
@@ -397,12 +424,15 @@ class SharedBuildCache:
         if why is not None:
             self._refuse(pin, why)
             return None
+        keyed = _statement_key(statement)
+        assert keyed is not None  # _statement_problem checked the key it gives
         offer = _Offer(
             record=record,
             payload=payload,
             signature=signature,
             signer=signer,
             env_sha256=tuple(sorted(e.sha256 for e in record.build_env)),
+            inputs=keyed[1],
         )
         with self._lock:
             self._offers[(pin.name, str(pin.version), key)] = offer
