@@ -10,6 +10,7 @@ notice and built here; nothing of it reaches B.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import threading
@@ -28,7 +29,7 @@ from packaging.requirements import Requirement
 from support.fake_index import FakeIndex
 
 from rewheel import app
-from rewheel.cli import cli
+from rewheel.cli import cli, main
 from rewheel.core.report import BootstrapResult, Outcome
 from rewheel.index.http import HttpClient, Limits, RetryPolicy
 from rewheel.repo.build_cache import CACHE_DIR
@@ -231,14 +232,13 @@ _PATCH_APP = """\
 
 
 def _run_shape(repo: Path) -> tuple[list[str], list[Any], list[dict[str, Any]]]:
-    """What a run left of its build graph: the build order's nodes, graph.json's nodes and its
-    edges (sorted: tasks that run at once may record them in either order)."""
-    order = [
-        f"{r['name']}=={r['version']}" for r in json.loads((repo / "build-order.json").read_text())
-    ]
+    """What a run left of its build graph: the nodes of its build order, graph.json's nodes
+    and its edges (sorted: builds running at once, or a hit faster than a build, may finish and
+    record them in either order)."""
+    records = json.loads((repo / "build-order.json").read_text())
     graph = json.loads((repo / "graph.json").read_text())
     edges = sorted(graph["edges"], key=lambda e: json.dumps(e, sort_keys=True))
-    return order, graph["nodes"], edges
+    return sorted(f"{r['name']}=={r['version']}" for r in records), graph["nodes"], edges
 
 
 def test_a_build_the_cache_offers_under_other_settings_leaves_the_run_as_without_a_cache(
@@ -270,10 +270,7 @@ def _resign(cache: Path, name: str, key: Ed25519PrivateKey) -> None:
     """Sign ``name``'s statement in the cache with ``key`` instead."""
     wheel = next((cache / "wheels").glob(f"{name.replace('-', '_')}-1.0-*.whl"))
     payload = wheel.with_name(wheel.name + ".provenance.json").read_bytes()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    import hashlib
-
-    keyid = hashlib.sha256(raw).hexdigest()
+    keyid = _keyid(key)
     envelope = dsse_envelope(payload, keyid, key.sign(pae(DSSE_PAYLOAD_TYPE, payload)))
     wheel.with_name(wheel.name + ".provenance.dsse.json").write_text(json.dumps(envelope))
 
@@ -298,6 +295,107 @@ def test_builds_signed_by_a_key_not_pinned_are_built_here_until_it_is_pinned(
     pinned, notices = bootstrap_b(upstream, tmp_path / "b2", str(cache), trust=[pem])
     assert pinned.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
     verify_ok(tmp_path / "b2")
+
+
+def _pem(key: Ed25519PrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+def _keyid(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _verify(repo: Path, *keys: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``rewheel verify --repo REPO --public-key K...`` through the entry point: exit code,
+    and what it printed (both streams)."""
+    args = ["verify", "--repo", str(repo)]
+    for key in keys:
+        args += ["--public-key", str(key)]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), out.out + out.err
+
+
+def test_verify_takes_every_key_the_repository_was_built_under_and_names_each_wheels_signer(
+    upstream: Upstream, built: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # app comes from a colleague's cache, signed by the colleague's key; tool-a and lib-b are
+    # signed by the key this run signs with. Each key in its own file, both pinned: it holds,
+    # and each wheel says which key signed it.
+    colleague = Ed25519PrivateKey.generate()
+    _resign(cache, "app", colleague)
+    theirs = _pem(colleague, tmp_path / "colleague.pub.pem")
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[theirs])
+    assert result.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
+    (ours,) = (built / "keys").glob("*.pub.pem")
+    code, out = _verify(b, ours, theirs, capsys=capsys)
+    assert code == 0, out
+    mine = ours.name.removesuffix(".pub.pem")
+    sound = "built from source ok, dependencies ok, build tools ok"
+    assert f"chain   app 1.0: {sound}, signed by {_keyid(colleague)}" in out
+    assert f"chain   tool-a 1.0: {sound}, signed by {mine}" in out
+    assert "chain of custody holds for 3 wheel(s)" in out
+    # Only one of them pinned: the wheel the other signed is broken, named with both keys.
+    code, out = _verify(b, ours, capsys=capsys)
+    assert code == 1, out
+    assert "CHAIN   app 1.0" in out
+    why = f"no valid signature by the key {mine}; its signatures name the key(s)"
+    assert f"{why} {_keyid(colleague)}" in out
+    code, out = _verify(b, theirs, capsys=capsys)
+    assert code == 1 and "CHAIN   tool-a 1.0" in out, out
+    # The same through --json: each wheel's signer.
+    run = CliRunner().invoke(
+        cli,
+        [
+            "verify",
+            "--json",
+            "--repo",
+            str(b),
+            "--public-key",
+            str(ours),
+            "--public-key",
+            str(theirs),
+        ],
+    )
+    signers = {w["name"]: w["signer"] for w in json.loads(run.stdout)["chain"]["wheels"]}
+    assert signers == {"app": _keyid(colleague), "lib-b": mine, "tool-a": mine}
+
+
+def test_a_key_file_that_is_no_key_or_holds_two_is_refused_by_name(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (ours,) = (built / "keys").glob("*.pub.pem")
+    other = _pem(Ed25519PrivateKey.generate(), tmp_path / "other.pub.pem")
+    # Two keys in one file: the PEM reader would take the first and drop the second silently.
+    both = tmp_path / "both.pem"
+    both.write_bytes(other.read_bytes() + ours.read_bytes())
+    code, out = _verify(built, both, capsys=capsys)
+    assert code == 2, out
+    assert f"cannot load the public key {both}" in out and "2 PEM blocks" in out
+    assert "each key with its own --public-key" in out
+    text = tmp_path / "notes.pem"
+    text.write_text("-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n")
+    code, out = _verify(built, text, capsys=capsys)
+    assert code == 2 and f"cannot load the public key {text}" in out, out
+    private = tmp_path / "private.pem"
+    private.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    code, out = _verify(built, ours, private, capsys=capsys)
+    assert code == 2 and "it is a private key" in out, out
 
 
 # ---------------------------------------------------------------- a hostile cache

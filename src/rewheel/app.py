@@ -631,11 +631,12 @@ def install(
     repo_root: Path,
     constraints: Sequence[str] = (),
     hashes: Mapping[str, Collection[str]] | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
 ) -> list[PinnedRelease]:
     """Install from the repository's index, after checking the chain of custody of every wheel
-    the resolution chose (with ``public_key``, their signatures too); what was installed."""
+    the resolution chose (with ``public_keys``, that one of them signed each); what was
+    installed."""
     repo = _existing_repository(repo_root, Step.INSTALL)
     from .serve.server import IndexServer
 
@@ -646,7 +647,7 @@ def install(
             requirements,
             venv,
             index_url=server.url,
-            check=custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt),
+            check=custody_check(repo, public_keys=public_keys, allow_prebuilt=allow_prebuilt),
             constraints=constraints,
             hashes=hashes,
             python=Path(sys.executable),
@@ -660,7 +661,7 @@ def lock(
     repo_root: Path,
     constraints: Sequence[str] = (),
     hashes: Mapping[str, Collection[str]] | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
     pylock: Placement | None = None,
 ) -> str:
@@ -684,7 +685,7 @@ def lock(
             step=Step.LOCK_FILE,
         )
     check = custody_check(
-        repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
+        repo, public_keys=public_keys, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
     )
     pins = check(pins)  # wheels only: not the sdist an index may list beside one
     asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
@@ -884,7 +885,7 @@ def chain_of_custody(
     installed_only: bool = False,
     allow_prebuilt: bool = False,
     upstream_url: str | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
 ) -> ChainReport:
     """``verify_chain`` on the repository; ``upstream_url`` also checks sdists against the index."""
     from .trust.chain import verify_chain
@@ -905,7 +906,7 @@ def chain_of_custody(
             packages,
             allow_prebuilt=allow_prebuilt,
             upstream=upstream,
-            public_key=public_key,
+            public_keys=public_keys,
             installed_only=installed_only,
         )
     finally:
@@ -916,7 +917,7 @@ def chain_of_custody(
 def verify_index(
     index_url: str,
     *,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
     machine: Machine = Machine(),
 ) -> ChainReport:
@@ -924,7 +925,7 @@ def verify_index(
     a private temporary folder."""
     import tempfile
 
-    from .trust.provenance import load_public_key_file
+    from .trust.provenance import load_public_key_files
     from .trust.served import verify_index as check
 
     if urlsplit(index_url).scheme not in ("http", "https"):
@@ -933,7 +934,7 @@ def verify_index(
             f"{without_credentials(index_url)!r}",
             step=Step.VERIFY,
         )
-    key = load_public_key_file(public_key) if public_key is not None else None
+    keys = list(load_public_key_files(public_keys).values())
     client = machine.http_client()
     try:
         with tempfile.TemporaryDirectory(prefix="rewheel-verify-") as scratch:
@@ -941,7 +942,7 @@ def verify_index(
                 client,
                 index_url,
                 scratch=Path(scratch),
-                public_key=key,
+                public_keys=keys,
                 allow_prebuilt=allow_prebuilt,
             )
     finally:

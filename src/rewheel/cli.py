@@ -163,9 +163,11 @@ _quiet_option = click.option("-q", "--quiet", count=True, help="Less output.")
 
 _public_key_option = click.option(
     "--public-key",
+    "public_keys",
+    multiple=True,
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
+    help="Ed25519 public key (PEM), one per file (repeatable): every provenance must be signed"
+    " by one of them [default: the keys the repository publishes, which proves less].",
 )
 _allow_prebuilt_option = click.option(
     "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
@@ -661,7 +663,7 @@ def install(
     constraint_files: tuple[Path, ...],
     venv: Path,
     repo: Path,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_prebuilt: bool,
 ) -> None:
     """Install REQUIREMENTS into VENV from the repository alone, once the chain of custody of
@@ -673,10 +675,10 @@ def install(
         repo_root=repo,
         constraints=constraints,
         hashes=hashes,
-        public_key=public_key,
+        public_keys=public_keys,
         allow_prebuilt=allow_prebuilt,
     )
-    if public_key is None:
+    if not public_keys:
         from .trust.chain import signing_note
 
         click.echo(f"note: {signing_note(Repository(repo))}", err=True)
@@ -722,7 +724,7 @@ def lock(
     output: Path | None,
     lock_format: str | None,
     base_url: str | None,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_prebuilt: bool,
 ) -> None:
     """Pin REQUIREMENTS and all they need at run time to the repository's wheels, with hashes.
@@ -759,7 +761,7 @@ def lock(
         repo_root=repo,
         constraints=constraints,
         hashes=hashes,
-        public_key=public_key,
+        public_keys=public_keys,
         allow_prebuilt=allow_prebuilt,
         pylock=placement,
     )
@@ -770,7 +772,7 @@ def lock(
 
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)
-    if public_key is None:
+    if not public_keys:
         from .trust.chain import signing_note
 
         click.echo(f"note: {signing_note(Repository(repo))}", err=True)
@@ -899,7 +901,7 @@ def verify(
     check_upstream: bool,
     index_url: str,
     index: str | None,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_seed: bool,
     as_json: bool,
 ) -> None:
@@ -911,7 +913,7 @@ def verify(
     if index is not None:
         if venv is not None or check_upstream:
             raise click.UsageError("--index checks a served index: it goes without --venv")
-        served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
+        served = app.verify_index(index, public_keys=public_keys, allow_prebuilt=allow_prebuilt)
         shown = without_credentials(index)  # output may be kept or shared: no password in it
         if as_json:
             _echo_json(_verify_json(None, None, None, served, index=shown))
@@ -957,7 +959,7 @@ def verify(
         installed_only=venv is not None,
         allow_prebuilt=allow_prebuilt,
         upstream_url=index_url if check_upstream else None,
-        public_key=public_key,
+        public_keys=public_keys,
     )
     if as_json:
         _echo_json(_verify_json(repo, venv, report, chain))
@@ -1125,10 +1127,11 @@ def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
     # Names, URLs and messages can come from a served index: shown without terminal controls.
     for e in report.entries:
         tag = "chain  " if e.ok else "CHAIN  "
+        signed = f", signed by {e.signer}" if e.signer is not None else ""
         click.echo(
             printable(
                 f"{tag} {e.name} {e.version}: built from source {e.source}, "
-                f"dependencies {e.dependencies}, build tools {e.build_tools}"
+                f"dependencies {e.dependencies}, build tools {e.build_tools}{signed}"
             )
         )
         for problem in e.problems:
@@ -1182,6 +1185,7 @@ def _verify_json(
                     "source": e.source.name.lower(),
                     "dependencies": e.dependencies.name.lower(),
                     "build_tools": e.build_tools.name.lower(),
+                    "signer": e.signer,
                     "problems": list(e.problems),
                 }
                 for e in chain.entries
