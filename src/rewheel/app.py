@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
     from .core.resolver import Pin
     from .core.update import UpdatePlan
+    from .repo.published_keys import PublicKey
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
     from .trust.install import PinnedRelease
@@ -282,9 +283,18 @@ def bootstrap(
                         reporter=reporter,
                         # A plan goes on past what it cannot plan, to show all it can.
                         keep_going=options.keep_going or planning,
-                        shared_cache=None
-                        if planning
-                        else _shared_cache(options, repo, source, signer, machine, notice, steps),
+                        shared_cache=_shared_cache(
+                            options,
+                            repo,
+                            source,
+                            signer.public_key
+                            if signer is not None
+                            else _own_key(options, key_file),
+                            machine,
+                            notice,
+                            steps,
+                            dry_run=planning,
+                        ),
                         sdist_hashes={
                             canonicalize_name(name): digests
                             for name, digests in options.sdist_hashes.items()
@@ -326,29 +336,51 @@ def _shared_cache(
     options: BootstrapOptions,
     repo: Repository,
     upstream: Upstream,
-    signer: Signer | None,
+    own_key: PublicKey | None,
     machine: Machine,
     notice: Callable[[str], None] | None,
     steps: LocalSteps,
+    *,
+    dry_run: bool = False,
 ) -> SharedCache | None:
-    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own;
-    it offers only builds made with ``steps``' interpreter and settings."""
+    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own
+    (``own_key``); it offers only builds made with ``steps``' interpreter and settings. A
+    ``dry_run`` one checks what it can and takes nothing (a plan)."""
     if options.cache_url is None:
         return None
     from .trust.provenance import load_public_key_file
     from .trust.shared_cache import KeyInputs, SharedBuildCache, cache_source
 
     trusted = [load_public_key_file(path) for path in options.cache_key_trust]
-    if signer is not None:
-        trusted.append(signer.public_key)
+    if own_key is not None:
+        trusted.append(own_key)
     source = cache_source(options.cache_url, machine.cache_client or _cache_client)
 
     def inputs(pin: Pin) -> KeyInputs:
         return KeyInputs(steps.tag, steps.package_settings(pin).digest())
 
     return SharedBuildCache(
-        source, repo, trusted=trusted, inputs=inputs, upstream=upstream, notice=notice
+        source,
+        repo,
+        trusted=trusted,
+        inputs=inputs,
+        upstream=upstream,
+        notice=notice,
+        dry_run=dry_run,
     )
+
+
+def _own_key(options: BootstrapOptions, key_file: Path | None) -> PublicKey | None:
+    """The public half of the key a run would sign with, for a plan, which makes no key: the
+    given one, or the user's own if it exists (a key not made yet has signed nothing)."""
+    if key_file is None or not key_file.is_file():
+        return None
+    from .trust.keys import user_key
+    from .trust.provenance import Signer
+
+    if options.signing_key is not None:
+        return Signer(options.signing_key).public_key
+    return user_key(key_file).signer.public_key
 
 
 def _cache_client() -> HttpClient:

@@ -579,7 +579,8 @@ def update(
         click.echo(f"updating what the {printable(last.label)} asked for", err=True)
     options = tree.options(reqs)
     _echo_plan(
-        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
+        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True)),
+        options.cache_url,
     )
     if dry_run:
         click.echo("dry run: nothing was built", err=True)
@@ -613,7 +614,7 @@ def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
             )
 
 
-def _echo_plan(plan: UpdatePlan) -> None:
+def _echo_plan(plan: UpdatePlan, cache_url: str | None = None) -> None:
     from .core.update import Change
 
     for entry in plan.entries:
@@ -623,6 +624,7 @@ def _echo_plan(plan: UpdatePlan) -> None:
             Change.NEW: "new",
             Change.REBUILD: "rebuild",
             Change.PREBUILT: "prebuilt",
+            Change.FROM_CACHE: "cache",
             Change.UNKNOWN: "UNKNOWN",
         }
         why = f": {'; '.join(entry.reasons)}" if entry.reasons else ""
@@ -635,12 +637,23 @@ def _echo_plan(plan: UpdatePlan) -> None:
             f"unused  {printable(node)}: the tree no longer needs it (rewheel prune removes it)"
         )
     new, rebuild = len(plan.of(Change.NEW)), len(plan.of(Change.REBUILD))
-    prebuilt = len(plan.of(Change.PREBUILT))
+    prebuilt, cached = len(plan.of(Change.PREBUILT)), len(plan.of(Change.FROM_CACHE))
+    from_cache = f", {cached} from cache" if cache_url is not None else ""
     click.echo(
-        f"plan: {new} new, {rebuild} rebuilt, {prebuilt} pre-built, {len(stays)} unchanged,"
-        f" {len(plan.unreached)} no longer needed",
+        f"plan: {new} new, {rebuild} rebuilt{from_cache}, {prebuilt} pre-built,"
+        f" {len(stays)} unchanged, {len(plan.unreached)} no longer needed",
         err=True,
     )
+    if cache_url is not None:
+        click.echo(
+            "note: the build cache was asked as a run asks it (signature by a trusted key,"
+            " record and statement, the key of the build environment resolved here), without"
+            " downloading: that the wheel it serves is the signed one and can be published,"
+            " and that the sdist can be kept, is checked only when it is taken; a package"
+            " whose build tools are rebuilt here is planned as rebuilt, though a reproducible"
+            " rebuild may keep its key and the cache's build",
+            err=True,
+        )
 
 
 @cli.command()

@@ -310,6 +310,13 @@ class SharedBuildCache:
     need); ``upstream``: where the sdist is downloaded from when the cache does not have it;
     ``notice``: hears why an offer was refused (each reason once per package) and when the cache
     stops being asked.
+
+    ``dry_run`` (``update --dry-run``, and the plan ``update`` prints): every check that the
+    signed statement and the record allow is made, and ``fetch`` returns the record of what a
+    run would take without downloading the wheel or the sdist or writing anything. What only
+    the download shows (the wheel's bytes are the signed ones and pass the checks of
+    publication; the sdist can be kept) is left to the run, which builds the package here if
+    they fail.
     """
 
     def __init__(
@@ -321,12 +328,14 @@ class SharedBuildCache:
         inputs: Callable[[Pin], KeyInputs],
         upstream: Upstream | None = None,
         notice: Callable[[str], None] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.source = source
         self.repo = repo
         self.trusted = {key.keyid: key for key in trusted}
         self.inputs = inputs
         self.upstream = upstream
+        self.dry_run = dry_run
         self._notice = notice or (lambda _text: None)
         self._lock = threading.Lock()
         self._offers: dict[tuple[str, str, str], _Offer] = {}
@@ -382,6 +391,8 @@ class SharedBuildCache:
         if tuple(sorted(w.sha256 for w in build_env)) != offer.env_sha256:
             self._refuse(pin, "its build environment's wheels are not the ones in this repository")
             return None
+        if self.dry_run:  # what a run would take, as far as it can be told without the wheel
+            return dataclasses.replace(offer.record, why=(), log=None, from_cache=self.source.label)
         try:
             return self._take(pin, offer)
         except CacheUnavailable as exc:
