@@ -36,6 +36,7 @@ from rewheel.repo.build_cache import CACHE_DIR
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
 from rewheel.trust.provenance import DSSE_PAYLOAD_TYPE, dsse_envelope, pae
+from rewheel.trust.shared_cache import statement_cache_key
 
 NODES = ("app==1.0", "lib-b==1.0", "tool-a==1.0")
 
@@ -49,6 +50,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         up.sdist("lib-b", "1.0", build_requires=["tool-a"])
         up.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
         up.sdist("tool-x", "1.0")  # needed only by a build of app patched to ask for it
+        up.sdist("duo", "1.0", build_requires=["tool-a", "tool-x"])  # two build tools
         yield up
 
 
@@ -474,6 +476,184 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
     "an index that climbs out": (_index_climbs_out, "not a cache key"),
     "another build environment": (_another_environment, "disagree"),
 }
+
+
+# A cache whose builds are signed by a trusted key (a colleague's, pinned) but say other things.
+
+
+def _restate(
+    cache: Path,
+    name: str,
+    key: Ed25519PrivateKey,
+    change: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> None:
+    """Change ``name``'s signed statement and build record in the cache together (``change``
+    gets both), sign the statement with ``key``, and offer the record under the key the new
+    statement gives, as a consistent cache would."""
+    wheel = next((cache / "wheels").glob(f"{name.replace('-', '_')}-1.0-*.whl"))
+    path, record = entry(cache, name)
+    statement = json.loads(wheel.with_name(wheel.name + ".provenance.json").read_bytes())
+    change(statement, record)
+    payload = json.dumps(statement, indent=2).encode()
+    wheel.with_name(wheel.name + ".provenance.json").write_bytes(payload)
+    envelope = dsse_envelope(payload, _keyid(key), key.sign(pae(DSSE_PAYLOAD_TYPE, payload)))
+    wheel.with_name(wheel.name + ".provenance.dsse.json").write_text(json.dumps(envelope))
+    new_key = statement_cache_key(statement)
+    assert new_key is not None
+    record["cache_key"] = new_key
+    path.unlink()
+    (path.parent / f"{new_key}.json").write_text(json.dumps(record))
+    index = cache / CACHE_DIR / f"sdist-{record['sdist_sha256']}.json"
+    index.write_text(json.dumps({"format": 1, "keys": [new_key]}))
+
+
+def _dependencies(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    deps: list[dict[str, Any]] = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    return deps
+
+
+def _add_to_environment(
+    cache: Path, name: str, tool: str, statement: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """``tool``'s wheel of the cache added to the environment of the build of ``name`` (built
+    into the cache first, if it has none)."""
+    if not (cache / "records" / f"{tool}-1.0.json").exists():
+        raise AssertionError(f"build {tool} into the cache first")
+    _, tool_record = entry(cache, tool)
+    sha = tool_record["wheel_sha256"]
+    _dependencies(statement).append(
+        {
+            "name": tool_record["wheel"],
+            "uri": f"pkg:pypi/{tool}@1.0?file_name={tool_record['wheel']}",
+            "digest": {"sha256": sha},
+            "annotations": {"role": "build-environment", "package": tool, "version": "1.0"},
+        }
+    )
+    record["build_env"].append({"name": tool, "version": "1.0", "sha256": sha})
+
+
+def test_a_statement_that_lists_its_environment_in_another_order_is_the_same_build(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # The environment is a set of wheels: its order in a statement carries nothing, and the
+    # key sorts it. A colleague's cache (key pinned) whose statement of duo lists it reversed
+    # gives the same build, taken.
+    cache = tmp_path / "duo-cache"
+    assert run_bootstrap(upstream, cache, ["duo"]).ok
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+
+    def reverse(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        deps = _dependencies(statement)
+        deps[:] = [d for d in deps if d["annotations"]["role"] != "build-environment"] + [
+            d for d in reversed(deps) if d["annotations"]["role"] == "build-environment"
+        ]  # the record keeps its own order: the two need not agree on one
+
+    _, before = entry(cache, "duo")
+    _restate(cache, "duo", colleague, reverse)
+    assert entry(cache, "duo")[1]["cache_key"] == before["cache_key"]  # the very key
+    notices: list[str] = []
+    options = app.BootstrapOptions(
+        requirements=[Requirement("duo")],
+        repo=tmp_path / "b",
+        index_url=upstream.url,
+        work_dir=tmp_path / "b-work",
+        cache_url=str(cache),
+        cache_key_trust=[pem],
+    )
+    result = app.bootstrap(options, notice=notices.append)
+    assert result.outcomes["duo==1.0"] is Outcome.FROM_CACHE, notices
+    verify_ok(tmp_path / "b")
+
+
+def test_a_signed_build_with_an_extra_wheel_in_its_environment_is_not_this_runs(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # Signed by a pinned key and consistent (record, statement and the key recomputed from
+    # it), but app's environment holds tool-x as well: another key than the one this run
+    # computes for the environment it resolves. Built here; tool-x has no part in the run.
+    upstream_tool = run_bootstrap(upstream, cache, ["tool-x"])  # the cache has tool-x too
+    assert upstream_tool.ok, upstream_tool.failures
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+    _restate(
+        cache,
+        "app",
+        colleague,
+        lambda st, rec: _add_to_environment(cache, "app", "tool-x", st, rec),
+    )
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
+    assert "tool-x==1.0" not in result.outcomes
+    assert not [n for n in notices if n.startswith("app==1.0")], notices  # a miss, not said
+    verify_ok(b)
+
+
+def test_a_signed_build_naming_build_requirements_its_sdist_does_not_have_is_refused(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # As above, and the statement (with its record) also says app's build asked for tool-x:
+    # the environment resolved from that holds tool-x, so the keys agree. But app's sdist asks
+    # for tool-a only: this is not the build this run makes, whoever signed it.
+    upstream_tool = run_bootstrap(upstream, cache, ["tool-x"])  # the cache has tool-x too
+    assert upstream_tool.ok, upstream_tool.failures
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+
+    def more_requires(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        _add_to_environment(cache, "app", "tool-x", statement, record)
+        external = statement["predicate"]["buildDefinition"]["externalParameters"]
+        external["buildSystemRequires"] = ["tool-a", "tool-x"]
+        record["build_system_requires"] = ["tool-a", "tool-x"]
+
+    _restate(cache, "app", colleague, more_requires)
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
+    said = "names the build requirements ['tool-a', 'tool-x'], and its sdist has ['tool-a']"
+    assert any(n.startswith("app==1.0") and said in n for n in notices), notices
+    assert json.loads((b / "records/app-1.0.json").read_text())["from_cache"] is None
+    verify_ok(b)
+
+
+def test_a_build_of_the_same_sdist_downloaded_from_another_index_is_taken(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # The colleague's index (a mirror) served app's sdist at another URL, with the same file
+    # name and sha256: the same bytes this run verified against its own index, so the same
+    # build. Taken; its record and provenance keep the URL it was built from (signed).
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+    mirror = "https://mirror.example/packages/app-1.0.tar.gz"
+
+    def elsewhere(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        for dep in _dependencies(statement):
+            if dep["annotations"]["role"] == "source":
+                dep["uri"] = mirror
+        record["sdist_url"] = mirror
+
+    _restate(cache, "app", colleague, elsewhere)
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
+    record = json.loads((b / "records/app-1.0.json").read_text())
+    assert record["sdist_url"] == mirror
+    assert record["sdist_sha256"] == entry(cache, "app")[1]["sdist_sha256"]
+    verify_ok(b, "--check-upstream", "--index-url", upstream.url)
+    # Another file name at the mirror is another sdist, whatever its sha256: refused.
+    _restate(cache, "app", colleague, lambda st, rec: elsewhere_named(st, rec))
+    result, notices = bootstrap_b(upstream, tmp_path / "c", str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT
+    assert any("another sdist file" in n for n in notices), notices
+
+
+def elsewhere_named(statement: dict[str, Any], record: dict[str, Any]) -> None:
+    renamed = "https://mirror.example/packages/app-1.0-renamed.tar.gz"
+    for dep in _dependencies(statement):
+        if dep["annotations"]["role"] == "source":
+            dep["uri"] = renamed
+    record["sdist_url"] = renamed
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))

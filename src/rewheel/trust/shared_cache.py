@@ -43,7 +43,9 @@ from urllib.parse import quote
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from ..build.extract import extract_sdist
 from ..build.pipeline import build_cache_key
+from ..build.pyproject import read_build_system
 from ..build.systools import SystemTool
 from ..core.bootstrap import CacheHint
 from ..core.errors import IntegrityError, RewheelError
@@ -562,6 +564,10 @@ class SharedBuildCache:
             if not sdist_ok:
                 self._refuse(pin, f"its sdist {pin.sdist.filename} could not be kept")
                 return None
+            why = self._requires_problem(pin, record, Path(tmp))
+            if why is not None:
+                self._refuse(pin, why)
+                return None
             try:
                 ref = self.repo.publish_wheel(wheel)
             except RewheelError as exc:
@@ -574,6 +580,30 @@ class SharedBuildCache:
         self.repo.regenerate_project(ref.name)
         # The log stayed on the machine that built it: nothing here to name.
         return dataclasses.replace(record, why=(), log=None, from_cache=self.source.label)
+
+    def _requires_problem(self, pin: Pin, record: BuildRecord, scratch: Path) -> str | None:
+        """Why the build requirements the signed statement names are not the ones of the sdist
+        kept (its ``build-system.requires``, read from a copy extracted into ``scratch``, no
+        code run), or None. The environment the core resolved came from the statement's: a
+        statement that names others (another rewheel, or a signer who lies) would make a
+        build this run would not make look like one."""
+        try:
+            source = extract_sdist(
+                self.repo.sdists_dir / pin.sdist.filename,
+                scratch,
+                package=pin.name,
+                version=str(pin.version),
+                name="sdist",
+            )
+            requires = tuple(read_build_system(source, package=pin.name).requires)
+        except RewheelError as exc:
+            return f"its sdist's build requirements cannot be read here: {exc.message}"
+        if requires != tuple(record.build_system_requires):
+            return (
+                f"its signed provenance names the build requirements"
+                f" {list(record.build_system_requires)}, and its sdist has {list(requires)}"
+            )
+        return None
 
     def _keep_sdist(self, pin: Pin) -> bool:
         """The sdist the build came from, in ``sdists/`` with the sha256 this run verified:
