@@ -613,6 +613,8 @@ def test_a_signed_build_naming_build_requirements_its_sdist_does_not_have_is_ref
     assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
     said = "names the build requirements ['tool-a', 'tool-x'], and its sdist has ['tool-a']"
     assert any(n.startswith("app==1.0") and said in n for n in notices), notices
+    # Refused before the environment it names is resolved: tool-x has no part in the run.
+    assert "tool-x==1.0" not in result.outcomes, result.outcomes
     assert json.loads((b / "records/app-1.0.json").read_text())["from_cache"] is None
     verify_ok(b)
 

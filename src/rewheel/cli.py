@@ -647,9 +647,9 @@ def _echo_plan(plan: UpdatePlan, cache_url: str | None = None) -> None:
     if cache_url is not None:
         click.echo(
             "note: the build cache was asked as a run asks it (signature by a trusted key,"
-            " record and statement, the key of the build environment resolved here), without"
-            " downloading: that the wheel it serves is the signed one and can be published,"
-            " and that the sdist can be kept, is checked only when it is taken; a package"
+            " record and statement, the sdist's build requirements, the key of the build"
+            " environment resolved here), without downloading any wheel: that the wheel it serves"
+            " is the signed one and can be published is checked only when it is taken; a package"
             " whose build tools are rebuilt here is planned as rebuilt, though a reproducible"
             " rebuild may keep its key and the cache's build",
             err=True,

@@ -364,20 +364,40 @@ class SharedBuildCache:
             except ValueError as exc:
                 self._refuse(pin, f"its sdist index is not one ({exc})")
                 return []
-            hints = []
             here = self.inputs(pin)
+            offers = []
             for key in list(reversed(keys))[:MAX_OFFERS]:
                 offer = self._offer(pin, sdist, key)
                 # Made with other settings or another Python: another key, no one's fault.
                 if offer is not None and offer.inputs == here:
-                    hints.append(
-                        CacheHint(
-                            cache_key=key,
-                            build_requires=offer.record.build_system_requires,
-                            backend_requires=offer.record.backend_requires,
-                            build_env_sha256=offer.env_sha256,
-                        )
+                    offers.append((key, offer))
+            if not offers:
+                return []
+            # The core resolves the environment these name, as a build here would resolve the
+            # sdist's: a statement that names others (another rewheel, a signer who lies)
+            # would have it resolve, build and wait for what no build here needs.
+            requires = self._sdist_requires(pin)
+            if isinstance(requires, str):
+                self._refuse(pin, requires)
+                return []
+            hints = []
+            for key, offer in offers:
+                named = tuple(offer.record.build_system_requires)
+                if named != requires:
+                    self._refuse(
+                        pin,
+                        f"its signed provenance names the build requirements {list(named)},"
+                        f" and its sdist has {list(requires)}",
                     )
+                    continue
+                hints.append(
+                    CacheHint(
+                        cache_key=key,
+                        build_requires=offer.record.build_system_requires,
+                        backend_requires=offer.record.backend_requires,
+                        build_env_sha256=offer.env_sha256,
+                    )
+                )
             return hints
         except CacheUnavailable as exc:
             self._give_up(str(exc))
@@ -560,13 +580,8 @@ class SharedBuildCache:
                     pin, f"{record.wheel} is not there, or not the wheel its provenance signs"
                 )
                 return None
-            sdist_ok = self._keep_sdist(pin)
-            if not sdist_ok:
+            if self._keep_sdist(pin, self.repo.sdists_dir) is None:
                 self._refuse(pin, f"its sdist {pin.sdist.filename} could not be kept")
-                return None
-            why = self._requires_problem(pin, record, Path(tmp))
-            if why is not None:
-                self._refuse(pin, why)
                 return None
             try:
                 ref = self.repo.publish_wheel(wheel)
@@ -581,52 +596,55 @@ class SharedBuildCache:
         # The log stayed on the machine that built it: nothing here to name.
         return dataclasses.replace(record, why=(), log=None, from_cache=self.source.label)
 
-    def _requires_problem(self, pin: Pin, record: BuildRecord, scratch: Path) -> str | None:
-        """Why the build requirements the signed statement names are not the ones of the sdist
-        kept (its ``build-system.requires``, read from a copy extracted into ``scratch``, no
-        code run), or None. The environment the core resolved came from the statement's: a
-        statement that names others (another rewheel, or a signer who lies) would make a
-        build this run would not make look like one."""
+    def _sdist_requires(self, pin: Pin) -> tuple[str, ...] | str:
+        """The ``build-system.requires`` of ``pin``'s sdist (the settings' patches not applied),
+        read from a copy extracted apart, no code run; or why they cannot be read. The sdist
+        is kept in ``sdists/`` (a build here or a hit keeps it too); a dry run keeps it in a
+        scratch folder only."""
+        if self.dry_run:
+            with tempfile.TemporaryDirectory(prefix="rewheel-cache-") as tmp:
+                return self._read_requires(pin, self._keep_sdist(pin, Path(tmp)), Path(tmp))
+        kept = self._keep_sdist(pin, self.repo.sdists_dir)
+        staging = self.repo.cache_dir / "shared"
+        staging.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=staging) as tmp:
+            return self._read_requires(pin, kept, Path(tmp))
+
+    @staticmethod
+    def _read_requires(pin: Pin, sdist: Path | None, scratch: Path) -> tuple[str, ...] | str:
+        if sdist is None:
+            return (
+                f"its sdist {pin.sdist.filename} could not be had, to read its build requirements"
+            )
         try:
             source = extract_sdist(
-                self.repo.sdists_dir / pin.sdist.filename,
-                scratch,
-                package=pin.name,
-                version=str(pin.version),
-                name="sdist",
+                sdist, scratch, package=pin.name, version=str(pin.version), name="source"
             )
-            requires = tuple(read_build_system(source, package=pin.name).requires)
+            return tuple(read_build_system(source, package=pin.name).requires)
         except RewheelError as exc:
             return f"its sdist's build requirements cannot be read here: {exc.message}"
-        if requires != tuple(record.build_system_requires):
-            return (
-                f"its signed provenance names the build requirements"
-                f" {list(record.build_system_requires)}, and its sdist has {list(requires)}"
-            )
-        return None
 
-    def _keep_sdist(self, pin: Pin) -> bool:
-        """The sdist the build came from, in ``sdists/`` with the sha256 this run verified:
-        from the cache, else from the upstream index."""
+    def _keep_sdist(self, pin: Pin, folder: Path) -> Path | None:
+        """The sdist the build came from, in ``folder`` (``sdists/``, or a plan's scratch) with
+        the sha256 this run verified: from the cache, else from the upstream index."""
         sha256 = str(pin.sdist.sha256).lower()
         name = pin.sdist.filename
         if not _FILE_NAME.fullmatch(name):
-            return False
-        kept = self.repo.sdists_dir / name
+            return None
+        kept = folder / name
         if kept.is_file() and not kept.is_symlink() and sha256_file(kept) == sha256:
-            return True
-        self.repo.sdists_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.repo.sdists_dir / f".{name}.cache.tmp"
+            return kept
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{name}.cache.tmp"
         if self.source.download(f"sdists/{name}", partial, sha256):
             partial.replace(kept)
-            return True
+            return kept
         if self.upstream is None:
-            return False
+            return None
         try:
-            self.upstream.download(pin.sdist, self.repo.sdists_dir)
+            return self.upstream.download(pin.sdist, folder)
         except RewheelError:
-            return False
-        return True
+            return None
 
     def _write_provenance(self, ref: WheelRef, offer: _Offer) -> None:
         path = self.repo.wheel_path(ref)
