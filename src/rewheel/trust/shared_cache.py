@@ -12,8 +12,10 @@ here, ``SharedBuildCache`` implements the core's ``bootstrap.SharedCache``:
    run signs with), the record is the signed statement's (subject, sdist, build environment), the
    record names this pin, this sdist and that key, and the key recomputed from the signed
    statement (sdist, build environment's wheels, interpreter, settings digest, system tools) is
-   that key. The core then resolves the build environment the statement names, here, from this
-   repository.
+   that key. Offered only when its interpreter and settings digest are this run's, and when the
+   sdist's ``build-system.requires`` (read from a copy extracted apart, no code run) are the
+   ones it names: the core then resolves the build environment the statement names, here, from
+   this repository, in the steps a build here takes, so that a miss changes nothing in the run.
 2. ``fetch``: only when the key this run computed for that environment is the offer's key, and
    the environment's wheels are, by sha256, the ones the statement lists. The wheel is then
    downloaded with the sha256 the signed statement gives, published with the statement, its
@@ -314,11 +316,11 @@ class SharedBuildCache:
     stops being asked.
 
     ``dry_run`` (``update --dry-run``, and the plan ``update`` prints): every check that the
-    signed statement and the record allow is made, and ``fetch`` returns the record of what a
-    run would take without downloading the wheel or the sdist or writing anything. What only
-    the download shows (the wheel's bytes are the signed ones and pass the checks of
-    publication; the sdist can be kept) is left to the run, which builds the package here if
-    they fail.
+    signed statement, the record and the sdist allow is made (the sdist is downloaded into a
+    scratch folder), and ``fetch`` returns the record of what a run would take without
+    downloading the wheel or writing anything into the repository. What only the wheel shows
+    (its bytes are the signed ones and pass the checks of publication) is left to the run,
+    which builds the package here if they fail.
     """
 
     def __init__(
