@@ -13,7 +13,7 @@ here, ``SharedBuildCache`` implements the core's ``bootstrap.SharedCache``:
    record names this pin, this sdist and that key, and the key recomputed from the signed
    statement (sdist, build environment's wheels, interpreter, settings digest, system tools) is
    that key. Offered only when its interpreter and settings digest are this run's, and when the
-   sdist's ``build-system.requires`` (read from a copy extracted apart, no code run) are the
+   sdist's ``build-system.requires`` (read in the archive, nothing extracted, no code run) are the
    ones it names: the core then resolves the build environment the statement names, here, from
    this repository, in the steps a build here takes, so that a miss changes nothing in the run.
 2. ``fetch``: only when the key this run computed for that environment is the offer's key, and
@@ -45,9 +45,9 @@ from urllib.parse import quote
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from ..build.extract import extract_sdist
+from ..build.extract import read_root_file
 from ..build.pipeline import build_cache_key
-from ..build.pyproject import read_build_system
+from ..build.pyproject import build_system_of
 from ..build.systools import SystemTool
 from ..core.bootstrap import CacheHint
 from ..core.errors import IntegrityError, RewheelError
@@ -600,29 +600,23 @@ class SharedBuildCache:
 
     def _sdist_requires(self, pin: Pin) -> tuple[str, ...] | str:
         """The ``build-system.requires`` of ``pin``'s sdist (the settings' patches not applied),
-        read from a copy extracted apart, no code run; or why they cannot be read. The sdist
-        is kept in ``sdists/`` (a build here or a hit keeps it too); a dry run keeps it in a
-        scratch folder only."""
+        read from its ``pyproject.toml`` in the archive (nothing extracted, no code run); or
+        why they cannot be read. The sdist is kept in ``sdists/`` (a build here or a hit keeps
+        it too); a dry run keeps it in a scratch folder only."""
         if self.dry_run:
             with tempfile.TemporaryDirectory(prefix="rewheel-cache-") as tmp:
-                return self._read_requires(pin, self._keep_sdist(pin, Path(tmp)), Path(tmp))
-        kept = self._keep_sdist(pin, self.repo.sdists_dir)
-        staging = self.repo.cache_dir / "shared"
-        staging.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=staging) as tmp:
-            return self._read_requires(pin, kept, Path(tmp))
+                return self._read_requires(pin, self._keep_sdist(pin, Path(tmp)))
+        return self._read_requires(pin, self._keep_sdist(pin, self.repo.sdists_dir))
 
     @staticmethod
-    def _read_requires(pin: Pin, sdist: Path | None, scratch: Path) -> tuple[str, ...] | str:
+    def _read_requires(pin: Pin, sdist: Path | None) -> tuple[str, ...] | str:
         if sdist is None:
             return (
                 f"its sdist {pin.sdist.filename} could not be had, to read its build requirements"
             )
         try:
-            source = extract_sdist(
-                sdist, scratch, package=pin.name, version=str(pin.version), name="source"
-            )
-            return tuple(read_build_system(source, package=pin.name).requires)
+            data = read_root_file(sdist, "pyproject.toml", package=pin.name)
+            return tuple(build_system_of(data, package=pin.name).requires)
         except RewheelError as exc:
             return f"its sdist's build requirements cannot be read here: {exc.message}"
 
