@@ -77,6 +77,26 @@ def test_verify_index_with_another_key_pinned_fails(served: str, tmp_path: Path)
     assert "chain of custody broken for 3 of 3 wheel(s)" in result.output
 
 
+def test_verify_index_takes_several_pinned_keys_and_names_each_wheels_signer(
+    repo: Path, served: str, tmp_path: Path
+) -> None:
+    # The index's key among others pinned: every attestation is signed by one of them, and
+    # each wheel's line says which.
+    other = tmp_path / "other.pub.pem"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    key = published_key(repo)
+    result = _verify(served, "--public-key", str(other), "--public-key", str(key))
+    assert result.exit_code == 0, result.output
+    keyid = key.name.removesuffix(".pub.pem")
+    sound = "built from source ok, dependencies ok, build tools ok"
+    for name in ("app", "lib-b", "tool-a"):
+        assert f"chain   {name} 1.0: {sound}, signed by {keyid}\n" in result.output
+
+
 def _swap(repo: Path, name: str) -> Path:
     """Another wheel under ``name``'s file name, and pages regenerated so they list its hash."""
     (wheel,) = (repo / "wheels").glob(f"{name}-*.whl")
