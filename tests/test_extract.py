@@ -302,3 +302,48 @@ def test_zip_bomb_limits(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchiveError, match="members"):
         extract_sdist(many, tmp_path / "work", limits=ExtractLimits(max_members=4))
     assert list((tmp_path / "work").iterdir()) == []
+
+
+# -- read_root_file: one small file of the source tree, read without extracting ----------------
+
+
+def test_a_root_file_is_read_from_the_top_folder_or_the_root(tmp_path: Path) -> None:
+    from rewheel.build.extract import read_root_file
+
+    nested = make_tar(
+        tmp_path / "p-1.0.tar.gz",
+        [_file("p-1.0/pyproject.toml", b"[build-system]\n"), _file("p-1.0/pkg/pyproject.toml")],
+    )
+    assert read_root_file(nested, "pyproject.toml") == b"[build-system]\n"
+    flat = make_tar(tmp_path / "q-1.0.tar.gz", [_file("a/x"), _file("pyproject.toml", b"flat")])
+    assert read_root_file(flat, "pyproject.toml") == b"flat"  # two tops: the root is the tree
+    legacy = make_tar(tmp_path / "r-1.0.tar.gz", [_file("r-1.0/setup.py")])
+    assert read_root_file(legacy, "pyproject.toml") is None
+    zipped = make_zip(tmp_path / "s-1.0.zip", [("s-1.0/pyproject.toml", b"z", 0o100644)])
+    assert read_root_file(zipped, "pyproject.toml") == b"z"
+    assert not list(tmp_path.glob("*/")), "nothing is extracted"
+
+
+@pytest.mark.parametrize(
+    ("members", "said"),
+    [
+        ([_file("p-1.0/../../pyproject.toml")], "member path with '..'"),
+        ([_link("p-1.0/pyproject.toml", "/etc/passwd", tarfile.SYMTYPE)], "not a regular file"),
+        ([_file("p-1.0/pyproject.toml", b"x" * ((1 << 20) + 1))], "over 1048576 bytes"),
+    ],
+    ids=["climbs out", "a link", "too large"],
+)
+def test_a_hostile_root_file_is_refused(
+    tmp_path: Path, members: list[TarMember], said: str
+) -> None:
+    from rewheel.build.extract import read_root_file
+
+    archive = make_tar(tmp_path / "p-1.0.tar.gz", members)
+    with pytest.raises(UnsafeArchiveError, match=said):
+        read_root_file(archive, "pyproject.toml", package="p")
+    with pytest.raises(UnsafeArchiveError, match="more than 2 members"):
+        read_root_file(
+            make_tar(tmp_path / "many-1.0.tar.gz", [_file(f"m/{i}") for i in range(3)]),
+            "pyproject.toml",
+            limits=ExtractLimits(max_members=2),
+        )

@@ -297,10 +297,10 @@ def test_verify_repo_checks_the_provenance_object_the_pages_link_to(
     ) in entry.problems
     (entry,) = [
         e
-        for e in verify_chain(Repository(repo), public_key=published_key(repo)).entries
+        for e in verify_chain(Repository(repo), public_keys=[published_key(repo)]).entries
         if e.name == "tool-a"
     ]
-    assert any("not by the pinned one" in p for p in entry.problems)
+    assert any("not by a pinned one" in p for p in entry.problems)
 
 
 def _private_key(path: Path) -> Path:

@@ -390,13 +390,13 @@ def test_bootstrap_signs_and_verify_checks_signatures(upstream: Upstream, tmp_pa
         signing_key=private,
     )
     assert app.bootstrap(options).ok
-    assert verify_chain(Repository(repo), public_key=public).ok
+    assert verify_chain(Repository(repo), public_keys=[public]).ok
     # Any byte of the statement, even one no other check looks at, breaks the signature.
     (path,) = (repo / "wheels").glob("*.provenance.json")
     path.write_bytes(
         path.read_bytes().replace(b'"networkIsolated": true', b'"networkIsolated": false')
     )
-    (entry,) = verify_chain(Repository(repo), public_key=public).entries
+    (entry,) = verify_chain(Repository(repo), public_keys=[public]).entries
     assert entry.source == Verdict.BROKEN
     assert any("another statement" in p for p in entry.problems)
     # Without a pinned key, the key the repository publishes sees a change made on its own too.

@@ -10,6 +10,7 @@ notice and built here; nothing of it reaches B.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import threading
@@ -28,13 +29,14 @@ from packaging.requirements import Requirement
 from support.fake_index import FakeIndex
 
 from rewheel import app
-from rewheel.cli import cli
+from rewheel.cli import cli, main
 from rewheel.core.report import BootstrapResult, Outcome
 from rewheel.index.http import HttpClient, Limits, RetryPolicy
 from rewheel.repo.build_cache import CACHE_DIR
 from rewheel.repo.repository import Repository
 from rewheel.serve.server import IndexServer
 from rewheel.trust.provenance import DSSE_PAYLOAD_TYPE, dsse_envelope, pae
+from rewheel.trust.shared_cache import statement_cache_key
 
 NODES = ("app==1.0", "lib-b==1.0", "tool-a==1.0")
 
@@ -47,6 +49,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         up.sdist("tool-a", "1.0")
         up.sdist("lib-b", "1.0", build_requires=["tool-a"])
         up.sdist("app", "1.0", build_requires=["tool-a"], install_requires=["lib-b"])
+        up.sdist("tool-x", "1.0")  # needed only by a build of app patched to ask for it
+        up.sdist("duo", "1.0", build_requires=["tool-a", "tool-x"])  # two build tools
         yield up
 
 
@@ -69,18 +73,19 @@ def cache(built: Path, tmp_path: Path) -> Path:
 def bootstrap_b(
     upstream: Upstream,
     repo: Path,
-    cache_url: str,
+    cache_url: str | None,
     *,
     trust: list[Path] | None = None,
     machine: app.Machine | None = None,
     settings_dir: Path | None = None,
+    jobs: int = 2,
 ) -> tuple[BootstrapResult, list[str]]:
     notices: list[str] = []
     options = app.BootstrapOptions(
         requirements=[Requirement("app")],
         repo=repo,
         index_url=upstream.url,
-        jobs=2,
+        jobs=jobs,
         work_dir=repo.parent / f"{repo.name}-work",
         cache_url=cache_url,
         cache_key_trust=trust or [],
@@ -216,6 +221,50 @@ def test_a_build_tool_rebuilt_to_the_same_bytes_keeps_the_keys_of_what_it_builds
     assert (result.built, result.from_cache) == (1, 2), notices
 
 
+_PATCH_APP = """\
+--- a/pyproject.toml
++++ b/pyproject.toml
+@@ -1,4 +1,4 @@
+ [build-system]
+-requires = ["tool-a"]
++requires = ["tool-a", "tool-x"]
+ build-backend = "tinybackend"
+ backend-path = ["_backend"]
+"""
+
+
+def _run_shape(repo: Path) -> tuple[list[str], list[Any], list[dict[str, Any]]]:
+    """What a run left of its build graph: the nodes of its build order, graph.json's nodes
+    and its edges (sorted: builds running at once, or a hit faster than a build, may finish and
+    record them in either order)."""
+    records = json.loads((repo / "build-order.json").read_text())
+    graph = json.loads((repo / "graph.json").read_text())
+    edges = sorted(graph["edges"], key=lambda e: json.dumps(e, sort_keys=True))
+    return sorted(f"{r['name']}=={r['version']}" for r in records), graph["nodes"], edges
+
+
+def test_a_build_the_cache_offers_under_other_settings_leaves_the_run_as_without_a_cache(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # The cache built app with a patch that adds tool-x to its build requirements (signed, by a
+    # trusted key: the same run key). Here app has no settings: another key, a miss, so neither
+    # tool-x nor an edge to it may appear, and nothing is built or waited for on its account.
+    settings = tmp_path / "patched"
+    settings.mkdir()
+    (settings / "app.patch").write_text(_PATCH_APP)
+    (settings / "app.toml").write_text('[[patches]]\nfile = "app.patch"\n')
+    patched = tmp_path / "patched-repo"
+    first = run_bootstrap(upstream, patched, ["app"], settings_dir=settings)
+    assert first.ok, first.failures
+    assert "tool-x==1.0" in first.outcomes  # the cache's build of app did need tool-x
+    bootstrap_b(upstream, tmp_path / "plain", None, jobs=1)
+    with_cache, notices = bootstrap_b(upstream, tmp_path / "b", str(patched), jobs=1)
+    assert with_cache.outcomes["app==1.0"] is Outcome.BUILT, notices
+    assert "tool-x==1.0" not in with_cache.outcomes, with_cache.outcomes
+    assert _run_shape(tmp_path / "b") == _run_shape(tmp_path / "plain")
+    assert not (tmp_path / "b" / "records" / "tool-x-1.0.json").exists()
+
+
 # ---------------------------------------------------------------- keys
 
 
@@ -223,10 +272,7 @@ def _resign(cache: Path, name: str, key: Ed25519PrivateKey) -> None:
     """Sign ``name``'s statement in the cache with ``key`` instead."""
     wheel = next((cache / "wheels").glob(f"{name.replace('-', '_')}-1.0-*.whl"))
     payload = wheel.with_name(wheel.name + ".provenance.json").read_bytes()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    import hashlib
-
-    keyid = hashlib.sha256(raw).hexdigest()
+    keyid = _keyid(key)
     envelope = dsse_envelope(payload, keyid, key.sign(pae(DSSE_PAYLOAD_TYPE, payload)))
     wheel.with_name(wheel.name + ".provenance.dsse.json").write_text(json.dumps(envelope))
 
@@ -251,6 +297,107 @@ def test_builds_signed_by_a_key_not_pinned_are_built_here_until_it_is_pinned(
     pinned, notices = bootstrap_b(upstream, tmp_path / "b2", str(cache), trust=[pem])
     assert pinned.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
     verify_ok(tmp_path / "b2")
+
+
+def _pem(key: Ed25519PrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+def _keyid(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _verify(repo: Path, *keys: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``rewheel verify --repo REPO --public-key K...`` through the entry point: exit code,
+    and what it printed (both streams)."""
+    args = ["verify", "--repo", str(repo)]
+    for key in keys:
+        args += ["--public-key", str(key)]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), out.out + out.err
+
+
+def test_verify_takes_every_key_the_repository_was_built_under_and_names_each_wheels_signer(
+    upstream: Upstream, built: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # app comes from a colleague's cache, signed by the colleague's key; tool-a and lib-b are
+    # signed by the key this run signs with. Each key in its own file, both pinned: it holds,
+    # and each wheel says which key signed it.
+    colleague = Ed25519PrivateKey.generate()
+    _resign(cache, "app", colleague)
+    theirs = _pem(colleague, tmp_path / "colleague.pub.pem")
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[theirs])
+    assert result.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
+    (ours,) = (built / "keys").glob("*.pub.pem")
+    code, out = _verify(b, ours, theirs, capsys=capsys)
+    assert code == 0, out
+    mine = ours.name.removesuffix(".pub.pem")
+    sound = "built from source ok, dependencies ok, build tools ok"
+    assert f"chain   app 1.0: {sound}, signed by {_keyid(colleague)}" in out
+    assert f"chain   tool-a 1.0: {sound}, signed by {mine}" in out
+    assert "chain of custody holds for 3 wheel(s)" in out
+    # Only one of them pinned: the wheel the other signed is broken, named with both keys.
+    code, out = _verify(b, ours, capsys=capsys)
+    assert code == 1, out
+    assert "CHAIN   app 1.0" in out
+    why = f"no valid signature by the key {mine}; its signatures name the key(s)"
+    assert f"{why} {_keyid(colleague)}" in out
+    code, out = _verify(b, theirs, capsys=capsys)
+    assert code == 1 and "CHAIN   tool-a 1.0" in out, out
+    # The same through --json: each wheel's signer.
+    run = CliRunner().invoke(
+        cli,
+        [
+            "verify",
+            "--json",
+            "--repo",
+            str(b),
+            "--public-key",
+            str(ours),
+            "--public-key",
+            str(theirs),
+        ],
+    )
+    signers = {w["name"]: w["signer"] for w in json.loads(run.stdout)["chain"]["wheels"]}
+    assert signers == {"app": _keyid(colleague), "lib-b": mine, "tool-a": mine}
+
+
+def test_a_key_file_that_is_no_key_or_holds_two_is_refused_by_name(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (ours,) = (built / "keys").glob("*.pub.pem")
+    other = _pem(Ed25519PrivateKey.generate(), tmp_path / "other.pub.pem")
+    # Two keys in one file: the PEM reader would take the first and drop the second silently.
+    both = tmp_path / "both.pem"
+    both.write_bytes(other.read_bytes() + ours.read_bytes())
+    code, out = _verify(built, both, capsys=capsys)
+    assert code == 2, out
+    assert f"cannot load the public key {both}" in out and "2 PEM blocks" in out
+    assert "each key with its own --public-key" in out
+    text = tmp_path / "notes.pem"
+    text.write_text("-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n")
+    code, out = _verify(built, text, capsys=capsys)
+    assert code == 2 and f"cannot load the public key {text}" in out, out
+    private = tmp_path / "private.pem"
+    private.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    code, out = _verify(built, ours, private, capsys=capsys)
+    assert code == 2 and "it is a private key" in out, out
 
 
 # ---------------------------------------------------------------- a hostile cache
@@ -329,6 +476,186 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
     "an index that climbs out": (_index_climbs_out, "not a cache key"),
     "another build environment": (_another_environment, "disagree"),
 }
+
+
+# A cache whose builds are signed by a trusted key (a colleague's, pinned) but say other things.
+
+
+def _restate(
+    cache: Path,
+    name: str,
+    key: Ed25519PrivateKey,
+    change: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> None:
+    """Change ``name``'s signed statement and build record in the cache together (``change``
+    gets both), sign the statement with ``key``, and offer the record under the key the new
+    statement gives, as a consistent cache would."""
+    wheel = next((cache / "wheels").glob(f"{name.replace('-', '_')}-1.0-*.whl"))
+    path, record = entry(cache, name)
+    statement = json.loads(wheel.with_name(wheel.name + ".provenance.json").read_bytes())
+    change(statement, record)
+    payload = json.dumps(statement, indent=2).encode()
+    wheel.with_name(wheel.name + ".provenance.json").write_bytes(payload)
+    envelope = dsse_envelope(payload, _keyid(key), key.sign(pae(DSSE_PAYLOAD_TYPE, payload)))
+    wheel.with_name(wheel.name + ".provenance.dsse.json").write_text(json.dumps(envelope))
+    new_key = statement_cache_key(statement)
+    assert new_key is not None
+    record["cache_key"] = new_key
+    path.unlink()
+    (path.parent / f"{new_key}.json").write_text(json.dumps(record))
+    index = cache / CACHE_DIR / f"sdist-{record['sdist_sha256']}.json"
+    index.write_text(json.dumps({"format": 1, "keys": [new_key]}))
+
+
+def _dependencies(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    deps: list[dict[str, Any]] = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    return deps
+
+
+def _add_to_environment(
+    cache: Path, name: str, tool: str, statement: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """``tool``'s wheel of the cache added to the environment of the build of ``name`` (built
+    into the cache first, if it has none)."""
+    if not (cache / "records" / f"{tool}-1.0.json").exists():
+        raise AssertionError(f"build {tool} into the cache first")
+    _, tool_record = entry(cache, tool)
+    sha = tool_record["wheel_sha256"]
+    _dependencies(statement).append(
+        {
+            "name": tool_record["wheel"],
+            "uri": f"pkg:pypi/{tool}@1.0?file_name={tool_record['wheel']}",
+            "digest": {"sha256": sha},
+            "annotations": {"role": "build-environment", "package": tool, "version": "1.0"},
+        }
+    )
+    record["build_env"].append({"name": tool, "version": "1.0", "sha256": sha})
+
+
+def test_a_statement_that_lists_its_environment_in_another_order_is_the_same_build(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # The environment is a set of wheels: its order in a statement carries nothing, and the
+    # key sorts it. A colleague's cache (key pinned) whose statement of duo lists it reversed
+    # gives the same build, taken.
+    cache = tmp_path / "duo-cache"
+    assert run_bootstrap(upstream, cache, ["duo"]).ok
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+
+    def reverse(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        deps = _dependencies(statement)
+        deps[:] = [d for d in deps if d["annotations"]["role"] != "build-environment"] + [
+            d for d in reversed(deps) if d["annotations"]["role"] == "build-environment"
+        ]  # the record keeps its own order: the two need not agree on one
+
+    _, before = entry(cache, "duo")
+    _restate(cache, "duo", colleague, reverse)
+    assert entry(cache, "duo")[1]["cache_key"] == before["cache_key"]  # the very key
+    notices: list[str] = []
+    options = app.BootstrapOptions(
+        requirements=[Requirement("duo")],
+        repo=tmp_path / "b",
+        index_url=upstream.url,
+        work_dir=tmp_path / "b-work",
+        cache_url=str(cache),
+        cache_key_trust=[pem],
+    )
+    result = app.bootstrap(options, notice=notices.append)
+    assert result.outcomes["duo==1.0"] is Outcome.FROM_CACHE, notices
+    verify_ok(tmp_path / "b")
+
+
+def test_a_signed_build_with_an_extra_wheel_in_its_environment_is_not_this_runs(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # Signed by a pinned key and consistent (record, statement and the key recomputed from
+    # it), but app's environment holds tool-x as well: another key than the one this run
+    # computes for the environment it resolves. Built here; tool-x has no part in the run.
+    upstream_tool = run_bootstrap(upstream, cache, ["tool-x"])  # the cache has tool-x too
+    assert upstream_tool.ok, upstream_tool.failures
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+    _restate(
+        cache,
+        "app",
+        colleague,
+        lambda st, rec: _add_to_environment(cache, "app", "tool-x", st, rec),
+    )
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
+    assert "tool-x==1.0" not in result.outcomes
+    assert not [n for n in notices if n.startswith("app==1.0")], notices  # a miss, not said
+    verify_ok(b)
+
+
+def test_a_signed_build_naming_build_requirements_its_sdist_does_not_have_is_refused(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # As above, and the statement (with its record) also says app's build asked for tool-x:
+    # the environment resolved from that holds tool-x, so the keys agree. But app's sdist asks
+    # for tool-a only: this is not the build this run makes, whoever signed it.
+    upstream_tool = run_bootstrap(upstream, cache, ["tool-x"])  # the cache has tool-x too
+    assert upstream_tool.ok, upstream_tool.failures
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+
+    def more_requires(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        _add_to_environment(cache, "app", "tool-x", statement, record)
+        external = statement["predicate"]["buildDefinition"]["externalParameters"]
+        external["buildSystemRequires"] = ["tool-a", "tool-x"]
+        record["build_system_requires"] = ["tool-a", "tool-x"]
+
+    _restate(cache, "app", colleague, more_requires)
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT, notices
+    said = "names the build requirements ['tool-a', 'tool-x'], and its sdist has ['tool-a']"
+    assert any(n.startswith("app==1.0") and said in n for n in notices), notices
+    # Refused before the environment it names is resolved: tool-x has no part in the run.
+    assert "tool-x==1.0" not in result.outcomes, result.outcomes
+    assert json.loads((b / "records/app-1.0.json").read_text())["from_cache"] is None
+    verify_ok(b)
+
+
+def test_a_build_of_the_same_sdist_downloaded_from_another_index_is_taken(
+    upstream: Upstream, cache: Path, tmp_path: Path
+) -> None:
+    # The colleague's index (a mirror) served app's sdist at another URL, with the same file
+    # name and sha256: the same bytes this run verified against its own index, so the same
+    # build. Taken; its record and provenance keep the URL it was built from (signed).
+    colleague = Ed25519PrivateKey.generate()
+    pem = _pem(colleague, tmp_path / "colleague.pub.pem")
+    mirror = "https://mirror.example/packages/app-1.0.tar.gz"
+
+    def elsewhere(statement: dict[str, Any], record: dict[str, Any]) -> None:
+        for dep in _dependencies(statement):
+            if dep["annotations"]["role"] == "source":
+                dep["uri"] = mirror
+        record["sdist_url"] = mirror
+
+    _restate(cache, "app", colleague, elsewhere)
+    b = tmp_path / "b"
+    result, notices = bootstrap_b(upstream, b, str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.FROM_CACHE, notices
+    record = json.loads((b / "records/app-1.0.json").read_text())
+    assert record["sdist_url"] == mirror
+    assert record["sdist_sha256"] == entry(cache, "app")[1]["sdist_sha256"]
+    verify_ok(b, "--check-upstream", "--index-url", upstream.url)
+    # Another file name at the mirror is another sdist, whatever its sha256: refused.
+    _restate(cache, "app", colleague, lambda st, rec: elsewhere_named(st, rec))
+    result, notices = bootstrap_b(upstream, tmp_path / "c", str(cache), trust=[pem])
+    assert result.outcomes["app==1.0"] is Outcome.BUILT
+    assert any("another sdist file" in n for n in notices), notices
+
+
+def elsewhere_named(statement: dict[str, Any], record: dict[str, Any]) -> None:
+    renamed = "https://mirror.example/packages/app-1.0-renamed.tar.gz"
+    for dep in _dependencies(statement):
+        if dep["annotations"]["role"] == "source":
+            dep["uri"] = renamed
+    record["sdist_url"] = renamed
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))

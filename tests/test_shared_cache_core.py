@@ -4,6 +4,7 @@ fetch is built here; what was taken counts as "from cache", never as built."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,21 +35,38 @@ class FakeCache:
     offers: dict[str, list[tuple[str, str]]]
     wrong_key: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)
+    # name -> what its backend asked for, in the cache's build (its environment holds those too)
+    backend: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # names whose environment's wheels, in the cache's build, are other bytes than here
+    other_bytes: set[str] = field(default_factory=set)
     fetched: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hints(self, pin: Pin) -> Sequence[CacheHint]:
         if pin.name not in self.offers:
             return []
+        backend = self.backend.get(pin.name, [])
+        salt = "other bytes" if pin.name in self.other_bytes else ""
         env = [
-            WheelRef(n, v, _wheel_name(n, v), "0" * 64)  # type: ignore[arg-type]
-            for n, v in self.offers[pin.name]
+            WheelRef(
+                n,  # type: ignore[arg-type]
+                v,
+                _wheel_name(n, v),
+                hashlib.sha256((salt + _wheel_name(n, v)).encode()).hexdigest(),
+            )
+            for n, v in [*self.offers[pin.name], *backend]
         ]
         key = self.steps.cache_key(pin, env)
         if pin.name in self.wrong_key:
             key = "f" * 64
-        requires = tuple(n for n, _v in self.offers[pin.name])
-        return [CacheHint(cache_key=key, build_requires=requires, backend_requires=())]
+        return [
+            CacheHint(
+                cache_key=key,
+                build_requires=tuple(n for n, _v in self.offers[pin.name]),
+                backend_requires=tuple(n for n, _v in backend),
+                build_env_sha256=tuple(sorted(w.sha256 for w in env)),
+            )
+        ]
 
     def fetch(
         self, pin: Pin, hint: CacheHint, build_env: Sequence[WheelRef], cache_key: str
@@ -58,8 +76,10 @@ class FakeCache:
             self.fetched.append(pin.name)
         if pin.name in self.refuse:
             return None
+        filename = _wheel_name(pin.name, str(pin.version))
+        # The bytes a build here makes (as FakeSteps name them): builds are reproducible.
         wheel = WheelRef(
-            pin.name, str(pin.version), _wheel_name(pin.name, str(pin.version)), "1" * 64
+            pin.name, str(pin.version), filename, hashlib.sha256(filename.encode()).hexdigest()
         )
         with self.steps.lock:
             self.steps.published[node_id(pin)] = wheel
@@ -158,3 +178,32 @@ def test_the_reporter_is_told_what_came_from_the_cache() -> None:
         "lib==1.0": (True, True),
         "app==1.0": (False, False),  # refused: built here
     }
+
+
+def _shape(result: BootstrapResult) -> tuple[list[str], object, list[str]]:
+    edges = sorted(f"{e['from']} -> {e['to']} ({e['kind']})" for e in result.graph["edges"])
+    return sorted(r.node for r in result.order), result.graph["nodes"], edges
+
+
+def test_a_miss_on_other_build_tools_leaves_the_run_as_without_a_cache() -> None:
+    # The cache built app with other bytes of tool (another build of it) and a backend that
+    # asked for extra as well. Here tool is this run's: its key cannot be the offer's, so
+    # neither extra nor an edge to it may appear, and it is not built or waited for.
+    projects: Projects = {**PROJECTS, "extra": {"1.0": []}}
+
+    def run(cache: bool) -> tuple[FakeSteps, BootstrapResult]:
+        steps = FakeSteps(FakeUpstream(projects), build_requires=BUILD)
+        offered = FakeCache(
+            steps,
+            {"app": [("tool", "1.0")]},
+            backend={"app": [("extra", "1.0")]},
+            other_bytes={"app"},
+        )
+        return steps, _run(steps, offered if cache else None)
+
+    plain_steps, plain = run(cache=False)
+    steps, result = run(cache=True)
+    assert result.ok, result.failures
+    assert "extra==1.0" not in steps.builds
+    assert _shape(result) == _shape(plain)
+    assert steps.builds == plain_steps.builds

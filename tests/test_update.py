@@ -179,3 +179,49 @@ def test_update_without_requirements_or_runs_says_so(upstream: Upstream, tmp_pat
     assert isinstance(result.exception, RepositoryError)
     assert "no run is recorded" in str(result.exception)
     assert not (tmp_path / "empty").exists()
+
+
+def test_with_a_cache_url_the_plan_says_what_the_cache_gives_and_the_run_takes_it(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # Upstream moves on, and a colleague's repository (signed with a key trusted here: the one
+    # these runs sign with) already built the new tree, except app, which it lacks.
+    upstream.sdist("lib", "2.0", build_requires=["tool-a"])
+    upstream.sdist("tool-a", "1.1")
+    team = tmp_path / "team"
+    assert run_bootstrap(upstream, team, ["app"]).ok
+    app_record = json.loads((team / "records" / "app-1.0.json").read_text())
+    (team / "build-cache" / f"sdist-{app_record['sdist_sha256']}.json").unlink()
+    before = _tree(built)
+    result = _update(upstream, built, "app", "--dry-run", "--cache-url", str(team))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert f"cache   tool-a==1.1: from the build cache {team}, new" in lines
+    assert f"cache   lib==2.0: from the build cache {team}, new" in lines
+    assert "rebuild app==1.0: build tool tool-a 1.0 -> 1.1" in lines
+    assert (
+        "plan: 0 new, 1 rebuilt, 2 from cache, 0 pre-built, 0 unchanged, 3 no longer needed"
+        in result.stderr
+    )
+    assert "checked only when it is taken" in result.stderr  # what a plan cannot check
+    assert _tree(built) == before  # nothing downloaded into the repository, nothing written
+
+    # The run does what the plan said.
+    result = _update(upstream, built, "app", "--cache-url", str(team))
+    assert result.exit_code == 0, result.output
+    assert "1 built, 2 from cache, 0 reused" in result.stderr
+
+
+def test_a_plan_says_a_rebuild_is_taken_from_the_cache_and_what_changed(
+    upstream: Upstream, built: Path, tmp_path: Path
+) -> None:
+    # Only a build tool moves on upstream; the cache has every build of the new tree.
+    upstream.sdist("tool-a", "1.1")
+    team = tmp_path / "team"
+    assert run_bootstrap(upstream, team, ["app"]).ok
+    result = _update(upstream, built, "app", "--dry-run", "--cache-url", str(team))
+    assert result.exit_code == 0, result.output
+    why = "instead of a rebuild (build tool tool-a 1.0 -> 1.1)"
+    assert f"cache   app==1.0: from the build cache {team}, {why}" in result.stdout
+    assert f"cache   lib==1.0: from the build cache {team}, {why}" in result.stdout
+    assert "plan: 0 new, 0 rebuilt, 3 from cache" in result.stderr

@@ -73,8 +73,28 @@ def test_verify_index_with_another_key_pinned_fails(served: str, tmp_path: Path)
     )
     result = _verify(served, "--public-key", str(other))
     assert result.exit_code == 1
-    assert "not by the pinned one" in result.output
+    assert "not by a pinned one" in result.output
     assert "chain of custody broken for 3 of 3 wheel(s)" in result.output
+
+
+def test_verify_index_takes_several_pinned_keys_and_names_each_wheels_signer(
+    repo: Path, served: str, tmp_path: Path
+) -> None:
+    # The index's key among others pinned: every attestation is signed by one of them, and
+    # each wheel's line says which.
+    other = tmp_path / "other.pub.pem"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    key = published_key(repo)
+    result = _verify(served, "--public-key", str(other), "--public-key", str(key))
+    assert result.exit_code == 0, result.output
+    keyid = key.name.removesuffix(".pub.pem")
+    sound = "built from source ok, dependencies ok, build tools ok"
+    for name in ("app", "lib-b", "tool-a"):
+        assert f"chain   {name} 1.0: {sound}, signed by {keyid}\n" in result.output
 
 
 def _swap(repo: Path, name: str) -> Path:
@@ -105,7 +125,7 @@ def test_a_file_that_is_not_what_its_page_lists_is_named(repo: Path, served: str
     data = bytearray(wheel.read_bytes())
     data[-1] ^= 1  # pages not regenerated: they still list the real hash
     wheel.write_bytes(bytes(data))
-    report = app.verify_index(served, public_key=published_key(repo))
+    report = app.verify_index(served, public_keys=[published_key(repo)])
     entries = {e.name: e for e in report.entries}
     assert entries["tool-a"].source == Verdict.BROKEN
     assert any(
@@ -125,7 +145,7 @@ def test_metadata_without_a_dependency_is_caught(repo: Path, served: str) -> Non
         )
     )
     Repository(repo).regenerate_index()  # the page gives the new metadata's hash
-    report = app.verify_index(served, public_key=published_key(repo))
+    report = app.verify_index(served, public_keys=[published_key(repo)])
     (entry,) = [e for e in report.entries if e.name == "app"]
     assert any("is not the wheel's own METADATA" in p for p in entry.problems)
 
@@ -159,7 +179,7 @@ def test_a_wheel_on_another_host_is_not_fetched(repo: Path, served: str) -> None
         (wheel,) = (repo / "wheels").glob("lib_b-*.whl")
         target = elsewhere.url.removesuffix("/simple") + f"/evil/{wheel.name}"
         _edit_pages(repo, "lib-b", f"../../wheels/{wheel.name}", target)
-        report = app.verify_index(served, public_key=published_key(repo))
+        report = app.verify_index(served, public_keys=[published_key(repo)])
         assert elsewhere.requests == []
     (entry,) = [e for e in report.entries if e.name == "lib-b"]
     assert any("on another host than the index: not fetched" in p for p in entry.problems)
@@ -170,7 +190,7 @@ def test_json_and_html_pages_that_disagree_are_a_finding(repo: Path, served: str
     (wheel,) = (repo / "wheels").glob("tool_a-*.whl")
     text = path.read_text()
     path.write_text(text.replace(f' data-provenance="../../wheels/{wheel.name}.provenance"', ""))
-    report = app.verify_index(served, public_key=published_key(repo))
+    report = app.verify_index(served, public_keys=[published_key(repo)])
     assert report.problems == [
         f"the JSON and HTML pages of tool-a disagree about {wheel.name} (its URL, sha256,"
         " metadata or provenance, or whether it is listed)"
@@ -188,7 +208,7 @@ def test_a_file_longer_than_its_page_says_is_not_downloaded_past_it(
     page.write_text(json.dumps(data))
     report = app.verify_index(
         served,
-        public_key=published_key(repo),
+        public_keys=[published_key(repo)],
         machine=app.Machine(http_client=lambda: HttpClient(limits=Limits(page_bytes=1 << 20))),
     )
     (entry,) = [e for e in report.entries if e.name == "tool-a"]
@@ -236,7 +256,7 @@ def test_a_provenance_object_nested_too_deep_is_a_finding_not_a_crash(
 ) -> None:
     (wheel,) = (repo / "wheels").glob("tool_a-*.whl")
     wheel.with_name(wheel.name + ".provenance").write_text("[" * 100_000)
-    report = app.verify_index(served, public_key=published_key(repo))
+    report = app.verify_index(served, public_keys=[published_key(repo)])
     (entry,) = [e for e in report.entries if e.name == "tool-a"]
     assert any("is not JSON" in p for p in entry.problems)
 

@@ -631,11 +631,11 @@ def test_a_consistently_rewritten_repository_passes_unsigned_checks_but_not_the_
     assert unpinned.ok  # what no check without a pinned key can see
     assert unpinned.signers == {signer.keyid: 1}
     assert any("which you did not pin" in note and signer.keyid in note for note in unpinned.notes)
-    (entry,) = verify_chain(Repository(repo), public_key=public).entries
+    (entry,) = verify_chain(Repository(repo), public_keys=[public]).entries
     assert entry.source == Verdict.BROKEN
     assert any("no valid signature by the key" in p for p in entry.problems)
     with pytest.raises(IntegrityError, match="no valid signature by the key"):
-        app.install(["solo"], tmp_path / "venv", repo_root=repo, public_key=public)
+        app.install(["solo"], tmp_path / "venv", repo_root=repo, public_keys=[public])
     assert not (tmp_path / "venv").exists()
 
 

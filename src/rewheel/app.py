@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
+    from .core.resolver import Pin
     from .core.update import UpdatePlan
+    from .repo.published_keys import PublicKey
     from .serve.server import IndexServer
     from .trust.custody import ChainReport
     from .trust.install import PinnedRelease
@@ -288,9 +290,18 @@ def bootstrap(
                         reporter=reporter,
                         # A plan goes on past what it cannot plan, to show all it can.
                         keep_going=options.keep_going or planning,
-                        shared_cache=None
-                        if planning
-                        else _shared_cache(options, repo, source, signer, machine, notice),
+                        shared_cache=_shared_cache(
+                            options,
+                            repo,
+                            source,
+                            signer.public_key
+                            if signer is not None
+                            else _own_key(options, key_file),
+                            machine,
+                            notice,
+                            steps,
+                            dry_run=planning,
+                        ),
                         sdist_hashes={
                             canonicalize_name(name): digests
                             for name, digests in options.sdist_hashes.items()
@@ -332,21 +343,51 @@ def _shared_cache(
     options: BootstrapOptions,
     repo: Repository,
     upstream: Upstream,
-    signer: Signer | None,
+    own_key: PublicKey | None,
     machine: Machine,
     notice: Callable[[str], None] | None,
+    steps: LocalSteps,
+    *,
+    dry_run: bool = False,
 ) -> SharedCache | None:
-    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own."""
+    """The shared build cache of ``--cache-url``, trusting the pinned keys and the run's own
+    (``own_key``); it offers only builds made with ``steps``' interpreter and settings. A
+    ``dry_run`` one checks what it can and takes nothing (a plan)."""
     if options.cache_url is None:
         return None
     from .trust.provenance import load_public_key_file
-    from .trust.shared_cache import SharedBuildCache, cache_source
+    from .trust.shared_cache import KeyInputs, SharedBuildCache, cache_source
 
     trusted = [load_public_key_file(path) for path in options.cache_key_trust]
-    if signer is not None:
-        trusted.append(signer.public_key)
+    if own_key is not None:
+        trusted.append(own_key)
     source = cache_source(options.cache_url, machine.cache_client or _cache_client)
-    return SharedBuildCache(source, repo, trusted=trusted, upstream=upstream, notice=notice)
+
+    def inputs(pin: Pin) -> KeyInputs:
+        return KeyInputs(steps.tag, steps.package_settings(pin).digest())
+
+    return SharedBuildCache(
+        source,
+        repo,
+        trusted=trusted,
+        inputs=inputs,
+        upstream=upstream,
+        notice=notice,
+        dry_run=dry_run,
+    )
+
+
+def _own_key(options: BootstrapOptions, key_file: Path | None) -> PublicKey | None:
+    """The public half of the key a run would sign with, for a plan, which makes no key: the
+    given one, or the user's own if it exists (a key not made yet has signed nothing)."""
+    if key_file is None or not key_file.is_file():
+        return None
+    from .trust.keys import user_key
+    from .trust.provenance import Signer
+
+    if options.signing_key is not None:
+        return Signer(options.signing_key).public_key
+    return user_key(key_file).signer.public_key
 
 
 def _cache_client() -> HttpClient:
@@ -416,7 +457,6 @@ def _planning_steps(
     requirements are read from its sdist (a project folder's: the one packed of it), downloaded
     into ``work`` (not the repository)."""
     from .build.prepare import peek_build_requires
-    from .core.resolver import Pin
     from .core.update import PlanningSteps
 
     def peek(pin: Pin) -> tuple[str, ...]:
@@ -631,11 +671,12 @@ def install(
     repo_root: Path,
     constraints: Sequence[str] = (),
     hashes: Mapping[str, Collection[str]] | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
 ) -> list[PinnedRelease]:
     """Install from the repository's index, after checking the chain of custody of every wheel
-    the resolution chose (with ``public_key``, their signatures too); what was installed."""
+    the resolution chose (with ``public_keys``, that one of them signed each); what was
+    installed."""
     repo = _existing_repository(repo_root, Step.INSTALL)
     from .serve.server import IndexServer
 
@@ -646,7 +687,7 @@ def install(
             requirements,
             venv,
             index_url=server.url,
-            check=custody_check(repo, public_key=public_key, allow_prebuilt=allow_prebuilt),
+            check=custody_check(repo, public_keys=public_keys, allow_prebuilt=allow_prebuilt),
             constraints=constraints,
             hashes=hashes,
             python=Path(sys.executable),
@@ -660,7 +701,7 @@ def lock(
     repo_root: Path,
     constraints: Sequence[str] = (),
     hashes: Mapping[str, Collection[str]] | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
     pylock: Placement | None = None,
 ) -> str:
@@ -684,7 +725,7 @@ def lock(
             step=Step.LOCK_FILE,
         )
     check = custody_check(
-        repo, public_key=public_key, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
+        repo, public_keys=public_keys, allow_prebuilt=allow_prebuilt, step=Step.LOCK_FILE
     )
     pins = check(pins)  # wheels only: not the sdist an index may list beside one
     asked = ", ".join([*requirements, *(f"-c {c}" for c in constraints)])
@@ -884,7 +925,7 @@ def chain_of_custody(
     installed_only: bool = False,
     allow_prebuilt: bool = False,
     upstream_url: str | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
 ) -> ChainReport:
     """``verify_chain`` on the repository; ``upstream_url`` also checks sdists against the index."""
     from .trust.chain import verify_chain
@@ -905,7 +946,7 @@ def chain_of_custody(
             packages,
             allow_prebuilt=allow_prebuilt,
             upstream=upstream,
-            public_key=public_key,
+            public_keys=public_keys,
             installed_only=installed_only,
         )
     finally:
@@ -916,7 +957,7 @@ def chain_of_custody(
 def verify_index(
     index_url: str,
     *,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
     machine: Machine = Machine(),
 ) -> ChainReport:
@@ -924,7 +965,7 @@ def verify_index(
     a private temporary folder."""
     import tempfile
 
-    from .trust.provenance import load_public_key_file
+    from .trust.provenance import load_public_key_files
     from .trust.served import verify_index as check
 
     if urlsplit(index_url).scheme not in ("http", "https"):
@@ -933,7 +974,7 @@ def verify_index(
             f"{without_credentials(index_url)!r}",
             step=Step.VERIFY,
         )
-    key = load_public_key_file(public_key) if public_key is not None else None
+    keys = list(load_public_key_files(public_keys).values())
     client = machine.http_client()
     try:
         with tempfile.TemporaryDirectory(prefix="rewheel-verify-") as scratch:
@@ -941,7 +982,7 @@ def verify_index(
                 client,
                 index_url,
                 scratch=Path(scratch),
-                public_key=key,
+                public_keys=keys,
                 allow_prebuilt=allow_prebuilt,
             )
     finally:

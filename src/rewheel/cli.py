@@ -163,9 +163,11 @@ _quiet_option = click.option("-q", "--quiet", count=True, help="Less output.")
 
 _public_key_option = click.option(
     "--public-key",
+    "public_keys",
+    multiple=True,
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="Ed25519 public key (PEM): every provenance must be signed by its private key.",
+    help="Ed25519 public key (PEM), one per file (repeatable): every provenance must be signed"
+    " by one of them [default: the keys the repository publishes, which proves less].",
 )
 _allow_prebuilt_option = click.option(
     "--allow-prebuilt", is_flag=True, help="Accept pre-built wheels (they are still marked)."
@@ -611,7 +613,8 @@ def update(
         click.echo(f"updating what the {printable(last.label)} asked for", err=True)
     options = tree.options(reqs, local_sdists=local)
     _echo_plan(
-        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True))
+        _runs().plan_update(options, notice=lambda text: click.echo(f"note: {text}", err=True)),
+        options.cache_url,
     )
     if dry_run:
         click.echo("dry run: nothing was built", err=True)
@@ -649,7 +652,7 @@ def _refuse_local_projects(repo: Path, reqs: RequirementSet) -> None:
             )
 
 
-def _echo_plan(plan: UpdatePlan) -> None:
+def _echo_plan(plan: UpdatePlan, cache_url: str | None = None) -> None:
     from .core.update import Change
 
     for entry in plan.entries:
@@ -659,6 +662,7 @@ def _echo_plan(plan: UpdatePlan) -> None:
             Change.NEW: "new",
             Change.REBUILD: "rebuild",
             Change.PREBUILT: "prebuilt",
+            Change.FROM_CACHE: "cache",
             Change.UNKNOWN: "UNKNOWN",
         }
         why = f": {'; '.join(entry.reasons)}" if entry.reasons else ""
@@ -671,12 +675,23 @@ def _echo_plan(plan: UpdatePlan) -> None:
             f"unused  {printable(node)}: the tree no longer needs it (rewheel prune removes it)"
         )
     new, rebuild = len(plan.of(Change.NEW)), len(plan.of(Change.REBUILD))
-    prebuilt = len(plan.of(Change.PREBUILT))
+    prebuilt, cached = len(plan.of(Change.PREBUILT)), len(plan.of(Change.FROM_CACHE))
+    from_cache = f", {cached} from cache" if cache_url is not None else ""
     click.echo(
-        f"plan: {new} new, {rebuild} rebuilt, {prebuilt} pre-built, {len(stays)} unchanged,"
-        f" {len(plan.unreached)} no longer needed",
+        f"plan: {new} new, {rebuild} rebuilt{from_cache}, {prebuilt} pre-built,"
+        f" {len(stays)} unchanged, {len(plan.unreached)} no longer needed",
         err=True,
     )
+    if cache_url is not None:
+        click.echo(
+            "note: the build cache was asked as a run asks it (signature by a trusted key,"
+            " record and statement, the sdist's build requirements, the key of the build"
+            " environment resolved here), without downloading any wheel: that the wheel it serves"
+            " is the signed one and can be published is checked only when it is taken; a package"
+            " whose build tools are rebuilt here is planned as rebuilt, though a reproducible"
+            " rebuild may keep its key and the cache's build",
+            err=True,
+        )
 
 
 @cli.command()
@@ -699,7 +714,7 @@ def install(
     constraint_files: tuple[Path, ...],
     venv: Path,
     repo: Path,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_prebuilt: bool,
 ) -> None:
     """Install REQUIREMENTS into VENV from the repository alone, once the chain of custody of
@@ -711,10 +726,10 @@ def install(
         repo_root=repo,
         constraints=constraints,
         hashes=hashes,
-        public_key=public_key,
+        public_keys=public_keys,
         allow_prebuilt=allow_prebuilt,
     )
-    if public_key is None:
+    if not public_keys:
         from .trust.chain import signing_note
 
         click.echo(f"note: {signing_note(Repository(repo))}", err=True)
@@ -760,7 +775,7 @@ def lock(
     output: Path | None,
     lock_format: str | None,
     base_url: str | None,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_prebuilt: bool,
 ) -> None:
     """Pin REQUIREMENTS and all they need at run time to the repository's wheels, with hashes.
@@ -797,7 +812,7 @@ def lock(
         repo_root=repo,
         constraints=constraints,
         hashes=hashes,
-        public_key=public_key,
+        public_keys=public_keys,
         allow_prebuilt=allow_prebuilt,
         pylock=placement,
     )
@@ -808,7 +823,7 @@ def lock(
 
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)
-    if public_key is None:
+    if not public_keys:
         from .trust.chain import signing_note
 
         click.echo(f"note: {signing_note(Repository(repo))}", err=True)
@@ -937,7 +952,7 @@ def verify(
     check_upstream: bool,
     index_url: str,
     index: str | None,
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     allow_seed: bool,
     as_json: bool,
 ) -> None:
@@ -949,7 +964,7 @@ def verify(
     if index is not None:
         if venv is not None or check_upstream:
             raise click.UsageError("--index checks a served index: it goes without --venv")
-        served = app.verify_index(index, public_key=public_key, allow_prebuilt=allow_prebuilt)
+        served = app.verify_index(index, public_keys=public_keys, allow_prebuilt=allow_prebuilt)
         shown = without_credentials(index)  # output may be kept or shared: no password in it
         if as_json:
             _echo_json(_verify_json(None, None, None, served, index=shown))
@@ -995,7 +1010,7 @@ def verify(
         installed_only=venv is not None,
         allow_prebuilt=allow_prebuilt,
         upstream_url=index_url if check_upstream else None,
-        public_key=public_key,
+        public_keys=public_keys,
     )
     if as_json:
         _echo_json(_verify_json(repo, venv, report, chain))
@@ -1163,10 +1178,11 @@ def _echo_chain(report: ChainReport, *, scope: str = "REPO") -> None:
     # Names, URLs and messages can come from a served index: shown without terminal controls.
     for e in report.entries:
         tag = "chain  " if e.ok else "CHAIN  "
+        signed = f", signed by {e.signer}" if e.signer is not None else ""
         click.echo(
             printable(
                 f"{tag} {e.name} {e.version}: built from source {e.source}, "
-                f"dependencies {e.dependencies}, build tools {e.build_tools}"
+                f"dependencies {e.dependencies}, build tools {e.build_tools}{signed}"
             )
         )
         for problem in e.problems:
@@ -1220,6 +1236,7 @@ def _verify_json(
                     "source": e.source.name.lower(),
                     "dependencies": e.dependencies.name.lower(),
                     "build_tools": e.build_tools.name.lower(),
+                    "signer": e.signer,
                     "problems": list(e.problems),
                 }
                 for e in chain.entries

@@ -170,6 +170,71 @@ def extract_sdist(
     return _source_root(dest)
 
 
+def read_root_file(
+    archive: Path,
+    name: str,
+    *,
+    package: str | None = None,
+    max_bytes: int = 1 << 20,
+    limits: ExtractLimits | None = None,
+) -> bytes | None:
+    """The file ``name`` at the root of the source tree ``extract_sdist`` would give (its
+    single top-level folder, else the archive's root), read from the archive without writing
+    anything; None when the tree has none. Member names and counts are held to what
+    ``extract_sdist`` allows; the file must be a regular file (not a link) of at most
+    ``max_bytes``. Refusals raise ``UnsafeArchiveError``, as ``extract_sdist``'s do."""
+    limits = limits or ExtractLimits()
+    opener = _archive_kind(archive, package)
+    try:
+        budget = _Budget(limits, archive.stat().st_size, archive, package)
+        tops: set[str] = set()
+        nested = False
+        found: dict[tuple[str, ...], bytes] = {}
+        if opener == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    parts = _checked_parts(info.filename, budget)
+                    tops.update(parts[:1])
+                    nested = nested or len(parts) > 1 or info.is_dir()
+                    if parts[-1:] == (name,) and len(parts) <= 2:
+                        kind = stat.S_IFMT(info.external_attr >> 16)
+                        if info.is_dir() or kind not in (0, stat.S_IFREG):
+                            raise budget.refuse(f"{info.filename!r} is not a regular file")
+                        with zf.open(info) as src:
+                            found[parts] = _bounded(src.read(max_bytes + 1), max_bytes, budget)
+        else:
+            with tarfile.open(archive, opener) as tf:  # type: ignore[call-overload]
+                for member in tf:
+                    parts = _checked_parts(member.name, budget)
+                    tops.update(parts[:1])
+                    nested = nested or len(parts) > 1 or member.isdir()
+                    if parts[-1:] == (name,) and len(parts) <= 2:
+                        stream = tf.extractfile(member) if member.isreg() else None
+                        if stream is None:
+                            raise budget.refuse(f"{member.name!r} is not a regular file")
+                        with stream:
+                            data = stream.read(max_bytes + 1)
+                        found[parts] = _bounded(data, max_bytes, budget)
+    except BaseException as exc:
+        if archive_fault(exc):
+            assert isinstance(exc, Exception)
+            raise not_an_sdist(archive, exc, package=package, step=_STEP) from exc
+        if isinstance(exc, OSError):
+            raise RewheelError(
+                f"cannot read {archive.name}: {exc}", package=package, step=_STEP
+            ) from exc
+        raise
+    if len(tops) == 1 and nested:
+        return found.get((*tops, name))
+    return found.get((name,))
+
+
+def _bounded(data: bytes, max_bytes: int, budget: _Budget) -> bytes:
+    if len(data) > max_bytes:
+        raise budget.refuse(f"a file of over {max_bytes} bytes where a small one is read")
+    return data
+
+
 def archive_fault(exc: BaseException) -> bool:
     """Whether ``exc`` is what reading a broken or hostile archive raises: a fault of the file,
     not of the machine (an ``OSError`` with an errno: disk full, permissions) nor one of

@@ -77,6 +77,14 @@ def read_build_system(source_dir: Path, *, package: str | None = None) -> BuildS
         return parse_build_system(None, package=package)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}", package=package, step=_STEP) from exc
+    return build_system_of(data, package=package)
+
+
+def build_system_of(data: bytes | None, *, package: str | None = None) -> BuildSystem:
+    """The build system a ``pyproject.toml`` of these bytes declares (None: a tree without
+    one)."""
+    if data is None:
+        return parse_build_system(None, package=package)
     try:
         parsed = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -100,12 +100,14 @@ class Cached:
 @dataclass(frozen=True)
 class CacheHint:
     """A build of a pin that a shared build cache offers, as its (signed) provenance tells: the
-    requirements its build environment was resolved from, and the key it was built under. The
-    core resolves that environment itself; only when its own key is this one is it fetched."""
+    requirements its build environment was resolved from, the sha256 of that environment's
+    wheels, and the key it was built under. The core resolves that environment itself, step by
+    step as a build here would; only when its own key is this one is it fetched."""
 
     cache_key: str
     build_requires: tuple[str, ...]
     backend_requires: tuple[str, ...]
+    build_env_sha256: tuple[str, ...]  # sorted
 
 
 class SharedCache(Protocol):
@@ -117,6 +119,12 @@ class SharedCache(Protocol):
     the environment's wheels), publishes it into this repository and returns its record (with
     ``from_cache``); None when it refuses it, having said why. Neither raises for what the cache
     answers: a refused hit is built here.
+
+    A hint must be of a build made from this run's sdist with this run's settings and
+    interpreter (everything in the key but the environment), so that its ``build_requires`` are
+    the ones a build here reads from the sdist: the core waits for the environment they resolve
+    to, which a build here would wait for too. A hint of a build made otherwise is a sure miss
+    that would change the run (other build tools resolved, built, waited for): not offered.
     """
 
     def hints(self, pin: Pin) -> Sequence[CacheHint]: ...
@@ -577,12 +585,9 @@ class _Pass(Generic[EnvT]):
         node = _node_id(pin)
         self.reporter.step(node, Step.CHECK_CACHE)
         for hint in await self._io(cache.hints, pin):
-            try:
-                env = await self._build_env(
-                    pin, hint.build_requires, hint.backend_requires, preferred={}
-                )
-            except RewheelError:
-                continue  # its environment cannot be had here: built here, with its own
+            env = await self._hinted_env(pin, hint)
+            if env is None:
+                continue
             key = self.steps.cache_key(pin, env)
             if key != hint.cache_key:
                 continue
@@ -596,6 +601,26 @@ class _Pass(Generic[EnvT]):
             )
             return WheelRef(pin.name, str(pin.version), saved.wheel, saved.wheel_sha256)
         return None
+
+    async def _hinted_env(self, pin: Pin, hint: CacheHint) -> list[WheelRef] | None:
+        """The build environment a build of ``pin`` here would have if its backend asked for
+        what the hint's did: resolved and waited for in the steps of a build here (the
+        ``build-system.requires``; then, preferring those wheels, the backend's), so that a miss
+        leaves no edge, build or wait a build here would not have made. None when it cannot be
+        had, or when the first step's wheels are not the hint's (its key cannot be this run's,
+        and the backend's answer it names may not be either)."""
+        try:
+            env1 = await self._build_env(pin, hint.build_requires, (), preferred={})
+            if not {w.sha256 for w in env1} <= set(hint.build_env_sha256):
+                return None
+            if not hint.backend_requires:
+                return env1
+            preferred = {w.name: Version(w.version) for w in env1}
+            return await self._build_env(
+                pin, hint.build_requires, hint.backend_requires, preferred=preferred
+            )
+        except RewheelError:
+            return None  # its environment cannot be had here: built here, with its own
 
     def _check_stopping(self, pin: Pin) -> None:
         if self.stopping:

@@ -9,8 +9,9 @@ record names), the records, the cache keys. A package that would be built gets a
 wheel, whose made-up sha256 changes the cache key of every build whose environment holds it, as
 the real new wheel will. ``plan`` then reads the result: each package new (a version the
 repository has no build of), rebuilt (and what changed: its sdist, its build environment, or its
-settings), taken pre-built, or staying as it is; and the repository's packages the tree no longer
-reaches.
+settings), taken from the shared build cache (``--cache-url``: a ``SharedCache`` that checks what
+it can and takes nothing, so that its wheel's signed sha256 gives its dependents' keys), taken
+pre-built, or staying as it is; and the repository's packages the tree no longer reaches.
 
 What a plan cannot know without running build code: what a backend's
 ``get_requires_for_build_wheel`` asks for (a rebuilt package's recorded answer is used; a new
@@ -47,6 +48,7 @@ class Change(enum.StrEnum):
     NEW = "new"  # a version the repository has no build of
     REBUILD = "rebuild"  # built before, but its cache key changed
     PREBUILT = "prebuilt"  # the upstream's own wheel will be taken (allow-listed)
+    FROM_CACHE = "from-cache"  # new or rebuilt, but the shared build cache has it, signed
     STAYS = "stays"  # reused as it is
     UNKNOWN = "unknown"  # it cannot be planned (its sdist cannot be read, say): the reason says
 
@@ -188,6 +190,14 @@ def plan(
             entries.append(PlanEntry(node, Change.STAYS))
         elif outcome is Outcome.PREBUILT:
             entries.append(PlanEntry(node, Change.PREBUILT))
+        elif outcome is Outcome.FROM_CACHE:
+            instead = (
+                "new"
+                if before is None
+                else f"instead of a rebuild ({'; '.join(_reasons(before, planned))})"
+            )
+            where = f"from the build cache {planned.from_cache}, {instead}"
+            entries.append(PlanEntry(node, Change.FROM_CACHE, (where,)))
         elif before is None:
             entries.append(PlanEntry(node, Change.NEW))
         elif node not in wheels:

@@ -81,6 +81,12 @@ def load_public_key(data: bytes) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:
+        # The PEM reader would take the first and drop the rest without a word.
+        raise KeyFormatError(f"it holds {blocks} PEM blocks, and a key file holds one key")
+    if b"PRIVATE KEY-----" in data:
+        raise KeyFormatError("it is a private key; give its public half (.pub.pem)")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)

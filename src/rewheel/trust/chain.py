@@ -18,9 +18,10 @@ For each wheel, three guarantees:
 
 Dependencies are read from each wheel's own METADATA, never from the ``.metadata`` beside it.
 
-Signatures: with a pinned key (``public_key``), every provenance must be signed by it (its DSSE
-envelope, and the PEP 740 provenance object when there is one). Without one, each signature is
-checked with the key the repository publishes under the key id it names
+Signatures: with pinned keys (``public_keys``, each a ``--public-key``), every provenance must
+be signed by one of them (its DSSE envelope, and the PEP 740 provenance object when there is
+one); each entry names the key that signed it (``ChainEntry.signer``). Without one, each
+signature is checked with the key the repository publishes under the key id it names
 (``repo.published_keys``): that catches a signed file changed on its own, but the writer of the
 repository can publish a key of their own, so the report says which keys signed and how to pin
 one (``unpinned_note``); a repository with no key at all gets ``UNSIGNED_NOTE``. Either way, a
@@ -65,7 +66,8 @@ from .provenance import (
     check_envelope,
     check_statement,
     envelope_keyids,
-    load_public_key_file,
+    load_public_key_files,
+    pinned_signer,
     read_provenance_object,
     sdist_filename,
 )
@@ -116,13 +118,14 @@ class _Checker:
         *,
         allow_prebuilt: bool,
         upstream: Upstream | None,
-        public_key: PublicKey | None,
+        pinned: Mapping[str, PublicKey],
         installed: set[tuple[str, str]] | None,
     ) -> None:
         self.repo = repo
         self.allow_prebuilt = allow_prebuilt
         self.upstream = upstream
-        self.public_key = public_key  # pinned by the user
+        self.pinned = dict(pinned)  # by the user (--public-key), by key id
+        self.signed_by: dict[str, str] = {}  # wheel file name -> key id of a valid signature
         self.installed = installed
         self.notes: list[str] = []
         self.published, self.key_problems = published_keys(repo.root)
@@ -338,7 +341,7 @@ class _Checker:
         try:
             envelope = json.loads(dsse.read_bytes())
         except FileNotFoundError:
-            if self.public_key is not None:
+            if self.pinned:
                 return [f"{label}: provenance is not signed ({dsse.name} missing)"]
             if from_cache is not None:
                 return [
@@ -349,8 +352,9 @@ class _Checker:
             return []
         except (OSError, ValueError) as exc:
             return [f"{label}: unreadable signed provenance {dsse.name}: {exc}"]
-        if self.public_key is not None:
-            key = self.public_key
+        key: PublicKey | None
+        if self.pinned:
+            key, why = pinned_signer(envelope, payload, self.pinned)
         else:
             claimed = envelope_keyids(envelope)
             known = [self.published[k] for k in claimed if k in self.published]
@@ -364,10 +368,11 @@ class _Checker:
                     self.unknown_keys.setdefault(keyid, []).append(label)
                 return []
             key = known[0]
-        why = check_envelope(envelope, payload, key)
-        if why is not None:
+            why = check_envelope(envelope, payload, key)
+        if key is None or why is not None:
             return [f"{label}: {why}"]
         self.signers[key.keyid] = self.signers.get(key.keyid, 0) + 1
+        self.signed_by[ref.filename] = key.keyid
         return []
 
     def _check_provenance_object(self, ref: WheelRef, payload: bytes, label: str) -> list[str]:
@@ -391,12 +396,12 @@ class _Checker:
                 )
             elif not attested.signed:
                 problems.append(f"{label}: {path.name}: its signature is not valid")
-            elif self.public_key is not None and attested.key.keyid != self.public_key.keyid:
+            elif self.pinned and attested.key.keyid not in self.pinned:
                 problems.append(
                     f"{label}: {path.name} is signed by the key {attested.key.keyid}, not by"
-                    " the pinned one"
+                    " a pinned one"
                 )
-            elif self.public_key is None and attested.key.keyid not in self.published:
+            elif not self.pinned and attested.key.keyid not in self.published:
                 problems.append(
                     f"{label}: {path.name} is signed by the key {attested.key.keyid}, which"
                     " the repository does not publish"
@@ -488,6 +493,10 @@ class _Checker:
             if self.installed is None or (w.name, normal_version(w.version)) in self.installed
         ]
 
+    def signer(self, ref: WheelRef) -> str | None:
+        """The key id of the valid signature ``ref``'s provenance carries, once checked."""
+        return self.signed_by.get(ref.filename)
+
 
 def verify_chain(
     repo: Repository,
@@ -495,13 +504,14 @@ def verify_chain(
     *,
     allow_prebuilt: bool = False,
     upstream: Upstream | None = None,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     installed_only: bool = False,
 ) -> ChainReport:
     """Check the chain of custody of ``packages`` ((name, version) pairs; None: every wheel).
 
     With ``installed_only``, dependencies are looked for among ``packages`` only (they are what a
     venv holds). ``upstream`` also compares each sdist's sha256 with what the index lists now.
+    ``public_keys``: the pinned keys (PEM files); each provenance must be signed by one of them.
     """
     installed = (
         {(str(canonicalize_name(n)), normal_version(v)) for n, v in packages}
@@ -512,7 +522,7 @@ def verify_chain(
         repo,
         allow_prebuilt=allow_prebuilt,
         upstream=upstream,
-        public_key=None if public_key is None else load_public_key_file(public_key),
+        pinned=load_public_key_files(public_keys),
         installed=installed,
     )
     walk = CustodyWalk(checker)
@@ -552,7 +562,7 @@ def verify_chain(
         checker.pages(project)
     report.problems = dedupe(checker.problems + checker.key_problems)
     report.signers = dict(checker.signers)
-    if public_key is None:
+    if not public_keys:
         checker.notes += _signing_notes(checker, keys_dir(repo.root))
     report.notes = dedupe(checker.notes)
     return report

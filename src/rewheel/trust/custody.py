@@ -38,6 +38,7 @@ class ChainEntry:
     dependencies: Verdict
     build_tools: Verdict
     problems: list[str] = field(default_factory=list)  # each names the package it is about
+    signer: str | None = None  # the key id whose valid signature its provenance carries
 
     @property
     def ok(self) -> bool:
@@ -133,6 +134,11 @@ class WheelSource(Protocol[W]):
     def wheels_named(self, name: str) -> Sequence[tuple[W, str | Version]]:
         """The wheels of project ``name`` the dependencies may be taken from, with their
         versions."""
+        ...
+
+    def signer(self, wheel: W) -> str | None:
+        """The key id of the valid signature ``wheel``'s provenance carries (after
+        ``check_wheel``), or None."""
         ...
 
 
@@ -251,4 +257,5 @@ class CustodyWalk(Generic[W]):
             dependencies=dep_verdict,
             build_tools=tools_verdict,
             problems=dedupe(problems),
+            signer=self.source.signer(wheel),
         )

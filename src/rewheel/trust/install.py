@@ -123,7 +123,7 @@ def parse_pins(text: str) -> list[PinnedRelease]:
 def custody_check(
     repo: Repository,
     *,
-    public_key: Path | None = None,
+    public_keys: Sequence[Path] = (),
     allow_prebuilt: bool = False,
     step: Step = _STEP,
 ) -> CustodyCheck:
@@ -162,7 +162,7 @@ def custody_check(
             repo,
             [(p.name, p.version) for p in pins],
             installed_only=True,
-            public_key=public_key,
+            public_keys=public_keys,
             allow_prebuilt=allow_prebuilt,
         )
         for entry in report.entries:

@@ -26,7 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -545,8 +545,18 @@ def load_public_key_file(path: Path) -> PublicKey:
             f"cannot load the public key {path}: {exc}",
             step=Step.VERIFY,
             hint="--public-key takes an Ed25519 public key in PEM, such as the repository's"
-            " keys/<fingerprint>.pub.pem",
+            " keys/<fingerprint>.pub.pem: one key per file, each key with its own --public-key",
         ) from exc
+
+
+def load_public_key_files(paths: Iterable[Path]) -> dict[str, PublicKey]:
+    """The keys of ``--public-key`` (repeatable): each file one Ed25519 public key in PEM, by
+    key id; a ConfigError names a file that holds none, or more than one."""
+    keys: dict[str, PublicKey] = {}
+    for path in paths:
+        key = load_public_key_file(path)
+        keys[key.keyid] = key
+    return keys
 
 
 def envelope_keyids(envelope: Any) -> list[str]:
@@ -588,6 +598,24 @@ def check_envelope(envelope: Any, payload: bytes, key: PublicKey) -> str | None:
     if any(key.verifies(signature, signed) for signature in envelope_signatures(envelope)):
         return None
     return f"no valid signature by the key {key.keyid}"
+
+
+def pinned_signer(
+    envelope: Any, payload: bytes, pinned: Mapping[str, PublicKey]
+) -> tuple[PublicKey | None, str | None]:
+    """Which of the ``pinned`` keys signed ``envelope`` (carrying ``payload``): (that key,
+    None), or (None, why none did, naming the pinned keys and the ones the envelope claims)."""
+    why = None
+    for key in pinned.values():
+        why = check_envelope(envelope, payload, key)
+        if why is None:
+            return key, None
+        if not why.startswith("no valid signature"):
+            return None, why  # not a signed envelope of this statement: no key can make it one
+    claimed = ", ".join(envelope_keyids(envelope)[:4]) or "none"
+    keys = ", ".join(sorted(pinned))
+    which = f"the key {keys}" if len(pinned) == 1 else f"any of the pinned keys {keys}"
+    return None, f"no valid signature by {which}; its signatures name the key(s) {claimed}"
 
 
 # ---------------------------------------------------------------- PEP 740 provenance objects

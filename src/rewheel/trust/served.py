@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,7 +124,7 @@ class _IndexChecker:
         client: HttpClient,
         index_url: str,
         *,
-        public_key: PublicKey | None,
+        pinned: Mapping[str, PublicKey],
         allow_prebuilt: bool,
         scratch: Path,
     ) -> None:
@@ -133,7 +133,8 @@ class _IndexChecker:
         index_url, self._auth = split_credentials(index_url)
         self.base = index_url if index_url.endswith("/") else index_url + "/"
         self.origin = _origin(self.base)
-        self.public_key = public_key
+        self.pinned = dict(pinned)  # --public-key, by key id
+        self.signed_by: dict[str, str] = {}  # file URL -> key id of a valid attestation
         self.allow_prebuilt = allow_prebuilt
         self.scratch = scratch
         self.problems: list[str] = []  # of the index, not of one wheel
@@ -349,10 +350,9 @@ class _IndexChecker:
                     f"{label}: the publisher of an attestation of {file.filename} names another"
                     " key than the one that verifies it"
                 )
-            if self.public_key is not None and keyid != self.public_key.keyid:
+            if self.pinned and keyid not in self.pinned:
                 problems.append(
-                    f"{label}: {file.filename} is attested by the key {keyid}, not by the"
-                    " pinned one"
+                    f"{label}: {file.filename} is attested by the key {keyid}, not by a pinned one"
                 )
                 continue
             if not attested.signed:
@@ -374,6 +374,7 @@ class _IndexChecker:
                 problems += [f"{label}: {file.filename}: {p}" for p in found]
                 continue
             self.signers[keyid] = self.signers.get(keyid, 0) + 1
+            self.signed_by.setdefault(file.url, keyid)
         if file.url not in self._built and not problems:
             problems.append(f"{label}: no attested SLSA provenance names its build")
         return problems
@@ -435,24 +436,28 @@ class _IndexChecker:
             out.append((listed, version))
         return out
 
+    def signer(self, file: IndexFile) -> str | None:
+        """The key id of the valid attestation ``file`` carries, once checked."""
+        return self.signed_by.get(file.url)
+
 
 def verify_index(
     client: HttpClient,
     index_url: str,
     *,
     scratch: Path,
-    public_key: PublicKey | None = None,
+    public_keys: Sequence[PublicKey] = (),
     allow_prebuilt: bool = False,
 ) -> ChainReport:
     """Check every file of the index at ``index_url`` (its root, ``.../simple/``) from outside.
 
     ``scratch``: a private folder that downloads go through (each removed once read).
-    ``public_key``: the pinned key every attestation must be signed with.
+    ``public_keys``: the pinned keys; every attestation must be signed with one of them.
     """
     checker = _IndexChecker(
         client,
         index_url,
-        public_key=public_key,
+        pinned={key.keyid: key for key in public_keys},
         allow_prebuilt=allow_prebuilt,
         scratch=scratch,
     )
@@ -467,7 +472,7 @@ def verify_index(
     report.entries.sort(key=lambda e: (e.name, e.version, e.wheel or ""))
     report.problems = dedupe(report.problems + checker.problems)
     report.signers = dict(checker.signers)
-    if public_key is None:
+    if not public_keys:
         if checker.signers:
             keys = "; ".join(
                 f"{keyid} ({count} wheel(s))" for keyid, count in sorted(checker.signers.items())

@@ -12,8 +12,10 @@ here, ``SharedBuildCache`` implements the core's ``bootstrap.SharedCache``:
    run signs with), the record is the signed statement's (subject, sdist, build environment), the
    record names this pin, this sdist and that key, and the key recomputed from the signed
    statement (sdist, build environment's wheels, interpreter, settings digest, system tools) is
-   that key. The core then resolves the build environment the statement names, here, from this
-   repository.
+   that key. Offered only when its interpreter and settings digest are this run's, and when the
+   sdist's ``build-system.requires`` (read in the archive, nothing extracted, no code run) are the
+   ones it names: the core then resolves the build environment the statement names, here, from
+   this repository, in the steps a build here takes, so that a miss changes nothing in the run.
 2. ``fetch``: only when the key this run computed for that environment is the offer's key, and
    the environment's wheels are, by sha256, the ones the statement lists. The wheel is then
    downloaded with the sha256 the signed statement gives, published with the statement, its
@@ -43,7 +45,9 @@ from urllib.parse import quote
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from ..build.extract import read_root_file
 from ..build.pipeline import build_cache_key
+from ..build.pyproject import build_system_of
 from ..build.systools import SystemTool
 from ..core.bootstrap import CacheHint
 from ..core.errors import IntegrityError, RewheelError
@@ -80,6 +84,7 @@ __all__ = [
     "CacheSource",
     "FolderCache",
     "HttpCache",
+    "KeyInputs",
     "SharedBuildCache",
     "cache_source",
     "statement_cache_key",
@@ -200,10 +205,25 @@ def cache_source(where: str, client: Callable[[], HttpClient]) -> CacheSource:
 # -- what a signed statement says about the key of its build ------------------------------------
 
 
+@dataclass(frozen=True)
+class KeyInputs:
+    """What a cache key is made of besides the build environment's wheels: the same for a
+    build here and a build in the cache, or the key cannot be the same."""
+
+    interpreter: str  # ``build.pipeline.interpreter_tag()``
+    settings_digest: str  # ``PackageSettings.digest()`` of the package
+
+
 def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
     """The cache key of the build a provenance statement describes, computed from the statement
     alone as ``build.pipeline.build_cache_key`` computes it for a build; None when the
     statement does not say all it needs."""
+    found = _statement_key(statement)
+    return None if found is None else found[0]
+
+
+def _statement_key(statement: Mapping[str, Any]) -> tuple[str, KeyInputs] | None:
+    """``statement_cache_key``, and the inputs of that key besides the environment."""
     predicate = statement.get("predicate")
     build = predicate.get("buildDefinition") if isinstance(predicate, Mapping) else None
     run = predicate.get("runDetails") if isinstance(predicate, Mapping) else None
@@ -243,13 +263,15 @@ def statement_cache_key(statement: Mapping[str, Any]) -> str | None:
             return None
         tools.append(SystemTool(str(item.get("name")), uri.removeprefix("file://"), str(version)))
     major_minor = ".".join(str(python).split(".")[:2])
-    return build_cache_key(
+    inputs = KeyInputs(interpreter=f"{impl}-{major_minor}-{best}", settings_digest=str(digest))
+    key = build_cache_key(
         sdist_sha256=sha256_of(sources[0]),
         build_env=env,
-        interpreter=f"{impl}-{major_minor}-{best}",
-        settings_digest=str(digest),
+        interpreter=inputs.interpreter,
+        settings_digest=inputs.settings_digest,
         system_tools=tools,
     )
+    return key, inputs
 
 
 # -- the cache -----------------------------------------------------------------------------------
@@ -264,14 +286,25 @@ class _Offer:
     signature: bytes
     signer: PublicKey
     env_sha256: tuple[str, ...]  # sorted
+    inputs: KeyInputs
 
 
 class SharedBuildCache:
     """``bootstrap.SharedCache`` over a ``CacheSource``, publishing into ``repo``. Thread safe.
 
-    ``trusted``: the keys whose signatures make a build acceptable; ``upstream``: where the sdist
-    is downloaded from when the cache does not have it; ``notice``: hears why an offer was
-    refused (each reason once per package) and when the cache stops being asked.
+    ``trusted``: the keys whose signatures make a build acceptable; ``inputs``: this run's
+    interpreter and settings digest of a pin (an offer made with others is a sure miss, and is
+    not offered: the core would otherwise resolve and wait for build tools a build here does not
+    need); ``upstream``: where the sdist is downloaded from when the cache does not have it;
+    ``notice``: hears why an offer was refused (each reason once per package) and when the cache
+    stops being asked.
+
+    ``dry_run`` (``update --dry-run``, and the plan ``update`` prints): every check that the
+    signed statement, the record and the sdist allow is made (the sdist is downloaded into a
+    scratch folder), and ``fetch`` returns the record of what a run would take without
+    downloading the wheel or writing anything into the repository. What only the wheel shows
+    (its bytes are the signed ones and pass the checks of publication) is left to the run,
+    which builds the package here if they fail.
     """
 
     def __init__(
@@ -280,13 +313,17 @@ class SharedBuildCache:
         repo: Repository,
         *,
         trusted: Sequence[PublicKey],
+        inputs: Callable[[Pin], KeyInputs],
         upstream: Upstream | None = None,
         notice: Callable[[str], None] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.source = source
         self.repo = repo
         self.trusted = {key.keyid: key for key in trusted}
+        self.inputs = inputs
         self.upstream = upstream
+        self.dry_run = dry_run
         self._notice = notice or (lambda _text: None)
         self._lock = threading.Lock()
         self._offers: dict[tuple[str, str, str], _Offer] = {}
@@ -313,17 +350,40 @@ class SharedBuildCache:
             except ValueError as exc:
                 self._refuse(pin, f"its sdist index is not one ({exc})")
                 return []
-            hints = []
+            here = self.inputs(pin)
+            offers = []
             for key in list(reversed(keys))[:MAX_OFFERS]:
                 offer = self._offer(pin, sdist, key)
-                if offer is not None:
-                    hints.append(
-                        CacheHint(
-                            cache_key=key,
-                            build_requires=offer.record.build_system_requires,
-                            backend_requires=offer.record.backend_requires,
-                        )
+                # Made with other settings or another Python: another key, no one's fault.
+                if offer is not None and offer.inputs == here:
+                    offers.append((key, offer))
+            if not offers:
+                return []
+            # The core resolves the environment these name, as a build here would resolve the
+            # sdist's: a statement that names others (another rewheel, a signer who lies)
+            # would have it resolve, build and wait for what no build here needs.
+            requires = self._sdist_requires(pin)
+            if isinstance(requires, str):
+                self._refuse(pin, requires)
+                return []
+            hints = []
+            for key, offer in offers:
+                named = tuple(offer.record.build_system_requires)
+                if named != requires:
+                    self._refuse(
+                        pin,
+                        f"its signed provenance names the build requirements {list(named)},"
+                        f" and its sdist has {list(requires)}",
                     )
+                    continue
+                hints.append(
+                    CacheHint(
+                        cache_key=key,
+                        build_requires=offer.record.build_system_requires,
+                        backend_requires=offer.record.backend_requires,
+                        build_env_sha256=offer.env_sha256,
+                    )
+                )
             return hints
         except CacheUnavailable as exc:
             self._give_up(str(exc))
@@ -339,6 +399,8 @@ class SharedBuildCache:
         if tuple(sorted(w.sha256 for w in build_env)) != offer.env_sha256:
             self._refuse(pin, "its build environment's wheels are not the ones in this repository")
             return None
+        if self.dry_run:  # what a run would take, as far as it can be told without the wheel
+            return dataclasses.replace(offer.record, why=(), log=None, from_cache=self.source.label)
         try:
             return self._take(pin, offer)
         except CacheUnavailable as exc:
@@ -381,12 +443,15 @@ class SharedBuildCache:
         if why is not None:
             self._refuse(pin, why)
             return None
+        keyed = _statement_key(statement)
+        assert keyed is not None  # _statement_problem checked the key it gives
         offer = _Offer(
             record=record,
             payload=payload,
             signature=signature,
             signer=signer,
             env_sha256=tuple(sorted(e.sha256 for e in record.build_env)),
+            inputs=keyed[1],
         )
         with self._lock:
             self._offers[(pin.name, str(pin.version), key)] = offer
@@ -501,8 +566,7 @@ class SharedBuildCache:
                     pin, f"{record.wheel} is not there, or not the wheel its provenance signs"
                 )
                 return None
-            sdist_ok = self._keep_sdist(pin)
-            if not sdist_ok:
+            if self._keep_sdist(pin, self.repo.sdists_dir) is None:
                 self._refuse(pin, f"its sdist {pin.sdist.filename} could not be kept")
                 return None
             try:
@@ -518,28 +582,49 @@ class SharedBuildCache:
         # The log stayed on the machine that built it: nothing here to name.
         return dataclasses.replace(record, why=(), log=None, from_cache=self.source.label)
 
-    def _keep_sdist(self, pin: Pin) -> bool:
-        """The sdist the build came from, in ``sdists/`` with the sha256 this run verified:
-        from the cache, else from the upstream index."""
+    def _sdist_requires(self, pin: Pin) -> tuple[str, ...] | str:
+        """The ``build-system.requires`` of ``pin``'s sdist (the settings' patches not applied),
+        read from its ``pyproject.toml`` in the archive (nothing extracted, no code run); or
+        why they cannot be read. The sdist is kept in ``sdists/`` (a build here or a hit keeps
+        it too); a dry run keeps it in a scratch folder only."""
+        if self.dry_run:
+            with tempfile.TemporaryDirectory(prefix="rewheel-cache-") as tmp:
+                return self._read_requires(pin, self._keep_sdist(pin, Path(tmp)))
+        return self._read_requires(pin, self._keep_sdist(pin, self.repo.sdists_dir))
+
+    @staticmethod
+    def _read_requires(pin: Pin, sdist: Path | None) -> tuple[str, ...] | str:
+        if sdist is None:
+            return (
+                f"its sdist {pin.sdist.filename} could not be had, to read its build requirements"
+            )
+        try:
+            data = read_root_file(sdist, "pyproject.toml", package=pin.name)
+            return tuple(build_system_of(data, package=pin.name).requires)
+        except RewheelError as exc:
+            return f"its sdist's build requirements cannot be read here: {exc.message}"
+
+    def _keep_sdist(self, pin: Pin, folder: Path) -> Path | None:
+        """The sdist the build came from, in ``folder`` (``sdists/``, or a plan's scratch) with
+        the sha256 this run verified: from the cache, else from the upstream index."""
         sha256 = str(pin.sdist.sha256).lower()
         name = pin.sdist.filename
         if not _FILE_NAME.fullmatch(name):
-            return False
-        kept = self.repo.sdists_dir / name
+            return None
+        kept = folder / name
         if kept.is_file() and not kept.is_symlink() and sha256_file(kept) == sha256:
-            return True
-        self.repo.sdists_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.repo.sdists_dir / f".{name}.cache.tmp"
+            return kept
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{name}.cache.tmp"
         if self.source.download(f"sdists/{name}", partial, sha256):
             partial.replace(kept)
-            return True
+            return kept
         if self.upstream is None:
-            return False
+            return None
         try:
-            self.upstream.download(pin.sdist, self.repo.sdists_dir)
+            return self.upstream.download(pin.sdist, folder)
         except RewheelError:
-            return False
-        return True
+            return None
 
     def _write_provenance(self, ref: WheelRef, offer: _Offer) -> None:
         path = self.repo.wheel_path(ref)
