@@ -264,7 +264,9 @@ def _checks(repo: Path, trees: Trees) -> dict[str, Any]:
         out["index"] = _cli("--index", url)
         out["index, key B pinned"] = _cli("--index", url, "--public-key", key_b)
         out["index report"] = _report(app.verify_index(url))
-        out["index report, key B pinned"] = _report(app.verify_index(url, public_keys=[trees.key_b]))
+        out["index report, key B pinned"] = _report(
+            app.verify_index(url, public_keys=[trees.key_b])
+        )
         text = json.dumps(out)
         text = text.replace(server.url.removesuffix("/simple"), "<server>")
     text = text.replace(trees.upstream.removesuffix("/simple"), "<upstream>")

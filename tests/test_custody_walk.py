@@ -68,6 +68,9 @@ class Source:
         known = name in self.tools or name in self.own
         return [(Wheel(name), "1.0")] if known else []
 
+    def signer(self, wheel: Wheel) -> str | None:
+        return None
+
 
 def test_a_sound_tree_holds_and_each_wheel_is_checked_once() -> None:
     source = Source(
