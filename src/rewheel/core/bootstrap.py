@@ -323,6 +323,7 @@ class _Pass(Generic[EnvT]):
         self.slots: PrioritySlots[NodeKey] = PrioritySlots(
             owner.jobs, self.waits.chain, on_queue=self.queue.changed
         )
+        self.waits.listen(self.slots.changed)  # a waiter's chain changed: its place in the queue
         self.tasks: dict[NodeKey, asyncio.Task[WheelRef]] = {}
         self.pins: dict[NodeKey, Pin] = {}
         self.edges: list[dict[str, Any]] = []
