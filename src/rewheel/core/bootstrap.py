@@ -27,6 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
+from .durations import SdistFeatures
 from .errors import BuildError, HashMismatch, Link, ResolutionError, RewheelError, Step
 from .records import BuildExtras, BuildRecord, EnvEntry, Why
 from .report import BootstrapResult, Outcome, Reporter
@@ -63,6 +64,9 @@ class Prepared:
     source_dir: Path
     build_requires: tuple[str, ...]
     backend: object = None  # what the Steps need to call the backend again (opaque here)
+    # What the sdist holds, counted while it was extracted: for the estimate of its build's
+    # duration (``durations.estimate_build_seconds``) when no earlier build tells it.
+    features: SdistFeatures | None = None
 
 
 @dataclass(frozen=True)
