@@ -4,6 +4,7 @@ it is extracted) and from earlier builds of the same project; and where they are
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -24,8 +25,10 @@ from rewheel.core.durations import (
     estimate_build_seconds,
     seconds_from_history,
 )
+from rewheel.core.records import BuildRecord
 from rewheel.core.resolver import Pin
 from rewheel.core.types import IndexFile
+from rewheel.repo.repository import Repository
 
 # -- the estimate ----------------------------------------------------------------------------
 
@@ -207,3 +210,34 @@ def test_a_prepared_sdist_carries_its_features(tmp_path: Path) -> None:
     assert prepared.features is not None
     assert prepared.features.compiled_files == {"cython": 1}
     assert estimate_build_seconds(prepared.features) > 4.5
+
+
+def _record(name: str, version: str, seconds: float, *, prebuilt: bool = False) -> BuildRecord:
+    return BuildRecord(
+        name=canonicalize_name(name),
+        version=version,
+        sdist_url=None,
+        sdist_sha256=None,
+        wheel=f"{name}-{version}-py3-none-any.whl",
+        wheel_sha256="0" * 64,
+        seconds=seconds,
+        prebuilt=prebuilt,
+    )
+
+
+def test_the_repository_lists_a_projects_past_builds_and_no_other(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.records_dir.mkdir(parents=True)
+    for record in [
+        _record("foo", "1.0", 12.0),
+        _record("foo", "2.0", 14.0),
+        _record("foo-bar", "1.0", 99.0),  # a name that starts like it
+        _record("foo", "0.5", 0.3, prebuilt=True),  # a download, not a build
+    ]:
+        repo.save_record(record)
+    (repo.records_dir / "foo-3.0.json").write_text("{not json")
+    (repo.records_dir / "foo-4.0.json").write_text(json.dumps({"name": "other"}))
+    past = sorted(repo.past_builds("Foo"), key=lambda b: b.version)
+    assert past == [PastBuild("1.0", 12.0), PastBuild("2.0", 14.0)]
+    assert repo.past_builds("nothing") == []
+    assert Repository(tmp_path / "none").past_builds("foo") == []
