@@ -776,11 +776,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(runs))
     print(f"\nmemory: {kib:.1f} KiB of Python allocations per package at the peak (tracemalloc)")
     met_cpu = all(r.process_cpu_ms_per_pkg < CPU_TARGET_MS for r in runs)
-    met_span = all(r.ratio <= MAKESPAN_TARGET for r in runs)
+    met_span = all(r.ratio <= MAKESPAN_TARGET for r in runs if r.durations != "weight1")
     print(
         f"targets: coordinator CPU < {CPU_TARGET_MS} ms/pkg: {'met' if met_cpu else 'MISSED'}; "
         f"makespan within {MAKESPAN_TARGET - 1:.0%} of the bound: "
-        f"{'met' if met_span else 'MISSED'}"
+        f"{'met' if met_span else 'MISSED'} (weight1 runs, the reference, not counted)"
     )
     if args.json:
         args.json.write_text(
