@@ -340,3 +340,38 @@ def test_a_freed_slot_does_not_ask_every_waiter_again() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
+
+
+class _Counted:
+    """A node that counts how often the graph looks it up (every dict or set access hashes)."""
+
+    lookups = 0
+
+    def __init__(self, name: int) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        _Counted.lookups += 1
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Counted) and other.name == self.name
+
+
+def test_waiters_added_to_a_node_many_wait_for_cost_no_scan_of_the_others() -> None:
+    """setuptools is in the build environment of most packages: each new waiter of a node whose
+    chain is known must not read the chains of all its other waiters (3,000 waiters made that
+    4.5 million lookups, most of a 5,000-package run's coordinator time)."""
+    g: WaitGraph[_Counted] = WaitGraph()
+    hub, tool = _Counted(0), _Counted(1)
+    g.add(tool, hub)
+    assert g.chain(hub) == 2.0  # known from now on: every change is kept up to date
+    _Counted.lookups = 0
+    n = 3000
+    for i in range(2, n + 2):
+        waiter = _Counted(i)
+        assert g.add(waiter, hub) is None
+        if i % 3 == 0:
+            assert g.add(_Counted(i + 100_000), waiter) is None  # some chains grow longer
+    assert g.chain(hub) == 3.0
+    assert _Counted.lookups < 60 * n

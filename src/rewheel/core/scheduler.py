@@ -72,19 +72,24 @@ class WaitGraph(Generic[K]):
             return [waiter, *back]
         self._waits_on[waiter].add(waited)
         self._waiters[waited].add(waiter)
-        self._changed(waited)
+        if waited in self._chains:
+            # A new waiter can only lengthen the chain: no need to look at the others (a node
+            # that thousands of builds wait for, setuptools, would make that quadratic).
+            through = self._weight_of(waited) + self.chain(waiter)
+            if through > self._chains[waited]:
+                self._propagate(waited, through)
         return None
 
     def done(self, node: K) -> None:
         """``node`` finished: nobody waits for it any more."""
         for waiter in self._waiters.pop(node, set()):
             self._waits_on[waiter].discard(node)
-        self._changed(node)
+        self._recompute(node)
 
     def set_weight(self, node: K, weight: float) -> None:
         """``node`` weighs ``weight`` from now on (instead of what ``weight(node)`` said)."""
         self._weights[node] = weight
-        self._changed(node)
+        self._recompute(node)
 
     def _weight_of(self, node: K) -> float:
         weight = self._weights.get(node)
@@ -117,24 +122,38 @@ class WaitGraph(Generic[K]):
             (self._chains[w] for w in self._waiters.get(node, ())), default=0.0
         )
 
-    def _changed(self, node: K) -> None:
-        """``node``'s waiters or weight changed: bring the known chains up to date."""
-        if node not in self._chains:
-            return  # not known, so neither is any below it: nothing to update
-        for waiter in self._waiters.get(node, ()):
-            self.chain(waiter)  # known, before ``node``'s is computed from it
-        todo = [node]
+    def _recompute(self, node: K) -> None:
+        """``node``'s weight or waiters changed: its chain again, and those it waits for."""
+        if node in self._chains:  # else neither is any below it: nothing to update
+            self._propagate(node, self._computed(node))
+
+    def _propagate(self, node: K, value: float) -> None:
+        """``node``'s chain is now ``value``: bring the known chains below it up to date.
+
+        A waiter's chain that grew can only raise the chain of a node it waits for (one sum);
+        one that fell makes that node compute its chain again from all its waiters only if it
+        may have been the longest. Values are read when an update is taken from the stack, so a
+        waiter that changed twice is seen at its last value."""
+        todo: list[tuple[K, K, float]] = []  # (node, its waiter that changed, that one's old chain)
+        self._set(node, value, todo)
         while todo:
-            n = todo.pop()
-            value = self._computed(n)
-            if value == self._chains[n]:
-                if n != node:
-                    continue
-            else:
-                self._chains[n] = value
-                for changed in self._listeners:
-                    changed(n)
-            todo.extend(d for d in self._waits_on.get(n, ()) if d in self._chains)
+            below, waiter, before = todo.pop()
+            current = self._chains[below]
+            weight = self._weight_of(below)
+            through = weight + self._chains[waiter]
+            if through > current:
+                self._set(below, through, todo)
+            elif through < current and weight + before >= current:
+                self._set(below, self._computed(below), todo)
+
+    def _set(self, node: K, value: float, todo: list[tuple[K, K, float]]) -> None:
+        old = self._chains[node]
+        if value == old:
+            return
+        self._chains[node] = value
+        for changed in self._listeners:
+            changed(node)
+        todo.extend((d, node, old) for d in self._waits_on.get(node, ()) if d in self._chains)
 
 
 class PrioritySlots(Generic[K]):
