@@ -25,9 +25,11 @@ class WaitGraph(Generic[K]):
     holds up the most is done first.
 
     Chains are kept up to date as the graph changes (an edge added, a node done, a weight set):
-    a change recomputes the node it touches and, only while values change, the nodes it waits
-    for. Asking for a chain is then a lookup (recomputing chains from scratch for every waiting
-    node on each freed slot made a run quadratic in the number of packages), and whoever
+    a change updates the node it touches and, only while values change, the nodes it waits for
+    (a chain that grew by one sum, one that fell by its waiters again only where it was the
+    longest, so that a node thousands wait for costs no scan of them on each new waiter).
+    Asking for a chain is then a lookup (recomputing chains from scratch for every waiting node
+    on each freed slot made a run quadratic in the number of packages), and whoever
     ``listen``s is told of each known chain whose value changed, so that the build slots keep
     their waiters in a heap instead of scanning them.
     """
