@@ -30,6 +30,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from rewheel.core.bootstrap import Built, Cached, Prepared
+from rewheel.core.durations import SdistFeatures
 from rewheel.core.errors import BuildError
 from rewheel.core.records import BuildExtras, BuildRecord
 from rewheel.core.resolver import Pin, Resolution, Resolver, TargetEnvironment
@@ -244,7 +245,8 @@ class FakeSteps:
     ``durations``: seconds a build sleeps; ``prepare_durations``: seconds ``prepare`` sleeps;
     ``fail``: nodes whose build raises ``BuildError``; ``drift``: nodes whose built wheel's
     Requires-Dist is the given list instead of what the index predicted; ``prebuilt``: nodes
-    whose upstream wheel is taken (as the settings' ``prebuilt = true`` does).
+    whose upstream wheel is taken (as the settings' ``prebuilt = true`` does); ``features``:
+    what ``prepare`` says a node's sdist holds (for the estimate of its build's seconds).
     Saved records are the cache: ``cached`` answers from them while ``use_cache`` is set.
     """
 
@@ -256,6 +258,7 @@ class FakeSteps:
     fail: Collection[str] = ()
     drift: Mapping[str, Sequence[str]] = field(default_factory=dict)
     prebuilt_nodes: Collection[str] = ()
+    features: Mapping[str, SdistFeatures] = field(default_factory=dict)
     default_duration: float = 0.002
     use_cache: bool = True
     key_salt: str = ""
@@ -351,6 +354,7 @@ class FakeSteps:
             source_dir=Path("/nonexistent/work") / node,
             build_requires=tuple(self._get(self.build_requires, pin, ())),
             backend=node,
+            features=self._get(self.features, pin, None),
         )
 
     def create_env(self, prepared: Prepared, wheels: Sequence[WheelRef], *, name: str) -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from fakes import FakeSteps, FakeUpstream, Projects
 from packaging.requirements import Requirement
+from packaging.utils import NormalizedName
 
 from rewheel.core.bootstrap import (
     Bootstrapper,
@@ -21,6 +22,7 @@ from rewheel.core.bootstrap import (
     Reporter,
     _Pass,
 )
+from rewheel.core.durations import PastBuild, SdistFeatures
 from rewheel.core.errors import BuildError, CauseKind, ResolutionError, RewheelError
 from rewheel.core.records import Why
 from rewheel.core.report import Outcome
@@ -35,17 +37,17 @@ def run(
     jobs: int = 2,
     reporter: Reporter | None = None,
     keep_going: bool = True,
+    past_builds: Callable[[NormalizedName], Sequence[PastBuild]] | None = None,
 ) -> BootstrapResult:
     """``Bootstrapper.run`` in a thread, so that a hang fails the test instead of blocking it."""
     out: list[BootstrapResult | BaseException] = []
 
     def target() -> None:
         try:
-            out.append(
-                Bootstrapper(steps, jobs=jobs, reporter=reporter, keep_going=keep_going).run(
-                    [Requirement(r) for r in reqs]
-                )
+            boot = Bootstrapper(
+                steps, jobs=jobs, reporter=reporter, keep_going=keep_going, past_builds=past_builds
             )
+            out.append(boot.run([Requirement(r) for r in reqs]))
         except BaseException as exc:
             out.append(exc)
 
@@ -186,6 +188,49 @@ def test_the_slot_goes_to_the_node_with_the_longest_chain_of_waiters() -> None:
     assert builds.index("deep==1.0") < builds.index("shallow==1.0")
     gets = [node for event, node in steps.events if event == "get-requires"]
     assert gets.index("deep==1.0") < gets.index("shallow==1.0")
+
+
+def _two_queued_behind_a_blocker(**kwargs: Any) -> FakeSteps:
+    """One slot: "blocker" takes it and builds for a while; "light" then "heavy" (nobody waits
+    for either) queue for it in that order."""
+    projects: Projects = {"blocker": {"1.0": []}, "light": {"1.0": []}, "heavy": {"2.0": []}}
+    return FakeSteps(
+        FakeUpstream(projects),
+        durations={"blocker": 0.3},
+        prepare_durations={"light": 0.02, "heavy": 0.05},
+        **kwargs,
+    )
+
+
+def _build_order(steps: FakeSteps) -> list[str]:
+    return [node for event, node in steps.events if event == "build-start"]
+
+
+def test_a_cold_build_is_weighed_by_what_its_sdist_holds() -> None:
+    """No record of either: the sdist that holds compiled sources is estimated longer, and its
+    build starts first although it asked for the slot last (by the order of asking, "light"
+    would go first)."""
+    compiled = SdistFeatures(compiled_bytes={"c": 500_000}, compiled_files={"c": 20})
+    steps = _two_queued_behind_a_blocker(features={"heavy": compiled, "light": SdistFeatures()})
+    result = run(steps, ["blocker", "light", "heavy"], jobs=1)
+    assert result.ok
+    assert _build_order(steps) == ["blocker==1.0", "heavy==2.0", "light==1.0"]
+
+
+def test_a_build_is_weighed_by_an_earlier_version_of_its_project() -> None:
+    """heavy 2.0 was never built here, but heavy 1.0 was and took 100 s: that weighs it, over
+    its sdist's estimate (which says nothing here)."""
+    asked: list[str] = []
+
+    def past(name: NormalizedName) -> list[PastBuild]:
+        asked.append(name)
+        return [PastBuild("1.0", 100.0)] if name == "heavy" else []
+
+    steps = _two_queued_behind_a_blocker(features={"heavy": SdistFeatures()})
+    result = run(steps, ["blocker", "light", "heavy"], jobs=1, past_builds=past)
+    assert result.ok
+    assert _build_order(steps) == ["blocker==1.0", "heavy==2.0", "light==1.0"]
+    assert sorted(asked) == ["blocker", "heavy", "light"]
 
 
 def test_a_failure_fails_its_dependents_and_spares_the_rest() -> None:

@@ -306,6 +306,7 @@ def bootstrap(
                             canonicalize_name(name): digests
                             for name, digests in options.sdist_hashes.items()
                         },
+                        past_builds=repo.past_builds,
                     )
                     result = bootstrapper.run(options.requirements)
         except BaseException as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.bootstrap import Prepared
+from ..core.durations import SourceCensus
 from ..core.errors import BuildError, CommandFailed, DigestMismatch, Step
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin
@@ -111,6 +112,7 @@ class SourcePreparer:
             remove_tree(work)  # the last build's: its code may have left anything there
         work.mkdir(parents=True)
         pkg = self.settings.for_package(pin.name, pin.version)
+        census = SourceCensus()  # what the sdist holds, for the estimate of its build's time
         # A fixed name, not a random one: the build path must not change from run to run.
         source = extract_sdist(
             sdist,
@@ -119,6 +121,7 @@ class SourcePreparer:
             version=str(pin.version),
             name="src",
             allow_links=pkg.allow_links,
+            census=census,
         )
         self._apply_patches(pin, source, log)
         build_system = read_build_system(source, package=pin.name)
@@ -139,6 +142,7 @@ class SourcePreparer:
             source_dir=source,
             build_requires=build_system.requires,
             backend=build_system,
+            features=census.features(),
         )
 
     def recheck_rust(self, prepared: Prepared, requirements: Iterable[str]) -> None:

@@ -32,6 +32,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from .durations import PastBuild, SdistFeatures, estimate_build_seconds, seconds_from_history
 from .errors import (
     BuildError,
     DigestMismatch,
@@ -76,6 +77,9 @@ class Prepared:
     source_dir: Path
     build_requires: tuple[str, ...]
     backend: object = None  # what the Steps need to call the backend again (opaque here)
+    # What the sdist holds, counted while it was extracted: for the estimate of its build's
+    # duration (``durations.estimate_build_seconds``) when no earlier build tells it.
+    features: SdistFeatures | None = None
 
 
 @dataclass(frozen=True)
@@ -248,8 +252,12 @@ class Bootstrapper(Generic[EnvT]):
         keep_going: bool = False,
         shared_cache: SharedCache | None = None,
         sdist_hashes: Mapping[NormalizedName, Collection[str]] | None = None,
+        past_builds: Callable[[NormalizedName], Sequence[PastBuild]] | None = None,
     ) -> None:
         self.steps = steps
+        # The builds of a project this repository recorded (any version): how long a build of
+        # another version took weighs a pin with no record of its own in the scheduler's chains.
+        self.past_builds = past_builds
         self.shared_cache = shared_cache
         # The sha256 digests the requirement files or lock allow for a project's sdist (pip's
         # hash-checking mode); a project without an entry is checked against the index only.
@@ -340,10 +348,12 @@ class _Pass(Generic[EnvT]):
         self.prepared_early: dict[NodeKey, Prepared] = {}
         self.stopping = False
         self.waits: WaitGraph[NodeKey] = WaitGraph()  # every node weighs 1 until known
+        self.weighed: set[NodeKey] = set()  # weighed by a record, not by an estimate
         self.queue = QueueWindow()
         self.slots: PrioritySlots[NodeKey] = PrioritySlots(
             owner.jobs, self.waits.chain, on_queue=self.queue.changed
         )
+        self.waits.listen(self.slots.changed)  # a waiter's chain changed: its place in the queue
         self.tasks: dict[NodeKey, asyncio.Task[WheelRef]] = {}
         self.pins: dict[NodeKey, Pin] = {}
         self.edges: list[dict[str, Any]] = []
@@ -503,8 +513,8 @@ class _Pass(Generic[EnvT]):
         if pin.sdist.sha256:
             self._check_hash(pin, pin.sdist.sha256)
         cached = await self._io(self.steps.cached, pin)
+        await self._weigh_by_records(pin, cached)
         if cached is not None:
-            self.waits.set_weight(_key(pin), cached.record.seconds or 1.0)
             self.reporter.step(node, Step.CHECK_CACHE)
             env = await self._build_env(
                 pin, cached.build_requires, cached.backend_requires, preferred={}
@@ -529,6 +539,9 @@ class _Pass(Generic[EnvT]):
         early = self.prepared_early.pop(_key(pin), None)
         prepared = early if early is not None else await self._io(self.steps.prepare, pin)
         self._check_hash(pin, prepared.sdist_sha256)
+        if _key(pin) not in self.weighed and prepared.features is not None:
+            # A cold build: weighed by what its sdist holds, before it waits for its tools.
+            self.waits.set_weight(_key(pin), estimate_build_seconds(prepared.features))
         env1 = await self._build_env(pin, prepared.build_requires, (), preferred={})
         self._check_stopping(pin)
         built: Built | None = None
@@ -574,6 +587,17 @@ class _Pass(Generic[EnvT]):
         saved = self.steps.save_record(record)
         self._finish(pin, saved, cached=False, seconds=built.seconds)
         return built.wheel
+
+    async def _weigh_by_records(self, pin: Pin, cached: Cached | None) -> None:
+        """Weigh ``pin`` in the chains by the seconds its last build took, or else by those of
+        the nearest version of its project built here (``durations.seconds_from_history``)."""
+        seconds: float | None = cached.record.seconds if cached is not None else None
+        if not seconds and self.owner.past_builds is not None:
+            past = await self._io(self.owner.past_builds, pin.name)
+            seconds = seconds_from_history(str(pin.version), past)
+        if seconds:
+            self.weighed.add(_key(pin))
+            self.waits.set_weight(_key(pin), seconds)
 
     async def _from_shared_cache(
         self, pin: Pin, cache: SharedCache, started: float

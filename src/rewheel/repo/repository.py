@@ -53,6 +53,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion
 
+from ..core.durations import PastBuild
 from ..core.errors import IntegrityError, RepositoryError, RewheelError, Step, UnsafeArchiveError
 from ..core.fsutil import (
     PRIVATE_DIR_MODE,
@@ -158,6 +159,7 @@ class Repository:
         self._lock_depth = 0
         self._acquire_lock = threading.Lock()  # one thread at a time takes the file lock
         self._state_lock = threading.Lock()  # guards the lock fd and the caches
+        self._record_files: dict[str, list[str]] | None = None  # project -> its record files
         self._publish_lock = threading.Lock()  # orders the metadata and wheel renames
         self._index_lock = threading.Lock()  # one regeneration at a time
         self._sha_cache: dict[_FileKey, str] = {}
@@ -865,6 +867,29 @@ class Repository:
             return BuildRecord.from_json(data)
         except (OSError, ValueError):  # RecordError is a ValueError
             return None
+
+    def past_builds(self, name: str) -> list[PastBuild]:
+        """The builds of project ``name`` recorded here, any version, with the seconds each
+        took: what the scheduler weighs a build by when its own pin has no record
+        (``core.durations.seconds_from_history``). Wheels taken pre-built are left out, and a
+        record that cannot be read is skipped. The records folder is listed once (on first
+        use), not once per project."""
+        wanted = canonicalize_name(name)
+        with self._state_lock:
+            if self._record_files is None:
+                self._record_files = {}
+                with contextlib.suppress(OSError):
+                    for entry in os.listdir(self.records_dir):
+                        project, _, version = entry.removesuffix(".json").rpartition("-")
+                        if entry.endswith(".json") and project and version:
+                            self._record_files.setdefault(project, []).append(version)
+            versions = list(self._record_files.get(wanted, ()))
+        out = []
+        for version in versions:
+            record = self.load_record(wanted, version)
+            if record is not None and not record.prebuilt and record.name == wanted:
+                out.append(PastBuild(record.version, record.seconds))
+        return out
 
     def load_records(self) -> list[BuildRecord]:
         """Every build record; a record that cannot be read is an error naming its file."""
