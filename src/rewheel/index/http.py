@@ -22,6 +22,8 @@ import contextvars
 import email.utils
 import errno
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import random
@@ -111,24 +113,79 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
+class _Watchdog:
+    """One thread, started on first use, that calls each function given to ``call_at`` at its time.
+
+    It wakes the deadlines of one client's requests. A thread of its own per request (a
+    ``threading.Timer``) cost a no-op re-run, which checks some sixty index pages, tens of
+    milliseconds of thread starts. A function whose request has ended by then returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` in the watchdog's thread at ``when`` (``time.monotonic``), or just after."""
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._order), fn))
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="rewheel-http-deadlines", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                while True:
+                    if self._thread is not me:  # stopped
+                        return
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        fn = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(delay)
+            fn()
+
+    def stop(self) -> None:
+        """Forget every pending call and end the thread; a later ``call_at`` starts a new one."""
+        with self._cond:
+            self._heap.clear()
+            self._thread = None
+            self._cond.notify_all()
+
+
 class _Deadline:
     """The time one request may take, all its tries included; at the end its connection is cut.
 
-    Checked between chunks, and enforced by a timer that shuts the watched socket down, which wakes
-    a read blocked anywhere (TLS handshake, status line, headers, body). ``per_byte`` seconds are
-    added for every byte received. The socket watched is a duplicate of the connection's
-    descriptor, so cutting it late can never hit a descriptor number since reused elsewhere.
+    Checked between chunks, and enforced by the client's watchdog, which shuts the watched socket
+    down at the end, waking a read blocked anywhere (TLS handshake, status line, headers, body).
+    ``per_byte`` seconds are added for every byte received. The socket watched is a duplicate of
+    the connection's descriptor, so cutting it late can never hit a descriptor number since
+    reused elsewhere.
     """
 
-    def __init__(self, seconds: float, per_byte: float, limit_name: str) -> None:
+    def __init__(
+        self, seconds: float, per_byte: float, limit_name: str, watchdog: _Watchdog
+    ) -> None:
         self.seconds = seconds
         self.limit_name = limit_name
         self._per_byte = per_byte
+        self._watchdog = watchdog
         self._lock = threading.Lock()
         self._end = time.monotonic() + seconds
         self._received = 0
         self._sock: socket.socket | None = None
-        self._timer: threading.Timer | None = None
+        self._armed = False
         self._closed = False
         self.cut = False
 
@@ -155,23 +212,18 @@ class _Deadline:
                 dup.close()
                 return
             old, self._sock = self._sock, dup
-            if self._timer is None:
-                self._arm(self._end - time.monotonic())
+            if not self._armed:
+                self._armed = True
+                self._watchdog.call_at(self._end, self._fire)
         if old is not None:
             old.close()
-
-    def _arm(self, delay: float) -> None:  # with self._lock held
-        self._timer = threading.Timer(max(0.0, delay), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
 
     def _fire(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            left = self._end - time.monotonic()
-            if left > 0:  # bytes received since moved the end
-                self._arm(left)
+            if self._end > time.monotonic():  # bytes received since moved the end
+                self._watchdog.call_at(self._end, self._fire)
                 return
             self.cut = True
             if self._sock is not None:
@@ -181,9 +233,7 @@ class _Deadline:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            timer, sock, self._sock = self._timer, self._sock, None
-        if timer is not None:
-            timer.cancel()
+            sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
 
@@ -474,9 +524,11 @@ class HttpClient:
         self._retries = urllib3.Retry(
             total=None, connect=0, read=0, status=0, other=0, redirect=10, raise_on_status=False
         )
+        self._watchdog = _Watchdog()
 
     def close(self) -> None:
         self._pool.clear()
+        self._watchdog.stop()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -537,7 +589,7 @@ class HttpClient:
 
     def _deadline(self, seconds: float, limit_name: str) -> _Deadline:
         per_byte = 1.0 / self.limits.min_rate if self.limits.min_rate > 0 else 0.0
-        return _Deadline(seconds, per_byte, limit_name)
+        return _Deadline(seconds, per_byte, limit_name, self._watchdog)
 
     def get(
         self,
