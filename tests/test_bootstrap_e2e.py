@@ -252,7 +252,12 @@ def test_a_rerun_with_nothing_changed_only_revalidates_pages(
     upstream.sdist("app", "1.0", build_requires=["tool-a"])
     repo = tmp_path / "repo"
     assert run_bootstrap(upstream, repo, ["app"]).built == 2
-    assert (repo / "last-run.json").is_file()
+    last = json.loads((repo / "last-run.json").read_text())
+    # Each page's size is kept, for the order in which the next check asks for them.
+    for name in ("app", "tool-a"):
+        page = upstream.index.render_project(name, "application/vnd.pypi.simple.v1+json")
+        assert last["page_bytes"][name] == len(page)
+    assert set(last["page_bytes"]) == set(last["pages"])
     before = len(upstream.index.requests)
     again = run_bootstrap(upstream, repo, ["app"])
     assert (again.built, again.reused) == (0, 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import secrets
@@ -313,7 +312,10 @@ def bootstrap(
         assert started is not None  # a run that returns before building returned above
         _remember_run(repo, options, result, started, machine.now())
         if result.ok and not options.local_sdists:
-            repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
+            repo.write_json(
+                runstate.LAST_RUN,
+                runstate.state(fp, upstream.page_digests, upstream.page_sizes),
+            )
         repo.save_hashes()
         from .ui.browse_pages import write_browse
 
@@ -519,29 +521,21 @@ def _signer(
 def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
     """The last run's result, when nothing that made it has changed (see ``runstate``)."""
     last = runstate.load(repo.root)
-    if last is None:
-        return None
-    try:
-        listed = json.loads((repo.root / "build-order.json").read_text())
-        graph = json.loads((repo.root / "graph.json").read_text())
-        if not isinstance(listed, list) or not isinstance(graph, dict):
+    if last is None or last.get("fingerprint") != fp:
+        return None  # what makes the run changed: no page needs asking for
+    # The pages are asked for a few at a time, the largest first (one after the other they were
+    # most of a no-op run's time), while the repository is read; a wheel gone stops them.
+    with ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop") as pool:
+        asked = [pool.submit(_page_digest, upstream, name) for name in runstate.largest_first(last)]
+        held = _last_order_held(repo)
+        if held is None:
+            for future in asked:
+                future.cancel()
             return None
-        order = [BuildRecord.from_json(entry) for entry in listed]
-    except (OSError, ValueError):  # RecordError is a ValueError
-        return None
-    pages = last.get("pages")
-    if last.get("fingerprint") == fp and isinstance(pages, dict):
-        # The pages are revalidated side by side (a 304 each, usually): one after the other
-        # they were most of a no-op run's time.
-        with ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop") as pool:
-            list(pool.map(functools.partial(_page_digest, upstream), list(pages)))
-    # Only the wheels the last run listed are looked at, not every wheel of the repository.
-    held = [
-        WheelRef(canonicalize_name(r.name), r.version, r.wheel, sha)
-        for r in order
-        if (sha := repo.wheel_sha256(r.wheel)) is not None
-    ]
-    if not runstate.unchanged(last, fp, page_digest=upstream.page_digest, order=order, wheels=held):
+    order, graph, wheels = held
+    if not runstate.unchanged(
+        last, fp, page_digest=upstream.page_digest, order=order, wheels=wheels
+    ):
         return None
     return BootstrapResult(
         order=order,
@@ -551,6 +545,29 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
         reused=len(order),
         outcomes={r.node: Outcome.REUSED for r in order},
     )
+
+
+def _last_order_held(
+    repo: Repository,
+) -> tuple[list[BuildRecord], dict[str, Any], list[WheelRef]] | None:
+    """The last run's build order and graph, and those of its wheels the repository still holds
+    (with their sha256); None when they cannot be read or a wheel is gone."""
+    try:
+        listed = json.loads((repo.root / "build-order.json").read_text())
+        graph = json.loads((repo.root / "graph.json").read_text())
+        if not isinstance(listed, list) or not isinstance(graph, dict):
+            return None
+        order = [BuildRecord.from_json(entry) for entry in listed]
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return None
+    # Only the wheels the last run listed are looked at, not every wheel of the repository.
+    held = []
+    for r in order:
+        sha = repo.wheel_sha256(r.wheel)
+        if sha is None:
+            return None
+        held.append(WheelRef(canonicalize_name(r.name), r.version, r.wheel, sha))
+    return order, graph, held
 
 
 def _page_digest(upstream: HttpUpstream, name: object) -> str | None:
