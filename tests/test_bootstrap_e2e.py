@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,47 @@ def test_rerun_reuses_everything(upstream: Upstream, tmp_path: Path) -> None:
     order = [e["name"] for e in json.loads((repo / "build-order.json").read_text())]
     assert order[0] == "tool-a"
     assert sorted(order) == ["app", "lib", "tool-a"]
+
+
+# Loaded by commands or runs that build, sign, draw or read metadata; a no-op does none of it.
+NOT_FOR_A_NO_OP = (
+    "rich",
+    "packaging.metadata",
+    "rewheel.build.builder",
+    "rewheel.core.bootstrap",
+    "rewheel.core.prune",
+    "rewheel.core.resolver",
+    "rewheel.serve.server",
+    "rewheel.trust.provenance",
+    "rewheel.ui.browse_pages",
+    "rewheel.ui.graph_export",
+)
+
+
+def test_a_no_op_rerun_from_the_command_line_loads_only_what_it_compares(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    assert run_bootstrap(upstream, repo, ["app"]).built == 2
+    # A fresh interpreter, as a user's re-run is: what it imported is printed at its end.
+    script = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules)))\n"
+        "from rewheel.cli import main\n"
+        "main()\n"
+    )
+    command = ["bootstrap", "app", "--repo", str(repo), "--index-url", upstream.url]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *command], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0 built, 2 reused" in done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("MODULES ")]
+    loaded = set(line.split()[1:])
+    assert "rewheel.app" in loaded and "urllib3" in loaded  # it did run
+    assert loaded.isdisjoint(NOT_FOR_A_NO_OP), sorted(loaded & set(NOT_FOR_A_NO_OP))
 
 
 def test_a_build_order_entry_has_one_shape_built_or_reused(

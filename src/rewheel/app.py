@@ -29,7 +29,6 @@ from .core import runstate
 from .core.errors import ConfigError, RepositoryError, Step, UpstreamError
 from .core.fsutil import sha256_file
 from .core.history import KEEP_RUNS, RunRecord, run_id
-from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
+    from .core.prune import PrunePlan, RepoFile
     from .core.update import UpdatePlan
     from .serve.server import IndexServer
     from .trust.chain import ChainReport
@@ -779,7 +779,7 @@ def prune(
     repository on its own (a ``--keep REQ``, or a whole ``-r`` file), ``constraints`` applying
     to each. A kept package whose record cannot be read stops it: its build tools are unknown.
     """
-    from .core.prune import keep, plan
+    from .core.prune import file_node, keep, plan
     from .repo.prune import after_removal, build_envs, list_files, remove_files
     from .serve.server import IndexServer
     from .trust.install import resolve
