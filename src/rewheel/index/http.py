@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import email.utils
 import errno
 import hashlib
@@ -388,23 +389,54 @@ def _local_failure(dest: Path, exc: OSError) -> RewheelError:
 # The longest a page is used without asking the index again, whatever its Cache-Control says:
 # an index cannot pin a stale page, hiding a fixed release, for a year.
 MAX_FRESH_SECONDS = 600
+# RFC 9111 section 4.2.2: a response with a Last-Modified and no explicit lifetime may be taken
+# as fresh for a fraction of the time since it was last modified; 10 % is the RFC's example.
+HEURISTIC_FRACTION = 0.1
 
 
-def fresh_seconds(headers: Mapping[str, str]) -> int:
-    """How long a response may be used without asking again: its ``Cache-Control: max-age`` less
-    its ``Age``, at most ``MAX_FRESH_SECONDS``; 0 (ask every time) for ``no-cache``, ``no-store``,
-    no max-age or one that is not a plain number."""
+def fresh_seconds(headers: Mapping[str, str], now: float | None = None) -> int:
+    """How long a response may be used without asking again, at most ``MAX_FRESH_SECONDS``: its
+    ``Cache-Control: max-age`` less its ``Age``; without a max-age or an ``Expires``, a tenth
+    of the time from its ``Last-Modified`` to its ``Date`` (``now`` when it has none) less its
+    ``Age`` (RFC 9111's heuristic freshness: uv takes ten minutes for such index pages). 0 (ask
+    every time) for ``no-cache``, ``no-store``, an ``Expires`` (not honoured), and whatever is
+    not a plain number or a date."""
     directives = {}
     for part in (_header(headers, "Cache-Control") or "").split(","):
         name, _, value = part.strip().partition("=")
         directives[name.strip().lower()] = value.strip().strip('"')
     if "no-cache" in directives or "no-store" in directives:
         return 0
-    max_age = directives.get("max-age", "")
     age = (_header(headers, "Age") or "0").strip()
-    if not (max_age.isascii() and max_age.isdigit() and age.isascii() and age.isdigit()):
+    if not (age.isascii() and age.isdigit()):
         return 0
-    return max(0, min(int(max_age[:9]) - int(age[:9]), MAX_FRESH_SECONDS))
+    if "max-age" in directives or _header(headers, "Expires") is not None:
+        max_age = directives.get("max-age", "")
+        if not (max_age.isascii() and max_age.isdigit()):
+            return 0
+        lifetime = int(max_age[:9])
+    else:
+        modified = _http_date(_header(headers, "Last-Modified"))
+        served = _http_date(_header(headers, "Date"))
+        if modified is None:
+            return 0
+        if served is None:
+            served = time.time() if now is None else now
+        lifetime = int(max(0.0, served - modified) * HEURISTIC_FRACTION)
+    return max(0, min(lifetime - int(age[:9]), MAX_FRESH_SECONDS))
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date as seconds since the epoch, or None if absent or not a date."""
+    if value is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 class PageCache:
@@ -463,7 +495,7 @@ class PageCache:
             value = _header(response.headers, name)
             if value is not None:
                 header[name] = value
-        lifetime = fresh_seconds(response.headers)
+        lifetime = fresh_seconds(response.headers, now=self._clock())
         if "ETag" not in header and "Last-Modified" not in header and lifetime == 0:
             return  # nothing to revalidate with and never fresh: keeping it would save nothing
         header["sha256"] = hashlib.sha256(response.body).hexdigest()
