@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from conftest import Upstream, build_info, run_bootstrap
 from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_wheel
 
+from rewheel import app
+from rewheel.build.sandbox import Limits, limits_with
 from rewheel.core.errors import NoSdistError, ResolutionError
 from rewheel.repo.repository import Repository
 
@@ -168,6 +171,29 @@ def test_a_no_op_rerun_from_the_command_line_loads_only_what_it_compares(
     loaded = set(line.split()[1:])
     assert "rewheel.app" in loaded and "urllib3" in loaded  # it did run
     assert loaded.isdisjoint(NOT_FOR_A_NO_OP), sorted(loaded & set(NOT_FOR_A_NO_OP))
+
+
+def test_a_no_op_rerun_asks_for_its_pages_while_the_sandbox_is_probed(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    assert run_bootstrap(upstream, repo, ["app"]).built == 2
+    before = len(upstream.index.requests)
+    asked_by_then: list[int] = []
+
+    def limits(seconds: float | None) -> Limits:
+        """Called for the sandbox's probe: by then the pages are being asked for."""
+        end = time.monotonic() + 10
+        while len(upstream.index.requests) == before and time.monotonic() < end:
+            time.sleep(0.01)
+        asked_by_then.append(len(upstream.index.requests) - before)
+        return limits_with(seconds)
+
+    again = run_bootstrap(upstream, repo, ["app"], machine=app.Machine(limits=limits))
+    assert (again.built, again.reused) == (0, 2)
+    assert asked_by_then[0] > 0
 
 
 def test_a_build_order_entry_has_one_shape_built_or_reused(

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,45 +144,59 @@ def bootstrap(
     from .trust.keys import default_key_file
 
     key_file = (options.signing_key or default_key_file()) if options.sign else None
-    # Before anything else: a machine that cannot sandbox builds refuses to build at all.
-    sandbox = make_policy(
-        enabled=options.sandbox,
-        limits=machine.limits(options.build_timeout),
-        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
-    )
-    if key_file is not None:
-        _check_key_unseen(key_file, sandbox, repo)
-    repo.ensure_layout()
-    # This run's own decisions (the no-op check, the index pages) take hashes from the hash
-    # cache; verify and the other proofs never do (repo.hashcache).
-    repo.remember_hashes(hasher=machine.hasher)
-    with repo.locked():
-        client = machine.http_client()
+    # Closed when the run ends, however it ends: the client, the page checks, the lock.
+    scope = contextlib.ExitStack()
+    client = machine.http_client()
+    scope.callback(client.close)
+    try:
+        upstream = HttpUpstream(
+            options.index_url,
+            client,
+            cache_dir=repo.root / "cache" / "http",
+            strict=options.strict_hashes,
+            refresh=options.refresh,
+        )
+        fp = runstate.fingerprint(
+            requirements=options.requirements,
+            constraints=options.constraints,
+            settings_dir=options.settings_dir,
+            variant=options.variant,
+            index_url=upstream.index_url,  # without credentials: a new token builds nothing
+            allow_prereleases=options.allow_prereleases,
+            interpreter=interpreter_tag(),
+            cache_format=CACHE_FORMAT,
+            sdist_hashes=options.sdist_hashes,
+        )
+        # A project folder can change without its version: it is packed and checked anew.
+        no_op_check = options.dask is None and not options.local_sdists
+        # The last run's pages are asked for now, while the sandbox is probed and the repository
+        # locked: on a re-run with nothing to do they are most of its time.
+        checks = _PageChecks(repo, upstream, fp) if no_op_check else None
+        if checks is not None:
+            scope.callback(checks.stop)
+        # Before anything is written: a machine that cannot sandbox builds refuses to build.
+        sandbox = make_policy(
+            enabled=options.sandbox,
+            limits=machine.limits(options.build_timeout),
+            hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
+        )
+        if key_file is not None:
+            _check_key_unseen(key_file, sandbox, repo)
+        repo.ensure_layout()
+        # This run's own decisions (the no-op check, the index pages) take hashes from the hash
+        # cache; verify and the other proofs never do (repo.hashcache).
+        repo.remember_hashes(hasher=machine.hasher)
+        scope.enter_context(repo.locked())
+    except BaseException:
+        scope.close()
+        raise
+    with scope:
         plan_dir: Path | None = None
         started: datetime | None = None  # set once the run may change the repository
         bootstrapper: Bootstrapper[Any] | None = None
         try:
-            upstream = HttpUpstream(
-                options.index_url,
-                client,
-                cache_dir=repo.root / "cache" / "http",
-                strict=options.strict_hashes,
-                refresh=options.refresh,
-            )
-            fp = runstate.fingerprint(
-                requirements=options.requirements,
-                constraints=options.constraints,
-                settings_dir=options.settings_dir,
-                variant=options.variant,
-                index_url=upstream.index_url,  # without credentials: a new token builds nothing
-                allow_prereleases=options.allow_prereleases,
-                interpreter=interpreter_tag(),
-                cache_format=CACHE_FORMAT,
-                sdist_hashes=options.sdist_hashes,
-            )
-            # A project folder can change without its version: it is packed and checked anew.
-            if options.dask is None and not options.local_sdists:
-                same = _same_as_last_run(repo, upstream, fp)
+            if checks is not None:
+                same = _same_as_last_run(repo, upstream, fp, checks)
                 if not planning:  # a plan writes nothing into the repository
                     repo.save_hashes()
                 if same is not None:
@@ -518,21 +532,48 @@ def _signer(
     return signer
 
 
-def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
-    """The last run's result, when nothing that made it has changed (see ``runstate``)."""
-    last = runstate.load(repo.root)
+class _PageChecks:
+    """The last run's index pages, asked for a few at a time (``PAGE_CHECKS``), the largest
+    first, from when it is made: when ``fp`` is the last run's fingerprint, and only then."""
+
+    def __init__(self, repo: Repository, upstream: HttpUpstream, fp: str) -> None:
+        last = runstate.load(repo.root)
+        self._pool: ThreadPoolExecutor | None = None
+        self._asked: list[Future[str | None]] = []
+        if last is None or last.get("fingerprint") != fp:
+            return  # what makes the run changed: no page needs asking for
+        self._pool = ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop")
+        self._asked = [
+            self._pool.submit(_page_digest, upstream, name) for name in runstate.largest_first(last)
+        ]
+
+    def wait(self) -> None:
+        wait(self._asked)
+
+    def stop(self) -> None:
+        """Ask for no more pages; wait for those being fetched."""
+        for future in self._asked:
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _same_as_last_run(
+    repo: Repository, upstream: HttpUpstream, fp: str, checks: _PageChecks
+) -> BootstrapResult | None:
+    """The last run's result, when nothing that made it has changed (see ``runstate``). The
+    pages ``checks`` asks for (one after the other they were most of a no-op run's time) are
+    fetched while the repository is read; a wheel gone stops them."""
+    last = runstate.load(repo.root)  # again, now that the repository is locked
     if last is None or last.get("fingerprint") != fp:
-        return None  # what makes the run changed: no page needs asking for
-    # The pages are asked for a few at a time, the largest first (one after the other they were
-    # most of a no-op run's time), while the repository is read; a wheel gone stops them.
-    with ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop") as pool:
-        asked = [pool.submit(_page_digest, upstream, name) for name in runstate.largest_first(last)]
-        held = _last_order_held(repo)
-        if held is None:
-            for future in asked:
-                future.cancel()
-            return None
+        return None
+    held = _last_order_held(repo)
+    if held is None:
+        checks.stop()
+        return None
+    checks.wait()
     order, graph, wheels = held
+    # A page the checks did not ask for (the last run's file changed since) is asked for here.
     if not runstate.unchanged(
         last, fp, page_digest=upstream.page_digest, order=order, wheels=wheels
     ):
