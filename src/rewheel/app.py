@@ -174,7 +174,8 @@ def bootstrap(
         checks = _PageChecks(repo, upstream, fp) if no_op_check else None
         if checks is not None:
             scope.callback(checks.stop)
-        # Before anything is written: a machine that cannot sandbox builds refuses to build.
+        # Before the repository is made or locked: a machine that cannot sandbox builds refuses
+        # to build at all (the checks above only read the index, and need a last run).
         sandbox = make_policy(
             enabled=options.sandbox,
             limits=machine.limits(options.build_timeout),
