@@ -59,3 +59,17 @@ def test_the_python_of_a_console_script_is_read_from_its_first_line(
     script.write_bytes(b"\x7fELF\x02\x01\x01")
     assert bench.interpreter_of(script) is None
     assert bench.interpreter_of(tmp_path / "missing") is None
+
+
+def test_bench_noop_runs_the_command_of_bench_bootstrap(bench: ModuleType, tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_noop
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    args = bench.parse_args(["--example", "langchain", "--only", "rewheel", "--out", str(tmp_path)])
+    tool = bench.Bench(args).tool("rewheel", args.trees[0], None)
+    repo = tmp_path / "langchain_0.1.11" / "rewheel" / "repo"
+    assert bench_noop.command(args.rewheel, args.trees[0], repo, args.jobs, "langchain") == (
+        tool.command
+    )
