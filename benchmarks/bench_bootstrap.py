@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,17 +52,99 @@ DROPPED_NAMES = (*PYTHON_SETUP, "PYTHONDONTWRITEBYTECODE")
 # --------------------------------------------------------------------------- measuring wrapper
 
 
+class CgroupCpu:
+    """CPU time of this process and of everything it starts, from a cgroup made for the run.
+
+    ``getrusage(RUSAGE_CHILDREN)`` counts only the descendants that were waited for up a chain
+    of parents that were waited for too. Builds in bubblewrap's PID namespace are not: bwrap's
+    init in the box reaps the build, but is itself never waited for by the bwrap rewheel starts,
+    so a CPU-bound build in the box adds nothing (measured here: a 1 s loop under
+    ``bwrap --unshare-pid`` gives 0.00 s; with ``--as-pid-1`` or ``unshare -f -p``, 1.05 s). A
+    cgroup counts every process in it, whoever reaps it. Made below this process's own cgroup
+    (cgroup v1 ``cpuacct``, else cgroup v2), joined before the command starts (its processes
+    stay in it), left and removed at the end; ``None`` from ``make`` where none can be made (no
+    permission): the rusage figure is then all there is.
+    """
+
+    def __init__(self, folder: Path, parent: Path, read: Callable[[Path], float]) -> None:
+        self.folder, self.parent, self._read = folder, parent, read
+
+    @classmethod
+    def make(cls) -> CgroupCpu | None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+            mine = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        paths = {}  # controllers -> this process's cgroup path
+        for line in mine:
+            _, controllers, path = line.split(":", 2)
+            paths[controllers] = path
+        places: list[tuple[Path, Callable[[Path], float]]] = []
+        for line in mounts:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            mount, kind, options = fields[1], fields[2], fields[3].split(",")
+            if kind == "cgroup" and "cpuacct" in options:
+                own = next((p for c, p in paths.items() if "cpuacct" in c.split(",")), None)
+                if own is not None:
+                    places.insert(0, (Path(mount + own.rstrip("/")), _cpuacct_seconds))
+            elif kind == "cgroup2" and "" in paths:
+                places.append((Path(mount + paths[""].rstrip("/")), _cpu_stat_seconds))
+        for parent, read in places:
+            folder = parent / f"rewheel-bench-{os.getpid()}"
+            try:
+                folder.mkdir()
+            except OSError:
+                continue
+            try:
+                (folder / "cgroup.procs").write_text(str(os.getpid()), encoding="ascii")
+                read(folder)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+                continue
+            return cls(folder, parent, read)
+        return None
+
+    def seconds(self) -> float:
+        return self._read(self.folder)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.parent / "cgroup.procs").write_text(str(os.getpid()), encoding="ascii")
+        with contextlib.suppress(OSError):  # a process left behind keeps it: said by its figure
+            self.folder.rmdir()
+
+
+def _cpuacct_seconds(folder: Path) -> float:
+    return int((folder / "cpuacct.usage").read_text(encoding="ascii")) / 1e9
+
+
+def _cpu_stat_seconds(folder: Path) -> float:
+    for line in (folder / "cpu.stat").read_text(encoding="ascii").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    raise OSError(f"no usage_usec in {folder / 'cpu.stat'}")
+
+
 def measure_main(argv: Sequence[str]) -> int:
     """Run one command, then write its wall time and rusage to a JSON file.
 
     argv: RESULT_JSON LOG_FILE TIMEOUT_SECONDS -- COMMAND...
-    Runs in its own fresh process, so RUSAGE_CHILDREN holds only this command's process tree.
+    Runs in its own fresh process, so RUSAGE_CHILDREN holds only this command's process tree
+    (those of its processes that were waited for), and the cgroup it makes (``CgroupCpu``) only
+    this command and itself.
     """
     result_path, log_path, timeout_text, sep, *command = argv
     if sep != "--" or not command:
         print(f"usage: {MEASURE} RESULT LOG TIMEOUT -- COMMAND...", file=sys.stderr)
         return 2
     timeout = float(timeout_text)
+    cgroup = CgroupCpu.make()
+    cgroup_before = cgroup.seconds() if cgroup is not None else 0.0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     timed_out = False
     with open(log_path, "wb") as log:
@@ -85,12 +167,19 @@ def measure_main(argv: Sequence[str]) -> int:
             raise
         wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cgroup_cpu = None
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            cgroup_cpu = cgroup.seconds() - cgroup_before
+        cgroup.close()
     result = {
         "returncode": returncode,
         "timed_out": timed_out,
         "wall_s": wall,
         "user_s": after.ru_utime - before.ru_utime,
         "sys_s": after.ru_stime - before.ru_stime,
+        # Every process of the run, boxed builds included (None: no cgroup could be made).
+        "cgroup_cpu_s": cgroup_cpu,
         # Linux reports kilobytes; this is the largest single process of the tree.
         "max_rss_kib": after.ru_maxrss,
     }
@@ -123,7 +212,9 @@ class RunResult:
     status: str  # "ok", "failed", "timeout", "skipped"
     returncode: int | None = None
     wall_s: float | None = None
-    cpu_s: float | None = None
+    cpu_s: float | None = None  # the cgroup's figure where one was made, else rusage's
+    rusage_cpu_s: float | None = None  # what RUSAGE_CHILDREN saw (not builds in a PID namespace)
+    cpu_source: str = ""  # "cgroup" or "rusage"
     max_rss_mib: float | None = None
     utilisation: float | None = None  # CPU seconds / (wall seconds * cores)
     # rewheel only: the same ratio from its first build slot taken to its last given back, as
@@ -389,7 +480,12 @@ class Bench:
         data: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
         run.returncode = int(data["returncode"])
         run.wall_s = float(data["wall_s"])
-        run.cpu_s = float(data["user_s"]) + float(data["sys_s"])
+        run.rusage_cpu_s = float(data["user_s"]) + float(data["sys_s"])
+        cgroup_cpu = data.get("cgroup_cpu_s")
+        if cgroup_cpu is not None:
+            run.cpu_s, run.cpu_source = float(cgroup_cpu), "cgroup"
+        else:
+            run.cpu_s, run.cpu_source = run.rusage_cpu_s, "rusage"
         run.max_rss_mib = float(data["max_rss_kib"]) / 1024
         run.utilisation = ratio(run.cpu_s, run.wall_s * self.cores)
         stats = tool.run_dir / "repo" / "run-stats.json"
@@ -457,6 +553,45 @@ class Bench:
                 self.runs.append(run)
                 if phase == "cold":
                     cold[name] = run
+
+
+def interpreter_of(script: Path) -> str | None:
+    """The Python a console script runs with (its ``#!`` line), or None if it is not one."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    return words[0] if words and "python" in Path(words[0]).name else None
+
+
+def compile_bytecode(rewheel: Path, env: Mapping[str, str]) -> str:
+    """Write the bytecode of rewheel's own modules before anything is timed, as ``pip install``
+    of a wheel does. An editable install (a checkout) has none until a run writes it, so the
+    first run that imports a module would pay for compiling it. What was done, for the output."""
+    python = interpreter_of(rewheel)
+    if python is None:
+        return f"bytecode not compiled beforehand: {rewheel} is not a Python console script"
+    found = subprocess.run(
+        [python, "-c", "import os, rewheel; print(os.path.dirname(rewheel.__file__))"],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        check=False,
+    )
+    folder = found.stdout.strip()
+    if found.returncode != 0 or not folder:
+        return f"bytecode not compiled beforehand: {python} cannot import rewheel"
+    # Timestamp pycs, as the import system writes them (with SOURCE_DATE_EPOCH set, compileall
+    # would write checked-hash ones, which make every import read and hash the source).
+    command = [python, "-m", "compileall", "-q", "--invalidation-mode", "timestamp", folder]
+    done = subprocess.run(command, env=dict(env), check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"bytecode compile failed ({shlex.join(command)}): {done.stdout.strip()[-300:]}"
+    return f"bytecode of rewheel compiled before timing, as pip install does: {shlex.join(command)}"
 
 
 def tool_version(command: Sequence[str]) -> str:
@@ -574,7 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.out.mkdir(parents=True, exist_ok=True)
     fromager = bench.ensure_fromager() if "fromager" in bench.tools else None
     versions = {}
+    bytecode = None
     if "rewheel" in bench.tools:
+        bytecode = compile_bytecode(bench.rewheel, clean_environ(os.environ, Path.home(), None))
+        print(bytecode, flush=True)
         versions["rewheel"] = tool_version([str(bench.rewheel)])
     if fromager is not None:
         versions["fromager"] = tool_version([str(fromager)])
@@ -592,8 +730,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(summary_rows(bench.runs, args.trees, bench.tools), right_from=2))
     print()
+    sources = {r.cpu_source for r in bench.runs if r.cpu_s is not None}
+    how = (
+        "of every process of the run, from a cgroup made for it (builds in bubblewrap included)"
+        if sources == {"cgroup"}
+        else "of the processes that were waited for (getrusage: builds in bubblewrap's PID "
+        "namespace are missed)" + (" where no cgroup could be made" if "cgroup" in sources else "")
+    )
     print(
-        "s = wall seconds; CPU s = user+sys seconds of the whole process tree;\n"
+        f"s = wall seconds; CPU s = user+sys seconds {how};\n"
         f"util = CPU s / (wall s x {bench.cores} cores); "
         "RSS MiB = peak RSS of the largest single process in the tree;\n"
         "x = rewheel/fromager ratio (below 1 means rewheel is faster or smaller). "
@@ -630,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cores": bench.cores,
             "jobs": bench.jobs,
             "versions": versions,
+            "bytecode": bytecode,
             "runs": [asdict(run) for run in bench.runs],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

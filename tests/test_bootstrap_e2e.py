@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ from conftest import Upstream, build_info, run_bootstrap
 from support.fake_index import FakeIndex
 from support.sdists import SdistSpec, make_wheel
 
+from rewheel import app
+from rewheel.build.sandbox import Limits, limits_with
 from rewheel.core.errors import NoSdistError, ResolutionError
 from rewheel.repo.repository import Repository
 
@@ -125,6 +130,70 @@ def test_rerun_reuses_everything(upstream: Upstream, tmp_path: Path) -> None:
     order = [e["name"] for e in json.loads((repo / "build-order.json").read_text())]
     assert order[0] == "tool-a"
     assert sorted(order) == ["app", "lib", "tool-a"]
+
+
+# Loaded by commands or runs that build, sign, draw or read metadata; a no-op does none of it.
+NOT_FOR_A_NO_OP = (
+    "rich",
+    "packaging.metadata",
+    "rewheel.build.builder",
+    "rewheel.core.bootstrap",
+    "rewheel.core.prune",
+    "rewheel.core.resolver",
+    "rewheel.serve.server",
+    "rewheel.trust.provenance",
+    "rewheel.ui.browse_pages",
+    "rewheel.ui.graph_export",
+)
+
+
+def test_a_no_op_rerun_from_the_command_line_loads_only_what_it_compares(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    assert run_bootstrap(upstream, repo, ["app"]).built == 2
+    # A fresh interpreter, as a user's re-run is: what it imported is printed at its end.
+    script = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules)))\n"
+        "from rewheel.cli import main\n"
+        "main()\n"
+    )
+    command = ["bootstrap", "app", "--repo", str(repo), "--index-url", upstream.url]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *command], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0 built, 2 reused" in done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("MODULES ")]
+    loaded = set(line.split()[1:])
+    assert "rewheel.app" in loaded and "urllib3" in loaded  # it did run
+    assert loaded.isdisjoint(NOT_FOR_A_NO_OP), sorted(loaded & set(NOT_FOR_A_NO_OP))
+
+
+def test_a_no_op_rerun_asks_for_its_pages_while_the_sandbox_is_probed(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.sdist("tool-a", "1.0")
+    upstream.sdist("app", "1.0", build_requires=["tool-a"])
+    repo = tmp_path / "repo"
+    assert run_bootstrap(upstream, repo, ["app"]).built == 2
+    before = len(upstream.index.requests)
+    asked_by_then: list[int] = []
+
+    def limits(seconds: float | None) -> Limits:
+        """Called for the sandbox's probe: by then the pages are being asked for."""
+        end = time.monotonic() + 10
+        while len(upstream.index.requests) == before and time.monotonic() < end:
+            time.sleep(0.01)
+        asked_by_then.append(len(upstream.index.requests) - before)
+        return limits_with(seconds)
+
+    again = run_bootstrap(upstream, repo, ["app"], machine=app.Machine(limits=limits))
+    assert (again.built, again.reused) == (0, 2)
+    assert asked_by_then[0] > 0
 
 
 def test_a_build_order_entry_has_one_shape_built_or_reused(
@@ -252,7 +321,12 @@ def test_a_rerun_with_nothing_changed_only_revalidates_pages(
     upstream.sdist("app", "1.0", build_requires=["tool-a"])
     repo = tmp_path / "repo"
     assert run_bootstrap(upstream, repo, ["app"]).built == 2
-    assert (repo / "last-run.json").is_file()
+    last = json.loads((repo / "last-run.json").read_text())
+    # Each page's size is kept, for the order in which the next check asks for them.
+    for name in ("app", "tool-a"):
+        page = upstream.index.render_project(name, "application/vnd.pypi.simple.v1+json")
+        assert last["page_bytes"][name] == len(page)
+    assert set(last["page_bytes"]) == set(last["pages"])
     before = len(upstream.index.requests)
     again = run_bootstrap(upstream, repo, ["app"])
     assert (again.built, again.reused) == (0, 2)

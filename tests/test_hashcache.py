@@ -72,6 +72,36 @@ def test_a_later_run_hashes_no_wheel_an_earlier_run_hashed(tmp_path: Path) -> No
     assert cache.stat().st_mode & 0o777 == 0o600
 
 
+def test_entries_of_files_gone_are_left_out_when_the_file_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    _repo_with_wheels(root, 3)
+    repo = Repository(root)
+    repo.remember_hashes(clock=later_clock)
+    repo.wheels()
+    repo.save_hashes()
+    cache = root / "cache" / HASHES_FILE
+    wheel = "wheels/pkg{}-1.0-py3-none-any.whl".format
+    assert {wheel(0), wheel(1), wheel(2)} <= set(json.loads(cache.read_text())["files"])
+    (root / wheel(1)).unlink()  # as prune removes it
+    # A run that learns nothing new does not write the file, not even to drop an entry.
+    unchanged = cache.read_bytes()
+    again = Repository(root)
+    again.remember_hashes(clock=later_clock)
+    assert again.wheel_sha256(wheel(0).removeprefix("wheels/")) is not None
+    again.save_hashes()
+    assert cache.read_bytes() == unchanged
+    # One that publishes writes it: without the wheel gone, with the one it did not look at.
+    third = Repository(root)
+    third.remember_hashes(clock=later_clock)
+    made = root / "pkg9-1.0-py3-none-any.whl"
+    write_wheel(made, _members("pkg9", b"Metadata-Version: 2.1\nName: pkg9\nVersion: 1.0\n\n"))
+    third.publish_wheel(made)
+    third.save_hashes()
+    files = set(json.loads(cache.read_text())["files"])
+    assert wheel(1) not in files
+    assert {wheel(0), wheel(2), wheel(9)} <= files
+
+
 def test_a_published_wheel_is_remembered_without_reading_it_again(tmp_path: Path) -> None:
     counting = Counting()
     repo = Repository(tmp_path / "repo")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.fake_index import FakeIndex
 from support.scripted_server import ScriptedServer
 
 from rewheel.core.errors import Step, UpstreamError
@@ -133,3 +136,29 @@ def test_unreachable_when_the_server_never_answers(client: HttpClient) -> None:
         started = time.monotonic()
         assert client.reachable(f"http://127.0.0.1:{port}/", timeout=0.3) is False
         assert time.monotonic() - started < 2.0
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+
+def test_the_deadlines_of_many_requests_share_one_thread(tmp_path: Path) -> None:
+    """Every request has a deadline, kept by one thread of the client's: a thread started per
+    request cost a no-op re-run, which asks for some sixty pages, tens of milliseconds."""
+    (tmp_path / "foo-1.0.tar.gz").write_bytes(b"one")
+    started: set[str] = set()
+
+    def first_call(frame: object, event: str, arg: object) -> None:
+        started.add(threading.current_thread().name)
+        sys.setprofile(None)  # once per thread is enough
+
+    with FakeIndex() as index, HttpClient(policy=FAST) as client:
+        index.add(tmp_path / "foo-1.0.tar.gz")
+        threading.setprofile(first_call)
+        try:
+            for _ in range(20):
+                assert client.get(f"{index.url}/foo/").status == 200
+        finally:
+            threading.setprofile(None)  # type: ignore[arg-type]
+    # The index answers each request in a thread of its own (process_request_thread).
+    ours = {name for name in started if "process_request_thread" not in name}
+    assert ours == {"rewheel-http-deadlines"}

@@ -3,7 +3,9 @@ an index pinning a page for a year, an entry edited to stay fresh, a clock set b
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,57 @@ def test_fresh_seconds(cache_control: str | None, age: str | None, expected: int
     if age is not None:
         headers["Age"] = age
     assert fresh_seconds(headers) == expected
+
+
+SERVED = "Tue, 01 Dec 2026 12:00:00 GMT"
+SERVED_AT = 1_796_126_400.0  # the same instant, in seconds
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # A tenth of the time since the page was modified, at most MAX_FRESH_SECONDS.
+        ({"Last-Modified": "Tue, 01 Dec 2026 11:10:00 GMT"}, 300),
+        ({"Last-Modified": "Tue, 01 Dec 2026 11:10:00 GMT", "Age": "100"}, 200),
+        ({"Last-Modified": "Tue, 01 Dec 2026 11:59:00 GMT"}, 6),
+        ({"Last-Modified": "Thu, 01 Jan 1970 00:00:00 GMT"}, MAX_FRESH_SECONDS),
+        ({"Last-Modified": "Tue, 01 Dec 2026 11:10:00 GMT", "Cache-Control": "public"}, 300),
+        # Modified after it was served, or no date at all: never fresh.
+        ({"Last-Modified": "Wed, 02 Dec 2026 12:00:00 GMT"}, 0),
+        ({"Last-Modified": "yesterday"}, 0),
+        ({"Last-Modified": "Tue, 01 Dec 2026 11:10:00 GMT", "Age": "soon"}, 0),
+        # An explicit lifetime, or a word against caching, wins over the heuristic.
+        ({"Last-Modified": "Thu, 01 Jan 1970 00:00:00 GMT", "Cache-Control": "max-age=0"}, 0),
+        ({"Last-Modified": "Thu, 01 Jan 1970 00:00:00 GMT", "Cache-Control": "max-age=60"}, 60),
+        ({"Last-Modified": "Thu, 01 Jan 1970 00:00:00 GMT", "Cache-Control": "no-cache"}, 0),
+        ({"Last-Modified": "Thu, 01 Jan 1970 00:00:00 GMT", "Expires": SERVED}, 0),
+    ],
+)
+def test_heuristic_freshness_from_last_modified(headers: dict[str, str], expected: int) -> None:
+    assert fresh_seconds({"Date": SERVED, **headers}) == expected
+    # Without a Date, the time it is stored at stands for it.
+    assert fresh_seconds(headers, now=SERVED_AT) == expected
+
+
+def test_a_page_with_only_a_last_modified_is_fresh_for_a_tenth_of_its_age(
+    index: FakeIndex, client: HttpClient, tmp_path: Path
+) -> None:
+    """A static file server's page: Last-Modified and an ETag, no Cache-Control."""
+    clock = Clock()
+    # The index's Date header is the real time: the page was modified 1000 s before it.
+    index.last_modified = email.utils.formatdate(time.time() - 1000, usegmt=True)
+    cache = PageCache(tmp_path / "cache", clock=clock)
+    url = index.url + "/foo/"
+    assert not client.get(url, {"Accept": ACCEPT}, cache=cache).from_cache
+    clock.now += 95  # within about 100 s (a tenth of 1000 s): nothing asked
+    assert client.get(url, {"Accept": ACCEPT}, cache=cache).from_cache
+    assert _gets(index) == 1
+    clock.now += 10  # past it: asked again (a 304, which starts its freshness anew)
+    assert client.get(url, {"Accept": ACCEPT}, cache=cache).from_cache
+    assert _gets(index) == 2
+    refreshing = PageCache(tmp_path / "cache", clock=clock, honour_freshness=False)
+    assert client.get(url, {"Accept": ACCEPT}, cache=refreshing).from_cache  # --refresh asks
+    assert _gets(index) == 3
 
 
 def test_a_fresh_page_is_used_without_a_request_then_revalidated(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import secrets
@@ -13,7 +12,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ from .core import runstate
 from .core.errors import ConfigError, RepositoryError, Step, UpstreamError
 from .core.fsutil import sha256_file
 from .core.history import KEEP_RUNS, RunRecord, run_id
-from .core.prune import PrunePlan, RepoFile, file_node
 from .core.records import BuildRecord
 from .core.report import BootstrapResult, Outcome, Reporter
 from .core.runstate import CACHE_FORMAT, interpreter_tag
@@ -49,6 +47,7 @@ if TYPE_CHECKING:
     from .build.runner import SubprocessRunner
     from .build.sandbox import SandboxPolicy
     from .core.bootstrap import Bootstrapper, SharedCache, Steps
+    from .core.prune import PrunePlan, RepoFile
     from .core.resolver import Pin
     from .core.update import UpdatePlan
     from .repo.published_keys import PublicKey
@@ -147,45 +146,60 @@ def bootstrap(
     from .trust.keys import default_key_file
 
     key_file = (options.signing_key or default_key_file()) if options.sign else None
-    # Before anything else: a machine that cannot sandbox builds refuses to build at all.
-    sandbox = make_policy(
-        enabled=options.sandbox,
-        limits=machine.limits(options.build_timeout),
-        hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
-    )
-    if key_file is not None:
-        _check_key_unseen(key_file, sandbox, repo)
-    repo.ensure_layout()
-    # This run's own decisions (the no-op check, the index pages) take hashes from the hash
-    # cache; verify and the other proofs never do (repo.hashcache).
-    repo.remember_hashes(hasher=machine.hasher)
-    with repo.locked():
-        client = machine.http_client()
+    # Closed when the run ends, however it ends: the client, the page checks, the lock.
+    scope = contextlib.ExitStack()
+    client = machine.http_client()
+    scope.callback(client.close)
+    try:
+        upstream = HttpUpstream(
+            options.index_url,
+            client,
+            cache_dir=repo.root / "cache" / "http",
+            strict=options.strict_hashes,
+            refresh=options.refresh,
+        )
+        fp = runstate.fingerprint(
+            requirements=options.requirements,
+            constraints=options.constraints,
+            settings_dir=options.settings_dir,
+            variant=options.variant,
+            index_url=upstream.index_url,  # without credentials: a new token builds nothing
+            allow_prereleases=options.allow_prereleases,
+            interpreter=interpreter_tag(),
+            cache_format=CACHE_FORMAT,
+            sdist_hashes=options.sdist_hashes,
+        )
+        # A project folder can change without its version: it is packed and checked anew.
+        no_op_check = options.dask is None and not options.local_sdists
+        # The last run's pages are asked for now, while the sandbox is probed and the repository
+        # locked: on a re-run with nothing to do they are most of its time.
+        checks = _PageChecks(repo, upstream, fp) if no_op_check else None
+        if checks is not None:
+            scope.callback(checks.stop)
+        # Before the repository is made or locked: a machine that cannot sandbox builds refuses
+        # to build at all (the checks above only read the index, and need a last run).
+        sandbox = make_policy(
+            enabled=options.sandbox,
+            limits=machine.limits(options.build_timeout),
+            hidden=[repo.root.resolve(), *_key_dirs(options.signing_key)],
+        )
+        if key_file is not None:
+            _check_key_unseen(key_file, sandbox, repo)
+        repo.ensure_layout()
+        # This run's own decisions (the no-op check, the index pages) take hashes from the hash
+        # cache; verify and the other proofs never do (repo.hashcache).
+        repo.remember_hashes(hasher=machine.hasher)
+        scope.enter_context(repo.locked())
+    except BaseException:
+        scope.close()
+        raise
+    with scope:
         plan_dir: Path | None = None
         started: datetime | None = None  # set once the run may change the repository
         bootstrapper: Bootstrapper[Any] | None = None
         try:
-            upstream = HttpUpstream(
-                options.index_url,
-                client,
-                cache_dir=repo.root / "cache" / "http",
-                strict=options.strict_hashes,
-                refresh=options.refresh,
-            )
-            fp = runstate.fingerprint(
-                requirements=options.requirements,
-                constraints=options.constraints,
-                settings_dir=options.settings_dir,
-                variant=options.variant,
-                index_url=upstream.index_url,  # without credentials: a new token builds nothing
-                allow_prereleases=options.allow_prereleases,
-                interpreter=interpreter_tag(),
-                cache_format=CACHE_FORMAT,
-                sdist_hashes=options.sdist_hashes,
-            )
-            # A project folder can change without its version: it is packed and checked anew.
-            if options.dask is None and not options.local_sdists:
-                same = _same_as_last_run(repo, upstream, fp)
+            if checks is not None:
+                same = _same_as_last_run(repo, upstream, fp, checks)
                 if not planning:  # a plan writes nothing into the repository
                     repo.save_hashes()
                 if same is not None:
@@ -332,7 +346,10 @@ def bootstrap(
         assert started is not None  # a run that returns before building returned above
         _remember_run(repo, options, result, started, machine.now())
         if result.ok and not options.local_sdists:
-            repo.write_json(runstate.LAST_RUN, runstate.state(fp, upstream.page_digests))
+            repo.write_json(
+                runstate.LAST_RUN,
+                runstate.state(fp, upstream.page_digests, upstream.page_sizes),
+            )
         repo.save_hashes()
         from .ui.browse_pages import write_browse
 
@@ -565,32 +582,51 @@ def _signer(
     return signer
 
 
-def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> BootstrapResult | None:
-    """The last run's result, when nothing that made it has changed (see ``runstate``)."""
-    last = runstate.load(repo.root)
-    if last is None:
+class _PageChecks:
+    """The last run's index pages, asked for a few at a time (``PAGE_CHECKS``), the largest
+    first, from when it is made: when ``fp`` is the last run's fingerprint, and only then."""
+
+    def __init__(self, repo: Repository, upstream: HttpUpstream, fp: str) -> None:
+        last = runstate.load(repo.root)
+        self._pool: ThreadPoolExecutor | None = None
+        self._asked: list[Future[str | None]] = []
+        if last is None or last.get("fingerprint") != fp:
+            return  # what makes the run changed: no page needs asking for
+        self._pool = ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop")
+        self._asked = [
+            self._pool.submit(_page_digest, upstream, name) for name in runstate.largest_first(last)
+        ]
+
+    def wait(self) -> None:
+        wait(self._asked)
+
+    def stop(self) -> None:
+        """Ask for no more pages; wait for those being fetched."""
+        for future in self._asked:
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _same_as_last_run(
+    repo: Repository, upstream: HttpUpstream, fp: str, checks: _PageChecks
+) -> BootstrapResult | None:
+    """The last run's result, when nothing that made it has changed (see ``runstate``). The
+    pages ``checks`` asks for (one after the other they were most of a no-op run's time) are
+    fetched while the repository is read; a wheel gone stops them."""
+    last = runstate.load(repo.root)  # again, now that the repository is locked
+    if last is None or last.get("fingerprint") != fp:
         return None
-    try:
-        listed = json.loads((repo.root / "build-order.json").read_text())
-        graph = json.loads((repo.root / "graph.json").read_text())
-        if not isinstance(listed, list) or not isinstance(graph, dict):
-            return None
-        order = [BuildRecord.from_json(entry) for entry in listed]
-    except (OSError, ValueError):  # RecordError is a ValueError
+    held = _last_order_held(repo)
+    if held is None:
+        checks.stop()
         return None
-    pages = last.get("pages")
-    if last.get("fingerprint") == fp and isinstance(pages, dict):
-        # The pages are revalidated side by side (a 304 each, usually): one after the other
-        # they were most of a no-op run's time.
-        with ThreadPoolExecutor(PAGE_CHECKS, thread_name_prefix="rewheel-noop") as pool:
-            list(pool.map(functools.partial(_page_digest, upstream), list(pages)))
-    # Only the wheels the last run listed are looked at, not every wheel of the repository.
-    held = [
-        WheelRef(canonicalize_name(r.name), r.version, r.wheel, sha)
-        for r in order
-        if (sha := repo.wheel_sha256(r.wheel)) is not None
-    ]
-    if not runstate.unchanged(last, fp, page_digest=upstream.page_digest, order=order, wheels=held):
+    checks.wait()
+    order, graph, wheels = held
+    # A page the checks did not ask for (the last run's file changed since) is asked for here.
+    if not runstate.unchanged(
+        last, fp, page_digest=upstream.page_digest, order=order, wheels=wheels
+    ):
         return None
     return BootstrapResult(
         order=order,
@@ -600,6 +636,29 @@ def _same_as_last_run(repo: Repository, upstream: HttpUpstream, fp: str) -> Boot
         reused=len(order),
         outcomes={r.node: Outcome.REUSED for r in order},
     )
+
+
+def _last_order_held(
+    repo: Repository,
+) -> tuple[list[BuildRecord], dict[str, Any], list[WheelRef]] | None:
+    """The last run's build order and graph, and those of its wheels the repository still holds
+    (with their sha256); None when they cannot be read or a wheel is gone."""
+    try:
+        listed = json.loads((repo.root / "build-order.json").read_text())
+        graph = json.loads((repo.root / "graph.json").read_text())
+        if not isinstance(listed, list) or not isinstance(graph, dict):
+            return None
+        order = [BuildRecord.from_json(entry) for entry in listed]
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return None
+    # Only the wheels the last run listed are looked at, not every wheel of the repository.
+    held = []
+    for r in order:
+        sha = repo.wheel_sha256(r.wheel)
+        if sha is None:
+            return None
+        held.append(WheelRef(canonicalize_name(r.name), r.version, r.wheel, sha))
+    return order, graph, held
 
 
 def _page_digest(upstream: HttpUpstream, name: object) -> str | None:
@@ -812,7 +871,7 @@ def prune(
     repository on its own (a ``--keep REQ``, or a whole ``-r`` file), ``constraints`` applying
     to each. A kept package whose record cannot be read stops it: its build tools are unknown.
     """
-    from .core.prune import keep, plan
+    from .core.prune import file_node, keep, plan
     from .repo.prune import after_removal, build_envs, list_files, remove_files
     from .serve.server import IndexServer
     from .trust.install import resolve

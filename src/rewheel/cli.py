@@ -30,17 +30,13 @@ from .index.local import LocalSdist
 from .projectdir import looks_like_path, pack_project, read_project
 from .repo.repository import Repository
 from .reqfile import RequirementSet, collect, parse_requirement
-from .ui.graph_export import (
-    history_graph,
-    read_history,
-    to_dot,
-    to_html,
-    why_data,
-    why_lines,
-)
 from .ui.progress import make_reporter
 from .ui.run_summary import summary_json
 from .ui.text import printable
+
+# What only some commands need (the graph and its pages, the provenance and signing code, a
+# wheel's metadata parser) is imported where they use it: a no-op re-run of bootstrap, which
+# only compares, loads none of it.
 
 if TYPE_CHECKING:
     from .core.update import UpdatePlan
@@ -601,6 +597,8 @@ def update(
     named, local = _project_roots(tree, extras, groups)
     reqs = tree.requirement_set(named, project=bool(local))
     if not reqs.requirements:
+        from .ui.graph_export import read_history
+
         last = read_history(tree.repo).latest
         if last is None or not last.requested:
             raise click.UsageError("name what to update, or bootstrap it first")
@@ -1102,6 +1100,8 @@ def graph(repo: Path, html_file: Path | None, dot: bool) -> None:
     marked (a web page, or Graphviz DOT)."""
     if html_file is None and not dot:
         raise click.UsageError("give --html FILE, --dot, or both")
+    from .ui.graph_export import history_graph, read_history, to_dot, to_html
+
     history = read_history(repo)
     _echo_notes(history.notes)
     dependency_graph = history_graph(history)
@@ -1126,6 +1126,8 @@ def why(package: str, repo: Path, as_json: bool) -> None:
     newest of the last runs (up to 50) that had it, and what became of it there.
 
     It also says when its wheel is no longer in the repository (removed by prune)."""
+    from .ui.graph_export import read_history, why_data, why_lines
+
     history = read_history(repo)
     _echo_notes(history.notes)
     in_repository = _wheel_lookup(repo)

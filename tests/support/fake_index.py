@@ -29,6 +29,7 @@ API:
   close the connection.
 - ``stall(path_substring, seconds, times=1)``: wait ``seconds`` before answering.
 - ``cache_control``: when set, the ``Cache-Control`` header of every project page (200 and 304).
+- ``last_modified``: when set, the ``Last-Modified`` header of every project page (200 and 304).
 
 Routes: ``/simple/`` (the project list), ``/simple/<normalized>/`` (a project page; other
 spellings of the name, or no trailing slash, redirect with 301 to it; unknown projects 404),
@@ -126,6 +127,7 @@ class FakeIndex:
         self._thread: threading.Thread | None = None
         self.requests: list[tuple[str, str]] = []
         self.cache_control: str | None = None
+        self.last_modified: str | None = None
 
     # --- content --------------------------------------------------------------------------
 
@@ -348,8 +350,11 @@ def _make_handler(index: FakeIndex) -> type[BaseHTTPRequestHandler]:
                     return
                 media = self._media()
                 if media is not None:
-                    cc = index.cache_control
-                    headers = {"Cache-Control": cc} if cc is not None else None
+                    headers = {}
+                    if index.cache_control is not None:
+                        headers["Cache-Control"] = index.cache_control
+                    if index.last_modified is not None:
+                        headers["Last-Modified"] = index.last_modified
                     self._send(200, index.render_project(name, media), media, headers)
                 return
             if path.startswith("/files/"):
@@ -387,8 +392,9 @@ def _make_handler(index: FakeIndex) -> type[BaseHTTPRequestHandler]:
                 if self.headers.get("If-None-Match") == headers["ETag"]:
                     self.send_response(304)
                     self.send_header("ETag", headers["ETag"])
-                    if "Cache-Control" in headers:
-                        self.send_header("Cache-Control", headers["Cache-Control"])
+                    for key in ("Cache-Control", "Last-Modified"):
+                        if key in headers:
+                            self.send_header(key, headers[key])
                     self.end_headers()
                     return
             truncated = status == 200 and index._take(index._truncates, self.path) is not None

@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,12 +383,26 @@ def probe_bwrap(program: str | None = None) -> tuple[str, str] | str:
     probe = SandboxPolicy(bwrap=path)
     argv = bwrap_argv(probe, [true], cwd=Path("/"), readable=(), writable=())
     try:
-        version = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=10, check=False, stdin=subprocess.DEVNULL
-        )
+        # Its version is asked while the probe box runs: each start of a program costs a run
+        # with nothing to do some milliseconds.
+        with ThreadPoolExecutor(1, thread_name_prefix="rewheel-bwrap-version") as pool:
+            asked = pool.submit(
+                subprocess.run,
+                [path, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            version = asked.result()
     except (OSError, subprocess.SubprocessError) as exc:
         return f"{path} cannot be run: {exc}"
     if done.returncode != 0:

@@ -89,8 +89,30 @@ def load(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
 
 
-def state(fp: str, pages: Mapping[str, str]) -> dict[str, Any]:
-    return {"format": FORMAT, "fingerprint": fp, "pages": dict(sorted(pages.items()))}
+def state(
+    fp: str, pages: Mapping[str, str], sizes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """What ``last-run.json`` keeps: the fingerprint, each page's sha256 and, for the order in
+    which a no-op check asks for them, each page's size in bytes."""
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "fingerprint": fp,
+        "pages": dict(sorted(pages.items())),
+    }
+    if sizes:
+        data["page_bytes"] = {name: sizes[name] for name in sorted(sizes) if name in pages}
+    return data
+
+
+def largest_first(last: Mapping[str, Any]) -> list[str]:
+    """The last run's pages, the largest first (as ``page_bytes`` kept them; those without a size
+    last): asked for a few at a time, a big page asked for last would leave the others waiting."""
+    pages = last.get("pages")
+    if not isinstance(pages, dict):
+        return []
+    sizes = last.get("page_bytes")
+    sizes = sizes if isinstance(sizes, dict) else {}
+    return sorted(pages, key=lambda name: -s if type(s := sizes.get(name)) is int else 0)
 
 
 def unchanged(

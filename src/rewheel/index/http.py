@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import email.utils
 import errno
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import random
@@ -58,6 +61,9 @@ from ..core.fsutil import atomic_write_bytes, public_file_mode
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
+# Pages and metadata are read in larger pieces: a no-op re-run reads some 27 MB of pages, and
+# fewer reads spent less CPU on copying them (a body stays within one piece of its limit).
+_PAGE_CHUNK = 1 << 18
 _MiB = 1 << 20
 USER_AGENT = f"rewheel/{__version__}"
 
@@ -117,24 +123,81 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
+class _Watchdog:
+    """One thread, started on first use, that calls each function given to ``call_at`` at its time.
+
+    It wakes the deadlines of one client's requests. A thread of its own per request (a
+    ``threading.Timer``) cost a no-op re-run, which checks some sixty index pages, tens of
+    milliseconds of thread starts. A function whose request has ended by then returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` in the watchdog's thread at ``when`` (``time.monotonic``), or just after."""
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._order), fn))
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="rewheel-http-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is fn:
+                # Woken only when it must wake sooner: requests made one after another have ever
+                # later deadlines, and waking it for each cost a switch of threads per request.
+                self._cond.notify()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                while True:
+                    if self._thread is not me:  # stopped
+                        return
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        fn = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(delay)
+            fn()
+
+    def stop(self) -> None:
+        """Forget every pending call and end the thread; a later ``call_at`` starts a new one."""
+        with self._cond:
+            self._heap.clear()
+            self._thread = None
+            self._cond.notify_all()
+
+
 class _Deadline:
     """The time one request may take, all its tries included; at the end its connection is cut.
 
-    Checked between chunks, and enforced by a timer that shuts the watched socket down, which wakes
-    a read blocked anywhere (TLS handshake, status line, headers, body). ``per_byte`` seconds are
-    added for every byte received. The socket watched is a duplicate of the connection's
-    descriptor, so cutting it late can never hit a descriptor number since reused elsewhere.
+    Checked between chunks, and enforced by the client's watchdog, which shuts the watched socket
+    down at the end, waking a read blocked anywhere (TLS handshake, status line, headers, body).
+    ``per_byte`` seconds are added for every byte received. The socket watched is a duplicate of
+    the connection's descriptor, so cutting it late can never hit a descriptor number since
+    reused elsewhere.
     """
 
-    def __init__(self, seconds: float, per_byte: float, limit_name: str) -> None:
+    def __init__(
+        self, seconds: float, per_byte: float, limit_name: str, watchdog: _Watchdog
+    ) -> None:
         self.seconds = seconds
         self.limit_name = limit_name
         self._per_byte = per_byte
+        self._watchdog = watchdog
         self._lock = threading.Lock()
         self._end = time.monotonic() + seconds
         self._received = 0
         self._sock: socket.socket | None = None
-        self._timer: threading.Timer | None = None
+        self._armed = False
         self._closed = False
         self.cut = False
 
@@ -161,23 +224,18 @@ class _Deadline:
                 dup.close()
                 return
             old, self._sock = self._sock, dup
-            if self._timer is None:
-                self._arm(self._end - time.monotonic())
+            if not self._armed:
+                self._armed = True
+                self._watchdog.call_at(self._end, self._fire)
         if old is not None:
             old.close()
-
-    def _arm(self, delay: float) -> None:  # with self._lock held
-        self._timer = threading.Timer(max(0.0, delay), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
 
     def _fire(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            left = self._end - time.monotonic()
-            if left > 0:  # bytes received since moved the end
-                self._arm(left)
+            if self._end > time.monotonic():  # bytes received since moved the end
+                self._watchdog.call_at(self._end, self._fire)
                 return
             self.cut = True
             if self._sock is not None:
@@ -187,9 +245,7 @@ class _Deadline:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            timer, sock, self._sock = self._timer, self._sock, None
-        if timer is not None:
-            timer.cancel()
+            sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
 
@@ -339,23 +395,54 @@ def _local_failure(dest: Path, exc: OSError) -> RewheelError:
 # The longest a page is used without asking the index again, whatever its Cache-Control says:
 # an index cannot pin a stale page, hiding a fixed release, for a year.
 MAX_FRESH_SECONDS = 600
+# RFC 9111 section 4.2.2: a response with a Last-Modified and no explicit lifetime may be taken
+# as fresh for a fraction of the time since it was last modified; 10 % is the RFC's example.
+HEURISTIC_FRACTION = 0.1
 
 
-def fresh_seconds(headers: Mapping[str, str]) -> int:
-    """How long a response may be used without asking again: its ``Cache-Control: max-age`` less
-    its ``Age``, at most ``MAX_FRESH_SECONDS``; 0 (ask every time) for ``no-cache``, ``no-store``,
-    no max-age or one that is not a plain number."""
+def fresh_seconds(headers: Mapping[str, str], now: float | None = None) -> int:
+    """How long a response may be used without asking again, at most ``MAX_FRESH_SECONDS``: its
+    ``Cache-Control: max-age`` less its ``Age``; without a max-age or an ``Expires``, a tenth
+    of the time from its ``Last-Modified`` to its ``Date`` (``now`` when it has none) less its
+    ``Age`` (RFC 9111's heuristic freshness: uv takes ten minutes for such index pages). 0 (ask
+    every time) for ``no-cache``, ``no-store``, an ``Expires`` (not honoured), and whatever is
+    not a plain number or a date."""
     directives = {}
     for part in (_header(headers, "Cache-Control") or "").split(","):
         name, _, value = part.strip().partition("=")
         directives[name.strip().lower()] = value.strip().strip('"')
     if "no-cache" in directives or "no-store" in directives:
         return 0
-    max_age = directives.get("max-age", "")
     age = (_header(headers, "Age") or "0").strip()
-    if not (max_age.isascii() and max_age.isdigit() and age.isascii() and age.isdigit()):
+    if not (age.isascii() and age.isdigit()):
         return 0
-    return max(0, min(int(max_age[:9]) - int(age[:9]), MAX_FRESH_SECONDS))
+    if "max-age" in directives or _header(headers, "Expires") is not None:
+        max_age = directives.get("max-age", "")
+        if not (max_age.isascii() and max_age.isdigit()):
+            return 0
+        lifetime = int(max_age[:9])
+    else:
+        modified = _http_date(_header(headers, "Last-Modified"))
+        served = _http_date(_header(headers, "Date"))
+        if modified is None:
+            return 0
+        if served is None:
+            served = time.time() if now is None else now
+        lifetime = int(max(0.0, served - modified) * HEURISTIC_FRACTION)
+    return max(0, min(lifetime - int(age[:9]), MAX_FRESH_SECONDS))
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date as seconds since the epoch, or None if absent or not a date."""
+    if value is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 class PageCache:
@@ -414,7 +501,7 @@ class PageCache:
             value = _header(response.headers, name)
             if value is not None:
                 header[name] = value
-        lifetime = fresh_seconds(response.headers)
+        lifetime = fresh_seconds(response.headers, now=self._clock())
         if "ETag" not in header and "Last-Modified" not in header and lifetime == 0:
             return  # nothing to revalidate with and never fresh: keeping it would save nothing
         header["sha256"] = hashlib.sha256(response.body).hexdigest()
@@ -480,9 +567,11 @@ class HttpClient:
         self._retries = urllib3.Retry(
             total=None, connect=0, read=0, status=0, other=0, redirect=10, raise_on_status=False
         )
+        self._watchdog = _Watchdog()
 
     def close(self) -> None:
         self._pool.clear()
+        self._watchdog.stop()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -543,7 +632,7 @@ class HttpClient:
 
     def _deadline(self, seconds: float, limit_name: str) -> _Deadline:
         per_byte = 1.0 / self.limits.min_rate if self.limits.min_rate > 0 else 0.0
-        return _Deadline(seconds, per_byte, limit_name)
+        return _Deadline(seconds, per_byte, limit_name, self._watchdog)
 
     def get(
         self,
@@ -875,7 +964,7 @@ def _read_capped(
     """
     chunks: list[bytes] = []
     received = 0
-    for chunk in resp.stream(_CHUNK, decode_content=True):
+    for chunk in resp.stream(_PAGE_CHUNK, decode_content=True):
         received += len(chunk)
         if received > cap:
             raise LimitExceeded(

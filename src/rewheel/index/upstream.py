@@ -142,6 +142,7 @@ class HttpUpstream:
         self._count_lock = threading.Lock()
         self.request_counts: Counter[str] = Counter()
         self.page_digests: dict[str, str] = {}
+        self.page_sizes: dict[str, int] = {}  # bytes of each page in ``page_digests``
 
     def _count(self, kind: str) -> None:
         with self._count_lock:
@@ -188,6 +189,7 @@ class HttpUpstream:
             raise UpstreamError(f"GET {url}: HTTP {response.status}", package=name, step=Step.INDEX)
         with self._count_lock:
             self.page_digests[name] = hashlib.sha256(response.body).hexdigest()
+            self.page_sizes[name] = len(response.body)
         return response
 
     def page_digest(self, name: NormalizedName) -> str:

@@ -75,6 +75,7 @@ class HashCache:
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[FileStat, str]] = {}
+        self._used: set[str] = set()  # entries asked for or made by this run: their files exist
         self._pages: dict[str, str] = {}  # project -> digest of its pages' inputs and outputs
         self._dirty = False
         self._trusted_folder = False
@@ -125,10 +126,19 @@ class HashCache:
                 self._entries[name] = (FileStat(*entry[:4]), entry[4])
 
     def save(self) -> None:
-        """Write the entries down, if any changed and the folder is one this user alone owns."""
+        """Write the entries down, if any changed and the folder is one this user alone owns.
+
+        Entries of files no longer there (a pruned wheel, a removed sdist) are left out: each
+        folder of the entries this run did not use is listed once (one listing of ``wheels/``,
+        not a ``stat`` per wheel), and only when the file is written anyway."""
         with self._lock:
             if not self._dirty or not self._trusted_folder:
                 return
+            unused = [name for name in self._entries if name not in self._used]
+        gone = self._gone(unused)
+        with self._lock:
+            for name in gone:
+                self._entries.pop(name, None)
             files = {
                 name: [key.inode, key.size, key.mtime_ns, key.ctime_ns, sha]
                 for name, (key, sha) in self._entries.items()
@@ -140,6 +150,24 @@ class HashCache:
         ).encode()
         with contextlib.suppress(OSError):  # a cache: not writing it loses nothing
             atomic_write_bytes(self.path, data, private=True, durable=False)
+
+    def _gone(self, names: list[str]) -> list[str]:
+        """Those of ``names`` whose folder, listed now, does not hold them."""
+        by_folder: dict[str, list[str]] = {}
+        for name in names:
+            folder, _, base = name.rpartition("/")
+            by_folder.setdefault(folder, []).append(base)
+        gone = []
+        for folder, bases in by_folder.items():
+            try:
+                listed = set(os.listdir(os.path.join(self.root, folder)))
+            except FileNotFoundError:
+                listed = set()
+            except OSError:
+                continue  # cannot tell: kept (an entry counts only while its stat matches)
+            prefix = f"{folder}/" if folder else ""
+            gone += [prefix + base for base in bases if base not in listed]
+        return gone
 
     # -- hashes ----------------------------------------------------------------------------------
 
@@ -156,6 +184,7 @@ class HashCache:
         name = self._name(path)
         before = FileStat.of(path.stat())
         with self._lock:
+            self._used.add(name)
             known = self._entries.get(name)
         if known is not None and known[0] == before:
             return known[1]
@@ -177,6 +206,7 @@ class HashCache:
         so the entry is kept however recent it is."""
         name = self._name(path)
         with self._lock:
+            self._used.add(name)
             self._entries[name] = (st, sha256)
             self._dirty = True
 

@@ -20,14 +20,16 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
-from packaging.metadata import RawMetadata, parse_email
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 
 from ..core.errors import IntegrityError, RewheelError, UnsafeArchiveError
 from ..core.paths import unsafe_member_name
+
+if TYPE_CHECKING:
+    from packaging.metadata import RawMetadata
 
 # The largest METADATA rewheel reads: real ones are a few KiB (long descriptions reach a few
 # hundred); a wheel a build wrote may hold a bomb.
@@ -137,6 +139,8 @@ def parse_metadata(data: bytes) -> RawMetadata:
     parse_email sets apart, being given twice though single-valued or not being UTF-8, still
     counts, with its first value (or all of a list's values; Latin-1 where not UTF-8).
     """
+    from packaging.metadata import parse_email  # a no-op re-run reads no metadata
+
     raw, unparsed = parse_email(data)
     fields = cast("dict[str, object]", raw)
     for email_name, values in unparsed.items():

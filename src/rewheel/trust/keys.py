@@ -27,10 +27,13 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..build.sandbox import rewheel_data_dir
 from ..core.errors import ConfigError, Step
-from .provenance import Signer
+
+if TYPE_CHECKING:
+    from .provenance import Signer
 
 KEY_FILE = "signing-key.pem"
 _KEYS_DIR = "keys"
@@ -218,4 +221,6 @@ def user_key(path: Path | None = None) -> UserKey:
                 raise _refuse(f"{path} vanished as it was made", "run again")
     finally:
         os.close(folder)
+    from .provenance import Signer  # a no-op re-run signs nothing
+
     return UserKey(Signer(path, data=data), path, created)
