@@ -27,8 +27,11 @@ For each executor and number of workers N the bootstrap runs with ``-j N`` and t
 prints the makespan against the two lower bounds (the critical path: the longest chain of
 builds, each waiting for its build environment; and total work / N), the CPU time of the
 coordinator process (for Dask this includes the Dask scheduler of the local cluster, which runs
-in the same process) and of the bootstrap's event-loop thread alone, and the memory Python
-allocated per package (``tracemalloc``, measured in a separate run of the local executor).
+in the same process, unless ``--scheduler-apart``), split into the bootstrap's event-loop
+thread, the Dask client's threads (its IO loop, offload and callback threads, each thread's own
+CPU clock) and the rest (the bootstrap's pool threads), the Dask client threads' CPU per second
+when idle, the load average, and the memory Python allocated per package (``tracemalloc``,
+measured in a separate run of the local executor).
 
     .venv/bin/python benchmarks/bench_scaleout.py                 # local and dask, 1 2 4 8
     .venv/bin/python benchmarks/bench_scaleout.py --executor local --workers 8 --profile out.prof
@@ -42,6 +45,7 @@ import cProfile
 import heapq
 import json
 import math
+import os
 import random
 import resource
 import statistics
@@ -418,6 +422,12 @@ class Run:
     ratio: float
     process_cpu_ms_per_pkg: float
     loop_cpu_ms_per_pkg: float
+    # The Dask client's own threads (its IO loop, offload and callback threads): 0 for local.
+    dask_cpu_ms_per_pkg: float
+    # The rest: the bootstrap's pool threads (which end with the run), anything else.
+    other_cpu_ms_per_pkg: float
+    idle_dask_cpu_ms_per_s: float  # the Dask client threads' CPU per second while idle
+    load: tuple[float, float]  # the machine's 1-minute load average when the run began, ended
     policy_s: float  # the scheduler's policy simulated without overhead (list scheduling)
     roundtrip_ms: float  # an empty Dask task, submitted and waited for (0 for local)
     max_parallel: int
@@ -431,6 +441,29 @@ def _process_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# The threads the Dask client runs in this process (distributed names them so).
+DASK_THREADS = ("IO loop", "Dask-")
+
+
+def dask_threads_cpu() -> float:
+    """CPU seconds so far of the Dask client's threads alive in this process (each thread's own
+    CPU clock)."""
+    total = 0.0
+    for t in threading.enumerate():
+        if t.ident is None or not t.name.startswith(DASK_THREADS):
+            continue
+        with contextlib.suppress(OSError, OverflowError):
+            total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+    return total
+
+
+def idle_dask_cpu(seconds: float = 5.0) -> float:
+    """CPU seconds per second the Dask client's threads take while nothing is submitted."""
+    before = dask_threads_cpu()
+    time.sleep(seconds)
+    return (dask_threads_cpu() - before) / seconds
+
+
 def run_once(
     graph: Graph,
     executor: str,
@@ -442,7 +475,7 @@ def run_once(
 ) -> Run:
     roots = [Requirement(n) for n in graph.env]
     with contextlib.ExitStack() as stack:
-        roundtrip = 0.0
+        roundtrip = idle = 0.0
         if executor == "dask":
             sleep = stack.enter_context(dask_sleep(workers, scheduler_here=scheduler_here))
             sleep("warm-up", 0.0)  # the workers' first task imports what tasks need
@@ -450,12 +483,15 @@ def run_once(
             for i in range(20):
                 sleep(f"round-trip-{i}", 0.0)
             roundtrip = (time.perf_counter() - t) / 20
+            idle = idle_dask_cpu()
         else:
             sleep = local_sleep
         steps = SleepSteps(graph, sleep, in_get_requires=executor == "dask", history=history)
         boot = Bootstrapper(steps, jobs=workers, threads=max(32, workers * 4))
         profiler = cProfile.Profile() if profile else None
+        load0 = os.getloadavg()[0]
         cpu0, loop0, t0 = _process_cpu(), time.thread_time(), time.perf_counter()
+        dask0 = dask_threads_cpu()
         if profiler:
             profiler.enable()
         result = boot.run(roots, max_passes=1)
@@ -463,6 +499,7 @@ def run_once(
             profiler.disable()
         makespan = time.perf_counter() - t0
         loop_cpu, cpu = time.thread_time() - loop0, _process_cpu() - cpu0
+        dask_cpu = dask_threads_cpu() - dask0
         if profiler and profile:
             profiler.dump_stats(str(profile))
     cp, _chain = graph.critical_path()
@@ -483,6 +520,10 @@ def run_once(
         roundtrip_ms=round(roundtrip * 1000, 1),
         process_cpu_ms_per_pkg=round(cpu / n * 1000, 3),
         loop_cpu_ms_per_pkg=round(loop_cpu / n * 1000, 3),
+        dask_cpu_ms_per_pkg=round(dask_cpu / n * 1000, 3),
+        other_cpu_ms_per_pkg=round((cpu - loop_cpu - dask_cpu) / n * 1000, 3),
+        idle_dask_cpu_ms_per_s=round(idle * 1000, 3),
+        load=(round(load0, 2), round(os.getloadavg()[0], 2)),
         max_parallel=result.max_parallel_builds,
         built=result.built,
         violations=len(steps.violations) + len(result.failures),
@@ -563,6 +604,8 @@ def table(runs: Sequence[Run]) -> str:
         "policy alone s",
         "process CPU ms/pkg",
         "loop CPU ms/pkg",
+        "Dask client CPU ms/pkg",
+        "other CPU ms/pkg",
         "max parallel",
     ]
     rows = [head] + [
@@ -577,6 +620,8 @@ def table(runs: Sequence[Run]) -> str:
             f"{r.policy_s:.2f}",
             f"{r.process_cpu_ms_per_pkg:.2f}",
             f"{r.loop_cpu_ms_per_pkg:.2f}",
+            f"{r.dask_cpu_ms_per_pkg:.2f}",
+            f"{r.other_cpu_ms_per_pkg:.2f}",
             str(r.max_parallel),
         ]
         for r in runs
@@ -646,8 +691,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"s, bound {run.bound_s:.2f} s (x{run.ratio:.3f}; the same policy without "
                     f"any overhead: {run.policy_s:.2f} s), coordinator CPU "
                     f"{run.process_cpu_ms_per_pkg:.2f} ms/pkg (event loop "
-                    f"{run.loop_cpu_ms_per_pkg:.2f}), Dask round trip {run.roundtrip_ms:.1f} ms, "
-                    f"violations {run.violations}",
+                    f"{run.loop_cpu_ms_per_pkg:.2f}, Dask client threads "
+                    f"{run.dask_cpu_ms_per_pkg:.2f}, other {run.other_cpu_ms_per_pkg:.2f}), Dask "
+                    f"round trip {run.roundtrip_ms:.1f} ms, idle Dask client "
+                    f"{run.idle_dask_cpu_ms_per_s:.2f} ms CPU/s, "
+                    f"violations {run.violations}, load average {run.load[0]:.2f} -> "
+                    f"{run.load[1]:.2f}",
                     flush=True,
                 )
     kib = memory_per_package(graph, max(args.workers))
