@@ -24,6 +24,9 @@ same target.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import re
 import secrets
 import shutil
 import threading
@@ -56,7 +59,7 @@ from ..core.fsutil import remove_tree, sha256_file
 from ..core.records import BuildExtras, BuildRecord
 from ..core.resolver import Pin, Resolution
 from ..core.types import EdgeKind, WheelRef
-from ..repo.wheelfile import read_metadata_bytes, wheel_name_version
+from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, wheel_name_version
 from ..serve.server import IndexServer
 from .dask_worker import BUILD, GET_REQUIRES, EnvSpec, Job, JobResult, run_job, worker_resource
 
@@ -97,6 +100,108 @@ _RESULT_ERRORS: dict[str, type[RewheelError]] = {
     cls.__name__: cls
     for cls in (BuildError, ConfigError, IntegrityError, UnsafeArchiveError, UpstreamError)
 }
+
+
+# What a worker's answer may carry of how a build ran (conditions, reproducibility), as JSON.
+MAX_RECORDED_BYTES = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _untrusted_hint(worker: str) -> str:
+    return (
+        "nothing of it was published; a worker is trusted with builds, not with what it answers: "
+        f"check the worker {worker} (its machine and its rewheel version), or build this package "
+        "without --dask"
+    )
+
+
+def _from(worker: object) -> str:
+    return worker if isinstance(worker, str) and worker else "(unnamed)"
+
+
+def _shape_problems(result: JobResult) -> list[str]:
+    """What in a task's answer is not of the type ``JobResult`` declares (a worker's answer
+    arrives unpickled: its fields may hold anything)."""
+    problems = []
+
+    def strings(value: object) -> bool:
+        return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
+
+    def number(value: object) -> bool:
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+
+    checks: list[tuple[str, bool]] = [
+        ("worker", isinstance(result.worker, str)),
+        ("requires", result.requires is None or strings(result.requires)),
+        ("wheel", result.wheel is None or isinstance(result.wheel, str)),
+        (
+            "sha256",
+            result.sha256 is None
+            or (isinstance(result.sha256, str) and _SHA256.fullmatch(result.sha256) is not None),
+        ),
+        ("seconds", number(result.seconds)),
+        ("started", number(result.started)),
+        ("build_path", isinstance(result.build_path, str)),
+        ("env_path", isinstance(result.env_path, str)),
+        ("python", isinstance(result.python, str)),
+        (
+            "reproducibility",
+            isinstance(result.reproducibility, Mapping)
+            and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in result.reproducibility.items()
+            ),
+        ),
+        ("conditions", result.conditions is None or _json_mapping(result.conditions)),
+        (
+            "error",
+            result.error is None
+            or (
+                isinstance(result.error, tuple)
+                and len(result.error) == 3
+                and isinstance(result.error[0], str)
+                and isinstance(result.error[1], str)
+                and (result.error[2] is None or isinstance(result.error[2], str))
+            ),
+        ),
+        ("hint", result.hint is None or isinstance(result.hint, str)),
+        ("log_uploaded", isinstance(result.log_uploaded, bool)),
+    ]
+    for name, ok in checks:
+        if not ok:
+            problems.append(f"{name} = {clean_line(repr(getattr(result, name)))[:200]}")
+    return problems
+
+
+def _json_mapping(value: object) -> bool:
+    """A mapping that is JSON data of at most ``MAX_RECORDED_BYTES`` (it goes into provenance)."""
+    if not isinstance(value, Mapping):
+        return False
+    try:
+        return len(json.dumps(value, allow_nan=False)) <= MAX_RECORDED_BYTES
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def checked_result(answer: object, pin: Pin, step: str, log: Path) -> JobResult:
+    """``answer``, what a task returned, once it has the shape of a ``JobResult``; else an
+    ``IntegrityError`` naming the package, the step and the worker."""
+    worker = _from(getattr(answer, "worker", None))
+    if not isinstance(answer, JobResult):
+        what = f"a {type(answer).__name__}, not the answer of a rewheel task"
+    elif problems := _shape_problems(answer):
+        what = "wrong types: " + "; ".join(problems)
+    else:
+        return answer
+    raise IntegrityError(
+        f"the answer of worker {worker} is refused: {what}",
+        package=pin.name,
+        version=str(pin.version),
+        step=step,
+        log_path=log,
+        hint=_untrusted_hint(worker),
+    )
 
 
 def error_from_result(result: JobResult, pin: Pin, log: Path) -> RewheelError:
@@ -251,7 +356,7 @@ class DaskSteps:
             pure=False,
         )
         try:
-            result = future.result()
+            answer = future.result()
         except KilledWorker as exc:
             lost = getattr(exc, "allowed_failures", 0) + 1
             last = getattr(getattr(exc, "last_worker", None), "address", "?")
@@ -265,6 +370,11 @@ class DaskSteps:
             raise fail(f"the Dask task failed: {type(exc).__name__}: {exc}") from exc
         finally:
             future.release()  # type: ignore[no-untyped-call]
+        try:
+            result = checked_result(answer, pin, step, log)
+        except RewheelError:
+            shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
+            raise
         self._append_log(log, job, result)
         if result.wheel is None:  # nothing to publish later: nothing to keep
             shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
@@ -285,46 +395,74 @@ class DaskSteps:
                 out.write(b"=== the worker's log did not arrive\n")
 
     def _publish(self, prepared: Prepared, env: EnvSpec, result: JobResult, job_id: str) -> Built:
+        """Publish the wheel the worker uploaded for ``job_id``, after checking that it is the
+        one its answer names, of this package, and readable; whatever is wrong with it is an
+        error naming the package, the publish step and the worker, and nothing is published."""
         pin = prepared.pin
         log = self._log(pin)
         staged_dir = self.upload_dir / job_id
+        worker = _from(result.worker)
 
         def fail(cls: type[RewheelError], message: str) -> RewheelError:
             return cls(
-                message, package=pin.name, version=str(pin.version), step=Step.PUBLISH, log_path=log
+                f"{message} (from worker {worker})",
+                package=pin.name,
+                version=str(pin.version),
+                step=Step.PUBLISH,
+                log_path=log,
+                hint=_untrusted_hint(worker),
             )
 
         try:
             if result.wheel is None or result.sha256 is None:
                 raise fail(BuildError, "the worker returned no wheel")
-            staged = staged_dir / result.wheel
-            name, version = wheel_name_version(result.wheel)
+            if Path(result.wheel).name != result.wheel or not result.wheel.endswith(".whl"):
+                raise fail(IntegrityError, f"the worker named {result.wheel!r}, not a wheel file")
+            try:
+                name, version = wheel_name_version(result.wheel)
+            except RewheelError:
+                raise fail(
+                    IntegrityError, f"the worker named {result.wheel!r}, not a wheel file"
+                ) from None
             if name != canonicalize_name(pin.name) or Version(version) != pin.version:
                 raise fail(BuildError, f"the worker built {result.wheel}, not a wheel of {pin}")
+            staged = staged_dir / result.wheel
             if not staged.is_file():
                 raise fail(BuildError, f"the worker reported {result.wheel} but did not upload it")
             if sha256_file(staged) != result.sha256:
                 raise fail(IntegrityError, f"uploaded {result.wheel} is not the one built")
-            metadata = read_metadata_bytes(staged)
-            ref = self.local.publisher.publish(
-                prepared,
-                staged,
-                env=BuildEnvironment(
-                    path=Path(result.env_path),
-                    python=Path(result.python),
-                    environ={},
-                    installed=env.wheels,
-                ),
-                reproducibility=result.reproducibility,
-                started=result.started,
-                build_path=Path(result.build_path),
-                log=log,
-                system=self.local.system_tools(pin),
-                expected_sha256=result.sha256,
-                conditions=(
-                    None if result.conditions is None else RecordedConditions(result.conditions)
-                ),
-            )
+            try:
+                metadata = read_metadata_bytes(staged)
+            except RewheelError as exc:  # no single .dist-info, METADATA too large
+                raise fail(IntegrityError, f"uploaded {result.wheel}: {exc.message}") from exc
+            except READ_ERRORS as exc:  # the worker's file: anything may be in it
+                raise fail(
+                    IntegrityError,
+                    f"uploaded {result.wheel} is not a readable wheel ({type(exc).__name__}: "
+                    f"{clean_line(str(exc))})",
+                ) from exc
+            try:
+                ref = self.local.publisher.publish(
+                    prepared,
+                    staged,
+                    env=BuildEnvironment(
+                        path=Path(result.env_path),
+                        python=Path(result.python),
+                        environ={},
+                        installed=env.wheels,
+                    ),
+                    reproducibility=result.reproducibility,
+                    started=result.started,
+                    build_path=Path(result.build_path),
+                    log=log,
+                    system=self.local.system_tools(pin),
+                    expected_sha256=result.sha256,
+                    conditions=(
+                        None if result.conditions is None else RecordedConditions(result.conditions)
+                    ),
+                )
+            except (IntegrityError, UnsafeArchiveError) as exc:  # what is in the wheel
+                raise fail(type(exc), exc.message) from exc
         finally:
             shutil.rmtree(staged_dir, ignore_errors=True)
         return Built(wheel=ref, metadata=metadata, seconds=result.seconds, log=log)

@@ -1,0 +1,266 @@
+"""What a Dask worker answers is untrusted: a damaged, oversized or mislabelled wheel, or an
+answer of the wrong shape, ends that package with a ``RewheelError`` that names the package, the
+step and the worker, and loses nothing already published.
+
+The worker is played by a fake client: its ``submit`` stages what a hostile worker would upload
+into the coordinator's upload folder and returns its answer.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from support.sdists import SdistSpec, make_wheel
+
+from rewheel.build.publisher import HowBuilt, Publisher
+from rewheel.build.sandbox import SandboxPolicy
+from rewheel.build.settings import PackageSettings
+from rewheel.build.workspace import Workspace
+from rewheel.core.bootstrap import Prepared
+from rewheel.core.errors import RewheelError, Step
+from rewheel.core.fsutil import sha256_file
+from rewheel.core.records import Attestation
+from rewheel.core.resolver import Pin, Resolution
+from rewheel.core.types import IndexFile, WheelRef
+from rewheel.repo.repository import Repository
+from rewheel.repo.wheelfile import MAX_METADATA_BYTES
+
+pytest.importorskip("distributed")
+
+from rewheel.dask.dask_steps import DaskSteps
+from rewheel.dask.dask_worker import GET_REQUIRES, Job, JobResult
+
+WORKER = "tcp://10.9.8.7:4242"
+WHEEL = "foo-1.0-py3-none-any.whl"
+
+
+class _Future:
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    def result(self) -> Any:
+        return self.outcome
+
+    def release(self) -> None:
+        return None
+
+
+class _HostileWorker:
+    """A fake Dask client whose "worker" uploads ``files`` for the job and answers ``answer``."""
+
+    def __init__(self, upload_dir: Path, answer: Callable[[Job], Any], files: dict[str, bytes]):
+        self.upload_dir = upload_dir
+        self.answer = answer
+        self.files = files
+
+    def submit(self, fn: Any, job: Job, **kwargs: Any) -> _Future:
+        staged = self.upload_dir / job.job_id
+        staged.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            (staged / name).write_bytes(data)
+        return _Future(self.answer(job))
+
+
+class _Witness:
+    def __init__(self) -> None:
+        self.attested: list[str] = []
+
+    def saw_resolution(self, resolution: Resolution) -> None:
+        return None
+
+    def saw_backend_requires(self, pin: Pin, requires: Any) -> None:
+        return None
+
+    def attest(self, prepared: Prepared, wheel: WheelRef, how: HowBuilt) -> Path:
+        self.attested.append(wheel.filename)
+        return Path("/nonexistent")
+
+    def attestation(self, name: str, version: str) -> Attestation | None:
+        return None
+
+
+def _steps(tmp_path: Path, worker: _HostileWorker) -> DaskSteps:
+    repo = Repository(tmp_path / "repo")
+    repo.ensure_layout()
+    local = SimpleNamespace(
+        repo=repo,
+        workspace=Workspace(work_root=tmp_path / "build-root", logs_dir=repo.logs_dir),
+        builder=SimpleNamespace(build_timeout=None),
+        sandbox=SandboxPolicy(bwrap=None),
+        package_settings=lambda pin: PackageSettings(),
+        witness=_Witness(),
+        publisher=Publisher(repo, witness=_Witness()),
+        system_tools=lambda pin: (),
+    )
+    return DaskSteps(
+        local,  # type: ignore[arg-type]
+        worker,  # type: ignore[arg-type]
+        coordinator_url="http://127.0.0.1:1/",
+        upload_token="k" * 32,
+        upload_dir=worker.upload_dir,
+        resource="py3.11-linux-x86_64",
+    )
+
+
+def _prepared(tmp_path: Path) -> Prepared:
+    sdist = IndexFile("foo-1.0.tar.gz", "http://x/foo-1.0.tar.gz", "a" * 64)
+    pin = Pin(name=canonicalize_name("foo"), version=Version("1.0"), sdist=sdist)
+    return Prepared(
+        pin=pin,
+        sdist_path=tmp_path / "foo-1.0.tar.gz",
+        sdist_sha256="a" * 64,
+        source_dir=tmp_path,
+        build_requires=(),
+    )
+
+
+def _built(wheel: str, data: bytes, **changes: Any) -> Callable[[Job], JobResult]:
+    """The answer of a worker that built ``wheel`` (uploaded as ``data``)."""
+    import hashlib
+
+    fields: dict[str, Any] = {
+        "worker": WORKER,
+        "requires": (),
+        "wheel": wheel,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "seconds": 1.0,
+        "started": 1.7e9,
+        "build_path": "/build",
+        "env_path": "/env",
+        "python": "/env/bin/python",
+        "log_uploaded": False,
+        **changes,
+    }
+    return lambda job: JobResult(**fields)
+
+
+def _good_wheel(tmp_path: Path, name: str = "foo") -> bytes:
+    return make_wheel(SdistSpec(name, "1.0"), tmp_path / f"made-{name}").read_bytes()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def _oversized_metadata() -> bytes:
+    """A small file whose METADATA inflates past what rewheel reads."""
+    head = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n\n"
+    return _zip(
+        {
+            "foo-1.0.dist-info/METADATA": head + b" " * MAX_METADATA_BYTES,
+            "foo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+            "foo-1.0.dist-info/RECORD": b"",
+        }
+    )
+
+
+def _two_dist_infos(tmp_path: Path) -> bytes:
+    good = zipfile.ZipFile(io.BytesIO(_good_wheel(tmp_path)))
+    members = {info.filename: good.read(info) for info in good.infolist()}
+    members["bar-1.0.dist-info/METADATA"] = b"Metadata-Version: 2.1\nName: bar\nVersion: 1.0\n"
+    return _zip(members)
+
+
+DAMAGED: dict[str, Callable[[Path], bytes]] = {
+    "truncated": lambda tmp: _good_wheel(tmp)[: len(_good_wheel(tmp)) // 2],
+    "garbage": lambda tmp: b"\x00not a zip at all\xff" * 64,
+    "oversized METADATA": lambda tmp: _oversized_metadata(),
+    "another project's metadata": lambda tmp: _good_wheel(tmp, "bar"),
+    "two .dist-info folders": _two_dist_infos,
+}
+
+
+def _assert_names_it(error: RewheelError, step: str, tmp_path: Path) -> None:
+    assert (error.package, error.version, error.step) == ("foo", "1.0", step)
+    assert WORKER in error.message, error.message
+    assert error.log_path == tmp_path / "repo" / "logs" / "foo-1.0.log"
+    assert error.hint and "worker" in error.hint
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGED))
+def test_a_damaged_wheel_from_a_worker_is_refused_naming_package_step_and_worker(
+    tmp_path: Path, kind: str
+) -> None:
+    data = DAMAGED[kind](tmp_path)
+    worker = _HostileWorker(tmp_path / "uploads", _built(WHEEL, data), {WHEEL: data})
+    steps = _steps(tmp_path, worker)
+    repo: Repository = steps.local.repo
+    # Something built before: it must survive the refusal.
+    earlier = make_wheel(SdistSpec("earlier", "1.0"), tmp_path / "earlier")
+    kept = repo.publish_wheel(earlier)
+    prepared = _prepared(tmp_path)
+    env = steps.create_env(prepared, [], name="env")
+
+    with pytest.raises(RewheelError) as caught:
+        steps.build(prepared, env)
+
+    _assert_names_it(caught.value, Step.PUBLISH, tmp_path)
+    assert [w.filename for w in repo.wheels()] == [kept.filename]
+    assert sha256_file(repo.wheels_dir / kept.filename) == kept.sha256
+    assert not any((tmp_path / "uploads").iterdir())  # the upload is thrown away
+
+
+@pytest.mark.parametrize(
+    ("wheel", "changes"),
+    [
+        ("../foo-1.0-py3-none-any.whl", {}),  # a path, not a file name
+        ("foo-1.0.tar.gz", {}),  # not a wheel's name
+        (WHEEL, {"sha256": 5}),
+        (WHEEL, {"seconds": "slow"}),
+        (WHEEL, {"requires": ["ok", 7]}),
+        (WHEEL, {"error": ("BuildError",)}),
+        (WHEEL, {"reproducibility": {"SOURCE_DATE_EPOCH": 1}}),
+        (WHEEL, {"conditions": {"umask": object()}}),
+        (WHEEL, {"worker": None}),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_refused_naming_package_step_and_worker(
+    tmp_path: Path, wheel: str, changes: dict[str, Any]
+) -> None:
+    data = _good_wheel(tmp_path)
+    worker = _HostileWorker(tmp_path / "uploads", _built(wheel, data, **changes), {WHEEL: data})
+    steps = _steps(tmp_path, worker)
+    prepared = _prepared(tmp_path)
+    env = steps.create_env(prepared, [], name="env")
+
+    with pytest.raises(RewheelError) as caught:
+        steps.build(prepared, env)
+
+    error = caught.value
+    assert (error.package, error.version) == ("foo", "1.0")
+    assert error.step in (Step.GET_REQUIRES, Step.BUILD, Step.PUBLISH)
+    if changes.get("worker", WORKER) is not None:
+        assert WORKER in error.message, error.message
+    assert list(steps.local.repo.wheels()) == []
+
+
+def test_an_answer_that_is_no_job_result_is_refused(tmp_path: Path) -> None:
+    worker = _HostileWorker(tmp_path / "uploads", lambda job: {"wheel": WHEEL}, {})
+    steps = _steps(tmp_path, worker)
+    prepared = _prepared(tmp_path)
+    with pytest.raises(RewheelError, match="not the answer of a rewheel task") as caught:
+        steps.get_requires(prepared, steps.create_env(prepared, [], name="env"))
+    assert (caught.value.package, caught.value.step) == ("foo", GET_REQUIRES)
+
+
+def test_a_good_answer_is_published(tmp_path: Path) -> None:
+    """The same fake worker with a sound wheel: what the refusals above are measured against."""
+    data = _good_wheel(tmp_path)
+    worker = _HostileWorker(tmp_path / "uploads", _built(WHEEL, data), {WHEEL: data})
+    steps = _steps(tmp_path, worker)
+    prepared = _prepared(tmp_path)
+    built = steps.build(prepared, steps.create_env(prepared, [], name="env"))
+    assert built.wheel.filename == WHEEL and b"Name: foo" in built.metadata
+    assert [w.filename for w in steps.local.repo.wheels()] == [WHEEL]
