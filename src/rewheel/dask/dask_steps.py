@@ -31,10 +31,10 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distributed import Client, Future, KilledWorker, LocalCluster
 from packaging.requirements import Requirement
@@ -66,6 +66,8 @@ from .dask_worker import BUILD, GET_REQUIRES, EnvSpec, Job, JobResult, run_job, 
 # Reruns of a task after a failed transfer between worker and coordinator (not after a failed
 # build, which is returned as a result and never raised).
 TRANSFER_RETRIES = 2
+
+_A = TypeVar("_A")
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,37 @@ def error_from_result(result: JobResult, pin: Pin, log: Path) -> RewheelError:
 # -- the coordinator side ------------------------------------------------------------------------
 
 
+class DaskTasks:
+    """The coordinator's one use of the Dask client: a call run as a task on a worker that
+    offers ``resource`` (one unit of it), waited for, and its answer returned as it came.
+
+    ``pure=False`` (every call runs, even with the same arguments), ``retries`` reruns after an
+    exception (only ``WorkerTransferError`` is raised by ``run_job``); what ``run`` raises is
+    what waiting for the task raised (``KilledWorker``, the task's own exception, a lost
+    cluster). The answer comes from a worker: ``checked_result`` checks it before use.
+    """
+
+    def __init__(self, client: Client, resource: str, *, retries: int = TRANSFER_RETRIES) -> None:
+        self.client = client
+        self.resource = resource
+        self.retries = retries
+
+    def run(self, fn: Callable[[_A], object], arg: _A, *, key: str) -> object:
+        """``fn(arg)`` on a worker, as the task ``key``; blocks until it answers."""
+        future: Future[object] = self.client.submit(
+            fn,
+            arg,
+            key=key,
+            resources={self.resource: 1},
+            retries=self.retries,
+            pure=False,
+        )
+        try:
+            return future.result()
+        finally:
+            future.release()  # type: ignore[no-untyped-call]
+
+
 class DaskSteps:
     """``bootstrap.Steps`` that run the builds of a ``LocalSteps`` on a Dask cluster.
 
@@ -240,12 +273,12 @@ class DaskSteps:
         retries: int = TRANSFER_RETRIES,
     ) -> None:
         self.local = local
-        self.client = client
+        self.tasks = DaskTasks(
+            client, resource if resource is not None else worker_resource(), retries=retries
+        )
         self.coordinator_url = coordinator_url.rstrip("/")
         self.upload_token = upload_token
         self.upload_dir = upload_dir
-        self.resource = resource if resource is not None else worker_resource()
-        self.retries = retries
         self._lock = threading.Lock()
         # A wheel built by the get-requires task (nothing more was needed), until build() asks.
         self._early: dict[tuple[str, str], tuple[EnvSpec, JobResult, str]] = {}
@@ -347,16 +380,10 @@ class DaskSteps:
                 message, package=pin.name, version=str(pin.version), step=step, log_path=log
             )
 
-        future: Future[JobResult] = self.client.submit(
-            run_job,
-            job,
-            key=f"rewheel-{step}-{pin.name}-{pin.version}-{job.job_id}",
-            resources={self.resource: 1},
-            retries=self.retries,
-            pure=False,
-        )
         try:
-            answer = future.result()
+            answer = self.tasks.run(
+                run_job, job, key=f"rewheel-{step}-{pin.name}-{pin.version}-{job.job_id}"
+            )
         except KilledWorker as exc:
             lost = getattr(exc, "allowed_failures", 0) + 1
             last = getattr(getattr(exc, "last_worker", None), "address", "?")
@@ -368,8 +395,6 @@ class DaskSteps:
             raise fail(exc.message) from exc
         except Exception as exc:  # the cluster went away, the task was cancelled, ...
             raise fail(f"the Dask task failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            future.release()  # type: ignore[no-untyped-call]
         try:
             result = checked_result(answer, pin, step, log)
         except RewheelError:
