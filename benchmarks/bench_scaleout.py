@@ -8,8 +8,8 @@ What runs, and what does not:
   ``core.scheduler`` wait graph and priority slots, records, the result), its thread pool, and,
   for ``--executor dask``, a Dask cluster made by ``dask.dask_steps.dask_client`` exactly as
   ``--dask local:N`` makes it (N worker processes, one thread each, the interpreter resource);
-  every build is one Dask task submitted with that resource and waited for from the bootstrap's
-  thread pool, as ``DaskSteps`` does.
+  every build is one Dask task run by ``DaskSteps``' own ``DaskTasks`` and waited for from the
+  bootstrap's thread pool, as ``DaskSteps`` does.
 - **Fake** (``SleepSteps``, the core's ``Steps`` interface): resolution returns a precomputed
   graph (no resolvelib, no index, no HTTP); prepare, create_env and get_requires return at once;
   a build sleeps for its known duration, in the pool thread (local) or in a Dask worker (dask).
@@ -375,11 +375,11 @@ def cluster_elsewhere(workers: int) -> Iterator[str]:
 
 @contextlib.contextmanager
 def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str, float], None]]:
-    """Builds as Dask tasks, submitted as ``DaskSteps._run`` submits them (the interpreter
-    resource, ``pure=False``), on the cluster ``--dask local:N`` makes (its scheduler in this
-    process) or, unless ``scheduler_here``, on the same cluster run in another process and
-    reached by its address (``--dask tcp://...``)."""
-    from rewheel.dask.dask_steps import dask_client
+    """Builds as Dask tasks, run by ``DaskSteps``' own ``DaskTasks`` (the interpreter resource,
+    ``pure=False``, the same waiting and release), on the cluster ``--dask local:N`` makes (its
+    scheduler in this process) or, unless ``scheduler_here``, on the same cluster run in another
+    process and reached by its address (``--dask tcp://...``)."""
+    from rewheel.dask.dask_steps import DaskTasks, dask_client
 
     with contextlib.ExitStack() as stack:
         target = (
@@ -388,20 +388,11 @@ def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str,
             else stack.enter_context(cluster_elsewhere(workers))
         )
         client, resource_name = stack.enter_context(dask_client(target))
+        tasks = DaskTasks(client, resource_name)
         counter = iter(range(1 << 62))
 
         def sleep(name: str, seconds: float) -> None:
-            future = client.submit(
-                time.sleep,
-                seconds,
-                key=f"rewheel-build-{name}-{next(counter)}",
-                resources={resource_name: 1},
-                pure=False,
-            )
-            try:
-                future.result()
-            finally:
-                future.release()
+            tasks.run(time.sleep, seconds, key=f"rewheel-build-{name}-{next(counter)}")
 
         yield sleep
 
