@@ -2,8 +2,8 @@
 answer of the wrong shape, ends that package with a ``RewheelError`` that names the package, the
 step and the worker, and loses nothing already published.
 
-The worker is played by a fake client: its ``submit`` stages what a hostile worker would upload
-into the coordinator's upload folder and returns its answer.
+The worker is played by a fake client (``support.fake_dask.FakeWorker``): its ``submit`` stages
+what a hostile worker would upload into the coordinator's upload folder and returns its answer.
 """
 
 from __future__ import annotations
@@ -12,134 +12,21 @@ import io
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from packaging.utils import canonicalize_name
-from packaging.version import Version
 from support.sdists import SdistSpec, make_wheel
 
-from rewheel.build.publisher import HowBuilt, Publisher
-from rewheel.build.sandbox import SandboxPolicy
-from rewheel.build.settings import PackageSettings
-from rewheel.build.workspace import Workspace
-from rewheel.core.bootstrap import Prepared
 from rewheel.core.errors import RewheelError, Step
 from rewheel.core.fsutil import sha256_file
-from rewheel.core.records import Attestation
-from rewheel.core.resolver import Pin, Resolution
-from rewheel.core.types import IndexFile, WheelRef
 from rewheel.repo.repository import Repository
 from rewheel.repo.wheelfile import MAX_METADATA_BYTES
 
 pytest.importorskip("distributed")
 
-from rewheel.dask.dask_steps import DaskSteps
-from rewheel.dask.dask_worker import GET_REQUIRES, Job, JobResult
+from support.fake_dask import WHEEL, WORKER, FakeWorker, built, dask_steps, prepared_foo
 
-WORKER = "tcp://10.9.8.7:4242"
-WHEEL = "foo-1.0-py3-none-any.whl"
-
-
-class _Future:
-    def __init__(self, outcome: Any) -> None:
-        self.outcome = outcome
-
-    def result(self) -> Any:
-        return self.outcome
-
-    def release(self) -> None:
-        return None
-
-
-class _HostileWorker:
-    """A fake Dask client whose "worker" uploads ``files`` for the job and answers ``answer``."""
-
-    def __init__(self, upload_dir: Path, answer: Callable[[Job], Any], files: dict[str, bytes]):
-        self.upload_dir = upload_dir
-        self.answer = answer
-        self.files = files
-
-    def submit(self, fn: Any, job: Job, **kwargs: Any) -> _Future:
-        staged = self.upload_dir / job.job_id
-        staged.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files.items():
-            (staged / name).write_bytes(data)
-        return _Future(self.answer(job))
-
-
-class _Witness:
-    def __init__(self) -> None:
-        self.attested: list[str] = []
-
-    def saw_resolution(self, resolution: Resolution) -> None:
-        return None
-
-    def saw_backend_requires(self, pin: Pin, requires: Any) -> None:
-        return None
-
-    def attest(self, prepared: Prepared, wheel: WheelRef, how: HowBuilt) -> Path:
-        self.attested.append(wheel.filename)
-        return Path("/nonexistent")
-
-    def attestation(self, name: str, version: str) -> Attestation | None:
-        return None
-
-
-def _steps(tmp_path: Path, worker: _HostileWorker) -> DaskSteps:
-    repo = Repository(tmp_path / "repo")
-    repo.ensure_layout()
-    local = SimpleNamespace(
-        repo=repo,
-        workspace=Workspace(work_root=tmp_path / "build-root", logs_dir=repo.logs_dir),
-        builder=SimpleNamespace(build_timeout=None),
-        sandbox=SandboxPolicy(bwrap=None),
-        package_settings=lambda pin: PackageSettings(),
-        witness=_Witness(),
-        publisher=Publisher(repo, witness=_Witness()),
-        system_tools=lambda pin: (),
-    )
-    return DaskSteps(
-        local,  # type: ignore[arg-type]
-        worker,  # type: ignore[arg-type]
-        coordinator_url="http://127.0.0.1:1/",
-        upload_token="k" * 32,
-        upload_dir=worker.upload_dir,
-        resource="py3.11-linux-x86_64",
-    )
-
-
-def _prepared(tmp_path: Path) -> Prepared:
-    sdist = IndexFile("foo-1.0.tar.gz", "http://x/foo-1.0.tar.gz", "a" * 64)
-    pin = Pin(name=canonicalize_name("foo"), version=Version("1.0"), sdist=sdist)
-    return Prepared(
-        pin=pin,
-        sdist_path=tmp_path / "foo-1.0.tar.gz",
-        sdist_sha256="a" * 64,
-        source_dir=tmp_path,
-        build_requires=(),
-    )
-
-
-def _built(wheel: str, data: bytes, **changes: Any) -> Callable[[Job], JobResult]:
-    """The answer of a worker that built ``wheel`` (uploaded as ``data``)."""
-    import hashlib
-
-    fields: dict[str, Any] = {
-        "worker": WORKER,
-        "requires": (),
-        "wheel": wheel,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "seconds": 1.0,
-        "started": 1.7e9,
-        "build_path": "/build",
-        "env_path": "/env",
-        "python": "/env/bin/python",
-        "log_uploaded": False,
-        **changes,
-    }
-    return lambda job: JobResult(**fields)
+from rewheel.dask.dask_worker import GET_REQUIRES
 
 
 def _good_wheel(tmp_path: Path, name: str = "foo") -> bytes:
@@ -194,13 +81,13 @@ def test_a_damaged_wheel_from_a_worker_is_refused_naming_package_step_and_worker
     tmp_path: Path, kind: str
 ) -> None:
     data = DAMAGED[kind](tmp_path)
-    worker = _HostileWorker(tmp_path / "uploads", _built(WHEEL, data), {WHEEL: data})
-    steps = _steps(tmp_path, worker)
+    worker = FakeWorker(tmp_path / "uploads", built(WHEEL, data), {WHEEL: data})
+    steps = dask_steps(tmp_path, worker)
     repo: Repository = steps.local.repo
     # Something built before: it must survive the refusal.
     earlier = make_wheel(SdistSpec("earlier", "1.0"), tmp_path / "earlier")
     kept = repo.publish_wheel(earlier)
-    prepared = _prepared(tmp_path)
+    prepared = prepared_foo(tmp_path)
     env = steps.create_env(prepared, [], name="env")
 
     with pytest.raises(RewheelError) as caught:
@@ -230,9 +117,9 @@ def test_an_answer_of_the_wrong_shape_is_refused_naming_package_step_and_worker(
     tmp_path: Path, wheel: str, changes: dict[str, Any]
 ) -> None:
     data = _good_wheel(tmp_path)
-    worker = _HostileWorker(tmp_path / "uploads", _built(wheel, data, **changes), {WHEEL: data})
-    steps = _steps(tmp_path, worker)
-    prepared = _prepared(tmp_path)
+    worker = FakeWorker(tmp_path / "uploads", built(wheel, data, **changes), {WHEEL: data})
+    steps = dask_steps(tmp_path, worker)
+    prepared = prepared_foo(tmp_path)
     env = steps.create_env(prepared, [], name="env")
 
     with pytest.raises(RewheelError) as caught:
@@ -247,9 +134,9 @@ def test_an_answer_of_the_wrong_shape_is_refused_naming_package_step_and_worker(
 
 
 def test_an_answer_that_is_no_job_result_is_refused(tmp_path: Path) -> None:
-    worker = _HostileWorker(tmp_path / "uploads", lambda job: {"wheel": WHEEL}, {})
-    steps = _steps(tmp_path, worker)
-    prepared = _prepared(tmp_path)
+    worker = FakeWorker(tmp_path / "uploads", lambda job: {"wheel": WHEEL}, {})
+    steps = dask_steps(tmp_path, worker)
+    prepared = prepared_foo(tmp_path)
     with pytest.raises(RewheelError, match="not the answer of a rewheel task") as caught:
         steps.get_requires(prepared, steps.create_env(prepared, [], name="env"))
     assert (caught.value.package, caught.value.step) == ("foo", GET_REQUIRES)
@@ -258,9 +145,9 @@ def test_an_answer_that_is_no_job_result_is_refused(tmp_path: Path) -> None:
 def test_a_good_answer_is_published(tmp_path: Path) -> None:
     """The same fake worker with a sound wheel: what the refusals above are measured against."""
     data = _good_wheel(tmp_path)
-    worker = _HostileWorker(tmp_path / "uploads", _built(WHEEL, data), {WHEEL: data})
-    steps = _steps(tmp_path, worker)
-    prepared = _prepared(tmp_path)
-    built = steps.build(prepared, steps.create_env(prepared, [], name="env"))
-    assert built.wheel.filename == WHEEL and b"Name: foo" in built.metadata
+    worker = FakeWorker(tmp_path / "uploads", built(WHEEL, data), {WHEEL: data})
+    steps = dask_steps(tmp_path, worker)
+    prepared = prepared_foo(tmp_path)
+    made = steps.build(prepared, steps.create_env(prepared, [], name="env"))
+    assert made.wheel.filename == WHEEL and b"Name: foo" in made.metadata
     assert [w.filename for w in steps.local.repo.wheels()] == [WHEEL]
