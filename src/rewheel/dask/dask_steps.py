@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dask.config
 from distributed import Client, Future, KilledWorker, LocalCluster
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -508,6 +509,20 @@ def _matching_workers(client: Client, resource: str) -> dict[str, dict[str, Any]
     return {a: w for a, w in workers.items() if (w.get("resources") or {}).get(resource, 0) >= 1}
 
 
+# What the coordinator's client needs of Dask, and no more: its cached copy of the scheduler's
+# identity (every worker's details) is only for its repr and dashboards, which rewheel never
+# shows, and refreshing it every 2 s (the default) cost 0.5 ms of CPU per second of a run; rewheel
+# asks the scheduler itself when it needs to know (``scheduler_info()`` asks afresh).
+CLIENT_CONFIG: dict[str, Any] = {"distributed.client.scheduler-info-interval": "1h"}
+
+
+def _client(address: str | LocalCluster, **kwargs: Any) -> Client:
+    """A client of ``address`` made with ``CLIENT_CONFIG``; not the default client of the
+    process (rewheel computes no Dask collections)."""
+    with dask.config.set(CLIENT_CONFIG):
+        return Client(address, set_as_default=False, **kwargs)  # type: ignore[no-untyped-call]
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -536,11 +551,10 @@ def dask_client(
                         dashboard_address="127.0.0.1:0",  # any free port: 8787 may be taken
                     )
                 )
-                client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+                client = stack.enter_context(_client(cluster))
             else:
-                client = stack.enter_context(
-                    Client(parsed.address, timeout=connect_timeout)  # type: ignore[no-untyped-call]
-                )
+                assert parsed.address is not None  # not local:N
+                client = stack.enter_context(_client(parsed.address, timeout=connect_timeout))
         except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: workers did not start
             raise ConfigError(
                 f"cannot start or reach Dask at {target}: {exc}", step=Step.DASK
