@@ -529,3 +529,45 @@ def test_a_build_that_needs_more_waits_for_it_and_queues_again() -> None:
     assert result.ok
     assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
     assert steps.index("get-requires", "app==1.0") < steps.index("build-start", "tool==1.0")
+
+
+class _AwaitedSteps(FakeSteps):
+    """``FakeSteps`` that offer ``AwaitedSteps``, as ``DaskSteps`` does: the remote task is
+    awaited on the event loop, the rest goes through ``io``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.awaited_in: list[str] = []  # the thread each awaited step started in
+        self.io_in: list[str] = []  # the thread each call given to io ran in
+
+    def _in_io(self, fn: Any, *args: Any) -> Any:
+        self.io_in.append(threading.current_thread().name)
+        return fn(*args)
+
+    async def get_requires_async(self, prepared: Any, env: Any, io: Any) -> list[str]:
+        self.awaited_in.append(threading.current_thread().name)
+        await asyncio.sleep(0.001)  # the task on a worker: no thread held meanwhile
+        requires: list[str] = await io(self._in_io, self.get_requires, prepared, env)
+        return requires
+
+    async def build_async(self, prepared: Any, env: Any, io: Any) -> Any:
+        self.awaited_in.append(threading.current_thread().name)
+        await asyncio.sleep(0.001)
+        return await io(self._in_io, self.build, prepared, env)
+
+
+def test_steps_that_await_remote_work_are_awaited_on_the_event_loop() -> None:
+    """Steps that offer get-requires and build as coroutines (``AwaitedSteps``) are awaited in
+    the event loop's thread, holding no pool thread while the remote work lasts; what they give
+    ``io`` runs in the pool; the orchestration is the same (order, slots)."""
+    projects: Projects = {"tool": {"1.0": []}, "app": {"1.0": []}, "lib": {"1.0": []}}
+    steps = _AwaitedSteps(FakeUpstream(projects), backend_requires={"app": ["tool"]})
+    result = run(steps, ["app", "lib"], jobs=1)
+    assert result.ok and result.built == 3
+    # get-requires of three nodes, builds of three: each awaited, each through io.
+    assert len(steps.awaited_in) == 6 and len(steps.io_in) == 6
+    (loop_thread,) = set(steps.awaited_in)  # the thread run() runs the event loop in
+    assert not loop_thread.startswith("rewheel")
+    assert all(name.startswith("rewheel") for name in steps.io_in)
+    assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
+    assert steps.max_concurrent_builds == 1
