@@ -3,8 +3,10 @@ client features it turns off (each cost coordinator CPU per task or per second o
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 from support.fake_dask import WHEEL, FakeWorker, built, dask_steps, prepared_foo  # noqa: E402
 
-from rewheel.dask.dask_steps import dask_client  # noqa: E402
+from rewheel.dask.dask_steps import DaskTasks, dask_client  # noqa: E402
 from rewheel.dask.dask_worker import JobResult  # noqa: E402
 
 
@@ -64,3 +66,38 @@ def test_messages_are_not_measured_for_offloading() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "False"
+
+
+def test_a_task_awaited_on_an_event_loop_answers_and_fails_as_one_waited_for() -> None:
+    """``DaskTasks.run_async`` (what the bootstrap's event loop awaits) gives the answer, raises
+    the task's exception, raises Dask's ``FutureCancelledError`` for a task cancelled on the
+    cluster (an ordinary exception, reported as that package's failure, not the cancellation
+    of the coroutine awaiting it), and releases the task when that coroutine is cancelled."""
+    with dask_client("local:1") as (client, resource):
+        tasks = DaskTasks(client, resource, retries=0)
+
+        async def main() -> None:
+            assert await tasks.run_async(abs, -3, key="rewheel-test-abs") == 3
+            with pytest.raises(ValueError, match="invalid literal"):
+                await tasks.run_async(int, "x", key="rewheel-test-int")
+
+            waiting = asyncio.create_task(tasks.run_async(time.sleep, 3, key="rewheel-test-c1"))
+            await asyncio.sleep(0.5)
+            cancel = distributed.Future("rewheel-test-c1", client)
+            await asyncio.to_thread(client.cancel, [cancel])
+            cancel.release()
+            with pytest.raises(distributed.client.FutureCancelledError):
+                await waiting
+
+            waiting = asyncio.create_task(tasks.run_async(time.sleep, 3, key="rewheel-test-c2"))
+            await asyncio.sleep(0.5)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            for _ in range(50):
+                if "rewheel-test-c2" not in client.refcount:
+                    break
+                await asyncio.sleep(0.1)
+            assert "rewheel-test-c2" not in client.refcount  # released
+
+        asyncio.run(main())

@@ -24,9 +24,28 @@ from rewheel.repo.wheelfile import MAX_METADATA_BYTES
 
 pytest.importorskip("distributed")
 
-from support.fake_dask import WHEEL, WORKER, FakeWorker, built, dask_steps, prepared_foo
+from support.fake_dask import (
+    WHEEL,
+    WORKER,
+    FakeWorker,
+    awaited,
+    built,
+    dask_steps,
+    prepared_foo,
+)
 
 from rewheel.dask.dask_worker import GET_REQUIRES
+
+# How the coordinator waits: a thread blocked on the task (``build``), or the bootstrap's event
+# loop (``build_async``, what the bootstrap uses).
+MODES = ("thread", "loop")
+
+
+def _build(steps: Any, env: Any, worker: FakeWorker, mode: str, tmp_path: Path) -> Any:
+    prepared = prepared_foo(tmp_path)
+    if mode == "thread":
+        return steps.build(prepared, env)
+    return awaited(lambda io: steps.build_async(prepared, env, io), worker)
 
 
 def _good_wheel(tmp_path: Path, name: str = "foo") -> bytes:
@@ -76,9 +95,10 @@ def _assert_names_it(error: RewheelError, step: str, tmp_path: Path) -> None:
     assert error.hint and "worker" in error.hint
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", sorted(DAMAGED))
 def test_a_damaged_wheel_from_a_worker_is_refused_naming_package_step_and_worker(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, mode: str
 ) -> None:
     data = DAMAGED[kind](tmp_path)
     worker = FakeWorker(tmp_path / "uploads", built(WHEEL, data), {WHEEL: data})
@@ -91,7 +111,7 @@ def test_a_damaged_wheel_from_a_worker_is_refused_naming_package_step_and_worker
     env = steps.create_env(prepared, [], name="env")
 
     with pytest.raises(RewheelError) as caught:
-        steps.build(prepared, env)
+        _build(steps, env, worker, mode, tmp_path)
 
     _assert_names_it(caught.value, Step.PUBLISH, tmp_path)
     assert [w.filename for w in repo.wheels()] == [kept.filename]
@@ -113,8 +133,9 @@ def test_a_damaged_wheel_from_a_worker_is_refused_naming_package_step_and_worker
         (WHEEL, {"worker": None}),
     ],
 )
+@pytest.mark.parametrize("mode", MODES)
 def test_an_answer_of_the_wrong_shape_is_refused_naming_package_step_and_worker(
-    tmp_path: Path, wheel: str, changes: dict[str, Any]
+    tmp_path: Path, wheel: str, changes: dict[str, Any], mode: str
 ) -> None:
     data = _good_wheel(tmp_path)
     worker = FakeWorker(tmp_path / "uploads", built(wheel, data, **changes), {WHEEL: data})
@@ -123,7 +144,7 @@ def test_an_answer_of_the_wrong_shape_is_refused_naming_package_step_and_worker(
     env = steps.create_env(prepared, [], name="env")
 
     with pytest.raises(RewheelError) as caught:
-        steps.build(prepared, env)
+        _build(steps, env, worker, mode, tmp_path)
 
     error = caught.value
     assert (error.package, error.version) == ("foo", "1.0")
@@ -142,12 +163,13 @@ def test_an_answer_that_is_no_job_result_is_refused(tmp_path: Path) -> None:
     assert (caught.value.package, caught.value.step) == ("foo", GET_REQUIRES)
 
 
-def test_a_good_answer_is_published(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_good_answer_is_published(tmp_path: Path, mode: str) -> None:
     """The same fake worker with a sound wheel: what the refusals above are measured against."""
     data = _good_wheel(tmp_path)
     worker = FakeWorker(tmp_path / "uploads", built(WHEEL, data), {WHEEL: data})
     steps = dask_steps(tmp_path, worker)
     prepared = prepared_foo(tmp_path)
-    made = steps.build(prepared, steps.create_env(prepared, [], name="env"))
+    made = _build(steps, steps.create_env(prepared, [], name="env"), worker, mode, tmp_path)
     assert made.wheel.filename == WHEEL and b"Name: foo" in made.metadata
     assert [w.filename for w in steps.local.repo.wheels()] == [WHEEL]

@@ -5,12 +5,17 @@
 uploads would) and returns a future whose ``result()`` is ``answer(job)``. It counts what a
 package costs in round trips: tasks submitted, results waited for, futures released.
 ``dask_steps(tmp_path, worker)`` is a ``DaskSteps`` over a real repository and publisher.
+
+For the awaited steps (``get_requires_async``, ``build_async``), ``awaited(call, worker)`` runs
+one on an event loop that also plays the client's own loop, with ``io`` in a thread, as the
+bootstrap does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,6 +69,7 @@ class FakeWorker:
         self.submitted: list[Job] = []
         self.results = 0
         self.released = 0
+        self.loop: Any = None  # the client's loop, for the awaited steps: ``awaited``
 
     def submit(self, fn: Any, job: Job, **kwargs: Any) -> FakeFuture:
         self.submitted.append(job)
@@ -72,6 +78,28 @@ class FakeWorker:
         for name, data in self.files.items():
             (staged / name).write_bytes(data)
         return FakeFuture(self, self.answer(job))
+
+    def gather(self, future: FakeFuture, asynchronous: bool = False) -> Any:
+        assert asynchronous, "DaskSteps waits with future.result() or an awaited gather"
+
+        async def fetch() -> Any:
+            return future.result()
+
+        return fetch()
+
+
+def awaited(call: Callable[[Any], Awaitable[Any]], worker: FakeWorker) -> Any:
+    """``call(io)`` run on an event loop that also plays ``worker``'s own loop, with ``io``
+    running blocking work in a thread (the bootstrap's pool)."""
+
+    async def io(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def main() -> Any:
+        worker.loop = SimpleNamespace(asyncio_loop=asyncio.get_running_loop())
+        return await call(io)
+
+    return asyncio.run(main())
 
 
 class RecordingWitness:

@@ -23,6 +23,7 @@ same target.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -46,7 +47,7 @@ from ..build.buildenv import BuildEnvironment
 from ..build.conditions import RecordedConditions
 from ..build.diagnose import clean_line
 from ..build.pipeline import LocalSteps
-from ..core.bootstrap import Built, Cached, Prepared
+from ..core.bootstrap import Built, Cached, Prepared, RunIo
 from ..core.errors import (
     BuildError,
     ConfigError,
@@ -253,6 +254,25 @@ class DaskTasks:
         finally:
             future.release()  # type: ignore[no-untyped-call]
 
+    async def run_async(self, fn: Callable[[_A], object], arg: _A, *, key: str) -> object:
+        """``run`` from an event loop: submitted from its thread and awaited there, no thread
+        blocked meanwhile (the client's own loop fetches the answer and wakes this one). It
+        raises what ``run`` raises."""
+        future: Future[object] = self.client.submit(
+            fn,
+            arg,
+            key=key,
+            resources={self.resource: 1},
+            retries=self.retries,
+            pure=False,
+        )
+        try:
+            fetch = self.client.gather(future, asynchronous=True)  # type: ignore[no-untyped-call]
+            loop = self.client.loop.asyncio_loop  # type: ignore[union-attr]
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fetch, loop))
+        finally:
+            future.release()  # type: ignore[no-untyped-call]
+
 
 class DaskSteps:
     """``bootstrap.Steps`` that run the builds of a ``LocalSteps`` on a Dask cluster.
@@ -330,24 +350,71 @@ class DaskSteps:
         return EnvSpec(wheels=tuple(wheels), name=name)
 
     def get_requires(self, prepared: Prepared, env: EnvSpec) -> list[str]:
-        result, job_id = self._run(prepared, env, GET_REQUIRES)
+        job = self._job(prepared, env, GET_REQUIRES)
+        try:
+            answer = self.tasks.run(run_job, job, key=_task_key(job))
+        except Exception as exc:
+            raise self._task_failed(job, exc) from exc
+        return self._asked(prepared, env, job, answer)
+
+    def build(self, prepared: Prepared, env: EnvSpec) -> Built:
+        early = self._take_early(prepared, env)
+        if early is not None:
+            return self._publish(prepared, env, *early)
+        job = self._job(prepared, env, BUILD)
+        try:
+            answer = self.tasks.run(run_job, job, key=_task_key(job))
+        except Exception as exc:
+            raise self._task_failed(job, exc) from exc
+        return self._built(prepared, env, job, answer)
+
+    # ``core.bootstrap.AwaitedSteps``: the same, with the task awaited on the bootstrap's event
+    # loop (no thread of its pool blocked for the build's duration) and the rest through ``io``.
+
+    async def get_requires_async(self, prepared: Prepared, env: EnvSpec, io: RunIo) -> list[str]:
+        job = await self._job_async(prepared, env, GET_REQUIRES, io)
+        try:
+            answer = await self.tasks.run_async(run_job, job, key=_task_key(job))
+        except Exception as exc:
+            raise self._task_failed(job, exc) from exc
+        return await io(self._asked, prepared, env, job, answer)
+
+    async def build_async(self, prepared: Prepared, env: EnvSpec, io: RunIo) -> Built:
+        early = self._take_early(prepared, env)
+        if early is not None:
+            return await io(self._publish, prepared, env, *early)
+        job = await self._job_async(prepared, env, BUILD, io)
+        try:
+            answer = await self.tasks.run_async(run_job, job, key=_task_key(job))
+        except Exception as exc:
+            raise self._task_failed(job, exc) from exc
+        return await io(self._built, prepared, env, job, answer)
+
+    def _asked(self, prepared: Prepared, env: EnvSpec, job: Job, answer: object) -> list[str]:
+        """What the get-requires task answered: the backend's requirements, and the wheel it
+        built when there were none (kept for ``build``)."""
+        result = self._took(job, answer)
         requires = list(result.requires or ())
         self.local.witness.saw_backend_requires(prepared.pin, requires)
         if result.wheel is not None:
             with self._lock:
-                self._early[_key(prepared.pin)] = (env, result, job_id)
+                self._early[_key(prepared.pin)] = (env, result, job.job_id)
         return requires
 
-    def build(self, prepared: Prepared, env: EnvSpec) -> Built:
+    def _built(self, prepared: Prepared, env: EnvSpec, job: Job, answer: object) -> Built:
+        return self._publish(prepared, env, self._took(job, answer), job.job_id)
+
+    def _take_early(self, prepared: Prepared, env: EnvSpec) -> tuple[JobResult, str] | None:
+        """The wheel the get-requires task built, if it was built in ``env``; else None (and
+        a wheel built in another environment is thrown away)."""
         with self._lock:
             early = self._early.pop(_key(prepared.pin), None)
-        if early is not None and early[0] == env:
-            _, result, job_id = early
-        else:
-            if early is not None:
-                shutil.rmtree(self.upload_dir / early[2], ignore_errors=True)
-            result, job_id = self._run(prepared, env, BUILD)
-        return self._publish(prepared, env, result, job_id)
+        if early is None:
+            return None
+        if early[0] != env:
+            shutil.rmtree(self.upload_dir / early[2], ignore_errors=True)
+            return None
+        return early[1], early[2]
 
     def _log(self, pin: Pin) -> Path:
         return self.local.workspace.log(pin)
@@ -371,33 +438,42 @@ class DaskSteps:
             sandbox=self.local.sandbox.enabled,
         )
 
-    def _run(self, prepared: Prepared, env: EnvSpec, step: str) -> tuple[JobResult, str]:
-        pin = prepared.pin
-        log = self._log(pin)
-        job = self._job(prepared, env, step)
+    async def _job_async(self, prepared: Prepared, env: EnvSpec, step: str, io: RunIo) -> Job:
+        """``_job``, made on the event loop unless it has patch files to read."""
+        if self.local.package_settings(prepared.pin).patches:
+            return await io(self._job, prepared, env, step)
+        return self._job(prepared, env, step)
 
-        def fail(message: str) -> BuildError:
-            return BuildError(
-                message, package=pin.name, version=str(pin.version), step=step, log_path=log
-            )
-
-        try:
-            answer = self.tasks.run(
-                run_job, job, key=f"rewheel-{step}-{pin.name}-{pin.version}-{job.job_id}"
-            )
-        except KilledWorker as exc:
+    def _task_failed(self, job: Job, exc: Exception) -> BuildError:
+        """What waiting for the task of ``job`` raised, as the package's build error."""
+        pin = job.pin
+        if isinstance(exc, KilledWorker):
             lost = getattr(exc, "allowed_failures", 0) + 1
             last = getattr(getattr(exc, "last_worker", None), "address", "?")
-            raise fail(
+            message = (
                 f"{lost} workers were lost while running it (the last {last}); a build that "
                 "kills its workers is not tried again"
-            ) from exc
-        except RewheelError as exc:  # WorkerTransferError, after its retries
-            raise fail(exc.message) from exc
-        except Exception as exc:  # the cluster went away, the task was cancelled, ...
-            raise fail(f"the Dask task failed: {type(exc).__name__}: {exc}") from exc
+            )
+        elif isinstance(exc, RewheelError):  # WorkerTransferError, after its retries
+            message = exc.message
+        else:  # the cluster went away, the task was cancelled, ...
+            message = f"the Dask task failed: {type(exc).__name__}: {exc}"
+        shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
+        return BuildError(
+            message,
+            package=pin.name,
+            version=str(pin.version),
+            step=job.step,
+            log_path=self._log(pin),
+        )
+
+    def _took(self, job: Job, answer: object) -> JobResult:
+        """The task's answer, checked, with the worker's log appended to the package's; its
+        error raised."""
+        pin = job.pin
+        log = self._log(pin)
         try:
-            result = checked_result(answer, pin, step, log)
+            result = checked_result(answer, pin, job.step, log)
         except RewheelError:
             shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
             raise
@@ -406,7 +482,7 @@ class DaskSteps:
             shutil.rmtree(self.upload_dir / job.job_id, ignore_errors=True)
         if result.error is not None:
             raise error_from_result(result, pin, log)
-        return result, job.job_id
+        return result
 
     def _append_log(self, log: Path, job: Job, result: JobResult) -> None:
         staged = self.upload_dir / job.job_id / log.name
@@ -502,6 +578,10 @@ class DaskSteps:
 
 def _key(pin: Pin) -> tuple[str, str]:
     return (pin.name, str(pin.version))
+
+
+def _task_key(job: Job) -> str:
+    return f"rewheel-{job.step}-{job.pin.name}-{job.pin.version}-{job.job_id}"
 
 
 def _matching_workers(client: Client, resource: str) -> dict[str, dict[str, Any]]:
