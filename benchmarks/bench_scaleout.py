@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.core.bootstrap import Bootstrapper, Built, Cached, Prepared
+from rewheel.core.bootstrap import Bootstrapper, Built, Cached, Prepared, RunIo
 from rewheel.core.records import BuildExtras, BuildRecord
 from rewheel.core.resolver import Edge, Pin, Resolution
 from rewheel.core.types import EdgeKind, IndexFile, WheelRef
@@ -333,6 +333,25 @@ class SleepSteps:
         return record
 
 
+class AwaitedSleepSteps(SleepSteps):
+    """``SleepSteps`` for Dask that offer ``core.bootstrap.AwaitedSteps``, as ``DaskSteps``
+    does: the get-requires task (which builds) is awaited on the bootstrap's event loop, then,
+    as ``DaskSteps`` checks the answer and appends the worker's log there, one call through
+    ``io`` (the bootstrap's pool); ``build`` (publishing) goes through ``io`` too."""
+
+    def __init__(self, graph: Graph, sleep_async: SleepAsync, *, history: bool) -> None:
+        super().__init__(graph, local_sleep, in_get_requires=True, history=history)
+        self.sleep_async = sleep_async
+
+    async def get_requires_async(self, prepared: Prepared, env: Any, io: RunIo) -> list[str]:
+        name = self.names[prepared.pin.name]
+        await self.sleep_async(name, self.graph.seconds[name])
+        return await io(list)  # the answer checked, the log appended: [] asked for
+
+    async def build_async(self, prepared: Prepared, env: Any, io: RunIo) -> Built:
+        return await io(self.build, prepared, env)
+
+
 # -- executors ---------------------------------------------------------------------------------
 
 
@@ -373,12 +392,18 @@ def cluster_elsewhere(workers: int) -> Iterator[str]:
         proc.wait(timeout=60)
 
 
+SleepAsync = Callable[[str, float], Awaitable[None]]
+
+
 @contextlib.contextmanager
-def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str, float], None]]:
+def dask_sleep(
+    workers: int, *, scheduler_here: bool
+) -> Iterator[tuple[Callable[[str, float], None], SleepAsync]]:
     """Builds as Dask tasks, run by ``DaskSteps``' own ``DaskTasks`` (the interpreter resource,
-    ``pure=False``, the same waiting and release), on the cluster ``--dask local:N`` makes (its
-    scheduler in this process) or, unless ``scheduler_here``, on the same cluster run in another
-    process and reached by its address (``--dask tcp://...``)."""
+    ``pure=False``, the same waiting and release): waited for in a thread (``run``) and awaited
+    on an event loop (``run_async``, what ``DaskSteps`` does in a bootstrap), on the cluster
+    ``--dask local:N`` makes (its scheduler in this process) or, unless ``scheduler_here``, on
+    the same cluster run in another process and reached by its address (``--dask tcp://...``)."""
     from rewheel.dask.dask_steps import DaskTasks, dask_client
 
     with contextlib.ExitStack() as stack:
@@ -394,7 +419,10 @@ def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str,
         def sleep(name: str, seconds: float) -> None:
             tasks.run(time.sleep, seconds, key=f"rewheel-build-{name}-{next(counter)}")
 
-        yield sleep
+        async def sleep_async(name: str, seconds: float) -> None:
+            await tasks.run_async(time.sleep, seconds, key=f"rewheel-build-{name}-{next(counter)}")
+
+        yield sleep, sleep_async
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -462,13 +490,16 @@ def run_once(
     *,
     history: bool,
     scheduler_here: bool = True,
+    dask_wait: str = "loop",
     profile: Path | None = None,
 ) -> Run:
     roots = [Requirement(n) for n in graph.env]
     with contextlib.ExitStack() as stack:
         roundtrip = idle = 0.0
         if executor == "dask":
-            sleep = stack.enter_context(dask_sleep(workers, scheduler_here=scheduler_here))
+            sleep, sleep_async = stack.enter_context(
+                dask_sleep(workers, scheduler_here=scheduler_here)
+            )
             sleep("warm-up", 0.0)  # the workers' first task imports what tasks need
             t = time.perf_counter()
             for i in range(20):
@@ -477,7 +508,11 @@ def run_once(
             idle = idle_dask_cpu()
         else:
             sleep = local_sleep
-        steps = SleepSteps(graph, sleep, in_get_requires=executor == "dask", history=history)
+        steps: SleepSteps
+        if executor == "dask" and dask_wait == "loop":
+            steps = AwaitedSleepSteps(graph, sleep_async, history=history)
+        else:
+            steps = SleepSteps(graph, sleep, in_get_requires=executor == "dask", history=history)
         boot = Bootstrapper(steps, jobs=workers, threads=max(32, workers * 4))
         profiler = cProfile.Profile() if profile else None
         load0 = os.getloadavg()[0]
@@ -497,8 +532,11 @@ def run_once(
     per = graph.total / workers
     bound = max(cp, per)
     n = len(graph.env)
+    label = executor if executor == "local" or scheduler_here else "dask (scheduler apart)"
+    if executor == "dask" and dask_wait == "thread":
+        label += ", waited in threads"
     return Run(
-        executor=executor if executor == "local" or scheduler_here else "dask (scheduler apart)",
+        executor=label,
         durations="known" if history else "unknown",
         workers=workers,
         packages=n,
@@ -648,6 +686,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the Dask cluster (scheduler and workers) in a process of its own and reach it "
         "by address, so that the coordinator's CPU is rewheel's and the Dask client's only",
     )
+    parser.add_argument(
+        "--dask-wait",
+        choices=("loop", "thread"),
+        default="loop",
+        help="how the bootstrap waits for a Dask task: awaited on its event loop, as DaskSteps "
+        "does (default), or blocking a thread of its pool, as DaskSteps did before",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", type=Path, help="cProfile the (last) run into this file")
     args = parser.parse_args(argv)
@@ -674,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     n,
                     history=history,
                     scheduler_here=not args.scheduler_apart,
+                    dask_wait=args.dask_wait,
                     profile=args.profile,
                 )
                 runs.append(run)
