@@ -8,8 +8,10 @@ What runs, and what does not:
   ``core.scheduler`` wait graph and priority slots, records, the result), its thread pool, and,
   for ``--executor dask``, a Dask cluster made by ``dask.dask_steps.dask_client`` exactly as
   ``--dask local:N`` makes it (N worker processes, one thread each, the interpreter resource);
-  every build is one Dask task run by ``DaskSteps``' own ``DaskTasks`` and waited for from the
-  bootstrap's thread pool, as ``DaskSteps`` does.
+  every build is one Dask task run by ``DaskSteps``' own ``DaskTasks`` and awaited on the
+  bootstrap's event loop (``core.bootstrap.AwaitedSteps``), followed by one call through its
+  pool for the answer and one for publishing, as ``DaskSteps`` does (``--dask-wait thread``: a
+  pool thread blocked per task instead, as ``DaskSteps`` did before).
 - **Fake** (``SleepSteps``, the core's ``Steps`` interface): resolution returns a precomputed
   graph (no resolvelib, no index, no HTTP); prepare, create_env and get_requires return at once;
   a build sleeps for its known duration, in the pool thread (local) or in a Dask worker (dask).
@@ -35,6 +37,8 @@ measured in a separate run of the local executor).
 
     .venv/bin/python benchmarks/bench_scaleout.py                 # local and dask, 1 2 4 8
     .venv/bin/python benchmarks/bench_scaleout.py --executor local --workers 8 --profile out.prof
+    .venv/bin/python benchmarks/bench_scaleout.py --executor both --scheduler-apart \
+        --durations known --workers 8 --median 1.0                # the coordinator CPU target
 """
 
 from __future__ import annotations
