@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import re
+import reprlib
 import secrets
 import shutil
 import threading
@@ -174,7 +175,7 @@ def _shape_problems(result: JobResult) -> list[str]:
     ]
     for name, ok in checks:
         if not ok:
-            problems.append(f"{name} = {clean_line(repr(getattr(result, name)))[:200]}")
+            problems.append(f"{name} = {clean_line(reprlib.repr(getattr(result, name)))}")
     return problems
 
 
