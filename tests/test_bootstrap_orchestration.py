@@ -35,6 +35,7 @@ def run(
     jobs: int = 2,
     reporter: Reporter | None = None,
     keep_going: bool = True,
+    threads: int = 32,
 ) -> BootstrapResult:
     """``Bootstrapper.run`` in a thread, so that a hang fails the test instead of blocking it."""
     out: list[BootstrapResult | BaseException] = []
@@ -42,9 +43,9 @@ def run(
     def target() -> None:
         try:
             out.append(
-                Bootstrapper(steps, jobs=jobs, reporter=reporter, keep_going=keep_going).run(
-                    [Requirement(r) for r in reqs]
-                )
+                Bootstrapper(
+                    steps, jobs=jobs, reporter=reporter, keep_going=keep_going, threads=threads
+                ).run([Requirement(r) for r in reqs])
             )
         except BaseException as exc:
             out.append(exc)
@@ -539,6 +540,18 @@ class _AwaitedSteps(FakeSteps):
         super().__post_init__()
         self.awaited_in: list[str] = []  # the thread each awaited step started in
         self.io_in: list[str] = []  # the thread each call given to io ran in
+        self.remote = 0  # remote tasks running now
+        self.max_remote = 0
+        self.remote_seconds = 0.001
+
+    async def _remote_task(self) -> None:
+        """The task on a worker: no thread of the bootstrap held meanwhile."""
+        self.remote += 1
+        self.max_remote = max(self.max_remote, self.remote)
+        try:
+            await asyncio.sleep(self.remote_seconds)
+        finally:
+            self.remote -= 1
 
     def _in_io(self, fn: Any, *args: Any) -> Any:
         self.io_in.append(threading.current_thread().name)
@@ -546,13 +559,13 @@ class _AwaitedSteps(FakeSteps):
 
     async def get_requires_async(self, prepared: Any, env: Any, io: Any) -> list[str]:
         self.awaited_in.append(threading.current_thread().name)
-        await asyncio.sleep(0.001)  # the task on a worker: no thread held meanwhile
+        await self._remote_task()
         requires: list[str] = await io(self._in_io, self.get_requires, prepared, env)
         return requires
 
     async def build_async(self, prepared: Any, env: Any, io: Any) -> Any:
         self.awaited_in.append(threading.current_thread().name)
-        await asyncio.sleep(0.001)
+        await self._remote_task()
         return await io(self._in_io, self.build, prepared, env)
 
 
@@ -571,3 +584,15 @@ def test_steps_that_await_remote_work_are_awaited_on_the_event_loop() -> None:
     assert all(name.startswith("rewheel") for name in steps.io_in)
     assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
     assert steps.max_concurrent_builds == 1
+
+
+def test_remote_builds_in_flight_are_not_capped_by_the_pools_threads() -> None:
+    """With builds awaited on the event loop, ``-j`` remote builds run at once whatever the
+    size of the bootstrap's thread pool (a pool thread blocked per Dask task capped them at the
+    pool's 32 threads, less what resolution and downloads took)."""
+    projects: Projects = {f"p{i}": {"1.0": []} for i in range(8)}
+    steps = _AwaitedSteps(FakeUpstream(projects))
+    steps.remote_seconds = 0.2
+    result = run(steps, list(projects), jobs=8, threads=2)
+    assert result.ok and result.built == 8
+    assert steps.max_remote == 8

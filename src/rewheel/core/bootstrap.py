@@ -357,6 +357,8 @@ class _Pass(Generic[EnvT]):
         self.built_nodes: set[str] = set()
         self.window = BuildWindow()
         self.pool: ThreadPoolExecutor | None = None
+        # Steps whose get-requires and build are awaited here (builds on Dask), if they are.
+        self.awaited = self.steps if isinstance(self.steps, AwaitedSteps) else None
 
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self.pool is not None
@@ -538,13 +540,13 @@ class _Pass(Generic[EnvT]):
         return built.wheel
 
     async def _get_requires(self, prepared: Prepared, env: EnvT) -> list[str]:
-        if isinstance(self.steps, AwaitedSteps):
-            return await self.steps.get_requires_async(prepared, env, self._io)
+        if self.awaited is not None:
+            return await self.awaited.get_requires_async(prepared, env, self._io)
         return await self._io(self.steps.get_requires, prepared, env)
 
     async def _build(self, prepared: Prepared, env: EnvT) -> Built:
-        if isinstance(self.steps, AwaitedSteps):
-            return await self.steps.build_async(prepared, env, self._io)
+        if self.awaited is not None:
+            return await self.awaited.build_async(prepared, env, self._io)
         return await self._io(self.steps.build, prepared, env)
 
     async def _from_shared_cache(
