@@ -280,7 +280,10 @@ class DaskSteps:
 
     Everything but creating environments, asking for requirements and building is delegated to
     ``local``, which also does the coordinator's share of a build: its download, its log, and
-    publishing what the worker uploaded.
+    publishing what the worker uploaded. A bootstrap awaits get-requires and build on its event
+    loop (``core.bootstrap.AwaitedSteps``: ``get_requires_async``, ``build_async``);
+    ``get_requires`` and ``build`` do the same in a thread they block. What a worker answers
+    and uploads is checked before use (``checked_result``, ``_publish``).
     """
 
     def __init__(
