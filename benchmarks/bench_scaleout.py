@@ -8,8 +8,10 @@ What runs, and what does not:
   ``core.scheduler`` wait graph and priority slots, records, the result), its thread pool, and,
   for ``--executor dask``, a Dask cluster made by ``dask.dask_steps.dask_client`` exactly as
   ``--dask local:N`` makes it (N worker processes, one thread each, the interpreter resource);
-  every build is one Dask task submitted with that resource and waited for from the bootstrap's
-  thread pool, as ``DaskSteps`` does.
+  every build is one Dask task run by ``DaskSteps``' own ``DaskTasks`` and awaited on the
+  bootstrap's event loop (``core.bootstrap.AwaitedSteps``), followed by one call through its
+  pool for the answer and one for publishing, as ``DaskSteps`` does (``--dask-wait thread``: a
+  pool thread blocked per task instead, as ``DaskSteps`` did before).
 - **Fake** (``SleepSteps``, the core's ``Steps`` interface): resolution returns a precomputed
   graph (no resolvelib, no index, no HTTP); prepare, create_env and get_requires return at once;
   a build sleeps for its known duration, in the pool thread (local) or in a Dask worker (dask).
@@ -44,12 +46,17 @@ For each executor and number of workers N the bootstrap runs with ``-j N`` and t
 prints the makespan against the two lower bounds (the critical path: the longest chain of
 builds, each waiting for its build environment; and total work / N), the CPU time of the
 coordinator process (for Dask this includes the Dask scheduler of the local cluster, which runs
-in the same process) and of the bootstrap's event-loop thread alone, and the memory Python
-allocated per package (``tracemalloc``, measured in a separate run of the local executor).
+in the same process, unless ``--scheduler-apart``), split into the bootstrap's event-loop
+thread, the Dask client's threads (its IO loop, offload and callback threads, each thread's own
+CPU clock) and the rest (the bootstrap's pool threads), the Dask client threads' CPU per second
+when idle, the load average, and the memory Python allocated per package (``tracemalloc``,
+measured in a separate run of the local executor).
 
     .venv/bin/python benchmarks/bench_scaleout.py                 # local and dask, 1 2 4 8
     .venv/bin/python benchmarks/bench_scaleout.py --executor local --durations all --policy-only
     .venv/bin/python benchmarks/bench_scaleout.py --executor local --workers 8 --profile out.prof
+    .venv/bin/python benchmarks/bench_scaleout.py --executor both --scheduler-apart \
+        --durations known --workers 8 --median 1.0                # the coordinator CPU target
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ import cProfile
 import heapq
 import json
 import math
+import os
 import random
 import resource
 import statistics
@@ -68,7 +76,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +85,7 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from rewheel.core.bootstrap import Bootstrapper, Built, Cached, Prepared
+from rewheel.core.bootstrap import Bootstrapper, Built, Cached, Prepared, RunIo
 from rewheel.core.durations import SdistFeatures, estimate_build_seconds
 from rewheel.core.records import BuildExtras, BuildRecord
 from rewheel.core.resolver import Edge, Pin, Resolution
@@ -407,6 +415,34 @@ def weights_of(
     return dict.fromkeys(graph.seconds, 1.0)
 
 
+class AwaitedSleepSteps(SleepSteps):
+    """``SleepSteps`` for Dask that offer ``core.bootstrap.AwaitedSteps``, as ``DaskSteps``
+    does: the get-requires task (which builds) is awaited on the bootstrap's event loop, then,
+    as ``DaskSteps`` checks the answer and appends the worker's log there, one call through
+    ``io`` (the bootstrap's pool); ``build`` (publishing) goes through ``io`` too."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        sleep_async: SleepAsync,
+        *,
+        history: bool,
+        features: Mapping[str, SdistFeatures] | None = None,
+    ) -> None:
+        super().__init__(
+            graph, local_sleep, in_get_requires=True, history=history, features=features
+        )
+        self.sleep_async = sleep_async
+
+    async def get_requires_async(self, prepared: Prepared, env: Any, io: RunIo) -> list[str]:
+        name = self.names[prepared.pin.name]
+        await self.sleep_async(name, self.graph.seconds[name])
+        return await io(list)  # the answer checked, the log appended: [] asked for
+
+    async def build_async(self, prepared: Prepared, env: Any, io: RunIo) -> Built:
+        return await io(self.build, prepared, env)
+
+
 # -- executors ---------------------------------------------------------------------------------
 
 
@@ -447,13 +483,19 @@ def cluster_elsewhere(workers: int) -> Iterator[str]:
         proc.wait(timeout=60)
 
 
+SleepAsync = Callable[[str, float], Awaitable[None]]
+
+
 @contextlib.contextmanager
-def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str, float], None]]:
-    """Builds as Dask tasks, submitted as ``DaskSteps._run`` submits them (the interpreter
-    resource, ``pure=False``), on the cluster ``--dask local:N`` makes (its scheduler in this
-    process) or, unless ``scheduler_here``, on the same cluster run in another process and
-    reached by its address (``--dask tcp://...``)."""
-    from rewheel.dask.dask_steps import dask_client
+def dask_sleep(
+    workers: int, *, scheduler_here: bool
+) -> Iterator[tuple[Callable[[str, float], None], SleepAsync]]:
+    """Builds as Dask tasks, run by ``DaskSteps``' own ``DaskTasks`` (the interpreter resource,
+    ``pure=False``, the same waiting and release): waited for in a thread (``run``) and awaited
+    on an event loop (``run_async``, what ``DaskSteps`` does in a bootstrap), on the cluster
+    ``--dask local:N`` makes (its scheduler in this process) or, unless ``scheduler_here``, on
+    the same cluster run in another process and reached by its address (``--dask tcp://...``)."""
+    from rewheel.dask.dask_steps import DaskTasks, dask_client
 
     with contextlib.ExitStack() as stack:
         target = (
@@ -462,22 +504,16 @@ def dask_sleep(workers: int, *, scheduler_here: bool) -> Iterator[Callable[[str,
             else stack.enter_context(cluster_elsewhere(workers))
         )
         client, resource_name = stack.enter_context(dask_client(target))
+        tasks = DaskTasks(client, resource_name)
         counter = iter(range(1 << 62))
 
         def sleep(name: str, seconds: float) -> None:
-            future = client.submit(
-                time.sleep,
-                seconds,
-                key=f"rewheel-build-{name}-{next(counter)}",
-                resources={resource_name: 1},
-                pure=False,
-            )
-            try:
-                future.result()
-            finally:
-                future.release()
+            tasks.run(time.sleep, seconds, key=f"rewheel-build-{name}-{next(counter)}")
 
-        yield sleep
+        async def sleep_async(name: str, seconds: float) -> None:
+            await tasks.run_async(time.sleep, seconds, key=f"rewheel-build-{name}-{next(counter)}")
+
+        yield sleep, sleep_async
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -496,6 +532,12 @@ class Run:
     ratio: float
     process_cpu_ms_per_pkg: float
     loop_cpu_ms_per_pkg: float
+    # The Dask client's own threads (its IO loop, offload and callback threads): 0 for local.
+    dask_cpu_ms_per_pkg: float
+    # The rest: the bootstrap's pool threads (which end with the run), anything else.
+    other_cpu_ms_per_pkg: float
+    idle_dask_cpu_ms_per_s: float  # the Dask client threads' CPU per second while idle
+    load: tuple[float, float]  # the machine's 1-minute load average when the run began, ended
     policy_s: float  # the scheduler's policy simulated without overhead (list scheduling)
     roundtrip_ms: float  # an empty Dask task, submitted and waited for (0 for local)
     max_parallel: int
@@ -509,6 +551,29 @@ def _process_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# The threads the Dask client runs in this process (distributed names them so).
+DASK_THREADS = ("IO loop", "Dask-")
+
+
+def dask_threads_cpu() -> float:
+    """CPU seconds so far of the Dask client's threads alive in this process (each thread's own
+    CPU clock)."""
+    total = 0.0
+    for t in threading.enumerate():
+        if t.ident is None or not t.name.startswith(DASK_THREADS):
+            continue
+        with contextlib.suppress(OSError, OverflowError):
+            total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+    return total
+
+
+def idle_dask_cpu(seconds: float = 5.0) -> float:
+    """CPU seconds per second the Dask client's threads take while nothing is submitted."""
+    before = dask_threads_cpu()
+    time.sleep(seconds)
+    return (dask_threads_cpu() - before) / seconds
+
+
 def run_once(
     graph: Graph,
     executor: str,
@@ -517,31 +582,42 @@ def run_once(
     durations: str,
     features: Mapping[str, SdistFeatures],
     scheduler_here: bool = True,
+    dask_wait: str = "loop",
     profile: Path | None = None,
 ) -> Run:
     history = durations == "known"
     roots = [Requirement(n) for n in graph.env]
     with contextlib.ExitStack() as stack:
-        roundtrip = 0.0
+        roundtrip = idle = 0.0
         if executor == "dask":
-            sleep = stack.enter_context(dask_sleep(workers, scheduler_here=scheduler_here))
+            sleep, sleep_async = stack.enter_context(
+                dask_sleep(workers, scheduler_here=scheduler_here)
+            )
             sleep("warm-up", 0.0)  # the workers' first task imports what tasks need
             t = time.perf_counter()
             for i in range(20):
                 sleep(f"round-trip-{i}", 0.0)
             roundtrip = (time.perf_counter() - t) / 20
+            idle = idle_dask_cpu()
         else:
             sleep = local_sleep
-        steps = SleepSteps(
-            graph,
-            sleep,
-            in_get_requires=executor == "dask",
-            history=history,
-            features=features if durations == "unknown" else None,
-        )
+        steps: SleepSteps
+        cold = features if durations == "unknown" else None
+        if executor == "dask" and dask_wait == "loop":
+            steps = AwaitedSleepSteps(graph, sleep_async, history=history, features=cold)
+        else:
+            steps = SleepSteps(
+                graph,
+                sleep,
+                in_get_requires=executor == "dask",
+                history=history,
+                features=cold,
+            )
         boot = Bootstrapper(steps, jobs=workers, threads=max(32, workers * 4))
         profiler = cProfile.Profile() if profile else None
+        load0 = os.getloadavg()[0]
         cpu0, loop0, t0 = _process_cpu(), time.thread_time(), time.perf_counter()
+        dask0 = dask_threads_cpu()
         if profiler:
             profiler.enable()
         result = boot.run(roots, max_passes=1)
@@ -549,14 +625,18 @@ def run_once(
             profiler.disable()
         makespan = time.perf_counter() - t0
         loop_cpu, cpu = time.thread_time() - loop0, _process_cpu() - cpu0
+        dask_cpu = dask_threads_cpu() - dask0
         if profiler and profile:
             profiler.dump_stats(str(profile))
     cp, _chain = graph.critical_path()
     per = graph.total / workers
     bound = max(cp, per)
     n = len(graph.env)
+    label = executor if executor == "local" or scheduler_here else "dask (scheduler apart)"
+    if executor == "dask" and dask_wait == "thread":
+        label += ", waited in threads"
     return Run(
-        executor=executor if executor == "local" or scheduler_here else "dask (scheduler apart)",
+        executor=label,
         durations=durations,
         workers=workers,
         packages=n,
@@ -569,6 +649,10 @@ def run_once(
         roundtrip_ms=round(roundtrip * 1000, 1),
         process_cpu_ms_per_pkg=round(cpu / n * 1000, 3),
         loop_cpu_ms_per_pkg=round(loop_cpu / n * 1000, 3),
+        dask_cpu_ms_per_pkg=round(dask_cpu / n * 1000, 3),
+        other_cpu_ms_per_pkg=round((cpu - loop_cpu - dask_cpu) / n * 1000, 3),
+        idle_dask_cpu_ms_per_s=round(idle * 1000, 3),
+        load=(round(load0, 2), round(os.getloadavg()[0], 2)),
         max_parallel=result.max_parallel_builds,
         built=result.built,
         violations=len(steps.violations) + len(result.failures),
@@ -648,6 +732,8 @@ def table(runs: Sequence[Run]) -> str:
         "policy alone s",
         "process CPU ms/pkg",
         "loop CPU ms/pkg",
+        "Dask client CPU ms/pkg",
+        "other CPU ms/pkg",
         "max parallel",
     ]
     rows = [head] + [
@@ -662,6 +748,8 @@ def table(runs: Sequence[Run]) -> str:
             f"{r.policy_s:.2f}",
             f"{r.process_cpu_ms_per_pkg:.2f}",
             f"{r.loop_cpu_ms_per_pkg:.2f}",
+            f"{r.dask_cpu_ms_per_pkg:.2f}",
+            f"{r.other_cpu_ms_per_pkg:.2f}",
             str(r.max_parallel),
         ]
         for r in runs
@@ -714,6 +802,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the Dask cluster (scheduler and workers) in a process of its own and reach it "
         "by address, so that the coordinator's CPU is rewheel's and the Dask client's only",
     )
+    parser.add_argument(
+        "--dask-wait",
+        choices=("loop", "thread"),
+        default="loop",
+        help="how the bootstrap waits for a Dask task: awaited on its event loop, as DaskSteps "
+        "does (default), or blocking a thread of its pool, as DaskSteps did before",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", type=Path, help="cProfile the (last) run into this file")
     args = parser.parse_args(argv)
@@ -759,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     durations=mode,
                     features=features,
                     scheduler_here=not args.scheduler_apart,
+                    dask_wait=args.dask_wait,
                     profile=args.profile,
                 )
                 runs.append(run)
@@ -767,8 +863,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"s, bound {run.bound_s:.2f} s (x{run.ratio:.3f}; the same policy without "
                     f"any overhead: {run.policy_s:.2f} s), coordinator CPU "
                     f"{run.process_cpu_ms_per_pkg:.2f} ms/pkg (event loop "
-                    f"{run.loop_cpu_ms_per_pkg:.2f}), Dask round trip {run.roundtrip_ms:.1f} ms, "
-                    f"violations {run.violations}",
+                    f"{run.loop_cpu_ms_per_pkg:.2f}, Dask client threads "
+                    f"{run.dask_cpu_ms_per_pkg:.2f}, other {run.other_cpu_ms_per_pkg:.2f}), Dask "
+                    f"round trip {run.roundtrip_ms:.1f} ms, idle Dask client "
+                    f"{run.idle_dask_cpu_ms_per_s:.2f} ms CPU/s, "
+                    f"violations {run.violations}, load average {run.load[0]:.2f} -> "
+                    f"{run.load[1]:.2f}",
                     flush=True,
                 )
     kib = memory_per_package(graph, max(args.workers))

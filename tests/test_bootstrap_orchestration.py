@@ -38,6 +38,7 @@ def run(
     reporter: Reporter | None = None,
     keep_going: bool = True,
     past_builds: Callable[[NormalizedName], Sequence[PastBuild]] | None = None,
+    threads: int = 32,
 ) -> BootstrapResult:
     """``Bootstrapper.run`` in a thread, so that a hang fails the test instead of blocking it."""
     out: list[BootstrapResult | BaseException] = []
@@ -45,7 +46,12 @@ def run(
     def target() -> None:
         try:
             boot = Bootstrapper(
-                steps, jobs=jobs, reporter=reporter, keep_going=keep_going, past_builds=past_builds
+                steps,
+                jobs=jobs,
+                reporter=reporter,
+                keep_going=keep_going,
+                past_builds=past_builds,
+                threads=threads,
             )
             out.append(boot.run([Requirement(r) for r in reqs]))
         except BaseException as exc:
@@ -574,3 +580,69 @@ def test_a_build_that_needs_more_waits_for_it_and_queues_again() -> None:
     assert result.ok
     assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
     assert steps.index("get-requires", "app==1.0") < steps.index("build-start", "tool==1.0")
+
+
+class _AwaitedSteps(FakeSteps):
+    """``FakeSteps`` that offer ``AwaitedSteps``, as ``DaskSteps`` does: the remote task is
+    awaited on the event loop, the rest goes through ``io``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.awaited_in: list[str] = []  # the thread each awaited step started in
+        self.io_in: list[str] = []  # the thread each call given to io ran in
+        self.remote = 0  # remote tasks running now
+        self.max_remote = 0
+        self.remote_seconds = 0.001
+
+    async def _remote_task(self) -> None:
+        """The task on a worker: no thread of the bootstrap held meanwhile."""
+        self.remote += 1
+        self.max_remote = max(self.max_remote, self.remote)
+        try:
+            await asyncio.sleep(self.remote_seconds)
+        finally:
+            self.remote -= 1
+
+    def _in_io(self, fn: Any, *args: Any) -> Any:
+        self.io_in.append(threading.current_thread().name)
+        return fn(*args)
+
+    async def get_requires_async(self, prepared: Any, env: Any, io: Any) -> list[str]:
+        self.awaited_in.append(threading.current_thread().name)
+        await self._remote_task()
+        requires: list[str] = await io(self._in_io, self.get_requires, prepared, env)
+        return requires
+
+    async def build_async(self, prepared: Any, env: Any, io: Any) -> Any:
+        self.awaited_in.append(threading.current_thread().name)
+        await self._remote_task()
+        return await io(self._in_io, self.build, prepared, env)
+
+
+def test_steps_that_await_remote_work_are_awaited_on_the_event_loop() -> None:
+    """Steps that offer get-requires and build as coroutines (``AwaitedSteps``) are awaited in
+    the event loop's thread, holding no pool thread while the remote work lasts; what they give
+    ``io`` runs in the pool; the orchestration is the same (order, slots)."""
+    projects: Projects = {"tool": {"1.0": []}, "app": {"1.0": []}, "lib": {"1.0": []}}
+    steps = _AwaitedSteps(FakeUpstream(projects), backend_requires={"app": ["tool"]})
+    result = run(steps, ["app", "lib"], jobs=1)
+    assert result.ok and result.built == 3
+    # get-requires of three nodes, builds of three: each awaited, each through io.
+    assert len(steps.awaited_in) == 6 and len(steps.io_in) == 6
+    (loop_thread,) = set(steps.awaited_in)  # the thread run() runs the event loop in
+    assert not loop_thread.startswith("rewheel")
+    assert all(name.startswith("rewheel") for name in steps.io_in)
+    assert steps.index("build-end", "tool==1.0") < steps.index("build-start", "app==1.0")
+    assert steps.max_concurrent_builds == 1
+
+
+def test_remote_builds_in_flight_are_not_capped_by_the_pools_threads() -> None:
+    """With builds awaited on the event loop, ``-j`` remote builds run at once whatever the
+    size of the bootstrap's thread pool (a pool thread blocked per Dask task capped them at the
+    pool's 32 threads, less what resolution and downloads took)."""
+    projects: Projects = {f"p{i}": {"1.0": []} for i in range(8)}
+    steps = _AwaitedSteps(FakeUpstream(projects))
+    steps.remote_seconds = 0.2
+    result = run(steps, list(projects), jobs=8, threads=2)
+    assert result.ok and result.built == 8
+    assert steps.max_remote == 8

@@ -16,12 +16,12 @@ import functools
 import resource
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (
@@ -49,6 +49,7 @@ from .scheduler import PrioritySlots, WaitGraph
 from .types import EdgeKind, WheelRef
 
 __all__ = [
+    "AwaitedSteps",
     "BootstrapResult",
     "Bootstrapper",
     "Built",
@@ -58,6 +59,7 @@ __all__ = [
     "NotAttempted",
     "Prepared",
     "Reporter",
+    "RunIo",
     "SharedCache",
     "Steps",
 ]
@@ -173,6 +175,25 @@ class Steps(Protocol[EnvT]):
         """Save the build record of a package (adding what the machine knows, such as its
         provenance) and return it as saved: what ``build-order.json`` lists too."""
         ...
+
+
+class RunIo(Protocol):
+    """How the bootstrap runs a blocking call: in a thread of its pool, awaited."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
+
+
+@runtime_checkable
+class AwaitedSteps(Protocol):
+    """What ``Steps`` whose builds run elsewhere (on a Dask cluster) may offer besides:
+    get-requires and build awaited on the bootstrap's event loop, instead of each blocking a
+    thread of its pool for as long as the remote task lasts; their own blocking work (logs,
+    publishing) goes through ``io``, the bootstrap's pool. The bootstrap uses them when the
+    steps have them (the same results and errors as ``get_requires`` and ``build``)."""
+
+    async def get_requires_async(self, prepared: Prepared, env: Any, io: RunIo) -> list[str]: ...
+
+    async def build_async(self, prepared: Prepared, env: Any, io: RunIo) -> Built: ...
 
 
 class DependencyFailed(BuildError):
@@ -367,6 +388,8 @@ class _Pass(Generic[EnvT]):
         self.built_nodes: set[str] = set()
         self.window = BuildWindow()
         self.pool: ThreadPoolExecutor | None = None
+        # Steps whose get-requires and build are awaited here (builds on Dask), if they are.
+        self.awaited = self.steps if isinstance(self.steps, AwaitedSteps) else None
 
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self.pool is not None
@@ -549,14 +572,14 @@ class _Pass(Generic[EnvT]):
             self._check_stopping(pin)
             self.reporter.step(node, Step.GET_REQUIRES)
             handle = await self._io(self.steps.create_env, prepared, env1, name="env")
-            backend_requires = tuple(await self._io(self.steps.get_requires, prepared, handle))
+            backend_requires = tuple(await self._get_requires(prepared, handle))
             if not backend_requires:
                 # Nothing more to wait for: build in the same slot rather than queue again
                 # behind others (on Dask the get-requires task has built the wheel already, and
                 # this only publishes it).
                 self._check_stopping(pin)
                 self.reporter.step(node, Step.BUILD)
-                built = await self._io(self.steps.build, prepared, handle)
+                built = await self._build(prepared, handle)
         env2 = env1
         if built is None:
             self.reporter.step(node, Step.WAITING)
@@ -570,7 +593,7 @@ class _Pass(Generic[EnvT]):
                 self.reporter.step(node, Step.BUILD)
                 if env2 != env1:
                     handle = await self._io(self.steps.create_env, prepared, env2, name="env2")
-                built = await self._io(self.steps.build, prepared, handle)
+                built = await self._build(prepared, handle)
         if self.steps.drifted(pin, built.metadata):
             self.drifted.append(node)
         record = _new_record(
@@ -598,6 +621,16 @@ class _Pass(Generic[EnvT]):
         if seconds:
             self.weighed.add(_key(pin))
             self.waits.set_weight(_key(pin), seconds)
+
+    async def _get_requires(self, prepared: Prepared, env: EnvT) -> list[str]:
+        if self.awaited is not None:
+            return await self.awaited.get_requires_async(prepared, env, self._io)
+        return await self._io(self.steps.get_requires, prepared, env)
+
+    async def _build(self, prepared: Prepared, env: EnvT) -> Built:
+        if self.awaited is not None:
+            return await self.awaited.build_async(prepared, env, self._io)
+        return await self._io(self.steps.build, prepared, env)
 
     async def _from_shared_cache(
         self, pin: Pin, cache: SharedCache, started: float
