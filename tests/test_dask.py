@@ -634,6 +634,25 @@ def test_error_from_result_keeps_kind_and_step(tmp_path: Path) -> None:
     assert hinted.hint == "install zlib1g-dev?[2J"
 
 
+def test_a_worker_names_a_subclass_of_error_as_the_nearest_kind_the_coordinator_rebuilds(
+    tmp_path: Path,
+) -> None:
+    from rewheel.core.errors import CommandFailed, DigestMismatch, HashMismatch
+    from rewheel.dask.dask_worker import answer_error_kind
+
+    digest = DigestMismatch("foo-1.0.tar.gz: sha256 abc, the index listed def", filename="f")
+    assert answer_error_kind(digest) == "IntegrityError"
+    refused = HashMismatch(package="foo", version="1.0", filename="f", found="a", expected=["b"])
+    assert answer_error_kind(refused) == "IntegrityError"
+    failed = CommandFailed("backend failed", cmd=["python"], returncode=1)
+    assert answer_error_kind(failed) == "BuildError"
+    sdist = IndexFile("foo-1.0.tar.gz", "http://x/foo-1.0.tar.gz", None)
+    pin = Pin(name=canonicalize_name("foo"), version=Version("1.0"), sdist=sdist)
+    kind = answer_error_kind(digest)
+    err = error_from_result(JobResult(error=(kind, digest.message, "download")), pin, tmp_path)
+    assert isinstance(err, IntegrityError)  # not "a build failed"
+
+
 def test_claim_build_root_falls_back_when_the_package_is_busy(tmp_path: Path) -> None:
     preferred, fallback = tmp_path / "shared", tmp_path / "own"
     with claim_build_root(preferred, "foo-1.0", fallback) as first:

@@ -56,7 +56,6 @@ from ..core.errors import (
     RewheelError,
     Step,
     UnsafeArchiveError,
-    UpstreamError,
 )
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.records import BuildExtras, BuildRecord
@@ -64,7 +63,16 @@ from ..core.resolver import Pin, Resolution
 from ..core.types import EdgeKind, WheelRef
 from ..repo.wheelfile import READ_ERRORS, read_metadata_bytes, wheel_name_version
 from ..serve.server import IndexServer
-from .dask_worker import BUILD, GET_REQUIRES, EnvSpec, Job, JobResult, run_job, worker_resource
+from .dask_worker import (
+    ANSWER_ERRORS,
+    BUILD,
+    GET_REQUIRES,
+    EnvSpec,
+    Job,
+    JobResult,
+    run_job,
+    worker_resource,
+)
 
 # Reruns of a task after a failed transfer between worker and coordinator (not after a failed
 # build, which is returned as a result and never raised).
@@ -101,10 +109,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-_RESULT_ERRORS: dict[str, type[RewheelError]] = {
-    cls.__name__: cls
-    for cls in (BuildError, ConfigError, IntegrityError, UnsafeArchiveError, UpstreamError)
-}
+_RESULT_ERRORS: dict[str, type[RewheelError]] = {cls.__name__: cls for cls in ANSWER_ERRORS}
 
 
 # What a worker's answer may carry of how a build ran (conditions, reproducibility), as JSON.

@@ -55,7 +55,16 @@ from ..build.sandbox import limits_with, make_policy
 from ..build.settings import PackageSettings, Patch, Settings
 from ..build.workspace import Workspace
 from ..core.bootstrap import Prepared
-from ..core.errors import BuildError, RepositoryError, RewheelError, Step, UpstreamError
+from ..core.errors import (
+    BuildError,
+    ConfigError,
+    IntegrityError,
+    RepositoryError,
+    RewheelError,
+    Step,
+    UnsafeArchiveError,
+    UpstreamError,
+)
 from ..core.fsutil import remove_tree, sha256_file
 from ..core.resolver import Pin
 from ..core.types import IndexFile, WheelRef
@@ -406,7 +415,7 @@ def run_job(job: Job) -> JobResult:
             raise  # Dask tries the task again (retries=)
         except RewheelError as exc:
             result = JobResult(
-                error=(type(exc).__name__, exc.message, exc.step or job.step), hint=exc.hint
+                error=(answer_error_kind(exc), exc.message, exc.step or job.step), hint=exc.hint
             )
         except Exception as exc:  # a bug, or an OS failure: still this build's failure only
             result = JobResult(error=("BuildError", f"unexpected error: {exc!r}", job.step))
@@ -419,6 +428,26 @@ def run_job(job: Job) -> JobResult:
     finally:
         client.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# The kinds of error a worker's answer may name. A subclass travels as the nearest of them (a
+# DigestMismatch as an IntegrityError, not as "a build failed"), for the coordinator rebuilds
+# an error from its kind's name only.
+ANSWER_ERRORS: tuple[type[RewheelError], ...] = (
+    BuildError,
+    ConfigError,
+    IntegrityError,
+    UnsafeArchiveError,
+    UpstreamError,
+)
+
+
+def answer_error_kind(exc: RewheelError) -> str:
+    """The name of the nearest of ``ANSWER_ERRORS`` that ``exc`` is (BuildError if none)."""
+    for cls in type(exc).__mro__:
+        if cls in ANSWER_ERRORS:
+            return cls.__name__
+    return BuildError.__name__
 
 
 if __name__ == "__main__":
