@@ -711,7 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = {}
     bytecode = None
     if "rewheel" in bench.tools:
-        bytecode = compile_bytecode(bench.rewheel, clean_environ(os.environ, Path.home(), None))
+        bytecode = compile_bytecode(
+            bench.rewheel, clean_environ(os.environ, Path.home(), names=DROPPED_NAMES)
+        )
         print(bytecode, flush=True)
         versions["rewheel"] = tool_version([str(bench.rewheel)])
     if fromager is not None:

@@ -32,11 +32,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _common import clean_environ  # noqa: E402
 from bench_bootstrap import (  # noqa: E402
+    DROPPED_NAMES,
     EXAMPLES,
     NOOP_TARGET_S,
     PYPI,
-    clean_environ,
     compile_bytecode,
     default_rewheel,
     split_trees,
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.repo.resolve()
     home = (args.home or repo.parent / "home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    env = clean_environ(os.environ, home, None)
+    env = clean_environ(os.environ, home, names=DROPPED_NAMES)
     print(compile_bytecode(args.rewheel, env), flush=True)
     cmd = command(args.rewheel, trees[0], repo, args.jobs, args.example)
     print(f"command: {shlex.join(cmd)}  (cwd {repo.parent}, HOME {home})", flush=True)

@@ -197,11 +197,11 @@ def make_graph(packages: int, *, median: float, sigma: float, seed: int) -> Grap
     others: list[str] = []
     for i in range(packages - len(CORE)):
         name = f"pkg-{i:04d}"
-        build = list(rng.choices(choices, weights)[0])
+        needs = list(rng.choices(choices, weights)[0])
         # Some builds need earlier packages (plugins, headers, code generators): depth.
         if others and rng.random() < 0.15:
-            build += rng.sample(others[-200:], k=min(len(others[-200:]), rng.choice((1, 1, 2))))
-        requires[name] = tuple(build)
+            needs += rng.sample(others[-200:], k=min(len(others[-200:]), rng.choice((1, 1, 2))))
+        requires[name] = tuple(needs)
         runtime[name] = ()
         seconds[name] = median * math.exp(rng.gauss(0.0, sigma))
         others.append(name)

@@ -62,12 +62,12 @@ def make_wheel(name: str, dest: Path) -> Path:
     if entry_points:
         members[f"{dist_info}/entry_points.txt"] = entry_points.encode()
     record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in members.items())
-    path = dest / f"{stem}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    wheel = dest / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for member, data in members.items():
             zf.writestr(member, data)
         zf.writestr(f"{dist_info}/RECORD", record + f"{dist_info}/RECORD,,\n")
-    return path
+    return wheel
 
 
 def main() -> None:
