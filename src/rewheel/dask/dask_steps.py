@@ -245,8 +245,7 @@ class DaskTasks:
         self.resource = resource
         self.retries = retries
 
-    def run(self, fn: Callable[[_A], object], arg: _A, *, key: str) -> object:
-        """``fn(arg)`` on a worker, as the task ``key``; blocks until it answers."""
+    def _submit(self, fn: Callable[[_A], object], arg: _A, key: str) -> Future[object]:
         future: Future[object] = self.client.submit(
             fn,
             arg,
@@ -255,6 +254,11 @@ class DaskTasks:
             retries=self.retries,
             pure=False,
         )
+        return future
+
+    def run(self, fn: Callable[[_A], object], arg: _A, *, key: str) -> object:
+        """``fn(arg)`` on a worker, as the task ``key``; blocks until it answers."""
+        future = self._submit(fn, arg, key)
         try:
             return future.result()
         finally:
@@ -264,14 +268,7 @@ class DaskTasks:
         """``run`` from an event loop: submitted from its thread and awaited there, no thread
         blocked meanwhile (the client's own loop fetches the answer and wakes this one). It
         raises what ``run`` raises."""
-        future: Future[object] = self.client.submit(
-            fn,
-            arg,
-            key=key,
-            resources={self.resource: 1},
-            retries=self.retries,
-            pure=False,
-        )
+        future = self._submit(fn, arg, key)
         try:
             fetch = self.client.gather(future, asynchronous=True)  # type: ignore[no-untyped-call]
             loop = self.client.loop.asyncio_loop  # type: ignore[union-attr]
